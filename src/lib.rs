@@ -2,11 +2,17 @@
 //!
 //! Data flows through one module per stage:
 //! `source` -> [`decode`] -> [`window`] -> [`rule`] -> [`engine`]
-//! (incidents and decisions) -> `action` -> `journal`.
+//! (incidents and [`decision`]s) -> `action` -> `journal`.
 //! The engine is pure (event time only, no I/O), so replay, the live
 //! responder and the tests all run the same code.
 
+pub mod cases;
+pub mod config;
+pub mod decision;
 pub mod decode;
+pub mod engine;
 pub mod event;
+pub mod replay;
+pub mod rule;
 pub mod time;
 pub mod window;

@@ -1,1 +1,193 @@
-fn main() {}
+//! The `ripcord` command line. Thin: parses arguments, wires the library's
+//! stages together and maps outcomes to exit codes.
+
+use std::fs::File;
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use ripcord::cases;
+use ripcord::config::{Config, Errors};
+use ripcord::engine::Engine;
+use ripcord::rule::load::{self as rules, RuleFile};
+
+#[derive(Parser)]
+#[command(
+    name = "ripcord",
+    version,
+    about = "Alert-to-rollback responder for staged upgrades"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and every rule file; report all errors at once.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Rules directory (default: the config's `rules:`, else the shipped rules).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Run the test cases the rule files carry.
+    Test {
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Feed a JSON-lines file of events through the engine in event time and
+    /// print every decision as a JSON line. Executes nothing.
+    Replay {
+        /// The events; `-` reads standard input.
+        #[arg(long)]
+        events: PathBuf,
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config, rules } => check(config.as_deref(), rules.as_deref()),
+        Command::Test { rules, config } => test(config.as_deref(), rules.as_deref()),
+        Command::Replay {
+            events,
+            rules,
+            config,
+        } => replay(&events, config.as_deref(), rules.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ripcord: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads config and rules together so every error of both is reported.
+fn load(
+    config: Option<&Path>,
+    rules_dir: Option<&Path>,
+) -> Result<(Config, Vec<RuleFile>), Errors> {
+    let mut errs = Errors::default();
+    let cfg = Config::load(config).unwrap_or_else(|e| {
+        errs.extend(e);
+        Config::default()
+    });
+    let dir = rules_dir
+        .map(Path::to_path_buf)
+        .or_else(|| cfg.rules_dir.clone());
+    let files = rules::load(dir.as_deref()).unwrap_or_else(|e| {
+        errs.extend(e);
+        Vec::new()
+    });
+    errs.into_result((cfg, files))
+}
+
+fn report(errs: &Errors) -> ExitCode {
+    eprintln!("{errs}");
+    eprintln!("ripcord: {} error(s)", errs.len());
+    ExitCode::from(1)
+}
+
+fn check(config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {
+    match load(config, rules_dir) {
+        Err(errs) => Ok(report(&errs)),
+        Ok((cfg, files)) => {
+            let n: usize = files.iter().map(|f| f.rules.len()).sum();
+            println!(
+                "ok: config {}, {n} rules in {} files",
+                cfg.path
+                    .as_deref()
+                    .map_or("(defaults)".into(), |p| p.display().to_string()),
+                files.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn test(config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {
+    let (cfg, files) = match load(config, rules_dir) {
+        Err(errs) => return Ok(report(&errs)),
+        Ok(x) => x,
+    };
+    let mut out = io::stdout().lock();
+    let (mut passed, mut failed) = (0, 0);
+    for file in &files {
+        for r in cases::run_file(file, &cfg.engine) {
+            if r.passed() {
+                passed += 1;
+                writeln!(out, "ok    {}:{} {}", r.file, r.line, r.name)?;
+            } else {
+                failed += 1;
+                writeln!(out, "FAIL  {}:{} {}", r.file, r.line, r.name)?;
+                for f in &r.failures {
+                    writeln!(out, "      {f}")?;
+                }
+            }
+        }
+    }
+    for (rule, path) in rules::untested_rules(&files) {
+        writeln!(
+            out,
+            "note  {}:{} rule `{}` has no test case expecting it",
+            path.display(),
+            rule.origin.line,
+            rule.name
+        )?;
+    }
+    writeln!(out, "{passed} passed, {failed} failed")?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn replay(events: &Path, config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {
+    let (cfg, files) = match load(config, rules_dir) {
+        Err(errs) => return Ok(report(&errs)),
+        Ok(x) => x,
+    };
+    let mut engine = Engine::new(Arc::new(rules::rule_set(&files)), cfg.engine);
+    let stdout = io::stdout().lock();
+    let out = io::BufWriter::with_capacity(1 << 16, stdout);
+    let warn = io::stderr().lock();
+    let result = if events == Path::new("-") {
+        ripcord::replay::run(&mut engine, io::stdin().lock(), out, warn)
+    } else {
+        let f = File::open(events).with_context(|| format!("cannot open {}", events.display()))?;
+        ripcord::replay::run(&mut engine, BufReader::with_capacity(1 << 20, f), out, warn)
+    };
+    let summary = match result {
+        Ok(s) => s,
+        // `ripcord replay … | head`: the reader went away; that is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Err(e) => return Err(e).context("replay failed"),
+    };
+    let st = engine.stats();
+    eprintln!(
+        "replay: {} lines, {} events, {} malformed, {} decisions; samples late {}, unmatched {}, groups {}",
+        summary.lines,
+        summary.events,
+        summary.malformed,
+        summary.decisions,
+        st.samples_late,
+        st.samples_unmatched,
+        engine.groups()
+    );
+    Ok(ExitCode::SUCCESS)
+}

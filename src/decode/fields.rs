@@ -224,7 +224,7 @@ pub(crate) fn check_label(
     None
 }
 
-pub(crate) fn is_label_name(s: &str) -> bool {
+pub fn is_label_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 128
@@ -232,7 +232,7 @@ pub(crate) fn is_label_name(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
-pub(crate) fn is_metric_name(s: &str) -> bool {
+pub fn is_metric_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= limits::MAX_METRIC_NAME_BYTES

@@ -25,7 +25,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::event::{Event, Labels, Sample};
 use crate::time::Ts;
-use fields::{Fields, LabelKind, check_label, is_metric_name};
+use fields::{Fields, LabelKind, check_label};
+pub use fields::{is_label_name, is_metric_name};
 use json::{CowStr, Json};
 
 /// Size limits that keep one event's footprint (and so the engine's memory)
@@ -75,13 +76,22 @@ impl DecodeError {
 /// and appends its events to `out`. On error nothing is appended: a payload
 /// is taken whole or not at all.
 pub fn decode<'a>(input: &'a [u8], out: &mut Vec<Event<'a>>) -> Result<(), DecodeError> {
+    decode_each(input, |e| out.push(e))
+}
+
+/// Like [`decode`], handing each event to `f` (no buffer for the common
+/// single-event case). `f` is called only once the whole input decoded.
+pub fn decode_each<'a>(input: &'a [u8], mut f: impl FnMut(Event<'a>)) -> Result<(), DecodeError> {
     if let Some(sample) = fast_native(input) {
-        out.push(Event::Sample(sample));
+        f(Event::Sample(sample));
         return Ok(());
     }
     let tree: Json<'a> =
         serde_json::from_slice(input).map_err(|e| DecodeError::Syntax(e.to_string()))?;
-    decode_tree(tree, out)
+    let mut events = Vec::new();
+    decode_tree(tree, &mut events)?;
+    events.into_iter().for_each(f);
+    Ok(())
 }
 
 /// Decodes an already parsed JSON value (an element of a JSON array body).

@@ -1,0 +1,189 @@
+//! Configuration: `ripcord.yaml`, parsed then validated as a whole.
+//!
+//! Every section is optional; what is left out takes the operating plan's
+//! defaults. All problems are reported at once with file and line, before
+//! anything starts.
+
+pub mod error;
+pub mod yaml;
+
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, Errors};
+use yaml::{MapReader, Node};
+
+use crate::decision::{Action, Tier};
+use crate::engine::EngineConfig;
+use crate::time::Dur;
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from; `None` when running on defaults.
+    pub path: Option<PathBuf>,
+    pub engine: EngineConfig,
+    /// Rules directory from the config file (the command line wins).
+    pub rules_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: None,
+            engine: EngineConfig::default(),
+            rules_dir: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or returns the defaults when there is none.
+    pub fn load(path: Option<&Path>) -> Result<Config, Errors> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(path, &text),
+            Err(e) => Err(Errors(vec![ConfigError::new(
+                path,
+                0,
+                0,
+                format!("cannot read config: {e}"),
+            )])),
+        }
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Errors> {
+        let mut errs = Errors::default();
+        let root = match yaml::parse(path, text) {
+            Ok(n) => n,
+            Err(e) => return Err(Errors(vec![e])),
+        };
+        let mut cfg = Config {
+            path: Some(path.to_path_buf()),
+            ..Config::default()
+        };
+        if let Some(mut top) = MapReader::new(path, &root, "config", &mut errs) {
+            if let Some(m) = top.map("engine", &mut errs) {
+                read_engine(m, &mut cfg.engine, &mut errs);
+            }
+            if let Some(m) = top.map("tiers", &mut errs) {
+                read_tiers(m, &mut cfg.engine, &mut errs);
+            }
+            if let Some(m) = top.map("policy", &mut errs) {
+                read_policy(m, &mut cfg.engine, &mut errs);
+            }
+            if let Some(dir) = top.str("rules", &mut errs) {
+                cfg.rules_dir = Some(relative_to(path, dir));
+            }
+            top.finish(&mut errs);
+        }
+        errs.into_result(cfg)
+    }
+}
+
+/// Paths in a config file are relative to the file's directory.
+pub fn relative_to(config: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
+fn read_engine(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
+    if let Some(d) = m.dur("allowed_lateness", Dur::ZERO..=Dur::from_mins(60), errs) {
+        e.allowed_lateness = d;
+    }
+    if let Some(n) = m.int("max_groups_per_rule", 1..=100_000_000, errs) {
+        e.max_groups_per_rule = n as usize;
+    }
+    if let Some(n) = m.get("idle_after") {
+        if n.as_str() != Some("auto") {
+            e.idle_after = m.dur(
+                "idle_after",
+                Dur::from_secs(1)..=Dur::from_mins(7 * 24 * 60),
+                errs,
+            );
+        }
+    }
+    if let Some(d) = m.dur(
+        "alert_memory",
+        Dur::from_mins(1)..=Dur::from_mins(30 * 24 * 60),
+        errs,
+    ) {
+        e.alert_memory = d;
+    }
+    m.finish(errs);
+}
+
+fn tier_of(m: &MapReader<'_>, n: &Node, key: &str, errs: &mut Errors) -> Option<Tier> {
+    match n.as_str().map(str::parse::<Tier>) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            m.err(errs, n, key, e);
+            None
+        }
+        None => {
+            m.err(
+                errs,
+                n,
+                key,
+                format!("expected low, medium or high, got {}", n.describe()),
+            );
+            None
+        }
+    }
+}
+
+fn read_tiers(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
+    if let Some(l) = m.str("label", errs) {
+        if crate::decode::is_label_name(l) {
+            e.tiers.label = l.to_owned();
+        } else {
+            let n = m.node_of("label").unwrap_or(m.node());
+            m.err(errs, n, "label", format!("`{l}` is not a valid label name"));
+        }
+    }
+    if let Some(n) = m.get("default") {
+        if let Some(t) = tier_of(&m, n, "default", errs) {
+            e.tiers.default = t;
+        }
+    }
+    if let Some(mut sm) = m.map("services", errs) {
+        for (service, _, v) in sm.take_all() {
+            if let Some(t) = tier_of(&sm, v, service, errs) {
+                e.tiers.services.insert(service.to_owned(), t);
+            }
+        }
+    }
+    m.finish(errs);
+}
+
+fn read_policy(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
+    for key in ["low", "medium", "high", "minor"] {
+        let Some(list) = m.str_list(key, errs) else {
+            continue;
+        };
+        let mut actions = Vec::new();
+        for (s, n) in list {
+            match s.parse::<Action>() {
+                Ok(Action::Resolve) => m.err(errs, n, key, "`resolve` is not a policy action"),
+                Ok(a) if actions.contains(&a) => m.err(errs, n, key, format!("`{a}` listed twice")),
+                Ok(a) => actions.push(a),
+                Err(err) => m.err(errs, n, key, err),
+            }
+        }
+        if key == "minor" && actions.iter().any(|a| *a != Action::Notify) {
+            let n = m.node_of(key).unwrap_or(m.node());
+            m.err(errs, n, key, "minor faults only notify (the plan: record, keep watching, do not stop the upgrade)");
+            continue;
+        }
+        match key {
+            "minor" => e.policy.minor = actions,
+            k => *e.policy.for_tier_mut(k.parse().expect("tier key")) = actions,
+        }
+    }
+    m.finish(errs);
+}

@@ -1,0 +1,287 @@
+//! Decisions: what the engine concluded, and the vocabulary around them
+//! (risk tiers, fault severities, actions).
+//!
+//! A decision is the engine's whole output. Replay prints it, the live
+//! responder journals it and hands it to the action stage.
+
+use std::fmt;
+use std::hash::Hasher;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeStruct, Serializer};
+
+use crate::time::Ts;
+
+/// Risk tier of the service being upgraded: decides what a breach leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Low,
+    Medium,
+    High,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Low, Tier::Medium, Tier::High];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Low => "low",
+            Tier::Medium => "medium",
+            Tier::High => "high",
+        }
+    }
+}
+
+impl FromStr for Tier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Tier, String> {
+        match s {
+            "low" => Ok(Tier::Low),
+            "medium" => Ok(Tier::Medium),
+            "high" => Ok(Tier::High),
+            _ => Err(format!("unknown tier `{s}`; expected low, medium or high")),
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How bad a fault is, independent of tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// No business impact: record, keep watching, notify only.
+    Minor,
+    /// Part of the business affected.
+    Functional,
+    /// Business down.
+    Severe,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Minor => "minor",
+            Severity::Functional => "functional",
+            Severity::Severe => "severe",
+        }
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Severity, String> {
+        match s {
+            "minor" => Ok(Severity::Minor),
+            "functional" => Ok(Severity::Functional),
+            "severe" => Ok(Severity::Severe),
+            _ => Err(format!(
+                "unknown severity `{s}`; expected minor, functional or severe"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a decision asks the action stage to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Roll the affected instance back to its pre-upgrade state.
+    Rollback,
+    /// Prepare a rollback and wait for a human to approve it.
+    RequestApproval,
+    /// Stop the staged rollout from starting further batches.
+    PauseRollout,
+    /// Page on-call by SMS / phone call.
+    Page,
+    /// Post to chat / email.
+    Notify,
+    /// The incident is over.
+    Resolve,
+}
+
+impl Action {
+    pub const ALL: [Action; 6] = [
+        Action::Rollback,
+        Action::RequestApproval,
+        Action::PauseRollout,
+        Action::Page,
+        Action::Notify,
+        Action::Resolve,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Rollback => "rollback",
+            Action::RequestApproval => "request_approval",
+            Action::PauseRollout => "pause_rollout",
+            Action::Page => "page",
+            Action::Notify => "notify",
+            Action::Resolve => "resolve",
+        }
+    }
+
+    pub(crate) fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Action, String> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown action `{s}`; expected rollback, request_approval, pause_rollout, \
+                     page or notify"
+                )
+            })
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A label set owned by an incident or decision, in a stable order.
+pub type GroupLabels = Arc<[(Box<str>, Box<str>)]>;
+
+/// Identity of an incident: stable across replays and restarts, because it
+/// is derived from the rule, the group and the time the incident opened.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IncidentId(Arc<str>);
+
+impl IncidentId {
+    pub fn derive(rule: &str, labels: &[(Box<str>, Box<str>)], opened: Ts) -> IncidentId {
+        let mut h = siphasher::sip::SipHasher13::new();
+        h.write(rule.as_bytes());
+        h.write_u8(0xff);
+        for (k, v) in labels {
+            h.write(k.as_bytes());
+            h.write_u8(0xfe);
+            h.write(v.as_bytes());
+            h.write_u8(0xff);
+        }
+        h.write_i64(opened.millis());
+        IncidentId(format!("inc-{:012x}", h.finish() >> 16).into())
+    }
+
+    pub fn from_string(s: impl Into<Arc<str>>) -> IncidentId {
+        IncidentId(s.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for IncidentId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// One thing the engine decided, at an event time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Event time the decision was taken at.
+    pub at: Ts,
+    pub action: Action,
+    pub tier: Tier,
+    pub severity: Severity,
+    pub rule: Arc<str>,
+    /// `None` for decisions outside any incident (upgrade progress posts).
+    pub incident: Option<IncidentId>,
+    /// The group's labels (`instance` among them when grouped by instance).
+    pub labels: GroupLabels,
+    /// The window's aggregate that triggered the decision.
+    pub value: Option<f64>,
+    /// The threshold it was compared with (for baselines: factor x baseline).
+    pub threshold: Option<f64>,
+    pub baseline: Option<f64>,
+    /// One human sentence: what, where, value vs threshold.
+    pub message: String,
+    /// Idempotency key: the same input always yields the same key, so the
+    /// journal can refuse to record (and act on) a decision twice.
+    pub key: String,
+}
+
+impl Decision {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| &**k == name)
+            .map(|(_, v)| &**v)
+    }
+}
+
+struct LabelsJson<'a>(&'a [(Box<str>, Box<str>)]);
+
+impl Serialize for LabelsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(&**k, &**v)?;
+        }
+        m.end()
+    }
+}
+
+/// Finite numbers only: JSON has no NaN.
+fn finite(v: Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite())
+}
+
+impl Serialize for Decision {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Decision", 12)?;
+        st.serialize_field("at", &self.at)?;
+        st.serialize_field("action", &self.action)?;
+        st.serialize_field("tier", &self.tier)?;
+        st.serialize_field("severity", &self.severity)?;
+        st.serialize_field("rule", &*self.rule)?;
+        st.serialize_field("incident", &self.incident)?;
+        st.serialize_field("labels", &LabelsJson(&self.labels))?;
+        if let Some(v) = finite(self.value) {
+            st.serialize_field("value", &v)?;
+        }
+        if let Some(v) = finite(self.threshold) {
+            st.serialize_field("threshold", &v)?;
+        }
+        if let Some(v) = finite(self.baseline) {
+            st.serialize_field("baseline", &v)?;
+        }
+        st.serialize_field("message", &self.message)?;
+        st.serialize_field("key", &self.key)?;
+        st.end()
+    }
+}

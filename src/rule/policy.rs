@@ -1,0 +1,93 @@
+//! Tier policy: which tier an event belongs to, and what a breach at a
+//! tier and severity leads to.
+
+use std::collections::HashMap;
+
+use crate::decision::{Action, Severity, Tier};
+use crate::event::Labels;
+
+/// Finds an event's tier: its `tier` label, else the service -> tier map,
+/// else the default.
+#[derive(Debug, Clone)]
+pub struct TierResolver {
+    pub label: String,
+    pub services: HashMap<String, Tier>,
+    pub default: Tier,
+}
+
+impl Default for TierResolver {
+    fn default() -> Self {
+        TierResolver {
+            label: "tier".into(),
+            services: HashMap::new(),
+            default: Tier::Medium,
+        }
+    }
+}
+
+impl TierResolver {
+    pub fn resolve(&self, labels: &Labels<'_>) -> Tier {
+        if let Some(t) = labels.get(&self.label).and_then(|t| t.parse().ok()) {
+            return t;
+        }
+        if !self.services.is_empty() {
+            if let Some(t) = labels.get("service").and_then(|s| self.services.get(s)) {
+                return *t;
+            }
+        }
+        self.default
+    }
+}
+
+/// What each tier does about a functional or severe breach; minor breaches
+/// only notify, whatever the tier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub low: Vec<Action>,
+    pub medium: Vec<Action>,
+    pub high: Vec<Action>,
+    pub minor: Vec<Action>,
+}
+
+impl Default for Policy {
+    /// The operating plan's defaults.
+    fn default() -> Self {
+        Policy {
+            low: vec![Action::Rollback, Action::Notify],
+            medium: vec![Action::RequestApproval, Action::Notify],
+            high: vec![Action::PauseRollout, Action::Page, Action::RequestApproval],
+            minor: vec![Action::Notify],
+        }
+    }
+}
+
+impl Policy {
+    /// The actions for a breach, in the order they fire. A rule's own
+    /// `actions` replace the tier's for functional and severe breaches.
+    pub fn actions<'a>(
+        &'a self,
+        tier: Tier,
+        severity: Severity,
+        rule_override: Option<&'a [Action]>,
+    ) -> &'a [Action] {
+        if severity == Severity::Minor {
+            return &self.minor;
+        }
+        if let Some(a) = rule_override {
+            return a;
+        }
+        match tier {
+            Tier::Low => &self.low,
+            Tier::Medium => &self.medium,
+            Tier::High => &self.high,
+        }
+    }
+
+    pub fn for_tier_mut(&mut self, tier: Tier) -> &mut Vec<Action> {
+        match tier {
+            Tier::Low => &mut self.low,
+            Tier::Medium => &mut self.medium,
+            Tier::High => &mut self.high,
+        }
+    }
+}
