@@ -94,6 +94,15 @@ pub fn decode_each<'a>(input: &'a [u8], mut f: impl FnMut(Event<'a>)) -> Result<
     Ok(())
 }
 
+/// The slow path alone, for differential fuzzing against [`decode`]: both
+/// must accept the same inputs and produce the same events.
+#[doc(hidden)]
+pub fn decode_slow<'a>(input: &'a [u8], out: &mut Vec<Event<'a>>) -> Result<(), DecodeError> {
+    let tree: Json<'a> =
+        serde_json::from_slice(input).map_err(|e| DecodeError::Syntax(e.to_string()))?;
+    decode_tree(tree, out)
+}
+
 /// Decodes an already parsed JSON value (an element of a JSON array body).
 pub fn decode_tree<'a>(tree: Json<'a>, out: &mut Vec<Event<'a>>) -> Result<(), DecodeError> {
     let mut f = Fields::new("", tree)?;
