@@ -17,23 +17,13 @@ use crate::engine::EngineConfig;
 use crate::time::Dur;
 
 /// The whole configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     /// The file it came from; `None` when running on defaults.
     pub path: Option<PathBuf>,
     pub engine: EngineConfig,
     /// Rules directory from the config file (the command line wins).
     pub rules_dir: Option<PathBuf>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            path: None,
-            engine: EngineConfig::default(),
-            rules_dir: None,
-        }
-    }
 }
 
 impl Config {

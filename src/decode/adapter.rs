@@ -5,8 +5,6 @@
 //! `-Inf` occur; NaN is Prometheus' staleness marker and passes through as a
 //! non-finite sample that the engine skips.
 
-use std::borrow::Cow;
-
 use super::DecodeError;
 use super::fields::{Fields, LabelKind, is_metric_name};
 use crate::event::Sample;
@@ -35,8 +33,8 @@ pub(super) fn decode(mut f: Fields<'_>) -> Result<Sample<'_>, DecodeError> {
     })
 }
 
-fn parse_go_float(s: &Cow<'_, str>) -> Option<f64> {
-    match s.as_ref() {
+fn parse_go_float(s: &str) -> Option<f64> {
+    match s {
         "+Inf" | "Inf" => Some(f64::INFINITY),
         "-Inf" => Some(f64::NEG_INFINITY),
         "NaN" => Some(f64::NAN),

@@ -1,1 +1,339 @@
+//! Engine behaviour the shipped rule tests do not pin down: lateness,
+//! eviction, caps, reconciliation, hysteresis, determinism.
 
+use std::path::Path;
+
+use super::*;
+use crate::config::Errors;
+use crate::decision::Tier;
+use crate::rule::load::{parse_file, rule_set};
+
+const T0: i64 = 1_795_255_200_000; // 2026-11-21T10:00:00Z
+
+fn engine_with(yaml: &str, cfg: EngineConfig) -> Engine {
+    let mut errs = Errors::default();
+    let file = parse_file(Path::new("t.yaml"), yaml, &mut errs).expect("parses");
+    assert!(errs.is_empty(), "{errs}");
+    Engine::new(Arc::new(rule_set(&[file])), cfg)
+}
+
+const FIVE_XX: &str = r#"
+rules:
+  - name: r
+    match: {metric: m}
+    group_by: [service, instance]
+    window: 1m
+    aggregate: avg
+    condition: "> 5%"
+    clear: "< 4%"
+    clear_for: 1m
+"#;
+
+fn sample(engine: &mut Engine, secs: i64, instance: &str, value: f64, out: &mut Vec<Decision>) {
+    let line = format!(
+        r#"{{"metric":"m","value":{value},"ts":{},"labels":{{"service":"s","instance":"{instance}"}}}}"#,
+        T0 + secs * 1000
+    );
+    let mut events = Vec::new();
+    crate::decode::decode(line.as_bytes(), &mut events).unwrap();
+    for e in &events {
+        engine.process(e, out);
+    }
+}
+
+fn actions(out: &[Decision]) -> Vec<(i64, Action, String)> {
+    out.iter()
+        .map(|d| {
+            (
+                (d.at.millis() - T0) / 1000,
+                d.action,
+                d.label("instance").unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn late_samples_beyond_the_allowance_are_dropped() {
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut out = Vec::new();
+    sample(&mut e, 600, "a", 0.0, &mut out);
+    sample(&mut e, 545, "a", 0.0, &mut out); // 55 s late: within the 1 m allowance
+    sample(&mut e, 530, "a", 0.9, &mut out); // 70 s late: dropped
+    assert_eq!(e.stats().samples_late, 1);
+    assert_eq!(e.stats().samples, 3);
+    assert!(out.is_empty(), "{:?}", actions(&out));
+}
+
+#[test]
+fn out_of_order_samples_within_the_allowance_count() {
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut out = Vec::new();
+    sample(&mut e, 60, "a", 0.0, &mut out);
+    sample(&mut e, 50, "a", 0.9, &mut out); // older than the group's newest, same window
+    assert_eq!(
+        actions(&out),
+        vec![
+            (60, Action::RequestApproval, "a".into()),
+            (60, Action::Notify, "a".into())
+        ]
+    );
+    assert!((out[0].value.unwrap() - 0.45).abs() < 1e-12);
+}
+
+#[test]
+fn hysteresis_band_keeps_the_incident_open() {
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut out = Vec::new();
+    sample(&mut e, 0, "a", 0.10, &mut out);
+    assert_eq!(out.len(), 2);
+    out.clear();
+    // 4.5%: below the 5% trigger, above the 4% clear line: stays open.
+    for t in (10..=300).step_by(10) {
+        sample(&mut e, t, "a", 0.045, &mut out);
+    }
+    assert!(out.is_empty(), "{:?}", actions(&out));
+    // Clear for a minute (the window first has to forget the 4.5%s).
+    for t in (310..=500).step_by(10) {
+        sample(&mut e, t, "a", 0.01, &mut out);
+    }
+    let got = actions(&out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, Action::Resolve);
+    // At 310 s the window [255 s, 310 s] averages (5 x 4.5% + 1%) / 6 = 3.9%,
+    // under the 4% clear line; clear for the 60 s of clear_for: 370 s.
+    assert_eq!(got[0].0, 370);
+}
+
+#[test]
+fn a_series_that_goes_quiet_resolves_on_no_data() {
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut out = Vec::new();
+    sample(&mut e, 0, "a", 0.10, &mut out);
+    out.clear();
+    // Only another instance reports from now on; the watermark moves.
+    for t in (10..=400).step_by(10) {
+        sample(&mut e, t, "b", 0.0, &mut out);
+    }
+    let got = actions(&out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].1, got[0].2.as_str()), (Action::Resolve, "a"));
+    // Window (1 m, 5 s buckets) empties at 60 s; clear_for 1 m: resolves at 120 s,
+    // decided once the watermark minus the 1 m allowance passes it (180 s).
+    assert_eq!(got[0].0, 120);
+    assert!(out[0].message.contains("no samples"), "{}", out[0].message);
+}
+
+#[test]
+fn flush_runs_due_timers_at_end_of_input() {
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut out = Vec::new();
+    sample(&mut e, 0, "a", 0.10, &mut out);
+    sample(&mut e, 130, "b", 0.0, &mut out);
+    out.clear();
+    e.flush(&mut out);
+    assert_eq!(actions(&out), vec![(120, Action::Resolve, "a".into())]);
+}
+
+#[test]
+fn quiet_groups_are_evicted_and_the_group_cap_holds() {
+    let cfg = EngineConfig {
+        max_groups_per_rule: 3,
+        ..EngineConfig::default()
+    };
+    let mut e = engine_with(FIVE_XX, cfg);
+    let mut out = Vec::new();
+    for (i, inst) in ["a", "b", "c", "d"].iter().enumerate() {
+        sample(&mut e, i as i64, inst, 0.0, &mut out);
+    }
+    assert_eq!(e.groups(), 3);
+    assert_eq!(e.stats().groups_refused, 1);
+    // Much later, one group keeps reporting; the others are swept away.
+    for t in (1000..1100).step_by(5) {
+        sample(&mut e, t, "z", 0.0, &mut out);
+    }
+    assert_eq!(e.groups(), 1, "{:?}", e.stats());
+    assert_eq!(e.stats().groups_evicted, 3);
+    // A group with an open incident is never evicted.
+    sample(&mut e, 1100, "y", 0.5, &mut out);
+    for t in (1100..1400).step_by(5) {
+        sample(&mut e, t, "z", 0.0, &mut out);
+        sample(&mut e, t, "y", 0.5, &mut out);
+    }
+    assert!(
+        e.open_incidents()
+            .iter()
+            .any(|i| i.labels.iter().any(|(_, v)| &**v == "y"))
+    );
+}
+
+#[test]
+fn same_input_same_decisions() {
+    let run = || {
+        let mut e = engine_with(FIVE_XX, EngineConfig::default());
+        let mut out = Vec::new();
+        for t in 0..200 {
+            sample(
+                &mut e,
+                t * 3,
+                ["a", "b"][t as usize % 2],
+                if t % 50 < 20 { 0.2 } else { 0.0 },
+                &mut out,
+            );
+        }
+        e.flush(&mut out);
+        out
+    };
+    let (a, b) = (run(), run());
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+    let keys: std::collections::HashSet<&str> = a.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys.len(), a.len(), "idempotency keys are unique");
+}
+
+#[test]
+fn reconcile_installs_journaled_incidents_and_drops_unjournaled_ones() {
+    // Warm-up opened an incident for `a`, but the journal knows one for `b`.
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut out = Vec::new();
+    sample(&mut e, 0, "a", 0.5, &mut out);
+    let mut journaled = Engine::new(e.rules().clone(), EngineConfig::default());
+    let mut jout = Vec::new();
+    sample(&mut journaled, 0, "b", 0.5, &mut jout);
+    let b_incident = journaled.open_incidents();
+    assert_eq!(b_incident.len(), 1);
+
+    let orphans = e.reconcile(&b_incident, Ts(T0 + 1000));
+    assert!(orphans.is_empty());
+    assert_eq!(e.stats().incidents_dropped_on_reconcile, 1);
+    assert_eq!(e.stats().incidents_restored, 1);
+    out.clear();
+    // `b` keeps breaching: already open, nothing fires. `a` breaches: it was
+    // never journaled, so it fires now.
+    sample(&mut e, 5, "b", 0.5, &mut out);
+    sample(&mut e, 6, "a", 0.5, &mut out);
+    let got = actions(&out);
+    assert_eq!(
+        got,
+        vec![
+            (6, Action::RequestApproval, "a".into()),
+            (6, Action::Notify, "a".into())
+        ]
+    );
+    // `b` resolves as its own incident, with its own id.
+    out.clear();
+    for t in (10..=200).step_by(10) {
+        sample(&mut e, t, "b", 0.0, &mut out);
+        sample(&mut e, t, "a", 0.0, &mut out);
+    }
+    let resolved: Vec<&Decision> = out.iter().filter(|d| d.action == Action::Resolve).collect();
+    assert_eq!(resolved.len(), 2);
+    let b_res = resolved
+        .iter()
+        .find(|d| d.label("instance") == Some("b"))
+        .unwrap();
+    assert_eq!(b_res.incident.as_ref(), Some(&b_incident[0].id));
+}
+
+#[test]
+fn reconcile_reports_incidents_of_removed_rules() {
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut inc = Incident::open(
+        "gone".into(),
+        vec![].into(),
+        Tier::Low,
+        Severity::Functional,
+        Ts(T0),
+    );
+    inc.seq = 3;
+    let orphans = e.reconcile(&[inc.clone()], Ts(T0));
+    assert_eq!(orphans, vec![inc]);
+}
+
+#[test]
+fn tier_comes_from_label_then_service_map_then_default() {
+    let mut cfg = EngineConfig::default();
+    cfg.tiers.services.insert("pay".into(), Tier::High);
+    cfg.tiers.default = Tier::Low;
+    let e = engine_with(FIVE_XX, cfg);
+    let mut events = Vec::new();
+    let lines = [
+        r#"{"metric":"m","value":1,"ts":0,"labels":{"service":"pay","tier":"medium"}}"#,
+        r#"{"metric":"m","value":1,"ts":0,"labels":{"service":"pay"}}"#,
+        r#"{"metric":"m","value":1,"ts":0,"labels":{"service":"other","tier":"bogus"}}"#,
+    ];
+    for l in &lines {
+        crate::decode::decode(l.as_bytes(), &mut events).unwrap();
+    }
+    let tiers: Vec<Tier> = events
+        .iter()
+        .map(|ev| e.config().tiers.resolve(ev.labels()))
+        .collect();
+    assert_eq!(tiers, vec![Tier::Medium, Tier::High, Tier::Low]);
+}
+
+#[test]
+fn non_finite_and_unmatched_samples_are_counted() {
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let lines = [
+        r#"{"timestamp":"2026-11-21T10:00:00Z","value":"NaN","name":"m","labels":{"service":"s"}}"#,
+        r#"{"metric":"other","value":1,"ts":1795255200000}"#,
+    ];
+    for l in &lines {
+        crate::decode::decode(l.as_bytes(), &mut events).unwrap();
+    }
+    for ev in &events {
+        e.process(ev, &mut out);
+    }
+    assert_eq!(e.stats().samples_non_finite, 1);
+    assert_eq!(e.stats().samples_unmatched, 1);
+    assert_eq!(e.groups(), 0);
+}
+
+#[test]
+fn progress_becomes_a_notify_post() {
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let line = r#"{"kind":"progress","ts":"2026-11-21T10:00:00Z","labels":{"service":"web","batch":"2","batches":"3"},"stage":"batch_done","done":30,"total":100}"#;
+    crate::decode::decode(line.as_bytes(), &mut events).unwrap();
+    e.process(&events[0], &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].action, Action::Notify);
+    assert_eq!(
+        out[0].message,
+        "web batch 2/3 done: 30 of 100 instances upgraded"
+    );
+    assert_eq!(out[0].incident, None);
+    let json = serde_json::to_value(&out[0]).unwrap();
+    assert_eq!(json["action"], "notify");
+    assert_eq!(json["labels"]["batch"], "2");
+    assert_eq!(json["at"], "2026-11-21T10:00:00Z");
+}
+
+#[test]
+fn decision_json_carries_the_contract_fields() {
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut out = Vec::new();
+    sample(&mut e, 0, "i-0a1", 0.07, &mut out);
+    let json = serde_json::to_value(&out[0]).unwrap();
+    for field in [
+        "at",
+        "action",
+        "tier",
+        "severity",
+        "rule",
+        "incident",
+        "labels",
+        "value",
+        "threshold",
+    ] {
+        assert!(json.get(field).is_some(), "missing {field}: {json}");
+    }
+    assert_eq!(json["labels"]["instance"], "i-0a1");
+    assert_eq!(json["value"], 0.07);
+    assert_eq!(json["threshold"], 0.05);
+    assert_eq!(json["tier"], "medium");
+}

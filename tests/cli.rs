@@ -1,0 +1,251 @@
+//! The command-line contract: `check`, `test` and `replay`, run as the
+//! real binary on fixtures.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn ripcord(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ripcord"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs ripcord")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn decisions(out: &Output) -> Vec<Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+#[test]
+fn check_accepts_the_shipped_rules_and_example_config() {
+    let out = ripcord(&["check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("ok: config (defaults),"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = ripcord(&["check", "--rules", "rules"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_reports_every_error_with_file_and_line() {
+    let out = ripcord(&[
+        "check",
+        "--config",
+        "tests/fixtures/config-bad.yaml",
+        "--rules",
+        "tests/fixtures/rules-bad",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "tests/fixtures/config-bad.yaml:2:21: config: engine: allowed_lateness: `forever` is not a duration",
+        "tests/fixtures/config-bad.yaml:4:12: config: tiers: default: unknown tier `extreme`",
+        "tests/fixtures/config-bad.yaml:6:19: config: policy: low: unknown action `explode`",
+        "tests/fixtures/rules-bad/also-broken.yaml:1:13: tier: unknown tier `extreme`",
+        "tests/fixtures/rules-bad/also-broken.yaml:6:16: rule `cpu`: condition: compares with the baseline, but the rule has no `baseline:`",
+        "tests/fixtures/rules-bad/broken.yaml:6:16: rule `cpu`: aggregate: unknown aggregation `p101`",
+        "tests/fixtures/rules-bad/broken.yaml:7:16: rule `cpu`: condition: `> 80 percent`",
+        "tests/fixtures/rules-bad/broken.yaml:12:5: rule `mem`: unknown key `widow`",
+        "ripcord: 8 error(s)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn test_runs_the_shipped_cases() {
+    let out = ripcord(&["test"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    assert!(
+        !stdout.contains("note"),
+        "every shipped rule has a case: {stdout}"
+    );
+    let passed: usize = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("summary line");
+    assert!(passed >= 18, "{stdout}");
+}
+
+#[test]
+fn test_reports_failing_cases_and_exits_non_zero() {
+    let out = ripcord(&["test", "--rules", "tests/fixtures/rules-failing"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("FAIL  tests/fixtures/rules-failing/wrong.yaml:9 expects the wrong action"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("action rollback, expected page"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok    tests/fixtures/rules-failing/wrong.yaml:14 expects the right ones"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn replay_prints_decisions_and_warns_about_malformed_lines() {
+    let out = ripcord(&["replay", "--events", "tests/fixtures/mixed.jsonl"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    for want in [
+        "line 4: skipped: field `value` expected a number, got string \"lots\"",
+        "line 5: skipped: not valid JSON",
+        "line 8: skipped: field `labels.batch` expected a string, got integer 2",
+        "line 13: skipped: not valid JSON",
+        "replay: 14 lines, 9 events, 4 malformed, 6 decisions",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let d = decisions(&out);
+    let summary: Vec<(&str, &str, &str)> = d
+        .iter()
+        .map(|d| {
+            (
+                d["at"].as_str().unwrap(),
+                d["action"].as_str().unwrap(),
+                d["rule"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("2026-11-21T10:01:45Z", "pause_rollout", "high-http-5xx"),
+            ("2026-11-21T10:01:45Z", "page", "high-http-5xx"),
+            ("2026-11-21T10:01:45Z", "request_approval", "high-http-5xx"),
+            ("2026-11-21T10:02:00Z", "notify", "progress"),
+            ("2026-11-21T10:02:10Z", "rollback", "alertmanager-forwarded"),
+            ("2026-11-21T10:02:10Z", "notify", "alertmanager-forwarded"),
+        ]
+    );
+    let first = &d[0];
+    assert_eq!(first["tier"], "high");
+    assert_eq!(
+        first["severity"], "severe",
+        "(0.01+0.02+0.3+0.4+0.4+0.4)/6 > 20%"
+    );
+    assert_eq!(first["labels"]["instance"], "i-0a1");
+    assert_eq!(first["labels"]["service"], "checkout");
+    assert_eq!(first["threshold"], 0.05);
+    assert!((first["value"].as_f64().unwrap() - 0.255).abs() < 1e-9);
+    assert!(first["incident"].as_str().unwrap().starts_with("inc-"));
+    assert_eq!(d[0]["incident"], d[2]["incident"]);
+    assert_ne!(d[0]["incident"], d[4]["incident"]);
+    assert_eq!(d[3]["incident"], Value::Null);
+    assert_eq!(d[4]["tier"], "low");
+}
+
+#[test]
+fn replay_reads_standard_input() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ripcord"))
+        .args(["replay", "--events", "-"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"metric":"up","value":0,"ts":"2026-11-21T10:00:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
+{"metric":"up","value":0,"ts":"2026-11-21T10:01:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
+{"metric":"up","value":0,"ts":"2026-11-21T10:02:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
+"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let d = decisions(&out);
+    assert_eq!(d.len(), 2, "{}", text(&out.stdout));
+    assert_eq!(d[0]["action"], "rollback");
+    assert_eq!(d[0]["at"], "2026-11-21T10:01:00Z");
+}
+
+#[test]
+fn replay_of_the_example_incident() {
+    let out = ripcord(&[
+        "replay",
+        "--events",
+        "deploy/examples/upgrade-incident.jsonl",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let d = decisions(&out);
+    let find = |action: &str, rule: &str| {
+        d.iter()
+            .filter(|x| x["action"] == action && x["rule"] == rule)
+            .map(|x| {
+                (
+                    x["at"].as_str().unwrap().to_owned(),
+                    x["labels"]["instance"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        find("rollback", "low-service-down"),
+        vec![("2026-11-21T10:09:15Z".into(), "i-web-3".into())]
+    );
+    assert_eq!(
+        find("pause_rollout", "high-http-5xx"),
+        vec![("2026-11-21T10:21:45Z".into(), "i-pay-2".into())]
+    );
+    assert_eq!(find("resolve", "high-http-5xx").len(), 1);
+    assert_eq!(
+        find("pause_rollout", "alertmanager-forwarded").len(),
+        1,
+        "delivered twice, fired once"
+    );
+    assert!(
+        !d.iter()
+            .any(|x| x["action"] == "rollback" && x["tier"] == "high")
+    );
+}
+
+#[test]
+fn replay_of_a_missing_file_fails_clearly() {
+    let out = ripcord(&["replay", "--events", "no/such/file.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot open no/such/file.jsonl"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn replay_with_bad_rules_reports_and_exits_one() {
+    let out = ripcord(&[
+        "replay",
+        "--events",
+        "tests/fixtures/mixed.jsonl",
+        "--rules",
+        "tests/fixtures/rules-bad",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(text(&out.stderr).contains("unknown aggregation `p101`"));
+}
