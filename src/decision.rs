@@ -233,6 +233,10 @@ pub struct Decision {
     /// Idempotency key: the same input always yields the same key, so the
     /// journal can refuse to record (and act on) a decision twice.
     pub key: String,
+    /// Position of the decision within its incident (0 = the opening one).
+    pub seq: u32,
+    /// The Alertmanager fingerprint, for incidents that follow an alert.
+    pub fingerprint: Option<Box<str>>,
 }
 
 impl Decision {
@@ -263,7 +267,7 @@ fn finite(v: Option<f64>) -> Option<f64> {
 
 impl Serialize for Decision {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Decision", 12)?;
+        let mut st = s.serialize_struct("Decision", 13)?;
         st.serialize_field("at", &self.at)?;
         st.serialize_field("action", &self.action)?;
         st.serialize_field("tier", &self.tier)?;
@@ -279,6 +283,9 @@ impl Serialize for Decision {
         }
         if let Some(v) = finite(self.baseline) {
             st.serialize_field("baseline", &v)?;
+        }
+        if let Some(fp) = &self.fingerprint {
+            st.serialize_field("fingerprint", &**fp)?;
         }
         st.serialize_field("message", &self.message)?;
         st.serialize_field("key", &self.key)?;

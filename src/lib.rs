@@ -12,6 +12,7 @@ pub mod decision;
 pub mod decode;
 pub mod engine;
 pub mod event;
+pub mod journal;
 pub mod replay;
 pub mod rule;
 pub mod time;

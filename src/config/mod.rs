@@ -5,11 +5,15 @@
 //! anything starts.
 
 pub mod error;
+pub mod secret;
+mod service;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Errors};
+pub use secret::Secret;
+pub use service::{HttpConfig, JournalConfig, KafkaConfig, LogConfig, LogFormat};
 use yaml::{MapReader, Node};
 
 use crate::decision::{Action, Tier};
@@ -17,13 +21,35 @@ use crate::engine::EngineConfig;
 use crate::time::Dur;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// The file it came from; `None` when running on defaults.
     pub path: Option<PathBuf>,
     pub engine: EngineConfig,
     /// Rules directory from the config file (the command line wins).
     pub rules_dir: Option<PathBuf>,
+    pub kafka: KafkaConfig,
+    pub http: HttpConfig,
+    pub journal: JournalConfig,
+    pub log: LogConfig,
+    /// How long a graceful shutdown may take before in-flight work is left
+    /// for the next start to pick up.
+    pub shutdown_grace: Dur,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: None,
+            engine: EngineConfig::default(),
+            rules_dir: None,
+            kafka: KafkaConfig::default(),
+            http: HttpConfig::default(),
+            journal: JournalConfig::default(),
+            log: LogConfig::default(),
+            shutdown_grace: Dur::from_secs(10),
+        }
+    }
 }
 
 impl Config {
@@ -41,6 +67,24 @@ impl Config {
                 format!("cannot read config: {e}"),
             )])),
         }
+    }
+
+    /// Checks what command-line overrides can break, after they are applied.
+    pub fn validate_overrides(&self) -> Result<(), Errors> {
+        let mut errs = Errors::default();
+        if !self.http.listen.ip().is_loopback() && self.http.token.is_none() {
+            errs.push(ConfigError::new(
+                Path::new("--listen"),
+                0,
+                0,
+                format!(
+                    "{} is not a loopback address and no http.token is configured; \
+                     every endpoint that can trigger an action must be authenticated",
+                    self.http.listen
+                ),
+            ));
+        }
+        errs.into_result(())
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, Errors> {
@@ -65,6 +109,33 @@ impl Config {
             }
             if let Some(dir) = top.str("rules", &mut errs) {
                 cfg.rules_dir = Some(relative_to(path, dir));
+            }
+            if let Some(m) = top.map("kafka", &mut errs) {
+                service::read_kafka(m, &mut cfg.kafka, &mut errs);
+            }
+            if let Some(m) = top.map("http", &mut errs) {
+                service::read_http(m, &mut cfg.http, &mut errs);
+            }
+            if let Some(m) = top.map("journal", &mut errs) {
+                service::read_journal(m, &mut cfg.journal, &mut errs);
+            }
+            if let Some(m) = top.map("log", &mut errs) {
+                service::read_log(m, &mut cfg.log, &mut errs);
+            }
+            if let Some(m) = top.map("shutdown", &mut errs) {
+                service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);
+            }
+            if !cfg.http.listen.ip().is_loopback() && cfg.http.token.is_none() {
+                let n = top.node_of("http").unwrap_or(&root);
+                errs.push(ConfigError::at(
+                    path,
+                    n,
+                    format!(
+                        "config: http: listen is {} (not loopback) but no http.token is set; \
+                         every endpoint that can trigger an action must be authenticated",
+                        cfg.http.listen
+                    ),
+                ));
             }
             top.finish(&mut errs);
         }

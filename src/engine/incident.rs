@@ -62,9 +62,12 @@ impl Incident {
     /// deterministic for a given input, unique within the incident.
     pub fn decide(&mut self, at: Ts, action: Action, facts: Facts, message: String) -> Decision {
         self.fired |= action.bit();
-        let key = format!("{}/{}/{}", self.id, self.seq, action);
+        let seq = self.seq;
+        let key = format!("{}/{}/{}", self.id, seq, action);
         self.seq += 1;
         Decision {
+            seq,
+            fingerprint: self.fingerprint.clone(),
             at,
             action,
             tier: self.tier,

@@ -412,6 +412,8 @@ impl Engine {
             baseline: None,
             message,
             key: format!("progress/{:016x}", h.finish()),
+            seq: 0,
+            fingerprint: None,
         }
     }
 }

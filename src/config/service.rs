@@ -1,0 +1,230 @@
+//! The sections `ripcord run` needs: kafka, http, journal, log, shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::error::Errors;
+use super::secret::{Secret, read_secret};
+use super::yaml::{MapReader, Value};
+use crate::time::Dur;
+
+/// Where events come from on Kafka. `brokers: None` starts the embedded
+/// broker (librdkafka's mock cluster) so ripcord runs with no servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaConfig {
+    pub brokers: Option<String>,
+    pub topics: Vec<String>,
+    pub group: String,
+    /// Poison messages are copied here (with their error) when set.
+    pub dead_letter_topic: Option<String>,
+    /// Extra librdkafka consumer properties; they win over ripcord's.
+    pub properties: Vec<(String, String)>,
+    /// Re-read each assigned partition's lookback to warm the windows.
+    pub warm_up: bool,
+    /// Most messages handled per journal transaction.
+    pub max_batch: usize,
+    /// Partitions of the topic the embedded broker creates.
+    pub embedded_partitions: i32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: None,
+            topics: vec!["ripcord-events".into()],
+            group: "ripcord".into(),
+            dead_letter_topic: None,
+            properties: Vec::new(),
+            warm_up: true,
+            max_batch: 2048,
+            embedded_partitions: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Bearer token for every endpoint that can trigger an action. Required
+    /// unless `listen` is a loopback address.
+    pub token: Option<Secret>,
+    pub max_body_bytes: usize,
+    /// Requests waiting for the pipeline; beyond this, 503 and retry later.
+    pub queue: usize,
+    /// How ripcord is reached from outside (for links in messages).
+    pub public_url: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            token: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            queue: 256,
+            public_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalConfig {
+    /// SQLite database file (WAL mode). Several ripcord processes on one host
+    /// may share it.
+    pub path: PathBuf,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            path: PathBuf::from("ripcord-state.db"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `ripcord=debug,rdkafka=warn`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+pub(super) fn read_kafka(mut m: MapReader<'_>, k: &mut KafkaConfig, errs: &mut Errors) {
+    if let Some(list) = m.str_list("brokers", errs) {
+        let brokers: Vec<&str> = list
+            .iter()
+            .flat_map(|(s, _)| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        for b in &brokers {
+            if !b.contains(':') {
+                let n = m.node_of("brokers").unwrap_or(m.node());
+                m.err(errs, n, "brokers", format!("`{b}` has no port (HOST:PORT)"));
+            }
+        }
+        k.brokers = (!brokers.is_empty()).then(|| brokers.join(","));
+    }
+    if let Some(list) = m.str_list("topics", errs) {
+        k.topics = list.iter().map(|(s, _)| (*s).to_owned()).collect();
+        if k.topics.is_empty() {
+            let n = m.node_of("topics").unwrap_or(m.node());
+            m.err(errs, n, "topics", "at least one topic");
+        }
+    }
+    if let Some(g) = m.str("group", errs) {
+        k.group = g.to_owned();
+    }
+    k.dead_letter_topic = m.str("dead_letter_topic", errs).map(str::to_owned);
+    if let Some(mut pm) = m.map("properties", errs) {
+        for (key, _, v) in pm.take_all() {
+            let value = match &v.value {
+                Value::Str(s) => s.clone(),
+                Value::Int(i) => i.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Float(f) => f.to_string(),
+                _ => {
+                    pm.err(errs, v, key, "expected a scalar value");
+                    continue;
+                }
+            };
+            if matches!(
+                key,
+                "enable.auto.offset.store" | "group.id" | "bootstrap.servers"
+            ) {
+                pm.err(errs, v, key, "is set by ripcord (use kafka.group / kafka.brokers; offsets are stored only after journaling)");
+                continue;
+            }
+            k.properties.push((key.to_owned(), value));
+        }
+    }
+    if let Some(b) = m.bool("warm_up", errs) {
+        k.warm_up = b;
+    }
+    if let Some(n) = m.int("max_batch", 1..=100_000, errs) {
+        k.max_batch = n as usize;
+    }
+    if let Some(n) = m.int("embedded_partitions", 1..=64, errs) {
+        k.embedded_partitions = n as i32;
+    }
+    m.finish(errs);
+}
+
+pub(super) fn read_http(mut m: MapReader<'_>, h: &mut HttpConfig, errs: &mut Errors) {
+    if let Some(l) = m.str("listen", errs) {
+        match l.parse::<SocketAddr>() {
+            Ok(a) => h.listen = a,
+            Err(_) => {
+                let n = m.node_of("listen").unwrap_or(m.node());
+                m.err(
+                    errs,
+                    n,
+                    "listen",
+                    format!("`{l}` is not an address like 127.0.0.1:9464 or 0.0.0.0:9464"),
+                );
+            }
+        }
+    }
+    h.token = read_secret(&mut m, "token", errs);
+    if let Some(n) = m.int("max_body_bytes", 1024..=256 * 1024 * 1024, errs) {
+        h.max_body_bytes = n as usize;
+    }
+    if let Some(n) = m.int("queue", 1..=1_000_000, errs) {
+        h.queue = n as usize;
+    }
+    h.public_url = m
+        .str("public_url", errs)
+        .map(|s| s.trim_end_matches('/').to_owned());
+    m.finish(errs);
+}
+
+pub(super) fn read_journal(mut m: MapReader<'_>, j: &mut JournalConfig, errs: &mut Errors) {
+    if let Some(p) = m.str("path", errs) {
+        j.path = super::relative_to(m.file(), p);
+    }
+    m.finish(errs);
+}
+
+pub(super) fn read_log(mut m: MapReader<'_>, l: &mut LogConfig, errs: &mut Errors) {
+    match m.str("format", errs) {
+        Some("text") => l.format = LogFormat::Text,
+        Some("json") => l.format = LogFormat::Json,
+        Some(other) => {
+            let n = m.node_of("format").unwrap_or(m.node());
+            m.err(
+                errs,
+                n,
+                "format",
+                format!("`{other}`: expected text or json"),
+            );
+        }
+        None => {}
+    }
+    if let Some(level) = m.str("level", errs) {
+        l.level = level.to_owned();
+    }
+    m.finish(errs);
+}
+
+pub(super) fn read_shutdown(mut m: MapReader<'_>, grace: &mut Dur, errs: &mut Errors) {
+    if let Some(d) = m.dur("grace", Dur::from_secs(1)..=Dur::from_mins(10), errs) {
+        *grace = d;
+    }
+    m.finish(errs);
+}

@@ -1,0 +1,524 @@
+//! The journal in an embedded SQLite database (WAL mode).
+//!
+//! `synchronous=NORMAL` by default: a committed batch survives the process
+//! dying (kill -9); `durable: true` (FULL) also survives power loss, at the
+//! price of an fsync per batch. Several processes on one host may share the
+//! file; writers wait for each other up to the busy timeout.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{ActionRow, ActionState, Batch, IncidentRow, Journal, JournalError, TimelineEntry};
+use crate::decision::{Action, Decision, GroupLabels, IncidentId, Severity, Tier};
+use crate::engine::Incident;
+use crate::time::{Clock, SystemClock, Ts};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    severity_rank INTEGER NOT NULL,
+    opened_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    resolved_at INTEGER,
+    fingerprint TEXT,
+    seq INTEGER NOT NULL,
+    fired INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_by_partition ON incidents(partition, state);
+CREATE TABLE IF NOT EXISTS decisions (
+    key TEXT PRIMARY KEY,
+    incident_id TEXT,
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value REAL,
+    threshold REAL,
+    baseline REAL,
+    fingerprint TEXT,
+    message TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_by_incident ON decisions(incident_id);
+CREATE TABLE IF NOT EXISTS actions (
+    key TEXT PRIMARY KEY REFERENCES decisions(key),
+    incident_id TEXT,
+    action TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_by_state ON actions(state);
+CREATE INDEX IF NOT EXISTS actions_by_incident ON actions(incident_id);
+CREATE TABLE IF NOT EXISTS timeline (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timeline_by_incident ON timeline(incident_id, seq);
+CREATE TABLE IF NOT EXISTS positions (
+    partition TEXT PRIMARY KEY,
+    next_offset INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox(received_at);
+";
+
+pub struct SqliteJournal {
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+}
+
+impl SqliteJournal {
+    /// Opens (creating if needed) the journal at `path`.
+    pub fn open(path: &Path, durable: bool) -> Result<SqliteJournal, JournalError> {
+        SqliteJournal::open_with_clock(path, durable, Arc::new(SystemClock))
+    }
+
+    pub fn open_with_clock(
+        path: &Path,
+        durable: bool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<SqliteJournal, JournalError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| JournalError::Open {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| JournalError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(JournalError::Corrupt(format!(
+                "schema version {version} is newer than this ripcord ({SCHEMA_VERSION})"
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(SqliteJournal { conn, clock })
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().millis()
+    }
+}
+
+fn labels_json(labels: &GroupLabels) -> String {
+    let pairs: Vec<[&str; 2]> = labels.iter().map(|(k, v)| [&**k, &**v]).collect();
+    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
+}
+
+fn labels_from(json: &str) -> Result<GroupLabels, JournalError> {
+    let pairs: Vec<(String, String)> = serde_json::from_str(json)
+        .map_err(|e| JournalError::Corrupt(format!("labels {json:?}: {e}")))?;
+    Ok(pairs
+        .into_iter()
+        .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
+        .collect::<Vec<_>>()
+        .into())
+}
+
+fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, JournalError> {
+    s.parse()
+        .map_err(|_| JournalError::Corrupt(format!("{what} {s:?}")))
+}
+
+fn incident_from(row: &Row<'_>) -> Result<Incident, JournalError> {
+    let labels: String = row.get("labels")?;
+    let tier: String = row.get("tier")?;
+    let severity: String = row.get("severity")?;
+    let rule: String = row.get("rule")?;
+    Ok(Incident {
+        id: IncidentId::from_string(row.get::<_, String>("id")?),
+        rule: rule.into(),
+        labels: labels_from(&labels)?,
+        tier: parse::<Tier>("tier", &tier)?,
+        opened: Ts(row.get("opened_at")?),
+        severity: parse::<Severity>("severity", &severity)?,
+        fired: row.get::<_, i64>("fired")? as u8,
+        seq: row.get::<_, i64>("seq")? as u32,
+        fingerprint: row
+            .get::<_, Option<String>>("fingerprint")?
+            .map(String::into_boxed_str),
+    })
+}
+
+const ACTION_COLUMNS: &str =
+    "a.key, a.incident_id, a.action, a.state, a.attempts, a.owner, a.detail,
+     d.seq, d.at, d.tier, d.severity, d.rule, d.labels, d.value, d.threshold, d.baseline,
+     d.fingerprint, d.message";
+
+fn action_from(row: &Row<'_>) -> Result<ActionRow, JournalError> {
+    let key: String = row.get(0)?;
+    let incident: Option<String> = row.get(1)?;
+    let action: String = row.get(2)?;
+    let state: String = row.get(3)?;
+    let action = parse::<Action>("action", &action)?;
+    let labels: String = row.get(12)?;
+    let decision = Decision {
+        at: Ts(row.get(8)?),
+        action,
+        tier: parse("tier", &row.get::<_, String>(9)?)?,
+        severity: parse("severity", &row.get::<_, String>(10)?)?,
+        rule: row.get::<_, String>(11)?.into(),
+        incident: incident.clone().map(IncidentId::from_string),
+        labels: labels_from(&labels)?,
+        value: row.get(13)?,
+        threshold: row.get(14)?,
+        baseline: row.get(15)?,
+        message: row.get(17)?,
+        key: key.clone(),
+        seq: row.get::<_, i64>(7)? as u32,
+        fingerprint: row
+            .get::<_, Option<String>>(16)?
+            .map(String::into_boxed_str),
+    };
+    Ok(ActionRow {
+        key,
+        incident,
+        action,
+        state: ActionState::parse(&state)
+            .ok_or_else(|| JournalError::Corrupt(format!("action state {state:?}")))?,
+        attempts: row.get::<_, i64>(4)? as u32,
+        owner: row.get(5)?,
+        detail: row.get(6)?,
+        decision,
+    })
+}
+
+fn collect<T>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    f: impl Fn(&Row<'_>) -> Result<T, JournalError>,
+) -> Result<Vec<T>, JournalError> {
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(f(r)?);
+    }
+    Ok(out)
+}
+
+impl Journal for SqliteJournal {
+    fn commit(&mut self, batch: &Batch<'_>) -> Result<Vec<bool>, JournalError> {
+        let now = self.now();
+        let tx = self.conn.transaction()?;
+        let mut fresh = Vec::with_capacity(batch.decisions.len());
+        {
+            let mut insert_decision = tx.prepare_cached(
+                "INSERT OR IGNORE INTO decisions (key, incident_id, seq, at, action, tier, severity, rule,
+                     labels, value, threshold, baseline, fingerprint, message, partition, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?;
+            let mut upsert_incident = tx.prepare_cached(
+                "INSERT INTO incidents (id, rule, partition, labels, tier, severity, severity_rank, opened_at,
+                     state, resolved_at, fingerprint, seq, fired, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT(id) DO UPDATE SET
+                     severity = CASE WHEN excluded.severity_rank > severity_rank THEN excluded.severity ELSE severity END,
+                     severity_rank = max(severity_rank, excluded.severity_rank),
+                     seq = max(seq, excluded.seq),
+                     fired = fired | excluded.fired,
+                     state = CASE WHEN excluded.state = 'resolved' THEN 'resolved' ELSE state END,
+                     resolved_at = coalesce(excluded.resolved_at, resolved_at),
+                     updated_at = excluded.updated_at",
+            )?;
+            let mut insert_action = tx.prepare_cached(
+                "INSERT INTO actions (key, incident_id, action, state, created_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
+            )?;
+            let mut insert_timeline = tx.prepare_cached(
+                "INSERT INTO timeline (incident_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (partition, d) in &batch.decisions {
+                let labels = labels_json(&d.labels);
+                let incident = d.incident.as_ref().map(IncidentId::as_str);
+                let inserted = insert_decision.execute(params![
+                    d.key,
+                    incident,
+                    d.seq,
+                    d.at.millis(),
+                    d.action.as_str(),
+                    d.tier.as_str(),
+                    d.severity.as_str(),
+                    &*d.rule,
+                    labels,
+                    d.value.filter(|v| v.is_finite()),
+                    d.threshold.filter(|v| v.is_finite()),
+                    d.baseline.filter(|v| v.is_finite()),
+                    d.fingerprint.as_deref(),
+                    d.message,
+                    partition,
+                    now,
+                ])? == 1;
+                fresh.push(inserted);
+                if !inserted {
+                    continue;
+                }
+                if let Some(id) = incident {
+                    let resolved = d.action == Action::Resolve;
+                    upsert_incident.execute(params![
+                        id,
+                        &*d.rule,
+                        partition,
+                        labels,
+                        d.tier.as_str(),
+                        d.severity.as_str(),
+                        d.severity as i64,
+                        d.at.millis(),
+                        if resolved { "resolved" } else { "open" },
+                        resolved.then_some(d.at.millis()),
+                        d.fingerprint.as_deref(),
+                        d.seq + 1,
+                        i64::from(d.action.bit()),
+                        now,
+                    ])?;
+                    insert_timeline.execute(params![
+                        id,
+                        d.at.millis(),
+                        "decision",
+                        format!("{}: {}", d.action, d.message)
+                    ])?;
+                }
+                insert_action.execute(params![d.key, incident, d.action.as_str(), now])?;
+            }
+            let mut set_position = tx.prepare_cached(
+                "INSERT INTO positions (partition, next_offset, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
+            )?;
+            for (partition, next) in &batch.positions {
+                set_position.execute(params![partition, next, now])?;
+            }
+            let mut insert_inbox =
+                tx.prepare_cached("INSERT INTO inbox (received_at, body) VALUES (?1, ?2)")?;
+            for body in &batch.inbox {
+                insert_inbox.execute(params![now, body])?;
+            }
+        }
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    fn position(&self, partition: &str) -> Result<Option<i64>, JournalError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT next_offset FROM positions WHERE partition = ?1",
+                [partition],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn open_incidents(&self, partition: &str) -> Result<Vec<Incident>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT * FROM incidents WHERE partition = ?1 AND state = 'open' ORDER BY opened_at, id")?;
+        collect(&mut stmt, [partition], incident_from)
+    }
+
+    fn resolved_since(&self, partition: &str, since: Ts) -> Result<Vec<Incident>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT * FROM incidents WHERE partition = ?1 AND state = 'resolved' AND resolved_at >= ?2 ORDER BY opened_at, id",
+        )?;
+        collect(&mut stmt, params![partition, since.millis()], incident_from)
+    }
+
+    fn inbox_since(&self, since: Ts) -> Result<Vec<Vec<u8>>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT body FROM inbox WHERE received_at >= ?1 ORDER BY seq")?;
+        collect(&mut stmt, [since.millis()], |r| Ok(r.get::<_, Vec<u8>>(0)?))
+    }
+
+    fn prune_inbox(&mut self, before: Ts) -> Result<usize, JournalError> {
+        Ok(self.conn.execute(
+            "DELETE FROM inbox WHERE received_at < ?1",
+            [before.millis()],
+        )?)
+    }
+
+    fn claim_actions(&mut self, owner: &str, limit: usize) -> Result<Vec<ActionRow>, JournalError> {
+        let now = self.now();
+        let tx = self.conn.transaction()?;
+        let keys: Vec<String> = {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE actions SET state = 'running', owner = ?1, attempts = attempts + 1, started_at = ?2
+                 WHERE key IN (SELECT key FROM actions WHERE state = 'pending' ORDER BY rowid LIMIT ?3)
+                 RETURNING key",
+            )?;
+            collect(&mut stmt, params![owner, now, limit as i64], |r| {
+                Ok(r.get::<_, String>(0)?)
+            })?
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {ACTION_COLUMNS} FROM actions a JOIN decisions d ON d.key = a.key WHERE a.key = ?1"
+            ))?;
+            for k in &keys {
+                out.extend(collect(&mut stmt, [k], action_from)?);
+            }
+        }
+        tx.commit()?;
+        out.sort_by(|a, b| (a.decision.at, a.decision.seq).cmp(&(b.decision.at, b.decision.seq)));
+        Ok(out)
+    }
+
+    fn set_action(
+        &mut self,
+        key: &str,
+        state: ActionState,
+        detail: &str,
+    ) -> Result<(), JournalError> {
+        let now = self.now();
+        let tx = self.conn.transaction()?;
+        let row: Option<(Option<String>, String)> = tx
+            .query_row(
+                "UPDATE actions SET state = ?2, detail = ?3, finished_at = CASE WHEN ?4 THEN ?5 ELSE finished_at END
+                 WHERE key = ?1 RETURNING incident_id, action",
+                params![key, state.as_str(), detail, state.is_final(), now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((Some(incident), action)) = row {
+            tx.execute(
+                "INSERT INTO timeline (incident_id, at, kind, message) VALUES (?1, ?2, 'action', ?3)",
+                params![incident, now, format!("{action} {}: {detail}", state.as_str())],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn interrupted(&mut self, owner: &str) -> Result<Vec<ActionRow>, JournalError> {
+        let keys: Vec<String> = {
+            let mut stmt = self.conn.prepare_cached(
+                "UPDATE actions SET state = 'unknown',
+                     detail = 'ripcord stopped while this action ran; it may or may not have taken effect'
+                 WHERE state = 'running' AND owner = ?1 RETURNING key",
+            )?;
+            collect(&mut stmt, [owner], |r| Ok(r.get::<_, String>(0)?))?
+        };
+        let mut out = Vec::new();
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions a JOIN decisions d ON d.key = a.key WHERE a.key = ?1"
+        ))?;
+        for k in &keys {
+            out.extend(collect(&mut stmt, [k], action_from)?);
+        }
+        drop(stmt);
+        let now = self.now();
+        for a in &out {
+            if let Some(inc) = &a.incident {
+                self.conn.execute(
+                    "INSERT INTO timeline (incident_id, at, kind, message) VALUES (?1, ?2, 'action', ?3)",
+                    params![inc, now, format!("{} unknown: ripcord stopped while it ran; check by hand", a.action)],
+                )?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn add_timeline(
+        &mut self,
+        incident: &IncidentId,
+        at: Ts,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "INSERT INTO timeline (incident_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            params![incident.as_str(), at.millis(), kind, message],
+        )?;
+        Ok(())
+    }
+
+    fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT i.id, i.rule, i.partition, i.tier, i.severity, i.state, i.opened_at, i.resolved_at, i.labels,
+                    (SELECT group_concat(a.action || ':' || a.state, ',') FROM actions a
+                      WHERE a.incident_id = i.id AND a.state IN ('awaiting_approval', 'approved', 'unknown', 'failed', 'running', 'pending'))
+             FROM incidents i WHERE ?1 IS NULL OR i.state = ?1 ORDER BY i.opened_at DESC, i.id",
+        )?;
+        collect(&mut stmt, [state], |r| {
+            let labels: String = r.get(8)?;
+            let pairs = labels_from(&labels)?;
+            let obj: serde_json::Map<String, serde_json::Value> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(&**v)))
+                .collect();
+            let attention: Option<String> = r.get(9)?;
+            Ok(IncidentRow {
+                id: r.get(0)?,
+                rule: r.get(1)?,
+                partition: r.get(2)?,
+                tier: r.get(3)?,
+                severity: r.get(4)?,
+                state: r.get(5)?,
+                opened_at: Ts(r.get(6)?),
+                resolved_at: r.get::<_, Option<i64>>(7)?.map(Ts),
+                labels: serde_json::Value::Object(obj),
+                attention: attention
+                    .map(|s| s.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default(),
+            })
+        })
+    }
+
+    fn timeline(&self, incident: &str) -> Result<Vec<TimelineEntry>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, kind, message FROM timeline WHERE incident_id = ?1 ORDER BY seq",
+        )?;
+        collect(&mut stmt, [incident], |r| {
+            Ok(TimelineEntry {
+                at: Ts(r.get(0)?),
+                kind: r.get(1)?,
+                message: r.get(2)?,
+            })
+        })
+    }
+
+    fn actions_of(&self, incident: &str) -> Result<Vec<ActionRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions a JOIN decisions d ON d.key = a.key
+             WHERE a.incident_id = ?1 ORDER BY d.at, d.seq"
+        ))?;
+        collect(&mut stmt, [incident], action_from)
+    }
+}
+
+#[cfg(test)]
+mod tests;

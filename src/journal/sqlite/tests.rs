@@ -1,0 +1,197 @@
+use std::path::Path;
+
+use super::*;
+use crate::config::Errors;
+use crate::engine::{Engine, EngineConfig};
+use crate::rule::load::{parse_file, rule_set};
+
+const RULES: &str = r#"
+rules:
+  - name: r
+    match: {metric: m}
+    window: 1m
+    condition: "> 0.5"
+    escalate: {severe: "> 0.9"}
+    clear_for: 0s
+"#;
+
+/// Decisions from a breach (open, worsen) and its resolve, through the real engine.
+fn decisions() -> (Vec<Decision>, Engine) {
+    let mut errs = Errors::default();
+    let file = parse_file(Path::new("t.yaml"), RULES, &mut errs).unwrap();
+    let mut engine = Engine::new(
+        std::sync::Arc::new(rule_set(&[file])),
+        EngineConfig::default(),
+    );
+    let mut out = Vec::new();
+    for (t, v) in [(0, 0.6), (5, 2.0), (10, 2.0)] {
+        let line = format!(
+            r#"{{"metric":"m","value":{v},"ts":{},"labels":{{"service":"s","instance":"i-1"}}}}"#,
+            1_795_255_200_000i64 + t * 1000
+        );
+        let mut ev = Vec::new();
+        crate::decode::decode(line.as_bytes(), &mut ev).unwrap();
+        engine.process(&ev[0], &mut out);
+    }
+    (out, engine)
+}
+
+fn journal(dir: &tempfile::TempDir) -> SqliteJournal {
+    SqliteJournal::open(&dir.path().join("j.db"), false).unwrap()
+}
+
+#[test]
+fn a_decision_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = journal(&dir);
+    let (ds, _) = decisions();
+    let batch = Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        positions: vec![("t/0", 42)],
+        inbox: vec![],
+    };
+    assert_eq!(j.commit(&batch).unwrap(), vec![true; ds.len()]);
+    assert_eq!(
+        j.commit(&batch).unwrap(),
+        vec![false; ds.len()],
+        "same keys: not new"
+    );
+    assert_eq!(
+        j.claim_actions("me", 100).unwrap().len(),
+        ds.len(),
+        "one action per decision, not two"
+    );
+    assert_eq!(j.position("t/0").unwrap(), Some(42));
+    assert_eq!(j.position("t/1").unwrap(), None);
+}
+
+#[test]
+fn open_incidents_come_back_as_the_engine_had_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = journal(&dir);
+    let (ds, engine) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let from_engine = engine.open_incidents();
+    assert_eq!(from_engine.len(), 1);
+    assert_eq!(j.open_incidents("t/0").unwrap(), from_engine);
+    assert!(j.open_incidents("t/1").unwrap().is_empty());
+    assert_eq!(from_engine[0].severity, Severity::Severe);
+}
+
+#[test]
+fn resolve_closes_the_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = journal(&dir);
+    let (mut ds, _) = decisions();
+    let mut engine2 = decisions().1;
+    let line = r#"{"metric":"m","value":0.1,"ts":1795255290000,"labels":{"service":"s","instance":"i-1"}}"#;
+    let mut ev = Vec::new();
+    crate::decode::decode(line.as_bytes(), &mut ev).unwrap();
+    engine2.process(&ev[0], &mut ds);
+    assert_eq!(ds.last().unwrap().action, Action::Resolve);
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    assert!(j.open_incidents("t/0").unwrap().is_empty());
+    let resolved = j.resolved_since("t/0", Ts(0)).unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert!(
+        j.resolved_since("t/0", Ts(1_795_255_300_000))
+            .unwrap()
+            .is_empty()
+    );
+    let rows = j.incidents(Some("resolved")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].labels["instance"], "i-1");
+    let tl = j.timeline(&rows[0].id).unwrap();
+    assert_eq!(tl.len(), ds.len());
+    assert!(tl.last().unwrap().message.starts_with("resolve:"));
+}
+
+#[test]
+fn actions_are_claimed_once_and_interrupted_ones_surface() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = journal(&dir);
+    let mut b = journal(&dir); // a second process on the same file
+    let (ds, _) = decisions();
+    a.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let first = a.claim_actions("a", 1).unwrap();
+    let rest = b.claim_actions("b", 100).unwrap();
+    assert_eq!(first.len() + rest.len(), ds.len());
+    assert!(a.claim_actions("a", 100).unwrap().is_empty());
+    assert!(
+        first
+            .iter()
+            .all(|r| r.state == ActionState::Running && r.attempts == 1)
+    );
+    assert_eq!(first[0].decision, ds[0]);
+
+    a.set_action(&first[0].key, ActionState::Done, "exit 0")
+        .unwrap();
+    // `b` dies with its actions running; its next incarnation finds them.
+    let lost = b.interrupted("b").unwrap();
+    assert_eq!(lost.len(), rest.len());
+    assert!(lost.iter().all(|r| r.state == ActionState::Unknown));
+    assert!(b.interrupted("b").unwrap().is_empty());
+    let inc = first[0].incident.clone().unwrap();
+    let states: Vec<ActionState> = a
+        .actions_of(&inc)
+        .unwrap()
+        .iter()
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(states[0], ActionState::Done);
+    assert!(states[1..].iter().all(|s| *s == ActionState::Unknown));
+    let rows = a.incidents(Some("open")).unwrap();
+    assert!(
+        rows[0].attention.iter().any(|s| s.ends_with(":unknown")),
+        "{:?}",
+        rows[0].attention
+    );
+}
+
+#[test]
+fn inbox_keeps_recent_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = journal(&dir);
+    j.commit(&Batch {
+        inbox: vec![b"one", b"two"],
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(
+        j.inbox_since(Ts(0)).unwrap(),
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
+    let future = Ts(SystemClock.now().millis() + 60_000);
+    assert_eq!(j.prune_inbox(future).unwrap(), 2);
+    assert!(j.inbox_since(Ts(0)).unwrap().is_empty());
+}
+
+#[test]
+fn reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, _) = decisions();
+    {
+        let mut j = journal(&dir);
+        j.commit(&Batch {
+            decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+            positions: vec![("t/0", 7)],
+            ..Batch::default()
+        })
+        .unwrap();
+    }
+    let j = journal(&dir);
+    assert_eq!(j.position("t/0").unwrap(), Some(7));
+    assert_eq!(j.open_incidents("t/0").unwrap().len(), 1);
+}
