@@ -393,7 +393,7 @@ impl Journal for SqliteJournal {
             }
         }
         tx.commit()?;
-        out.sort_by(|a, b| (a.decision.at, a.decision.seq).cmp(&(b.decision.at, b.decision.seq)));
+        out.sort_by_key(|a| (a.decision.at, a.decision.seq));
         Ok(out)
     }
 
