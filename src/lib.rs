@@ -6,6 +6,8 @@
 //! The engine is pure (event time only, no I/O), so replay, the live
 //! responder and the tests all run the same code.
 
+pub mod action;
+pub mod app;
 pub mod cases;
 pub mod config;
 pub mod decision;
@@ -13,7 +15,10 @@ pub mod decode;
 pub mod engine;
 pub mod event;
 pub mod journal;
+pub mod pipeline;
 pub mod replay;
 pub mod rule;
+pub mod source;
+pub mod telemetry;
 pub mod time;
 pub mod window;

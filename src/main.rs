@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use ripcord::cases;
-use ripcord::config::{Config, Errors};
+use ripcord::config::{Config, Errors, LogFormat};
 use ripcord::engine::Engine;
 use ripcord::rule::load::{self as rules, RuleFile};
 
@@ -43,6 +43,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the responder: Kafka and HTTP in, decisions journaled and acted on.
+    /// With no brokers configured, an embedded broker is started.
+    Run(RunArgs),
     /// Feed a JSON-lines file of events through the engine in event time and
     /// print every decision as a JSON line. Executes nothing.
     Replay {
@@ -56,11 +59,38 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Kafka bootstrap servers, HOST:PORT,… (default: config, else embedded broker).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Topic to consume (repeatable).
+    #[arg(long)]
+    topic: Vec<String>,
+    /// Consumer group.
+    #[arg(long)]
+    group: Option<String>,
+    /// HTTP listen address (default 127.0.0.1:9464).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Journal (SQLite) file (default ./ripcord-state.db).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config, rules } => check(config.as_deref(), rules.as_deref()),
         Command::Test { rules, config } => test(config.as_deref(), rules.as_deref()),
+        Command::Run(args) => run(args),
         Command::Replay {
             events,
             rules,
@@ -155,6 +185,77 @@ fn test(config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn init_logging(cfg: &ripcord::config::LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    match cfg.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
+    let (mut cfg, files) = match load(args.config.as_deref(), args.rules.as_deref()) {
+        Err(errs) => return Ok(report(&errs)),
+        Ok(x) => x,
+    };
+    if let Some(b) = args.brokers {
+        cfg.kafka.brokers = Some(b);
+    }
+    if !args.topic.is_empty() {
+        cfg.kafka.topics = args.topic;
+    }
+    if let Some(g) = args.group {
+        cfg.kafka.group = g;
+    }
+    if let Some(l) = args.listen {
+        cfg.http.listen = l;
+    }
+    if let Some(s) = args.state {
+        cfg.journal.path = s;
+    }
+    match args.log_format.as_deref() {
+        Some("json") => cfg.log.format = LogFormat::Json,
+        Some(_) => cfg.log.format = LogFormat::Text,
+        None => {}
+    }
+    if let Err(errs) = cfg.validate_overrides() {
+        return Ok(report(&errs));
+    }
+    init_logging(&cfg.log);
+    let rules = Arc::new(rules::rule_set(&files));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .context("cannot start the async runtime")?;
+    let runtime = ripcord::app::Runtime::new(rules, Arc::new(ripcord::action::RecordOnly));
+    rt.block_on(ripcord::app::run(cfg, runtime, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn replay(events: &Path, config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {

@@ -35,6 +35,8 @@ pub struct Config {
     /// How long a graceful shutdown may take before in-flight work is left
     /// for the next start to pick up.
     pub shutdown_grace: Dur,
+    /// Live input stamped further ahead of the clock than this is refused.
+    pub max_future: Dur,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             journal: JournalConfig::default(),
             log: LogConfig::default(),
             shutdown_grace: Dur::from_secs(10),
+            max_future: Dur::from_mins(5),
         }
     }
 }
@@ -99,7 +102,7 @@ impl Config {
         };
         if let Some(mut top) = MapReader::new(path, &root, "config", &mut errs) {
             if let Some(m) = top.map("engine", &mut errs) {
-                read_engine(m, &mut cfg.engine, &mut errs);
+                read_engine(m, &mut cfg.engine, &mut cfg.max_future, &mut errs);
             }
             if let Some(m) = top.map("tiers", &mut errs) {
                 read_tiers(m, &mut cfg.engine, &mut errs);
@@ -153,7 +156,19 @@ pub fn relative_to(config: &Path, p: &str) -> PathBuf {
     }
 }
 
-fn read_engine(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
+fn read_engine(
+    mut m: MapReader<'_>,
+    e: &mut EngineConfig,
+    max_future: &mut Dur,
+    errs: &mut Errors,
+) {
+    if let Some(d) = m.dur(
+        "max_future",
+        Dur::from_secs(1)..=Dur::from_mins(24 * 60),
+        errs,
+    ) {
+        *max_future = d;
+    }
     if let Some(d) = m.dur("allowed_lateness", Dur::ZERO..=Dur::from_mins(60), errs) {
         e.allowed_lateness = d;
     }

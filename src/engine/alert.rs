@@ -193,7 +193,7 @@ impl AlertState {
 
     /// Installs journaled incidents and drops ones the journal never
     /// recorded (see `MetricState::reconcile`).
-    pub fn reconcile(&mut self, journal: &[Incident]) {
+    pub fn reconcile(&mut self, journal: &[Incident], resolved: &[(Incident, Ts)]) {
         for e in self.entries.values_mut() {
             if e.incident
                 .as_ref()
@@ -201,6 +201,20 @@ impl AlertState {
             {
                 e.incident = None;
             }
+        }
+        // Remember recently resolved alerts, so a redelivery of their
+        // firing does not open them again.
+        for (inc, t) in resolved {
+            let Some(fp) = inc.fingerprint.clone() else {
+                continue;
+            };
+            let e = self.entries.entry(fp).or_insert(Entry {
+                starts_at: inc.opened,
+                incident: None,
+                last_seen: *t,
+            });
+            e.starts_at = e.starts_at.max(inc.opened);
+            e.last_seen = e.last_seen.max(*t);
         }
         for inc in journal {
             let Some(fp) = inc.fingerprint.clone() else {

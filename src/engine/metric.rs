@@ -699,9 +699,11 @@ impl MetricState {
     /// incidents the warm-up opened but the journal never recorded go back
     /// to pending (they fire for real when seen again); journaled ones are
     /// installed, each with a timer so a gone series still resolves.
+    #[allow(clippy::too_many_arguments)]
     pub fn reconcile(
         &mut self,
         journal: &[Incident],
+        resolved: &[(Incident, Ts)],
         at: Ts,
         cfg: &EngineConfig,
         stats: &mut Stats,
@@ -711,10 +713,20 @@ impl MetricState {
             .iter()
             .map(|inc| self.key_of(&labels_view(&inc.labels)))
             .collect();
+        let handled: Vec<([u64; 2], Ts)> = resolved
+            .iter()
+            .map(|(inc, t)| (self.key_of(&labels_view(&inc.labels)), *t))
+            .collect();
         for g in self.groups.iter_mut().filter(|g| g.live) {
             if !keys.contains(&g.key) {
                 if let Some(inc) = g.incident.take() {
-                    g.phase = Phase::Pending(inc.opened);
+                    let handled_already =
+                        handled.iter().any(|(k, t)| *k == g.key && *t >= inc.opened);
+                    g.phase = if handled_already {
+                        Phase::Idle
+                    } else {
+                        Phase::Pending(inc.opened)
+                    };
                     stats.incidents_dropped_on_reconcile += 1;
                 }
             }

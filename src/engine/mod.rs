@@ -328,22 +328,55 @@ impl Engine {
         v
     }
 
-    /// After a warm-up: make the journal's open incidents the engine's (see
-    /// `MetricState::reconcile`). Returns incidents whose rule no longer
-    /// exists; they stay open in the journal for a human.
-    pub fn reconcile(&mut self, journal: &[Incident], at: Ts) -> Vec<Incident> {
+    /// After a warm-up: make the journal's view of incidents the engine's.
+    /// `open` are the journal's open incidents, `resolved` the ones it saw
+    /// resolve lately (with when). Returns open incidents whose rule no
+    /// longer exists; they stay open in the journal for a human.
+    ///
+    /// Open journal incidents are installed as they are (same id, same
+    /// decisions already made). An incident the warm-up opened that the
+    /// journal never recorded goes back to pending, so it fires for real if
+    /// the breach is still there, unless the journal shows the breach was
+    /// already handled (an incident of the group resolved after it opened).
+    pub fn reconcile(
+        &mut self,
+        open: &[Incident],
+        resolved: &[(Incident, Ts)],
+        at: Ts,
+    ) -> Vec<Incident> {
         let mut orphans = Vec::new();
-        let mut by_rule: Vec<Vec<Incident>> = vec![Vec::new(); self.states.len()];
-        for inc in journal {
-            match self.rules.rules().iter().position(|r| r.name == inc.rule) {
-                Some(i) => by_rule[i].push(inc.clone()),
+        let n = self.states.len();
+        let mut open_by_rule: Vec<Vec<Incident>> = vec![Vec::new(); n];
+        let mut resolved_by_rule: Vec<Vec<(Incident, Ts)>> = vec![Vec::new(); n];
+        let rules = self.rules.clone();
+        let index = |name: &str| rules.rules().iter().position(|r| &*r.name == name);
+        for inc in open {
+            match index(&inc.rule) {
+                Some(i) => open_by_rule[i].push(inc.clone()),
                 None => orphans.push(inc.clone()),
             }
         }
-        for (id, (st, mine)) in self.states.iter_mut().zip(by_rule).enumerate() {
+        for (inc, t) in resolved {
+            if let Some(i) = index(&inc.rule) {
+                resolved_by_rule[i].push((inc.clone(), *t));
+            }
+        }
+        let per_rule = self
+            .states
+            .iter_mut()
+            .zip(open_by_rule)
+            .zip(resolved_by_rule);
+        for (id, ((st, mine), gone)) in per_rule.enumerate() {
             match st {
                 State::Metric(m) => {
-                    m.reconcile(&mine, at, &self.cfg, &mut self.stats, &mut self.scheduled);
+                    m.reconcile(
+                        &mine,
+                        &gone,
+                        at,
+                        &self.cfg,
+                        &mut self.stats,
+                        &mut self.scheduled,
+                    );
                     for s in self.scheduled.drain(..) {
                         self.timers
                             .push(Reverse((s.at, id as u32, s.slot, s.generation)));
@@ -351,7 +384,7 @@ impl Engine {
                 }
                 State::Alert(a) => {
                     self.stats.incidents_restored += mine.len() as u64;
-                    a.reconcile(&mine);
+                    a.reconcile(&mine, &gone);
                 }
             }
         }

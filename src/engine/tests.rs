@@ -203,7 +203,7 @@ fn reconcile_installs_journaled_incidents_and_drops_unjournaled_ones() {
     let b_incident = journaled.open_incidents();
     assert_eq!(b_incident.len(), 1);
 
-    let orphans = e.reconcile(&b_incident, Ts(T0 + 1000));
+    let orphans = e.reconcile(&b_incident, &[], Ts(T0 + 1000));
     assert!(orphans.is_empty());
     assert_eq!(e.stats().incidents_dropped_on_reconcile, 1);
     assert_eq!(e.stats().incidents_restored, 1);
@@ -246,7 +246,7 @@ fn reconcile_reports_incidents_of_removed_rules() {
         Ts(T0),
     );
     inc.seq = 3;
-    let orphans = e.reconcile(&[inc.clone()], Ts(T0));
+    let orphans = e.reconcile(&[inc.clone()], &[], Ts(T0));
     assert_eq!(orphans, vec![inc]);
 }
 

@@ -163,8 +163,13 @@ pub trait Journal: Send {
     /// Open incidents that came from `partition`.
     fn open_incidents(&self, partition: &str) -> Result<Vec<Incident>, JournalError>;
 
-    /// Incidents from `partition` resolved at or after `since` (event time).
-    fn resolved_since(&self, partition: &str, since: Ts) -> Result<Vec<Incident>, JournalError>;
+    /// Incidents from `partition` resolved at or after `since` (event time),
+    /// with the time each resolved.
+    fn resolved_since(
+        &self,
+        partition: &str,
+        since: Ts,
+    ) -> Result<Vec<(Incident, Ts)>, JournalError>;
 
     /// HTTP bodies accepted at or after `since` (wall time), oldest first.
     fn inbox_since(&self, since: Ts) -> Result<Vec<Vec<u8>>, JournalError>;

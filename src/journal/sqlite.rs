@@ -349,11 +349,17 @@ impl Journal for SqliteJournal {
         collect(&mut stmt, [partition], incident_from)
     }
 
-    fn resolved_since(&self, partition: &str, since: Ts) -> Result<Vec<Incident>, JournalError> {
+    fn resolved_since(
+        &self,
+        partition: &str,
+        since: Ts,
+    ) -> Result<Vec<(Incident, Ts)>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT * FROM incidents WHERE partition = ?1 AND state = 'resolved' AND resolved_at >= ?2 ORDER BY opened_at, id",
         )?;
-        collect(&mut stmt, params![partition, since.millis()], incident_from)
+        collect(&mut stmt, params![partition, since.millis()], |r| {
+            Ok((incident_from(r)?, Ts(r.get("resolved_at")?)))
+        })
     }
 
     fn inbox_since(&self, since: Ts) -> Result<Vec<Vec<u8>>, JournalError> {

@@ -101,6 +101,7 @@ fn resolve_closes_the_incident() {
     assert!(j.open_incidents("t/0").unwrap().is_empty());
     let resolved = j.resolved_since("t/0", Ts(0)).unwrap();
     assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].1, ds.last().unwrap().at);
     assert!(
         j.resolved_since("t/0", Ts(1_795_255_300_000))
             .unwrap()

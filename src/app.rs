@@ -1,0 +1,320 @@
+//! Wiring for `ripcord run`: every stage built and connected in one place.
+//!
+//! ```text
+//! Kafka ─┐                                   ┌─> stdout (decisions)
+//!        ├─> pipeline thread: decode -> engine ─> journal ─┤
+//! HTTP ──┘       (one engine per partition)  └─> dispatcher -> handlers
+//! ```
+//!
+//! Shutdown (SIGINT / SIGTERM): readiness drops, the HTTP server stops
+//! accepting and answers what it holds, the pipeline journals its last batch
+//! and commits offsets, the dispatcher lets running actions finish; all
+//! within the grace period.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+
+use crate::action::{Dispatcher, Handler, SharedJournal};
+use crate::config::Config;
+use crate::journal::{Journal, JournalError, SqliteJournal};
+use crate::pipeline::{HTTP_PARTITION, Pipeline, Submission};
+use crate::rule::RuleSet;
+use crate::source::http::{Intake, router};
+use crate::source::kafka::{KafkaSource, KafkaSourceError};
+use crate::telemetry::Metrics;
+use crate::time::{Clock, SystemClock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaSourceError),
+    #[error("cannot start the embedded Kafka broker: {0}")]
+    EmbeddedBroker(rdkafka::error::KafkaError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the pipeline thread failed: {0}")]
+    Pipeline(String),
+}
+
+/// Everything `run` needs besides the config.
+pub struct Runtime {
+    pub rules: Arc<RuleSet>,
+    /// Where decisions are printed (stdout in production).
+    pub decisions_out: Box<dyn Write + Send>,
+    pub handler: Arc<dyn Handler>,
+    pub clock: Arc<dyn Clock>,
+    /// Told about the addresses once bound (tests and `demo` use it).
+    pub on_ready: Option<OnReady>,
+}
+
+pub type OnReady = Box<dyn FnOnce(&Ready) + Send>;
+
+/// What a started responder listens on.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub http: SocketAddr,
+    pub brokers: String,
+    pub topic: String,
+}
+
+impl Runtime {
+    pub fn new(rules: Arc<RuleSet>, handler: Arc<dyn Handler>) -> Runtime {
+        Runtime {
+            rules,
+            decisions_out: Box::new(std::io::stdout()),
+            handler,
+            clock: Arc::new(SystemClock),
+            on_ready: None,
+        }
+    }
+}
+
+/// The process's instance name: owner of the actions it runs.
+pub fn instance_name(cfg: &Config) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}:{}", cfg.kafka.group, cfg.journal.path.display())
+}
+
+/// Runs the responder until `shutdown` resolves.
+pub async fn run(
+    cfg: Config,
+    rt: Runtime,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AppError> {
+    let metrics = Arc::new(Metrics::new());
+    let owner = instance_name(&cfg);
+    let open = |clock: Arc<dyn Clock>| -> Result<Box<dyn Journal>, JournalError> {
+        Ok(Box::new(SqliteJournal::open_with_clock(
+            &cfg.journal.path,
+            false,
+            clock,
+        )?))
+    };
+    // A previous incarnation may have died mid-action: say so, never re-run.
+    let mut journal = open(rt.clock.clone())?;
+    for a in journal.interrupted(&owner)? {
+        tracing::error!(
+            action = %a.action, key = %a.key, incident = ?a.incident,
+            "action outcome unknown: ripcord stopped while it ran; it is NOT retried, check it by hand"
+        );
+    }
+
+    // Kafka: configured brokers, or the embedded one.
+    let _embedded;
+    let brokers = match &cfg.kafka.brokers {
+        Some(b) => b.clone(),
+        None => {
+            let mock = rdkafka::mocking::MockCluster::new(1).map_err(AppError::EmbeddedBroker)?;
+            for t in &cfg.kafka.topics {
+                mock.create_topic(t, cfg.kafka.embedded_partitions, 1)
+                    .map_err(AppError::EmbeddedBroker)?;
+            }
+            let b = mock.bootstrap_servers();
+            eprintln!("kafka bootstrap: {b} topic: {}", cfg.kafka.topics.join(","));
+            _embedded = mock;
+            b
+        }
+    };
+
+    let notify = Arc::new(Notify::new());
+    let mut pipeline = Pipeline::new(
+        rt.rules.clone(),
+        cfg.engine.clone(),
+        journal,
+        rt.clock.clone(),
+        metrics.clone(),
+        rt.decisions_out,
+        notify.clone(),
+    );
+    pipeline.set_max_future(cfg.max_future);
+    let pipeline = Arc::new(Mutex::new(pipeline));
+    warm_http(&pipeline, &*open(rt.clock.clone())?, rt.clock.as_ref())?;
+
+    // HTTP.
+    let (submit, submissions) = std::sync::mpsc::sync_channel::<Submission>(cfg.http.queue);
+    let ready = Arc::new(AtomicBool::new(false));
+    let intake = Arc::new(Intake {
+        submit,
+        token: cfg.http.token.clone(),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        max_body_bytes: cfg.http.max_body_bytes,
+        ack_timeout: Duration::from_secs(10),
+        clock: rt.clock.clone(),
+        max_future: cfg.max_future,
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .map_err(|source| AppError::Listen {
+            addr: cfg.http.listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| AppError::Listen {
+        addr: cfg.http.listen,
+        source,
+    })?;
+    eprintln!("http: listening on {http_addr}");
+    let (http_stop_tx, mut http_stop_rx) = watch::channel(false);
+    let app = router(intake, axum::Router::new());
+    let http = tokio::spawn(async move {
+        let stop = async move {
+            let _ = http_stop_rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+
+    // The pipeline thread.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut source = KafkaSource::new(
+        cfg.kafka.clone(),
+        brokers.clone(),
+        pipeline.clone(),
+        metrics.clone(),
+        rt.clock.clone(),
+    )?;
+    let thread_stop = stop.clone();
+    let worker = std::thread::Builder::new()
+        .name("ripcord-pipeline".into())
+        .spawn(move || {
+            let mut intake = HttpIntake::new(submissions);
+            source.run(&thread_stop, |p| intake.drain(p))
+        })
+        .map_err(|e| AppError::Pipeline(e.to_string()))?;
+
+    // The dispatcher.
+    let (dispatch_stop_tx, dispatch_stop_rx) = watch::channel(false);
+    let shared: SharedJournal = Arc::new(Mutex::new(open(rt.clock.clone())?));
+    let dispatcher = Dispatcher {
+        journal: shared,
+        handler: rt.handler,
+        notify,
+        owner,
+        metrics: metrics.clone(),
+        concurrency: 32,
+    };
+    let grace = cfg.shutdown_grace.to_std();
+    let dispatch = tokio::spawn(dispatcher.run(dispatch_stop_rx, grace));
+
+    ready.store(true, Ordering::Relaxed);
+    if let Some(f) = rt.on_ready {
+        f(&Ready {
+            http: http_addr,
+            brokers: brokers.clone(),
+            topic: cfg.kafka.topics[0].clone(),
+        });
+    }
+    tracing::info!(http = %http_addr, brokers = %brokers, "ripcord running");
+
+    shutdown.await;
+    let deadline = Instant::now() + grace;
+    tracing::info!(grace = ?grace, "shutting down: intake stops, in-flight work finishes");
+    ready.store(false, Ordering::Relaxed);
+    let _ = http_stop_tx.send(true);
+    let _ = tokio::time::timeout(remaining(deadline), http).await;
+    stop.store(true, Ordering::Relaxed);
+    let joined = tokio::time::timeout(
+        remaining(deadline),
+        tokio::task::spawn_blocking(move || worker.join()),
+    )
+    .await;
+    let _ = dispatch_stop_tx.send(true);
+    let _ = tokio::time::timeout(remaining(deadline), dispatch).await;
+    match joined {
+        Ok(Ok(Ok(Ok(())))) => Ok(()),
+        Ok(Ok(Ok(Err(e)))) => Err(e.into()),
+        Ok(Ok(Err(_))) | Ok(Err(_)) => Err(AppError::Pipeline("panicked".into())),
+        Err(_) => Err(AppError::Pipeline(
+            "did not stop within the grace period".into(),
+        )),
+    }
+}
+
+fn remaining(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// Rebuilds the HTTP partition's windows from the journaled request bodies.
+fn warm_http(
+    pipeline: &Mutex<Pipeline>,
+    journal: &dyn Journal,
+    clock: &dyn Clock,
+) -> Result<(), JournalError> {
+    let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
+    let id = p.partition(HTTP_PARTITION);
+    let since = clock.now().saturating_sub(p.lookback());
+    let mut w = p.start_warm(id);
+    for body in journal.inbox_since(since)? {
+        w.feed(&body);
+    }
+    let report = p.finish_warm(id, w)?;
+    tracing::info!(
+        events = report.events,
+        open_incidents = report.restored,
+        "http input warmed"
+    );
+    Ok(())
+}
+
+/// The HTTP side of the pipeline loop: drains accepted requests, moves the
+/// HTTP partition's clock when it is quiet, and prunes old request bodies.
+struct HttpIntake {
+    rx: Receiver<Submission>,
+    last_input: Instant,
+    last_tick: Instant,
+    last_prune: Instant,
+}
+
+impl HttpIntake {
+    fn new(rx: Receiver<Submission>) -> HttpIntake {
+        let now = Instant::now();
+        HttpIntake {
+            rx,
+            last_input: now,
+            last_tick: now,
+            last_prune: now,
+        }
+    }
+
+    fn drain(&mut self, p: &mut Pipeline) {
+        for _ in 0..1024 {
+            match self.rx.try_recv() {
+                Ok(s) => {
+                    p.ingest_http(s);
+                    self.last_input = Instant::now();
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        if self.last_tick.elapsed() >= Duration::from_secs(1)
+            && self.last_input.elapsed() >= Duration::from_secs(1)
+        {
+            self.last_tick = Instant::now();
+            let id = p.partition(HTTP_PARTITION);
+            p.tick(id);
+        }
+        if self.last_prune.elapsed() >= Duration::from_secs(60) {
+            self.last_prune = Instant::now();
+            p.prune_inbox();
+        }
+    }
+}

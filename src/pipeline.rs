@@ -1,0 +1,490 @@
+//! The pipeline: input bytes -> decode -> engine -> journal -> stdout and
+//! the action dispatcher. One engine per input partition (a Kafka
+//! partition, or `http`), so a partition's state can be dropped when it is
+//! revoked and rebuilt when it is assigned.
+//!
+//! Synchronous by design: the Kafka loop and tests drive it from one thread,
+//! in order, and it commits each batch to the journal before anything
+//! downstream sees the batch's decisions.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Notify, oneshot};
+
+use crate::decision::Decision;
+use crate::decode::{self, DecodeError};
+use crate::engine::{Engine, EngineConfig};
+use crate::event::Event;
+use crate::journal::{Batch, Journal, JournalError};
+use crate::rule::RuleSet;
+use crate::telemetry::{Metrics, Outcome, Source};
+use crate::time::{Clock, Dur, Ts};
+
+/// The partition name HTTP input is journaled under.
+pub const HTTP_PARTITION: &str = "http";
+
+/// How an HTTP body is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyForm {
+    /// One JSON object (an Alertmanager payload or a single event).
+    Object,
+    /// A JSON array of event objects.
+    Array,
+    /// One JSON object per line.
+    Lines,
+}
+
+impl BodyForm {
+    fn tag(self) -> u8 {
+        match self {
+            BodyForm::Object => b'O',
+            BodyForm::Array => b'A',
+            BodyForm::Lines => b'L',
+        }
+    }
+
+    fn from_tag(t: u8) -> Option<BodyForm> {
+        match t {
+            b'O' => Some(BodyForm::Object),
+            b'A' => Some(BodyForm::Array),
+            b'L' => Some(BodyForm::Lines),
+            _ => None,
+        }
+    }
+}
+
+/// Where a body went wrong: the element (array) or line number, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BodyError {
+    #[error("{0}")]
+    Whole(DecodeError),
+    #[error("element {index}: {error}")]
+    Element { index: usize, error: DecodeError },
+    #[error("line {line}: {error}")]
+    Line { line: usize, error: DecodeError },
+    #[error("the body holds no events")]
+    Empty,
+}
+
+/// Decodes a whole HTTP body, all or nothing: either every event, or the
+/// first problem, naming its element or line.
+pub fn decode_body<'a>(
+    body: &'a [u8],
+    form: BodyForm,
+    out: &mut Vec<Event<'a>>,
+) -> Result<(), BodyError> {
+    let start = out.len();
+    let res = match form {
+        BodyForm::Object => decode::decode(body, out).map_err(BodyError::Whole),
+        BodyForm::Array => {
+            let items: Vec<&'a serde_json::value::RawValue> = serde_json::from_slice(body)
+                .map_err(|e| BodyError::Whole(DecodeError::Syntax(e.to_string())))?;
+            items.iter().enumerate().try_for_each(|(index, item)| {
+                decode::decode(item.get().as_bytes(), out)
+                    .map_err(|error| BodyError::Element { index, error })
+            })
+        }
+        BodyForm::Lines => body
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
+            .try_for_each(|(i, line)| {
+                decode::decode(line, out).map_err(|error| BodyError::Line { line: i + 1, error })
+            }),
+    };
+    if res.is_err() {
+        out.truncate(start);
+        return res;
+    }
+    if out.len() == start {
+        return Err(BodyError::Empty);
+    }
+    Ok(())
+}
+
+/// Where the answer to an HTTP submission goes.
+pub type Ack = oneshot::Sender<Result<Accepted, String>>;
+
+/// An HTTP body accepted by the receiver, waiting for the pipeline.
+pub struct Submission {
+    pub body: bytes::Bytes,
+    pub form: BodyForm,
+    /// Answered once the body's decisions are in the journal.
+    pub ack: Ack,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accepted {
+    pub events: usize,
+    pub decisions: usize,
+}
+
+/// What a commit wrote.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub decisions: usize,
+    pub duplicates: usize,
+    /// Input positions now safe to report upstream (Kafka offset store).
+    pub positions: Vec<(PartitionId, i64)>,
+}
+
+/// Why an input was set aside as poison.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejected {
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("event time {ts} is {ahead} ahead of ripcord's clock (more than the allowed {max})")]
+    FromTheFuture { ts: Ts, ahead: Dur, max: Dur },
+}
+
+/// Refuses events stamped further ahead of `now` than `max`: a producer
+/// with a broken clock must not drag the engine's watermark into the future
+/// (which would make every honest event late).
+pub fn not_from_the_future(events: &[Event<'_>], now: Ts, max: Dur) -> Result<(), Rejected> {
+    match events.iter().find(|e| e.ts() > now.saturating_add(max)) {
+        Some(e) => Err(Rejected::FromTheFuture {
+            ts: e.ts(),
+            ahead: e.ts().since(now),
+            max,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Identifies a partition inside the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PartitionId(u32);
+
+pub struct Pipeline {
+    rules: Arc<RuleSet>,
+    engine_cfg: EngineConfig,
+    journal: Box<dyn Journal>,
+    names: Vec<String>,
+    engines: HashMap<PartitionId, Engine>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    out: Box<dyn Write + Send>,
+    dispatch: Arc<Notify>,
+    max_future: Dur,
+    // The batch being built.
+    decisions: Vec<(PartitionId, Decision)>,
+    positions: HashMap<PartitionId, i64>,
+    inbox: Vec<Vec<u8>>,
+    acks: Vec<(Ack, Accepted)>,
+}
+
+impl Pipeline {
+    pub fn new(
+        rules: Arc<RuleSet>,
+        engine_cfg: EngineConfig,
+        journal: Box<dyn Journal>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        out: Box<dyn Write + Send>,
+        dispatch: Arc<Notify>,
+    ) -> Pipeline {
+        Pipeline {
+            rules,
+            engine_cfg,
+            journal,
+            names: Vec::new(),
+            engines: HashMap::new(),
+            clock,
+            metrics,
+            out,
+            dispatch,
+            max_future: Dur::from_mins(5),
+            decisions: Vec::new(),
+            positions: HashMap::new(),
+            inbox: Vec::new(),
+            acks: Vec::new(),
+        }
+    }
+
+    /// How far ahead of the clock an event's time may be (clock skew).
+    pub fn set_max_future(&mut self, d: Dur) {
+        self.max_future = d;
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    pub fn journal(&self) -> &dyn Journal {
+        &*self.journal
+    }
+
+    /// How much history a partition needs re-read to warm its windows.
+    pub fn lookback(&self) -> Dur {
+        Dur(self.rules.max_lookback().millis() + self.engine_cfg.allowed_lateness.millis())
+    }
+
+    pub fn partition(&mut self, name: &str) -> PartitionId {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return PartitionId(i as u32);
+        }
+        self.names.push(name.to_owned());
+        PartitionId((self.names.len() - 1) as u32)
+    }
+
+    pub fn name(&self, p: PartitionId) -> &str {
+        &self.names[p.0 as usize]
+    }
+
+    fn engine(&mut self, p: PartitionId) -> &mut Engine {
+        let (rules, cfg) = (&self.rules, &self.engine_cfg);
+        self.engines
+            .entry(p)
+            .or_insert_with(|| Engine::new(rules.clone(), cfg.clone()))
+    }
+
+    /// Processes one Kafka message (or any single-object input). `offset`
+    /// is recorded so the partition resumes after it.
+    pub fn ingest(
+        &mut self,
+        p: PartitionId,
+        payload: &[u8],
+        offset: Option<i64>,
+    ) -> Result<usize, Rejected> {
+        if let Some(o) = offset {
+            self.positions.insert(p, o + 1);
+        }
+        // Check everything before the engine sees anything: a message is
+        // taken whole or not at all.
+        let mut events = Vec::new();
+        decode::decode(payload, &mut events)?;
+        not_from_the_future(&events, self.clock.now(), self.max_future)?;
+        let n = events.len();
+        let mut out = Vec::new();
+        let engine = self.engine(p);
+        for e in &events {
+            engine.process(e, &mut out);
+        }
+        self.decisions.extend(out.drain(..).map(|d| (p, d)));
+        Ok(n)
+    }
+
+    /// Processes an HTTP body already validated by the receiver. Its answer
+    /// waits for the next [`Pipeline::commit`].
+    pub fn ingest_http(&mut self, s: Submission) {
+        let p = self.partition(HTTP_PARTITION);
+        let mut events = Vec::new();
+        if let Err(e) = decode_body(&s.body, s.form, &mut events) {
+            let _ = s.ack.send(Err(e.to_string()));
+            return;
+        }
+        let before = self.decisions.len();
+        let mut out = Vec::new();
+        let engine = self.engine(p);
+        for e in &events {
+            engine.process(e, &mut out);
+        }
+        self.metrics
+            .events(Source::Http, Outcome::Processed, events.len() as u64);
+        self.decisions.extend(out.into_iter().map(|d| (p, d)));
+        let mut stored = Vec::with_capacity(s.body.len() + 1);
+        stored.push(s.form.tag());
+        stored.extend_from_slice(&s.body);
+        self.inbox.push(stored);
+        let accepted = Accepted {
+            events: events.len(),
+            decisions: self.decisions.len() - before,
+        };
+        self.acks.push((s.ack, accepted));
+    }
+
+    /// Whether anything waits to be committed.
+    pub fn dirty(&self) -> bool {
+        !self.decisions.is_empty()
+            || !self.positions.is_empty()
+            || !self.inbox.is_empty()
+            || !self.acks.is_empty()
+    }
+
+    /// Journals the batch, then prints its new decisions and wakes the
+    /// dispatcher. On a journal error nothing is printed or acted on and the
+    /// batch is kept whole: call again (after a pause) until it succeeds. The
+    /// engine has already moved on, so dropping the batch would lose its
+    /// decisions.
+    pub fn commit(&mut self) -> Result<Committed, JournalError> {
+        if !self.dirty() {
+            return Ok(Committed::default());
+        }
+        let started = Instant::now();
+        let names = &self.names;
+        let batch = Batch {
+            decisions: self
+                .decisions
+                .iter()
+                .map(|(p, d)| (names[p.0 as usize].as_str(), d))
+                .collect(),
+            positions: self
+                .positions
+                .iter()
+                .map(|(p, o)| (names[p.0 as usize].as_str(), *o))
+                .collect(),
+            inbox: self.inbox.iter().map(Vec::as_slice).collect(),
+        };
+        let result = self.journal.commit(&batch);
+        drop(batch);
+        self.metrics.journal_commit(started.elapsed().as_secs_f64());
+        let fresh = result?;
+        let mut committed = Committed {
+            positions: self.positions.iter().map(|(p, o)| (*p, *o)).collect(),
+            ..Committed::default()
+        };
+        for ((_, d), new) in self.decisions.iter().zip(&fresh) {
+            if *new {
+                committed.decisions += 1;
+                self.metrics.decision(d.action, d.tier);
+                // stdout is the decision stream; a closed stdout must not stop
+                // the responder (the journal has the record).
+                let _ = serde_json::to_writer(&mut self.out, d);
+                let _ = self.out.write_all(b"\n");
+            } else {
+                committed.duplicates += 1;
+                self.metrics.duplicate_decision();
+            }
+        }
+        let _ = self.out.flush();
+        if committed.decisions > 0 {
+            self.dispatch.notify_one();
+        }
+        for (ack, accepted) in self.acks.drain(..) {
+            let _ = ack.send(Ok(accepted));
+        }
+        self.decisions.clear();
+        self.positions.clear();
+        self.inbox.clear();
+        Ok(committed)
+    }
+
+    /// Moves a quiet partition's clock on (see [`Engine::advance`]): the
+    /// wall clock minus the allowed lateness, so producers running that far
+    /// behind still count.
+    pub fn tick(&mut self, p: PartitionId) {
+        let to = self
+            .clock
+            .now()
+            .saturating_sub(self.engine_cfg.allowed_lateness);
+        let Some(engine) = self.engines.get_mut(&p) else {
+            return;
+        };
+        let mut out = Vec::new();
+        engine.advance(to, &mut out);
+        self.decisions.extend(out.into_iter().map(|d| (p, d)));
+    }
+
+    /// Every partition the pipeline holds an engine for.
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        self.engines.keys().copied().collect()
+    }
+
+    /// Forgets a partition's state (revoked, or lost to another consumer).
+    pub fn drop_partition(&mut self, p: PartitionId) {
+        self.engines.remove(&p);
+        self.positions.remove(&p);
+        self.decisions.retain(|(q, _)| *q != p);
+    }
+
+    /// Starts rebuilding a partition's engine: feed it the partition's
+    /// recent history, oldest first, with [`Warming::feed`] (nothing is
+    /// acted on), then hand it to [`Pipeline::finish_warm`].
+    pub fn start_warm(&self, p: PartitionId) -> Warming {
+        Warming {
+            engine: Engine::new(self.rules.clone(), self.engine_cfg.clone()),
+            events: 0,
+            started: Instant::now(),
+            is_http: self.name(p) == HTTP_PARTITION,
+            discard: Vec::new(),
+        }
+    }
+
+    /// Makes the journal's view of the partition's incidents the warmed
+    /// engine's (see [`Engine::reconcile`]) and puts the engine to work.
+    pub fn finish_warm(&mut self, p: PartitionId, w: Warming) -> Result<WarmUp, JournalError> {
+        let mut engine = w.engine;
+        self.metrics
+            .events(Source::Warmup, Outcome::Processed, w.events as u64);
+        let name = self.name(p).to_owned();
+        let open = self.journal.open_incidents(&name)?;
+        let since = self.clock.now().saturating_sub(self.lookback());
+        let resolved = self.journal.resolved_since(&name, since)?;
+        let at = engine.watermark().unwrap_or(self.clock.now());
+        let orphans = engine.reconcile(&open, &resolved, at);
+        for o in &orphans {
+            tracing::warn!(incident = %o.id, rule = %o.rule, "open incident's rule no longer exists; it stays open for a human");
+        }
+        self.engines.insert(p, engine);
+        self.metrics.warmup(w.started.elapsed().as_secs_f64());
+        Ok(WarmUp {
+            events: w.events,
+            restored: open.len(),
+            orphans: orphans.len(),
+        })
+    }
+
+    /// Forgets journaled HTTP bodies older than the lookback.
+    pub fn prune_inbox(&mut self) {
+        let before = self.clock.now().saturating_sub(self.lookback());
+        if let Err(e) = self.journal.prune_inbox(before) {
+            tracing::warn!(error = %e, "pruning the HTTP inbox failed");
+        }
+    }
+
+    /// Refreshes size gauges.
+    pub fn report(&self) {
+        let (groups, bytes, late) = self.engines.values().fold((0, 0, 0), |(g, b, l), e| {
+            (
+                g + e.groups(),
+                b + e.state_bytes(),
+                l + e.stats().samples_late,
+            )
+        });
+        self.metrics.engine_size(groups, bytes, late);
+    }
+}
+
+/// A partition's engine being rebuilt from history.
+pub struct Warming {
+    engine: Engine,
+    events: usize,
+    started: Instant,
+    is_http: bool,
+    discard: Vec<Decision>,
+}
+
+impl Warming {
+    /// Feeds one historical input (a Kafka payload, or a journaled HTTP
+    /// body). Undecodable inputs are skipped, as they were when live.
+    pub fn feed(&mut self, payload: &[u8]) {
+        let mut events = Vec::new();
+        let ok = if self.is_http {
+            match payload.split_first() {
+                Some((tag, body)) => BodyForm::from_tag(*tag)
+                    .is_some_and(|f| decode_body(body, f, &mut events).is_ok()),
+                None => false,
+            }
+        } else {
+            decode::decode(payload, &mut events).is_ok()
+        };
+        if ok {
+            self.events += events.len();
+            for e in &events {
+                self.engine.process(e, &mut self.discard);
+            }
+            self.discard.clear();
+        }
+    }
+}
+
+/// What a warm-up did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WarmUp {
+    pub events: usize,
+    pub restored: usize,
+    pub orphans: usize,
+}

@@ -1,0 +1,220 @@
+//! The HTTP receiver: Alertmanager's webhook and a generic events endpoint,
+//! plus health, readiness and metrics.
+//!
+//! `POST /api/v1/alerts` takes an Alertmanager webhook payload;
+//! `POST /api/v1/events` a JSON array or JSON lines of any event form.
+//! A request is answered 2xx only once its decisions are in the journal;
+//! 4xx names what is wrong and applies nothing of the request; 503 means
+//! "try again" (queue full, journal slow), which Alertmanager does.
+//! The bearer token is checked before the body is read.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::config::Secret;
+use crate::event::Event;
+use crate::pipeline::{Accepted, BodyForm, Submission, decode_body, not_from_the_future};
+use crate::telemetry::{Metrics, Outcome, Source};
+use crate::time::{Clock, Dur};
+
+/// What the receiver's handlers share.
+pub struct Intake {
+    pub submit: SyncSender<Submission>,
+    pub token: Option<Secret>,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    pub max_body_bytes: usize,
+    /// How long a request waits for the journal before answering 503.
+    pub ack_timeout: Duration,
+    pub clock: Arc<dyn Clock>,
+    /// How far ahead of the clock an event may be stamped.
+    pub max_future: Dur,
+}
+
+/// The receiver's routes. `extra` adds routes that share its auth (the
+/// incidents API).
+pub fn router(intake: Arc<Intake>, extra: Router) -> Router {
+    let limit = intake.max_body_bytes;
+    let protected = Router::new()
+        .route("/api/v1/alerts", post(alerts))
+        .route("/api/v1/events", post(events))
+        .with_state(intake.clone())
+        .merge(extra)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            intake.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(intake)
+        .merge(protected)
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, axum::Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// Bearer-token check, before any body is read. No token configured (only
+/// allowed on a loopback listener) lets every request through.
+async fn require_token(State(intake): State<Arc<Intake>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &intake.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| token.matches(g.trim().as_bytes())) {
+            intake.metrics.http_request(req.uri().path(), 401);
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ripcord\""),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+async fn readyz(State(intake): State<Arc<Intake>>) -> Response {
+    if intake.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(intake): State<Arc<Intake>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        intake.metrics.render(),
+    )
+        .into_response()
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+async fn alerts(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
+    let endpoint = "/api/v1/alerts";
+    let r = match media_type(&headers).as_deref() {
+        Some("application/json") => accept(&intake, body, BodyForm::Object, true).await,
+        other => error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type must be application/json, got {}",
+                other.unwrap_or("none")
+            ),
+        ),
+    };
+    intake.metrics.http_request(endpoint, r.status().as_u16());
+    r
+}
+
+async fn events(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
+    let endpoint = "/api/v1/events";
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let r = match media_type(&headers).as_deref() {
+        Some("application/json") if first == Some(b'[') => {
+            accept(&intake, body, BodyForm::Array, false).await
+        }
+        Some("application/json") => accept(&intake, body, BodyForm::Object, false).await,
+        Some(
+            "application/x-ndjson" | "application/jsonl" | "application/json-seq" | "text/plain",
+        ) => accept(&intake, body, BodyForm::Lines, false).await,
+        other => error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type must be application/json (an array or one event) or application/x-ndjson (JSON lines), got {}",
+                other.unwrap_or("none")
+            ),
+        ),
+    };
+    intake.metrics.http_request(endpoint, r.status().as_u16());
+    r
+}
+
+/// Validates the whole body, hands it to the pipeline and waits for the
+/// journal.
+async fn accept(intake: &Intake, body: Bytes, form: BodyForm, alerts_only: bool) -> Response {
+    let n = {
+        let mut events = Vec::new();
+        if let Err(e) = decode_body(&body, form, &mut events) {
+            intake.metrics.decode_error(Source::Http, "body");
+            intake.metrics.event(Source::Http, Outcome::DecodeError);
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+        if let Err(e) = not_from_the_future(&events, intake.clock.now(), intake.max_future) {
+            intake.metrics.event(Source::Http, Outcome::FromTheFuture);
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+        if alerts_only && !events.iter().all(|e| matches!(e, Event::Alert(_))) {
+            intake.metrics.event(Source::Http, Outcome::DecodeError);
+            return error(
+                StatusCode::BAD_REQUEST,
+                "expected an Alertmanager webhook payload (\"version\":\"4\", \"alerts\":[…]); send other events to /api/v1/events",
+            );
+        }
+        events.len()
+    };
+    let (tx, rx) = oneshot::channel();
+    match intake.submit.try_send(Submission {
+        body,
+        form,
+        ack: tx,
+    }) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => return busy("ripcord is busy; retry shortly"),
+        Err(TrySendError::Disconnected(_)) => {
+            return busy("ripcord is shutting down; retry shortly");
+        }
+    }
+    match tokio::time::timeout(intake.ack_timeout, rx).await {
+        Ok(Ok(Ok(Accepted { events, decisions }))) => {
+            debug_assert_eq!(events, n);
+            (
+                StatusCode::OK,
+                axum::Json(
+                    json!({ "status": "accepted", "events": events, "decisions": decisions }),
+                ),
+            )
+                .into_response()
+        }
+        Ok(Ok(Err(msg))) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
+        Ok(Err(_)) => busy("ripcord stopped before recording the request; retry"),
+        Err(_) => busy("the journal is slow; the request may be recorded, retrying is safe"),
+    }
+}
+
+fn busy(msg: &str) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, msg);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}

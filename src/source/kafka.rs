@@ -1,0 +1,618 @@
+//! The Kafka source: a consumer-group member feeding the pipeline.
+//!
+//! Delivery: at least once from Kafka, exactly once into the journal. Each
+//! batch's decisions and the partitions' next offsets are committed to the
+//! journal in one transaction; only then are offsets stored in Kafka
+//! (`enable.auto.offset.store=false`; auto-commit commits what was stored).
+//! On assignment a partition resumes at the journal's position (else the
+//! group's committed offset), after re-reading its last lookback of events
+//! (offsets for times) to warm the windows without acting on anything.
+//!
+//! Producers: key each message by its `service` label so a service's events
+//! stay on one partition (and in one engine).
+//!
+//! Throughput settings (overridable under `kafka.properties`):
+//! `fetch.wait.max.ms=10` and `fetch.min.bytes=1` keep an idle topic's
+//! latency low; `queued.min.messages=100000` with `fetch.queue.backoff.ms=1`
+//! keeps librdkafka's local queue full under load so the poll loop never
+//! waits on the network; batches of up to `kafka.max_batch` messages share
+//! one journal transaction; `enable.partition.eof` tells the loop when a
+//! partition is caught up (only then does wall-clock time move its windows).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+
+use crate::config::KafkaConfig;
+use crate::pipeline::{PartitionId, Pipeline, Rejected};
+use crate::telemetry::{Metrics, Outcome, Source};
+use crate::time::Clock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("kafka: {0}")]
+    Client(#[from] KafkaError),
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// A partition handed to this member, waiting to be warmed.
+#[derive(Debug, Clone)]
+struct Assigned {
+    topic: String,
+    partition: i32,
+    /// Where live consumption resumes.
+    start: Offset,
+}
+
+/// Callbacks librdkafka makes from inside `poll`, on the loop's thread.
+struct Context {
+    pipeline: Arc<Mutex<Pipeline>>,
+    metrics: Arc<Metrics>,
+    pending: Mutex<Vec<Assigned>>,
+    lost: Mutex<Vec<PartitionId>>,
+}
+
+fn lock(p: &Mutex<Pipeline>) -> MutexGuard<'_, Pipeline> {
+    // A panic elsewhere poisoned the lock; the pipeline's data is still the
+    // journal's truth, so keep going.
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn partition_name(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+impl ClientContext for Context {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics.consumer_lag(topic, *p, part.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "rdkafka", facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "rdkafka", facility = fac, "{msg}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "rdkafka", facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "rdkafka", facility = fac, "{msg}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End of partition is reported through `poll` too; it is news, not trouble.
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
+        {
+            return;
+        }
+        tracing::warn!(target: "rdkafka", %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for Context {
+    /// Eager rebalancing, done by hand so assigned partitions start where
+    /// the journal says and stay paused until warmed, and revoked ones have
+    /// their in-flight batch journaled before another member takes over.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut assign = TopicPartitionList::new();
+                let mut assigned = Vec::new();
+                {
+                    let pipeline = lock(&self.pipeline);
+                    for e in tpl.elements() {
+                        let name = partition_name(e.topic(), e.partition());
+                        let start = match pipeline.journal().position(&name) {
+                            Ok(Some(o)) => Offset::Offset(o),
+                            Ok(None) => Offset::Stored,
+                            Err(err) => {
+                                tracing::error!(partition = %name, %err, "cannot read the journal's position; resuming at the group's committed offset");
+                                Offset::Stored
+                            }
+                        };
+                        let _ = assign.add_partition_offset(e.topic(), e.partition(), start);
+                        assigned.push(Assigned {
+                            topic: e.topic().to_owned(),
+                            partition: e.partition(),
+                            start,
+                        });
+                    }
+                }
+                if let Err(e) = consumer.assign(&assign) {
+                    tracing::error!(error = %e, "assign failed");
+                    return;
+                }
+                if let Err(e) = consumer.pause(&assign) {
+                    tracing::warn!(error = %e, "pausing partitions for warm-up failed");
+                }
+                tracing::info!(partitions = ?assigned.iter().map(|a| partition_name(&a.topic, a.partition)).collect::<Vec<_>>(), "partitions assigned");
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(assigned);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let mut pipeline = lock(&self.pipeline);
+                // Journal what was processed for these partitions before
+                // letting them go, so the next owner resumes after it.
+                if let Err(e) = pipeline.commit() {
+                    tracing::error!(error = %e, "journal commit at revoke failed; the next owner re-reads these events");
+                }
+                let mut lost = Vec::new();
+                for e in tpl.elements() {
+                    let id = pipeline.partition(&partition_name(e.topic(), e.partition()));
+                    pipeline.drop_partition(id);
+                    lost.push(id);
+                }
+                drop(pipeline);
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|a| {
+                        !tpl.elements()
+                            .iter()
+                            .any(|e| e.topic() == a.topic && e.partition() == a.partition)
+                    });
+                self.lost
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(lost);
+                tracing::info!(count = tpl.count(), "partitions revoked");
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// The consumer loop.
+pub struct KafkaSource {
+    consumer: BaseConsumer<Context>,
+    cfg: KafkaConfig,
+    brokers: String,
+    pipeline: Arc<Mutex<Pipeline>>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    dead_letters: Option<ThreadedProducer<DefaultProducerContext>>,
+    ids: PartitionIds,
+    /// Partitions that reached their end: their clocks may follow the wall.
+    caught_up: HashMap<PartitionId, bool>,
+    last_tick: Instant,
+}
+
+/// Pipeline ids by topic, then partition number: found without allocating,
+/// once per message.
+type PartitionIds = Vec<(String, Vec<Option<PartitionId>>)>;
+
+fn partition_id(
+    ids: &mut PartitionIds,
+    pipeline: &Mutex<Pipeline>,
+    topic: &str,
+    partition: i32,
+) -> PartitionId {
+    let t = match ids.iter().position(|(name, _)| name == topic) {
+        Some(t) => t,
+        None => {
+            ids.push((topic.to_owned(), Vec::new()));
+            ids.len() - 1
+        }
+    };
+    let slots = &mut ids[t].1;
+    let i = partition.max(0) as usize;
+    if i >= slots.len() {
+        slots.resize(i + 1, None);
+    }
+    if let Some(id) = slots[i] {
+        return id;
+    }
+    let id = lock(pipeline).partition(&partition_name(topic, partition));
+    slots[i] = Some(id);
+    id
+}
+
+/// librdkafka settings ripcord relies on; `kafka.properties` may add to or
+/// override the tunables, not the delivery semantics.
+fn consumer_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", &cfg.group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("auto.offset.reset", "latest")
+        .set("partition.assignment.strategy", "range,roundrobin")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.min.bytes", "1")
+        .set("queued.min.messages", "100000")
+        .set("fetch.queue.backoff.ms", "1")
+        .set("statistics.interval.ms", "5000")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "600000")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    // Delivery semantics are not negotiable.
+    c.set("enable.auto.offset.store", "false");
+    c
+}
+
+impl KafkaSource {
+    pub fn new(
+        cfg: KafkaConfig,
+        brokers: String,
+        pipeline: Arc<Mutex<Pipeline>>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<KafkaSource, KafkaSourceError> {
+        let context = Context {
+            pipeline: pipeline.clone(),
+            metrics: metrics.clone(),
+            pending: Mutex::new(Vec::new()),
+            lost: Mutex::new(Vec::new()),
+        };
+        let consumer: BaseConsumer<Context> =
+            consumer_config(&cfg, &brokers).create_with_context(context)?;
+        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        let dead_letters = match &cfg.dead_letter_topic {
+            None => None,
+            Some(_) => Some(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("linger.ms", "5")
+                    .set("message.timeout.ms", "30000")
+                    .create()?,
+            ),
+        };
+        Ok(KafkaSource {
+            consumer,
+            cfg,
+            brokers,
+            pipeline,
+            metrics,
+            clock,
+            dead_letters,
+            ids: Vec::new(),
+            caught_up: HashMap::new(),
+            last_tick: Instant::now(),
+        })
+    }
+
+    fn id(&mut self, topic: &str, partition: i32) -> PartitionId {
+        partition_id(&mut self.ids, &self.pipeline, topic, partition)
+    }
+
+    /// Runs until `stop` is set, then journals the last batch and commits
+    /// offsets synchronously. `between` runs once per loop turn (the HTTP
+    /// intake hooks in there).
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        mut between: impl FnMut(&mut Pipeline),
+    ) -> Result<(), KafkaSourceError> {
+        while !stop.load(Ordering::Relaxed) {
+            self.warm_pending()?;
+            {
+                let mut p = lock(&self.pipeline);
+                between(&mut p);
+            }
+            let got = self.poll_batch();
+            if self.last_tick.elapsed() >= Duration::from_secs(1) {
+                self.tick();
+            }
+            self.commit(stop);
+            if got == 0 && !lock(&self.pipeline).dirty() {
+                // Nothing came in; poll_batch already waited a little.
+                continue;
+            }
+        }
+        self.commit(stop);
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing stored since the last auto-commit is also fine: the
+            // journal positions are what assignment resumes from.
+            tracing::debug!(error = %e, "final offset commit");
+        }
+        if let Some(p) = &self.dead_letters {
+            let _ = p.flush(Duration::from_secs(5));
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Polls up to `max_batch` messages into the pipeline. Waits up to 5 ms
+    /// for the first one only.
+    fn poll_batch(&mut self) -> usize {
+        let mut got = 0;
+        while got < self.cfg.max_batch {
+            let timeout = if got == 0 {
+                Duration::from_millis(5)
+            } else {
+                Duration::ZERO
+            };
+            let msg = match self.consumer.poll(timeout) {
+                None => break,
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    // The EOF names the partition, not the topic.
+                    for (_, slots) in &self.ids {
+                        if let Some(Some(id)) = slots.get(partition.max(0) as usize) {
+                            self.caught_up.insert(*id, true);
+                        }
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    break;
+                }
+                Some(Ok(m)) => m,
+            };
+            got += 1;
+            let (topic, partition, offset) =
+                (msg.topic().to_owned(), msg.partition(), msg.offset());
+            let id = partition_id(&mut self.ids, &self.pipeline, &topic, partition);
+            self.caught_up.insert(id, false);
+            let payload = msg.payload().unwrap_or(&[]);
+            let result = lock(&self.pipeline).ingest(id, payload, Some(offset));
+            match result {
+                Ok(_) => self.metrics.event(Source::Kafka, Outcome::Processed),
+                Err(rejected) => {
+                    let outcome = match &rejected {
+                        Rejected::Decode(e) => {
+                            self.metrics.decode_error(Source::Kafka, e.reason());
+                            Outcome::DecodeError
+                        }
+                        Rejected::FromTheFuture { .. } => Outcome::FromTheFuture,
+                    };
+                    self.metrics.event(Source::Kafka, outcome);
+                    tracing::warn!(topic = %topic, partition, offset, error = %rejected, "poison message skipped");
+                    self.dead_letter(&msg, &rejected);
+                }
+            }
+        }
+        got
+    }
+
+    fn dead_letter(&self, msg: &rdkafka::message::BorrowedMessage<'_>, why: &Rejected) {
+        let (Some(producer), Some(topic)) = (&self.dead_letters, &self.cfg.dead_letter_topic)
+        else {
+            return;
+        };
+        let error = why.to_string();
+        let offset = msg.offset().to_string();
+        let partition = msg.partition().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "ripcord-error",
+                value: Some(error.as_bytes()),
+            })
+            .insert(Header {
+                key: "ripcord-source-topic",
+                value: Some(msg.topic().as_bytes()),
+            })
+            .insert(Header {
+                key: "ripcord-source-partition",
+                value: Some(partition.as_bytes()),
+            })
+            .insert(Header {
+                key: "ripcord-source-offset",
+                value: Some(offset.as_bytes()),
+            });
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+            .payload(msg.payload().unwrap_or(&[]))
+            .headers(headers);
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        match producer.send(record) {
+            Ok(()) => self.metrics.dead_letter(),
+            Err((e, _)) => {
+                tracing::error!(error = %e, dead_letter_topic = %topic, "could not copy a poison message to the dead-letter topic")
+            }
+        }
+    }
+
+    /// Moves caught-up partitions' clocks with the wall clock.
+    fn tick(&mut self) {
+        self.last_tick = Instant::now();
+        let mut p = lock(&self.pipeline);
+        for (id, caught_up) in &self.caught_up {
+            if *caught_up {
+                p.tick(*id);
+            }
+        }
+        p.report();
+    }
+
+    /// Journals the batch (retrying while the journal refuses), then stores
+    /// the batch's offsets in Kafka.
+    fn commit(&mut self, stop: &AtomicBool) {
+        let mut backoff = Duration::from_millis(50);
+        let committed = loop {
+            let result = lock(&self.pipeline).commit();
+            match result {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?backoff, "journal commit failed; holding the batch and retrying");
+                    if stop.load(Ordering::Relaxed) && backoff >= Duration::from_secs(5) {
+                        tracing::error!(
+                            "giving up at shutdown: the uncommitted events will be re-read at the next start"
+                        );
+                        return;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        if committed.positions.is_empty() {
+            return;
+        }
+        let p = lock(&self.pipeline);
+        for (id, next) in committed.positions {
+            let name = p.name(id);
+            if let Some((topic, partition)) = name.rsplit_once('/') {
+                if let Ok(partition) = partition.parse::<i32>() {
+                    // A revoked partition refuses the store: fine, the journal
+                    // has the position.
+                    let _ = self.consumer.store_offset(topic, partition, next);
+                }
+            }
+        }
+    }
+
+    /// Warms newly assigned partitions from their recent history, then
+    /// resumes them.
+    fn warm_pending(&mut self) -> Result<(), KafkaSourceError> {
+        let pending: Vec<Assigned> = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let lost: Vec<PartitionId> = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .lost
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for id in lost {
+            self.caught_up.remove(&id);
+        }
+        for a in pending {
+            let id = self.id(&a.topic, a.partition);
+            let warming = lock(&self.pipeline).start_warm(id);
+            let warming = if self.cfg.warm_up {
+                self.read_history(&a, warming)?
+            } else {
+                warming
+            };
+            let report = lock(&self.pipeline).finish_warm(id, warming)?;
+            tracing::info!(
+                partition = %partition_name(&a.topic, a.partition),
+                events = report.events,
+                open_incidents = report.restored,
+                "partition warmed"
+            );
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&a.topic, a.partition);
+            self.consumer.resume(&tpl)?;
+            self.caught_up.insert(id, false);
+        }
+        Ok(())
+    }
+
+    /// Feeds `w` the partition's events from `now - lookback` up to where
+    /// live consumption resumes.
+    fn read_history(
+        &self,
+        a: &Assigned,
+        mut w: crate::pipeline::Warming,
+    ) -> Result<crate::pipeline::Warming, KafkaSourceError> {
+        let lookback = lock(&self.pipeline).lookback();
+        let timeout = Duration::from_secs(10);
+        // Where live consumption will start.
+        let end = match a.start {
+            Offset::Offset(o) => o,
+            _ => {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&a.topic, a.partition);
+                let committed = self.consumer.committed_offsets(tpl, timeout)?;
+                match committed
+                    .find_partition(&a.topic, a.partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => o,
+                    // Nothing committed: `auto.offset.reset=latest` starts at the end.
+                    _ => {
+                        self.consumer
+                            .fetch_watermarks(&a.topic, a.partition, timeout)?
+                            .1
+                    }
+                }
+            }
+        };
+        let reader: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("{}-warmup", self.cfg.group))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set_log_level(RDKafkaLogLevel::Warning)
+            .create()?;
+        let since = self.clock.now().saturating_sub(lookback).millis();
+        let mut query = TopicPartitionList::new();
+        query.add_partition_offset(&a.topic, a.partition, Offset::Offset(since))?;
+        let found = reader.offsets_for_times(query, timeout)?;
+        let begin = match found
+            .find_partition(&a.topic, a.partition)
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(o)) => o,
+            _ => return Ok(w), // nothing that recent
+        };
+        if begin >= end {
+            return Ok(w);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&a.topic, a.partition, Offset::Offset(begin))?;
+        reader.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            match reader.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    if m.offset() >= end {
+                        break;
+                    }
+                    w.feed(m.payload().unwrap_or(&[]));
+                    if m.offset() + 1 >= end {
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "warm-up read error");
+                }
+                None => {}
+            }
+        }
+        Ok(w)
+    }
+}

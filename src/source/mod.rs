@@ -1,0 +1,6 @@
+//! Sources: where events come from. Kafka ([`kafka`]) is the main feed;
+//! the HTTP receiver ([`http`]) takes Alertmanager's webhook and events
+//! posted directly. Both hand bytes to the [`crate::pipeline`].
+
+pub mod http;
+pub mod kafka;

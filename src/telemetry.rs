@@ -1,0 +1,276 @@
+//! Internal telemetry: one method per thing that happens, writing the metric
+//! (and, where it matters to an operator, the log line) together so names
+//! stay consistent. Exposed on `GET /metrics` in the OpenMetrics text format.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::decision::{Action, Tier};
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Source {
+    Kafka,
+    Http,
+    Warmup,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Outcome {
+    Processed,
+    DecodeError,
+    FromTheFuture,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    source: Source,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecodeLabels {
+    source: Source,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    action: String,
+    tier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    endpoint: String,
+    code: u16,
+}
+
+/// All of ripcord's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    events: Family<EventLabels, Counter>,
+    decode_errors: Family<DecodeLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    duplicate_decisions: Counter,
+    consumer_lag: Family<PartitionLabels, Gauge>,
+    dead_letters: Counter,
+    journal_commit: Histogram,
+    actions: Family<ActionLabels, Counter>,
+    action_seconds: Family<ActionLabels, Histogram>,
+    http_requests: Family<HttpLabels, Counter>,
+    engine_groups: Gauge,
+    engine_state_bytes: Gauge,
+    samples_late: Gauge<u64, AtomicU64>,
+    warmup_seconds: Histogram,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~100 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ripcord");
+        let m = Metrics {
+            events: Family::default(),
+            decode_errors: Family::default(),
+            decisions: Family::default(),
+            duplicate_decisions: Counter::default(),
+            consumer_lag: Family::default(),
+            dead_letters: Counter::default(),
+            journal_commit: latency_histogram(),
+            actions: Family::default(),
+            action_seconds: Family::new_with_constructor(latency_histogram),
+            http_requests: Family::default(),
+            engine_groups: Gauge::default(),
+            engine_state_bytes: Gauge::default(),
+            samples_late: Gauge::default(),
+            warmup_seconds: latency_histogram(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events",
+            "Events read, by source and outcome",
+            m.events.clone(),
+        );
+        registry.register(
+            "decode_errors",
+            "Inputs rejected by the decoder, by reason",
+            m.decode_errors.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Decisions journaled, by action and tier",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "duplicate_decisions",
+            "Decisions re-derived after a restart and already in the journal (not acted on again)",
+            m.duplicate_decisions.clone(),
+        );
+        registry.register(
+            "consumer_lag",
+            "Messages behind the partition's end",
+            m.consumer_lag.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Poison messages copied to the dead-letter topic",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "journal_commit_seconds",
+            "Time to commit a batch to the journal",
+            m.journal_commit.clone(),
+        );
+        registry.register(
+            "actions",
+            "Actions finished, by action and final state",
+            m.actions.clone(),
+        );
+        registry.register(
+            "action_seconds",
+            "Time an action took, by action and final state",
+            m.action_seconds.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests, by endpoint and status code",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "engine_groups",
+            "Groups held by the engines",
+            m.engine_groups.clone(),
+        );
+        registry.register(
+            "engine_state_bytes",
+            "Bytes of window and incident state",
+            m.engine_state_bytes.clone(),
+        );
+        registry.register(
+            "samples_late",
+            "Samples dropped as later than the allowed lateness",
+            m.samples_late.clone(),
+        );
+        registry.register(
+            "warmup_seconds",
+            "Time to warm a partition's windows",
+            m.warmup_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn event(&self, source: Source, outcome: Outcome) {
+        self.events
+            .get_or_create(&EventLabels { source, outcome })
+            .inc();
+    }
+
+    pub fn events(&self, source: Source, outcome: Outcome, n: u64) {
+        self.events
+            .get_or_create(&EventLabels { source, outcome })
+            .inc_by(n);
+    }
+
+    pub fn decode_error(&self, source: Source, reason: &str) {
+        self.decode_errors
+            .get_or_create(&DecodeLabels {
+                source,
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn decision(&self, action: Action, tier: Tier) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                action: action.as_str().to_owned(),
+                tier: tier.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn duplicate_decision(&self) {
+        self.duplicate_decisions.inc();
+    }
+
+    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .get_or_create(&PartitionLabels {
+                topic: topic.to_owned(),
+                partition,
+            })
+            .set(lag);
+    }
+
+    pub fn dead_letter(&self) {
+        self.dead_letters.inc();
+    }
+
+    pub fn journal_commit(&self, seconds: f64) {
+        self.journal_commit.observe(seconds);
+    }
+
+    pub fn action_finished(&self, action: Action, state: &str, seconds: f64) {
+        let l = ActionLabels {
+            action: action.as_str().to_owned(),
+            state: state.to_owned(),
+        };
+        self.actions.get_or_create(&l).inc();
+        self.action_seconds.get_or_create(&l).observe(seconds);
+    }
+
+    pub fn http_request(&self, endpoint: &str, code: u16) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                endpoint: endpoint.to_owned(),
+                code,
+            })
+            .inc();
+    }
+
+    pub fn engine_size(&self, groups: usize, bytes: usize, late: u64) {
+        self.engine_groups.set(groups as i64);
+        self.engine_state_bytes.set(bytes as i64);
+        self.samples_late.set(late);
+    }
+
+    pub fn warmup(&self, seconds: f64) {
+        self.warmup_seconds.observe(seconds);
+    }
+}
