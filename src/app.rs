@@ -80,14 +80,15 @@ impl Runtime {
     }
 }
 
-/// The process's instance name: owner of the actions it runs.
-pub fn instance_name(cfg: &Config) -> String {
+/// This process's name as owner of the actions it runs: unique per start,
+/// so a restarted process never mistakes its predecessor's work for its own.
+pub fn instance_name(clock: &dyn Clock) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}:{}", cfg.kafka.group, cfg.journal.path.display())
+    format!("{host}/{}/{}", std::process::id(), clock.now().millis())
 }
 
 /// Runs the responder until `shutdown` resolves.
@@ -97,7 +98,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::new());
-    let owner = instance_name(&cfg);
+    let owner = instance_name(rt.clock.as_ref());
     let open = |clock: Arc<dyn Clock>| -> Result<Box<dyn Journal>, JournalError> {
         Ok(Box::new(SqliteJournal::open_with_clock(
             &cfg.journal.path,
@@ -105,14 +106,7 @@ pub async fn run(
             clock,
         )?))
     };
-    // A previous incarnation may have died mid-action: say so, never re-run.
-    let mut journal = open(rt.clock.clone())?;
-    for a in journal.interrupted(&owner)? {
-        tracing::error!(
-            action = %a.action, key = %a.key, incident = ?a.incident,
-            "action outcome unknown: ripcord stopped while it ran; it is NOT retried, check it by hand"
-        );
-    }
+    let journal = open(rt.clock.clone())?;
 
     // Kafka: configured brokers, or the embedded one.
     let _embedded;
@@ -185,6 +179,7 @@ pub async fn run(
 
     // The pipeline thread.
     let stop = Arc::new(AtomicBool::new(false));
+    let (failed_tx, mut failed_rx) = watch::channel(false);
     let mut source = KafkaSource::new(
         cfg.kafka.clone(),
         brokers.clone(),
@@ -197,7 +192,14 @@ pub async fn run(
         .name("ripcord-pipeline".into())
         .spawn(move || {
             let mut intake = HttpIntake::new(submissions);
-            source.run(&thread_stop, |p| intake.drain(p))
+            let result = source.run(&thread_stop, |p| intake.drain(p));
+            if let Err(e) = &result {
+                // Say so at once: a responder that no longer reads its input
+                // must not look healthy. The process exits when it notices.
+                tracing::error!(error = %e, "the pipeline stopped");
+                failed_tx.send_replace(true);
+            }
+            result
         })
         .map_err(|e| AppError::Pipeline(e.to_string()))?;
 
@@ -225,7 +227,12 @@ pub async fn run(
     }
     tracing::info!(http = %http_addr, brokers = %brokers, "ripcord running");
 
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = failed_rx.wait_for(|f| *f) => {
+            tracing::error!("shutting down because the pipeline failed");
+        }
+    }
     let deadline = Instant::now() + grace;
     tracing::info!(grace = ?grace, "shutting down: intake stops, in-flight work finishes");
     ready.store(false, Ordering::Relaxed);

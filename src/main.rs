@@ -43,6 +43,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A Kafka-protocol broker (librdkafka's mock cluster) in its own process,
+    /// for local experiments and tests. Prints `kafka bootstrap: HOST:PORT`;
+    /// reads `down` / `up` lines on stdin to take the broker away and back.
+    #[command(hide = true)]
+    MockBroker {
+        #[arg(long, default_value = "ripcord-events")]
+        topic: Vec<String>,
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+    },
     /// Run the responder: Kafka and HTTP in, decisions journaled and acted on.
     /// With no brokers configured, an embedded broker is started.
     Run(RunArgs),
@@ -91,6 +101,7 @@ fn main() -> ExitCode {
         Command::Check { config, rules } => check(config.as_deref(), rules.as_deref()),
         Command::Test { rules, config } => test(config.as_deref(), rules.as_deref()),
         Command::Run(args) => run(args),
+        Command::MockBroker { topic, partitions } => mock_broker(&topic, partitions),
         Command::Replay {
             events,
             rules,
@@ -187,11 +198,40 @@ fn test(config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {
     })
 }
 
+fn mock_broker(topics: &[String], partitions: i32) -> Result<ExitCode> {
+    use std::io::BufRead;
+    let mock = rdkafka::mocking::MockCluster::new(1).context("cannot start the mock cluster")?;
+    for t in topics {
+        mock.create_topic(t, partitions, 1)
+            .with_context(|| format!("cannot create topic {t}"))?;
+    }
+    eprintln!(
+        "kafka bootstrap: {} topic: {}",
+        mock.bootstrap_servers(),
+        topics.join(",")
+    );
+    for line in io::stdin().lock().lines() {
+        match line?.trim() {
+            "down" => mock.broker_down(1).context("broker down")?,
+            "up" => mock.broker_up(1).context("broker up")?,
+            "" => continue,
+            other => {
+                eprintln!("mock-broker: unknown command {other:?} (down, up)");
+                continue;
+            }
+        }
+        eprintln!("mock-broker: ok");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn init_logging(cfg: &ripcord::config::LogConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr);
     match cfg.format {
         LogFormat::Json => builder.json().init(),

@@ -102,7 +102,12 @@ impl Dispatcher {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let mut tasks = JoinSet::new();
+        let mut last_heartbeat: Option<Instant> = None;
         loop {
+            if last_heartbeat.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
+                last_heartbeat = Some(Instant::now());
+                self.heartbeat_and_reap().await;
+            }
             tokio::select! {
                 _ = self.notify.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -151,4 +156,33 @@ impl Dispatcher {
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     }
+
+    /// Says this process is alive, and finds actions whose process died
+    /// while running them: their outcome is unknown, so they are never
+    /// re-run; a human must look.
+    async fn heartbeat_and_reap(&self) {
+        let owner = self.owner.clone();
+        let reaped = with_journal(&self.journal, move |j| {
+            j.heartbeat(&owner)?;
+            j.reap(STALE)
+        })
+        .await;
+        match reaped {
+            Ok(actions) => {
+                for a in actions {
+                    self.metrics.action_finished(a.action, "unknown", 0.0);
+                    tracing::error!(
+                        action = %a.action, key = %a.key, incident = ?a.incident,
+                        "action outcome unknown: the process running it stopped; it is NOT retried, check it by hand"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "journal heartbeat failed"),
+        }
+    }
 }
+
+/// How often a running process says it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(3);
+/// Silence after which a process is taken for dead.
+const STALE: crate::time::Dur = crate::time::Dur::from_secs(15);

@@ -25,6 +25,9 @@ pub struct KafkaConfig {
     pub max_batch: usize,
     /// Partitions of the topic the embedded broker creates.
     pub embedded_partitions: i32,
+    /// Warm-up reads at most this many messages back when the broker cannot
+    /// look offsets up by time.
+    pub warm_up_max_messages: usize,
 }
 
 impl Default for KafkaConfig {
@@ -38,6 +41,7 @@ impl Default for KafkaConfig {
             warm_up: true,
             max_batch: 2048,
             embedded_partitions: 4,
+            warm_up_max_messages: 1_000_000,
         }
     }
 }
@@ -162,6 +166,9 @@ pub(super) fn read_kafka(mut m: MapReader<'_>, k: &mut KafkaConfig, errs: &mut E
     }
     if let Some(n) = m.int("embedded_partitions", 1..=64, errs) {
         k.embedded_partitions = n as i32;
+    }
+    if let Some(n) = m.int("warm_up_max_messages", 0..=100_000_000, errs) {
+        k.warm_up_max_messages = n as usize;
     }
     m.finish(errs);
 }

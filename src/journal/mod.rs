@@ -188,9 +188,13 @@ pub trait Journal: Send {
         detail: &str,
     ) -> Result<(), JournalError>;
 
-    /// Actions left running by a dead incarnation of `owner`: they become
-    /// `unknown` and are returned so a human hears of them.
-    fn interrupted(&mut self, owner: &str) -> Result<Vec<ActionRow>, JournalError>;
+    /// Records that `owner` (one running process) is alive.
+    fn heartbeat(&mut self, owner: &str) -> Result<(), JournalError>;
+
+    /// Actions left running by processes not heard from for `stale`: they
+    /// died mid-action. The actions become `unknown` (never re-run) and are
+    /// returned so a human hears of them.
+    fn reap(&mut self, stale: crate::time::Dur) -> Result<Vec<ActionRow>, JournalError>;
 
     fn add_timeline(
         &mut self,

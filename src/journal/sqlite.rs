@@ -88,6 +88,10 @@ CREATE TABLE IF NOT EXISTS inbox (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox(received_at);
+CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT PRIMARY KEY,
+    seen_at INTEGER NOT NULL
+);
 ";
 
 pub struct SqliteJournal {
@@ -429,15 +433,32 @@ impl Journal for SqliteJournal {
         Ok(())
     }
 
-    fn interrupted(&mut self, owner: &str) -> Result<Vec<ActionRow>, JournalError> {
+    fn heartbeat(&mut self, owner: &str) -> Result<(), JournalError> {
+        let now = self.now();
+        self.conn.execute(
+            "INSERT INTO owners (owner, seen_at) VALUES (?1, ?2)
+             ON CONFLICT(owner) DO UPDATE SET seen_at = excluded.seen_at",
+            params![owner, now],
+        )?;
+        Ok(())
+    }
+
+    fn reap(&mut self, stale: crate::time::Dur) -> Result<Vec<ActionRow>, JournalError> {
+        let alive_since = self.now() - stale.millis();
         let keys: Vec<String> = {
             let mut stmt = self.conn.prepare_cached(
                 "UPDATE actions SET state = 'unknown',
                      detail = 'ripcord stopped while this action ran; it may or may not have taken effect'
-                 WHERE state = 'running' AND owner = ?1 RETURNING key",
+                 WHERE state = 'running'
+                   AND owner NOT IN (SELECT owner FROM owners WHERE seen_at >= ?1)
+                 RETURNING key",
             )?;
-            collect(&mut stmt, [owner], |r| Ok(r.get::<_, String>(0)?))?
+            collect(&mut stmt, [alive_since], |r| Ok(r.get::<_, String>(0)?))?
         };
+        self.conn.execute(
+            "DELETE FROM owners WHERE seen_at < ?1",
+            [alive_since - 86_400_000],
+        )?;
         let mut out = Vec::new();
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {ACTION_COLUMNS} FROM actions a JOIN decisions d ON d.key = a.key WHERE a.key = ?1"

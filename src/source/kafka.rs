@@ -62,6 +62,8 @@ struct Context {
     metrics: Arc<Metrics>,
     pending: Mutex<Vec<Assigned>>,
     lost: Mutex<Vec<PartitionId>>,
+    /// `auto.offset.reset` is earliest (else latest).
+    from_earliest: bool,
 }
 
 fn lock(p: &Mutex<Pipeline>) -> MutexGuard<'_, Pipeline> {
@@ -130,13 +132,16 @@ impl ConsumerContext for Context {
                     let pipeline = lock(&self.pipeline);
                     for e in tpl.elements() {
                         let name = partition_name(e.topic(), e.partition());
-                        let start = match pipeline.journal().position(&name) {
-                            Ok(Some(o)) => Offset::Offset(o),
-                            Ok(None) => Offset::Stored,
+                        let journaled = match pipeline.journal().position(&name) {
+                            Ok(o) => o,
                             Err(err) => {
                                 tracing::error!(partition = %name, %err, "cannot read the journal's position; resuming at the group's committed offset");
-                                Offset::Stored
+                                None
                             }
+                        };
+                        let start = match journaled {
+                            Some(o) => Offset::Offset(o),
+                            None => self.start_without_journal(consumer, e.topic(), e.partition()),
                         };
                         let _ = assign.add_partition_offset(e.topic(), e.partition(), start);
                         assigned.push(Assigned {
@@ -198,6 +203,38 @@ impl ConsumerContext for Context {
     }
 }
 
+impl Context {
+    /// Where a partition the journal has never seen starts: the group's
+    /// committed offset, else `auto.offset.reset` resolved to a concrete
+    /// offset now, so events produced while the partition warms up are not
+    /// skipped by a "latest" evaluated later.
+    fn start_without_journal(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        topic: &str,
+        partition: i32,
+    ) -> Offset {
+        let timeout = Duration::from_secs(5);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        if let Ok(committed) = consumer.committed_offsets(tpl, timeout) {
+            if let Some(Offset::Offset(o)) = committed
+                .find_partition(topic, partition)
+                .map(|e| e.offset())
+            {
+                return Offset::Offset(o);
+            }
+        }
+        match consumer.fetch_watermarks(topic, partition, timeout) {
+            Ok((low, high)) => Offset::Offset(if self.from_earliest { low } else { high }),
+            Err(e) => {
+                tracing::warn!(topic, partition, error = %e, "cannot read the partition's watermarks; using auto.offset.reset");
+                Offset::Stored
+            }
+        }
+    }
+}
+
 /// The consumer loop.
 pub struct KafkaSource {
     consumer: BaseConsumer<Context>,
@@ -211,6 +248,29 @@ pub struct KafkaSource {
     /// Partitions that reached their end: their clocks may follow the wall.
     caught_up: HashMap<PartitionId, bool>,
     last_tick: Instant,
+    last_error_log: Option<Instant>,
+    error_burst: u64,
+}
+
+/// The timestamp of the message at `offset`, if it can be read.
+fn timestamp_at(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<i64>, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    reader.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => return Ok(m.timestamp().to_millis()),
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
+            Some(Err(_)) | None => {}
+        }
+    }
+    Ok(None)
 }
 
 /// Pipeline ids by topic, then partition number: found without allocating,
@@ -266,6 +326,10 @@ fn consumer_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
+    if cfg.properties.iter().any(|(k, _)| k == "debug") {
+        // librdkafka's own debug contexts were asked for: let them through.
+        c.set_log_level(RDKafkaLogLevel::Debug);
+    }
     // Delivery semantics are not negotiable.
     c.set("enable.auto.offset.store", "false");
     c
@@ -284,6 +348,10 @@ impl KafkaSource {
             metrics: metrics.clone(),
             pending: Mutex::new(Vec::new()),
             lost: Mutex::new(Vec::new()),
+            from_earliest: cfg.properties.iter().any(|(k, v)| {
+                k == "auto.offset.reset"
+                    && matches!(v.as_str(), "earliest" | "smallest" | "beginning")
+            }),
         };
         let consumer: BaseConsumer<Context> =
             consumer_config(&cfg, &brokers).create_with_context(context)?;
@@ -310,6 +378,8 @@ impl KafkaSource {
             ids: Vec::new(),
             caught_up: HashMap::new(),
             last_tick: Instant::now(),
+            last_error_log: None,
+            error_burst: 0,
         })
     }
 
@@ -376,7 +446,17 @@ impl KafkaSource {
                     continue;
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "kafka consumer error");
+                    // A broker outage repeats the same error on every poll:
+                    // say it once every 10 s, with a count.
+                    self.error_burst += 1;
+                    if self
+                        .last_error_log
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                    {
+                        tracing::warn!(error = %e, repeats = self.error_burst, "kafka consumer error");
+                        self.last_error_log = Some(Instant::now());
+                        self.error_burst = 0;
+                    }
                     break;
                 }
                 Some(Ok(m)) => m,
@@ -519,12 +599,17 @@ impl KafkaSource {
         }
         for a in pending {
             let id = self.id(&a.topic, a.partition);
-            let warming = lock(&self.pipeline).start_warm(id);
-            let warming = if self.cfg.warm_up {
-                self.read_history(&a, warming)?
-            } else {
-                warming
-            };
+            let mut warming = lock(&self.pipeline).start_warm(id);
+            if self.cfg.warm_up {
+                if let Err(e) = self.read_history(&a, &mut warming) {
+                    // Without history the windows fill up live; the journal
+                    // still restores open incidents below.
+                    tracing::warn!(
+                        partition = %partition_name(&a.topic, a.partition), error = %e,
+                        "could not re-read recent history; windows start empty"
+                    );
+                }
+            }
             let report = lock(&self.pipeline).finish_warm(id, warming)?;
             tracing::info!(
                 partition = %partition_name(&a.topic, a.partition),
@@ -534,7 +619,10 @@ impl KafkaSource {
             );
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&a.topic, a.partition);
-            self.consumer.resume(&tpl)?;
+            if let Err(e) = self.consumer.resume(&tpl) {
+                // Not ours any more (a newer rebalance took it): nothing to resume.
+                tracing::warn!(partition = %partition_name(&a.topic, a.partition), error = %e, "could not resume a warmed partition");
+            }
             self.caught_up.insert(id, false);
         }
         Ok(())
@@ -545,8 +633,8 @@ impl KafkaSource {
     fn read_history(
         &self,
         a: &Assigned,
-        mut w: crate::pipeline::Warming,
-    ) -> Result<crate::pipeline::Warming, KafkaSourceError> {
+        w: &mut crate::pipeline::Warming,
+    ) -> Result<(), KafkaSourceError> {
         let lookback = lock(&self.pipeline).lookback();
         let timeout = Duration::from_secs(10);
         // Where live consumption will start.
@@ -580,16 +668,37 @@ impl KafkaSource {
         let since = self.clock.now().saturating_sub(lookback).millis();
         let mut query = TopicPartitionList::new();
         query.add_partition_offset(&a.topic, a.partition, Offset::Offset(since))?;
-        let found = reader.offsets_for_times(query, timeout)?;
-        let begin = match found
-            .find_partition(&a.topic, a.partition)
-            .map(|e| e.offset())
+        // Offsets for times; where the broker cannot answer that (librdkafka's
+        // mock cluster), scan back a bounded number of messages instead and
+        // skip the ones older than the lookback by their timestamp.
+        let (low, _) = reader.fetch_watermarks(&a.topic, a.partition, timeout)?;
+        let scan_back = low.max(end - self.cfg.warm_up_max_messages as i64);
+        let begin = match reader.offsets_for_times(query, timeout) {
+            Ok(found) => match found
+                .find_partition(&a.topic, a.partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o,
+                _ => end,
+            },
+            Err(e) => {
+                tracing::info!(error = %e, "broker cannot look up offsets by time; scanning back instead");
+                scan_back
+            }
+        };
+        // Trust but verify: if the message just before the answer is itself
+        // recent, the broker's time index is wrong (librdkafka's mock cluster
+        // answers "end" to every time): scan back instead.
+        let begin = if begin > low
+            && begin > scan_back
+            && timestamp_at(&reader, &a.topic, a.partition, begin - 1)?.is_some_and(|t| t >= since)
         {
-            Some(Offset::Offset(o)) => o,
-            _ => return Ok(w), // nothing that recent
+            scan_back
+        } else {
+            begin
         };
         if begin >= end {
-            return Ok(w);
+            return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&a.topic, a.partition, Offset::Offset(begin))?;
@@ -601,7 +710,10 @@ impl KafkaSource {
                     if m.offset() >= end {
                         break;
                     }
-                    w.feed(m.payload().unwrap_or(&[]));
+                    let recent = m.timestamp().to_millis().is_none_or(|t| t >= since);
+                    if recent {
+                        w.feed(m.payload().unwrap_or(&[]));
+                    }
                     if m.offset() + 1 >= end {
                         break;
                     }
@@ -613,6 +725,6 @@ impl KafkaSource {
                 None => {}
             }
         }
-        Ok(w)
+        Ok(())
     }
 }

@@ -139,11 +139,18 @@ fn actions_are_claimed_once_and_interrupted_ones_surface() {
 
     a.set_action(&first[0].key, ActionState::Done, "exit 0")
         .unwrap();
-    // `b` dies with its actions running; its next incarnation finds them.
-    let lost = b.interrupted("b").unwrap();
+    // Both are alive: nothing to reap.
+    a.heartbeat("a").unwrap();
+    b.heartbeat("b").unwrap();
+    assert!(a.reap(crate::time::Dur::from_secs(30)).unwrap().is_empty());
+    // `b` dies with its actions running (its heartbeat goes stale); a
+    // living process finds them.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    a.heartbeat("a").unwrap();
+    let lost = a.reap(crate::time::Dur(20)).unwrap();
     assert_eq!(lost.len(), rest.len());
     assert!(lost.iter().all(|r| r.state == ActionState::Unknown));
-    assert!(b.interrupted("b").unwrap().is_empty());
+    assert!(a.reap(crate::time::Dur(20)).unwrap().is_empty());
     let inc = first[0].incident.clone().unwrap();
     let states: Vec<ActionState> = a
         .actions_of(&inc)

@@ -1,0 +1,500 @@
+//! Shared helpers for the end-to-end tests: real processes (ripcord, a
+//! Kafka-protocol broker), real TCP, real HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::Value;
+
+pub fn ripcord_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ripcord")
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Polls `f` until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+}
+
+/// Lines a child writes, collected on a background thread.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn follow(self, r: impl std::io::Read + Send + 'static) -> Self {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                match line {
+                    Ok(l) => me.0.lock().unwrap().push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+        self
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn text(&self) -> String {
+        self.all().join("\n")
+    }
+
+    pub fn find(&self, prefix: &str) -> Option<String> {
+        self.all()
+            .into_iter()
+            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+    }
+}
+
+/// `ripcord run` as a child process.
+pub struct Responder {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub brokers: String,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+impl Responder {
+    /// Starts `ripcord run --listen 127.0.0.1:0 <args>` in `dir` and waits
+    /// until it listens (and, with `wait_assigned`, owns partitions).
+    pub fn start(dir: &Path, args: &[&str]) -> Responder {
+        let mut child = Command::new(ripcord_bin())
+            .arg("run")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("RIPCORD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ripcord run");
+        let stdout = Lines::default().follow(child.stdout.take().unwrap());
+        let stderr = Lines::default().follow(child.stderr.take().unwrap());
+        let ok = wait_until(Duration::from_secs(30), || {
+            stderr.find("http: listening on ").is_some()
+        });
+        assert!(ok, "ripcord did not start:\n{}", stderr.text());
+        let http = stderr
+            .find("http: listening on ")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let brokers = stderr
+            .find("kafka bootstrap: ")
+            .map(|s| s.split_whitespace().next().unwrap().to_owned())
+            .unwrap_or_default();
+        Responder {
+            child,
+            http,
+            brokers,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits until the log says partitions were warmed (the consumer is in).
+    pub fn wait_warmed(&self, timeout: Duration) {
+        let ok = wait_until(timeout, || self.stderr.text().contains("partition warmed"));
+        assert!(ok, "no partition assigned:\n{}", self.stderr.text());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// Decisions printed so far.
+    pub fn decisions(&self) -> Vec<Value> {
+        self.stdout
+            .all()
+            .iter()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad decision line {l}: {e}"))
+            })
+            .collect()
+    }
+
+    pub fn metrics(&self) -> String {
+        reqwest::blocking::get(self.url("/metrics"))
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(mut self, timeout: Duration) -> (ExitStatus, Duration, Lines, Lines) {
+        let started = Instant::now();
+        signal(self.child.id(), "-TERM");
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (
+                    status,
+                    started.elapsed(),
+                    self.stdout.clone(),
+                    self.stderr.clone(),
+                );
+            }
+            if started.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!(
+                    "ripcord did not exit within {timeout:?} of SIGTERM:\n{}",
+                    self.stderr.text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9: no chance to clean up.
+    pub fn kill9(mut self) -> (Lines, Lines) {
+        signal(self.child.id(), "-KILL");
+        let _ = self.child.wait();
+        // Let the reader threads drain what was written before the kill.
+        std::thread::sleep(Duration::from_millis(100));
+        (self.stdout.clone(), self.stderr.clone())
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tansu broker (Apache Kafka-compatible) in its own process, memory storage.
+pub struct Tansu {
+    child: Child,
+    pub brokers: String,
+    log: Lines,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        if Command::new("tansu").arg("--version").output().is_err() {
+            panic!(
+                "tansu is not installed: run `scripts/setup` \
+                 (it does `cargo install tansu --locked --features dynostore`)"
+            );
+        }
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut child = Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tansu");
+        let log = Lines::default().follow(child.stdout.take().unwrap());
+        let _ = Lines::default().follow(child.stderr.take().unwrap());
+        let brokers = format!("127.0.0.1:{port}");
+        let ok = wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(&brokers).is_ok()
+        });
+        assert!(ok, "tansu did not start:\n{}", log.text());
+        Tansu {
+            child,
+            brokers,
+            log,
+        }
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let out = Command::new("tansu")
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://{}", self.brokers),
+            ])
+            .args(["--partitions", &partitions.to_string(), name])
+            .output()
+            .expect("tansu topic create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        signal(self.child.id(), "-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ripcord mock-broker`: librdkafka's mock cluster in its own process.
+pub struct MockBroker {
+    child: Child,
+    stdin: ChildStdin,
+    pub brokers: String,
+    log: Lines,
+}
+
+impl MockBroker {
+    pub fn start(topic: &str, partitions: i32) -> MockBroker {
+        let mut child = Command::new(ripcord_bin())
+            .args([
+                "mock-broker",
+                "--topic",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mock broker");
+        let stdin = child.stdin.take().unwrap();
+        let log = Lines::default().follow(child.stderr.take().unwrap());
+        assert!(wait_until(Duration::from_secs(10), || log
+            .find("kafka bootstrap: ")
+            .is_some()));
+        let brokers = log
+            .find("kafka bootstrap: ")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        MockBroker {
+            child,
+            stdin,
+            brokers,
+            log,
+        }
+    }
+
+    fn command(&mut self, c: &str) {
+        let before = self
+            .log
+            .all()
+            .iter()
+            .filter(|l| l.contains("mock-broker: ok"))
+            .count();
+        writeln!(self.stdin, "{c}").unwrap();
+        self.stdin.flush().unwrap();
+        assert!(wait_until(Duration::from_secs(5), || {
+            self.log
+                .all()
+                .iter()
+                .filter(|l| l.contains("mock-broker: ok"))
+                .count()
+                > before
+        }));
+    }
+
+    pub fn down(&mut self) {
+        self.command("down");
+    }
+
+    pub fn up(&mut self) {
+        self.command("up");
+    }
+}
+
+impl Drop for MockBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `(key, payload)` messages and waits until all are acknowledged.
+pub fn produce(brokers: &str, topic: &str, messages: &[(String, String)]) {
+    produce_spread(brokers, topic, None, messages)
+}
+
+/// Like [`produce`]; with `partitions`, a key ending in a number `n` goes to
+/// partition `n % partitions`, so a test knows its keys cover every
+/// partition (librdkafka's hash may put a handful of keys on one).
+pub fn produce_spread(
+    brokers: &str,
+    topic: &str,
+    partitions: Option<i32>,
+    messages: &[(String, String)],
+) {
+    let p = producer(brokers);
+    for (k, v) in messages {
+        let partition = partitions.map(|n| {
+            let digits: String = k.chars().rev().take_while(|c| c.is_ascii_digit()).collect();
+            digits
+                .chars()
+                .rev()
+                .collect::<String>()
+                .parse::<i32>()
+                .unwrap_or(0)
+                % n
+        });
+        loop {
+            let mut record = BaseRecord::to(topic).key(k).payload(v);
+            if let Some(part) = partition {
+                record = record.partition(part);
+            }
+            match p.send(record) {
+                Ok(()) => break,
+                Err((e, _)) => {
+                    assert!(e.to_string().contains("Queue full"), "produce failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Everything in `topic` (all partitions), with each message's headers.
+pub fn consume_all(
+    brokers: &str,
+    topic: &str,
+    expect: usize,
+    timeout: Duration,
+) -> Vec<(String, Vec<(String, String)>)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("test-reader-{}", free_port()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let end = Instant::now() + timeout;
+    while out.len() < expect && Instant::now() < end {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_owned(),
+                                String::from_utf8_lossy(x.value.unwrap_or(&[])).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push((
+                String::from_utf8_lossy(m.payload().unwrap_or(&[])).into_owned(),
+                headers,
+            ));
+        }
+    }
+    out
+}
+
+/// Event time `secs` from now, RFC 3339.
+pub fn ts_from_now(millis: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    (now + millis).to_string()
+}
+
+pub fn sample(
+    metric: &str,
+    value: f64,
+    ts_millis: i64,
+    service: &str,
+    instance: &str,
+    tier: &str,
+) -> String {
+    serde_json::json!({
+        "metric": metric, "value": value, "ts": ts_millis,
+        "labels": {"service": service, "instance": instance, "tier": tier}
+    })
+    .to_string()
+}
+
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A scratch directory with a rules dir of quick rules for live tests.
+pub fn workdir_with_rules(rules_yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    std::fs::write(dir.path().join("rules/test.yaml"), rules_yaml).unwrap();
+    dir
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+pub fn pathbuf(dir: &tempfile::TempDir, rel: &str) -> PathBuf {
+    dir.path().join(rel)
+}
