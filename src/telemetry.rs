@@ -81,6 +81,13 @@ pub struct Metrics {
     engine_state_bytes: Gauge,
     samples_late: Gauge<u64, AtomicU64>,
     warmup_seconds: Histogram,
+    messages: Family<MessageLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    channel: String,
+    outcome: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -112,6 +119,7 @@ impl Metrics {
             engine_state_bytes: Gauge::default(),
             samples_late: Gauge::default(),
             warmup_seconds: latency_histogram(),
+            messages: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -183,6 +191,11 @@ impl Metrics {
             "warmup_seconds",
             "Time to warm a partition's windows",
             m.warmup_seconds.clone(),
+        );
+        registry.register(
+            "messages",
+            "Messages delivered, by channel and outcome (sent, failed, rejected)",
+            m.messages.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -268,6 +281,16 @@ impl Metrics {
         self.engine_groups.set(groups as i64);
         self.engine_state_bytes.set(bytes as i64);
         self.samples_late.set(late);
+    }
+
+    /// A message's final delivery outcome on a channel.
+    pub fn message(&self, channel: &str, outcome: &str) {
+        self.messages
+            .get_or_create(&MessageLabels {
+                channel: channel.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn warmup(&self, seconds: f64) {

@@ -6,6 +6,10 @@
 //! incident's timeline. A crash while an action runs leaves it `running`;
 //! the next start marks it `unknown` for a human instead of re-running it.
 
+pub mod channel;
+pub mod deliver;
+pub mod message;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,178 @@
+//! Generic webhook: a JSON body, from a template or the whole message.
+//!
+//! ```yaml
+//! hook:
+//!   type: webhook
+//!   url: {env: HOOK_URL}          # a secret: such URLs often carry tokens
+//!   headers: {X-Api-Key: {env: HOOK_KEY}}
+//!   body: '{"text": "{title}", "severity": "{severity}", "incident": "{incident}"}'
+//! ```
+//!
+//! Placeholders in `body` (`{title}`, `{body}`, `{text}`, `{tier}`,
+//! `{severity}`, `{incident}`, `{kind}`) are JSON-escaped, so they belong
+//! inside string quotes. Without `body`, the whole message is sent as JSON.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{SendContext, SendOutcome, retry_after};
+use crate::action::message::{Kind, Message};
+use crate::config::Errors;
+use crate::config::secret::{Secret, read_secret, secret_from_node};
+use crate::config::yaml::MapReader;
+
+#[derive(Debug)]
+pub struct Webhook {
+    url: Secret,
+    headers: Vec<(String, Secret)>,
+    body: Option<String>,
+}
+
+const FIELDS: [&str; 7] = [
+    "title", "body", "text", "tier", "severity", "incident", "kind",
+];
+
+impl Webhook {
+    pub fn from_config(m: &mut MapReader<'_>, errs: &mut Errors) -> Option<Webhook> {
+        let url = read_secret(m, "url", errs);
+        if url.is_none() && !m.has("url") {
+            m.err(errs, m.node(), "url", "is required");
+        }
+        let mut headers = Vec::new();
+        if let Some(mut hm) = m.map("headers", errs) {
+            for (name, _, v) in hm.take_all() {
+                if let Some(s) = secret_from_node(&hm, v, name, errs) {
+                    headers.push((name.to_owned(), s));
+                }
+            }
+        }
+        let body = m.str("body", errs).map(str::to_owned);
+        if let Some(b) = &body {
+            let sample = render(b, &example());
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(&sample) {
+                let n = m.node_of("body").unwrap_or(m.node());
+                m.err(errs, n, "body", format!("does not render to JSON ({e}); placeholders go inside quotes: \"{{title}}\""));
+            }
+        }
+        Some(Webhook {
+            url: url?,
+            headers,
+            body,
+        })
+    }
+
+    fn payload(&self, msg: &Message) -> String {
+        match &self.body {
+            Some(t) => render(t, msg),
+            None => json!({
+                "kind": kind_name(msg.kind),
+                "title": msg.title,
+                "body": msg.body,
+                "tier": msg.tier,
+                "severity": msg.severity,
+                "incident": msg.incident,
+                "links": msg.links.iter().map(|l| json!({"label": l.label, "url": l.url})).collect::<Vec<_>>(),
+            })
+            .to_string(),
+        }
+    }
+
+    pub async fn send(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
+        let mut req = ctx
+            .http
+            .post(self.url.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(self.payload(msg));
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.expose());
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                let after = retry_after(resp.headers());
+                let body = resp.text().await.unwrap_or_default();
+                SendOutcome::from_status(status, after, &body)
+            }
+            Err(e) => SendOutcome::from_transport(&e),
+        }
+    }
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Incident => "incident",
+        Kind::ApprovalRequest => "approval_request",
+        Kind::Page => "page",
+        Kind::Outcome => "outcome",
+        Kind::Resolved => "resolved",
+        Kind::Progress => "progress",
+        Kind::Digest => "digest",
+    }
+}
+
+/// Substitutes `{field}` with the JSON-escaped field (no quotes added).
+fn render(template: &str, msg: &Message) -> String {
+    let values: BTreeMap<&str, String> = FIELDS
+        .iter()
+        .map(|f| {
+            let v = match *f {
+                "title" => msg.title.clone(),
+                "body" => msg.body.clone(),
+                "text" => msg.plain(),
+                "tier" => msg.tier.to_string(),
+                "severity" => msg.severity.to_string(),
+                "incident" => msg.incident.clone().unwrap_or_default(),
+                _ => kind_name(msg.kind).to_owned(),
+            };
+            let quoted = serde_json::to_string(&v).unwrap_or_default();
+            (*f, quoted[1..quoted.len() - 1].to_owned())
+        })
+        .collect();
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('}').map(|end| (&after[..end], end)) {
+            Some((name, end)) if values.contains_key(name) => {
+                out.push_str(&values[name]);
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn example() -> Message {
+    Message::note(
+        Kind::Incident,
+        crate::decision::Tier::High,
+        crate::decision::Severity::Severe,
+        Some("inc-000000000000"),
+        "a \"quoted\" title".into(),
+        "line one\nline two".into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_values_are_json_escaped() {
+        let out = render(
+            r#"{"t": "{title}", "b": "{body}", "keep": "{unknown}", "n": 1}"#,
+            &example(),
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["t"], "a \"quoted\" title");
+        assert_eq!(v["b"], "line one\nline two");
+        assert_eq!(v["keep"], "{unknown}");
+    }
+}

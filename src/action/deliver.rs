@@ -1,0 +1,439 @@
+//! Delivery: one worker per channel, so a slow or dead channel never delays
+//! another.
+//!
+//! Each worker keeps the channel within its rate limit (governor). Messages
+//! that arrive while it waits are merged into one digest when it may send
+//! again: held back, never dropped. A send that fails for a passing reason
+//! (5xx, timeout, 429, "too fast") is retried with exponential backoff,
+//! honouring Retry-After; one the provider refuses for good, or that keeps
+//! failing, goes to the tier's fallback channel. Every outcome lands on the
+//! incident's timeline, and "sent" only ever means the provider said so.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{Quota, RateLimiter};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::channel::{Channel, SendContext, SendOutcome};
+use super::message::Message;
+use super::{SharedJournal, with_journal};
+use crate::decision::IncidentId;
+use crate::telemetry::Metrics;
+use crate::time::Clock;
+
+/// A channel with its delivery settings.
+#[derive(Debug)]
+pub struct ChannelSpec {
+    pub name: String,
+    pub channel: Channel,
+    /// At most `rate.0` messages per `rate.1`.
+    pub rate: (u32, Duration),
+    /// Longest a single send may take.
+    pub timeout: Duration,
+    /// Attempts after the first, for passing failures.
+    pub retries: u32,
+}
+
+/// One message for one channel.
+pub struct Delivery {
+    pub message: Message,
+    /// Where it goes if this channel refuses it for good.
+    pub fallback: Option<String>,
+    /// Told the final outcome.
+    pub done: Option<oneshot::Sender<Delivered>>,
+    /// Incidents whose timelines hear of the outcome (filled when messages
+    /// are merged; otherwise the message's own incident).
+    pub incidents: Vec<String>,
+}
+
+impl Delivery {
+    pub fn new(
+        message: Message,
+        fallback: Option<String>,
+        done: Option<oneshot::Sender<Delivered>>,
+    ) -> Delivery {
+        Delivery {
+            message,
+            fallback,
+            done,
+            incidents: Vec::new(),
+        }
+    }
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub channel: String,
+    pub outcome: SendOutcome,
+}
+
+impl Delivered {
+    pub fn sent(&self) -> bool {
+        matches!(self.outcome, SendOutcome::Sent(_))
+    }
+}
+
+/// Messages waiting in a worker beyond this are folded into a digest at
+/// once, bounding memory in a storm.
+const MAX_PENDING: usize = 256;
+/// Longest a digest's body gets; the rest is summarised by count.
+const DIGEST_PARTS: usize = 50;
+
+/// A clock for governor that follows tokio's (pausable) time.
+#[derive(Clone, Debug)]
+struct TokioRateClock(tokio::time::Instant);
+
+impl governor::clock::Clock for TokioRateClock {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    TokioRateClock,
+    governor::middleware::NoOpMiddleware<Duration>,
+>;
+
+/// Hands messages to the channel workers.
+#[derive(Clone)]
+pub struct Deliverer {
+    queues: Arc<HashMap<String, mpsc::Sender<Delivery>>>,
+}
+
+impl Deliverer {
+    /// Starts one worker per channel; they stop when `shutdown` turns true
+    /// (after finishing the send in hand).
+    pub fn start(
+        specs: Vec<ChannelSpec>,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+        journal: SharedJournal,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Deliverer, Vec<JoinHandle<()>>) {
+        let mut queues = HashMap::new();
+        let mut receivers = Vec::new();
+        for spec in specs {
+            let (tx, rx) = mpsc::channel(1024);
+            queues.insert(spec.name.clone(), tx);
+            receivers.push((spec, rx));
+        }
+        let me = Deliverer {
+            queues: Arc::new(queues),
+        };
+        let handles = receivers
+            .into_iter()
+            .map(|(spec, rx)| {
+                let worker = Worker {
+                    spec,
+                    http: http.clone(),
+                    clock: clock.clone(),
+                    journal: journal.clone(),
+                    metrics: metrics.clone(),
+                    others: me.clone(),
+                };
+                tokio::spawn(worker.run(rx, shutdown.clone()))
+            })
+            .collect();
+        (me, handles)
+    }
+
+    pub fn has(&self, channel: &str) -> bool {
+        self.queues.contains_key(channel)
+    }
+
+    /// Queues a message for `channel`. Never waits on the channel itself:
+    /// its worker drains the queue into its own (bounded, digesting) list.
+    pub async fn send(&self, channel: &str, d: Delivery) -> Result<(), String> {
+        let q = self
+            .queues
+            .get(channel)
+            .ok_or_else(|| format!("no channel named {channel}"))?;
+        q.send(d)
+            .await
+            .map_err(|_| format!("channel {channel} is shut down"))
+    }
+
+    /// Sends to each channel and waits for every outcome.
+    pub async fn send_all(
+        &self,
+        channels: &[String],
+        message: &Message,
+        fallback: Option<&str>,
+    ) -> Vec<Delivered> {
+        let mut waits = Vec::new();
+        for c in channels {
+            let (tx, rx) = oneshot::channel();
+            let d = Delivery::new(
+                message.clone(),
+                fallback.filter(|f| *f != c).map(str::to_owned),
+                Some(tx),
+            );
+            match self.send(c, d).await {
+                Ok(()) => waits.push((c.clone(), rx)),
+                Err(e) => waits.push((c.clone(), {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = tx.send(Delivered {
+                        channel: c.clone(),
+                        outcome: SendOutcome::Reject(e),
+                    });
+                    rx
+                })),
+            }
+        }
+        let mut out = Vec::new();
+        for (c, rx) in waits {
+            out.push(rx.await.unwrap_or(Delivered {
+                channel: c,
+                outcome: SendOutcome::Retry {
+                    after: None,
+                    reason: "ripcord stopped before the send finished".into(),
+                },
+            }));
+        }
+        out
+    }
+}
+
+struct Worker {
+    spec: ChannelSpec,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    journal: SharedJournal,
+    metrics: Arc<Metrics>,
+    others: Deliverer,
+}
+
+impl Worker {
+    fn limiter(&self) -> (Limiter, TokioRateClock) {
+        let (n, per) = self.spec.rate;
+        let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(per / n.get())
+            .unwrap_or_else(|| Quota::per_second(n))
+            .allow_burst(n);
+        let clock = TokioRateClock(tokio::time::Instant::now());
+        (RateLimiter::direct_with_clock(quota, clock.clone()), clock)
+    }
+
+    async fn run(self, mut rx: mpsc::Receiver<Delivery>, mut shutdown: watch::Receiver<bool>) {
+        let (limiter, clock) = self.limiter();
+        let mut pending: VecDeque<Delivery> = VecDeque::new();
+        loop {
+            if pending.is_empty() {
+                tokio::select! {
+                    d = rx.recv() => match d {
+                        Some(d) => pending.push_back(d),
+                        None => return,
+                    },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+            // Wait for the rate limit, gathering what arrives meanwhile.
+            let mut was_limited = false;
+            while let Err(not_until) = limiter.check() {
+                was_limited = true;
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
+                let sleep = tokio::time::sleep(wait);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        Some(d) = rx.recv() => self.hold(&mut pending, d),
+                    }
+                }
+            }
+            while let Ok(d) = rx.try_recv() {
+                self.hold(&mut pending, d);
+            }
+            let batch: Vec<Delivery> = if was_limited || pending.len() > 1 {
+                pending.drain(..).collect()
+            } else {
+                pending.pop_front().into_iter().collect()
+            };
+            self.deliver(batch, &mut rx, &mut pending).await;
+        }
+    }
+
+    /// Keeps a message, folding the oldest into a digest when too many wait.
+    fn hold(&self, pending: &mut VecDeque<Delivery>, d: Delivery) {
+        pending.push_back(d);
+        if pending.len() > MAX_PENDING {
+            let folded: Vec<Delivery> = pending.drain(..MAX_PENDING / 2).collect();
+            pending.push_front(merge(folded));
+        }
+    }
+
+    /// Sends a batch (one message, or a digest of several) until it is
+    /// sent, refused, or out of retries; keeps receiving meanwhile.
+    async fn deliver(
+        &self,
+        batch: Vec<Delivery>,
+        rx: &mut mpsc::Receiver<Delivery>,
+        pending: &mut VecDeque<Delivery>,
+    ) {
+        let d = if batch.len() == 1 {
+            batch.into_iter().next().expect("one")
+        } else {
+            merge(batch)
+        };
+        let incidents = incidents_of(&d);
+        let mut attempt = 0u32;
+        let outcome = loop {
+            let ctx = SendContext {
+                http: &self.http,
+                now: self.clock.now(),
+            };
+            let send =
+                tokio::time::timeout(self.spec.timeout, self.spec.channel.send(&ctx, &d.message));
+            tokio::pin!(send);
+            let result = loop {
+                tokio::select! {
+                    r = &mut send => break r,
+                    Some(more) = rx.recv() => self.hold(pending, more),
+                }
+            };
+            let outcome = result.unwrap_or_else(|_| SendOutcome::Retry {
+                after: None,
+                reason: format!("no answer within {:?}", self.spec.timeout),
+            });
+            match &outcome {
+                SendOutcome::Retry { after, reason } if attempt < self.spec.retries => {
+                    attempt += 1;
+                    let backoff =
+                        Duration::from_secs(1 << attempt.min(6)).min(Duration::from_secs(60));
+                    let wait = after
+                        .unwrap_or(backoff)
+                        .max(backoff.min(Duration::from_secs(1)));
+                    self.note(
+                        &incidents,
+                        &format!(
+                            "send via {} failed ({reason}); retry {attempt} in {wait:?}",
+                            self.spec.name
+                        ),
+                    )
+                    .await;
+                    let sleep = tokio::time::sleep(wait);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            Some(more) = rx.recv() => self.hold(pending, more),
+                        }
+                    }
+                }
+                _ => break outcome,
+            }
+        };
+        let label = match &outcome {
+            SendOutcome::Sent(_) => "sent",
+            SendOutcome::Retry { .. } => "failed",
+            SendOutcome::Reject(_) => "rejected",
+        };
+        self.metrics.message(&self.spec.name, label);
+        let detail = match &outcome {
+            SendOutcome::Sent(s) => format!("sent via {}: {s}", self.spec.name),
+            SendOutcome::Retry { reason, .. } => format!(
+                "not sent via {} after {} attempts: {reason}",
+                self.spec.name,
+                attempt + 1
+            ),
+            SendOutcome::Reject(r) => format!("refused by {}: {r}", self.spec.name),
+        };
+        tracing::info!(channel = %self.spec.name, outcome = label, %detail, "message delivery");
+        self.note(&incidents, &detail).await;
+        let failed = !matches!(outcome, SendOutcome::Sent(_));
+        match (&d.fallback, failed) {
+            (Some(fb), true) if self.others.has(fb) => {
+                self.note(
+                    &incidents,
+                    &format!("handing the message to fallback channel {fb}"),
+                )
+                .await;
+                let forwarded = Delivery {
+                    message: d.message.clone(),
+                    fallback: None,
+                    done: d.done,
+                    incidents: incidents.clone(),
+                };
+                if let Err(e) = self.others.send(fb, forwarded).await {
+                    tracing::error!(error = %e, "fallback channel unavailable");
+                }
+            }
+            _ => {
+                if let Some(tx) = d.done {
+                    let _ = tx.send(Delivered {
+                        channel: self.spec.name.clone(),
+                        outcome,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn note(&self, incidents: &[String], text: &str) {
+        for id in incidents {
+            let (id, text, now) = (
+                IncidentId::from_string(id.as_str()),
+                text.to_owned(),
+                self.clock.now(),
+            );
+            if let Err(e) = with_journal(&self.journal, move |j| {
+                j.add_timeline(&id, now, "send", &text)
+            })
+            .await
+            {
+                tracing::error!(error = %e, "could not write a send outcome to the timeline");
+            }
+        }
+    }
+}
+
+fn incidents_of(d: &Delivery) -> Vec<String> {
+    if d.incidents.is_empty() {
+        d.message.incident.iter().cloned().collect()
+    } else {
+        d.incidents.clone()
+    }
+}
+
+/// One delivery for many: a digest message whose outcome answers them all.
+fn merge(batch: Vec<Delivery>) -> Delivery {
+    let mut parts: Vec<Message> = batch.iter().map(|d| d.message.clone()).collect();
+    let extra = parts.len().saturating_sub(DIGEST_PARTS);
+    parts.truncate(DIGEST_PARTS);
+    let mut message = Message::digest(&parts);
+    if extra > 0 {
+        message
+            .body
+            .push_str(&format!("\n… and {extra} more (see `ripcord incidents`)"));
+        message.title = format!("ripcord: {} updates", parts.len() + extra);
+    }
+    let fallback = batch.iter().find_map(|d| d.fallback.clone());
+    let mut incidents: Vec<String> = batch.iter().flat_map(incidents_of).collect();
+    incidents.sort();
+    incidents.dedup();
+    let waiters: Vec<oneshot::Sender<Delivered>> =
+        batch.into_iter().filter_map(|d| d.done).collect();
+    let (tx, rx) = oneshot::channel::<Delivered>();
+    tokio::spawn(async move {
+        if let Ok(outcome) = rx.await {
+            for w in waiters {
+                let _ = w.send(outcome.clone());
+            }
+        }
+    });
+    Delivery {
+        message,
+        fallback,
+        done: Some(tx),
+        incidents,
+    }
+}

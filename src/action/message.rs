@@ -1,0 +1,284 @@
+//! What ripcord tells people, before any channel formats it.
+//!
+//! A [`Message`] carries the incident's facts (what, where, value vs
+//! threshold, tier, severity, what ripcord did, what it waits for) and its
+//! one-click links; each channel renders it in its own payload format and
+//! within its own size limits.
+
+use std::fmt::Write as _;
+
+use crate::decision::{Action, Decision, Severity, Tier};
+
+/// Why a message is sent; channels may format kinds differently (e.g. a
+/// DingTalk actionCard with buttons for an approval request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A breach: what happened and what ripcord does about it.
+    Incident,
+    /// A human must approve (or reject) a rollback.
+    ApprovalRequest,
+    /// On-call is being paged: someone must acknowledge.
+    Page,
+    /// What an action did (rollback done, verification failed, …).
+    Outcome,
+    Resolved,
+    /// Upgrade progress from the rollout orchestrator.
+    Progress,
+    /// Several messages merged while a channel was rate limited, or the
+    /// periodic status update for management.
+    Digest,
+}
+
+/// A link a person can follow: approve, reject, acknowledge, open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub label: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub kind: Kind,
+    /// One line, no markup: "[HIGH/severe] payments/i-pay-2: http_5xx_ratio 0.12 > 0.05".
+    pub title: String,
+    /// Plain text, one fact per line; channels may add markup around it.
+    pub body: String,
+    pub tier: Tier,
+    pub severity: Severity,
+    pub incident: Option<String>,
+    pub links: Vec<Link>,
+    /// Mention on-call (DingTalk / WeCom @mobiles, Slack <!here>).
+    pub mention: bool,
+}
+
+impl Message {
+    /// The message for a decision, with what ripcord does and waits for.
+    pub fn for_decision(d: &Decision, links: Vec<Link>) -> Message {
+        let kind = match d.action {
+            Action::Resolve => Kind::Resolved,
+            Action::RequestApproval => Kind::ApprovalRequest,
+            Action::Page => Kind::Page,
+            _ if d.incident.is_none() => Kind::Progress,
+            _ => Kind::Incident,
+        };
+        let mut body = String::new();
+        let _ = writeln!(body, "{}", d.message);
+        let whom: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if !whom.is_empty() {
+            let _ = writeln!(body, "where: {}", whom.join(", "));
+        }
+        if let (Some(v), Some(t)) = (d.value, d.threshold) {
+            let _ = writeln!(body, "value: {} (threshold {})", num(v), num(t));
+        }
+        if d.incident.is_some() {
+            let _ = writeln!(
+                body,
+                "tier: {}, severity: {}, rule: {}",
+                d.tier, d.severity, d.rule
+            );
+        }
+        let _ = writeln!(body, "ripcord: {}", doing(d.action));
+        if let Some(id) = &d.incident {
+            let _ = writeln!(body, "incident: {id} (at {})", d.at);
+        }
+        Message {
+            kind,
+            title: title(d),
+            body: body.trim_end().to_owned(),
+            tier: d.tier,
+            severity: d.severity,
+            incident: d.incident.as_ref().map(|i| i.to_string()),
+            links,
+            mention: matches!(kind, Kind::Page | Kind::ApprovalRequest)
+                || d.severity == Severity::Severe,
+        }
+    }
+
+    /// A short message about an incident (outcomes, withdrawals, refusals).
+    pub fn note(
+        kind: Kind,
+        tier: Tier,
+        severity: Severity,
+        incident: Option<&str>,
+        title: String,
+        body: String,
+    ) -> Message {
+        Message {
+            kind,
+            title,
+            body,
+            tier,
+            severity,
+            incident: incident.map(str::to_owned),
+            links: Vec::new(),
+            mention: false,
+        }
+    }
+
+    /// Title and body as plain text.
+    pub fn plain(&self) -> String {
+        let mut s = format!("{}\n{}", self.title, self.body);
+        for l in &self.links {
+            let _ = write!(s, "\n{}: {}", l.label, l.url);
+        }
+        s
+    }
+
+    /// Merges messages held back by a rate limit into one digest.
+    pub fn digest(parts: &[Message]) -> Message {
+        let worst = parts
+            .iter()
+            .map(|m| m.severity)
+            .max()
+            .unwrap_or(Severity::Minor);
+        let tier = parts.iter().map(|m| m.tier).max().unwrap_or(Tier::Low);
+        let mut body = String::new();
+        for m in parts {
+            let _ = writeln!(body, "- {}", m.title);
+        }
+        Message {
+            kind: Kind::Digest,
+            title: format!("ripcord: {} updates", parts.len()),
+            body: body.trim_end().to_owned(),
+            tier,
+            severity: worst,
+            incident: None,
+            links: parts
+                .iter()
+                .flat_map(|m| m.links.iter().cloned())
+                .take(6)
+                .collect(),
+            mention: parts.iter().any(|m| m.mention),
+        }
+    }
+}
+
+fn title(d: &Decision) -> String {
+    let whom: Vec<&str> = ["service", "instance", "batch"]
+        .iter()
+        .filter_map(|k| d.label(k))
+        .collect();
+    let whom = if whom.is_empty() {
+        d.rule.to_string()
+    } else {
+        whom.join("/")
+    };
+    match d.action {
+        Action::Resolve => format!(
+            "[{}] resolved: {whom} ({})",
+            d.tier.as_str().to_uppercase(),
+            d.rule
+        ),
+        _ if d.incident.is_none() => d.message.clone(),
+        _ => format!(
+            "[{}/{}] {whom}: {}",
+            d.tier.as_str().to_uppercase(),
+            d.severity,
+            short_fact(d)
+        ),
+    }
+}
+
+fn short_fact(d: &Decision) -> String {
+    match (d.value, d.threshold) {
+        (Some(v), Some(t)) => format!("{} {} vs {}", d.rule, num(v), num(t)),
+        _ => d.rule.to_string(),
+    }
+}
+
+/// What ripcord does for an action, in words for people.
+pub fn doing(a: Action) -> &'static str {
+    match a {
+        Action::Rollback => "rolling the instance back to its pre-upgrade state",
+        Action::RequestApproval => "rollback prepared; waiting for a human to approve it",
+        Action::PauseRollout => "pausing the remaining batches of the rollout",
+        Action::Page => "paging on-call until someone acknowledges",
+        Action::Notify => "reporting",
+        Action::Resolve => "the condition cleared",
+    }
+}
+
+fn num(v: f64) -> String {
+    if v == v.trunc() && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary; appends `…` when it cut (the ellipsis counts).
+pub fn truncate_utf8(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    const MORE: &str = "…";
+    if max < MORE.len() {
+        return String::new();
+    }
+    let mut end = max - MORE.len();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &s[..end])
+}
+
+/// Splits `s` into pieces of at most `max` bytes, never inside a
+/// character, preferring to break after a newline.
+pub fn split_utf8(s: &str, max: usize) -> Vec<&str> {
+    assert!(max >= 4, "a piece must hold any character");
+    let mut out = Vec::new();
+    let mut rest = s;
+    while rest.len() > max {
+        let mut end = max;
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        if let Some(nl) = rest[..end].rfind('\n') {
+            if nl > 0 {
+                end = nl + 1;
+            }
+        }
+        out.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    if !rest.is_empty() || out.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn truncation_respects_characters() {
+        assert_eq!(truncate_utf8("abc", 3), "abc");
+        assert_eq!(truncate_utf8("abcdef", 5), "ab…");
+        // "é" is two bytes, "…" three: cutting at 6 keeps "aé" + "…".
+        assert_eq!(truncate_utf8("aééé", 6), "aé…");
+        assert_eq!(truncate_utf8("回滚回滚", 7), "回…");
+    }
+
+    proptest! {
+        #[test]
+        fn split_pieces_fit_and_rejoin(s in "\\PC{0,300}", max in 4usize..64) {
+            let pieces = split_utf8(&s, max);
+            prop_assert_eq!(pieces.concat(), s.clone());
+            for p in &pieces {
+                prop_assert!(p.len() <= max);
+            }
+        }
+
+        #[test]
+        fn truncate_fits_and_is_a_prefix(s in "\\PC{0,200}", max in 3usize..100) {
+            let t = truncate_utf8(&s, max);
+            prop_assert!(t.len() <= max);
+            let kept = t.strip_suffix('…').unwrap_or(&t);
+            prop_assert!(s.starts_with(kept));
+        }
+    }
+}
