@@ -237,6 +237,8 @@ pub struct Decision {
     pub seq: u32,
     /// The Alertmanager fingerprint, for incidents that follow an alert.
     pub fingerprint: Option<Box<str>>,
+    /// Set on the decisions of a worsening: the severity it rose from.
+    pub escalated_from: Option<Severity>,
 }
 
 impl Decision {
@@ -267,7 +269,7 @@ fn finite(v: Option<f64>) -> Option<f64> {
 
 impl Serialize for Decision {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Decision", 13)?;
+        let mut st = s.serialize_struct("Decision", 14)?;
         st.serialize_field("at", &self.at)?;
         st.serialize_field("action", &self.action)?;
         st.serialize_field("tier", &self.tier)?;
@@ -286,6 +288,9 @@ impl Serialize for Decision {
         }
         if let Some(fp) = &self.fingerprint {
             st.serialize_field("fingerprint", &**fp)?;
+        }
+        if let Some(from) = &self.escalated_from {
+            st.serialize_field("escalated_from", from)?;
         }
         st.serialize_field("message", &self.message)?;
         st.serialize_field("key", &self.key)?;

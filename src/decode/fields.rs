@@ -28,6 +28,18 @@ impl<'a> Fields<'a> {
                 problem: format!("expected an object, got {}", value.describe()),
             });
         };
+        // Events have a handful of fields; a cap keeps the duplicate check
+        // below (quadratic) cheap whatever a producer sends.
+        if entries.len() > limits::MAX_FIELDS {
+            return Err(DecodeError::field(
+                if prefix.is_empty() { "(event)" } else { prefix },
+                format!(
+                    "has {} fields, more than the {} an event may have",
+                    entries.len(),
+                    limits::MAX_FIELDS
+                ),
+            ));
+        }
         let mut out: Vec<(Cow<'a, str>, Option<Json<'a>>)> = Vec::with_capacity(entries.len());
         for (k, v) in entries {
             if out.iter().any(|(seen, _)| *seen == k) {

@@ -36,6 +36,8 @@ pub mod limits {
     pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
     pub const MAX_ANNOTATION_BYTES: usize = 16 * 1024;
     pub const MAX_METRIC_NAME_BYTES: usize = 256;
+    /// Fields of one JSON object (an event, an alert).
+    pub const MAX_FIELDS: usize = 256;
 }
 
 /// Why an input was rejected. The message always says what is wrong and,
@@ -128,6 +130,10 @@ pub fn decode_tree<'a>(tree: Json<'a>, out: &mut Vec<Event<'a>>) -> Result<(), D
 /// `None` sends the input down the slow path, which either accepts it (other
 /// forms) or explains what is wrong.
 fn fast_native(input: &[u8]) -> Option<Sample<'_>> {
+    // serde's derived struct would also take a JSON array; events are objects.
+    if input.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     let raw: FastNative<'_> = serde_json::from_slice(input).ok()?;
     if !is_metric_name(&raw.metric) {
         return None;

@@ -68,6 +68,7 @@ impl Incident {
         Decision {
             seq,
             fingerprint: self.fingerprint.clone(),
+            escalated_from: None,
             at,
             action,
             tier: self.tier,
@@ -101,8 +102,10 @@ impl Incident {
     /// Severity went up: the new severity's actions that have not fired yet,
     /// then a notify saying so (always: a worsening is news even where the
     /// tier's policy has no chat post).
+    #[allow(clippy::too_many_arguments)]
     pub fn escalate(
         &mut self,
+        from: Severity,
         policy: &Policy,
         rule_actions: Option<&[Action]>,
         at: Ts,
@@ -116,9 +119,13 @@ impl Incident {
             .copied()
             .filter(|a| *a != Action::Notify && !self.has_fired(*a))
             .collect();
+        let start = out.len();
         for a in actions {
             out.push(self.decide(at, a, facts, message.to_owned()));
         }
         out.push(self.decide(at, Action::Notify, facts, message.to_owned()));
+        for d in &mut out[start..] {
+            d.escalated_from = Some(from);
+        }
     }
 }

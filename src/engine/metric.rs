@@ -643,7 +643,15 @@ impl MetricState {
             let from = inc.severity;
             inc.severity = severity;
             let msg = format!("{msg}; worsened from {from} to {severity}");
-            inc.escalate(&cfg.policy, rule.actions.as_deref(), at, facts, &msg, out);
+            inc.escalate(
+                from,
+                &cfg.policy,
+                rule.actions.as_deref(),
+                at,
+                facts,
+                &msg,
+                out,
+            );
         }
     }
 

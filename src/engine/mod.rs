@@ -447,6 +447,7 @@ impl Engine {
             key: format!("progress/{:016x}", h.finish()),
             seq: 0,
             fingerprint: None,
+            escalated_from: None,
         }
     }
 }

@@ -151,6 +151,9 @@ impl Condition {
                 ));
             }
         };
+        if !threshold.is_finite() {
+            return Err(format!("`{text}`: threshold is out of range"));
+        }
         if of_baseline && threshold <= 0.0 {
             return Err(format!("`{text}`: a baseline factor must be positive"));
         }

@@ -900,6 +900,9 @@ fn m_has_values(node: &Node) -> bool {
     matches!(&node.value, Value::Map(e) if e.iter().any(|(k, _)| k.as_str() == Some("values")))
 }
 
+/// A series in a rule test may expand to at most this many samples.
+const MAX_SERIES_SAMPLES: usize = 1_000_000;
+
 /// promtool's notation: `a` one value; `a+bxn` / `a-bxn` n+1 values from a
 /// stepping by b; `axn` a repeated n+1 times; `_` a missing sample; `_xn`
 /// n missing samples.
@@ -914,6 +917,9 @@ pub fn expand_values(text: &str) -> Result<Vec<Option<f64>>, String> {
             let n: usize = n
                 .parse()
                 .map_err(|_| format!("`{tok}`: bad repeat count"))?;
+            if n > MAX_SERIES_SAMPLES.saturating_sub(out.len()) {
+                return Err("more than a million samples".into());
+            }
             out.extend(std::iter::repeat_n(None, n));
             continue;
         }
@@ -949,7 +955,8 @@ pub fn expand_values(text: &str) -> Result<Vec<Option<f64>>, String> {
             return Err(format!("`{tok}`: a step needs a count, as in a+bxn"));
         }
         let n = count.unwrap_or(0);
-        if out.len() + n > 1_000_000 {
+        // `a+bxn` is n + 1 samples.
+        if n >= MAX_SERIES_SAMPLES.saturating_sub(out.len()) {
             return Err("more than a million samples".into());
         }
         for i in 0..=n {
