@@ -16,7 +16,7 @@ pub mod sqlite;
 
 use serde::Serialize;
 
-use crate::decision::{Action, Decision, IncidentId};
+use crate::decision::{Action, Decision, IncidentId, Tier};
 use crate::engine::Incident;
 use crate::time::Ts;
 
@@ -192,8 +192,9 @@ pub trait Journal: Send {
     fn heartbeat(&mut self, owner: &str) -> Result<(), JournalError>;
 
     /// Actions left running by processes not heard from for `stale`: they
-    /// died mid-action. The actions become `unknown` (never re-run) and are
-    /// returned so a human hears of them.
+    /// died mid-action. Rollbacks and rollout pauses become `unknown` (never
+    /// re-run) and are returned so a human hears of them; messages and
+    /// approval requests go back to pending and run again.
     fn reap(&mut self, stale: crate::time::Dur) -> Result<Vec<ActionRow>, JournalError>;
 
     fn add_timeline(
@@ -209,4 +210,219 @@ pub trait Journal: Send {
     fn timeline(&self, incident: &str) -> Result<Vec<TimelineEntry>, JournalError>;
 
     fn actions_of(&self, incident: &str) -> Result<Vec<ActionRow>, JournalError>;
+
+    fn incident(&self, id: &str) -> Result<Option<IncidentRow>, JournalError>;
+
+    // ---- Approvals -------------------------------------------------------
+
+    /// Opens the approval a `request_approval` decision asks for.
+    fn open_approval(
+        &mut self,
+        incident: &str,
+        request_key: &str,
+        tier: Tier,
+        at: Ts,
+        expires: Ts,
+    ) -> Result<ApprovalOpened, JournalError>;
+
+    /// A human's verdict. Approving also records the rollback it releases
+    /// (a pending action), in the same transaction.
+    fn decide_approval(
+        &mut self,
+        incident: &str,
+        verdict: Verdict,
+        by: &str,
+        note: &str,
+        at: Ts,
+    ) -> Result<ApprovalDecided, JournalError>;
+
+    /// The incident recovered while the request waited: withdraws it.
+    fn withdraw_approval(
+        &mut self,
+        incident: &str,
+        reason: &str,
+        at: Ts,
+    ) -> Result<bool, JournalError>;
+
+    /// Expires requests waiting past their deadline, each exactly once
+    /// across processes. For tiers in `rollback_tiers` the rollback is
+    /// recorded in the same transaction.
+    fn expire_approvals(
+        &mut self,
+        now: Ts,
+        rollback_tiers: &[Tier],
+    ) -> Result<Vec<Expired>, JournalError>;
+
+    fn approval(&self, incident: &str) -> Result<Option<ApprovalRow>, JournalError>;
+
+    fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError>;
+
+    /// Records a new action derived from decision `from_key` (e.g. the
+    /// rollback a human approved), keyed `<from_key>/<suffix>`; `None` if
+    /// it was recorded before.
+    fn derive_action(
+        &mut self,
+        from_key: &str,
+        action: Action,
+        suffix: &str,
+        message: &str,
+        at: Ts,
+    ) -> Result<Option<String>, JournalError>;
+
+    // ---- Escalations -----------------------------------------------------
+
+    /// Starts paging for an incident, first step due at `first`. False if
+    /// one already runs (or ran) for it.
+    fn start_escalation(
+        &mut self,
+        incident: &str,
+        tier: Tier,
+        at: Ts,
+        first: Ts,
+    ) -> Result<bool, JournalError>;
+
+    /// Escalations whose next step is due, claimed for `hold` so one
+    /// process runs each step; a claim that is never completed (a crash)
+    /// runs again once it lapses.
+    fn claim_escalations(
+        &mut self,
+        now: Ts,
+        hold: crate::time::Dur,
+    ) -> Result<Vec<EscalationRow>, JournalError>;
+
+    /// Step `step` ran: schedules the next one (`None`: no step left).
+    fn escalation_step_done(
+        &mut self,
+        incident: &str,
+        step: u32,
+        next: Option<Ts>,
+    ) -> Result<(), JournalError>;
+
+    /// Brings the next step forward to `now` (the incident worsened).
+    fn hurry_escalation(&mut self, incident: &str, now: Ts) -> Result<bool, JournalError>;
+
+    /// Stops paging; `state` says why (acked, resolved).
+    fn stop_escalation(
+        &mut self,
+        incident: &str,
+        state: &str,
+        by: Option<&str>,
+        at: Ts,
+    ) -> Result<bool, JournalError>;
+
+    fn escalation(&self, incident: &str) -> Result<Option<EscalationRow>, JournalError>;
+
+    // ---- Rollouts, budget, upgrades, leases ------------------------------
+
+    /// Rollbacks started since `since`, for `service` or overall.
+    fn rollbacks_since(&self, service: Option<&str>, since: Ts) -> Result<u32, JournalError>;
+
+    fn set_rollout(
+        &mut self,
+        service: &str,
+        paused: bool,
+        by: &str,
+        incident: Option<&str>,
+        at: Ts,
+    ) -> Result<(), JournalError>;
+
+    fn rollouts(&self) -> Result<Vec<RolloutRow>, JournalError>;
+
+    fn record_progress(&mut self, p: &UpgradeRow) -> Result<(), JournalError>;
+
+    fn upgrades(&self, open_only: bool) -> Result<Vec<UpgradeRow>, JournalError>;
+
+    /// Takes (or renews) the named lease until `until` if it is free or
+    /// ours: so one process of several sends the periodic digest.
+    fn take_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        until: Ts,
+        now: Ts,
+    ) -> Result<bool, JournalError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalOpened {
+    Opened,
+    /// The incident resolved before the request got recorded.
+    IncidentOver,
+    AlreadyOpen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalDecided {
+    Approved {
+        rollback_key: Option<String>,
+    },
+    Rejected,
+    /// There is a request, but it no longer waits (its state).
+    NotWaiting(String),
+    NoSuchApproval,
+}
+
+/// An approval request, for the API and the digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalRow {
+    pub incident: String,
+    pub request_key: String,
+    pub tier: Tier,
+    pub state: String,
+    pub requested_at: Ts,
+    pub expires_at: Ts,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<Ts>,
+    pub note: Option<String>,
+}
+
+/// A request that waited too long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub incident: String,
+    pub request_key: String,
+    pub tier: Tier,
+    /// The rollback recorded by the timeout policy, if it rolls back.
+    pub rollback_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EscalationRow {
+    pub incident: String,
+    pub tier: Tier,
+    /// The step to run next (0 = the first).
+    pub step: u32,
+    pub started_at: Ts,
+    pub next_at: Option<Ts>,
+    pub state: String,
+    pub acked_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutRow {
+    pub service: String,
+    pub paused: bool,
+    pub changed_at: Ts,
+    pub changed_by: String,
+    pub incident: Option<String>,
+}
+
+/// The last progress an upgrade reported.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UpgradeRow {
+    pub service: String,
+    pub batch: Option<String>,
+    pub stage: String,
+    pub done: Option<u64>,
+    pub total: Option<u64>,
+    pub message: Option<String>,
+    pub updated_at: Ts,
+    /// Still running (not completed or failed).
+    pub open: bool,
 }

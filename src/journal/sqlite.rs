@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{ActionRow, ActionState, Batch, IncidentRow, Journal, JournalError, TimelineEntry};
+use super::{
+    ActionRow, ActionState, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch, EscalationRow,
+    Expired, IncidentRow, Journal, JournalError, RolloutRow, TimelineEntry, UpgradeRow, Verdict,
+};
 use crate::decision::{Action, Decision, GroupLabels, IncidentId, Severity, Tier};
 use crate::engine::Incident;
 use crate::time::{Clock, SystemClock, Ts};
@@ -50,6 +53,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     threshold REAL,
     baseline REAL,
     fingerprint TEXT,
+    escalated_from TEXT,
+    service TEXT,
     message TEXT NOT NULL,
     partition TEXT NOT NULL,
     recorded_at INTEGER NOT NULL
@@ -91,6 +96,52 @@ CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox(received_at);
 CREATE TABLE IF NOT EXISTS owners (
     owner TEXT PRIMARY KEY,
     seen_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    incident_id TEXT PRIMARY KEY,
+    request_key TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    state TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    decided_by TEXT,
+    decided_at INTEGER,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS approvals_due ON approvals(state, expires_at);
+CREATE TABLE IF NOT EXISTS escalations (
+    incident_id TEXT PRIMARY KEY,
+    tier TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    next_at INTEGER,
+    claimed_until INTEGER,
+    state TEXT NOT NULL,
+    acked_by TEXT,
+    acked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS escalations_due ON escalations(state, next_at);
+CREATE TABLE IF NOT EXISTS rollouts (
+    service TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL,
+    changed_at INTEGER NOT NULL,
+    changed_by TEXT NOT NULL,
+    incident_id TEXT
+);
+CREATE TABLE IF NOT EXISTS upgrades (
+    service TEXT PRIMARY KEY,
+    batch TEXT,
+    stage TEXT NOT NULL,
+    done INTEGER,
+    total INTEGER,
+    message TEXT,
+    updated_at INTEGER NOT NULL,
+    open INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until_at INTEGER NOT NULL
 );
 ";
 
@@ -180,10 +231,40 @@ fn incident_from(row: &Row<'_>) -> Result<Incident, JournalError> {
     })
 }
 
+/// An incident with the actions that wait for someone or need a look.
+const INCIDENT_ROW: &str = "SELECT i.id, i.rule, i.partition, i.tier, i.severity, i.state, i.opened_at, i.resolved_at, i.labels,
+        (SELECT group_concat(a.action || ':' || a.state, ',') FROM actions a
+          WHERE a.incident_id = i.id AND a.state IN ('awaiting_approval', 'approved', 'unknown', 'failed', 'running', 'pending'))
+     FROM incidents i";
+
+fn incident_row(r: &Row<'_>) -> Result<IncidentRow, JournalError> {
+    let labels: String = r.get(8)?;
+    let pairs = labels_from(&labels)?;
+    let obj: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(&**v)))
+        .collect();
+    let attention: Option<String> = r.get(9)?;
+    Ok(IncidentRow {
+        id: r.get(0)?,
+        rule: r.get(1)?,
+        partition: r.get(2)?,
+        tier: r.get(3)?,
+        severity: r.get(4)?,
+        state: r.get(5)?,
+        opened_at: Ts(r.get(6)?),
+        resolved_at: r.get::<_, Option<i64>>(7)?.map(Ts),
+        labels: serde_json::Value::Object(obj),
+        attention: attention
+            .map(|s| s.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
+    })
+}
+
 const ACTION_COLUMNS: &str =
     "a.key, a.incident_id, a.action, a.state, a.attempts, a.owner, a.detail,
      d.seq, d.at, d.tier, d.severity, d.rule, d.labels, d.value, d.threshold, d.baseline,
-     d.fingerprint, d.message";
+     d.fingerprint, d.message, d.escalated_from";
 
 fn action_from(row: &Row<'_>) -> Result<ActionRow, JournalError> {
     let key: String = row.get(0)?;
@@ -209,6 +290,10 @@ fn action_from(row: &Row<'_>) -> Result<ActionRow, JournalError> {
         fingerprint: row
             .get::<_, Option<String>>(16)?
             .map(String::into_boxed_str),
+        escalated_from: match row.get::<_, Option<String>>(18)? {
+            Some(s) => Some(parse::<Severity>("severity", &s)?),
+            None => None,
+        },
     };
     Ok(ActionRow {
         key,
@@ -244,8 +329,9 @@ impl Journal for SqliteJournal {
         {
             let mut insert_decision = tx.prepare_cached(
                 "INSERT OR IGNORE INTO decisions (key, incident_id, seq, at, action, tier, severity, rule,
-                     labels, value, threshold, baseline, fingerprint, message, partition, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                     labels, value, threshold, baseline, fingerprint, message, partition, recorded_at,
+                     escalated_from, service)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )?;
             let mut upsert_incident = tx.prepare_cached(
                 "INSERT INTO incidents (id, rule, partition, labels, tier, severity, severity_rank, opened_at,
@@ -286,6 +372,8 @@ impl Journal for SqliteJournal {
                     d.message,
                     partition,
                     now,
+                    d.escalated_from.map(Severity::as_str),
+                    d.label("service"),
                 ])? == 1;
                 fresh.push(inserted);
                 if !inserted {
@@ -445,6 +533,15 @@ impl Journal for SqliteJournal {
 
     fn reap(&mut self, stale: crate::time::Dur) -> Result<Vec<ActionRow>, JournalError> {
         let alive_since = self.now() - stale.millis();
+        // Messages and approval requests are safe to run again: a duplicate
+        // chat post beats a lost page. They go back to pending.
+        self.conn.execute(
+            "UPDATE actions SET state = 'pending', owner = NULL
+             WHERE state = 'running' AND action NOT IN ('rollback', 'pause_rollout')
+               AND owner NOT IN (SELECT owner FROM owners WHERE seen_at >= ?1)",
+            [alive_since],
+        )?;
+        // Rollbacks and pauses are not: they may have half happened.
         let keys: Vec<String> = {
             let mut stmt = self.conn.prepare_cached(
                 "UPDATE actions SET state = 'unknown',
@@ -494,35 +591,17 @@ impl Journal for SqliteJournal {
     }
 
     fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT i.id, i.rule, i.partition, i.tier, i.severity, i.state, i.opened_at, i.resolved_at, i.labels,
-                    (SELECT group_concat(a.action || ':' || a.state, ',') FROM actions a
-                      WHERE a.incident_id = i.id AND a.state IN ('awaiting_approval', 'approved', 'unknown', 'failed', 'running', 'pending'))
-             FROM incidents i WHERE ?1 IS NULL OR i.state = ?1 ORDER BY i.opened_at DESC, i.id",
-        )?;
-        collect(&mut stmt, [state], |r| {
-            let labels: String = r.get(8)?;
-            let pairs = labels_from(&labels)?;
-            let obj: serde_json::Map<String, serde_json::Value> = pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::from(&**v)))
-                .collect();
-            let attention: Option<String> = r.get(9)?;
-            Ok(IncidentRow {
-                id: r.get(0)?,
-                rule: r.get(1)?,
-                partition: r.get(2)?,
-                tier: r.get(3)?,
-                severity: r.get(4)?,
-                state: r.get(5)?,
-                opened_at: Ts(r.get(6)?),
-                resolved_at: r.get::<_, Option<i64>>(7)?.map(Ts),
-                labels: serde_json::Value::Object(obj),
-                attention: attention
-                    .map(|s| s.split(',').map(str::to_owned).collect())
-                    .unwrap_or_default(),
-            })
-        })
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "{INCIDENT_ROW} WHERE ?1 IS NULL OR i.state = ?1 ORDER BY i.opened_at DESC, i.id"
+        ))?;
+        collect(&mut stmt, [state], incident_row)
+    }
+
+    fn incident(&self, id: &str) -> Result<Option<IncidentRow>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{INCIDENT_ROW} WHERE i.id = ?1"))?;
+        Ok(collect(&mut stmt, [id], incident_row)?.pop())
     }
 
     fn timeline(&self, incident: &str) -> Result<Vec<TimelineEntry>, JournalError> {
@@ -545,6 +624,513 @@ impl Journal for SqliteJournal {
         ))?;
         collect(&mut stmt, [incident], action_from)
     }
+
+    fn open_approval(
+        &mut self,
+        incident: &str,
+        request_key: &str,
+        tier: Tier,
+        at: Ts,
+        expires: Ts,
+    ) -> Result<ApprovalOpened, JournalError> {
+        let tx = self.conn.transaction()?;
+        let state: Option<String> = tx
+            .query_row(
+                "SELECT state FROM incidents WHERE id = ?1",
+                [incident],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if state.as_deref() == Some("resolved") {
+            return Ok(ApprovalOpened::IncidentOver);
+        }
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO approvals (incident_id, request_key, tier, state, requested_at, expires_at)
+             VALUES (?1, ?2, ?3, 'awaiting', ?4, ?5)",
+            params![incident, request_key, tier.as_str(), at.millis(), expires.millis()],
+        )? == 1;
+        if inserted {
+            timeline(
+                &tx,
+                incident,
+                at,
+                "approval",
+                &format!("approval requested; expires at {expires}"),
+            )?;
+        }
+        tx.commit()?;
+        Ok(if inserted {
+            ApprovalOpened::Opened
+        } else {
+            ApprovalOpened::AlreadyOpen
+        })
+    }
+
+    fn decide_approval(
+        &mut self,
+        incident: &str,
+        verdict: Verdict,
+        by: &str,
+        note: &str,
+        at: Ts,
+    ) -> Result<ApprovalDecided, JournalError> {
+        let now = self.now();
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT state, request_key FROM approvals WHERE incident_id = ?1",
+                [incident],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((state, request_key)) = row else {
+            return Ok(ApprovalDecided::NoSuchApproval);
+        };
+        if state != "awaiting" {
+            return Ok(ApprovalDecided::NotWaiting(state));
+        }
+        let (new_state, action_state, word) = match verdict {
+            Verdict::Approve => ("approved", ActionState::Approved, "approved"),
+            Verdict::Reject => ("rejected", ActionState::Rejected, "rejected"),
+        };
+        tx.execute(
+            "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, note = ?5
+             WHERE incident_id = ?1 AND state = 'awaiting'",
+            params![incident, new_state, by, at.millis(), note],
+        )?;
+        tx.execute(
+            "UPDATE actions SET state = ?2, detail = ?3, finished_at = ?4 WHERE key = ?1",
+            params![
+                request_key,
+                action_state.as_str(),
+                format!("{word} by {by}"),
+                now
+            ],
+        )?;
+        let note_text = if note.is_empty() {
+            String::new()
+        } else {
+            format!(": {note}")
+        };
+        timeline(
+            &tx,
+            incident,
+            at,
+            "approval",
+            &format!("{word} by {by}{note_text}"),
+        )?;
+        let result = match verdict {
+            Verdict::Approve => ApprovalDecided::Approved {
+                rollback_key: derive(
+                    &tx,
+                    &request_key,
+                    Action::Rollback,
+                    "approved",
+                    &format!("rollback approved by {by}{note_text}"),
+                    at,
+                    now,
+                )?,
+            },
+            Verdict::Reject => ApprovalDecided::Rejected,
+        };
+        tx.commit()?;
+        Ok(result)
+    }
+
+    fn withdraw_approval(
+        &mut self,
+        incident: &str,
+        reason: &str,
+        at: Ts,
+    ) -> Result<bool, JournalError> {
+        let now = self.now();
+        let tx = self.conn.transaction()?;
+        let key: Option<String> = tx
+            .query_row(
+                "UPDATE approvals SET state = 'withdrawn', decided_at = ?2, note = ?3
+                 WHERE incident_id = ?1 AND state = 'awaiting' RETURNING request_key",
+                params![incident, at.millis(), reason],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(k) = &key {
+            tx.execute(
+                "UPDATE actions SET state = 'withdrawn', detail = ?2, finished_at = ?3 WHERE key = ?1",
+                params![k, reason, now],
+            )?;
+            timeline(
+                &tx,
+                incident,
+                at,
+                "approval",
+                &format!("approval request withdrawn: {reason}"),
+            )?;
+        }
+        tx.commit()?;
+        Ok(key.is_some())
+    }
+
+    fn expire_approvals(
+        &mut self,
+        now: Ts,
+        rollback_tiers: &[Tier],
+    ) -> Result<Vec<Expired>, JournalError> {
+        let wall = self.now();
+        let tx = self.conn.transaction()?;
+        let expired: Vec<(String, String, String)> = {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE approvals SET state = 'expired', decided_at = ?1
+                 WHERE state = 'awaiting' AND expires_at <= ?1
+                 RETURNING incident_id, request_key, tier",
+            )?;
+            collect(&mut stmt, [now.millis()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+        };
+        let mut out = Vec::with_capacity(expired.len());
+        for (incident, request_key, tier) in expired {
+            let tier = parse::<Tier>("tier", &tier)?;
+            tx.execute(
+                "UPDATE actions SET state = 'expired', detail = 'nobody decided in time', finished_at = ?2 WHERE key = ?1",
+                params![request_key, wall],
+            )?;
+            let rollback_key = if rollback_tiers.contains(&tier) {
+                timeline(
+                    &tx,
+                    &incident,
+                    now,
+                    "approval",
+                    "approval timed out: rolling back, as the tier's policy says",
+                )?;
+                derive(
+                    &tx,
+                    &request_key,
+                    Action::Rollback,
+                    "timeout",
+                    "approval timed out; rolling back per policy",
+                    now,
+                    wall,
+                )?
+            } else {
+                timeline(
+                    &tx,
+                    &incident,
+                    now,
+                    "approval",
+                    "approval timed out: escalating",
+                )?;
+                None
+            };
+            out.push(Expired {
+                incident,
+                request_key,
+                tier,
+                rollback_key,
+            });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn approval(&self, incident: &str) -> Result<Option<ApprovalRow>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT * FROM approvals WHERE incident_id = ?1")?;
+        Ok(collect(&mut stmt, [incident], approval_row)?.pop())
+    }
+
+    fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT * FROM approvals WHERE ?1 IS NULL OR state = ?1 ORDER BY requested_at",
+        )?;
+        collect(&mut stmt, [state], approval_row)
+    }
+
+    fn derive_action(
+        &mut self,
+        from_key: &str,
+        action: Action,
+        suffix: &str,
+        message: &str,
+        at: Ts,
+    ) -> Result<Option<String>, JournalError> {
+        let now = self.now();
+        let tx = self.conn.transaction()?;
+        let key = derive(&tx, from_key, action, suffix, message, at, now)?;
+        tx.commit()?;
+        Ok(key)
+    }
+
+    fn start_escalation(
+        &mut self,
+        incident: &str,
+        tier: Tier,
+        at: Ts,
+        first: Ts,
+    ) -> Result<bool, JournalError> {
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO escalations (incident_id, tier, step, started_at, next_at, state)
+             VALUES (?1, ?2, 0, ?3, ?4, 'active')",
+            params![incident, tier.as_str(), at.millis(), first.millis()],
+        )? == 1;
+        if inserted {
+            timeline(&tx, incident, at, "page", "paging started")?;
+        }
+        tx.commit()?;
+        Ok(inserted)
+    }
+
+    fn claim_escalations(
+        &mut self,
+        now: Ts,
+        hold: crate::time::Dur,
+    ) -> Result<Vec<EscalationRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE escalations SET claimed_until = ?2
+             WHERE state = 'active' AND next_at IS NOT NULL AND next_at <= ?1
+               AND (claimed_until IS NULL OR claimed_until <= ?1)
+             RETURNING *",
+        )?;
+        collect(
+            &mut stmt,
+            params![now.millis(), now.millis() + hold.millis()],
+            escalation_row,
+        )
+    }
+
+    fn escalation_step_done(
+        &mut self,
+        incident: &str,
+        step: u32,
+        next: Option<Ts>,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE escalations SET step = ?2 + 1, next_at = ?3, claimed_until = NULL,
+                 state = CASE WHEN ?3 IS NULL AND state = 'active' THEN 'exhausted' ELSE state END
+             WHERE incident_id = ?1 AND step = ?2",
+            params![incident, step, next.map(Ts::millis)],
+        )?;
+        Ok(())
+    }
+
+    fn hurry_escalation(&mut self, incident: &str, now: Ts) -> Result<bool, JournalError> {
+        Ok(self.conn.execute(
+            "UPDATE escalations SET next_at = min(coalesce(next_at, ?2), ?2)
+             WHERE incident_id = ?1 AND state = 'active' AND next_at IS NOT NULL",
+            params![incident, now.millis()],
+        )? == 1)
+    }
+
+    fn stop_escalation(
+        &mut self,
+        incident: &str,
+        state: &str,
+        by: Option<&str>,
+        at: Ts,
+    ) -> Result<bool, JournalError> {
+        let tx = self.conn.transaction()?;
+        let stopped = tx.execute(
+            "UPDATE escalations SET state = ?2, next_at = NULL, acked_by = coalesce(?3, acked_by),
+                 acked_at = CASE WHEN ?3 IS NULL THEN acked_at ELSE ?4 END
+             WHERE incident_id = ?1 AND state IN ('active', 'exhausted')",
+            params![incident, state, by, at.millis()],
+        )? == 1;
+        if stopped {
+            let who = by.map(|b| format!(" by {b}")).unwrap_or_default();
+            timeline(
+                &tx,
+                incident,
+                at,
+                "page",
+                &format!("paging stopped: {state}{who}"),
+            )?;
+        }
+        tx.commit()?;
+        Ok(stopped)
+    }
+
+    fn escalation(&self, incident: &str) -> Result<Option<EscalationRow>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT * FROM escalations WHERE incident_id = ?1")?;
+        Ok(collect(&mut stmt, [incident], escalation_row)?.pop())
+    }
+
+    fn rollbacks_since(&self, service: Option<&str>, since: Ts) -> Result<u32, JournalError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM actions a JOIN decisions d ON d.key = a.key
+             WHERE a.action = 'rollback' AND a.started_at >= ?2
+               AND a.state IN ('running', 'done', 'failed', 'unknown')
+               AND (?1 IS NULL OR d.service = ?1)",
+            params![service, since.millis()],
+            |r| r.get::<_, i64>(0),
+        )? as u32)
+    }
+
+    fn set_rollout(
+        &mut self,
+        service: &str,
+        paused: bool,
+        by: &str,
+        incident: Option<&str>,
+        at: Ts,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "INSERT INTO rollouts (service, paused, changed_at, changed_by, incident_id) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(service) DO UPDATE SET paused = excluded.paused, changed_at = excluded.changed_at,
+                 changed_by = excluded.changed_by, incident_id = coalesce(excluded.incident_id, incident_id)",
+            params![service, paused, at.millis(), by, incident],
+        )?;
+        Ok(())
+    }
+
+    fn rollouts(&self) -> Result<Vec<RolloutRow>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT service, paused, changed_at, changed_by, incident_id FROM rollouts ORDER BY service")?;
+        collect(&mut stmt, [], |r| {
+            Ok(RolloutRow {
+                service: r.get(0)?,
+                paused: r.get(1)?,
+                changed_at: Ts(r.get(2)?),
+                changed_by: r.get(3)?,
+                incident: r.get(4)?,
+            })
+        })
+    }
+
+    fn record_progress(&mut self, p: &UpgradeRow) -> Result<(), JournalError> {
+        self.conn.execute(
+            "INSERT INTO upgrades (service, batch, stage, done, total, message, updated_at, open)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(service) DO UPDATE SET batch = excluded.batch, stage = excluded.stage, done = excluded.done,
+                 total = excluded.total, message = excluded.message, updated_at = excluded.updated_at, open = excluded.open
+             WHERE excluded.updated_at >= updated_at",
+            params![
+                p.service,
+                p.batch,
+                p.stage,
+                p.done.map(|d| d as i64),
+                p.total.map(|t| t as i64),
+                p.message,
+                p.updated_at.millis(),
+                p.open
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn upgrades(&self, open_only: bool) -> Result<Vec<UpgradeRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT service, batch, stage, done, total, message, updated_at, open FROM upgrades
+             WHERE ?1 = 0 OR open = 1 ORDER BY service",
+        )?;
+        collect(&mut stmt, [open_only], |r| {
+            Ok(UpgradeRow {
+                service: r.get(0)?,
+                batch: r.get(1)?,
+                stage: r.get(2)?,
+                done: r.get::<_, Option<i64>>(3)?.map(|d| d as u64),
+                total: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
+                message: r.get(5)?,
+                updated_at: Ts(r.get(6)?),
+                open: r.get(7)?,
+            })
+        })
+    }
+
+    fn take_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        until: Ts,
+        now: Ts,
+    ) -> Result<bool, JournalError> {
+        Ok(self.conn.execute(
+            "INSERT INTO leases (name, holder, until_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_at = excluded.until_at
+             WHERE leases.until_at <= ?4 OR leases.holder = excluded.holder",
+            params![name, holder, until.millis(), now.millis()],
+        )? == 1)
+    }
+}
+
+fn timeline(
+    conn: &Connection,
+    incident: &str,
+    at: Ts,
+    kind: &str,
+    message: &str,
+) -> Result<(), JournalError> {
+    conn.execute(
+        "INSERT INTO timeline (incident_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
+        params![incident, at.millis(), kind, message],
+    )?;
+    Ok(())
+}
+
+/// Copies decision `from` as a new decision `<from>/<suffix>` for `action`,
+/// with a pending action: what a human's approval or a timeout releases.
+fn derive(
+    conn: &Connection,
+    from: &str,
+    action: Action,
+    suffix: &str,
+    message: &str,
+    at: Ts,
+    now: i64,
+) -> Result<Option<String>, JournalError> {
+    let key = format!("{from}/{suffix}");
+    let inserted = conn.execute(
+        "INSERT OR IGNORE INTO decisions (key, incident_id, seq, at, action, tier, severity, rule, labels,
+             value, threshold, baseline, fingerprint, message, partition, recorded_at, escalated_from, service)
+         SELECT ?1, incident_id, seq, ?2, ?3, tier, severity, rule, labels, value, threshold, baseline,
+             fingerprint, ?4, partition, ?5, NULL, service FROM decisions WHERE key = ?6",
+        params![key, at.millis(), action.as_str(), message, now, from],
+    )? == 1;
+    if !inserted {
+        return Ok(None);
+    }
+    let incident: Option<String> = conn.query_row(
+        "SELECT incident_id FROM decisions WHERE key = ?1",
+        [&key],
+        |r| r.get(0),
+    )?;
+    conn.execute(
+        "INSERT INTO actions (key, incident_id, action, state, created_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
+        params![key, incident, action.as_str(), now],
+    )?;
+    if let Some(inc) = incident {
+        timeline(conn, &inc, at, "decision", &format!("{action}: {message}"))?;
+    }
+    Ok(Some(key))
+}
+
+fn approval_row(r: &Row<'_>) -> Result<ApprovalRow, JournalError> {
+    Ok(ApprovalRow {
+        incident: r.get("incident_id")?,
+        request_key: r.get("request_key")?,
+        tier: parse("tier", &r.get::<_, String>("tier")?)?,
+        state: r.get("state")?,
+        requested_at: Ts(r.get("requested_at")?),
+        expires_at: Ts(r.get("expires_at")?),
+        decided_by: r.get("decided_by")?,
+        decided_at: r.get::<_, Option<i64>>("decided_at")?.map(Ts),
+        note: r.get("note")?,
+    })
+}
+
+fn escalation_row(r: &Row<'_>) -> Result<EscalationRow, JournalError> {
+    Ok(EscalationRow {
+        incident: r.get("incident_id")?,
+        tier: parse("tier", &r.get::<_, String>("tier")?)?,
+        step: r.get::<_, i64>("step")? as u32,
+        started_at: Ts(r.get("started_at")?),
+        next_at: r.get::<_, Option<i64>>("next_at")?.map(Ts),
+        state: r.get("state")?,
+        acked_by: r.get("acked_by")?,
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@ use std::path::Path;
 
 use super::*;
 use crate::config::Errors;
+use crate::decision::{Action, Tier};
 use crate::engine::{Engine, EngineConfig};
+use crate::journal::{ApprovalDecided, ApprovalOpened, Verdict};
 use crate::rule::load::{parse_file, rule_set};
 
 const RULES: &str = r#"
@@ -139,27 +141,38 @@ fn actions_are_claimed_once_and_interrupted_ones_surface() {
 
     a.set_action(&first[0].key, ActionState::Done, "exit 0")
         .unwrap();
+    // A rollback derived from the approval request, claimed by `b` too.
+    let rollback = a
+        .derive_action(
+            &first[0].key,
+            Action::Rollback,
+            "approved",
+            "approved by test",
+            Ts(0),
+        )
+        .unwrap()
+        .unwrap();
+    let claimed = b.claim_actions("b", 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].key, rollback);
+    assert_eq!(claimed[0].action, Action::Rollback);
     // Both are alive: nothing to reap.
     a.heartbeat("a").unwrap();
     b.heartbeat("b").unwrap();
     assert!(a.reap(crate::time::Dur::from_secs(30)).unwrap().is_empty());
     // `b` dies with its actions running (its heartbeat goes stale); a
-    // living process finds them.
+    // living process finds them: the rollback's outcome is unknown (never
+    // re-run); the messages go back to pending and run again.
     std::thread::sleep(std::time::Duration::from_millis(30));
     a.heartbeat("a").unwrap();
     let lost = a.reap(crate::time::Dur(20)).unwrap();
-    assert_eq!(lost.len(), rest.len());
-    assert!(lost.iter().all(|r| r.state == ActionState::Unknown));
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].key, rollback);
+    assert_eq!(lost[0].state, ActionState::Unknown);
     assert!(a.reap(crate::time::Dur(20)).unwrap().is_empty());
-    let inc = first[0].incident.clone().unwrap();
-    let states: Vec<ActionState> = a
-        .actions_of(&inc)
-        .unwrap()
-        .iter()
-        .map(|r| r.state)
-        .collect();
-    assert_eq!(states[0], ActionState::Done);
-    assert!(states[1..].iter().all(|s| *s == ActionState::Unknown));
+    let again = a.claim_actions("a", 100).unwrap();
+    assert_eq!(again.len(), rest.len(), "messages are retried");
+    assert!(again.iter().all(|r| r.attempts == 2));
     let rows = a.incidents(Some("open")).unwrap();
     assert!(
         rows[0].attention.iter().any(|s| s.ends_with(":unknown")),
@@ -202,4 +215,193 @@ fn reopening_keeps_everything() {
     let j = journal(&dir);
     assert_eq!(j.position("t/0").unwrap(), Some(7));
     assert_eq!(j.open_incidents("t/0").unwrap().len(), 1);
+}
+
+#[test]
+fn approvals_release_one_rollback_and_expire_by_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = journal(&dir);
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let req = ds
+        .iter()
+        .find(|d| d.action == Action::RequestApproval)
+        .unwrap();
+    let inc = req.incident.as_ref().unwrap().as_str();
+    assert_eq!(
+        j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(2000))
+            .unwrap(),
+        ApprovalOpened::Opened
+    );
+    assert_eq!(
+        j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(2000))
+            .unwrap(),
+        ApprovalOpened::AlreadyOpen
+    );
+    let ApprovalDecided::Approved {
+        rollback_key: Some(key),
+    } = j
+        .decide_approval(inc, Verdict::Approve, "alice", "one host only", Ts(1500))
+        .unwrap()
+    else {
+        panic!("not approved")
+    };
+    assert_eq!(
+        j.decide_approval(inc, Verdict::Reject, "bob", "", Ts(1600))
+            .unwrap(),
+        ApprovalDecided::NotWaiting("approved".into())
+    );
+    let pending = j.claim_actions("me", 100).unwrap();
+    let rb = pending
+        .iter()
+        .find(|a| a.key == key)
+        .expect("the approved rollback is pending");
+    assert_eq!(rb.action, Action::Rollback);
+    assert_eq!(
+        rb.decision.message,
+        "rollback approved by alice: one host only"
+    );
+    assert!(
+        j.expire_approvals(Ts(10_000), &[Tier::Medium])
+            .unwrap()
+            .is_empty(),
+        "decided: cannot expire"
+    );
+    let tl: Vec<String> = j
+        .timeline(inc)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        tl.iter().any(|m| m == "approved by alice: one host only"),
+        "{tl:?}"
+    );
+}
+
+#[test]
+fn approval_timeouts_follow_the_tier_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = journal(&dir);
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let req = ds
+        .iter()
+        .find(|d| d.action == Action::RequestApproval)
+        .unwrap();
+    let inc = req.incident.as_ref().unwrap().as_str();
+    j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(2000))
+        .unwrap();
+    assert!(
+        j.expire_approvals(Ts(1999), &[Tier::Medium])
+            .unwrap()
+            .is_empty()
+    );
+    let expired = j.expire_approvals(Ts(2000), &[Tier::Medium]).unwrap();
+    assert_eq!(expired.len(), 1);
+    assert!(
+        expired[0].rollback_key.is_some(),
+        "medium rolls back on timeout here"
+    );
+    assert!(
+        j.expire_approvals(Ts(3000), &[Tier::Medium])
+            .unwrap()
+            .is_empty(),
+        "expires once"
+    );
+    assert_eq!(j.approval(inc).unwrap().unwrap().state, "expired");
+}
+
+#[test]
+fn withdrawn_when_the_incident_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = journal(&dir);
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let req = ds
+        .iter()
+        .find(|d| d.action == Action::RequestApproval)
+        .unwrap();
+    let inc = req.incident.as_ref().unwrap().as_str();
+    j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(9000))
+        .unwrap();
+    assert!(j.withdraw_approval(inc, "recovered", Ts(1200)).unwrap());
+    assert!(!j.withdraw_approval(inc, "recovered", Ts(1300)).unwrap());
+    assert_eq!(
+        j.decide_approval(inc, Verdict::Approve, "alice", "", Ts(1400))
+            .unwrap(),
+        ApprovalDecided::NotWaiting("withdrawn".into())
+    );
+}
+
+#[test]
+fn escalations_are_claimed_stepped_hurried_and_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = journal(&dir);
+    let mut b = journal(&dir);
+    assert!(
+        a.start_escalation("inc-1", Tier::High, Ts(0), Ts(0))
+            .unwrap()
+    );
+    assert!(
+        !a.start_escalation("inc-1", Tier::High, Ts(0), Ts(0))
+            .unwrap()
+    );
+    let hold = crate::time::Dur::from_secs(60);
+    let got = a.claim_escalations(Ts(10), hold).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].step, 0);
+    assert!(
+        b.claim_escalations(Ts(20), hold).unwrap().is_empty(),
+        "claimed by a"
+    );
+    a.escalation_step_done("inc-1", 0, Some(Ts(300_000)))
+        .unwrap();
+    assert!(b.claim_escalations(Ts(299_999), hold).unwrap().is_empty());
+    // Worse: the next step is due now.
+    assert!(b.hurry_escalation("inc-1", Ts(100_000)).unwrap());
+    let got = b.claim_escalations(Ts(100_000), hold).unwrap();
+    assert_eq!(got[0].step, 1);
+    // b dies holding the claim: after the hold lapses, step 1 runs again.
+    assert!(a.claim_escalations(Ts(150_000), hold).unwrap().is_empty());
+    assert_eq!(a.claim_escalations(Ts(160_001), hold).unwrap()[0].step, 1);
+    assert!(
+        a.stop_escalation("inc-1", "acked", Some("carol"), Ts(170_000))
+            .unwrap()
+    );
+    a.escalation_step_done("inc-1", 1, Some(Ts(170_001)))
+        .unwrap();
+    assert!(
+        a.claim_escalations(Ts(999_999_999), hold)
+            .unwrap()
+            .is_empty(),
+        "acked: no more steps"
+    );
+    assert_eq!(
+        a.escalation("inc-1").unwrap().unwrap().acked_by.as_deref(),
+        Some("carol")
+    );
+}
+
+#[test]
+fn one_lease_holder_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = journal(&dir);
+    let mut b = journal(&dir);
+    assert!(a.take_lease("digest", "a", Ts(100), Ts(0)).unwrap());
+    assert!(!b.take_lease("digest", "b", Ts(200), Ts(50)).unwrap());
+    assert!(a.take_lease("digest", "a", Ts(300), Ts(60)).unwrap());
+    assert!(b.take_lease("digest", "b", Ts(400), Ts(300)).unwrap());
 }
