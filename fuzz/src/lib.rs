@@ -1,0 +1,193 @@
+//! Shared checks for ripcord's fuzz targets (see `fuzz/README.md`).
+//!
+//! Every check panics with a message naming the broken invariant, so
+//! libFuzzer reports it as a crash and saves the input.
+
+use ripcord::decode::{self, DecodeError, is_label_name, is_metric_name, limits};
+use ripcord::event::{AlertStatus, Event, Labels};
+use ripcord::time::{MAX_TS, Ts};
+
+pub mod structured;
+
+fn check_ts(what: &str, ts: Ts) {
+    assert!(
+        (0..=MAX_TS.0).contains(&ts.0),
+        "{what}: timestamp {} ms outside 1970..9999",
+        ts.0
+    );
+}
+
+fn check_labels(what: &str, labels: &Labels<'_>, names_must_be_valid: bool, max_value: usize) {
+    assert!(
+        labels.len() <= limits::MAX_LABELS,
+        "{what}: {} labels, over the limit {}",
+        labels.len(),
+        limits::MAX_LABELS
+    );
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if names_must_be_valid {
+            assert!(is_label_name(k), "{what}: invalid label name {k:?}");
+        }
+        assert!(
+            v.len() <= max_value,
+            "{what}: label {k:?} value is {} bytes, over {max_value}",
+            v.len()
+        );
+        assert!(
+            labels.iter().take(i).all(|(seen, _)| seen != k),
+            "{what}: label {k:?} appears twice"
+        );
+    }
+}
+
+/// The invariants every decoded event satisfies.
+pub fn check_event(e: &Event<'_>) {
+    match e {
+        Event::Sample(s) => {
+            assert!(
+                is_metric_name(&s.metric),
+                "sample: invalid metric name {:?}",
+                s.metric
+            );
+            check_ts("sample", s.ts);
+            check_labels("sample", &s.labels, true, limits::MAX_LABEL_VALUE_BYTES);
+        }
+        Event::Alert(a) => {
+            check_ts("alert startsAt", a.starts_at);
+            if let Some(end) = a.ends_at {
+                check_ts("alert endsAt", end);
+            }
+            if a.status == AlertStatus::Resolved {
+                assert!(a.ends_at.is_some(), "resolved alert without endsAt");
+            }
+            check_labels("alert", &a.labels, true, limits::MAX_LABEL_VALUE_BYTES);
+            check_labels(
+                "alert annotations",
+                &a.annotations,
+                false,
+                limits::MAX_ANNOTATION_BYTES,
+            );
+            assert!(
+                a.labels.get("alertname").is_some(),
+                "alert without alertname"
+            );
+            assert!(
+                (1..=128).contains(&a.fingerprint.len()),
+                "alert fingerprint of {} bytes",
+                a.fingerprint.len()
+            );
+        }
+        Event::Progress(p) => {
+            check_ts("progress", p.ts);
+            check_labels("progress", &p.labels, true, limits::MAX_LABEL_VALUE_BYTES);
+            assert!(
+                p.labels.get("service").is_some(),
+                "progress without service label"
+            );
+            if let (Some(d), Some(t)) = (p.done, p.total) {
+                assert!(d <= t, "progress done {d} > total {t}");
+            }
+            if let Some(m) = &p.message {
+                assert!(
+                    m.len() <= limits::MAX_ANNOTATION_BYTES,
+                    "progress message too long"
+                );
+            }
+        }
+    }
+    // The accessors must agree with the variant.
+    let _ = e.ts();
+    let _ = e.labels();
+    let _ = e.kind().as_str();
+}
+
+/// `decode` on `data`: total, all-or-nothing, events valid, and
+/// `decode_each` sees exactly the same events.
+pub fn check_decode(data: &[u8]) -> Result<Vec<Event<'_>>, DecodeError> {
+    let mut out = Vec::new();
+    let res = decode::decode(data, &mut out);
+    let mut each = Vec::new();
+    let res_each = decode::decode_each(data, |e| each.push(e));
+    assert_eq!(
+        res.is_ok(),
+        res_each.is_ok(),
+        "decode and decode_each disagree on acceptance"
+    );
+    match res {
+        Ok(()) => {
+            for e in &out {
+                check_event(e);
+            }
+            assert_events_eq("decode", &out, "decode_each", &each);
+            Ok(out)
+        }
+        Err(e) => {
+            assert!(
+                out.is_empty(),
+                "decode failed ({e}) but appended {} events",
+                out.len()
+            );
+            assert!(each.is_empty(), "decode_each failed ({e}) but called back");
+            assert_eq!(
+                Some(&e),
+                res_each.as_ref().err(),
+                "decode and decode_each errors differ"
+            );
+            let msg = e.to_string();
+            assert!(!msg.is_empty());
+            let _ = e.reason();
+            Err(e)
+        }
+    }
+}
+
+/// Fast path (`decode`) against the slow path alone (`decode_slow`): the
+/// same inputs accepted, the same events out.
+pub fn check_differential(data: &[u8]) {
+    let mut fast = Vec::new();
+    let fast_res = decode::decode(data, &mut fast);
+    let mut slow = Vec::new();
+    let slow_res = decode::decode_slow(data, &mut slow);
+    match (&fast_res, &slow_res) {
+        (Ok(()), Ok(())) => assert_events_eq("decode", &fast, "decode_slow", &slow),
+        (Err(_), Err(_)) => {
+            assert!(fast.is_empty(), "decode failed but appended events");
+        }
+        (Ok(()), Err(e)) => panic!(
+            "fast path accepted what the slow path rejects ({e}): {fast:?} from {:?}",
+            String::from_utf8_lossy(data)
+        ),
+        (Err(e), Ok(())) => panic!(
+            "slow path accepted what decode rejects ({e}): {slow:?} from {:?}",
+            String::from_utf8_lossy(data)
+        ),
+    }
+}
+
+/// Event equality that treats two NaN sample values as equal (bitwise).
+pub fn assert_events_eq(an: &str, a: &[Event<'_>], bn: &str, b: &[Event<'_>]) {
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "{an} gave {} events, {bn} gave {}",
+        a.len(),
+        b.len()
+    );
+    for (x, y) in a.iter().zip(b) {
+        match (x, y) {
+            (Event::Sample(s), Event::Sample(t)) => {
+                assert_eq!(s.metric, t.metric, "{an} vs {bn}: metric");
+                assert_eq!(
+                    s.value.to_bits(),
+                    t.value.to_bits(),
+                    "{an} vs {bn}: value {} vs {}",
+                    s.value,
+                    t.value
+                );
+                assert_eq!(s.ts, t.ts, "{an} vs {bn}: ts");
+                assert_eq!(s.labels, t.labels, "{an} vs {bn}: labels");
+            }
+            _ => assert_eq!(x, y, "{an} vs {bn}: events differ"),
+        }
+    }
+}
