@@ -20,7 +20,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+use crate::action::deliver::Deliverer;
+use crate::action::links::LinkSigner;
+use crate::action::responder::Responder;
+use crate::action::scheduler::Scheduler;
 use crate::action::{Dispatcher, Handler, SharedJournal};
+use crate::api::Api;
 use crate::config::Config;
 use crate::journal::{Journal, JournalError, SqliteJournal};
 use crate::pipeline::{HTTP_PARTITION, Pipeline, Submission};
@@ -52,7 +57,8 @@ pub struct Runtime {
     pub rules: Arc<RuleSet>,
     /// Where decisions are printed (stdout in production).
     pub decisions_out: Box<dyn Write + Send>,
-    pub handler: Arc<dyn Handler>,
+    /// Does the actions; `None`: the [`Responder`] built from the config.
+    pub handler: Option<Arc<dyn Handler>>,
     pub clock: Arc<dyn Clock>,
     /// Told about the addresses once bound (tests and `demo` use it).
     pub on_ready: Option<OnReady>,
@@ -69,11 +75,11 @@ pub struct Ready {
 }
 
 impl Runtime {
-    pub fn new(rules: Arc<RuleSet>, handler: Arc<dyn Handler>) -> Runtime {
+    pub fn new(rules: Arc<RuleSet>) -> Runtime {
         Runtime {
             rules,
             decisions_out: Box::new(std::io::stdout()),
-            handler,
+            handler: None,
             clock: Arc::new(SystemClock),
             on_ready: None,
         }
@@ -163,8 +169,65 @@ pub async fn run(
         source,
     })?;
     eprintln!("http: listening on {http_addr}");
+    // The action layer: channel workers, the responder, the scheduler, the API.
+    let shared: SharedJournal = Arc::new(Mutex::new(open(rt.clock.clone())?));
+    let (actions_stop_tx, actions_stop_rx) = watch::channel(false);
+    let http_client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| AppError::Pipeline(format!("http client: {e}")))?;
+    let (deliverer, channel_tasks) = Deliverer::start(
+        cfg.actions.channels.iter().cloned(),
+        http_client,
+        rt.clock.clone(),
+        shared.clone(),
+        metrics.clone(),
+        actions_stop_rx.clone(),
+    );
+    let links = match (&cfg.actions.approvals.link_secret, &cfg.http.public_url) {
+        (Some(key), Some(base)) => Some(LinkSigner::new(
+            key.clone(),
+            base.clone(),
+            cfg.actions.approvals.expire_after,
+        )),
+        _ => None,
+    };
+    let handler: Arc<dyn Handler> = match rt.handler {
+        Some(h) => h,
+        None => Arc::new(Responder {
+            journal: shared.clone(),
+            deliverer: deliverer.clone(),
+            cfg: cfg.actions.clone(),
+            clock: rt.clock.clone(),
+            links: links.clone(),
+            wake: notify.clone(),
+            metrics: metrics.clone(),
+        }),
+    };
+    let scheduler = Scheduler {
+        journal: shared.clone(),
+        deliverer: deliverer.clone(),
+        cfg: cfg.actions.clone(),
+        clock: rt.clock.clone(),
+        links: links.clone(),
+        wake: notify.clone(),
+        owner: owner.clone(),
+    };
+    let scheduler_task = tokio::spawn(scheduler.run(actions_stop_rx.clone()));
+    let api = Arc::new(Api {
+        journal: shared.clone(),
+        cfg: cfg.actions.clone(),
+        clock: rt.clock.clone(),
+        links,
+        wake: notify.clone(),
+    });
+
     let (http_stop_tx, mut http_stop_rx) = watch::channel(false);
-    let app = router(intake, axum::Router::new());
+    let app = router(
+        intake,
+        crate::api::protected(api.clone()),
+        crate::api::public(api),
+    );
     let http = tokio::spawn(async move {
         let stop = async move {
             let _ = http_stop_rx.wait_for(|s| *s).await;
@@ -205,10 +268,9 @@ pub async fn run(
 
     // The dispatcher.
     let (dispatch_stop_tx, dispatch_stop_rx) = watch::channel(false);
-    let shared: SharedJournal = Arc::new(Mutex::new(open(rt.clock.clone())?));
     let dispatcher = Dispatcher {
         journal: shared,
-        handler: rt.handler,
+        handler,
         notify,
         owner,
         metrics: metrics.clone(),
@@ -246,6 +308,15 @@ pub async fn run(
     .await;
     let _ = dispatch_stop_tx.send(true);
     let _ = tokio::time::timeout(remaining(deadline), dispatch).await;
+    // Messages already handed to channels get the rest of the grace period.
+    let _ = actions_stop_tx.send(true);
+    let _ = tokio::time::timeout(remaining(deadline), async {
+        let _ = scheduler_task.await;
+        for t in channel_tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
     match joined {
         Ok(Ok(Ok(Ok(())))) => Ok(()),
         Ok(Ok(Ok(Err(e)))) => Err(e.into()),

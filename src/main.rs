@@ -10,9 +10,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use ripcord::action::ops;
 use ripcord::cases;
 use ripcord::config::{Config, Errors, LogFormat};
 use ripcord::engine::Engine;
+use ripcord::journal::{Journal, SqliteJournal, Verdict};
 use ripcord::rule::load::{self as rules, RuleFile};
 
 #[derive(Parser)]
@@ -56,6 +58,37 @@ enum Command {
     /// Run the responder: Kafka and HTTP in, decisions journaled and acted on.
     /// With no brokers configured, an embedded broker is started.
     Run(RunArgs),
+    /// List incidents from the journal (open ones by default).
+    Incidents {
+        #[command(flatten)]
+        at: JournalArgs,
+        /// open, resolved or all.
+        #[arg(long, default_value = "open", value_parser = ["open", "resolved", "all"])]
+        status: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one incident: its approval, paging, actions and timeline.
+    Show {
+        id: String,
+        #[command(flatten)]
+        at: JournalArgs,
+    },
+    /// Approve the rollback an incident waits for.
+    Approve(VerdictArgs),
+    /// Reject the rollback an incident waits for.
+    Reject(VerdictArgs),
+    /// Acknowledge an incident: stops its paging.
+    Ack(VerdictArgs),
+    /// Resume a rollout ripcord paused.
+    Resume {
+        service: String,
+        #[arg(long, env = "USER")]
+        by: String,
+        #[command(flatten)]
+        at: JournalArgs,
+    },
     /// Feed a JSON-lines file of events through the engine in event time and
     /// print every decision as a JSON line. Executes nothing.
     Replay {
@@ -67,6 +100,29 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+/// Where the journal is: `--state`, else the config's `journal.path`.
+#[derive(clap::Args)]
+struct JournalArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Journal (SQLite) file.
+    #[arg(long)]
+    state: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct VerdictArgs {
+    /// The incident id (inc-…).
+    id: String,
+    /// Who decides; recorded on the timeline.
+    #[arg(long, env = "USER")]
+    by: String,
+    #[arg(long, default_value = "")]
+    note: String,
+    #[command(flatten)]
+    at: JournalArgs,
 }
 
 #[derive(clap::Args)]
@@ -102,6 +158,12 @@ fn main() -> ExitCode {
         Command::Test { rules, config } => test(config.as_deref(), rules.as_deref()),
         Command::Run(args) => run(args),
         Command::MockBroker { topic, partitions } => mock_broker(&topic, partitions),
+        Command::Incidents { at, status, json } => incidents(&at, &status, json),
+        Command::Show { id, at } => show(&id, &at),
+        Command::Approve(v) => verdict(v, Some(Verdict::Approve)),
+        Command::Reject(v) => verdict(v, Some(Verdict::Reject)),
+        Command::Ack(v) => verdict(v, None),
+        Command::Resume { service, by, at } => resume(&service, &by, &at),
         Command::Replay {
             events,
             rules,
@@ -196,6 +258,164 @@ fn test(config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Opens the journal the config (or `--state`) names; it must exist.
+fn open_journal(at: &JournalArgs) -> Result<(Config, SqliteJournal)> {
+    let cfg = match Config::load(at.config.as_deref()) {
+        Ok(c) => c,
+        Err(errs) => anyhow::bail!("{errs}"),
+    };
+    let path = at.state.clone().unwrap_or_else(|| cfg.journal.path.clone());
+    if !path.exists() {
+        anyhow::bail!(
+            "no journal at {} (use --state PATH or --config)",
+            path.display()
+        );
+    }
+    let j = SqliteJournal::open(&path, false)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    Ok((cfg, j))
+}
+
+fn incidents(at: &JournalArgs, status: &str, json: bool) -> Result<ExitCode> {
+    let (_, j) = open_journal(at)?;
+    let rows = j.incidents(if status == "all" { None } else { Some(status) })?;
+    let mut out = io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<17} {:<9} {:<6} {:<10} {:<20} {:<28} {}",
+        "ID", "STATE", "TIER", "SEVERITY", "OPENED", "RULE", "WHERE / WAITING"
+    )?;
+    for r in &rows {
+        let whom: Vec<String> = r
+            .labels
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let waiting = if r.attention.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", r.attention.join(", "))
+        };
+        writeln!(
+            out,
+            "{:<17} {:<9} {:<6} {:<10} {:<20} {:<28} {}{}",
+            r.id,
+            r.state,
+            r.tier,
+            r.severity,
+            r.opened_at.to_string(),
+            r.rule,
+            whom.join(","),
+            waiting
+        )?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no {status} incidents)")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(id: &str, at: &JournalArgs) -> Result<ExitCode> {
+    let (_, j) = open_journal(at)?;
+    let Some(inc) = j.incident(id)? else {
+        eprintln!("ripcord: no incident {id}");
+        return Ok(ExitCode::from(1));
+    };
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{} {} ({} tier, {}), {} since {}",
+        inc.id, inc.rule, inc.tier, inc.severity, inc.state, inc.opened_at
+    )?;
+    writeln!(out, "labels: {}", inc.labels)?;
+    if let Some(a) = j.approval(id)? {
+        writeln!(
+            out,
+            "approval: {} (requested {}, expires {}{})",
+            a.state,
+            a.requested_at,
+            a.expires_at,
+            a.decided_by
+                .map(|b| format!(", by {b}"))
+                .unwrap_or_default()
+        )?;
+    }
+    if let Some(e) = j.escalation(id)? {
+        writeln!(
+            out,
+            "paging: {} (next step {}{})",
+            e.state,
+            e.step + 1,
+            e.acked_by
+                .map(|b| format!(", acked by {b}"))
+                .unwrap_or_default()
+        )?;
+    }
+    writeln!(out, "actions:")?;
+    for a in j.actions_of(id)? {
+        writeln!(
+            out,
+            "  {:<17} {:<18} {}",
+            a.action.as_str(),
+            a.state.as_str(),
+            a.detail.unwrap_or_default()
+        )?;
+    }
+    writeln!(out, "timeline:")?;
+    for t in j.timeline(id)? {
+        writeln!(out, "  {}  {:<8} {}", t.at, t.kind, t.message)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verdict(v: VerdictArgs, verdict: Option<Verdict>) -> Result<ExitCode> {
+    let (_, mut j) = open_journal(&v.at)?;
+    let now = ripcord::time::Clock::now(&ripcord::time::SystemClock);
+    let result = match verdict {
+        Some(verdict) => ops::decide(&mut j, &v.id, verdict, &v.by, &v.note, now),
+        None => ops::ack(&mut j, &v.id, &v.by, now),
+    };
+    match result {
+        Ok(done) => {
+            println!("{}: {} ({})", done.incident, done.result, done.detail);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("ripcord: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn resume(service: &str, by: &str, at: &JournalArgs) -> Result<ExitCode> {
+    let (cfg, j) = open_journal(at)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let journal: ripcord::action::SharedJournal = Arc::new(std::sync::Mutex::new(Box::new(j)));
+    let now = ripcord::time::Clock::now(&ripcord::time::SystemClock);
+    match rt.block_on(ops::resume(&journal, &cfg.actions, service, by, now)) {
+        Ok(done) => {
+            println!("{}", done.detail);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("ripcord: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn mock_broker(topics: &[String], partitions: i32) -> Result<ExitCode> {
@@ -293,7 +513,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         .worker_threads(2)
         .build()
         .context("cannot start the async runtime")?;
-    let runtime = ripcord::app::Runtime::new(rules, Arc::new(ripcord::action::RecordOnly));
+    let runtime = ripcord::app::Runtime::new(rules);
     rt.block_on(ripcord::app::run(cfg, runtime, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -249,3 +249,27 @@ mod tests {
         assert!("ten minutes".parse::<Dur>().is_err());
     }
 }
+
+/// A clock that follows tokio's time (pausable in tests), starting at
+/// `start`: lets a test run minutes of escalation in no time.
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    start: Ts,
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(start: Ts) -> TokioClock {
+        TokioClock {
+            start,
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Ts {
+        self.start
+            .saturating_add(Dur(self.origin.elapsed().as_millis() as i64))
+    }
+}

@@ -111,8 +111,8 @@ pub struct Deliverer {
 impl Deliverer {
     /// Starts one worker per channel; they stop when `shutdown` turns true
     /// (after finishing the send in hand).
-    pub fn start(
-        specs: Vec<ChannelSpec>,
+    pub fn start<S: Into<Arc<ChannelSpec>>>(
+        specs: impl IntoIterator<Item = S>,
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
         journal: SharedJournal,
@@ -122,6 +122,7 @@ impl Deliverer {
         let mut queues = HashMap::new();
         let mut receivers = Vec::new();
         for spec in specs {
+            let spec: Arc<ChannelSpec> = spec.into();
             let (tx, rx) = mpsc::channel(1024);
             queues.insert(spec.name.clone(), tx);
             receivers.push((spec, rx));
@@ -204,7 +205,7 @@ impl Deliverer {
 }
 
 struct Worker {
-    spec: ChannelSpec,
+    spec: Arc<ChannelSpec>,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     journal: SharedJournal,
@@ -253,7 +254,9 @@ impl Worker {
             while let Ok(d) = rx.try_recv() {
                 self.hold(&mut pending, d);
             }
-            let batch: Vec<Delivery> = if was_limited || pending.len() > 1 {
+            // Held back by the rate limit: everything waiting goes out as one
+            // digest. Otherwise one message at a time.
+            let batch: Vec<Delivery> = if was_limited {
                 pending.drain(..).collect()
             } else {
                 pending.pop_front().into_iter().collect()

@@ -7,8 +7,14 @@
 //! the next start marks it `unknown` for a human instead of re-running it.
 
 pub mod channel;
+pub mod config;
 pub mod deliver;
+pub mod executor;
+pub mod links;
 pub mod message;
+pub mod ops;
+pub mod responder;
+pub mod scheduler;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,20 +62,6 @@ impl Outcome {
 /// Does the work of an action.
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(&'a self, action: &'a ActionRow) -> BoxFuture<'a, Outcome>;
-}
-
-/// Records every action as skipped: what runs when nothing is configured.
-pub struct RecordOnly;
-
-impl Handler for RecordOnly {
-    fn handle<'a>(&'a self, action: &'a ActionRow) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
-            Outcome::skipped(format!(
-                "no executor or channel configured for {}",
-                action.action
-            ))
-        })
-    }
 }
 
 /// A journal shared by blocking calls from async code: the lock is only

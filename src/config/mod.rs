@@ -37,6 +37,8 @@ pub struct Config {
     pub shutdown_grace: Dur,
     /// Live input stamped further ahead of the clock than this is refused.
     pub max_future: Dur,
+    /// Channels, routing, escalation, approvals, status and executors.
+    pub actions: std::sync::Arc<crate::action::config::ActionsConfig>,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             log: LogConfig::default(),
             shutdown_grace: Dur::from_secs(10),
             max_future: Dur::from_mins(5),
+            actions: Default::default(),
         }
     }
 }
@@ -128,7 +131,22 @@ impl Config {
             if let Some(m) = top.map("shutdown", &mut errs) {
                 service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);
             }
-            if !cfg.http.listen.ip().is_loopback() && cfg.http.token.is_none() {
+            let mut actions = crate::action::config::ActionsConfig::default();
+            crate::action::config::read(&mut top, &mut actions, &mut errs);
+            if actions.approvals.link_secret.is_some() && cfg.http.public_url.is_none() {
+                let n = top.node_of("approvals").unwrap_or(&root);
+                errs.push(ConfigError::at(
+                    path,
+                    n,
+                    "config: approvals: link_secret makes one-click links, which need http.public_url \
+                     (how people reach ripcord, e.g. https://ripcord.example.com)",
+                ));
+            }
+            cfg.actions = std::sync::Arc::new(actions);
+            let token_given = top.node_of("http").is_some_and(|h| {
+                matches!(&h.value, yaml::Value::Map(e) if e.iter().any(|(k, _)| k.as_str() == Some("token")))
+            });
+            if !cfg.http.listen.ip().is_loopback() && cfg.http.token.is_none() && !token_given {
                 let n = top.node_of("http").unwrap_or(&root);
                 errs.push(ConfigError::at(
                     path,

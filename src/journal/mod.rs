@@ -332,8 +332,8 @@ pub trait Journal: Send {
 
     fn upgrades(&self, open_only: bool) -> Result<Vec<UpgradeRow>, JournalError>;
 
-    /// Takes (or renews) the named lease until `until` if it is free or
-    /// ours: so one process of several sends the periodic digest.
+    /// Takes the named lease until `until` if it is free (never taken, or
+    /// lapsed): so one process of several sends each periodic digest, once.
     fn take_lease(
         &mut self,
         name: &str,

@@ -505,8 +505,12 @@ impl Journal for SqliteJournal {
         let tx = self.conn.transaction()?;
         let row: Option<(Option<String>, String)> = tx
             .query_row(
+                // A human (or a recovery) may have decided an approval while
+                // its request was still being sent: that verdict stands.
                 "UPDATE actions SET state = ?2, detail = ?3, finished_at = CASE WHEN ?4 THEN ?5 ELSE finished_at END
-                 WHERE key = ?1 RETURNING incident_id, action",
+                 WHERE key = ?1 AND (?2 != 'awaiting_approval' OR state = 'running')
+                   AND (state != ?2 OR detail IS NOT ?3)
+                 RETURNING incident_id, action",
                 params![key, state.as_str(), detail, state.is_final(), now],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -1050,7 +1054,7 @@ impl Journal for SqliteJournal {
         Ok(self.conn.execute(
             "INSERT INTO leases (name, holder, until_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_at = excluded.until_at
-             WHERE leases.until_at <= ?4 OR leases.holder = excluded.holder",
+             WHERE leases.until_at <= ?4",
             params![name, holder, until.millis(), now.millis()],
         )? == 1)
     }

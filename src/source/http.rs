@@ -44,8 +44,9 @@ pub struct Intake {
 }
 
 /// The receiver's routes. `extra` adds routes that share its auth (the
-/// incidents API).
-pub fn router(intake: Arc<Intake>, extra: Router) -> Router {
+/// incidents API); `public` routes that carry their own credential (the
+/// signed one-click links).
+pub fn router(intake: Arc<Intake>, extra: Router, public: Router) -> Router {
     let limit = intake.max_body_bytes;
     let protected = Router::new()
         .route("/api/v1/alerts", post(alerts))
@@ -63,6 +64,7 @@ pub fn router(intake: Arc<Intake>, extra: Router) -> Router {
         .route("/metrics", get(metrics))
         .with_state(intake)
         .merge(protected)
+        .merge(public)
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {

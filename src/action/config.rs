@@ -1,0 +1,428 @@
+//! The action sections of `ripcord.yaml`: `channels`, `routing`,
+//! `escalation`, `approvals`, `status` and `executors`.
+//!
+//! ```yaml
+//! channels:
+//!   ops-chat:   {type: dingtalk, webhook: {env: DINGTALK_WEBHOOK}, secret: {env: DINGTALK_SECRET}}
+//!   oncall-sms: {type: sms, provider: twilio, ...}
+//! routing:          # per tier; defaults: every chat/email/webhook channel notifies
+//!   high: {notify: [ops-chat], approve: [ops-chat], fallback: ops-email}
+//! escalation:       # per tier; default: chat at once, SMS after 5m, voice after 10m
+//!   high: [{after: 0s, channels: [ops-chat]}, {after: 5m, channels: [oncall-sms]}, {after: 10m, channels: [oncall-voice]}]
+//! approvals: {expire_after: 30m, on_timeout: {medium: escalate, high: escalate}, link_secret: {env: RIPCORD_LINK_SECRET}}
+//! status: {channels: [mgmt-email], every: 15m}
+//! executors:
+//!   rollback: {command: {argv: [deploy/rollback.sh, "{instance}"]}, verify: {delay: 1m, command: {...}}, budget: {per_service: 5, overall: 20, window: 10m}}
+//!   pause_rollout: {command: {argv: [deploy/pause-rollout.sh, "{service}"]}}
+//!   resume_rollout: {command: {argv: [deploy/pause-rollout.sh, --resume, "{service}"]}}
+//!   label_patterns: {instance: "i-[0-9a-f]{8,17}"}
+//! ```
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::channel::{Channel, read_channel};
+use super::deliver::ChannelSpec;
+use super::executor::{Executor, Patterns};
+use crate::config::Errors;
+use crate::config::secret::{Secret, read_secret};
+use crate::config::yaml::{MapReader, Node, Value};
+use crate::decision::Tier;
+use crate::time::Dur;
+
+/// Where a tier's messages go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Route {
+    pub notify: Vec<String>,
+    /// Approval requests (with their links); default: `notify`.
+    pub approve: Vec<String>,
+    /// Takes what a channel refuses for good.
+    pub fallback: Option<String>,
+}
+
+/// One step of a paging chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Since paging started.
+    pub after: Dur,
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    Escalate,
+    Rollback,
+}
+
+#[derive(Debug)]
+pub struct Approvals {
+    /// How long a request (and its links) stays valid.
+    pub expire_after: Dur,
+    /// Per tier (low, medium, high).
+    pub on_timeout: [OnTimeout; 3],
+    /// Key for signing one-click links; no links without it.
+    pub link_secret: Option<Secret>,
+}
+
+#[derive(Debug)]
+pub struct Status {
+    pub channels: Vec<String>,
+    pub every: Dur,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub per_service: u32,
+    pub overall: u32,
+    pub window: Dur,
+}
+
+impl Default for Budget {
+    /// The plan: at most 5 rollbacks per 10 minutes per service.
+    fn default() -> Self {
+        Budget {
+            per_service: 5,
+            overall: 20,
+            window: Dur::from_mins(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Verify {
+    /// Wait this long after the rollback before checking.
+    pub delay: Dur,
+    pub check: Executor,
+}
+
+#[derive(Debug)]
+pub struct Rollback {
+    pub executor: Option<Executor>,
+    pub verify: Option<Verify>,
+    pub budget: Budget,
+}
+
+#[derive(Debug)]
+pub struct ActionsConfig {
+    pub channels: Vec<Arc<ChannelSpec>>,
+    routing: [Route; 3],
+    escalation: [Vec<Step>; 3],
+    pub approvals: Approvals,
+    pub status: Option<Status>,
+    pub rollback: Rollback,
+    pub pause: Option<Executor>,
+    pub resume: Option<Executor>,
+    pub patterns: Patterns,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        ActionsConfig {
+            channels: Vec::new(),
+            routing: Default::default(),
+            escalation: Default::default(),
+            approvals: Approvals {
+                expire_after: Dur::from_mins(30),
+                on_timeout: [OnTimeout::Escalate; 3],
+                link_secret: None,
+            },
+            status: None,
+            rollback: Rollback {
+                executor: None,
+                verify: None,
+                budget: Budget::default(),
+            },
+            pause: None,
+            resume: None,
+            patterns: Patterns::default(),
+        }
+    }
+}
+
+fn idx(t: Tier) -> usize {
+    t as usize
+}
+
+impl ActionsConfig {
+    pub fn route(&self, t: Tier) -> &Route {
+        &self.routing[idx(t)]
+    }
+
+    pub fn escalation(&self, t: Tier) -> &[Step] {
+        &self.escalation[idx(t)]
+    }
+
+    pub fn on_timeout(&self, t: Tier) -> OnTimeout {
+        self.approvals.on_timeout[idx(t)]
+    }
+
+    /// Tiers whose approval timeout rolls back.
+    pub fn rollback_on_timeout(&self) -> Vec<Tier> {
+        Tier::ALL
+            .into_iter()
+            .filter(|t| self.on_timeout(*t) == OnTimeout::Rollback)
+            .collect()
+    }
+
+    fn names(&self) -> HashSet<&str> {
+        self.channels.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    fn of_kind(&self, pred: impl Fn(&Channel) -> bool) -> Vec<String> {
+        self.channels
+            .iter()
+            .filter(|c| pred(&c.channel))
+            .map(|c| c.name.clone())
+            .collect()
+    }
+}
+
+fn is_chat(c: &Channel) -> bool {
+    matches!(
+        c,
+        Channel::DingTalk(_) | Channel::WeCom(_) | Channel::Slack(_) | Channel::Webhook(_)
+    )
+}
+
+/// Reads every action section present under `top` (the config's root) into
+/// `out`, then fills defaults and cross-checks names.
+pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors) {
+    let file = top.file();
+    if let Some(mut m) = top.map("channels", errs) {
+        for (name, knode, v) in m.take_all() {
+            if !is_name(name) {
+                m.err(
+                    errs,
+                    knode,
+                    name,
+                    "channel names are letters, digits, `-` and `_`",
+                );
+                continue;
+            }
+            if let Some(cm) = MapReader::new(file, v, format!("channel `{name}`"), errs) {
+                if let Some(spec) = read_channel(name, cm, errs) {
+                    out.channels.push(Arc::new(spec));
+                }
+            }
+        }
+    }
+    let mut given_routing = [false; 3];
+    if let Some(mut m) = top.map("routing", errs) {
+        for t in Tier::ALL {
+            let Some(mut rm) = m.map(t.as_str(), errs) else {
+                continue;
+            };
+            given_routing[idx(t)] = true;
+            let r = &mut out.routing[idx(t)];
+            r.notify = names(&mut rm, "notify", errs);
+            r.approve = names(&mut rm, "approve", errs);
+            r.fallback = rm.str("fallback", errs).map(str::to_owned);
+            rm.finish(errs);
+        }
+        m.finish(errs);
+    }
+    let mut given_escalation = [false; 3];
+    if let Some(mut m) = top.map("escalation", errs) {
+        for t in Tier::ALL {
+            let Some(items) = m.seq(t.as_str(), errs) else {
+                continue;
+            };
+            given_escalation[idx(t)] = true;
+            out.escalation[idx(t)] = steps(file, items, t, errs);
+        }
+        m.finish(errs);
+    }
+    if let Some(mut m) = top.map("approvals", errs) {
+        if let Some(d) = m.dur(
+            "expire_after",
+            Dur::from_mins(1)..=Dur::from_mins(7 * 24 * 60),
+            errs,
+        ) {
+            out.approvals.expire_after = d;
+        }
+        if let Some(mut om) = m.map("on_timeout", errs) {
+            for t in Tier::ALL {
+                match om.str(t.as_str(), errs) {
+                    None => {}
+                    Some("escalate") => out.approvals.on_timeout[idx(t)] = OnTimeout::Escalate,
+                    Some("rollback") => out.approvals.on_timeout[idx(t)] = OnTimeout::Rollback,
+                    Some(other) => {
+                        let n = om.node_of(t.as_str()).unwrap_or(om.node());
+                        om.err(
+                            errs,
+                            n,
+                            t.as_str(),
+                            format!("`{other}`: expected escalate or rollback"),
+                        );
+                    }
+                }
+            }
+            om.finish(errs);
+        }
+        out.approvals.link_secret = read_secret(&mut m, "link_secret", errs);
+        m.finish(errs);
+    }
+    if let Some(mut m) = top.map("status", errs) {
+        let channels = names(&mut m, "channels", errs);
+        let every = m
+            .dur("every", Dur::from_mins(1)..=Dur::from_mins(24 * 60), errs)
+            .unwrap_or(Dur::from_mins(15));
+        m.finish(errs);
+        out.status = Some(Status { channels, every });
+    }
+    if let Some(mut m) = top.map("executors", errs) {
+        if let Some(mut rm) = m.map("rollback", errs) {
+            if rm.has("command") || rm.has("http") {
+                out.rollback.executor = Executor::from_config(&mut rm, errs);
+            }
+            if let Some(mut vm) = rm.map("verify", errs) {
+                let delay = vm
+                    .dur("delay", Dur::ZERO..=Dur::from_mins(60), errs)
+                    .unwrap_or(Dur::from_secs(30));
+                if let Some(check) = Executor::from_config(&mut vm, errs) {
+                    out.rollback.verify = Some(Verify { delay, check });
+                }
+                vm.finish(errs);
+            }
+            if let Some(mut bm) = rm.map("budget", errs) {
+                let b = &mut out.rollback.budget;
+                if let Some(n) = bm.int("per_service", 0..=10_000, errs) {
+                    b.per_service = n as u32;
+                }
+                if let Some(n) = bm.int("overall", 0..=100_000, errs) {
+                    b.overall = n as u32;
+                }
+                if let Some(d) = bm.dur("window", Dur::from_secs(1)..=Dur::from_mins(24 * 60), errs)
+                {
+                    b.window = d;
+                }
+                bm.finish(errs);
+            }
+            rm.finish(errs);
+        }
+        for (key, slot) in [
+            ("pause_rollout", &mut out.pause),
+            ("resume_rollout", &mut out.resume),
+        ] {
+            if let Some(mut em) = m.map(key, errs) {
+                *slot = Executor::from_config(&mut em, errs);
+                em.finish(errs);
+            }
+        }
+        if let Some(pm) = m.map("label_patterns", errs) {
+            out.patterns = Patterns::from_config(pm, errs);
+        }
+        m.finish(errs);
+    }
+    defaults(out, given_routing, given_escalation);
+    check_names(top, out, errs);
+}
+
+/// Unconfigured routing: every chat, webhook and email channel notifies.
+/// Unconfigured escalation: chat at once, SMS after 5 min, voice after 10.
+fn defaults(out: &mut ActionsConfig, given_routing: [bool; 3], given_escalation: [bool; 3]) {
+    let notify = out.of_kind(|c| is_chat(c) || matches!(c, Channel::Email(_)));
+    let chat = out.of_kind(is_chat);
+    let sms = out.of_kind(|c| matches!(c, Channel::Sms(_)));
+    let voice = out.of_kind(|c| matches!(c, Channel::Voice(_)));
+    for t in Tier::ALL {
+        let i = idx(t);
+        if !given_routing[i] {
+            out.routing[i].notify = notify.clone();
+        }
+        if out.routing[i].approve.is_empty() {
+            out.routing[i].approve = out.routing[i].notify.clone();
+        }
+        if !given_escalation[i] {
+            let mut chain = Vec::new();
+            for (after, channels) in [(0, &chat), (5, &sms), (10, &voice)] {
+                if !channels.is_empty() {
+                    chain.push(Step {
+                        after: Dur::from_mins(after),
+                        channels: channels.clone(),
+                    });
+                }
+            }
+            out.escalation[i] = chain;
+        }
+    }
+}
+
+fn check_names(top: &mut MapReader<'_>, out: &ActionsConfig, errs: &mut Errors) {
+    let known = out.names();
+    let mut unknown = |what: String, name: &str| {
+        if !known.contains(name) {
+            let n = top.node();
+            top.err(
+                errs,
+                n,
+                &what,
+                format!("no channel named `{name}` under `channels:`"),
+            );
+        }
+    };
+    for t in Tier::ALL {
+        let r = out.route(t);
+        for c in r.notify.iter().chain(&r.approve) {
+            unknown(format!("routing.{t}"), c);
+        }
+        if let Some(f) = &r.fallback {
+            unknown(format!("routing.{t}.fallback"), f);
+        }
+        for s in out.escalation(t) {
+            for c in &s.channels {
+                unknown(format!("escalation.{t}"), c);
+            }
+        }
+    }
+    if let Some(s) = &out.status {
+        for c in &s.channels {
+            unknown("status.channels".into(), c);
+        }
+    }
+}
+
+fn names(m: &mut MapReader<'_>, key: &str, errs: &mut Errors) -> Vec<String> {
+    m.str_list(key, errs)
+        .map(|l| l.into_iter().map(|(s, _)| s.to_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn steps(file: &std::path::Path, items: &[Node], t: Tier, errs: &mut Errors) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    for item in items {
+        let Some(mut m) = MapReader::new(file, item, format!("escalation.{t} step"), errs) else {
+            continue;
+        };
+        let after = m.dur("after", Dur::ZERO..=Dur::from_mins(24 * 60), errs);
+        let channels = names(&mut m, "channels", errs);
+        if channels.is_empty() && !matches!(item.value, Value::Null) {
+            m.err(errs, item, "channels", "a step needs at least one channel");
+        }
+        m.finish(errs);
+        let Some(after) = after else {
+            errs.push(crate::config::ConfigError::at(
+                file,
+                item,
+                format!("escalation.{t} step: `after` is required (e.g. after: 5m)"),
+            ));
+            continue;
+        };
+        if out.last().is_some_and(|prev| prev.after > after) {
+            errs.push(crate::config::ConfigError::at(
+                file,
+                item,
+                format!("escalation.{t}: steps must come in order of `after`"),
+            ));
+        }
+        out.push(Step { after, channels });
+    }
+    out
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

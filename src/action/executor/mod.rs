@@ -1,0 +1,314 @@
+//! Executors: what actually rolls an instance back or pauses a rollout.
+//! One file per kind, one variant per kind in [`Executor`].
+//!
+//! Every value that goes into a command's argv, a URL, a header or a body
+//! comes from an event's labels, so it is checked against a per-label
+//! pattern first (default [`DEFAULT_PATTERN`]); a value that does not match
+//! refuses the whole action. No shell is ever involved.
+
+pub mod command;
+pub mod http;
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+use crate::config::Errors;
+use crate::config::yaml::MapReader;
+use crate::decision::Decision;
+
+/// Letters, digits, `.`, `_`, `:`, `-`; not starting with `-` or `.` (no
+/// option injection, no `..`); 1 to 128 bytes.
+pub const DEFAULT_PATTERN: &str = "^[A-Za-z0-9_:][A-Za-z0-9._:-]{0,127}$";
+
+/// What a template may refer to, by name: the decision's labels plus
+/// `incident`, `rule`, `tier`, `severity`, `action`, `key`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vars(pub BTreeMap<String, String>);
+
+impl Vars {
+    pub fn of(d: &Decision) -> Vars {
+        let mut m: BTreeMap<String, String> = d
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        m.insert(
+            "incident".into(),
+            d.incident
+                .as_ref()
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+        );
+        m.insert("rule".into(), d.rule.to_string());
+        m.insert("tier".into(), d.tier.to_string());
+        m.insert("severity".into(), d.severity.to_string());
+        m.insert("action".into(), d.action.to_string());
+        m.insert("key".into(), d.key.clone());
+        Vars(m)
+    }
+}
+
+/// Per-label value patterns.
+#[derive(Debug, Clone)]
+pub struct Patterns {
+    default: Regex,
+    by_name: BTreeMap<String, Regex>,
+}
+
+impl Default for Patterns {
+    fn default() -> Self {
+        Patterns {
+            default: Regex::new(DEFAULT_PATTERN).expect("default pattern"),
+            by_name: BTreeMap::new(),
+        }
+    }
+}
+
+impl Patterns {
+    pub fn from_config(mut m: MapReader<'_>, errs: &mut Errors) -> Patterns {
+        let mut p = Patterns::default();
+        for (name, _, v) in m.take_all() {
+            let Some(re) = v.as_str() else {
+                m.err(errs, v, name, "expected a regular expression");
+                continue;
+            };
+            let anchored = format!("^(?:{})$", re.trim_start_matches('^').trim_end_matches('$'));
+            match Regex::new(&anchored) {
+                Ok(r) => {
+                    p.by_name.insert(name.to_owned(), r);
+                }
+                Err(e) => m.err(errs, v, name, format!("bad regular expression: {e}")),
+            }
+        }
+        p
+    }
+
+    /// Checks a value a template is about to use.
+    pub fn check(&self, name: &str, value: &str) -> Result<(), String> {
+        let re = self.by_name.get(name).unwrap_or(&self.default);
+        if re.is_match(value) {
+            Ok(())
+        } else {
+            Err(format!(
+                "refused: `{name}` = {} does not match {}",
+                shown(value),
+                re.as_str()
+            ))
+        }
+    }
+}
+
+/// A hostile value, quoted for a message: escaped and cut short.
+pub fn shown(v: &str) -> String {
+    let mut s: String = v.chars().take(40).flat_map(char::escape_default).collect();
+    if v.chars().count() > 40 {
+        s.push('…');
+    }
+    format!("\"{s}\"")
+}
+
+/// A template: literal text with `{name}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Var(String),
+}
+
+impl Template {
+    pub fn parse(s: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(start) = rest.find('{') {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 1..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("`{s}`: `{{` without a closing `}}`"))?;
+            let name = &after[..end];
+            if !crate::decode::is_label_name(name) {
+                return Err(format!("`{s}`: `{{{name}}}` is not a label or fact name"));
+            }
+            parts.push(Part::Var(name.to_owned()));
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Template { parts })
+    }
+
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v) => Some(v.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Renders with every value checked against its pattern first and then
+    /// passed through `escape` (identity for argv, percent-encoding for
+    /// URLs, JSON escaping for bodies).
+    pub fn render(
+        &self,
+        vars: &Vars,
+        patterns: &Patterns,
+        escape: impl Fn(&str) -> String,
+    ) -> Result<String, String> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Var(name) => {
+                    let v = vars
+                        .0
+                        .get(name)
+                        .ok_or_else(|| format!("refused: the event has no `{name}` label"))?;
+                    patterns.check(name, v)?;
+                    out.push_str(&escape(v));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutcome {
+    /// Ran and succeeded.
+    Ok(String),
+    /// Ran and failed (non-zero exit, error status, timeout).
+    Failed(String),
+    /// Never started: a value was refused, or nothing could be started.
+    Refused(String),
+}
+
+impl ExecOutcome {
+    pub fn detail(&self) -> &str {
+        match self {
+            ExecOutcome::Ok(s) | ExecOutcome::Failed(s) | ExecOutcome::Refused(s) => s,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Executor {
+    Command(command::CommandExecutor),
+    Http(http::HttpExecutor),
+}
+
+impl Executor {
+    /// Reads `{command: {...}}` or `{http: {...}}` (exactly one).
+    pub fn from_config(m: &mut MapReader<'_>, errs: &mut Errors) -> Option<Executor> {
+        let cmd = m.map("command", errs);
+        let http = m.map("http", errs);
+        match (cmd, http) {
+            (Some(c), None) => {
+                command::CommandExecutor::from_config(c, errs).map(Executor::Command)
+            }
+            (None, Some(h)) => http::HttpExecutor::from_config(h, errs).map(Executor::Http),
+            (Some(_), Some(_)) => {
+                m.err(
+                    errs,
+                    m.node(),
+                    "command",
+                    "give either `command` or `http`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                m.err(
+                    errs,
+                    m.node(),
+                    "command",
+                    "needs `command: {argv: [...]}` or `http: {url: ...}`",
+                );
+                None
+            }
+        }
+    }
+
+    pub async fn run(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
+        match self {
+            Executor::Command(c) => c.run(vars, patterns).await,
+            Executor::Http(h) => h.run(vars, patterns).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars {
+        Vars(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn hostile_values_are_refused() {
+        let p = Patterns::default();
+        for ok in ["i-0a1", "web-3", "10.0.0.7:9100", "pay_db.1"] {
+            assert!(p.check("instance", ok).is_ok(), "{ok}");
+        }
+        let mega = "a".repeat(1 << 20);
+        for bad in [
+            "$(id)",
+            "a;b",
+            "`id`",
+            "a\nb",
+            "--rf",
+            "-x",
+            "../etc",
+            "..",
+            ".",
+            "a\0b",
+            "",
+            "a b",
+            mega.as_str(),
+        ] {
+            assert!(p.check("instance", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn templates_check_and_escape_every_value() {
+        let t = Template::parse("rebuild/{instance}?from={service}").unwrap();
+        let p = Patterns::default();
+        assert_eq!(
+            t.render(
+                &vars(&[("instance", "i-1"), ("service", "web")]),
+                &p,
+                str::to_owned
+            )
+            .unwrap(),
+            "rebuild/i-1?from=web"
+        );
+        let err = t
+            .render(
+                &vars(&[("instance", "$(reboot)"), ("service", "web")]),
+                &p,
+                str::to_owned,
+            )
+            .unwrap_err();
+        assert!(err.contains("`instance`"), "{err}");
+        assert!(
+            t.render(&vars(&[("service", "web")]), &p, str::to_owned)
+                .unwrap_err()
+                .contains("no `instance`")
+        );
+        assert!(Template::parse("x{bad-name}").is_err());
+        assert!(Template::parse("x{open").is_err());
+    }
+}

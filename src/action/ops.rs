@@ -1,0 +1,149 @@
+//! What a human can do about an incident: approve or reject the prepared
+//! rollback, acknowledge the page, resume a paused rollout. The HTTP API,
+//! the signed links and the `ripcord` CLI all go through these, so every
+//! path records the same facts (who, when, what) on the timeline.
+
+use serde::Serialize;
+
+use super::config::ActionsConfig;
+use super::executor::{ExecOutcome, Vars};
+use crate::decision::{IncidentId, Severity, Tier};
+use crate::journal::{ApprovalDecided, Journal, JournalError, Verdict};
+use crate::time::Ts;
+
+/// The outcome of a human's request, as the API and CLI report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Done {
+    pub incident: String,
+    /// Short, machine-friendly: approved, rejected, acknowledged, resumed.
+    pub result: String,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("no incident {0}")]
+    NoIncident(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("say who you are (`by`): it goes on the incident's timeline")]
+    Anonymous,
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+fn who(by: &str) -> Result<&str, OpError> {
+    let by = by.trim();
+    if by.is_empty() || by.len() > 128 || by.chars().any(char::is_control) {
+        return Err(OpError::Anonymous);
+    }
+    Ok(by)
+}
+
+fn known(j: &dyn Journal, incident: &str) -> Result<(), OpError> {
+    match j.incident(incident)? {
+        Some(_) => Ok(()),
+        None => Err(OpError::NoIncident(incident.to_owned())),
+    }
+}
+
+/// Approves or rejects the incident's waiting rollback request.
+pub fn decide(
+    j: &mut dyn Journal,
+    incident: &str,
+    verdict: Verdict,
+    by: &str,
+    note: &str,
+    now: Ts,
+) -> Result<Done, OpError> {
+    let by = who(by)?;
+    known(j, incident)?;
+    let result = match j.decide_approval(incident, verdict, by, note, now)? {
+        ApprovalDecided::Approved { rollback_key } => Done {
+            incident: incident.to_owned(),
+            result: "approved".into(),
+            detail: match rollback_key {
+                Some(k) => format!("rollback released ({k}); it starts within seconds"),
+                None => "rollback was already released".into(),
+            },
+        },
+        ApprovalDecided::Rejected => Done {
+            incident: incident.to_owned(),
+            result: "rejected".into(),
+            detail: "no rollback will run for this request".into(),
+        },
+        ApprovalDecided::NotWaiting(state) => {
+            return Err(OpError::Conflict(format!(
+                "the approval request of {incident} is {state}, not waiting for a decision"
+            )));
+        }
+        ApprovalDecided::NoSuchApproval => {
+            return Err(OpError::Conflict(format!(
+                "{incident} has no rollback waiting for approval"
+            )));
+        }
+    };
+    Ok(result)
+}
+
+/// Acknowledges the incident: stops its paging.
+pub fn ack(j: &mut dyn Journal, incident: &str, by: &str, now: Ts) -> Result<Done, OpError> {
+    let by = who(by)?;
+    known(j, incident)?;
+    let stopped = j.stop_escalation(incident, "acked", Some(by), now)?;
+    if !stopped {
+        j.add_timeline(
+            &IncidentId::from_string(incident),
+            now,
+            "page",
+            &format!("acknowledged by {by}"),
+        )?;
+    }
+    Ok(Done {
+        incident: incident.to_owned(),
+        result: "acknowledged".into(),
+        detail: if stopped {
+            "paging stopped".into()
+        } else {
+            "no paging was running".into()
+        },
+    })
+}
+
+/// Resumes a rollout ripcord paused: runs `resume_rollout` if configured,
+/// then records it.
+pub async fn resume(
+    journal: &super::SharedJournal,
+    cfg: &ActionsConfig,
+    service: &str,
+    by: &str,
+    now: Ts,
+) -> Result<Done, OpError> {
+    let by = who(by)?.to_owned();
+    let detail = match &cfg.resume {
+        None => "recorded as resumed (no resume_rollout executor configured: resume it in the orchestrator)".to_owned(),
+        Some(executor) => {
+            let mut vars = Vars::default();
+            vars.0.insert("service".into(), service.to_owned());
+            vars.0.insert("tier".into(), Tier::High.to_string());
+            vars.0.insert("severity".into(), Severity::Minor.to_string());
+            vars.0.insert("action".into(), "resume_rollout".into());
+            match executor.run(&vars, &cfg.patterns).await {
+                ExecOutcome::Ok(d) => d,
+                ExecOutcome::Failed(d) | ExecOutcome::Refused(d) => {
+                    return Err(OpError::Conflict(format!("resuming {service} failed: {d}")));
+                }
+            }
+        }
+    };
+    let (svc, who_) = (service.to_owned(), by.clone());
+    super::with_journal(journal, move |j| {
+        j.set_rollout(&svc, false, &who_, None, now)
+    })
+    .await?;
+    Ok(Done {
+        incident: String::new(),
+        result: "resumed".into(),
+        detail: format!("{service} resumed by {by}: {detail}"),
+    })
+}

@@ -1,0 +1,441 @@
+//! The responder: what each kind of action does.
+//!
+//! - `notify`: a message to the tier's channels (and, for upgrade
+//!   progress, the upgrade's last known state); a worsening also hurries
+//!   the paging along.
+//! - `page`: starts the tier's escalation chain (chat at once, SMS after
+//!   5 min, a call after 10 by default) until someone acknowledges.
+//! - `request_approval`: opens an approval (expiring) and sends the request
+//!   with its one-click links; a human's verdict releases the rollback.
+//! - `rollback`: within the rollback budget, runs the rollback executor,
+//!   then the optional verification; a refusal, failure, exhausted budget
+//!   or failed verification pages a human.
+//! - `pause_rollout`: runs the pause executor and records the rollout as
+//!   paused until a human resumes it.
+//! - `resolve`: tells the channels, withdraws a waiting approval request
+//!   and stops the paging.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::config::ActionsConfig;
+use super::deliver::{Delivered, Deliverer};
+use super::executor::{ExecOutcome, Vars};
+use super::links::{LinkSigner, Verb};
+use super::message::{Kind, Message};
+use super::{BoxFuture, Handler, Outcome, SharedJournal, with_journal};
+use crate::decision::{Action, Decision, Severity, Tier};
+use crate::journal::{ActionRow, ActionState, ApprovalOpened, UpgradeRow};
+use crate::telemetry::Metrics;
+use crate::time::Clock;
+
+pub struct Responder {
+    pub journal: SharedJournal,
+    pub deliverer: Deliverer,
+    pub cfg: Arc<ActionsConfig>,
+    pub clock: Arc<dyn Clock>,
+    pub links: Option<LinkSigner>,
+    /// Wakes the dispatcher for actions recorded here (none today; kept
+    /// for the API, which releases approved rollbacks).
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Handler for Responder {
+    fn handle<'a>(&'a self, a: &'a ActionRow) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move {
+            match a.action {
+                Action::Notify => self.notify(&a.decision).await,
+                Action::Resolve => self.resolve(&a.decision).await,
+                Action::Page => self.page(&a.decision).await,
+                Action::RequestApproval => self.request_approval(a).await,
+                Action::Rollback => self.rollback(a).await,
+                Action::PauseRollout => self.pause(&a.decision).await,
+            }
+        })
+    }
+}
+
+/// What a set of deliveries amounts to.
+fn summary(what: &str, results: &[Delivered]) -> Outcome {
+    if results.is_empty() {
+        return Outcome::skipped(format!("no channel configured for {what}"));
+    }
+    let sent: Vec<&str> = results
+        .iter()
+        .filter(|r| r.sent())
+        .map(|r| r.channel.as_str())
+        .collect();
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.sent())
+        .map(|r| format!("{}: {:?}", r.channel, r.outcome))
+        .collect();
+    match (sent.is_empty(), failed.is_empty()) {
+        (false, true) => Outcome::done(format!("{what} sent via {}", sent.join(", "))),
+        (false, false) => Outcome::done(format!(
+            "{what} sent via {}; not via {}",
+            sent.join(", "),
+            failed.join("; ")
+        )),
+        _ => Outcome::failed(format!("{what} not sent: {}", failed.join("; "))),
+    }
+}
+
+impl Responder {
+    async fn send(&self, tier: Tier, channels: &[String], message: &Message) -> Vec<Delivered> {
+        let fallback = self.cfg.route(tier).fallback.as_deref();
+        self.deliverer.send_all(channels, message, fallback).await
+    }
+
+    async fn tell(&self, tier: Tier, message: Message) {
+        let channels = self.cfg.route(tier).notify.clone();
+        self.send(tier, &channels, &message).await;
+    }
+
+    async fn notify(&self, d: &Decision) -> Outcome {
+        if d.incident.is_none() && &*d.rule == "progress" {
+            self.record_progress(d).await;
+        }
+        if let (Some(id), Some(_)) = (&d.incident, d.escalated_from) {
+            // Worse than it was: page sooner (or start paging if severe).
+            self.escalate(id.as_str(), d.tier, d.severity == Severity::Severe)
+                .await;
+        }
+        let message = Message::for_decision(d, Vec::new());
+        let channels = self.cfg.route(d.tier).notify.clone();
+        let results = self.send(d.tier, &channels, &message).await;
+        summary(&format!("{} notification", d.tier), &results)
+    }
+
+    async fn record_progress(&self, d: &Decision) {
+        let Some(service) = d.label("service").map(str::to_owned) else {
+            return;
+        };
+        let stage = d
+            .message
+            .split_whitespace()
+            .find(|w| {
+                ["started", "done", "completed", "failed"]
+                    .iter()
+                    .any(|s| w.starts_with(s))
+            })
+            .unwrap_or("running")
+            .trim_end_matches(':')
+            .to_owned();
+        let open = !matches!(stage.as_str(), "completed" | "failed");
+        let row = UpgradeRow {
+            service,
+            batch: d.label("batch").map(str::to_owned),
+            stage,
+            done: d.value.map(|v| v as u64),
+            total: None,
+            message: Some(d.message.clone()),
+            updated_at: d.at,
+            open,
+        };
+        if let Err(e) = with_journal(&self.journal, move |j| j.record_progress(&row)).await {
+            tracing::error!(error = %e, "could not record upgrade progress");
+        }
+    }
+
+    async fn resolve(&self, d: &Decision) -> Outcome {
+        let Some(id) = d.incident.as_ref().map(|i| i.to_string()) else {
+            return Outcome::skipped("not an incident");
+        };
+        let now = self.clock.now();
+        let (i1, i2) = (id.clone(), id.clone());
+        let withdrawn = with_journal(&self.journal, move |j| {
+            j.withdraw_approval(&i1, "the incident recovered", now)
+        })
+        .await
+        .unwrap_or(false);
+        let _ = with_journal(&self.journal, move |j| {
+            j.stop_escalation(&i2, "resolved", None, now)
+        })
+        .await;
+        let mut message = Message::for_decision(d, Vec::new());
+        if withdrawn {
+            message
+                .body
+                .push_str("\nThe rollback approval request is withdrawn: no rollback will run.");
+        }
+        let channels = self.cfg.route(d.tier).notify.clone();
+        let results = self.send(d.tier, &channels, &message).await;
+        let mut out = summary("resolution", &results);
+        if withdrawn {
+            out.detail.push_str("; approval request withdrawn");
+        }
+        out
+    }
+
+    /// Starts the escalation chain, or brings its next step forward.
+    async fn escalate(&self, incident: &str, tier: Tier, start_if_none: bool) -> bool {
+        let steps = self.cfg.escalation(tier);
+        let Some(first) = steps.first() else {
+            return false;
+        };
+        let now = self.clock.now();
+        let first_at = now.saturating_add(first.after);
+        let id = incident.to_owned();
+        let result = with_journal(&self.journal, move |j| {
+            if j.hurry_escalation(&id, now)? {
+                return Ok(true);
+            }
+            if start_if_none {
+                j.start_escalation(&id, tier, now, first_at)
+            } else {
+                Ok(false)
+            }
+        })
+        .await;
+        result.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "could not escalate");
+            false
+        })
+    }
+
+    async fn page(&self, d: &Decision) -> Outcome {
+        let Some(id) = d.incident.as_ref().map(|i| i.to_string()) else {
+            return Outcome::skipped("not an incident");
+        };
+        let steps = self.cfg.escalation(d.tier);
+        if steps.is_empty() {
+            tracing::error!(incident = %id, tier = %d.tier, "a page was decided but no paging channels are configured");
+            return Outcome::skipped(format!(
+                "no escalation channels configured for {} tier",
+                d.tier
+            ));
+        }
+        let now = self.clock.now();
+        let first = now.saturating_add(steps[0].after);
+        let (i, tier) = (id.clone(), d.tier);
+        match with_journal(&self.journal, move |j| {
+            j.start_escalation(&i, tier, now, first)
+        })
+        .await
+        {
+            Ok(_) => {
+                let chain: Vec<String> = steps
+                    .iter()
+                    .map(|s| format!("{} at +{}", s.channels.join("+"), s.after))
+                    .collect();
+                Outcome::done(format!(
+                    "paging until acknowledged: {}",
+                    chain.join(", then ")
+                ))
+            }
+            Err(e) => Outcome::failed(format!("could not start paging: {e}")),
+        }
+    }
+
+    async fn request_approval(&self, a: &ActionRow) -> Outcome {
+        let d = &a.decision;
+        let Some(id) = d.incident.as_ref().map(|i| i.to_string()) else {
+            return Outcome::skipped("not an incident");
+        };
+        let now = self.clock.now();
+        let expires = now.saturating_add(self.cfg.approvals.expire_after);
+        let (i, key, tier) = (id.clone(), a.key.clone(), d.tier);
+        let opened = match with_journal(&self.journal, move |j| {
+            j.open_approval(&i, &key, tier, now, expires)
+        })
+        .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                return Outcome::failed(format!("could not record the approval request: {e}"));
+            }
+        };
+        if opened == ApprovalOpened::IncidentOver {
+            return Outcome {
+                state: ActionState::Withdrawn,
+                detail: "the incident recovered before the request went out".into(),
+            };
+        }
+        let links = self
+            .links
+            .as_ref()
+            .map(|l| l.links(&id, &[Verb::Approve, Verb::Reject, Verb::Ack], now))
+            .unwrap_or_default();
+        let mut message = Message::for_decision(d, links);
+        message.body.push_str(&format!(
+            "\nConfirm the blast radius, then approve before {expires}:\n  ripcord approve {id} --by <you>   (or reject / ack)"
+        ));
+        let channels = self.cfg.route(d.tier).approve.clone();
+        let results = self.send(d.tier, &channels, &message).await;
+        let sent = summary("approval request", &results);
+        Outcome {
+            state: ActionState::AwaitingApproval,
+            detail: format!("waiting for approval until {expires}; {}", sent.detail),
+        }
+    }
+
+    /// A rollback that will not run, or did not work: a human must know.
+    async fn trouble(&self, d: &Decision, what: &str, detail: &str) {
+        if let Some(id) = &d.incident {
+            let started = self.escalate(id.as_str(), d.tier, true).await;
+            tracing::warn!(incident = %id, paging = started, "{what}: {detail}");
+        }
+        let title = format!(
+            "[{}/{}] {what}: {}",
+            d.tier.as_str().to_uppercase(),
+            d.severity,
+            d.label("instance")
+                .or(d.label("service"))
+                .unwrap_or(&d.rule)
+        );
+        let incident = d.incident.as_ref().map(|i| i.to_string());
+        self.tell(
+            d.tier,
+            Message::note(
+                Kind::Outcome,
+                d.tier,
+                d.severity,
+                incident.as_deref(),
+                title,
+                detail.to_owned(),
+            ),
+        )
+        .await;
+    }
+
+    async fn rollback(&self, a: &ActionRow) -> Outcome {
+        let d = &a.decision;
+        let budget = self.cfg.rollback.budget;
+        let since = self.clock.now().saturating_sub(budget.window);
+        let service = d.label("service").map(str::to_owned);
+        let svc = service.clone();
+        let counts = with_journal(&self.journal, move |j| {
+            Ok((
+                j.rollbacks_since(svc.as_deref(), since)?,
+                j.rollbacks_since(None, since)?,
+            ))
+        })
+        .await;
+        let (for_service, overall) = match counts {
+            Ok(c) => c,
+            Err(e) => return Outcome::failed(format!("cannot check the rollback budget: {e}")),
+        };
+        // The counts include this rollback (it is running).
+        if for_service > budget.per_service || overall > budget.overall {
+            let detail = format!(
+                "rollback budget exhausted: {for_service} rollbacks of {} and {overall} in all within {} \
+                 (limits {} and {}); not rolling back, paging a human",
+                service.as_deref().unwrap_or("this service"),
+                budget.window,
+                budget.per_service,
+                budget.overall
+            );
+            self.trouble(d, "rollback withheld", &detail).await;
+            return Outcome::skipped(detail);
+        }
+        let Some(executor) = &self.cfg.rollback.executor else {
+            let detail = "no rollback executor configured; roll back by hand".to_owned();
+            self.trouble(d, "rollback not automated", &detail).await;
+            return Outcome::skipped(detail);
+        };
+        let vars = Vars::of(d);
+        let result = executor.run(&vars, &self.cfg.patterns).await;
+        let detail = result.detail().to_owned();
+        match result {
+            ExecOutcome::Ok(_) => {
+                let key = a.key.clone();
+                let done = detail.clone();
+                // The rollback happened: say so before verifying, so a crash
+                // while verifying never makes it look unfinished.
+                let _ = with_journal(&self.journal, move |j| {
+                    j.set_action(&key, ActionState::Done, &done)
+                })
+                .await;
+                let title = format!(
+                    "[{}] rolled back {}",
+                    d.tier.as_str().to_uppercase(),
+                    d.label("instance")
+                        .or(d.label("service"))
+                        .unwrap_or(&d.rule)
+                );
+                let incident = d.incident.as_ref().map(|i| i.to_string());
+                self.tell(
+                    d.tier,
+                    Message::note(
+                        Kind::Outcome,
+                        d.tier,
+                        d.severity,
+                        incident.as_deref(),
+                        title,
+                        detail.clone(),
+                    ),
+                )
+                .await;
+                let verified = self.verify(d, &vars).await;
+                Outcome::done(match verified {
+                    Some(v) => format!("{detail}; verification: {v}"),
+                    None => detail,
+                })
+            }
+            ExecOutcome::Failed(_) => {
+                self.trouble(d, "rollback FAILED", &detail).await;
+                Outcome::failed(detail)
+            }
+            ExecOutcome::Refused(_) => {
+                self.trouble(d, "rollback refused", &detail).await;
+                Outcome::failed(detail)
+            }
+        }
+    }
+
+    /// Runs the post-rollback verification, if configured; a failure pages.
+    async fn verify(&self, d: &Decision, vars: &Vars) -> Option<String> {
+        let v = self.cfg.rollback.verify.as_ref()?;
+        tokio::time::sleep(Duration::from_millis(v.delay.millis().max(0) as u64)).await;
+        let result = v.check.run(vars, &self.cfg.patterns).await;
+        let line = match &result {
+            ExecOutcome::Ok(s) => format!("passed ({s})"),
+            ExecOutcome::Failed(s) | ExecOutcome::Refused(s) => format!("FAILED ({s})"),
+        };
+        if let Some(id) = &d.incident {
+            let (id, at, msg) = (
+                id.clone(),
+                self.clock.now(),
+                format!("verification after rollback {line}"),
+            );
+            let _ = with_journal(&self.journal, move |j| {
+                j.add_timeline(&id, at, "verify", &msg)
+            })
+            .await;
+        }
+        if !matches!(result, ExecOutcome::Ok(_)) {
+            self.trouble(d, "verification after rollback FAILED", result.detail())
+                .await;
+        }
+        Some(line)
+    }
+
+    async fn pause(&self, d: &Decision) -> Outcome {
+        let Some(executor) = &self.cfg.pause else {
+            return Outcome::skipped("no pause_rollout executor configured");
+        };
+        let result = executor.run(&Vars::of(d), &self.cfg.patterns).await;
+        let detail = result.detail().to_owned();
+        match result {
+            ExecOutcome::Ok(_) => {
+                if let Some(service) = d.label("service").map(str::to_owned) {
+                    let (now, incident) =
+                        (self.clock.now(), d.incident.as_ref().map(|i| i.to_string()));
+                    let _ = with_journal(&self.journal, move |j| {
+                        j.set_rollout(&service, true, "ripcord", incident.as_deref(), now)
+                    })
+                    .await;
+                }
+                Outcome::done(format!("rollout paused until a human resumes it; {detail}"))
+            }
+            ExecOutcome::Failed(_) | ExecOutcome::Refused(_) => {
+                self.trouble(d, "pausing the rollout FAILED", &detail).await;
+                Outcome::failed(detail)
+            }
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Things that happen with time rather than events: the next step of a
+//! paging chain, an approval that waited too long, the status digest for
+//! management. All state is in the journal, so a restart picks up where the
+//! last process stopped; claims in the journal make sure several processes
+//! never page twice for the same step.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use super::config::ActionsConfig;
+use super::deliver::Deliverer;
+use super::links::{LinkSigner, Verb};
+use super::message::{Kind, Message};
+use super::{SharedJournal, with_journal};
+use crate::decision::{Severity, Tier};
+use crate::journal::{EscalationRow, IncidentRow, JournalError};
+use crate::time::{Clock, Dur, Ts};
+
+pub struct Scheduler {
+    pub journal: SharedJournal,
+    pub deliverer: Deliverer,
+    pub cfg: Arc<ActionsConfig>,
+    pub clock: Arc<dyn Clock>,
+    pub links: Option<LinkSigner>,
+    /// Wakes the dispatcher when a timeout released a rollback.
+    pub wake: Arc<Notify>,
+    pub owner: String,
+}
+
+/// How long a claimed escalation step may take before another process
+/// (or this one after a restart) runs it again.
+const CLAIM: Dur = Dur::from_secs(60);
+
+impl Scheduler {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            self.tick().await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// One pass: due escalation steps, expired approvals, the digest.
+    pub async fn tick(&self) {
+        if let Err(e) = self.escalations().await {
+            tracing::error!(error = %e, "escalation pass failed");
+        }
+        if let Err(e) = self.expiries().await {
+            tracing::error!(error = %e, "approval expiry pass failed");
+        }
+        if let Err(e) = self.digest().await {
+            tracing::error!(error = %e, "status digest failed");
+        }
+    }
+
+    async fn escalations(&self) -> Result<(), JournalError> {
+        let now = self.clock.now();
+        let due = with_journal(&self.journal, move |j| j.claim_escalations(now, CLAIM)).await?;
+        for e in due {
+            self.run_step(e).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_step(&self, e: EscalationRow) -> Result<(), JournalError> {
+        let steps = self.cfg.escalation(e.tier);
+        let step = e.step as usize;
+        let id = e.incident.clone();
+        let incident = with_journal(&self.journal, {
+            let id = id.clone();
+            move |j| j.incident(&id)
+        })
+        .await?;
+        if let Some(s) = steps.get(step) {
+            let message = self.page_message(&e, incident.as_ref(), step, steps.len());
+            let fallback = self.cfg.route(e.tier).fallback.as_deref();
+            let results = self
+                .deliverer
+                .send_all(&s.channels, &message, fallback)
+                .await;
+            let sent: Vec<&str> = results
+                .iter()
+                .filter(|r| r.sent())
+                .map(|r| r.channel.as_str())
+                .collect();
+            let text = format!(
+                "page step {} of {}: {}",
+                step + 1,
+                steps.len(),
+                if sent.is_empty() {
+                    "not delivered".to_owned()
+                } else {
+                    format!("sent via {}", sent.join(", "))
+                }
+            );
+            let (i, at) = (id.clone(), self.clock.now());
+            with_journal(&self.journal, move |j| {
+                j.add_timeline(
+                    &crate::decision::IncidentId::from_string(i.as_str()),
+                    at,
+                    "page",
+                    &text,
+                )
+            })
+            .await?;
+        }
+        let next = steps
+            .get(step + 1)
+            .map(|s| e.started_at.saturating_add(s.after).max(self.clock.now()));
+        let step = e.step;
+        with_journal(&self.journal, move |j| {
+            j.escalation_step_done(&id, step, next)
+        })
+        .await
+    }
+
+    fn page_message(
+        &self,
+        e: &EscalationRow,
+        inc: Option<&IncidentRow>,
+        step: usize,
+        steps: usize,
+    ) -> Message {
+        let now = self.clock.now();
+        let (rule, whom, severity) = match inc {
+            Some(i) => {
+                let whom: Vec<String> = ["service", "instance"]
+                    .iter()
+                    .filter_map(|k| i.labels.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
+                    .collect();
+                (
+                    i.rule.clone(),
+                    whom.join("/"),
+                    i.severity.parse().unwrap_or(Severity::Severe),
+                )
+            }
+            None => ("?".into(), String::new(), Severity::Severe),
+        };
+        let links = self
+            .links
+            .as_ref()
+            .map(|l| l.links(&e.incident, &[Verb::Ack, Verb::Approve], now))
+            .unwrap_or_default();
+        Message {
+            kind: Kind::Page,
+            title: format!(
+                "[{}/{severity}] PAGE {whom}: {rule}",
+                e.tier.as_str().to_uppercase()
+            ),
+            body: format!(
+                "incident {} needs a human (step {} of {steps}, paging since {}).\nAcknowledge to stop the paging: ripcord ack {} --by <you>",
+                e.incident,
+                step + 1,
+                e.started_at,
+                e.incident
+            ),
+            tier: e.tier,
+            severity,
+            incident: Some(e.incident.clone()),
+            links,
+            mention: true,
+        }
+    }
+
+    async fn expiries(&self) -> Result<(), JournalError> {
+        let now = self.clock.now();
+        let rollback_tiers = self.cfg.rollback_on_timeout();
+        let expired = with_journal(&self.journal, move |j| {
+            j.expire_approvals(now, &rollback_tiers)
+        })
+        .await?;
+        for x in expired {
+            let (title, body) = match &x.rollback_key {
+                Some(_) => {
+                    self.wake.notify_one();
+                    (
+                        format!(
+                            "[{}] approval timed out: rolling back",
+                            x.tier.as_str().to_uppercase()
+                        ),
+                        format!(
+                            "incident {}: nobody approved or rejected in time; the tier's policy rolls back",
+                            x.incident
+                        ),
+                    )
+                }
+                None => {
+                    self.escalate_now(&x.incident, x.tier, now).await?;
+                    (
+                        format!(
+                            "[{}] approval timed out: escalating",
+                            x.tier.as_str().to_uppercase()
+                        ),
+                        format!(
+                            "incident {}: nobody approved or rejected in time; paging",
+                            x.incident
+                        ),
+                    )
+                }
+            };
+            let message = Message::note(
+                Kind::Outcome,
+                x.tier,
+                Severity::Severe,
+                Some(&x.incident),
+                title,
+                body,
+            );
+            let channels = self.cfg.route(x.tier).notify.clone();
+            let fallback = self.cfg.route(x.tier).fallback.as_deref();
+            self.deliverer.send_all(&channels, &message, fallback).await;
+        }
+        Ok(())
+    }
+
+    async fn escalate_now(&self, incident: &str, tier: Tier, now: Ts) -> Result<(), JournalError> {
+        if self.cfg.escalation(tier).is_empty() {
+            return Ok(());
+        }
+        let id = incident.to_owned();
+        with_journal(&self.journal, move |j| {
+            if !j.hurry_escalation(&id, now)? {
+                j.start_escalation(&id, tier, now, now)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every `status.every` while anything is open: what happened, what
+    /// ripcord did, what waits for whom.
+    async fn digest(&self) -> Result<(), JournalError> {
+        let Some(status) = &self.cfg.status else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let (open, approvals, rollouts, upgrades) = with_journal(&self.journal, |j| {
+            Ok((
+                j.incidents(Some("open"))?,
+                j.approvals(Some("awaiting"))?,
+                j.rollouts()?,
+                j.upgrades(true)?,
+            ))
+        })
+        .await?;
+        let paused: Vec<_> = rollouts.into_iter().filter(|r| r.paused).collect();
+        if open.is_empty() && upgrades.is_empty() && paused.is_empty() {
+            return Ok(());
+        }
+        let (owner, until) = (self.owner.clone(), now.saturating_add(status.every));
+        if !with_journal(&self.journal, move |j| {
+            j.take_lease("status-digest", &owner, until, now)
+        })
+        .await?
+        {
+            return Ok(());
+        }
+        let mut body = String::new();
+        let _ = writeln!(body, "Open incidents: {}", open.len());
+        for i in open.iter().take(30) {
+            let whom: Vec<&str> = ["service", "instance"]
+                .iter()
+                .filter_map(|k| i.labels.get(*k).and_then(|v| v.as_str()))
+                .collect();
+            let waiting = if i.attention.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", i.attention.join(", "))
+            };
+            let _ = writeln!(
+                body,
+                "- {} {} {}/{} since {}{waiting}",
+                i.id,
+                whom.join("/"),
+                i.tier,
+                i.severity,
+                i.opened_at
+            );
+        }
+        let _ = writeln!(body, "Waiting for approval: {}", approvals.len());
+        for a in &approvals {
+            let _ = writeln!(
+                body,
+                "- {} ({} tier), until {}",
+                a.incident, a.tier, a.expires_at
+            );
+        }
+        let _ = writeln!(body, "Rollouts paused: {}", paused.len());
+        for r in &paused {
+            let _ = writeln!(
+                body,
+                "- {} since {} (resume: ripcord resume {} --by <you>)",
+                r.service, r.changed_at, r.service
+            );
+        }
+        let _ = writeln!(body, "Upgrades running: {}", upgrades.len());
+        for u in &upgrades {
+            let _ = writeln!(
+                body,
+                "- {}: {}",
+                u.service,
+                u.message.as_deref().unwrap_or(&u.stage)
+            );
+        }
+        let worst = open
+            .iter()
+            .filter_map(|i| i.severity.parse::<Severity>().ok())
+            .max()
+            .unwrap_or(Severity::Minor);
+        let message = Message::note(
+            Kind::Digest,
+            Tier::High,
+            worst,
+            None,
+            format!(
+                "ripcord status: {} open incidents, {} awaiting approval",
+                open.len(),
+                approvals.len()
+            ),
+            body.trim_end().to_owned(),
+        );
+        self.deliverer
+            .send_all(&status.channels, &message, None)
+            .await;
+        Ok(())
+    }
+}

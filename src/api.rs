@@ -1,0 +1,356 @@
+//! The incidents API and the one-click link pages.
+//!
+//! Bearer-token protected (same token as intake):
+//! - `GET /api/v1/incidents[?state=open|resolved]`
+//! - `GET /api/v1/incidents/{id}`: with its approval, paging, actions and timeline
+//! - `POST /api/v1/incidents/{id}/approve|reject|ack` with `{"by": "...", "note": "..."}`
+//! - `POST /api/v1/rollouts/{service}/resume` with `{"by": "..."}`
+//!
+//! Signed links (no token; the HMAC is the credential):
+//! - `GET /l/{id}/{verb}/{expires}/{sig}`: a confirmation page, acts on nothing
+//! - `POST` to the same path from that page's form: acts
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::action::config::ActionsConfig;
+use crate::action::links::{LinkSigner, Verb};
+use crate::action::ops::{self, OpError};
+use crate::action::{SharedJournal, with_journal};
+use crate::journal::Verdict;
+use crate::time::Clock;
+
+pub struct Api {
+    pub journal: SharedJournal,
+    pub cfg: Arc<ActionsConfig>,
+    pub clock: Arc<dyn Clock>,
+    pub links: Option<LinkSigner>,
+    /// Wakes the dispatcher when an approval released a rollback.
+    pub wake: Arc<Notify>,
+}
+
+/// Routes that need the bearer token.
+pub fn protected(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/api/v1/incidents", get(list))
+        .route("/api/v1/incidents/{id}", get(show))
+        .route("/api/v1/incidents/{id}/{verb}", post(act))
+        .route("/api/v1/rollouts/{service}/resume", post(resume))
+        .with_state(api)
+}
+
+/// The signed-link pages.
+pub fn public(api: Arc<Api>) -> Router {
+    Router::new()
+        .route(
+            "/l/{id}/{verb}/{expires}/{sig}",
+            get(confirm_page).post(link_act),
+        )
+        .with_state(api)
+}
+
+fn err(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, axum::Json(json!({ "error": msg.into() }))).into_response()
+}
+
+fn op_err(e: OpError) -> Response {
+    match e {
+        OpError::NoIncident(_) => err(StatusCode::NOT_FOUND, e.to_string()),
+        OpError::Conflict(_) => err(StatusCode::CONFLICT, e.to_string()),
+        OpError::Anonymous => err(StatusCode::BAD_REQUEST, e.to_string()),
+        OpError::Journal(_) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+}
+
+async fn list(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Response {
+    if let Some(s) = &q.state {
+        if s != "open" && s != "resolved" {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("state `{s}`: expected open or resolved"),
+            );
+        }
+    }
+    match with_journal(&api.journal, move |j| j.incidents(q.state.as_deref())).await {
+        Ok(rows) => axum::Json(json!({ "incidents": rows })).into_response(),
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn show(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    let found = with_journal(&api.journal, move |j| {
+        let Some(inc) = j.incident(&id)? else { return Ok(None) };
+        Ok(Some(json!({
+            "incident": inc,
+            "approval": j.approval(&id)?,
+            "paging": j.escalation(&id)?,
+            "actions": j.actions_of(&id)?.iter().map(|a| json!({
+                "key": a.key, "action": a.action, "state": a.state, "attempts": a.attempts, "detail": a.detail,
+            })).collect::<Vec<_>>(),
+            "timeline": j.timeline(&id)?,
+        })))
+    })
+    .await;
+    match found {
+        Ok(Some(v)) => axum::Json(v).into_response(),
+        Ok(None) => err(StatusCode::NOT_FOUND, "no such incident"),
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Who {
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// Performs `verb` for `by`; shared by the API and the link form.
+async fn perform(api: &Api, id: String, verb: Verb, who: Who) -> Result<ops::Done, OpError> {
+    let now = api.clock.now();
+    let done = with_journal(&api.journal, move |j| {
+        Ok(match verb {
+            Verb::Approve => ops::decide(j, &id, Verdict::Approve, &who.by, &who.note, now),
+            Verb::Reject => ops::decide(j, &id, Verdict::Reject, &who.by, &who.note, now),
+            Verb::Ack => ops::ack(j, &id, &who.by, now),
+        })
+    })
+    .await??;
+    if verb == Verb::Approve {
+        api.wake.notify_one();
+    }
+    Ok(done)
+}
+
+async fn act(
+    State(api): State<Arc<Api>>,
+    Path((id, verb)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(verb) = verb.parse::<Verb>() else {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("`{verb}`: expected approve, reject or ack"),
+        );
+    };
+    let who: Who = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"by\": \"your name\", \"note\": \"...\"}}: {e}"),
+            );
+        }
+    };
+    match perform(&api, id, verb, who).await {
+        Ok(done) => axum::Json(done).into_response(),
+        Err(e) => op_err(e),
+    }
+}
+
+async fn resume(
+    State(api): State<Arc<Api>>,
+    Path(service): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let who: Who = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"by\": \"your name\"}}: {e}"),
+            );
+        }
+    };
+    match ops::resume(&api.journal, &api.cfg, &service, &who.by, api.clock.now()).await {
+        Ok(done) => axum::Json(done).into_response(),
+        Err(e) => op_err(e),
+    }
+}
+
+type LinkPath = Path<(String, String, i64, String)>;
+
+fn page(code: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
+         <title>ripcord: {t}</title></head><body style=\"font-family:sans-serif;max-width:40em;margin:2em auto\">\
+         <h2>{t}</h2>{body}</body></html>",
+        t = escape(title)
+    );
+    let mut r = (code, Html(html)).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Checks a link; the page to show when it is not good.
+fn check_link(api: &Api, id: &str, verb: &str, expires: i64, sig: &str) -> Result<Verb, Response> {
+    let Some(signer) = &api.links else {
+        return Err(page(
+            StatusCode::NOT_FOUND,
+            "links are not enabled",
+            "<p>This ripcord has no link secret configured.</p>",
+        ));
+    };
+    let Ok(verb) = verb.parse::<Verb>() else {
+        return Err(page(
+            StatusCode::NOT_FOUND,
+            "unknown link",
+            "<p>This link does not do anything ripcord knows.</p>",
+        ));
+    };
+    signer
+        .verify(id, verb, expires, sig, api.clock.now())
+        .map_err(|e| {
+            page(
+                StatusCode::FORBIDDEN,
+                "link refused",
+                &format!("<p>{}</p>", escape(&e.to_string())),
+            )
+        })?;
+    Ok(verb)
+}
+
+/// GET: shows what the link would do and asks for a name. Acts on nothing,
+/// so a link preview or a crawler cannot approve anything.
+async fn confirm_page(
+    State(api): State<Arc<Api>>,
+    Path((id, verb, expires, sig)): LinkPath,
+) -> Response {
+    let verb = match check_link(&api, &id, &verb, expires, &sig) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let lookup = id.clone();
+    let incident = with_journal(&api.journal, move |j| j.incident(&lookup))
+        .await
+        .ok()
+        .flatten();
+    let facts = match &incident {
+        Some(i) => format!(
+            "<p><b>{}</b>: rule {}, {} tier, {} severity, {} since {}.</p><pre>{}</pre>",
+            escape(&i.id),
+            escape(&i.rule),
+            escape(&i.tier),
+            escape(&i.severity),
+            escape(&i.state),
+            i.opened_at,
+            escape(&serde_json::to_string_pretty(&i.labels).unwrap_or_default())
+        ),
+        None => format!("<p>Incident {} is not known here.</p>", escape(&id)),
+    };
+    let what = match verb {
+        Verb::Approve => "Approve the rollback",
+        Verb::Reject => "Reject the rollback",
+        Verb::Ack => "Acknowledge (stop paging)",
+    };
+    let form = format!(
+        "{facts}<form method=\"post\"><label>Your name: <input name=\"by\" required maxlength=\"128\"></label> \
+         <label>Note: <input name=\"note\" maxlength=\"512\"></label> <button type=\"submit\">{what}</button></form>"
+    );
+    page(StatusCode::OK, what, &form)
+}
+
+#[derive(Deserialize)]
+struct LinkForm {
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// POST from the confirmation page: acts.
+async fn link_act(
+    State(api): State<Arc<Api>>,
+    Path((id, verb, expires, sig)): LinkPath,
+    body: axum::body::Bytes,
+) -> Response {
+    let verb = match check_link(&api, &id, &verb, expires, &sig) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let form: LinkForm = serde_urlencoded_form(&body);
+    match perform(
+        &api,
+        id,
+        verb,
+        Who {
+            by: form.by,
+            note: form.note,
+        },
+    )
+    .await
+    {
+        Ok(done) => page(
+            StatusCode::OK,
+            &format!("{}: {}", done.incident, done.result),
+            &format!("<p>{}</p>", escape(&done.detail)),
+        ),
+        Err(e) => {
+            let code = match &e {
+                OpError::NoIncident(_) => StatusCode::NOT_FOUND,
+                OpError::Conflict(_) => StatusCode::CONFLICT,
+                OpError::Anonymous => StatusCode::BAD_REQUEST,
+                OpError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            page(
+                code,
+                "not done",
+                &format!("<p>{}</p>", escape(&e.to_string())),
+            )
+        }
+    }
+}
+
+/// Parses an `application/x-www-form-urlencoded` body of `by` and `note`.
+fn serde_urlencoded_form(body: &[u8]) -> LinkForm {
+    let mut form = LinkForm {
+        by: String::new(),
+        note: String::new(),
+    };
+    for pair in body.split(|b| *b == b'&') {
+        let mut kv = pair.splitn(2, |b| *b == b'=');
+        let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
+            continue;
+        };
+        let decode = |s: &[u8]| {
+            let plus: Vec<u8> = s
+                .iter()
+                .map(|b| if *b == b'+' { b' ' } else { *b })
+                .collect();
+            percent_encoding::percent_decode(&plus)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        match k {
+            b"by" => form.by = decode(v),
+            b"note" => form.note = decode(v),
+            _ => {}
+        }
+    }
+    form
+}
