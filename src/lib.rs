@@ -13,6 +13,7 @@ pub mod cases;
 pub mod config;
 pub mod decision;
 pub mod decode;
+pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod journal;

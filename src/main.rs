@@ -55,6 +55,10 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         partitions: i32,
     },
+    /// Replay a scripted upgrade incident through the live pipeline (embedded
+    /// broker, local stand-ins for the cloud API and chat) and print its
+    /// timeline.
+    Demo,
     /// Run the responder: Kafka and HTTP in, decisions journaled and acted on.
     /// With no brokers configured, an embedded broker is started.
     Run(RunArgs),
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
         Command::Check { config, rules } => check(config.as_deref(), rules.as_deref()),
         Command::Test { rules, config } => test(config.as_deref(), rules.as_deref()),
         Command::Run(args) => run(args),
+        Command::Demo => demo(),
         Command::MockBroker { topic, partitions } => mock_broker(&topic, partitions),
         Command::Incidents { at, status, json } => incidents(&at, &status, json),
         Command::Show { id, at } => show(&id, &at),
@@ -416,6 +421,28 @@ fn resume(service: &str, by: &str, at: &JournalArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn demo() -> Result<ExitCode> {
+    let files = match rules::load_builtin() {
+        Ok(f) => f,
+        Err(errs) => return Ok(report(&errs)),
+    };
+    init_logging(&ripcord::config::LogConfig {
+        level: "warn".into(),
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut out = io::stdout();
+    rt.block_on(ripcord::demo::run(
+        Arc::new(rules::rule_set(&files)),
+        &mut out,
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn mock_broker(topics: &[String], partitions: i32) -> Result<ExitCode> {
