@@ -87,13 +87,24 @@ pub fn decode_body<'a>(
                     .map_err(|error| BodyError::Element { index, error })
             })
         }
-        BodyForm::Lines => body
-            .split(|b| *b == b'\n')
-            .enumerate()
-            .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
-            .try_for_each(|(i, line)| {
-                decode::decode(line, out).map_err(|error| BodyError::Line { line: i + 1, error })
-            }),
+        // JSON lines; a body starting with RS (0x1E) is an RFC 7464 JSON
+        // text sequence, whose records may span lines: split on RS then.
+        BodyForm::Lines => {
+            let (sep, first) = if body.first() == Some(&0x1e) {
+                (0x1e, 0)
+            } else {
+                (b'\n', 1)
+            };
+            body.split(|b| *b == sep)
+                .enumerate()
+                .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
+                .try_for_each(|(i, line)| {
+                    decode::decode(line, out).map_err(|error| BodyError::Line {
+                        line: i + first,
+                        error,
+                    })
+                })
+        }
     };
     if res.is_err() {
         out.truncate(start);

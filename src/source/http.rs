@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -79,7 +80,9 @@ async fn require_token(State(intake): State<Arc<Intake>>, req: Request, next: Ne
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t);
         if !given.is_some_and(|g| token.matches(g.trim().as_bytes())) {
             intake.metrics.http_request(req.uri().path(), 401);
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
@@ -123,11 +126,16 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     )
 }
 
-async fn alerts(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn alerts(
+    State(intake): State<Arc<Intake>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let endpoint = "/api/v1/alerts";
-    let r = match media_type(&headers).as_deref() {
-        Some("application/json") => accept(&intake, body, BodyForm::Object, true).await,
-        other => error(
+    let r = match (media_type(&headers).as_deref(), body) {
+        (_, Err(rejected)) => too_large(rejected),
+        (Some("application/json"), Ok(body)) => accept(&intake, body, BodyForm::Object, true).await,
+        (other, Ok(_)) => error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
                 "Content-Type must be application/json, got {}",
@@ -139,8 +147,32 @@ async fn alerts(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Byt
     r
 }
 
-async fn events(State(intake): State<Arc<Intake>>, headers: HeaderMap, body: Bytes) -> Response {
+/// A body that could not be read (over the size limit, or cut off): said
+/// in JSON like every other answer, and counted.
+fn too_large(rejected: BytesRejection) -> Response {
+    let status = rejected.status();
+    let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "the body is larger than http.max_body_bytes".to_owned()
+    } else {
+        format!("cannot read the body: {rejected}")
+    };
+    error(status, msg)
+}
+
+async fn events(
+    State(intake): State<Arc<Intake>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let endpoint = "/api/v1/events";
+    let body = match body {
+        Ok(b) => b,
+        Err(rejected) => {
+            let r = too_large(rejected);
+            intake.metrics.http_request(endpoint, r.status().as_u16());
+            return r;
+        }
+    };
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let r = match media_type(&headers).as_deref() {
         Some("application/json") if first == Some(b'[') => {

@@ -1,0 +1,621 @@
+//! The real Prometheus Alertmanager (Debian package prometheus-alertmanager)
+//! delivering to `ripcord run` over its webhook: alerts pushed into
+//! Alertmanager's API reach ripcord, decide once however often Alertmanager
+//! re-sends them, and resolve when they end; with and without a bearer
+//! token; across a ripcord crash while Alertmanager keeps sending.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{free_port, now_millis, ripcord_bin, wait_until};
+
+/// Lines a child writes, collected on a background thread.
+#[derive(Clone, Default)]
+struct Collected(Arc<Mutex<Vec<String>>>);
+
+impl Collected {
+    fn follow(self, r: impl Read + Send + 'static) -> Self {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                match line {
+                    Ok(l) => me.0.lock().unwrap().push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+        self
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn text(&self) -> String {
+        self.all().join("\n")
+    }
+
+    fn find(&self, prefix: &str) -> Option<String> {
+        self.all()
+            .into_iter()
+            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+    }
+}
+
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    m.get(series).copied().unwrap_or(0.0)
+}
+
+fn rfc3339(millis: i64) -> String {
+    jiff::Timestamp::from_millisecond(millis)
+        .unwrap()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------
+// ripcord.
+
+/// `ripcord run` on a port the test picks (so Alertmanager's config can
+/// name it and a restarted ripcord comes back on it), shipped rules,
+/// journal `state.db` in `dir`.
+struct Ripcord {
+    child: Child,
+    http: SocketAddr,
+    stdout: Collected,
+    stderr: Collected,
+}
+
+impl Ripcord {
+    fn start(dir: &Path, port: u16, token: Option<&str>) -> Ripcord {
+        let mut cmd = Command::new(ripcord_bin());
+        cmd.arg("run")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--state", "state.db"])
+            .current_dir(dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("RIPCORD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("RIPCORD_TEST_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(t) = token {
+            let cfg = dir.join("ripcord.yaml");
+            std::fs::write(&cfg, "http:\n  token: {env: RIPCORD_TEST_TOKEN}\n").unwrap();
+            cmd.arg("--config").arg(&cfg).env("RIPCORD_TEST_TOKEN", t);
+        }
+        let mut child = cmd.spawn().expect("spawn ripcord run");
+        let stdout = Collected::default().follow(child.stdout.take().unwrap());
+        let stderr = Collected::default().follow(child.stderr.take().unwrap());
+        let ok = wait_until(Duration::from_secs(30), || {
+            stderr.find("http: listening on ").is_some()
+        });
+        assert!(ok, "ripcord did not start:\n{}", stderr.text());
+        let http = stderr
+            .find("http: listening on ")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let r = Ripcord {
+            child,
+            http,
+            stdout,
+            stderr,
+        };
+        let ready = wait_until(Duration::from_secs(30), || {
+            reqwest::blocking::get(r.url("/readyz")).is_ok_and(|x| x.status() == 200)
+        });
+        assert!(ready, "ripcord never ready:\n{}", r.stderr.text());
+        r
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    fn webhook_url(&self) -> String {
+        self.url("/api/v1/alerts")
+    }
+
+    fn decisions(&self) -> Vec<Value> {
+        self.stdout
+            .all()
+            .iter()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l}: {e}")))
+            .collect()
+    }
+
+    fn metrics(&self) -> BTreeMap<String, f64> {
+        parse_metrics(
+            &reqwest::blocking::get(self.url("/metrics"))
+                .unwrap()
+                .text()
+                .unwrap(),
+        )
+    }
+
+    /// Webhook deliveries ripcord answered with `code`.
+    fn webhooks(&self, code: u16) -> f64 {
+        metric(
+            &self.metrics(),
+            &format!(r#"ripcord_http_requests_total{{endpoint="/api/v1/alerts",code="{code}"}}"#),
+        )
+    }
+
+    fn kill9(mut self) -> Collected {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(200));
+        self.stdout.clone()
+    }
+
+    /// SIGTERM; the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let exited = wait_until(Duration::from_secs(20), || {
+            self.child.try_wait().unwrap().is_some()
+        });
+        assert!(exited, "ripcord ignored SIGTERM:\n{}", self.stderr.text());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Ripcord {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Alertmanager.
+
+fn alertmanager_bin() -> PathBuf {
+    let candidates = ["/usr/bin/prometheus-alertmanager"];
+    if let Some(p) = candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
+        return p;
+    }
+    for name in ["prometheus-alertmanager", "alertmanager"] {
+        if Command::new(name)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return PathBuf::from(name);
+        }
+    }
+    panic!(
+        "prometheus-alertmanager is not installed: run scripts/setup \
+         (apt-get install prometheus-alertmanager)"
+    );
+}
+
+struct Alertmanager {
+    child: Child,
+    url: String,
+    log: Collected,
+    _dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    /// One Alertmanager (no cluster) whose only receiver is ripcord's
+    /// webhook, sending the Authorization `credentials` if given. Groups
+    /// wait 1 s, flush every 2 s and repeat after 3 s, so a firing alert is
+    /// re-sent every few seconds.
+    fn start(webhook: &str, credentials: Option<&str>) -> Alertmanager {
+        let bin = alertmanager_bin();
+        let dir = tempfile::tempdir().unwrap();
+        let auth = credentials
+            .map(|c| format!("        http_config:\n          authorization:\n            credentials: \"{c}\"\n"))
+            .unwrap_or_default();
+        let config = format!(
+            r#"route:
+  receiver: ripcord
+  group_by: [alertname, service, instance]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 3s
+receivers:
+  - name: ripcord
+    webhook_configs:
+      - url: "{webhook}"
+        send_resolved: true
+{auth}"#
+        );
+        let cfg = dir.path().join("alertmanager.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let port = free_port();
+        let mut child = Command::new(&bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let log = Collected::default().follow(child.stderr.take().unwrap());
+        let _ = Collected::default().follow(child.stdout.take().unwrap());
+        let url = format!("http://127.0.0.1:{port}");
+        let mut am = Alertmanager {
+            child,
+            url,
+            log,
+            _dir: dir,
+        };
+        let ready = wait_until(Duration::from_secs(30), || {
+            reqwest::blocking::get(format!("{}/-/ready", am.url)).is_ok_and(|r| r.status() == 200)
+        });
+        if !ready {
+            let exit = am.child.try_wait();
+            panic!(
+                "alertmanager not ready (exit: {exit:?}):\n{}",
+                am.log.text()
+            );
+        }
+        am
+    }
+
+    /// `POST /api/v2/alerts`.
+    fn push(&self, alerts: &[Value]) {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(&alerts)
+            .send()
+            .unwrap();
+        let code = r.status();
+        assert!(
+            code.is_success(),
+            "alertmanager refused the alerts: {code} {}",
+            r.text().unwrap_or_default()
+        );
+    }
+
+    /// Alertmanager's own fingerprint of the alert with `alertname`.
+    fn fingerprint(&self, alertname: &str) -> String {
+        let alerts: Vec<Value> = reqwest::blocking::get(format!(
+            "{}/api/v2/alerts?filter=alertname%3D%22{alertname}%22",
+            self.url
+        ))
+        .unwrap()
+        .json()
+        .unwrap();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        alerts[0]["fingerprint"].as_str().unwrap().to_owned()
+    }
+
+    fn metrics(&self) -> BTreeMap<String, f64> {
+        parse_metrics(
+            &reqwest::blocking::get(format!("{}/metrics", self.url))
+                .unwrap()
+                .text()
+                .unwrap(),
+        )
+    }
+
+    /// Webhook notifications attempted.
+    fn notifications(&self) -> f64 {
+        metric(
+            &self.metrics(),
+            r#"alertmanager_notifications_total{integration="webhook"}"#,
+        )
+    }
+
+    /// Webhook notifications that failed (after retries).
+    fn failures(&self) -> f64 {
+        metric(
+            &self.metrics(),
+            r#"alertmanager_notifications_failed_total{integration="webhook"}"#,
+        )
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An alert as Prometheus posts it to Alertmanager; `ends` ends it.
+fn alert(labels: &Value, starts: i64, ends: Option<i64>) -> Value {
+    let mut a = json!({
+        "labels": labels,
+        "annotations": {"summary": "the service stopped answering"},
+        "startsAt": rfc3339(starts),
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=up+%3D%3D+0",
+    });
+    if let Some(e) = ends {
+        a["endsAt"] = json!(rfc3339(e));
+    }
+    a
+}
+
+fn actions(decisions: &[Value], fingerprint: &str) -> Vec<String> {
+    decisions
+        .iter()
+        .filter(|d| d["fingerprint"] == fingerprint)
+        .map(|d| d["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn instance_down(instance: &str) -> Value {
+    json!({
+        "alertname": "InstanceDown", "service": "web-ui", "instance": instance,
+        "tier": "low", "severity": "critical", "job": "node",
+    })
+}
+
+/// Waits for Alertmanager to have sent at least `n` webhook notifications
+/// in all and ripcord to have answered at least `n` of them with 200.
+fn wait_for_deliveries(am: &Alertmanager, r: &Ripcord, n: f64) {
+    let ok = wait_until(Duration::from_secs(60), || {
+        am.notifications() >= n && r.webhooks(200) >= n
+    });
+    assert!(
+        ok,
+        "alertmanager sent {} notifications, ripcord accepted {}:\n{}",
+        am.notifications(),
+        r.webhooks(200),
+        am.log.text()
+    );
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_critical_alert_on_a_low_tier_service_rolls_back_once_and_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Ripcord::start(dir.path(), 0, None);
+    let am = Alertmanager::start(&r.webhook_url(), None);
+    let labels = instance_down("i-0a1");
+    let starts = now_millis() - 5_000;
+    am.push(&[alert(&labels, starts, None)]);
+    let fp = am.fingerprint("InstanceDown");
+
+    assert!(
+        wait_until(Duration::from_secs(30), || r.decisions().len() >= 2),
+        "nothing decided:\n{}\n--- alertmanager:\n{}",
+        r.stderr.text(),
+        am.log.text()
+    );
+    // Alertmanager keeps re-sending the firing alert (repeat_interval 3 s):
+    // the first delivery and at least two repeats.
+    wait_for_deliveries(&am, &r, 3.0);
+    let decisions = r.decisions();
+    assert_eq!(
+        actions(&decisions, &fp),
+        ["rollback", "notify"],
+        "{decisions:#?}"
+    );
+    assert_eq!(decisions.len(), 2, "{decisions:#?}");
+    for d in &decisions {
+        assert_eq!(d["rule"], "alertmanager-forwarded");
+        assert_eq!(d["tier"], "low");
+        assert_eq!(d["severity"], "severe");
+        assert_eq!(
+            d["labels"], labels,
+            "the decision carries the alert's labels"
+        );
+        assert_eq!(d["at"], rfc3339(starts));
+        assert_eq!(d["incident"], decisions[0]["incident"]);
+        assert!(
+            d["message"]
+                .as_str()
+                .unwrap()
+                .contains("the service stopped answering"),
+            "{d}"
+        );
+    }
+
+    // The alert ends: Alertmanager sends it resolved, ripcord resolves the
+    // same incident.
+    let before = am.notifications();
+    let ends = now_millis();
+    am.push(&[alert(&labels, starts, Some(ends))]);
+    assert!(
+        wait_until(Duration::from_secs(30), || r.decisions().len() >= 3),
+        "no resolve:\n{}\n--- alertmanager:\n{}",
+        r.stderr.text(),
+        am.log.text()
+    );
+    let resolve = r.decisions()[2].clone();
+    assert_eq!(resolve["action"], "resolve");
+    assert_eq!(resolve["incident"], decisions[0]["incident"]);
+    assert_eq!(resolve["fingerprint"], fp);
+    assert_eq!(resolve["at"], rfc3339(ends));
+    assert!(am.notifications() > before);
+    // Nothing more comes of it, however long Alertmanager runs.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(r.decisions().len(), 3, "{:#?}", r.decisions());
+    assert_eq!(am.failures(), 0.0, "{}", am.log.text());
+    assert_eq!(
+        metric(
+            &r.metrics(),
+            r#"ripcord_decisions_total{action="rollback",tier="low"}"#
+        ),
+        1.0
+    );
+    assert!(r.terminate().success());
+}
+
+#[test]
+fn a_warning_on_a_medium_tier_service_asks_for_approval_and_info_only_notifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Ripcord::start(dir.path(), 0, None);
+    let am = Alertmanager::start(&r.webhook_url(), None);
+    let warning = json!({
+        "alertname": "LogShipperLag", "service": "log-agent", "instance": "i-3",
+        "tier": "medium", "severity": "warning",
+    });
+    let info = json!({
+        "alertname": "LogFileErrors", "service": "log-agent", "instance": "i-3",
+        "tier": "medium", "severity": "info",
+    });
+    let starts = now_millis() - 1_000;
+    am.push(&[alert(&warning, starts, None), alert(&info, starts, None)]);
+    let (fp_warning, fp_info) = (
+        am.fingerprint("LogShipperLag"),
+        am.fingerprint("LogFileErrors"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || r.decisions().len() >= 3),
+        "{:#?}\n{}",
+        r.decisions(),
+        am.log.text()
+    );
+    // Two groups, each delivered and re-sent at least once.
+    wait_for_deliveries(&am, &r, 4.0);
+    let decisions = r.decisions();
+    assert_eq!(decisions.len(), 3, "{decisions:#?}");
+    assert_eq!(
+        actions(&decisions, &fp_warning),
+        ["request_approval", "notify"]
+    );
+    assert_eq!(actions(&decisions, &fp_info), ["notify"]);
+    for d in &decisions {
+        assert_eq!(d["tier"], "medium");
+        let (labels, severity) = if d["fingerprint"] == fp_warning {
+            (&warning, "functional")
+        } else {
+            (&info, "minor")
+        };
+        assert_eq!(&d["labels"], labels);
+        assert_eq!(d["severity"], severity);
+    }
+    assert_eq!(am.failures(), 0.0);
+}
+
+#[test]
+fn with_a_bearer_token_on_both_sides_alerts_arrive_and_a_wrong_token_is_refused() {
+    let token = "am-to-ripcord-3f9c";
+    let dir = tempfile::tempdir().unwrap();
+    let r = Ripcord::start(dir.path(), 0, Some(token));
+    let good = Alertmanager::start(&r.webhook_url(), Some(token));
+    let bad = Alertmanager::start(&r.webhook_url(), Some("not-the-token"));
+    let good_labels = instance_down("i-good");
+    let bad_labels = instance_down("i-bad");
+    good.push(&[alert(&good_labels, now_millis(), None)]);
+    bad.push(&[alert(&bad_labels, now_millis(), None)]);
+    let fp_good = good.fingerprint("InstanceDown");
+
+    wait_for_deliveries(&good, &r, 3.0);
+    assert!(
+        wait_until(Duration::from_secs(30), || bad.failures() >= 1.0
+            && r.webhooks(401) >= 1.0),
+        "the wrong token was not refused: ripcord 401s {}, alertmanager failures {}\n{}",
+        r.webhooks(401),
+        bad.failures(),
+        bad.log.text()
+    );
+    let decisions = r.decisions();
+    assert_eq!(decisions.len(), 2, "{decisions:#?}");
+    assert_eq!(actions(&decisions, &fp_good), ["rollback", "notify"]);
+    assert_eq!(decisions[0]["labels"], good_labels);
+    assert_eq!(good.failures(), 0.0, "{}", good.log.text());
+    assert!(
+        bad.log.text().contains("401"),
+        "alertmanager's log names the 401:\n{}",
+        bad.log.text()
+    );
+    assert!(r.terminate().success());
+}
+
+#[test]
+fn ripcord_crashes_while_alertmanager_keeps_sending_and_nothing_fires_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let r = Ripcord::start(dir.path(), port, None);
+    let am = Alertmanager::start(&r.webhook_url(), None);
+    let labels = instance_down("i-crash");
+    let starts = now_millis() - 2_000;
+    am.push(&[alert(&labels, starts, None)]);
+    let fp = am.fingerprint("InstanceDown");
+    assert!(
+        wait_until(Duration::from_secs(30), || r.decisions().len() >= 2),
+        "{}",
+        am.log.text()
+    );
+    let first = r.kill9().all();
+    let first: Vec<Value> = first
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(actions(&first, &fp), ["rollback", "notify"]);
+
+    // Alertmanager's deliveries fail while ripcord is down; it retries.
+    assert!(
+        wait_until(Duration::from_secs(40), || am
+            .log
+            .text()
+            .contains("connection refused")),
+        "alertmanager did not try to deliver while ripcord was down:\n{}",
+        am.log.text()
+    );
+
+    // Back on the same port and journal: the repeats decide nothing.
+    let r = Ripcord::start(dir.path(), port, None);
+    wait_for_deliveries(&am, &r, 2.0);
+    assert!(
+        r.decisions().is_empty(),
+        "fired again: {:#?}",
+        r.decisions()
+    );
+
+    // The alert ends; the restarted ripcord resolves the incident opened
+    // before the crash.
+    am.push(&[alert(&labels, starts, Some(now_millis()))]);
+    assert!(
+        wait_until(Duration::from_secs(30), || !r.decisions().is_empty()),
+        "no resolve:\n{}",
+        am.log.text()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let after = r.decisions();
+    assert_eq!(actions(&after, &fp), ["resolve"], "{after:#?}");
+    assert_eq!(after[0]["incident"], first[0]["incident"]);
+    println!(
+        "alertmanager: {} notifications, {} failed\n{}",
+        am.notifications(),
+        am.failures(),
+        am.log
+            .all()
+            .iter()
+            .filter(|l| l.contains("refused") || l.contains("level=error"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(r.terminate().success());
+}
