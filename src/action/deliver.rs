@@ -214,12 +214,16 @@ struct Worker {
 }
 
 impl Worker {
+    /// `n` per `per` as one send every `per / n` with no burst: then no
+    /// window of length `per` ever holds more than `n` sends (providers
+    /// count in sliding windows: DingTalk's 21st message in a minute is
+    /// refused). Messages that arrive in between are merged into a digest.
     fn limiter(&self) -> (Limiter, TokioRateClock) {
         let (n, per) = self.spec.rate;
         let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(per / n.get())
             .unwrap_or_else(|| Quota::per_second(n))
-            .allow_burst(n);
+            .allow_burst(NonZeroU32::MIN);
         let clock = TokioRateClock(tokio::time::Instant::now());
         (RateLimiter::direct_with_clock(quota, clock.clone()), clock)
     }
