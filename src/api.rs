@@ -208,29 +208,35 @@ fn escape(s: &str) -> String {
 }
 
 /// Checks a link; the page to show when it is not good.
-fn check_link(api: &Api, id: &str, verb: &str, expires: i64, sig: &str) -> Result<Verb, Response> {
+fn check_link(
+    api: &Api,
+    id: &str,
+    verb: &str,
+    expires: i64,
+    sig: &str,
+) -> Result<Verb, Box<Response>> {
     let Some(signer) = &api.links else {
-        return Err(page(
+        return Err(Box::new(page(
             StatusCode::NOT_FOUND,
             "links are not enabled",
             "<p>This ripcord has no link secret configured.</p>",
-        ));
+        )));
     };
     let Ok(verb) = verb.parse::<Verb>() else {
-        return Err(page(
+        return Err(Box::new(page(
             StatusCode::NOT_FOUND,
             "unknown link",
             "<p>This link does not do anything ripcord knows.</p>",
-        ));
+        )));
     };
     signer
         .verify(id, verb, expires, sig, api.clock.now())
         .map_err(|e| {
-            page(
+            Box::new(page(
                 StatusCode::FORBIDDEN,
                 "link refused",
                 &format!("<p>{}</p>", escape(&e.to_string())),
-            )
+            ))
         })?;
     Ok(verb)
 }
@@ -243,7 +249,7 @@ async fn confirm_page(
 ) -> Response {
     let verb = match check_link(&api, &id, &verb, expires, &sig) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let lookup = id.clone();
     let incident = with_journal(&api.journal, move |j| j.incident(&lookup))
@@ -291,7 +297,7 @@ async fn link_act(
 ) -> Response {
     let verb = match check_link(&api, &id, &verb, expires, &sig) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let form: LinkForm = serde_urlencoded_form(&body);
     match perform(

@@ -294,8 +294,8 @@ fn incidents(at: &JournalArgs, status: &str, json: bool) -> Result<ExitCode> {
     }
     writeln!(
         out,
-        "{:<17} {:<9} {:<6} {:<10} {:<20} {:<28} {}",
-        "ID", "STATE", "TIER", "SEVERITY", "OPENED", "RULE", "WHERE / WAITING"
+        "{:<17} {:<9} {:<6} {:<10} {:<20} {:<28} WHERE / WAITING",
+        "ID", "STATE", "TIER", "SEVERITY", "OPENED", "RULE"
     )?;
     for r in &rows {
         let whom: Vec<String> = r
