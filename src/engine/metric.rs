@@ -46,6 +46,8 @@ pub(crate) struct Group {
     incident: Option<Box<Incident>>,
     /// Generation of the group's pending timer; older heap entries are stale.
     timer_gen: u32,
+    /// When that timer is due (`Ts::MIN`: none).
+    timer_at: Ts,
     live: bool,
 }
 
@@ -309,6 +311,7 @@ impl MetricState {
             phase: Phase::Idle,
             incident: None,
             timer_gen: 0,
+            timer_at: Ts::MIN,
             live: true,
         };
         let slot = match self.free.pop() {
@@ -381,6 +384,7 @@ impl MetricState {
         g.live = false;
         g.values = Box::from("");
         g.timer_gen = g.timer_gen.wrapping_add(1);
+        g.timer_at = Ts::MIN;
         self.free.push(s as u32);
         self.live -= 1;
     }
@@ -401,6 +405,7 @@ impl MetricState {
             return;
         }
         g.now = g.now.max(at);
+        g.timer_at = Ts::MIN;
         let now = g.now;
         self.evaluate(due.slot, now, cfg, out, timers);
     }
@@ -545,15 +550,20 @@ impl MetricState {
             ),
             Phase::Clearing(since) => Some(since.saturating_add(clear_for)),
         };
-        if let Some(due) = due {
-            if due > at {
+        // Only a changed due time needs a new heap entry: a pending group's
+        // due time stays put sample after sample.
+        match due {
+            Some(due) if due > at && due != g.timer_at => {
                 g.timer_gen = g.timer_gen.wrapping_add(1);
+                g.timer_at = due;
                 timers.push(Schedule {
                     at: due,
                     slot,
                     generation: g.timer_gen,
                 });
             }
+            Some(_) => {}
+            None => g.timer_at = Ts::MIN,
         }
     }
 
@@ -634,6 +644,10 @@ impl MetricState {
         cfg: &EngineConfig,
         out: &mut Vec<Decision>,
     ) {
+        // Called on every sample of a firing group: cheap unless it worsened.
+        if !self.groups[s].incident.as_ref().is_some_and(|i| severity > i.severity) {
+            return;
+        }
         let msg = self.describe(s, &facts);
         let rule = self.rule.clone();
         let Some(inc) = self.groups[s].incident.as_mut() else {
@@ -753,6 +767,7 @@ impl MetricState {
             g.incident = Some(Box::new(inc.clone()));
             g.phase = Phase::Firing;
             g.timer_gen = g.timer_gen.wrapping_add(1);
+            g.timer_at = boundary;
             timers.push(Schedule {
                 at: boundary,
                 slot,
