@@ -17,7 +17,9 @@ use crate::decision::{Action, Decision, GroupLabels, Severity, Tier};
 use crate::event::Labels;
 use crate::rule::{MetricRule, Rule};
 use crate::time::{Dur, Ts};
-use crate::window::{self, Agg, BasicBucket, CounterBucket, Reading, SketchBucket, Spec, Store};
+use crate::window::{
+    self, Agg, BasicBucket, CounterBucket, Reading, SketchBucket, Spec, Store, SumBucket,
+};
 
 /// Where a group stands with respect to its rule's condition.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,6 +56,7 @@ pub(crate) struct Group {
 /// Bucket storage for all groups of a rule.
 #[derive(Debug)]
 enum Rings {
+    Sum(Vec<SumBucket>),
     Basic(Vec<BasicBucket>),
     Counter(Vec<CounterBucket>),
     Sketch(Vec<SketchBucket>),
@@ -62,6 +65,7 @@ enum Rings {
 impl Rings {
     fn new(store: Store) -> Rings {
         match store {
+            Store::Sum => Rings::Sum(Vec::new()),
             Store::Basic => Rings::Basic(Vec::new()),
             Store::Counter => Rings::Counter(Vec::new()),
             Store::Sketch => Rings::Sketch(Vec::new()),
@@ -70,6 +74,7 @@ impl Rings {
 
     fn grow(&mut self, n: usize) {
         match self {
+            Rings::Sum(v) => v.resize(v.len() + n, SumBucket::default()),
             Rings::Basic(v) => v.resize(v.len() + n, BasicBucket::default()),
             Rings::Counter(v) => v.resize(v.len() + n, CounterBucket::default()),
             Rings::Sketch(v) => v.resize(v.len() + n, SketchBucket::default()),
@@ -79,6 +84,7 @@ impl Rings {
     fn clear(&mut self, slot: usize, n: usize) {
         let r = slot * n..(slot + 1) * n;
         match self {
+            Rings::Sum(v) => v[r].fill(SumBucket::default()),
             Rings::Basic(v) => v[r].fill(BasicBucket::default()),
             Rings::Counter(v) => v[r].fill(CounterBucket::default()),
             Rings::Sketch(v) => v[r].iter_mut().for_each(|b| *b = SketchBucket::default()),
@@ -89,6 +95,7 @@ impl Rings {
         let n = spec.buckets() as usize;
         let r = slot * n..(slot + 1) * n;
         match self {
+            Rings::Sum(b) => window::insert(spec, &mut b[r], now, ts, v),
             Rings::Basic(b) => window::insert(spec, &mut b[r], now, ts, v),
             Rings::Counter(b) => window::insert(spec, &mut b[r], now, ts, v),
             Rings::Sketch(b) => window::insert(spec, &mut b[r], now, ts, v),
@@ -107,15 +114,20 @@ impl Rings {
         let r = slot * n..(slot + 1) * n;
         let range = spec.range(at);
         match (self, agg) {
-            (Rings::Basic(b), _) => window::read_basic(agg, spec, &b[r], range, last),
+            (Rings::Sum(b), Agg::Avg | Agg::Sum | Agg::Count | Agg::Last) => {
+                window::read_sum(agg, spec, &b[r], range, last)
+            }
+            (Rings::Basic(b), Agg::Min | Agg::Max) => window::read_basic(agg, spec, &b[r], range),
             (Rings::Counter(b), _) => window::read_counter(spec, &b[r], range),
             (Rings::Sketch(b), Agg::Quantile(q)) => window::read_sketch(q, spec, &b[r], range),
-            (Rings::Sketch(_), _) => None,
+            // `Rings::new(agg.store())` makes the pairs above the only ones.
+            _ => None,
         }
     }
 
     fn heap_bytes(&self) -> usize {
         match self {
+            Rings::Sum(v) => v.capacity() * std::mem::size_of::<SumBucket>(),
             Rings::Basic(v) => v.capacity() * std::mem::size_of::<BasicBucket>(),
             Rings::Counter(v) => v.capacity() * std::mem::size_of::<CounterBucket>(),
             Rings::Sketch(v) => {
@@ -645,7 +657,11 @@ impl MetricState {
         out: &mut Vec<Decision>,
     ) {
         // Called on every sample of a firing group: cheap unless it worsened.
-        if !self.groups[s].incident.as_ref().is_some_and(|i| severity > i.severity) {
+        if !self.groups[s]
+            .incident
+            .as_ref()
+            .is_some_and(|i| severity > i.severity)
+        {
             return;
         }
         let msg = self.describe(s, &facts);

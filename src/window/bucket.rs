@@ -1,5 +1,6 @@
 //! Bucket layouts. Each aggregation stores only what it needs, so a group's
-//! window stays small: 32 bytes per bucket for the basic and counter layouts.
+//! window stays small: 16 bytes per bucket for avg/sum/count/last, 32 for
+//! min/max and rate.
 
 use super::sketch::Sketch;
 
@@ -14,7 +15,39 @@ pub trait Bucket: Clone + Default {
     fn add(&mut self, offset_ms: u32, value: f64);
 }
 
-/// count / sum / min / max: serves avg, min, max, sum, count and last.
+/// count / sum: serves avg, sum, count and last (whose value is kept per
+/// group, not per bucket). Half the size of [`BasicBucket`], which matters
+/// for long baselines at 100k groups.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SumBucket {
+    pub epoch: u32,
+    pub count: u32,
+    pub sum: f64,
+}
+
+impl Bucket for SumBucket {
+    fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn reset(&mut self, epoch: u32) {
+        *self = SumBucket {
+            epoch,
+            ..SumBucket::default()
+        };
+    }
+
+    fn add(&mut self, _offset_ms: u32, value: f64) {
+        self.count = self.count.saturating_add(1);
+        self.sum += value;
+    }
+}
+
+/// count / sum / min / max: serves min and max.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BasicBucket {
     pub epoch: u32,

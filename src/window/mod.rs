@@ -20,7 +20,7 @@
 mod bucket;
 mod sketch;
 
-pub use bucket::{BasicBucket, Bucket, CounterBucket, SketchBucket};
+pub use bucket::{BasicBucket, Bucket, CounterBucket, SketchBucket, SumBucket};
 pub use sketch::{ALPHA as SKETCH_RELATIVE_ACCURACY, Sketch};
 
 use std::fmt;
@@ -54,6 +54,7 @@ pub enum Agg {
 /// Which bucket layout an aggregation needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
+    Sum,
     Basic,
     Counter,
     Sketch,
@@ -64,7 +65,8 @@ impl Agg {
         match self {
             Agg::Rate => Store::Counter,
             Agg::Quantile(_) => Store::Sketch,
-            _ => Store::Basic,
+            Agg::Min | Agg::Max => Store::Basic,
+            Agg::Avg | Agg::Sum | Agg::Count | Agg::Last => Store::Sum,
         }
     }
 }
@@ -226,30 +228,26 @@ pub struct Reading {
     pub count: u64,
 }
 
-/// Reduces the buckets in `range` with `agg`. `last` is the newest sample
-/// the group has (its bucket may have left the window). `None` when the
-/// window holds no sample (or, for `rate`, fewer than two).
-pub fn read_basic(
+/// Reduces the buckets in `range` with `agg` (avg, sum, count or last).
+/// `last` is the newest sample the group has (its bucket may have left the
+/// window). `None` when the window holds no sample.
+pub fn read_sum(
     agg: Agg,
     spec: Spec,
-    ring: &[BasicBucket],
+    ring: &[SumBucket],
     range: (i64, i64),
     last: Option<(Ts, f64)>,
 ) -> Option<Reading> {
-    let (mut count, mut sum, mut min, mut max) = (0u64, 0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut count, mut sum) = (0u64, 0.0f64);
     for (_, b) in buckets_in(spec, ring, range) {
         count += u64::from(b.count);
         sum += b.sum;
-        min = min.min(b.min);
-        max = max.max(b.max);
     }
     if count == 0 {
         return None;
     }
     let value = match agg {
         Agg::Avg => sum / count as f64,
-        Agg::Min => min,
-        Agg::Max => max,
         Agg::Sum => sum,
         Agg::Count => count as f64,
         Agg::Last => {
@@ -260,7 +258,34 @@ pub fn read_basic(
             }
             v
         }
-        Agg::Rate | Agg::Quantile(_) => unreachable!("{agg} does not use basic buckets"),
+        Agg::Min | Agg::Max | Agg::Rate | Agg::Quantile(_) => {
+            unreachable!("{agg} does not use sum buckets")
+        }
+    };
+    Some(Reading { value, count })
+}
+
+/// Reduces the buckets in `range` to their min or max. `None` when the
+/// window holds no sample.
+pub fn read_basic(
+    agg: Agg,
+    spec: Spec,
+    ring: &[BasicBucket],
+    range: (i64, i64),
+) -> Option<Reading> {
+    let (mut count, mut min, mut max) = (0u64, f64::INFINITY, f64::NEG_INFINITY);
+    for (_, b) in buckets_in(spec, ring, range) {
+        count += u64::from(b.count);
+        min = min.min(b.min);
+        max = max.max(b.max);
+    }
+    if count == 0 {
+        return None;
+    }
+    let value = match agg {
+        Agg::Min => min,
+        Agg::Max => max,
+        _ => unreachable!("{agg} does not use basic buckets"),
     };
     Some(Reading { value, count })
 }
@@ -323,6 +348,7 @@ pub struct Window {
     spec: Spec,
     now: Option<Ts>,
     last: Option<(Ts, f64)>,
+    sum: Vec<SumBucket>,
     basic: Vec<BasicBucket>,
     counter: Vec<CounterBucket>,
     sketch: Vec<SketchBucket>,
@@ -332,8 +358,10 @@ impl Window {
     pub fn new(agg: Agg, length: Dur, buckets: u32) -> Window {
         let spec = Spec::new(length, buckets);
         let n = spec.buckets() as usize;
-        let (mut basic, mut counter, mut sketch) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut sum, mut basic, mut counter, mut sketch) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         match agg.store() {
+            Store::Sum => sum.resize(n, SumBucket::default()),
             Store::Basic => basic.resize(n, BasicBucket::default()),
             Store::Counter => counter.resize(n, CounterBucket::default()),
             Store::Sketch => sketch.resize(n, SketchBucket::default()),
@@ -343,6 +371,7 @@ impl Window {
             spec,
             now: None,
             last: None,
+            sum,
             basic,
             counter,
             sketch,
@@ -358,6 +387,7 @@ impl Window {
         let now = self.now.map_or(ts, |n| n.max(ts));
         self.now = Some(now);
         let stored = match self.agg.store() {
+            Store::Sum => insert(self.spec, &mut self.sum, now, ts, value),
             Store::Basic => insert(self.spec, &mut self.basic, now, ts, value),
             Store::Counter => insert(self.spec, &mut self.counter, now, ts, value),
             Store::Sketch => insert(self.spec, &mut self.sketch, now, ts, value),
@@ -383,7 +413,8 @@ impl Window {
         match self.agg {
             Agg::Rate => read_counter(self.spec, &self.counter, range),
             Agg::Quantile(q) => read_sketch(q, self.spec, &self.sketch, range),
-            agg => read_basic(agg, self.spec, &self.basic, range, self.last),
+            Agg::Min | Agg::Max => read_basic(self.agg, self.spec, &self.basic, range),
+            agg => read_sum(agg, self.spec, &self.sum, range, self.last),
         }
     }
 }
