@@ -29,7 +29,20 @@ impl Ts {
     }
 
     /// Parses RFC 3339 (`2026-11-21T10:00:00Z`, `...+08:00`, fractional seconds).
+    ///
+    /// Every event carries a timestamp, so the plain shape producers emit
+    /// is parsed by hand ([`fast_rfc3339`]); anything else goes to jiff,
+    /// which stays the authority (a property test and a fuzz target check
+    /// that the two agree wherever the fast path answers).
     pub fn parse_rfc3339(s: &str) -> Result<Ts, TimeError> {
+        match fast_rfc3339(s.as_bytes()) {
+            Some(ms) => Ts::from_millis(ms).ok_or(TimeError::OutOfRange(ms)),
+            None => Ts::parse_rfc3339_general(s),
+        }
+    }
+
+    /// [`Ts::parse_rfc3339`] without the fast path: every form jiff accepts.
+    pub fn parse_rfc3339_general(s: &str) -> Result<Ts, TimeError> {
         let t = jiff::Timestamp::from_str(s).map_err(|_| TimeError::Rfc3339(truncate(s)))?;
         Ts::from_millis(t.as_millisecond()).ok_or(TimeError::OutOfRange(t.as_millisecond()))
     }
@@ -46,6 +59,81 @@ impl Ts {
     pub fn since(self, earlier: Ts) -> Dur {
         Dur((self.0 - earlier.0).max(0))
     }
+}
+
+/// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)`
+/// in years 1970..=9998 (jiff's range ends late on 9999-12-30), at or after
+/// the epoch; `None` for any other input
+/// (including invalid dates), which the caller hands to jiff.
+fn fast_rfc3339(s: &[u8]) -> Option<i64> {
+    fn num(s: &[u8]) -> Option<i64> {
+        s.iter().try_fold(0i64, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
+        })
+    }
+    if s.len() < 20
+        || s[4] != b'-'
+        || s[7] != b'-'
+        || s[10] != b'T'
+        || s[13] != b':'
+        || s[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
+    let (hour, minute, second) = (num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1970..=9998).contains(&year)
+        || day < 1
+        || day > month_days
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut millis = 0;
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let digits = frac.iter().take_while(|b| b.is_ascii_digit()).count();
+        if !(1..=9).contains(&digits) {
+            return None;
+        }
+        // Truncated to milliseconds, as jiff's `as_millisecond` does.
+        let ms_digits = &frac[..digits.min(3)];
+        millis = num(ms_digits)? * 10i64.pow(3 - ms_digits.len() as u32);
+        rest = &frac[digits..];
+    }
+    let offset_secs = match rest {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (h, m) = (num(&[*h1, *h2])?, num(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let secs = h * 3600 + m * 60;
+            if *sign == b'-' { -secs } else { secs }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+    // days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    // Before the epoch jiff truncates fractions toward zero; leave it that case.
+    (secs >= 0).then_some(secs * 1000 + millis)
 }
 
 impl fmt::Display for Ts {
@@ -224,6 +312,89 @@ mod tests {
         );
         assert!(Ts::parse_rfc3339("2026-11-21 10:00").is_err());
         assert!(Ts::parse_rfc3339("1969-12-31T23:59:59Z").is_err());
+    }
+
+    #[test]
+    fn fast_rfc3339_edges() {
+        // (input, fast path, jiff)
+        for (s, fast, general) in [
+            ("1970-01-01T00:00:00Z", Some(0), Some(0)),
+            (
+                "9998-12-31T23:59:59.999999999Z",
+                Some(253_370_764_799_999),
+                Some(253_370_764_799_999),
+            ),
+            ("9999-01-01T00:00:00Z", None, Some(253_370_764_800_000)),
+            ("9999-12-31T23:59:59Z", None, None),
+            (
+                "2024-02-29T12:00:00Z",
+                Some(1_709_208_000_000),
+                Some(1_709_208_000_000),
+            ),
+            (
+                "2000-02-29T00:00:00.5-01:30",
+                Some(951_787_800_500),
+                Some(951_787_800_500),
+            ),
+            ("2100-02-29T00:00:00Z", None, None),
+            ("2026-11-21T10:00:00.Z", None, None),
+            ("2026-11-21T24:00:00Z", None, None),
+            ("1969-12-31T23:59:59.9999Z", None, Some(0)),
+        ] {
+            assert_eq!(fast_rfc3339(s.as_bytes()), fast, "{s}");
+            assert_eq!(
+                Ts::parse_rfc3339_general(s).ok().map(|t| t.0),
+                general,
+                "{s}"
+            );
+            assert_eq!(Ts::parse_rfc3339(s).ok().map(|t| t.0), general, "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// The hand-written fast path agrees with jiff wherever it answers,
+        /// and answers for the shapes producers emit.
+        #[test]
+        fn fast_rfc3339_agrees_with_jiff(
+            year in 1965i64..10_000,
+            month in 0i64..14,
+            day in 0i64..33,
+            hms in (0i64..26, 0i64..62, 0i64..62),
+            frac in proptest::option::of("[0-9]{0,11}"),
+            offset in proptest::option::of((proptest::bool::ANY, 0i64..26, 0i64..62)),
+        ) {
+            let mut s = format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+                hms.0, hms.1, hms.2
+            );
+            if let Some(f) = &frac {
+                s.push('.');
+                s.push_str(f);
+            }
+            match offset {
+                None => s.push('Z'),
+                Some((neg, h, m)) => s.push_str(&format!("{}{h:02}:{m:02}", if neg { '-' } else { '+' })),
+            }
+            let general = Ts::parse_rfc3339_general(&s).ok();
+            match fast_rfc3339(s.as_bytes()) {
+                Some(ms) => proptest::prop_assert_eq!(Ts::from_millis(ms), general, "{}", s),
+                None => {
+                    // The plain valid shape must not fall off the fast path.
+                    let plain = (1970..=9998).contains(&year)
+                        && frac.as_ref().is_none_or(|f| (1..=9).contains(&f.len()))
+                        && offset.is_none_or(|(_, h, m)| h < 24 && m < 60)
+                        && hms.0 < 24 && hms.1 < 60 && hms.2 < 60;
+                    if let (true, Some(ts)) = (plain, general) {
+                        // Only a sub-millisecond instant before the epoch,
+                        // which jiff truncates to the epoch, may fall back.
+                        proptest::prop_assert!(ts.0 == 0, "{} fell back", s);
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(Ts::parse_rfc3339(&s).ok(), general);
+        }
     }
 
     #[test]

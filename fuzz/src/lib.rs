@@ -142,8 +142,20 @@ pub fn check_decode(data: &[u8]) -> Result<Vec<Event<'_>>, DecodeError> {
 }
 
 /// Fast path (`decode`) against the slow path alone (`decode_slow`): the
-/// same inputs accepted, the same events out.
+/// same inputs accepted, the same events out; and the RFC 3339 fast path
+/// against jiff.
 pub fn check_differential(data: &[u8]) {
+    // Timestamps: the hand-written RFC 3339 fast path against jiff alone,
+    // on every quoted piece of the input (where events keep their `ts`).
+    for piece in data.split(|&b| b == b'"') {
+        if let Ok(s) = std::str::from_utf8(piece) {
+            assert_eq!(
+                ripcord::time::Ts::parse_rfc3339(s).ok(),
+                ripcord::time::Ts::parse_rfc3339_general(s).ok(),
+                "RFC 3339 fast path disagrees with jiff on {s:?}"
+            );
+        }
+    }
     let mut fast = Vec::new();
     let fast_res = decode::decode(data, &mut fast);
     let mut slow = Vec::new();
