@@ -657,32 +657,26 @@ impl MetricState {
         out: &mut Vec<Decision>,
     ) {
         // Called on every sample of a firing group: cheap unless it worsened.
-        if !self.groups[s]
-            .incident
-            .as_ref()
-            .is_some_and(|i| severity > i.severity)
-        {
-            return;
-        }
+        let from = match &self.groups[s].incident {
+            Some(inc) if severity > inc.severity => inc.severity,
+            _ => return,
+        };
         let msg = self.describe(s, &facts);
+        let msg = format!("{msg}; worsened from {from} to {severity}");
         let rule = self.rule.clone();
         let Some(inc) = self.groups[s].incident.as_mut() else {
             return;
         };
-        if severity > inc.severity {
-            let from = inc.severity;
-            inc.severity = severity;
-            let msg = format!("{msg}; worsened from {from} to {severity}");
-            inc.escalate(
-                from,
-                &cfg.policy,
-                rule.actions.as_deref(),
-                at,
-                facts,
-                &msg,
-                out,
-            );
-        }
+        inc.severity = severity;
+        inc.escalate(
+            from,
+            &cfg.policy,
+            rule.actions.as_deref(),
+            at,
+            facts,
+            &msg,
+            out,
+        );
     }
 
     /// Clear (or no data) since `since`: resolve once that has lasted `clear_for`.
