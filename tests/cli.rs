@@ -66,6 +66,35 @@ fn check_reports_every_error_with_file_and_line() {
     }
 }
 
+/// librdkafka judges `kafka.properties` at `check` time (names, values,
+/// and what this build supports: TLS and SCRAM need OpenSSL), the log
+/// filter is parsed as `run` parses it, and a credential never appears.
+#[test]
+fn check_validates_kafka_properties_and_log_filter_without_printing_secrets() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ripcord"))
+        .args(["check", "--config", "tests/fixtures/config-kafka.yaml"])
+        .env("RIPCORD_TEST_KAFKA_PASSWORD", "hunter2-do-not-print")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs ripcord");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "tests/fixtures/config-kafka.yaml:12:26: config: kafka: properties: fetch.wait.max.msec: librdkafka rejects it: No such configuration property",
+        "tests/fixtures/config-kafka.yaml:13:22: config: kafka: properties: fetch.min.bytes: librdkafka rejects it: Invalid value",
+        "tests/fixtures/config-kafka.yaml:15:10: config: log: level: `ripcord=loud` is not a log filter",
+        "ripcord: 3 error(s)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let all = format!("{err}{}", text(&out.stdout));
+    assert!(!all.contains("hunter2"), "the password leaked:\n{all}");
+    assert!(
+        !all.contains("sasl_ssl"),
+        "TLS/SASL must be supported by this build:\n{all}"
+    );
+}
+
 #[test]
 fn test_runs_the_shipped_cases() {
     let out = ripcord(&["test"]);

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::error::Errors;
-use super::secret::{Secret, read_secret};
+use super::secret::{Secret, read_secret, secret_from_node};
 use super::yaml::{MapReader, Value};
 use crate::time::Dur;
 
@@ -18,7 +18,9 @@ pub struct KafkaConfig {
     /// Poison messages are copied here (with their error) when set.
     pub dead_letter_topic: Option<String>,
     /// Extra librdkafka consumer properties; they win over ripcord's.
-    pub properties: Vec<(String, String)>,
+    /// Values are [`Secret`]s whatever the key, so a `sasl.password` can
+    /// never reach a log through this struct's `Debug`.
+    pub properties: Vec<(String, Secret)>,
     /// Re-read each assigned partition's lookback to warm the windows.
     pub warm_up: bool,
     /// Most messages handled per journal transaction.
@@ -139,12 +141,22 @@ pub(super) fn read_kafka(mut m: MapReader<'_>, k: &mut KafkaConfig, errs: &mut E
     if let Some(mut pm) = m.map("properties", errs) {
         for (key, _, v) in pm.take_all() {
             let value = match &v.value {
-                Value::Str(s) => s.clone(),
-                Value::Int(i) => i.to_string(),
-                Value::Bool(b) => b.to_string(),
-                Value::Float(f) => f.to_string(),
+                Value::Str(s) => Secret::new(s.clone()),
+                Value::Int(i) => Secret::new(i.to_string()),
+                Value::Bool(b) => Secret::new(b.to_string()),
+                Value::Float(f) => Secret::new(f.to_string()),
+                // `sasl.password: {env: KAFKA_PASSWORD}` and the like.
+                Value::Map(_) => match secret_from_node(&pm, v, key, errs) {
+                    Some(s) => s,
+                    None => continue,
+                },
                 _ => {
-                    pm.err(errs, v, key, "expected a scalar value");
+                    pm.err(
+                        errs,
+                        v,
+                        key,
+                        "expected a scalar value, {env: NAME} or {file: PATH}",
+                    );
                     continue;
                 }
             };
@@ -153,6 +165,10 @@ pub(super) fn read_kafka(mut m: MapReader<'_>, k: &mut KafkaConfig, errs: &mut E
                 "enable.auto.offset.store" | "group.id" | "bootstrap.servers"
             ) {
                 pm.err(errs, v, key, "is set by ripcord (use kafka.group / kafka.brokers; offsets are stored only after journaling)");
+                continue;
+            }
+            if let Err(why) = check_kafka_property(key, &value) {
+                pm.err(errs, v, key, why);
                 continue;
             }
             k.properties.push((key.to_owned(), value));
@@ -208,6 +224,33 @@ pub(super) fn read_journal(mut m: MapReader<'_>, j: &mut JournalConfig, errs: &m
     m.finish(errs);
 }
 
+/// Keys whose values are credentials: librdkafka's complaint about them
+/// is not repeated (it quotes the value).
+fn is_sensitive_kafka_property(key: &str) -> bool {
+    key.contains("password")
+        || key.contains("secret")
+        || matches!(key, "ssl.key.pem" | "sasl.oauthbearer.config")
+}
+
+/// Asks librdkafka itself whether it knows the property and takes the
+/// value (names are checked, and so are features this build lacks, such as
+/// `security.protocol: sasl_ssl` without TLS), so `ripcord check` catches
+/// it rather than the first start.
+fn check_kafka_property(key: &str, value: &Secret) -> Result<(), String> {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set(key, value.expose());
+    match c.create_native_config() {
+        Ok(_) => Ok(()),
+        Err(_) if is_sensitive_kafka_property(key) => {
+            Err("librdkafka rejects this value (not shown: it is a credential)".to_owned())
+        }
+        Err(rdkafka::error::KafkaError::ClientConfig(_, desc, _, _)) => {
+            Err(format!("librdkafka rejects it: {desc}"))
+        }
+        Err(e) => Err(format!("librdkafka rejects it: {e}")),
+    }
+}
+
 pub(super) fn read_log(mut m: MapReader<'_>, l: &mut LogConfig, errs: &mut Errors) {
     match m.str("format", errs) {
         Some("text") => l.format = LogFormat::Text,
@@ -224,6 +267,16 @@ pub(super) fn read_log(mut m: MapReader<'_>, l: &mut LogConfig, errs: &mut Error
         None => {}
     }
     if let Some(level) = m.str("level", errs) {
+        // The same parser `ripcord run` feeds it to, so a typo fails here.
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level) {
+            let n = m.node_of("level").unwrap_or(m.node());
+            m.err(
+                errs,
+                n,
+                "level",
+                format!("`{level}` is not a log filter (e.g. info, ripcord=debug,warn): {e}"),
+            );
+        }
         l.level = level.to_owned();
     }
     m.finish(errs);

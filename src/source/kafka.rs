@@ -42,9 +42,22 @@ use crate::time::Clock;
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
     #[error("kafka: {0}")]
-    Client(#[from] KafkaError),
+    Client(KafkaError),
+    /// librdkafka refused a property. Its own error quotes the value,
+    /// which may be a `sasl.password`, so only the key is kept.
+    #[error("kafka: librdkafka rejects the value of property `{key}`")]
+    Property { key: String },
     #[error("journal: {0}")]
     Journal(#[from] crate::journal::JournalError),
+}
+
+impl From<KafkaError> for KafkaSourceError {
+    fn from(e: KafkaError) -> Self {
+        match e {
+            KafkaError::ClientConfig(_, _, key, _) => KafkaSourceError::Property { key },
+            e => KafkaSourceError::Client(e),
+        }
+    }
 }
 
 /// A partition handed to this member, waiting to be warmed.
@@ -324,7 +337,7 @@ fn consumer_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
         .set("max.poll.interval.ms", "600000")
         .set_log_level(RDKafkaLogLevel::Warning);
     for (k, v) in &cfg.properties {
-        c.set(k, v);
+        c.set(k, v.expose());
     }
     if cfg.properties.iter().any(|(k, _)| k == "debug") {
         // librdkafka's own debug contexts were asked for: let them through.
@@ -350,7 +363,7 @@ impl KafkaSource {
             lost: Mutex::new(Vec::new()),
             from_earliest: cfg.properties.iter().any(|(k, v)| {
                 k == "auto.offset.reset"
-                    && matches!(v.as_str(), "earliest" | "smallest" | "beginning")
+                    && matches!(v.expose(), "earliest" | "smallest" | "beginning")
             }),
         };
         let consumer: BaseConsumer<Context> =
