@@ -1,0 +1,1219 @@
+//! The action layer end to end: `ripcord run` as its own process, alerts
+//! over HTTP, messages over HTTP to a stand-in chat webhook (axum, on a
+//! local port) that keeps every request, a rollback script that records
+//! every call, and people acting through the signed links, the API and
+//! the CLI.
+//!
+//! Approval expiry needs `approvals.expire_after` of at least a minute, so
+//! its test here takes a little over a minute; the in-process tests
+//! (tests/actions_inproc.rs) cover the same on a paused clock.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::Uri;
+use ripcord::action::links::{LinkSigner, Verb};
+use ripcord::config::Secret;
+use ripcord::time::{Dur, Ts};
+use serde_json::{Value, json};
+use support::{free_port, now_millis, ripcord_bin, wait_until};
+
+const LINK_SECRET: &str = "e2e-link-secret-0123456789";
+
+// ---------------------------------------------------------------------------
+// The stand-in chat webhook.
+
+#[derive(Clone, Debug)]
+struct Hit {
+    path: String,
+    at: Instant,
+    body: Value,
+}
+
+/// An HTTP server on its own thread and runtime that answers 200 to any
+/// request and keeps it.
+#[derive(Clone)]
+struct StandIn {
+    base: String,
+    hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl StandIn {
+    fn start() -> StandIn {
+        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let keep = hits.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().fallback(move |uri: Uri, body: Bytes| {
+                    let keep = keep.clone();
+                    async move {
+                        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        keep.lock().unwrap().push(Hit {
+                            path: uri.path().to_owned(),
+                            at: Instant::now(),
+                            body,
+                        });
+                        axum::Json(json!({"ok": true}))
+                    }
+                });
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(l, app).await.unwrap();
+            });
+        });
+        StandIn {
+            base: format!("http://{addr}"),
+            hits,
+        }
+    }
+
+    fn all(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    /// Messages of `kind` about `incident` (sent alone, not in a digest).
+    fn about(&self, kind: &str, incident: &str) -> Vec<Value> {
+        self.all()
+            .into_iter()
+            .filter(|h| h.body["kind"] == kind && h.body["incident"].as_str() == Some(incident))
+            .map(|h| h.body)
+            .collect()
+    }
+
+    /// Every title people saw: each message's own, and each line of a
+    /// digest (messages held back by a rate limit are merged into one).
+    fn titles(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in self.all() {
+            if h.body["kind"] == "digest" {
+                out.extend(
+                    h.body["body"]
+                        .as_str()
+                        .unwrap_or("")
+                        .lines()
+                        .map(|l| l.trim_start_matches("- ").to_owned()),
+                );
+            } else {
+                out.push(h.body["title"].as_str().unwrap_or("").to_owned());
+            }
+        }
+        out
+    }
+
+    /// Requests that carried a one-click link for `verb` on `incident`.
+    fn with_link(&self, incident: &str, verb: &str) -> Vec<Value> {
+        let part = format!("/l/{incident}/{verb}/");
+        self.all()
+            .into_iter()
+            .filter(|h| {
+                h.body["links"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|l| l["url"].as_str().unwrap().contains(&part)))
+            })
+            .map(|h| h.body)
+            .collect()
+    }
+
+    /// Waits for the approval request of the incident of `instance`: its
+    /// id and its links by verb.
+    fn approval_request(&self, r: &Ripcord, instance: &str) -> (String, BTreeMap<String, String>) {
+        let mut id = None;
+        let ok = wait_until(Duration::from_secs(30), || {
+            id = r.incident_of(instance);
+            id.is_some()
+        });
+        assert!(ok, "no incident for {instance}");
+        let id = id.unwrap();
+        let ok = wait_until(Duration::from_secs(30), || {
+            !self.with_link(&id, "approve").is_empty()
+        });
+        assert!(ok, "no approval request for {instance}: {:?}", self.all());
+        let part = format!("/l/{id}/");
+        let links = self.with_link(&id, "approve")[0]["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["url"].as_str().unwrap().to_owned())
+            .filter(|u| u.contains(&part))
+            .map(|url| (url.rsplit('/').nth(2).unwrap().to_owned(), url))
+            .collect();
+        (id, links)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ripcord.
+
+#[derive(Clone, Default)]
+struct Collected(Arc<Mutex<Vec<String>>>);
+
+impl Collected {
+    fn follow(self, r: impl Read + Send + 'static) -> Self {
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                match line {
+                    Ok(l) => me.0.lock().unwrap().push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+        self
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+/// `ripcord run` on a port the test picked (the config's `public_url`
+/// names it), journal `state.db` in `dir`.
+struct Ripcord {
+    child: Child,
+    http: SocketAddr,
+    stderr: Collected,
+}
+
+impl Ripcord {
+    fn start(dir: &Path, port: u16) -> Ripcord {
+        let mut child = Command::new(ripcord_bin())
+            .arg("run")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--config", "ripcord.yaml", "--state", "state.db"])
+            .current_dir(dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("RIPCORD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ripcord run");
+        let stderr = Collected::default().follow(child.stderr.take().unwrap());
+        let r = Ripcord {
+            child,
+            http: format!("127.0.0.1:{port}").parse().unwrap(),
+            stderr,
+        };
+        let ready = wait_until(Duration::from_secs(30), || {
+            reqwest::blocking::get(r.url("/readyz")).is_ok_and(|x| x.status() == 200)
+        });
+        assert!(ready, "ripcord never ready:\n{}", r.stderr.text());
+        r
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn post_alerts(&self, payload: &Value) {
+        let resp = client()
+            .post(self.url("/api/v1/alerts"))
+            .header("content-type", "application/json")
+            .body(payload.to_string())
+            .send()
+            .unwrap();
+        let status = resp.status();
+        assert_eq!(status, 200, "{}", resp.text().unwrap_or_default());
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let resp = client().get(self.url(path)).send().unwrap();
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().unwrap()
+    }
+
+    fn incident(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/incidents/{id}"))
+    }
+
+    /// The incident whose labels have `instance`.
+    fn incident_of(&self, instance: &str) -> Option<String> {
+        self.get("/api/v1/incidents")["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["labels"]["instance"] == instance)
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+    }
+
+    /// Its actions of kind `action`.
+    fn actions(&self, id: &str, action: &str) -> Vec<Value> {
+        self.incident(id)["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["action"] == action)
+            .cloned()
+            .collect()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    fn terminate(mut self) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "no exit after SIGTERM:\n{}",
+                self.stderr.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ripcord {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A rollback script that appends its arguments (NUL-separated, each call
+/// starting with `CALL`) to `calls.bin`. Run through /bin/sh, so the file
+/// is never executed while open for writing.
+fn recording_script(dir: &Path) -> PathBuf {
+    let script = dir.join("rollback.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "printf '%s\\0' CALL \"$@\" >> '{}'\necho \"rolled back $1\"\n",
+            dir.join("calls.bin").display()
+        ),
+    )
+    .unwrap();
+    script
+}
+
+/// The calls the recording script saw, each its arguments.
+fn calls(dir: &Path) -> Vec<Vec<String>> {
+    let Ok(bytes) = std::fs::read(dir.join("calls.bin")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut fields: Vec<&[u8]> = bytes.split(|b| *b == 0).collect();
+    assert_eq!(fields.pop(), Some(&b""[..]), "a torn record");
+    for f in fields {
+        if f == b"CALL" {
+            out.push(Vec::new());
+        } else {
+            out.last_mut()
+                .expect("a record starts with CALL")
+                .push(String::from_utf8_lossy(f).into_owned());
+        }
+    }
+    out
+}
+
+fn calls_for(dir: &Path, instance: &str) -> usize {
+    calls(dir)
+        .iter()
+        .filter(|c| c.first().map(String::as_str) == Some(instance))
+        .count()
+}
+
+/// The config: `hook` (the stand-in) for every message, signed links,
+/// the recording rollback script. `channels` and `approvals` add lines to
+/// those sections (indented); `extra` is appended as is.
+fn write_config(
+    dir: &Path,
+    port: u16,
+    standin: &StandIn,
+    channels: &str,
+    approvals: &str,
+    extra: &str,
+) {
+    let script = recording_script(dir);
+    let yaml = format!(
+        r#"http:
+  public_url: "http://127.0.0.1:{port}"
+channels:
+  hook: {{type: webhook, url: "{base}/chat", rate: 100/s}}
+{channels}approvals:
+  link_secret: "{LINK_SECRET}"
+{approvals}executors:
+  rollback:
+    command: {{argv: [/bin/sh, "{script}", "{{instance}}", "{{service}}"], timeout: 30s}}
+{extra}"#,
+        base = standin.base,
+        script = script.display()
+    );
+    std::fs::write(dir.join("ripcord.yaml"), yaml).unwrap();
+}
+
+fn rfc3339(millis: i64) -> String {
+    jiff::Timestamp::from_millisecond(millis)
+        .unwrap()
+        .to_string()
+}
+
+fn labels(service: &str, instance: &str, tier: &str, severity: &str) -> Value {
+    json!({"alertname": "ErrorsUp", "service": service, "instance": instance, "tier": tier, "severity": severity})
+}
+
+fn firing(fp: &str, labels: &Value, starts: i64) -> Value {
+    json!({
+        "status": "firing", "labels": labels, "annotations": {"summary": "errors up"},
+        "startsAt": rfc3339(starts), "endsAt": "0001-01-01T00:00:00Z", "fingerprint": fp,
+    })
+}
+
+fn resolved(fp: &str, labels: &Value, starts: i64, ends: i64) -> Value {
+    json!({
+        "status": "resolved", "labels": labels, "annotations": {},
+        "startsAt": rfc3339(starts), "endsAt": rfc3339(ends), "fingerprint": fp,
+    })
+}
+
+fn webhook(alerts: Vec<Value>) -> Value {
+    json!({"version": "4", "status": "firing", "receiver": "ripcord", "groupKey": "{}:{}", "alerts": alerts})
+}
+
+/// GET or POST a link: (status, page).
+fn open_link(url: &str, post_by: Option<&str>) -> (u16, String) {
+    let c = client();
+    let resp = match post_by {
+        None => c.get(url).send().unwrap(),
+        Some(by) => c
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("by={by}&note=looks+right"))
+            .send()
+            .unwrap(),
+    };
+    (resp.status().as_u16(), resp.text().unwrap())
+}
+
+fn approval_state(r: &Ripcord, id: &str) -> String {
+    r.incident(id)["approval"]["state"]
+        .as_str()
+        .unwrap_or("none")
+        .to_owned()
+}
+
+/// `ripcord <args> --state <db>`: (exit code, stdout + stderr).
+fn cli(r_dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(ripcord_bin())
+        .args(args)
+        .args(["--state", "state.db"])
+        .current_dir(r_dir)
+        .env_remove("USER")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Approvals.
+
+#[test]
+fn an_approval_link_shows_a_page_on_get_and_approves_on_post_exactly_once() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(dir.path(), port, &standin, "", "", "");
+    let r = Ripcord::start(dir.path(), port);
+    let start = now_millis() - 5_000;
+    let l = labels("pay", "i-ap1", "medium", "warning");
+    r.post_alerts(&webhook(vec![firing("fp-ap1", &l, start)]));
+
+    let (id, links) = standin.approval_request(&r, "i-ap1");
+    let approve = links["approve"].clone();
+    assert!(
+        approve.starts_with(&format!("http://127.0.0.1:{port}/l/{id}/approve/")),
+        "{approve}"
+    );
+    assert!(links.contains_key("reject") && links.contains_key("ack"));
+    assert_eq!(approval_state(&r, &id), "awaiting");
+
+    // GET: a confirmation page with a form; nothing approved.
+    let (code, page) = open_link(&approve, None);
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("<form method=\"post\"") && page.contains("Approve the rollback"),
+        "{page}"
+    );
+    assert!(page.contains("i-ap1"), "the page shows what it is about");
+    assert_eq!(approval_state(&r, &id), "awaiting");
+    let (code, shown) = cli(dir.path(), &["show", &id]);
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("approval: awaiting"), "{shown}");
+
+    // Tampered links: refused, on GET and on POST, and nothing happens.
+    let parts: Vec<&str> = approve.rsplitn(5, '/').collect();
+    let (sig, expires, base) = (parts[0], parts[1], parts[4]);
+    let flipped = {
+        let mut s = sig.to_owned();
+        let last = s.pop().unwrap();
+        s.push(if last == '0' { '1' } else { '0' });
+        s
+    };
+    let tampered = [
+        (
+            "incident",
+            format!("{base}/inc-000000000000/approve/{expires}/{sig}"),
+        ),
+        ("verb", format!("{base}/{id}/reject/{expires}/{sig}")),
+        ("verb ack", format!("{base}/{id}/ack/{expires}/{sig}")),
+        (
+            "expiry",
+            format!(
+                "{base}/{id}/approve/{}/{sig}",
+                expires.parse::<i64>().unwrap() + 86_400_000
+            ),
+        ),
+        (
+            "signature",
+            format!("{base}/{id}/approve/{expires}/{flipped}"),
+        ),
+        (
+            "short signature",
+            format!("{base}/{id}/approve/{expires}/{}", &sig[..8]),
+        ),
+    ];
+    for (what, url) in &tampered {
+        for by in [None, Some("mallory")] {
+            let (code, page) = open_link(url, by);
+            assert_eq!(code, 403, "{what} ({by:?}): {page}");
+            assert!(page.contains("link refused"), "{what}: {page}");
+        }
+    }
+    // A link signed with the right key but past its expiry: refused.
+    let signer = LinkSigner::new(
+        Secret::new(LINK_SECRET),
+        format!("http://127.0.0.1:{port}"),
+        Dur::from_mins(1),
+    );
+    let old = signer.links(&id, &[Verb::Approve], Ts(now_millis() - 120_000));
+    for by in [None, Some("mallory")] {
+        let (code, page) = open_link(&old[0].url, by);
+        assert_eq!(code, 403, "{page}");
+        assert!(page.contains("expired"), "{page}");
+    }
+    // The same signer with a live expiry is accepted (so the refusals above
+    // are about what was changed, not about how the test signs).
+    let fresh = signer.links(&id, &[Verb::Approve], Ts(now_millis()));
+    assert_eq!(open_link(&fresh[0].url, None).0, 200);
+    assert_eq!(approval_state(&r, &id), "awaiting");
+    assert_eq!(calls(dir.path()), Vec::<Vec<String>>::new());
+
+    // POST from the page: approved, the rollback runs once.
+    let (code, page) = open_link(&approve, Some("alice"));
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("approved"), "{page}");
+    assert!(
+        wait_until(Duration::from_secs(30), || calls_for(dir.path(), "i-ap1")
+            >= 1),
+        "the rollback never ran:\n{}",
+        r.stderr.text()
+    );
+    let (code, page) = open_link(&approve, Some("alice"));
+    assert_eq!(code, 409, "{page}");
+    let again = client()
+        .post(r.url(&format!("/api/v1/incidents/{id}/approve")))
+        .body(r#"{"by": "alice"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        calls(dir.path()),
+        vec![vec!["i-ap1".to_owned(), "pay".to_owned()]]
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let rb = r.actions(&id, "rollback");
+            rb.len() == 1 && rb[0]["state"] == "done"
+        }),
+        "{}",
+        r.incident(&id)
+    );
+    let inc = r.incident(&id);
+    assert_eq!(inc["approval"]["state"], "approved");
+    assert_eq!(inc["approval"]["decided_by"], "alice");
+    assert!(
+        inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["message"] == "approved by alice: looks right"),
+        "{inc}"
+    );
+}
+
+#[test]
+fn a_rejected_approval_never_rolls_back() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(dir.path(), port, &standin, "", "", "");
+    let r = Ripcord::start(dir.path(), port);
+    let l = labels("pay", "i-rj1", "medium", "warning");
+    r.post_alerts(&webhook(vec![firing("fp-rj1", &l, now_millis() - 5_000)]));
+    let (id, links) = standin.approval_request(&r, "i-rj1");
+
+    let resp = client()
+        .post(r.url(&format!("/api/v1/incidents/{id}/reject")))
+        .header("content-type", "application/json")
+        .body(r#"{"by": "bob"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let done: Value = resp.json().unwrap();
+    assert_eq!(done["result"], "rejected");
+
+    let (code, page) = open_link(&links["approve"], Some("alice"));
+    assert_eq!(code, 409, "{page}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(calls(dir.path()), Vec::<Vec<String>>::new());
+    let inc = r.incident(&id);
+    assert_eq!(inc["approval"]["state"], "rejected");
+    assert_eq!(inc["approval"]["decided_by"], "bob");
+    assert!(
+        r.actions(&id, "rollback").is_empty(),
+        "no rollback recorded: {inc}"
+    );
+    let req = r.actions(&id, "request_approval");
+    assert_eq!(req[0]["state"], "rejected", "{inc}");
+}
+
+#[test]
+fn a_recovery_withdraws_the_waiting_approval() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(dir.path(), port, &standin, "", "", "");
+    let r = Ripcord::start(dir.path(), port);
+    let start = now_millis() - 10_000;
+    let l = labels("pay", "i-wd1", "medium", "warning");
+    r.post_alerts(&webhook(vec![firing("fp-wd1", &l, start)]));
+    let (id, links) = standin.approval_request(&r, "i-wd1");
+    assert_eq!(approval_state(&r, &id), "awaiting");
+
+    r.post_alerts(&webhook(vec![resolved(
+        "fp-wd1",
+        &l,
+        start,
+        now_millis() - 1_000,
+    )]));
+    let mut said = Vec::new();
+    let ok = wait_until(Duration::from_secs(30), || {
+        said = standin.about("resolved", &id);
+        !said.is_empty()
+    });
+    assert!(ok, "no resolve message: {:?}", standin.all());
+    assert!(
+        said[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("approval request is withdrawn: no rollback will run"),
+        "{}",
+        said[0]
+    );
+    assert_eq!(approval_state(&r, &id), "withdrawn");
+
+    let (code, page) = open_link(&links["approve"], Some("alice"));
+    assert_eq!(code, 409, "{page}");
+    assert!(page.contains("withdrawn"), "{page}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(calls(dir.path()), Vec::<Vec<String>>::new());
+    assert!(r.actions(&id, "rollback").is_empty());
+}
+
+#[test]
+fn an_approval_pending_across_a_restart_is_approved_with_the_cli_and_rolls_back_once() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(dir.path(), port, &standin, "", "", "");
+    let r = Ripcord::start(dir.path(), port);
+    let l = labels("pay", "i-rs1", "medium", "warning");
+    r.post_alerts(&webhook(vec![firing("fp-rs1", &l, now_millis() - 5_000)]));
+    let (id, _) = standin.approval_request(&r, "i-rs1");
+    assert!(
+        wait_until(Duration::from_secs(10), || r
+            .actions(&id, "request_approval")[0]["state"]
+            == "awaiting_approval"),
+        "{}",
+        r.incident(&id)
+    );
+    let status = r.terminate();
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+
+    let r = Ripcord::start(dir.path(), port);
+    let (code, out) = cli(dir.path(), &["approve", &id, "--by", "carol"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("approved"), "{out}");
+    assert!(
+        wait_until(Duration::from_secs(30), || calls_for(dir.path(), "i-rs1")
+            >= 1),
+        "the rollback never ran:\n{}",
+        r.stderr.text()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        calls(dir.path()),
+        vec![vec!["i-rs1".to_owned(), "pay".to_owned()]]
+    );
+    assert_eq!(
+        standin.with_link(&id, "approve").len(),
+        1,
+        "the restart did not ask again"
+    );
+    let (code, again) = cli(dir.path(), &["approve", &id, "--by", "carol"]);
+    assert_eq!(code, 1, "{again}");
+    assert!(again.contains("approved, not waiting"), "{again}");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let rb = r.actions(&id, "rollback");
+            rb.len() == 1 && rb[0]["state"] == "done"
+        }),
+        "{}",
+        r.incident(&id)
+    );
+}
+
+/// Takes a little over a minute: `approvals.expire_after` cannot be set
+/// below 1m.
+#[test]
+fn expired_approvals_roll_back_or_page_as_each_tier_says() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(
+        dir.path(),
+        port,
+        &standin,
+        &format!(
+            "  pager: {{type: webhook, url: \"{}/pager\", rate: 100/s}}\n",
+            standin.base
+        ),
+        "  expire_after: 1m\n  on_timeout: {medium: rollback, high: escalate}\n",
+        r#"policy:
+  high: [request_approval, notify]
+routing:
+  low: {notify: [hook]}
+  medium: {notify: [hook]}
+  high: {notify: [hook]}
+escalation:
+  high: [{after: 0s, channels: [pager]}]
+"#,
+    );
+    let r = Ripcord::start(dir.path(), port);
+    let t0 = now_millis() - 5_000;
+    let medium = labels("pay", "i-exm", "medium", "warning");
+    let high = labels("core", "i-exh", "high", "critical");
+    r.post_alerts(&webhook(vec![
+        firing("fp-exm", &medium, t0),
+        firing("fp-exh", &high, t0),
+    ]));
+    let (m_id, _) = standin.approval_request(&r, "i-exm");
+    let (h_id, _) = standin.approval_request(&r, "i-exh");
+    let asked = Instant::now();
+
+    // Well within the minute: nothing yet.
+    std::thread::sleep(Duration::from_secs(40));
+    assert_eq!(approval_state(&r, &m_id), "awaiting");
+    assert_eq!(approval_state(&r, &h_id), "awaiting");
+    assert!(calls(dir.path()).is_empty());
+    let pager = || {
+        standin
+            .all()
+            .into_iter()
+            .filter(|h| h.path == "/pager" && h.body["incident"].as_str() == Some(&h_id))
+            .count()
+    };
+    assert_eq!(pager(), 0);
+
+    // After it: medium rolls back, high pages.
+    let ok = wait_until(Duration::from_secs(60), || {
+        calls_for(dir.path(), "i-exm") >= 1 && pager() >= 1
+    });
+    assert!(
+        ok,
+        "after {:?}: calls {:?}, pages {}\n{}",
+        asked.elapsed(),
+        calls(dir.path()),
+        pager(),
+        r.stderr.text()
+    );
+    assert!(asked.elapsed() >= Duration::from_secs(55), "too early");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        calls(dir.path()),
+        vec![vec!["i-exm".to_owned(), "pay".to_owned()]]
+    );
+    assert_eq!(approval_state(&r, &m_id), "expired");
+    assert_eq!(approval_state(&r, &h_id), "expired");
+    assert!(r.actions(&h_id, "rollback").is_empty());
+    let rb = r.actions(&m_id, "rollback");
+    assert_eq!(rb.len(), 1);
+    assert!(
+        rb[0]["key"].as_str().unwrap().ends_with("/timeout"),
+        "{rb:?}"
+    );
+    assert!(!r.incident(&h_id)["paging"].is_null());
+}
+
+// ---------------------------------------------------------------------------
+// Hostile label values through a running responder.
+
+#[test]
+fn hostile_instance_labels_are_refused_paged_and_never_reach_the_script() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // A budget that never gets in the way: every refusal must be the
+    // executor's.
+    write_config(
+        dir.path(),
+        port,
+        &standin,
+        "",
+        "",
+        "    budget: {per_service: 100, overall: 1000, window: 10m}\n",
+    );
+    let r = Ripcord::start(dir.path(), port);
+    // The decoder refuses label values over 1024 bytes, so the 1 MiB case
+    // cannot arrive this way; tests/actions_inproc.rs covers it at the
+    // executor.
+    let hostile = [
+        "$(id)",
+        "i-1;id",
+        "`id`",
+        "i-1\nid",
+        "--rf",
+        "../etc/passwd",
+        "i-1\0id",
+        &"i".repeat(1024),
+    ];
+    let t0 = now_millis() - 5_000;
+    for (k, v) in hostile.iter().enumerate() {
+        let l = labels(&format!("svc-h{k}"), v, "low", "critical");
+        r.post_alerts(&webhook(vec![firing(&format!("fp-h{k}"), &l, t0)]));
+    }
+    let good = labels("svc-ok", "i-good", "low", "critical");
+    r.post_alerts(&webhook(vec![firing("fp-good", &good, t0)]));
+
+    assert!(
+        wait_until(Duration::from_secs(30), || calls_for(dir.path(), "i-good")
+            == 1),
+        "the good rollback never ran:\n{}",
+        r.stderr.text()
+    );
+    for v in &hostile {
+        let mut id = None;
+        assert!(
+            wait_until(Duration::from_secs(30), || {
+                id = r.incident_of(v);
+                id.is_some()
+            }),
+            "no incident for {v:?}"
+        );
+        let id = id.unwrap();
+        let mut rb = Vec::new();
+        let done = wait_until(Duration::from_secs(30), || {
+            rb = r.actions(&id, "rollback");
+            rb.len() == 1 && rb[0]["state"] == "failed"
+        });
+        assert!(done, "{v:?}: {rb:?}");
+        let detail = rb[0]["detail"].as_str().unwrap();
+        assert!(detail.starts_with("refused: `instance`"), "{v:?}: {detail}");
+        let inc = r.incident(&id);
+        assert!(
+            inc["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("rollback failed: refused")),
+            "the refusal is on the timeline: {inc}"
+        );
+        assert!(!inc["paging"].is_null(), "{v:?}: a human is paged: {inc}");
+    }
+    for k in 0..hostile.len() {
+        let page = format!("PAGE svc-h{k}/");
+        let paged = wait_until(Duration::from_secs(30), || {
+            standin.titles().iter().any(|t| t.contains(&page))
+        });
+        assert!(
+            paged,
+            "no page for svc-h{k} reached chat: {:?}",
+            standin.titles()
+        );
+    }
+    let refused = standin
+        .titles()
+        .iter()
+        .filter(|t| t.contains("rollback refused"))
+        .count();
+    assert!(
+        refused >= hostile.len(),
+        "chat heard of {refused} refusals: {:?}",
+        standin.titles()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        calls(dir.path()),
+        vec![vec!["i-good".to_owned(), "svc-ok".to_owned()]],
+        "only the good value ever reached the script"
+    );
+    let raw = std::fs::read(dir.path().join("calls.bin")).unwrap();
+    for v in &hostile {
+        assert!(
+            !raw.windows(v.len()).any(|w| w == v.as_bytes()),
+            "{v:?} reached the script"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A storm.
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Most requests in any window of length `window`.
+fn max_in_window(times: &[Instant], window: Duration) -> usize {
+    let mut t = times.to_vec();
+    t.sort();
+    let mut best = 0;
+    let mut j = 0;
+    for i in 0..t.len() {
+        while t[i].duration_since(t[j]) >= window {
+            j += 1;
+        }
+        best = best.max(i - j + 1);
+    }
+    best
+}
+
+#[test]
+fn a_storm_of_alerts_keeps_the_budget_the_chat_rate_and_memory() {
+    const ALERTS: usize = 10_000;
+    const PER_PAYLOAD: usize = 40;
+    const INSTANCES: usize = 500;
+    const SERVICES: usize = 10;
+    const PER_SERVICE: usize = 3;
+    const OVERALL: usize = 12;
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let script = recording_script(dir.path());
+    std::fs::write(
+        dir.path().join("ripcord.yaml"),
+        format!(
+            r#"channels:
+  chat: {{type: webhook, url: "{}/chat", rate: 20/min}}
+executors:
+  rollback:
+    command: {{argv: [/bin/sh, "{}", "{{instance}}", "{{service}}"], timeout: 30s}}
+    budget: {{per_service: {PER_SERVICE}, overall: {OVERALL}, window: 10m}}
+"#,
+            standin.base,
+            script.display()
+        ),
+    )
+    .unwrap();
+    let r = Ripcord::start(dir.path(), port);
+    let pid = r.pid();
+
+    let peak = Arc::new(Mutex::new(0u64));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(kb) = rss_kb(pid) {
+                    let mut p = peak.lock().unwrap();
+                    *p = (*p).max(kb);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+
+    // Alert n: every 20th is the first firing of a new instance, the rest
+    // redeliveries of instances already seen (same fingerprint and
+    // startsAt), as Alertmanager re-sends them.
+    let t0 = now_millis() - 30_000;
+    let instance = |k: usize| {
+        let (svc, n) = (k % SERVICES, k / SERVICES);
+        (format!("svc-{svc}"), format!("i-{svc}-{n}"))
+    };
+    let alert = |n: usize| {
+        let k = if n % 20 == 0 {
+            n / 20
+        } else {
+            (n * 7919) % (n / 20 + 1)
+        };
+        let (svc, inst) = instance(k);
+        firing(
+            &format!("fp-storm-{k}"),
+            &labels(&svc, &inst, "low", "critical"),
+            t0 + k as i64,
+        )
+    };
+    let payloads = ALERTS / PER_PAYLOAD;
+    let every = Duration::from_secs(60) / payloads as u32;
+    let sending = Instant::now();
+    let c = client();
+    let mut busy = 0;
+    for p in 0..payloads {
+        let due = sending + every * p as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let body = webhook(
+            (p * PER_PAYLOAD..(p + 1) * PER_PAYLOAD)
+                .map(alert)
+                .collect(),
+        )
+        .to_string();
+        loop {
+            let resp = c
+                .post(r.url("/api/v1/alerts"))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .unwrap();
+            match resp.status().as_u16() {
+                200 => break,
+                429 | 503 => {
+                    busy += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                s => panic!("HTTP {s}: {}", resp.text().unwrap_or_default()),
+            }
+        }
+    }
+    let sent_in = sending.elapsed();
+    let rss_after_send = rss_kb(pid).unwrap_or(0);
+
+    // Every incident's title reaches chat, in a message or a digest.
+    let titles: Vec<String> = (0..INSTANCES)
+        .map(|k| {
+            let (svc, inst) = instance(k);
+            format!("[LOW/severe] {svc}/{inst}: alertmanager-forwarded")
+        })
+        .collect();
+    let missing = |hits: &[Hit]| -> Vec<String> {
+        let text: String = hits
+            .iter()
+            .map(|h| {
+                format!(
+                    "{}\n{}\n",
+                    h.body["title"].as_str().unwrap_or(""),
+                    h.body["body"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        let lines: BTreeSet<&str> = text.lines().map(|l| l.trim_start_matches("- ")).collect();
+        titles
+            .iter()
+            .filter(|t| !lines.contains(t.as_str()))
+            .cloned()
+            .collect()
+    };
+    let all_titles = wait_until(Duration::from_secs(60), || {
+        missing(&standin.all()).is_empty()
+    });
+    let drained_in = sending.elapsed();
+    let rss_end = rss_kb(pid).unwrap_or(0);
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    let peak_kb = *peak.lock().unwrap();
+
+    // The figures.
+    let hits: Vec<Hit> = standin
+        .all()
+        .into_iter()
+        .filter(|h| h.path == "/chat")
+        .collect();
+    let times: Vec<Instant> = hits.iter().map(|h| h.at).collect();
+    let per_minute: Vec<usize> = (0..=drained_in.as_secs() / 60)
+        .map(|m| {
+            times
+                .iter()
+                .filter(|t| t.duration_since(sending).as_secs() / 60 == m)
+                .count()
+        })
+        .collect();
+    let ran = calls(dir.path());
+    let mut by_service: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &ran {
+        *by_service.entry(c[1].clone()).or_default() += 1;
+    }
+    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    let states: BTreeMap<String, i64> = db
+        .prepare("SELECT state, count(*) FROM actions WHERE action = 'rollback' GROUP BY state")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let incidents: i64 = db
+        .query_row("SELECT count(*) FROM incidents", [], |r| r.get(0))
+        .unwrap();
+    let missing_now = missing(&standin.all());
+    let paged: BTreeSet<String> = standin
+        .titles()
+        .into_iter()
+        .filter(|t| t.contains("] PAGE "))
+        .collect();
+    eprintln!(
+        "storm: {ALERTS} alerts in {payloads} payloads sent in {sent_in:?} ({busy} busy answers); \
+         {incidents} incidents; rollbacks executed {} (by service {by_service:?}), journal states {states:?}; \
+         chat requests {} (per minute since the start {per_minute:?}, most in any 60 s window {}, in any 59.9 s window {}); \
+         titles missing from chat after {drained_in:?}: {}; incidents whose first page reached chat: {}; RSS peak {} MB, after sending {} MB, at the end {} MB",
+        ran.len(),
+        hits.len(),
+        max_in_window(&times, Duration::from_secs(60)),
+        max_in_window(&times, Duration::from_millis(59_900)),
+        missing_now.len(),
+        paged.len(),
+        peak_kb / 1024,
+        rss_after_send / 1024,
+        rss_end / 1024,
+    );
+
+    assert_eq!(incidents, INSTANCES as i64, "one incident per instance");
+    assert!(
+        ran.len() <= OVERALL,
+        "{} rollbacks, budget {OVERALL}",
+        ran.len()
+    );
+    for (svc, n) in &by_service {
+        assert!(
+            *n <= PER_SERVICE,
+            "{svc}: {n} rollbacks, budget {PER_SERVICE}"
+        );
+    }
+    assert_eq!(
+        states.get("done").copied().unwrap_or(0),
+        ran.len() as i64,
+        "every executed rollback is recorded done, and only those"
+    );
+    assert!(peak_kb > 0 && peak_kb < 300 * 1024, "peak RSS {peak_kb} kB");
+    // Measured on arrival, over 59.9 s rather than 60: ripcord spaces
+    // sends exactly 3.000 s apart, so sends 1 and 21 are 60.000 s apart
+    // and a few milliseconds of network jitter decide whether they land in
+    // one minute. That missing margin is a bug of its own, shown without
+    // jitter in tests/actions_inproc.rs
+    // (a_rate_limited_channel_never_fits_21_sends_in_a_minute); here the
+    // storm must not push anything beyond it.
+    let near_minute = max_in_window(&times, Duration::from_millis(59_900));
+    assert!(
+        near_minute <= 20,
+        "chat got {near_minute} requests within 59.9 s (rate 20/min): per minute {per_minute:?}"
+    );
+    assert!(
+        all_titles,
+        "{} incident titles never reached chat, e.g. {:?}",
+        missing_now.len(),
+        missing_now.iter().take(3).collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Paging does not wait for a broken channel.
+
+/// Two incidents page; chat is down (connection refused: each message is
+/// retried with backoff for about a minute), SMS works and is the second
+/// step, 2 s after the first. Each incident's SMS must go out about 2 s
+/// after its paging started, whatever chat is doing.
+#[test]
+#[ignore = "BUG src/action/scheduler.rs:61-68: Scheduler::escalations runs the due steps one after another and awaits each delivery (run_step -> send_all waits for the outcome, including retries); a channel that is down (here ~62 s of retries per message) or rate limited (3 s per message at 20/min) holds up every other incident's next step and the approval expiries behind it"]
+fn a_dead_chat_channel_does_not_hold_up_the_sms_step() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let dead = free_port();
+    std::fs::write(
+        dir.path().join("ripcord.yaml"),
+        format!(
+            r#"policy:
+  low: [page]
+channels:
+  chat: {{type: webhook, url: "http://127.0.0.1:{dead}/chat", rate: 100/s, retries: 5, timeout: 2s}}
+  sms: {{type: sms, provider: webhook, to: ["+14155550100"], url: "{}/sms", rate: 100/s}}
+routing:
+  low: {{notify: [chat]}}
+escalation:
+  low: [{{after: 0s, channels: [chat]}}, {{after: 2s, channels: [sms]}}]
+"#,
+            standin.base
+        ),
+    )
+    .unwrap();
+    let r = Ripcord::start(dir.path(), port);
+    let t0 = now_millis() - 5_000;
+    r.post_alerts(&webhook(vec![
+        firing("fp-d1", &labels("web", "i-d1", "low", "critical"), t0),
+        firing("fp-d2", &labels("web", "i-d2", "low", "critical"), t0),
+    ]));
+    let posted = Instant::now();
+    let sms = || {
+        standin
+            .all()
+            .into_iter()
+            .filter(|h| h.path == "/sms")
+            .count()
+    };
+    let both = wait_until(Duration::from_secs(20), || sms() >= 2);
+    assert!(
+        both,
+        "after {:?} only {} SMS went out (the second step is due 2 s after paging starts)",
+        posted.elapsed(),
+        sms()
+    );
+}

@@ -1,0 +1,1003 @@
+//! The action layer in process: the command executor against real child
+//! processes (hostile label values, timeouts, output floods), and paging
+//! and approval expiry driven by tokio's paused clock through the real
+//! journal, delivery workers, responder and scheduler, with every message
+//! going over real HTTP to a local stand-in.
+//!
+//! Paused time: a blocking task held open for the whole test keeps tokio
+//! from advancing its paused clock on its own (tokio never auto-advances
+//! while a `spawn_blocking` task runs on a current-thread runtime), so time
+//! moves only when the test says, even while an HTTP round trip to the
+//! stand-in is in flight. Without that, tokio would jump to the next timer
+//! (a send timeout, a connection pool's idle timer) whenever the runtime
+//! waits for the socket, and "not before 5 minutes" would mean nothing.
+//! Where a rate limit must wait a few milliseconds between two sends,
+//! [`drive`] moves the clock a millisecond at a time; paging times are
+//! checked against the clock times the stand-in recorded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::Uri;
+use ripcord::action::deliver::{Deliverer, Delivery};
+use ripcord::action::executor::{ExecOutcome, Executor, Vars};
+use ripcord::action::links::LinkSigner;
+use ripcord::action::message::{Kind, Message};
+use ripcord::action::responder::Responder;
+use ripcord::action::scheduler::Scheduler;
+use ripcord::action::{Handler, Outcome, SharedJournal, ops, with_journal};
+use ripcord::config::{Config, Secret};
+use ripcord::decision::{Action, Decision, Severity, Tier};
+use ripcord::engine::Engine;
+use ripcord::journal::{ActionRow, ActionState, Batch, Journal, SqliteJournal};
+use ripcord::telemetry::Metrics;
+use ripcord::time::{Clock, Dur, TokioClock, Ts};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------
+// Shared pieces.
+
+/// 2026-11-21T10:00:00Z: where the paused clock starts.
+const START: Ts = Ts(1_795_255_200_000);
+
+fn config(dir: &Path, yaml: &str) -> Config {
+    let path = dir.join("ripcord.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Config::parse(&path, yaml).unwrap_or_else(|e| panic!("config:\n{e}\n{yaml}"))
+}
+
+/// A rollback script that appends its arguments (NUL-separated, each call
+/// starting with `CALL`) to `record`, then says what it did.
+fn recording_script(dir: &Path, record: &Path) -> PathBuf {
+    let script = dir.join("rollback.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "printf '%s\\0' CALL \"$@\" >> '{}'\necho \"rolled back $1\"\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    script
+}
+
+/// The calls a recording script saw, each its argv without the program.
+fn calls(record: &Path) -> Vec<Vec<String>> {
+    let Ok(bytes) = std::fs::read(record) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut fields: Vec<&[u8]> = bytes.split(|b| *b == 0).collect();
+    // The record ends with a NUL: the last piece is empty.
+    assert_eq!(fields.pop(), Some(&b""[..]), "a torn record: {bytes:?}");
+    for f in fields {
+        if f == b"CALL" {
+            out.push(Vec::new());
+        } else {
+            out.last_mut()
+                .expect("a record starts with CALL")
+                .push(String::from_utf8_lossy(f).into_owned());
+        }
+    }
+    out
+}
+
+fn vars(pairs: &[(&str, &str)]) -> Vars {
+    Vars(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// Processes whose command line contains `marker` (zombies have none).
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(marker) {
+            found.push(format!("{pid}: {text}"));
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------
+// The command executor, unit level, against real child processes.
+
+#[tokio::test]
+async fn hostile_label_values_are_refused_and_never_reach_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("calls.bin");
+    let script = recording_script(dir.path(), &record);
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "executors:\n  rollback:\n    command:\n      argv: [/bin/sh, '{}', \"{{instance}}\", \"--service={{service}}\"]\n      timeout: 30s\n",
+            script.display()
+        ),
+    );
+    let exec = cfg.actions.rollback.executor.as_ref().expect("an executor");
+    let patterns = &cfg.actions.patterns;
+
+    // 1 MiB: only reachable here. The intake's decoder refuses label values
+    // over 1024 bytes, so no event can carry one to the executor.
+    let mega = "i".repeat(1 << 20);
+    let hostile: Vec<(&str, String)> = vec![
+        ("command substitution", "$(id)".into()),
+        ("command separator", "i-0a1;id".into()),
+        ("backticks", "`id`".into()),
+        ("newline", "i-0a1\nid".into()),
+        ("option injection", "--rf".into()),
+        ("path traversal", "../etc/passwd".into()),
+        ("NUL", "i-0a1\0id".into()),
+        ("1 MiB", mega.clone()),
+    ];
+    for (what, value) in &hostile {
+        for (label, v) in [
+            ("instance", vars(&[("instance", value), ("service", "web")])),
+            (
+                "service",
+                vars(&[("instance", "i-0a1"), ("service", value)]),
+            ),
+        ] {
+            let out = exec.run(&v, patterns).await;
+            let ExecOutcome::Refused(detail) = &out else {
+                panic!("{what} in `{label}` was not refused: {out:?}");
+            };
+            assert!(
+                detail.contains("refused") && detail.contains(&format!("`{label}`")),
+                "{what}: {detail}"
+            );
+            assert!(
+                detail.len() < 600,
+                "{what}: the refusal quotes the value cut short, not whole: {} bytes",
+                detail.len()
+            );
+            if let Executor::Command(c) = exec {
+                assert!(c.argv(&v, patterns).is_err(), "{what} in `{label}`");
+            }
+        }
+        assert!(
+            calls(&record).is_empty(),
+            "{what}: the script ran: {:?}",
+            calls(&record)
+        );
+    }
+
+    // The control: a good value does run, as one argv element each.
+    let out = exec
+        .run(
+            &vars(&[("instance", "i-0a1"), ("service", "web")]),
+            patterns,
+        )
+        .await;
+    assert!(matches!(out, ExecOutcome::Ok(_)), "{out:?}");
+    assert!(out.detail().contains("rolled back i-0a1"), "{out:?}");
+    assert_eq!(
+        calls(&record),
+        vec![vec!["i-0a1".to_owned(), "--service=web".to_owned()]]
+    );
+    let raw = std::fs::read(&record).unwrap();
+    for (what, value) in &hostile {
+        let v = value.as_bytes();
+        assert!(
+            v.len() > raw.len() || !raw.windows(v.len()).any(|w| w == v),
+            "{what} reached the script"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    // GNU sleep adds its arguments up: the marker is a unique fraction of
+    // a second, so the grandchild's command line carries it.
+    let marker = format!("0.{}{nanos:09}", std::process::id());
+    let script = dir.path().join("hang.sh");
+    std::fs::write(&script, format!("sleep 300 {marker} &\nsleep 300\n")).unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "executors:\n  rollback:\n    command:\n      argv: [/bin/sh, '{}', \"{{instance}}\"]\n      timeout: 1s\n",
+            script.display()
+        ),
+    );
+    let cfg = Arc::new(cfg);
+    let started = Instant::now();
+    let run = tokio::spawn({
+        let cfg = cfg.clone();
+        async move {
+            let exec = cfg.actions.rollback.executor.as_ref().unwrap();
+            exec.run(&vars(&[("instance", "i-0a1")]), &cfg.actions.patterns)
+                .await
+        }
+    });
+    // The grandchild is there while the script runs: the check below can
+    // see it.
+    let mut seen = false;
+    while !run.is_finished() && !seen {
+        seen = !processes_with(&marker).is_empty();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "the grandchild never showed up");
+    let out = run.await.unwrap();
+    let took = started.elapsed();
+    let ExecOutcome::Failed(detail) = &out else {
+        panic!("{out:?}");
+    };
+    assert!(
+        detail.contains("timed out") && detail.contains("process group"),
+        "{detail}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // SIGKILL to the group is sent before the outcome; give the kernel a
+    // moment to tear the processes down.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&marker).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<String>::new(),
+        "the grandchild survived the timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_output_is_bounded_in_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("flood.sh");
+    std::fs::write(
+        &script,
+        "head -c 10485760 /dev/zero | tr '\\0' x\necho 'some trouble' >&2\n",
+    )
+    .unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "executors:\n  rollback:\n    command:\n      argv: [/bin/sh, '{}', \"{{instance}}\"]\n      timeout: 60s\n",
+            script.display()
+        ),
+    );
+    let exec = cfg.actions.rollback.executor.as_ref().unwrap();
+    let started = Instant::now();
+    let out = exec
+        .run(&vars(&[("instance", "i-0a1")]), &cfg.actions.patterns)
+        .await;
+    let took = started.elapsed();
+    let ExecOutcome::Ok(detail) = &out else {
+        panic!("{out:?}");
+    };
+    assert!(
+        detail.contains("exit 0") && detail.contains("of 10485760 bytes"),
+        "{}",
+        &detail[..detail.len().min(300)]
+    );
+    assert!(detail.contains("some trouble"), "stderr is kept too");
+    assert!(
+        detail.len() <= 8 * 1024,
+        "outcome detail is {} bytes",
+        detail.len()
+    );
+    assert!(took < Duration::from_secs(50), "took {took:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Paging and approvals on a paused clock.
+
+/// One request the stand-in got: its path, JSON body, and when (on the
+/// paused clock) it arrived.
+#[derive(Clone, Debug)]
+struct SeenHit {
+    path: String,
+    body: Value,
+    at: Ts,
+}
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<SeenHit>>>);
+
+impl Seen {
+    fn all(&self) -> Vec<SeenHit> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Requests to `path` (of kind `kind`, if given) about `incident`.
+    fn about(&self, path: &str, kind: Option<&str>, incident: &str) -> Vec<SeenHit> {
+        self.all()
+            .into_iter()
+            .filter(|h| {
+                h.path == path
+                    && kind.is_none_or(|k| h.body["kind"] == k)
+                    && h.body["incident"].as_str() == Some(incident)
+            })
+            .collect()
+    }
+}
+
+/// An HTTP server on a local port, in the test's runtime, that answers 200
+/// to anything and keeps what it got with the paused clock's time.
+async fn stand_in(clock: Arc<TokioClock>) -> (String, Seen) {
+    let seen = Seen::default();
+    let keep = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, body: Bytes| {
+        let (keep, clock) = (keep.clone(), clock.clone());
+        async move {
+            keep.0.lock().unwrap().push(SeenHit {
+                path: uri.path().to_owned(),
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                at: clock.now(),
+            });
+            axum::Json(json!({"ok": true}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+/// Channels on the stand-in: a chat webhook, SMS and voice through their
+/// `webhook` provider. No `escalation:` section: the default chain (chat at
+/// once, SMS after 5 min, voice after 10 min).
+fn channels(base: &str) -> String {
+    format!(
+        r#"channels:
+  chat: {{type: webhook, url: "{base}/chat", rate: 100/s}}
+  sms: {{type: sms, provider: webhook, to: ["+14155550100"], url: "{base}/sms", rate: 100/s}}
+  voice: {{type: voice, provider: webhook, to: ["+14155550100"], url: "{base}/voice", rate: 100/s}}
+"#
+    )
+}
+
+/// Awaits `fut` while moving the paused clock a millisecond for every
+/// millisecond of real time it stays pending: enough for a rate limit's
+/// short wait between two sends, never the jump to the next far timer
+/// that tokio's own auto-advance would make. The tests measure paging
+/// against the clock times the stand-in recorded, so this drift of a few
+/// milliseconds does not blur them.
+async fn drive<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::pin!(fut);
+    let started = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return out,
+            _ = tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1))) => {
+                tokio::time::advance(Duration::from_millis(1)).await;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "stuck for a minute of real time"
+        );
+    }
+}
+
+/// The real action layer around a journal in a temp dir, on the paused
+/// clock, with the stand-in.
+struct Harness {
+    journal: SharedJournal,
+    responder: Arc<Responder>,
+    scheduler: Scheduler,
+    clock: Arc<TokioClock>,
+    engine: Engine,
+    seen: Seen,
+    /// The stand-in's base URL.
+    base: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    /// Holds tokio's auto-advance off while the test runs (see the top).
+    gate: Option<(std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>)>,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// `yaml` gets the stand-in's base URL and the test's directory.
+    async fn new(yaml: impl FnOnce(&str, &Path) -> String) -> Harness {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+        let gate = tokio::task::spawn_blocking(move || {
+            let _ = gate_rx.recv();
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(TokioClock::starting_at(START));
+        let (base, seen) = stand_in(clock.clone()).await;
+        let cfg = config(dir.path(), &yaml(&base, dir.path()));
+        let base = base.clone();
+        let journal: SharedJournal = Arc::new(Mutex::new(Box::new(
+            SqliteJournal::open_with_clock(&dir.path().join("journal.db"), false, clock.clone())
+                .unwrap(),
+        ) as Box<dyn Journal>));
+        let metrics = Arc::new(Metrics::new());
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let (deliverer, workers) = Deliverer::start(
+            cfg.actions.channels.iter().cloned(),
+            reqwest::Client::new(),
+            clock.clone(),
+            journal.clone(),
+            metrics.clone(),
+            shutdown,
+        );
+        let links = Some(LinkSigner::new(
+            Secret::new("inproc-link-secret"),
+            "http://ripcord.test",
+            cfg.actions.approvals.expire_after,
+        ));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let responder = Arc::new(Responder {
+            journal: journal.clone(),
+            deliverer: deliverer.clone(),
+            cfg: cfg.actions.clone(),
+            clock: clock.clone(),
+            links: links.clone(),
+            wake: wake.clone(),
+            metrics,
+        });
+        let scheduler = Scheduler {
+            journal: journal.clone(),
+            deliverer,
+            cfg: cfg.actions.clone(),
+            clock: clock.clone(),
+            links,
+            wake,
+            owner: "inproc-test".into(),
+        };
+        let files = ripcord::rule::load::load_builtin().unwrap();
+        let engine = Engine::new(
+            Arc::new(ripcord::rule::load::rule_set(&files)),
+            cfg.engine.clone(),
+        );
+        Harness {
+            journal,
+            responder,
+            scheduler,
+            clock,
+            engine,
+            seen,
+            base,
+            stop,
+            workers,
+            gate: Some((gate_tx, gate)),
+            dir,
+        }
+    }
+
+    /// Feeds an Alertmanager payload to the engine and journals what it
+    /// decides, as the pipeline does. Returns the decisions.
+    async fn alert(&mut self, payload: &Value) -> Vec<Decision> {
+        let text = payload.to_string();
+        let mut events = Vec::new();
+        ripcord::decode::decode(text.as_bytes(), &mut events).unwrap();
+        let mut out = Vec::new();
+        for e in &events {
+            self.engine.process(e, &mut out);
+        }
+        let ds = out.clone();
+        let fresh = with_journal(&self.journal, move |j| {
+            j.commit(&Batch {
+                decisions: ds.iter().map(|d| ("http/0", d)).collect(),
+                ..Batch::default()
+            })
+        })
+        .await
+        .unwrap();
+        assert!(fresh.iter().all(|f| *f), "decisions journaled before");
+        out
+    }
+
+    /// Claims every pending action and runs it through the responder, as
+    /// the dispatcher does.
+    async fn dispatch(&self) -> Vec<(ActionRow, Outcome)> {
+        let claimed = with_journal(&self.journal, |j| j.claim_actions("inproc-test", 100))
+            .await
+            .unwrap();
+        let mut done = Vec::new();
+        for a in claimed {
+            let out = drive(self.responder.handle(&a)).await;
+            let (key, o) = (a.key.clone(), out.clone());
+            with_journal(&self.journal, move |j| {
+                j.set_action(&key, o.state, &o.detail)
+            })
+            .await
+            .unwrap();
+            done.push((a, out));
+        }
+        done
+    }
+
+    fn elapsed(&self) -> Dur {
+        self.clock.now().since(START)
+    }
+
+    async fn tick(&self) {
+        drive(self.scheduler.tick()).await;
+    }
+
+    /// Moves the clock to `at` since the start in steps of at most a
+    /// second, with a scheduler pass after each (as `Scheduler::run` does).
+    async fn run_until(&self, at: Dur) {
+        while self.elapsed() < at {
+            let step = (at.millis() - self.elapsed().millis()).min(1000);
+            tokio::time::advance(Duration::from_millis(step as u64)).await;
+            self.tick().await;
+        }
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Journal) -> Result<T, ripcord::journal::JournalError> + Send + 'static,
+    ) -> T {
+        with_journal(&self.journal, f).await.unwrap()
+    }
+
+    async fn finish(mut self) {
+        let _ = self.stop.send(true);
+        for w in std::mem::take(&mut self.workers) {
+            drive(w).await.unwrap();
+        }
+        if let Some((tx, gate)) = self.gate.take() {
+            drop(tx);
+            gate.await.unwrap();
+        }
+    }
+}
+
+fn secs(s: i64) -> Dur {
+    Dur::from_secs(s)
+}
+
+/// Asserts `at` lies in `[from, from + within]`.
+fn between(what: &str, at: Ts, from: Ts, within: Dur) {
+    assert!(
+        at >= from && at <= from.saturating_add(within),
+        "{what} at {at}, expected from {from} to {}",
+        from.saturating_add(within)
+    );
+}
+
+fn firing(fp: &str, labels: Value) -> Value {
+    json!({
+        "version": "4", "status": "firing", "receiver": "ripcord",
+        "alerts": [{
+            "status": "firing", "labels": labels,
+            "annotations": {"summary": "it broke"},
+            "startsAt": START.to_string(), "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": fp,
+        }]
+    })
+}
+
+fn incident_of(ds: &[Decision], action: Action) -> String {
+    ds.iter()
+        .find(|d| d.action == action)
+        .and_then(|d| d.incident.as_ref())
+        .unwrap_or_else(|| panic!("no {action:?} decision in {ds:?}"))
+        .to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn paging_escalates_chat_then_sms_at_5m_then_a_call_at_10m_until_acked() {
+    let mut h =
+        Harness::new(|base, _| format!("policy:\n  high: [page]\n{}", channels(base))).await;
+    let seen = h.seen.clone();
+
+    let labels = |i: &str| json!({"alertname": "InstanceDown", "service": "web", "instance": i, "tier": "high", "severity": "critical"});
+    let a = incident_of(
+        &h.alert(&firing("fp-a", labels("i-0a"))).await,
+        Action::Page,
+    );
+    let b = incident_of(
+        &h.alert(&firing("fp-b", labels("i-0b"))).await,
+        Action::Page,
+    );
+    let done = h.dispatch().await;
+    let pages: Vec<&Outcome> = done
+        .iter()
+        .filter(|(a, _)| a.action == Action::Page)
+        .map(|(_, o)| o)
+        .collect();
+    assert_eq!(pages.len(), 2, "{done:?}");
+    for o in pages {
+        assert_eq!(o.state, ActionState::Done, "{o:?}");
+        assert!(
+            o.detail.contains("chat at +0s")
+                && o.detail.contains("sms at +5m")
+                && o.detail.contains("voice at +10m"),
+            "{o:?}"
+        );
+    }
+    let (ia, ib) = (a.clone(), b.clone());
+    let (ea, eb) = h
+        .read(move |j| Ok((j.escalation(&ia)?.unwrap(), j.escalation(&ib)?.unwrap())))
+        .await;
+    let started = BTreeMap::from([(a.clone(), ea.started_at), (b.clone(), eb.started_at)]);
+
+    // At once: the chat step for both.
+    h.tick().await;
+    for id in [&a, &b] {
+        let chat = seen.about("/chat", Some("page"), id);
+        assert_eq!(chat.len(), 1, "{id}: {:?}", seen.all());
+        between("chat page", chat[0].at, started[id], secs(1));
+        assert!(
+            chat[0].body["links"].as_array().is_some_and(|l| l
+                .iter()
+                .any(|l| l["url"].as_str().unwrap().contains("/ack/"))),
+            "a page carries an acknowledge link: {}",
+            chat[0].body
+        );
+    }
+    let count = |path: &str, id: &str| seen.about(path, None, id).len();
+
+    // SMS at 5 minutes, not before.
+    h.run_until(secs(299)).await;
+    assert_eq!((count("/sms", &a), count("/sms", &b)), (0, 0));
+    h.run_until(secs(302)).await;
+    for id in [&a, &b] {
+        let sms = seen.about("/sms", None, id);
+        assert_eq!(sms.len(), 1, "{id}: {:?}", seen.all());
+        between(
+            "sms",
+            sms[0].at,
+            started[id].saturating_add(secs(300)),
+            secs(1),
+        );
+        assert_eq!(sms[0].body["to"], "+14155550100");
+    }
+
+    // At 7 minutes someone acknowledges A.
+    h.run_until(secs(420)).await;
+    let now = h.clock.now();
+    let id = a.clone();
+    let acked = h
+        .read(move |j| Ok(ops::ack(j, &id, "dave", now)))
+        .await
+        .expect("ack");
+    assert_eq!(acked.detail, "paging stopped");
+
+    // The call at 10 minutes: only B, which nobody acknowledged.
+    h.run_until(secs(599)).await;
+    assert_eq!((count("/voice", &a), count("/voice", &b)), (0, 0));
+    h.run_until(secs(602)).await;
+    let call = seen.about("/voice", None, &b);
+    assert_eq!(call.len(), 1, "{:?}", seen.all());
+    between(
+        "call",
+        call[0].at,
+        started[&b].saturating_add(secs(600)),
+        secs(1),
+    );
+    h.run_until(secs(30 * 60)).await;
+    assert_eq!(
+        (count("/voice", &a), count("/voice", &b)),
+        (0, 1),
+        "acked A is never called; B once"
+    );
+    assert_eq!((count("/sms", &a), count("/sms", &b)), (1, 1));
+    assert_eq!(seen.about("/chat", Some("page"), &a).len(), 1);
+
+    let (ia, ib) = (a.clone(), b.clone());
+    let (ea, eb, ta) = h
+        .read(move |j| Ok((j.escalation(&ia)?, j.escalation(&ib)?, j.timeline(&ia)?)))
+        .await;
+    let (ea, eb) = (ea.unwrap(), eb.unwrap());
+    assert_eq!(
+        (ea.state.as_str(), ea.acked_by.as_deref()),
+        ("acked", Some("dave"))
+    );
+    assert_eq!(eb.state, "exhausted");
+    let text: Vec<&str> = ta.iter().map(|t| t.message.as_str()).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("paging stopped: acked by dave")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("page step 2 of 3: sent via sms")),
+        "{text:?}"
+    );
+    h.finish().await;
+}
+
+/// A medium-tier breach asks for approval; returns the harness, the
+/// incident and when its approval expires, once the request went out.
+async fn approval_waiting(on_timeout: &str) -> (Harness, String, Ts) {
+    let mut h = Harness::new(|base, dir| {
+        let script = recording_script(dir, &dir.join("calls.bin"));
+        format!(
+            "{}approvals:\n  on_timeout: {{medium: {on_timeout}}}\nexecutors:\n  rollback:\n    command: {{argv: [/bin/sh, '{}', \"{{instance}}\"], timeout: 30s}}\n",
+            channels(base),
+            script.display()
+        )
+    })
+    .await;
+    let ds = h
+        .alert(&firing(
+            "fp-m",
+            json!({"alertname": "ErrorsUp", "service": "pay", "instance": "i-0m", "tier": "medium", "severity": "warning"}),
+        ))
+        .await;
+    let id = incident_of(&ds, Action::RequestApproval);
+    let done = h.dispatch().await;
+    let req = done
+        .iter()
+        .find(|(a, _)| a.action == Action::RequestApproval)
+        .map(|(_, o)| o)
+        .unwrap();
+    assert_eq!(req.state, ActionState::AwaitingApproval, "{req:?}");
+    let i = id.clone();
+    let approval = h.read(move |j| j.approval(&i)).await.unwrap();
+    assert_eq!(
+        approval.expires_at.since(approval.requested_at),
+        Dur::from_mins(30),
+        "the default expire_after"
+    );
+    // The request went out with its links (alone, or merged into a digest
+    // with the notification if both were waiting for the rate limit).
+    let part = format!("/l/{id}/approve/");
+    assert!(
+        h.seen.all().iter().any(|m| m.path == "/chat"
+            && m.body["links"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|l| l["url"].as_str().unwrap().contains(&part)))),
+        "{:?}",
+        h.seen.all()
+    );
+    h.tick().await;
+    (h, id, approval.expires_at)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_nobody_answers_expires_after_30m_and_pages_under_escalate() {
+    let (h, id, expires) = approval_waiting("escalate").await;
+    h.run_until(Dur(expires.since(START).millis() - 1_000))
+        .await;
+    let i = id.clone();
+    let (approval, paging) = h
+        .read(move |j| Ok((j.approval(&i)?, j.escalation(&i)?)))
+        .await;
+    assert_eq!(approval.unwrap().state, "awaiting");
+    assert!(paging.is_none(), "paging before the expiry: {paging:?}");
+    assert!(h.seen.about("/chat", Some("page"), &id).is_empty());
+
+    h.run_until(Dur(expires.since(START).millis() + 2_000))
+        .await;
+    let i = id.clone();
+    let (approval, paging, actions) = h
+        .read(move |j| Ok((j.approval(&i)?, j.escalation(&i)?, j.actions_of(&i)?)))
+        .await;
+    assert_eq!(approval.unwrap().state, "expired");
+    assert!(
+        paging.is_some_and(|p| p.step >= 1),
+        "paging started and its first step ran"
+    );
+    let page = h.seen.about("/chat", Some("page"), &id);
+    assert_eq!(page.len(), 1, "{:?}", h.seen.all());
+    between("page after the expiry", page[0].at, expires, secs(2));
+    let told = h.seen.about("/chat", Some("outcome"), &id);
+    assert!(
+        told.iter().any(|m| m.body["title"]
+            .as_str()
+            .unwrap()
+            .contains("timed out: escalating")),
+        "{told:?}"
+    );
+    assert!(
+        actions.iter().all(|a| a.action != Action::Rollback),
+        "escalate never rolls back: {actions:?}"
+    );
+    assert!(calls(&h.dir.path().join("calls.bin")).is_empty());
+    h.finish().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_nobody_answers_releases_the_rollback_under_rollback() {
+    let (h, id, expires) = approval_waiting("rollback").await;
+    h.run_until(Dur(expires.since(START).millis() - 1_000))
+        .await;
+    let i = id.clone();
+    let actions = h.read(move |j| j.actions_of(&i)).await;
+    assert!(
+        actions.iter().all(|a| a.action != Action::Rollback),
+        "{actions:?}"
+    );
+
+    h.run_until(Dur(expires.since(START).millis() + 1_000))
+        .await;
+    let i = id.clone();
+    let (approval, actions, timeline) = h
+        .read(move |j| Ok((j.approval(&i)?, j.actions_of(&i)?, j.timeline(&i)?)))
+        .await;
+    assert_eq!(approval.unwrap().state, "expired");
+    let rollbacks: Vec<&ActionRow> = actions
+        .iter()
+        .filter(|a| a.action == Action::Rollback)
+        .collect();
+    assert_eq!(rollbacks.len(), 1, "{actions:?}");
+    assert_eq!(rollbacks[0].state, ActionState::Pending);
+    assert!(
+        rollbacks[0].key.ends_with("/timeout"),
+        "{}",
+        rollbacks[0].key
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t.message.contains("approval timed out: rolling back")),
+        "{timeline:?}"
+    );
+    assert!(
+        h.seen
+            .about("/chat", Some("outcome"), &id)
+            .iter()
+            .any(|m| m.body["title"]
+                .as_str()
+                .unwrap()
+                .contains("timed out: rolling back")),
+        "{:?}",
+        h.seen.all()
+    );
+
+    // The dispatcher runs it: the executor is called once for the instance.
+    let record = h.dir.path().join("calls.bin");
+    let done = h.dispatch().await;
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].1.state, ActionState::Done, "{:?}", done[0].1);
+    assert_eq!(calls(&record), vec![vec!["i-0m".to_owned()]]);
+    h.run_until(Dur(expires.since(START).millis() + 60_000))
+        .await;
+    assert!(h.dispatch().await.is_empty(), "nothing more to do");
+    assert_eq!(calls(&record).len(), 1);
+    h.finish().await;
+}
+
+/// The dispatcher claims up to 32 actions at once and runs them together;
+/// each rollback checks the budget while the others are already `running`.
+#[tokio::test(start_paused = true)]
+#[ignore = "BUG src/action/responder.rs:306-314 (with journal claim_actions): rollbacks claimed in one batch are all `running` when each checks the budget, so 6 rollbacks of one service with per_service 5 are ALL withheld (0 run) instead of 5 running"]
+async fn rollbacks_claimed_together_use_the_budget_up_to_its_limit() {
+    let mut h = Harness::new(|base, dir| {
+        let script = recording_script(dir, &dir.join("calls.bin"));
+        format!(
+            "{}executors:\n  rollback:\n    command: {{argv: [/bin/sh, '{}', \"{{instance}}\"], timeout: 30s}}\n    budget: {{per_service: 5, overall: 20, window: 10m}}\n",
+            channels(base),
+            script.display()
+        )
+    })
+    .await;
+    let alerts: Vec<Value> = (0..6)
+        .map(|k| {
+            json!({
+                "status": "firing",
+                "labels": {"alertname": "Down", "service": "web", "instance": format!("i-{k}"), "tier": "low", "severity": "critical"},
+                "startsAt": START.to_string(), "fingerprint": format!("fp-{k}"),
+            })
+        })
+        .collect();
+    h.alert(&json!({"version": "4", "alerts": alerts})).await;
+    // As the dispatcher: claim what fits its free permits in one go, run
+    // each on its own task, record each outcome when it is done.
+    let claimed = with_journal(&h.journal, |j| j.claim_actions("inproc-test", 32))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for a in claimed.into_iter().filter(|a| a.action == Action::Rollback) {
+        let (responder, journal) = (h.responder.clone(), h.journal.clone());
+        tasks.spawn(async move {
+            let out = responder.handle(&a).await;
+            let (key, o) = (a.key.clone(), out.clone());
+            with_journal(&journal, move |j| j.set_action(&key, o.state, &o.detail))
+                .await
+                .unwrap();
+            out
+        });
+    }
+    let outcomes: Vec<Outcome> = drive(tasks.join_all()).await;
+    assert_eq!(outcomes.len(), 6);
+    let ran = calls(&h.dir.path().join("calls.bin")).len();
+    let withheld = outcomes
+        .iter()
+        .filter(|o| o.detail.contains("budget exhausted"))
+        .count();
+    assert_eq!(
+        (ran, withheld),
+        (5, 1),
+        "5 of 6 rollbacks fit a budget of 5: {outcomes:?}"
+    );
+    h.finish().await;
+}
+
+/// A channel limited to 20 a minute under a steady stream of messages (one
+/// a second): providers count what arrives in a sliding minute (DingTalk
+/// throttles a robot for 10 minutes after its 21st message in a minute),
+/// so no 21 sends may fit in 60 s, and with network jitter in between, the
+/// sends need a margin: 21 sends exactly 60.000 s apart arrive within 60 s
+/// whenever the first one takes a millisecond longer than the last.
+#[tokio::test(start_paused = true)]
+#[ignore = "BUG src/action/deliver.rs:221-229 (Worker::limiter): one send every per/n with no margin puts send 1 and send n+1 exactly `per` apart (here 0 s and 60.000 s); measured on arrival the storm test saw 21 requests within 60 s in 1 of 3 runs"]
+async fn a_rate_limited_channel_never_fits_21_sends_in_a_minute() {
+    let h = Harness::new(|base, _| {
+        format!("channels:\n  chat: {{type: webhook, url: \"{base}/chat\", rate: 20/min}}\n")
+    })
+    .await;
+    for s in 0..130 {
+        h.responder
+            .deliverer
+            .send(
+                "chat",
+                Delivery::new(
+                    Message::note(
+                        Kind::Outcome,
+                        Tier::Low,
+                        Severity::Minor,
+                        None,
+                        format!("message {s}"),
+                        String::new(),
+                    ),
+                    None,
+                    None,
+                ),
+            )
+            .await
+            .unwrap();
+        // Real time for the send in flight to arrive, then a second.
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(15)))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let at: Vec<Ts> = h.seen.all().iter().map(|s| s.at).collect();
+    assert!(at.len() >= 40, "{} sends", at.len());
+    let tightest = at.windows(21).map(|w| w[20].since(w[0])).min().unwrap();
+    assert!(
+        tightest > Dur::from_secs(60),
+        "21 sends within {tightest} (sends at {:?})",
+        at.iter().map(|t| t.since(START)).collect::<Vec<_>>()
+    );
+    h.finish().await;
+}
+
+/// The harness itself: an HTTP round trip does not move the paused clock,
+/// even with a timer pending that tokio would otherwise jump to.
+#[tokio::test(start_paused = true)]
+async fn the_paused_clock_moves_only_when_told() {
+    let h = Harness::new(|base, _| channels(base)).await;
+    let far = tokio::spawn(tokio::time::sleep(Duration::from_secs(3600)));
+    let before = h.clock.now();
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let resp = client
+            .post(format!("{}/probe", h.base))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(h.clock.now(), before);
+    let probes = h.seen.all();
+    assert_eq!(probes.len(), 5);
+    assert!(probes.iter().all(|p| p.path == "/probe" && p.at == before));
+    assert!(!far.is_finished());
+    far.abort();
+    h.finish().await;
+}
