@@ -873,7 +873,6 @@ async fn an_approval_nobody_answers_releases_the_rollback_under_rollback() {
 /// The dispatcher claims up to 32 actions at once and runs them together;
 /// each rollback checks the budget while the others are already `running`.
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG src/action/responder.rs:306-314 (with journal claim_actions): rollbacks claimed in one batch are all `running` when each checks the budget, so 6 rollbacks of one service with per_service 5 are ALL withheld (0 run) instead of 5 running"]
 async fn rollbacks_claimed_together_use_the_budget_up_to_its_limit() {
     let mut h = Harness::new(|base, dir| {
         let script = recording_script(dir, &dir.join("calls.bin"));

@@ -27,7 +27,7 @@ use super::links::{LinkSigner, Verb};
 use super::message::{Kind, Message};
 use super::{BoxFuture, Handler, Outcome, SharedJournal, with_journal};
 use crate::decision::{Action, Decision, Severity, Tier};
-use crate::journal::{ActionRow, ActionState, ApprovalOpened, UpgradeRow};
+use crate::journal::{ActionRow, ActionState, ApprovalOpened, RollbackLimits, UpgradeRow};
 use crate::telemetry::Metrics;
 use crate::time::Clock;
 
@@ -304,27 +304,41 @@ impl Responder {
 
     async fn rollback(&self, a: &ActionRow) -> Outcome {
         let d = &a.decision;
+        let Some(executor) = &self.cfg.rollback.executor else {
+            let detail = "no rollback executor configured; roll back by hand".to_owned();
+            self.trouble(d, "rollback not automated", &detail).await;
+            return Outcome::skipped(detail);
+        };
+        let vars = Vars::of(d);
+        // A refused rollback never runs, so it takes no place in the budget
+        // (hostile labels must not use a service's budget up).
+        if let Err(refusal) = executor.check(&vars, &self.cfg.patterns) {
+            self.trouble(d, "rollback refused", &refusal).await;
+            return Outcome::failed(refusal);
+        }
         let budget = self.cfg.rollback.budget;
         let since = self.clock.now().saturating_sub(budget.window);
         let service = d.label("service").map(str::to_owned);
-        let svc = service.clone();
-        let counts = with_journal(&self.journal, move |j| {
-            Ok((
-                j.rollbacks_since(svc.as_deref(), since)?,
-                j.rollbacks_since(None, since)?,
-            ))
+        let (key, svc) = (a.key.clone(), service.clone());
+        let limits = RollbackLimits {
+            per_service: budget.per_service,
+            overall: budget.overall,
+        };
+        let admission = with_journal(&self.journal, move |j| {
+            j.admit_rollback(&key, svc.as_deref(), since, limits)
         })
         .await;
-        let (for_service, overall) = match counts {
-            Ok(c) => c,
+        let admission = match admission {
+            Ok(a) => a,
             Err(e) => return Outcome::failed(format!("cannot check the rollback budget: {e}")),
         };
-        // The counts include this rollback (it is running).
-        if for_service > budget.per_service || overall > budget.overall {
+        if !admission.admitted {
             let detail = format!(
-                "rollback budget exhausted: {for_service} rollbacks of {} and {overall} in all within {} \
+                "rollback budget exhausted: {} rollbacks of {} and {} in all within {} \
                  (limits {} and {}); not rolling back, paging a human",
+                admission.for_service,
                 service.as_deref().unwrap_or("this service"),
+                admission.overall,
                 budget.window,
                 budget.per_service,
                 budget.overall
@@ -332,12 +346,6 @@ impl Responder {
             self.trouble(d, "rollback withheld", &detail).await;
             return Outcome::skipped(detail);
         }
-        let Some(executor) = &self.cfg.rollback.executor else {
-            let detail = "no rollback executor configured; roll back by hand".to_owned();
-            self.trouble(d, "rollback not automated", &detail).await;
-            return Outcome::skipped(detail);
-        };
-        let vars = Vars::of(d);
         let result = executor.run(&vars, &self.cfg.patterns).await;
         let detail = result.detail().to_owned();
         match result {

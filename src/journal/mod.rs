@@ -152,6 +152,22 @@ pub struct TimelineEntry {
     pub message: String,
 }
 
+/// The rollback budget's limits within its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollbackLimits {
+    pub per_service: u32,
+    pub overall: u32,
+}
+
+/// The budget's answer for one rollback: the rollbacks already admitted in
+/// the window (not counting this one), and whether this one may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub admitted: bool,
+    pub for_service: u32,
+    pub overall: u32,
+}
+
 pub trait Journal: Send {
     /// Records a batch atomically. Returns, per decision in `batch`, whether
     /// it is new (false: recorded before, under the same key: do not act).
@@ -314,8 +330,18 @@ pub trait Journal: Send {
 
     // ---- Rollouts, budget, upgrades, leases ------------------------------
 
-    /// Rollbacks started since `since`, for `service` or overall.
-    fn rollbacks_since(&self, service: Option<&str>, since: Ts) -> Result<u32, JournalError>;
+    /// Admits the rollback `key` against the budget, atomically: counts the
+    /// rollbacks admitted since `since` (for its service and overall; not
+    /// this one) and, if both are under their limits, admits this one.
+    /// Atomic so that rollbacks checked at the same moment, by one process
+    /// or several, never all see the same count and all pass or all fail.
+    fn admit_rollback(
+        &mut self,
+        key: &str,
+        service: Option<&str>,
+        since: Ts,
+        limits: RollbackLimits,
+    ) -> Result<Admission, JournalError>;
 
     fn set_rollout(
         &mut self,

@@ -12,14 +12,16 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    ActionRow, ActionState, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch, EscalationRow,
-    Expired, IncidentRow, Journal, JournalError, RolloutRow, TimelineEntry, UpgradeRow, Verdict,
+    ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
+    EscalationRow, Expired, IncidentRow, Journal, JournalError, RollbackLimits, RolloutRow,
+    TimelineEntry, UpgradeRow, Verdict,
 };
 use crate::decision::{Action, Decision, GroupLabels, IncidentId, Severity, Tier};
 use crate::engine::Incident;
 use crate::time::{Clock, SystemClock, Ts};
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: `actions.admitted_at` (the rollback budget).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS incidents (
@@ -70,7 +72,9 @@ CREATE TABLE IF NOT EXISTS actions (
     created_at INTEGER NOT NULL,
     started_at INTEGER,
     finished_at INTEGER,
-    detail TEXT
+    detail TEXT,
+    -- When a rollback passed the budget (NULL: not admitted).
+    admitted_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS actions_by_state ON actions(state);
 CREATE INDEX IF NOT EXISTS actions_by_incident ON actions(incident_id);
@@ -182,6 +186,9 @@ impl SqliteJournal {
             )));
         }
         conn.execute_batch(SCHEMA)?;
+        if version == 1 {
+            conn.execute_batch("ALTER TABLE actions ADD COLUMN admitted_at INTEGER")?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteJournal { conn, clock })
     }
@@ -961,15 +968,43 @@ impl Journal for SqliteJournal {
         Ok(collect(&mut stmt, [incident], escalation_row)?.pop())
     }
 
-    fn rollbacks_since(&self, service: Option<&str>, since: Ts) -> Result<u32, JournalError> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM actions a JOIN decisions d ON d.key = a.key
-             WHERE a.action = 'rollback' AND a.started_at >= ?2
-               AND a.state IN ('running', 'done', 'failed', 'unknown')
-               AND (?1 IS NULL OR d.service = ?1)",
-            params![service, since.millis()],
-            |r| r.get::<_, i64>(0),
-        )? as u32)
+    fn admit_rollback(
+        &mut self,
+        key: &str,
+        service: Option<&str>,
+        since: Ts,
+        limits: RollbackLimits,
+    ) -> Result<Admission, JournalError> {
+        let now = self.now();
+        // IMMEDIATE: the write lock is taken before counting, so two
+        // processes sharing the file cannot both count the same total.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let count = |service: Option<&str>| -> rusqlite::Result<u32> {
+            tx.query_row(
+                "SELECT count(*) FROM actions a JOIN decisions d ON d.key = a.key
+                 WHERE a.action = 'rollback' AND a.admitted_at >= ?2 AND a.key != ?3
+                   AND (?1 IS NULL OR d.service = ?1)",
+                params![service, since.millis(), key],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u32)
+        };
+        let (for_service, overall) = (count(service)?, count(None)?);
+        let admitted = for_service < limits.per_service && overall < limits.overall;
+        if admitted {
+            tx.execute(
+                "UPDATE actions SET admitted_at = ?2 WHERE key = ?1",
+                params![key, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Admission {
+            admitted,
+            for_service,
+            overall,
+        })
     }
 
     fn set_rollout(

@@ -159,6 +159,20 @@ impl HttpExecutor {
         })
     }
 
+    /// Renders the URL, header and body templates, sending nothing.
+    pub fn check(&self, vars: &Vars, patterns: &Patterns) -> Result<(), String> {
+        self.url.render(vars, patterns, str::to_owned)?;
+        for (_, value) in &self.headers {
+            if let HeaderValue::Template(t) = value {
+                t.render(vars, patterns, str::to_owned)?;
+            }
+        }
+        if let Some(b) = &self.body {
+            b.render(vars, patterns, json_escape)?;
+        }
+        Ok(())
+    }
+
     pub async fn run(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
         let url = match self.url.render(vars, patterns, |v| {
             utf8_percent_encode(v, VALUE).to_string()

@@ -235,6 +235,16 @@ impl Executor {
         }
     }
 
+    /// Renders every template without running anything: `Err` is the
+    /// refusal `run` would give. Lets a refused rollback be told apart
+    /// before it takes a place in the budget.
+    pub fn check(&self, vars: &Vars, patterns: &Patterns) -> Result<(), String> {
+        match self {
+            Executor::Command(c) => c.argv(vars, patterns).map(drop),
+            Executor::Http(h) => h.check(vars, patterns),
+        }
+    }
+
     pub async fn run(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
         match self {
             Executor::Command(c) => c.run(vars, patterns).await,

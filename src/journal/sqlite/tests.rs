@@ -408,3 +408,77 @@ fn one_lease_holder_at_a_time() {
     );
     assert!(b.take_lease("digest", "b", Ts(400), Ts(100)).unwrap());
 }
+
+#[test]
+fn the_rollback_budget_admits_up_to_its_limits_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = journal(&dir);
+    let mut b = journal(&dir); // a second process on the same file
+    let (ds, _) = decisions();
+    a.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let rollbacks: Vec<String> = a
+        .claim_actions("a", 100)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            a.derive_action(&r.key, Action::Rollback, "approved", "test", Ts(0))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    assert!(rollbacks.len() >= 3, "{rollbacks:?}");
+    let limits = RollbackLimits {
+        per_service: 2,
+        overall: 10,
+    };
+    let admit = |j: &mut SqliteJournal, k: &str, since: Ts| {
+        let a = j.admit_rollback(k, Some("s"), since, limits).unwrap();
+        (a.admitted, a.for_service, a.overall)
+    };
+    // Each counts the ones admitted before it, whichever process admitted them.
+    assert_eq!(admit(&mut a, &rollbacks[0], Ts(0)), (true, 0, 0));
+    assert_eq!(admit(&mut b, &rollbacks[1], Ts(0)), (true, 1, 1));
+    assert_eq!(admit(&mut a, &rollbacks[2], Ts(0)), (false, 2, 2));
+    // A refused one takes no place: still two admitted.
+    assert_eq!(admit(&mut b, &rollbacks[2], Ts(0)), (false, 2, 2));
+    // Outside the window they no longer count.
+    let later = Ts(SystemClock.now().0 + 60_000);
+    assert_eq!(admit(&mut a, &rollbacks[2], later), (true, 0, 0));
+    // The overall limit binds whatever the service: two admitted in all.
+    let tight = RollbackLimits {
+        per_service: 10,
+        overall: 2,
+    };
+    let other = b.admit_rollback(&rollbacks[2], Some("other"), Ts(0), tight);
+    assert_eq!(
+        other.map(|a| (a.admitted, a.for_service, a.overall)).unwrap(),
+        (false, 0, 2)
+    );
+}
+
+#[test]
+fn a_version_1_journal_gains_the_budget_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    {
+        let j = SqliteJournal::open(&path, false).unwrap();
+        j.conn
+            .execute_batch("ALTER TABLE actions DROP COLUMN admitted_at; PRAGMA user_version = 1;")
+            .unwrap();
+    }
+    let mut j = SqliteJournal::open(&path, false).unwrap();
+    let version: i64 = j
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let limits = RollbackLimits {
+        per_service: 1,
+        overall: 1,
+    };
+    assert!(j.admit_rollback("none", None, Ts(0), limits).unwrap().admitted);
+}
