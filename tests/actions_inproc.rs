@@ -932,7 +932,6 @@ async fn rollbacks_claimed_together_use_the_budget_up_to_its_limit() {
 /// sends need a margin: 21 sends exactly 60.000 s apart arrive within 60 s
 /// whenever the first one takes a millisecond longer than the last.
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG src/action/deliver.rs:221-229 (Worker::limiter): one send every per/n with no margin puts send 1 and send n+1 exactly `per` apart (here 0 s and 60.000 s); measured on arrival the storm test saw 21 requests within 60 s in 1 of 3 runs"]
 async fn a_rate_limited_channel_never_fits_21_sends_in_a_minute() {
     let h = Harness::new(|base, _| {
         format!("channels:\n  chat: {{type: webhook, url: \"{base}/chat\", rate: 20/min}}\n")
@@ -965,7 +964,8 @@ async fn a_rate_limited_channel_never_fits_21_sends_in_a_minute() {
         tokio::time::advance(Duration::from_secs(1)).await;
     }
     let at: Vec<Ts> = h.seen.all().iter().map(|s| s.at).collect();
-    assert!(at.len() >= 40, "{} sends", at.len());
+    // Spaced 3.06 s, seen on a clock moved in whole seconds: one every 4 s.
+    assert!(at.len() >= 30, "{} sends", at.len());
     let tightest = at.windows(21).map(|w| w[20].since(w[0])).min().unwrap();
     assert!(
         tightest > Dur::from_secs(60),

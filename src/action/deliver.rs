@@ -214,14 +214,18 @@ struct Worker {
 }
 
 impl Worker {
-    /// `n` per `per` as one send every `per / n` with no burst: then no
-    /// window of length `per` ever holds more than `n` sends (providers
-    /// count in sliding windows: DingTalk's 21st message in a minute is
-    /// refused). Messages that arrive in between are merged into a digest.
+    /// `n` per `per` as one send every `per / n` (plus 2%, at least 50 ms)
+    /// with no burst: then no window of length `per` ever holds more than
+    /// `n` sends, even as the provider sees them, after network jitter
+    /// (providers count in sliding windows: DingTalk's 21st message in a
+    /// minute is refused). Messages that arrive in between are merged into
+    /// a digest.
     fn limiter(&self) -> (Limiter, TokioRateClock) {
         let (n, per) = self.spec.rate;
         let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(per / n.get())
+        let spacing = per / n.get();
+        let spacing = spacing + (spacing / 50).max(Duration::from_millis(50));
+        let quota = Quota::with_period(spacing)
             .unwrap_or_else(|| Quota::per_second(n))
             .allow_burst(NonZeroU32::MIN);
         let clock = TokioRateClock(tokio::time::Instant::now());
