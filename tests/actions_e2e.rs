@@ -1172,7 +1172,6 @@ executors:
 /// step, 2 s after the first. Each incident's SMS must go out about 2 s
 /// after its paging started, whatever chat is doing.
 #[test]
-#[ignore = "BUG src/action/scheduler.rs:61-68: Scheduler::escalations runs the due steps one after another and awaits each delivery (run_step -> send_all waits for the outcome, including retries); a channel that is down (here ~62 s of retries per message) or rate limited (3 s per message at 20/min) holds up every other incident's next step and the approval expiries behind it"]
 fn a_dead_chat_channel_does_not_hold_up_the_sms_step() {
     let standin = StandIn::start();
     let dir = tempfile::tempdir().unwrap();

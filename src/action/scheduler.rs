@@ -4,11 +4,13 @@
 //! last process stopped; claims in the journal make sure several processes
 //! never page twice for the same step.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 use super::config::ActionsConfig;
 use super::deliver::Deliverer;
@@ -34,18 +36,96 @@ pub struct Scheduler {
 /// (or this one after a restart) runs it again.
 const CLAIM: Dur = Dur::from_secs(60);
 
+/// Paging steps delivered at once, at most; more wait for the next pass.
+const MAX_STEPS_IN_FLIGHT: usize = 64;
+
 impl Scheduler {
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown`. Paging, approval expiry and the status digest
+    /// are separate loops, and every paging step is its own task: a channel
+    /// that hangs or retries for a minute holds up its own message only,
+    /// never another incident's SMS or call, nor an expiry.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        tokio::join!(
+            this.clone().paging_loop(shutdown.clone()),
+            this.expiry_loop(shutdown.clone()),
+            this.digest_loop(shutdown),
+        );
+    }
+
+    async fn paging_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        // (incident, step) of each step in flight: its claim may lapse while
+        // a slow channel retries, and it must not run twice meanwhile.
+        let mut running: HashMap<tokio::task::Id, (String, u32)> = HashMap::new();
+        // Dropped on shutdown: aborted steps keep their claim, which lapses,
+        // so the next process (or this one, restarted) runs them again.
+        let mut steps: JoinSet<()> = JoinSet::new();
         loop {
-            self.tick().await;
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+            if running.len() < MAX_STEPS_IN_FLIGHT {
+                match self.claim_steps().await {
+                    Ok(due) => {
+                        for e in due {
+                            let key = (e.incident.clone(), e.step);
+                            if running.values().any(|k| *k == key) {
+                                continue;
+                            }
+                            let this = self.clone();
+                            let task = steps.spawn(async move {
+                                let incident = e.incident.clone();
+                                if let Err(err) = this.run_step(e).await {
+                                    tracing::error!(error = %err, %incident, "paging step failed");
+                                }
+                            });
+                            running.insert(task.id(), key);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "escalation pass failed"),
+                }
+            }
+            let pause = tokio::time::sleep(Duration::from_secs(1));
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    Some(done) = steps.join_next_with_id(), if !steps.is_empty() => {
+                        let id = match done {
+                            Ok((id, ())) => id,
+                            Err(e) => {
+                                tracing::error!(error = %e, "paging step task failed");
+                                e.id()
+                            }
+                        };
+                        running.remove(&id);
+                    }
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
             }
         }
     }
 
-    /// One pass: due escalation steps, expired approvals, the digest.
+    async fn expiry_loop(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.expiries().await {
+                tracing::error!(error = %e, "approval expiry pass failed");
+            }
+            if stopped_within(&mut shutdown, Duration::from_secs(1)).await {
+                return;
+            }
+        }
+    }
+
+    async fn digest_loop(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.digest().await {
+                tracing::error!(error = %e, "status digest failed");
+            }
+            if stopped_within(&mut shutdown, Duration::from_secs(1)).await {
+                return;
+            }
+        }
+    }
+
+    /// One pass of everything, each step in turn (tests drive time with it).
     pub async fn tick(&self) {
         if let Err(e) = self.escalations().await {
             tracing::error!(error = %e, "escalation pass failed");
@@ -58,19 +138,31 @@ impl Scheduler {
         }
     }
 
-    async fn escalations(&self) -> Result<(), JournalError> {
+    async fn claim_steps(&self) -> Result<Vec<EscalationRow>, JournalError> {
         let now = self.clock.now();
-        let due = with_journal(&self.journal, move |j| j.claim_escalations(now, CLAIM)).await?;
-        for e in due {
+        with_journal(&self.journal, move |j| j.claim_escalations(now, CLAIM)).await
+    }
+
+    async fn escalations(&self) -> Result<(), JournalError> {
+        for e in self.claim_steps().await? {
             self.run_step(e).await?;
         }
         Ok(())
     }
 
+    /// Delivers one paging step and moves the chain on. The chain moves on
+    /// when the delivery is over or when the next step falls due, whichever
+    /// comes first: a channel that retries for a minute must not hold back
+    /// the SMS or call after it. (A crash after moving on may lose this
+    /// step's message; the chain itself, in the journal, goes on.)
     async fn run_step(&self, e: EscalationRow) -> Result<(), JournalError> {
         let steps = self.cfg.escalation(e.tier);
         let step = e.step as usize;
         let id = e.incident.clone();
+        let next_due = steps
+            .get(step + 1)
+            .map(|s| e.started_at.saturating_add(s.after));
+        let mut moved_on = false;
         let incident = with_journal(&self.journal, {
             let id = id.clone();
             move |j| j.incident(&id)
@@ -79,10 +171,22 @@ impl Scheduler {
         if let Some(s) = steps.get(step) {
             let message = self.page_message(&e, incident.as_ref(), step, steps.len());
             let fallback = self.cfg.route(e.tier).fallback.as_deref();
-            let results = self
-                .deliverer
-                .send_all(&s.channels, &message, fallback)
-                .await;
+            let delivery = self.deliverer.send_all(&s.channels, &message, fallback);
+            tokio::pin!(delivery);
+            let results = match next_due {
+                Some(due) => {
+                    let wait = due.since(self.clock.now()).to_std();
+                    tokio::select! {
+                        results = &mut delivery => results,
+                        _ = tokio::time::sleep(wait) => {
+                            self.step_done(&id, e.step, next_due).await?;
+                            moved_on = true;
+                            delivery.await
+                        }
+                    }
+                }
+                None => delivery.await,
+            };
             let sent: Vec<&str> = results
                 .iter()
                 .filter(|r| r.sent())
@@ -109,10 +213,16 @@ impl Scheduler {
             })
             .await?;
         }
-        let next = steps
-            .get(step + 1)
-            .map(|s| e.started_at.saturating_add(s.after).max(self.clock.now()));
-        let step = e.step;
+        if moved_on {
+            return Ok(());
+        }
+        self.step_done(&id, e.step, next_due).await
+    }
+
+    /// Records `step` done; the next one is due at `next` (never in the past).
+    async fn step_done(&self, id: &str, step: u32, next: Option<Ts>) -> Result<(), JournalError> {
+        let next = next.map(|t| t.max(self.clock.now()));
+        let id = id.to_owned();
         with_journal(&self.journal, move |j| {
             j.escalation_step_done(&id, step, next)
         })
@@ -328,5 +438,13 @@ impl Scheduler {
             .send_all(&status.channels, &message, None)
             .await;
         Ok(())
+    }
+}
+
+/// Waits `d`; true if shutdown was asked for meanwhile.
+async fn stopped_within(shutdown: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.wait_for(|s| *s) => true,
     }
 }
