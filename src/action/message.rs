@@ -124,7 +124,10 @@ impl Message {
         s
     }
 
-    /// Merges messages held back by a rate limit into one digest.
+    /// Merges messages held back by a rate limit into one digest. Each part
+    /// keeps its title, its first line (a withdrawal or refusal is said
+    /// there) and its links, labelled with their incident so that a
+    /// digest of several approval requests still lets each be approved.
     pub fn digest(parts: &[Message]) -> Message {
         let worst = parts
             .iter()
@@ -132,9 +135,44 @@ impl Message {
             .max()
             .unwrap_or(Severity::Minor);
         let tier = parts.iter().map(|m| m.tier).max().unwrap_or(Tier::Low);
+        let several_incidents = parts
+            .iter()
+            .filter(|m| !m.links.is_empty())
+            .filter_map(|m| m.incident.as_deref())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 1;
         let mut body = String::new();
+        let mut links = Vec::new();
+        let mut unshown = 0;
         for m in parts {
-            let _ = writeln!(body, "- {}", m.title);
+            let _ = write!(body, "- {}", m.title);
+            if let Some(first) = m.body.lines().next().filter(|l| !l.trim().is_empty()) {
+                let _ = write!(body, ": {}", clip(first.trim(), DIGEST_LINE_CHARS));
+            }
+            if let (Some(id), false) = (&m.incident, m.links.is_empty()) {
+                let _ = write!(body, " ({id})");
+            }
+            body.push('\n');
+            for l in &m.links {
+                if links.len() == DIGEST_LINKS {
+                    unshown += 1;
+                    continue;
+                }
+                links.push(match (&m.incident, several_incidents) {
+                    (Some(id), true) => Link {
+                        label: format!("{} ({id})", l.label),
+                        url: l.url.clone(),
+                    },
+                    _ => l.clone(),
+                });
+            }
+        }
+        if unshown > 0 {
+            let _ = writeln!(
+                body,
+                "… {unshown} more links not shown: see `ripcord incidents`"
+            );
         }
         Message {
             kind: Kind::Digest,
@@ -143,13 +181,22 @@ impl Message {
             tier,
             severity: worst,
             incident: None,
-            links: parts
-                .iter()
-                .flat_map(|m| m.links.iter().cloned())
-                .take(6)
-                .collect(),
+            links,
             mention: parts.iter().any(|m| m.mention),
         }
+    }
+}
+
+/// A digest line keeps this much of a part's first body line.
+const DIGEST_LINE_CHARS: usize = 160;
+/// Links a digest carries: ten approval requests' approve / reject / ack.
+const DIGEST_LINKS: usize = 30;
+
+/// `s` cut to `max` characters, with an ellipsis when cut.
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
     }
 }
 
@@ -253,6 +300,63 @@ pub fn split_utf8(s: &str, max: usize) -> Vec<&str> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn approval(incident: &str) -> Message {
+        let mut m = Message::note(
+            Kind::ApprovalRequest,
+            Tier::Medium,
+            Severity::Severe,
+            Some(incident),
+            format!("[MEDIUM/severe] web/{incident}: http_5xx_ratio 0.2 vs 0.05"),
+            "approve the rollback of this instance\nwhere: ...".to_owned(),
+        );
+        m.links = ["Approve rollback", "Reject", "Acknowledge"]
+            .iter()
+            .map(|l| Link {
+                label: (*l).to_owned(),
+                url: format!("https://r.example/l/{incident}/{l}"),
+            })
+            .collect();
+        m
+    }
+
+    #[test]
+    fn a_digest_keeps_every_approval_link_with_its_incident() {
+        let mut parts: Vec<Message> = (0..4).map(|i| approval(&format!("inc-{i}"))).collect();
+        parts.push(Message::note(
+            Kind::Resolved,
+            Tier::Medium,
+            Severity::Minor,
+            Some("inc-9"),
+            "[MEDIUM] resolved: web/i-9".to_owned(),
+            "recovered; the approval request is withdrawn\nmore".to_owned(),
+        ));
+        let d = Message::digest(&parts);
+        assert_eq!(d.links.len(), 12, "{:#?}", d.links);
+        for i in 0..4 {
+            let url = format!("https://r.example/l/inc-{i}/Approve rollback");
+            let link = d.links.iter().find(|l| l.url == url).expect("approve link");
+            assert_eq!(link.label, format!("Approve rollback (inc-{i})"));
+        }
+        assert!(
+            d.body
+                .contains("resolved: web/i-9: recovered; the approval request is withdrawn"),
+            "{}",
+            d.body
+        );
+        assert!(!d.body.contains("more"), "only the first line: {}", d.body);
+        // One incident's links keep their plain labels.
+        let one = Message::digest(&[approval("inc-1"), parts[4].clone()]);
+        assert_eq!(one.links[0].label, "Approve rollback");
+    }
+
+    #[test]
+    fn a_huge_digest_caps_its_links_and_says_so() {
+        let parts: Vec<Message> = (0..15).map(|i| approval(&format!("inc-{i}"))).collect();
+        let d = Message::digest(&parts);
+        assert_eq!(d.links.len(), DIGEST_LINKS);
+        assert!(d.body.contains("15 more links not shown"), "{}", d.body);
+    }
 
     #[test]
     fn truncation_respects_characters() {
