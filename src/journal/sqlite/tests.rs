@@ -455,7 +455,9 @@ fn the_rollback_budget_admits_up_to_its_limits_across_processes() {
     };
     let other = b.admit_rollback(&rollbacks[2], Some("other"), Ts(0), tight);
     assert_eq!(
-        other.map(|a| (a.admitted, a.for_service, a.overall)).unwrap(),
+        other
+            .map(|a| (a.admitted, a.for_service, a.overall))
+            .unwrap(),
         (false, 0, 2)
     );
 }
@@ -480,5 +482,9 @@ fn a_version_1_journal_gains_the_budget_column() {
         per_service: 1,
         overall: 1,
     };
-    assert!(j.admit_rollback("none", None, Ts(0), limits).unwrap().admitted);
+    assert!(
+        j.admit_rollback("none", None, Ts(0), limits)
+            .unwrap()
+            .admitted
+    );
 }
