@@ -199,7 +199,10 @@ fn a_poison_message_is_counted_dead_lettered_and_the_stream_goes_on() {
         Duration::from_secs(30),
         |r| r.out.decisions().iter().any(|d| d["action"] == "rollback"),
     );
-    assert_eq!(run.metric("ripcord_dead_letters_total"), 1.0);
+    // Counted once the broker has the copy.
+    run.wait_for("the dead letter", Duration::from_secs(20), |r| {
+        r.metric("ripcord_dead_letters_total") == 1.0
+    });
     let decode_errors: f64 = run
         .metrics
         .render()

@@ -29,7 +29,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -60,6 +60,16 @@ impl From<KafkaError> for KafkaSourceError {
     }
 }
 
+/// How long a loop turn with nothing to do waits for Kafka. An HTTP
+/// request arriving meanwhile waits as long for the pipeline (librdkafka's
+/// poll cannot be woken without `unsafe`): while HTTP requests are coming
+/// in, turns wait [`BUSY_WAIT`] instead; a quiet responder stays at 200
+/// turns a second.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+const BUSY_WAIT: Duration = Duration::from_millis(1);
+/// How long after the last HTTP request turns still wait [`BUSY_WAIT`].
+const BUSY_FOR: Duration = Duration::from_secs(1);
+
 /// A partition handed to this member, waiting to be warmed.
 #[derive(Debug, Clone)]
 struct Assigned {
@@ -77,6 +87,109 @@ struct Context {
     lost: Mutex<Vec<PartitionId>>,
     /// `auto.offset.reset` is earliest (else latest).
     from_earliest: bool,
+    log: ClientLog,
+}
+
+/// How a librdkafka client's complaints reach ripcord's log: its log lines
+/// at their own level, its errors once per 10 s each with a repeat count.
+/// With no usable broker (down, or refusing our TLS) librdkafka retries
+/// every ~50 ms and reports "all brokers are down" each time: 20 lines a
+/// second would bury the cause.
+struct ClientLog {
+    /// Which of ripcord's clients: consumer, warm-up reader, dead-letter producer.
+    client: &'static str,
+    /// Errors by text: when each was last logged, how many since.
+    said: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl ClientLog {
+    fn new(client: &'static str) -> ClientLog {
+        ClientLog {
+            client,
+            said: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        let client = self.client;
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "rdkafka", client, facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "rdkafka", client, facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "rdkafka", client, facility = fac, "{msg}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "rdkafka", client, facility = fac, "{msg}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // End of partition is reported through `poll` too; it is news, not trouble.
+        if matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
+        {
+            return;
+        }
+        let mut said = self.said.lock().unwrap_or_else(|e| e.into_inner());
+        let repeats = match said.get_mut(&error.to_string()) {
+            Some((at, n)) if at.elapsed() < Duration::from_secs(10) => {
+                *n += 1;
+                return;
+            }
+            Some((at, n)) => {
+                *at = Instant::now();
+                std::mem::take(n) + 1
+            }
+            None => {
+                said.insert(error.to_string(), (Instant::now(), 0));
+                1
+            }
+        };
+        tracing::warn!(target: "rdkafka", client = self.client, %error, repeats, "{reason}");
+    }
+}
+
+/// The context of ripcord's helper clients (the warm-up reader and the
+/// dead-letter producer): logged like the consumer; a dead letter is
+/// counted once the broker has it, and a lost one is said.
+struct HelperContext {
+    log: ClientLog,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for HelperContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.log.log(level, fac, msg);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error(error, reason);
+    }
+}
+
+impl ConsumerContext for HelperContext {}
+
+impl ProducerContext for HelperContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.metrics.dead_letter(),
+            Err((e, msg)) => tracing::error!(
+                error = %e,
+                dead_letter_topic = msg.topic(),
+                "a poison message was not copied to the dead-letter topic"
+            ),
+        }
+    }
 }
 
 fn lock(p: &Mutex<Pipeline>) -> MutexGuard<'_, Pipeline> {
@@ -101,29 +214,11 @@ impl ClientContext for Context {
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "rdkafka", facility = fac, "{msg}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "rdkafka", facility = fac, "{msg}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "rdkafka", facility = fac, "{msg}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "rdkafka", facility = fac, "{msg}"),
-        }
+        self.log.log(level, fac, msg);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // End of partition is reported through `poll` too; it is news, not trouble.
-        if matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
-        {
-            return;
-        }
-        tracing::warn!(target: "rdkafka", %error, "{reason}");
+        self.log.error(error, reason);
     }
 }
 
@@ -256,18 +351,20 @@ pub struct KafkaSource {
     pipeline: Arc<Mutex<Pipeline>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
-    dead_letters: Option<ThreadedProducer<DefaultProducerContext>>,
+    dead_letters: Option<ThreadedProducer<HelperContext>>,
     ids: PartitionIds,
     /// Partitions that reached their end: their clocks may follow the wall.
     caught_up: HashMap<PartitionId, bool>,
     last_tick: Instant,
+    /// When `between` last handed the loop work (an HTTP request).
+    last_between_work: Instant,
     last_error_log: Option<Instant>,
     error_burst: u64,
 }
 
 /// The timestamp of the message at `offset`, if it can be read.
 fn timestamp_at(
-    reader: &BaseConsumer,
+    reader: &BaseConsumer<HelperContext>,
     topic: &str,
     partition: i32,
     offset: i64,
@@ -316,6 +413,37 @@ fn partition_id(
     id
 }
 
+/// Whether a `kafka.properties` key says how to reach or authenticate to
+/// the cluster, which every client needs, producers included.
+fn is_connection_property(key: &str) -> bool {
+    const PREFIXES: [&str; 7] = [
+        "security.",
+        "ssl.",
+        "sasl.",
+        "socket.",
+        "broker.",
+        "client.",
+        "enable.ssl.",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// The brokers and the connection properties (TLS, SASL, sockets): the
+/// start of every client's config, so the warm-up reader and the
+/// dead-letter producer reach a secured cluster as the consumer does.
+fn connection_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    for (k, v) in cfg
+        .properties
+        .iter()
+        .filter(|(k, _)| is_connection_property(k))
+    {
+        c.set(k, v.expose());
+    }
+    c
+}
+
 /// librdkafka settings ripcord relies on; `kafka.properties` may add to or
 /// override the tunables, not the delivery semantics.
 fn consumer_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
@@ -361,6 +489,7 @@ impl KafkaSource {
             metrics: metrics.clone(),
             pending: Mutex::new(Vec::new()),
             lost: Mutex::new(Vec::new()),
+            log: ClientLog::new("consumer"),
             from_earliest: cfg.properties.iter().any(|(k, v)| {
                 k == "auto.offset.reset"
                     && matches!(v.expose(), "earliest" | "smallest" | "beginning")
@@ -373,11 +502,13 @@ impl KafkaSource {
         let dead_letters = match &cfg.dead_letter_topic {
             None => None,
             Some(_) => Some(
-                ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
+                connection_config(&cfg, &brokers)
                     .set("linger.ms", "5")
                     .set("message.timeout.ms", "30000")
-                    .create()?,
+                    .create_with_context(HelperContext {
+                        log: ClientLog::new("dead-letter producer"),
+                        metrics: metrics.clone(),
+                    })?,
             ),
         };
         Ok(KafkaSource {
@@ -391,6 +522,9 @@ impl KafkaSource {
             ids: Vec::new(),
             caught_up: HashMap::new(),
             last_tick: Instant::now(),
+            last_between_work: Instant::now()
+                .checked_sub(BUSY_FOR)
+                .unwrap_or_else(Instant::now),
             last_error_log: None,
             error_burst: 0,
         })
@@ -410,11 +544,21 @@ impl KafkaSource {
     ) -> Result<(), KafkaSourceError> {
         while !stop.load(Ordering::Relaxed) {
             self.warm_pending()?;
-            {
+            // Work from `between` (HTTP requests waiting for their answer)
+            // is committed this turn: Kafka is not waited for then.
+            let wait = {
                 let mut p = lock(&self.pipeline);
                 between(&mut p);
-            }
-            let got = self.poll_batch();
+                if p.dirty() {
+                    self.last_between_work = Instant::now();
+                    Duration::ZERO
+                } else if self.last_between_work.elapsed() < BUSY_FOR {
+                    BUSY_WAIT
+                } else {
+                    IDLE_WAIT
+                }
+            };
+            let got = self.poll_batch(wait);
             if self.last_tick.elapsed() >= Duration::from_secs(1) {
                 self.tick();
             }
@@ -437,16 +581,12 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Polls up to `max_batch` messages into the pipeline. Waits up to 5 ms
-    /// for the first one only.
-    fn poll_batch(&mut self) -> usize {
+    /// Polls up to `max_batch` messages into the pipeline. Waits up to
+    /// `wait` for the first one only.
+    fn poll_batch(&mut self, wait: Duration) -> usize {
         let mut got = 0;
         while got < self.cfg.max_batch {
-            let timeout = if got == 0 {
-                Duration::from_millis(5)
-            } else {
-                Duration::ZERO
-            };
+            let timeout = if got == 0 { wait } else { Duration::ZERO };
             let msg = match self.consumer.poll(timeout) {
                 None => break,
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
@@ -532,7 +672,8 @@ impl KafkaSource {
             record = record.key(k);
         }
         match producer.send(record) {
-            Ok(()) => self.metrics.dead_letter(),
+            // Counted on delivery (HelperContext).
+            Ok(()) => {}
             Err((e, _)) => {
                 tracing::error!(error = %e, dead_letter_topic = %topic, "could not copy a poison message to the dead-letter topic")
             }
@@ -671,13 +812,21 @@ impl KafkaSource {
                 }
             }
         };
-        let reader: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        // Every consumer property (TLS, SASL and tunables alike), then
+        // what a reader that never joins the group needs.
+        let mut reader = connection_config(&self.cfg, &self.brokers);
+        for (k, v) in &self.cfg.properties {
+            reader.set(k, v.expose());
+        }
+        let reader: BaseConsumer<HelperContext> = reader
             .set("group.id", format!("{}-warmup", self.cfg.group))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set_log_level(RDKafkaLogLevel::Warning)
-            .create()?;
+            .create_with_context(HelperContext {
+                log: ClientLog::new("warm-up reader"),
+                metrics: self.metrics.clone(),
+            })?;
         let since = self.clock.now().saturating_sub(lookback).millis();
         let mut query = TopicPartitionList::new();
         query.add_partition_offset(&a.topic, a.partition, Offset::Offset(since))?;

@@ -65,6 +65,11 @@ impl Lines {
         self
     }
 
+    /// Collects the lines `r` yields (a child's stdout or stderr).
+    pub fn of(r: impl std::io::Read + Send + 'static) -> Self {
+        Lines::default().follow(r)
+    }
+
     pub fn all(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
@@ -211,13 +216,24 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start() -> Tansu {
+        let port = free_port();
+        Tansu::spawn(port, &format!("tcp://127.0.0.1:{port}"))
+    }
+
+    /// Listens on a free plain port (`brokers`, for topic admin) but tells
+    /// clients to connect to `advertised` (`tcp://HOST:PORT`): e.g. a TLS
+    /// terminator in front of it.
+    pub fn start_advertising(advertised: &str) -> Tansu {
+        Tansu::spawn(free_port(), advertised)
+    }
+
+    fn spawn(port: u16, advertised: &str) -> Tansu {
         if Command::new("tansu").arg("--version").output().is_err() {
             panic!(
                 "tansu is not installed: run `scripts/setup` \
                  (it does `cargo install tansu --locked --features dynostore`)"
             );
         }
-        let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new("tansu")
             .args([
@@ -225,7 +241,7 @@ impl Tansu {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::piped())
@@ -360,12 +376,22 @@ impl Drop for MockBroker {
 }
 
 pub fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    producer_with(brokers, &[])
+}
+
+/// Like [`producer`], with extra librdkafka properties (TLS, compression).
+pub fn producer_with(
+    brokers: &str,
+    props: &[(&str, &str)],
+) -> ThreadedProducer<DefaultProducerContext> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
         .set("linger.ms", "1")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .expect("producer")
+        .set("message.timeout.ms", "30000");
+    for (k, v) in props {
+        c.set(*k, *v);
+    }
+    c.create().expect("producer")
 }
 
 /// Produces `(key, payload)` messages and waits until all are acknowledged.
@@ -382,7 +408,28 @@ pub fn produce_spread(
     partitions: Option<i32>,
     messages: &[(String, String)],
 ) {
-    let p = producer(brokers);
+    produce_spread_with(brokers, topic, partitions, &[], messages)
+}
+
+/// Like [`produce`], with extra librdkafka producer properties.
+pub fn produce_with(
+    brokers: &str,
+    topic: &str,
+    props: &[(&str, &str)],
+    messages: &[(String, String)],
+) {
+    produce_spread_with(brokers, topic, None, props, messages)
+}
+
+/// Like [`produce_spread`], with extra librdkafka producer properties.
+pub fn produce_spread_with(
+    brokers: &str,
+    topic: &str,
+    partitions: Option<i32>,
+    props: &[(&str, &str)],
+    messages: &[(String, String)],
+) {
+    let p = producer_with(brokers, props);
     for (k, v) in messages {
         let partition = partitions.map(|n| {
             let digits: String = k.chars().rev().take_while(|c| c.is_ascii_digit()).collect();
@@ -418,13 +465,26 @@ pub fn consume_all(
     expect: usize,
     timeout: Duration,
 ) -> Vec<(String, Vec<(String, String)>)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    consume_all_with(brokers, topic, &[], expect, timeout)
+}
+
+/// Like [`consume_all`], with extra librdkafka consumer properties.
+pub fn consume_all_with(
+    brokers: &str,
+    topic: &str,
+    props: &[(&str, &str)],
+    expect: usize,
+    timeout: Duration,
+) -> Vec<(String, Vec<(String, String)>)> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
         .set("group.id", format!("test-reader-{}", free_port()))
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+        .set("enable.auto.commit", "false");
+    for (k, v) in props {
+        cfg.set(*k, *v);
+    }
+    let c: BaseConsumer = cfg.create().unwrap();
     c.subscribe(&[topic]).unwrap();
     let mut out = Vec::new();
     let end = Instant::now() + timeout;
