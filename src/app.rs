@@ -243,8 +243,23 @@ pub async fn run(
     // The pipeline thread.
     let stop = Arc::new(AtomicBool::new(false));
     let (failed_tx, mut failed_rx) = watch::channel(false);
+    let mut kafka = cfg.kafka.clone();
+    if cfg.kafka.brokers.is_none()
+        && !kafka
+            .properties
+            .iter()
+            .any(|(k, _)| k == "fetch.wait.max.ms")
+    {
+        // The embedded broker, like tansu, holds a fetch for the whole
+        // wait even with data there (Kafka answers at once): a 10 ms wait
+        // would be a 10 ms floor on every decision.
+        kafka.properties.push((
+            "fetch.wait.max.ms".to_owned(),
+            crate::config::Secret::new("1"),
+        ));
+    }
     let mut source = KafkaSource::new(
-        cfg.kafka.clone(),
+        kafka,
         brokers.clone(),
         pipeline.clone(),
         metrics.clone(),

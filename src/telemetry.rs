@@ -124,7 +124,7 @@ impl Metrics {
         };
         registry.register(
             "events",
-            "Events read, by source and outcome",
+            "Events read, by source and outcome (a rejected message or body counts as one)",
             m.events.clone(),
         );
         registry.register(

@@ -585,6 +585,8 @@ impl KafkaSource {
     /// `wait` for the first one only.
     fn poll_batch(&mut self, wait: Duration) -> usize {
         let mut got = 0;
+        // Events, not messages: an Alertmanager payload holds several.
+        let mut processed = 0u64;
         while got < self.cfg.max_batch {
             let timeout = if got == 0 { wait } else { Duration::ZERO };
             let msg = match self.consumer.poll(timeout) {
@@ -622,7 +624,7 @@ impl KafkaSource {
             let payload = msg.payload().unwrap_or(&[]);
             let result = lock(&self.pipeline).ingest(id, payload, Some(offset));
             match result {
-                Ok(_) => self.metrics.event(Source::Kafka, Outcome::Processed),
+                Ok(n) => processed += n as u64,
                 Err(rejected) => {
                     let outcome = match &rejected {
                         Rejected::Decode(e) => {
@@ -636,6 +638,10 @@ impl KafkaSource {
                     self.dead_letter(&msg, &rejected);
                 }
             }
+        }
+        if processed > 0 {
+            self.metrics
+                .events(Source::Kafka, Outcome::Processed, processed);
         }
         got
     }

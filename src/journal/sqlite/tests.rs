@@ -488,3 +488,27 @@ fn a_version_1_journal_gains_the_budget_column() {
             .admitted
     );
 }
+
+#[test]
+fn a_writer_waits_for_another_connections_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = journal(&dir);
+    let mut b = journal(&dir);
+    let held = a
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    let waiter = std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let limits = RollbackLimits {
+            per_service: 1,
+            overall: 1,
+        };
+        b.admit_rollback("k", None, Ts(0), limits)
+            .map(|_| start.elapsed())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    held.commit().unwrap();
+    let waited = waiter.join().unwrap().expect("waits, then writes");
+    assert!(waited >= std::time::Duration::from_millis(40), "{waited:?}");
+}
