@@ -1057,12 +1057,17 @@ executors:
                 )
             })
             .collect();
-        let lines: BTreeSet<&str> = text.lines().map(|l| l.trim_start_matches("- ")).collect();
-        titles
-            .iter()
-            .filter(|t| !lines.contains(t.as_str()))
-            .cloned()
-            .collect()
+        // A message's title is a line of its own; a digest line is
+        // `- TITLE`, `- TITLE: first body line` or `- TITLE (inc-…)`.
+        let lines: Vec<&str> = text.lines().map(|l| l.trim_start_matches("- ")).collect();
+        let shown = |t: &str| {
+            lines.iter().any(|l| {
+                l.strip_prefix(t).is_some_and(|rest| {
+                    rest.is_empty() || rest.starts_with(": ") || rest.starts_with(" (")
+                })
+            })
+        };
+        titles.iter().filter(|t| !shown(t)).cloned().collect()
     };
     let all_titles = wait_until(Duration::from_secs(60), || {
         missing(&standin.all()).is_empty()
