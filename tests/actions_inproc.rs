@@ -1000,3 +1000,97 @@ async fn the_paused_clock_moves_only_when_told() {
     far.abort();
     h.finish().await;
 }
+
+/// SIGTERM while a channel is down: the worker stops waiting for its next
+/// retry at once (a backoff can be a minute; the grace period is 10 s),
+/// and the timelines say what was never sent: the message in its backoff
+/// and the one queued behind it.
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_ends_a_retry_backoff_and_the_timeline_says_what_was_not_sent() {
+    // Port 9 on loopback: nothing listens, every attempt is refused at once.
+    let mut h = Harness::new(|_, _| {
+        "channels:\n  chat: {type: webhook, url: \"http://127.0.0.1:9/chat\", rate: 100/s, retries: 8}\n"
+            .to_owned()
+    })
+    .await;
+    let labels = |i: &str| json!({"alertname": "InstanceDown", "service": "web", "instance": i, "tier": "low", "severity": "minor"});
+    let mut incidents = Vec::new();
+    for (fp, i) in [("fp-a", "i-0a"), ("fp-b", "i-0b")] {
+        let ds = h.alert(&firing(fp, labels(i))).await;
+        incidents.push(incident_of(&ds, Action::Notify));
+    }
+    for (n, id) in incidents.iter().enumerate() {
+        let m = Message::note(
+            Kind::Outcome,
+            Tier::Low,
+            Severity::Minor,
+            Some(id),
+            format!("message {n}"),
+            String::new(),
+        );
+        h.responder
+            .deliverer
+            .send("chat", Delivery::new(m, None, None))
+            .await
+            .unwrap();
+    }
+    // Let the first attempt fail and its "retry 1 in 2s" land.
+    let first = incidents[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let id = first.clone();
+        let tl = h.read(move |j| j.timeline(&id)).await;
+        if tl.iter().any(|e| e.message.contains("retry 1 in")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retry noted: {tl:?}");
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+            .await
+            .unwrap();
+    }
+    let clock_at_stop = h.clock.now();
+    let _ = h.stop.send(true);
+    // The paused clock does not move: a worker still sleeping out its
+    // backoff would never finish.
+    let stopped = Instant::now();
+    for w in std::mem::take(&mut h.workers) {
+        while !w.is_finished() {
+            assert!(
+                stopped.elapsed() < Duration::from_secs(10),
+                "the channel worker still waits for its retry after the shutdown"
+            );
+            tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+                .await
+                .unwrap();
+        }
+        w.await.unwrap();
+    }
+    assert_eq!(h.clock.now(), clock_at_stop);
+    let ids = incidents.clone();
+    let tls = h
+        .read(move |j| {
+            ids.iter()
+                .map(|id| j.timeline(id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await;
+    let says = |tl: &[ripcord::journal::TimelineEntry], what: &str| {
+        tl.iter()
+            .any(|e| e.kind == "send" && e.message.contains(what))
+    };
+    assert!(
+        says(&tls[0], "not sent via chat after 1 attempts")
+            && says(&tls[0], "ripcord stopped before the next retry"),
+        "{:?}",
+        tls[0]
+    );
+    assert!(
+        says(
+            &tls[1],
+            "not sent via chat: ripcord stopped before sending \"message 1\""
+        ),
+        "{:?}",
+        tls[1]
+    );
+    h.finish().await;
+}

@@ -245,6 +245,11 @@ impl Worker {
                     _ = shutdown.wait_for(|s| *s) => return,
                 }
             }
+            let stopping = *shutdown.borrow();
+            if stopping {
+                self.abandon(pending).await;
+                return;
+            }
             // Wait for the rate limit, gathering what arrives meanwhile.
             let mut was_limited = false;
             while let Err(not_until) = limiter.check() {
@@ -256,7 +261,13 @@ impl Worker {
                     tokio::select! {
                         _ = &mut sleep => break,
                         Some(d) = rx.recv() => self.hold(&mut pending, d),
+                        _ = shutdown.wait_for(|s| *s) => break,
                     }
+                }
+                let stopping = *shutdown.borrow();
+                if stopping {
+                    self.abandon(pending).await;
+                    return;
                 }
             }
             while let Ok(d) = rx.try_recv() {
@@ -269,7 +280,8 @@ impl Worker {
             } else {
                 pending.pop_front().into_iter().collect()
             };
-            self.deliver(batch, &mut rx, &mut pending).await;
+            self.deliver(batch, &mut rx, &mut pending, &mut shutdown)
+                .await;
         }
     }
 
@@ -282,13 +294,30 @@ impl Worker {
         }
     }
 
+    /// Messages still waiting when ripcord stops: their incidents' timelines
+    /// say they were never sent, so nobody takes silence for delivery.
+    async fn abandon(&self, pending: VecDeque<Delivery>) {
+        for d in pending {
+            let detail = format!(
+                "not sent via {}: ripcord stopped before sending \"{}\"",
+                self.spec.name, d.message.title
+            );
+            tracing::warn!(channel = %self.spec.name, %detail, "message delivery");
+            self.metrics.message(&self.spec.name, "failed");
+            self.note(&incidents_of(&d), &detail).await;
+        }
+    }
+
     /// Sends a batch (one message, or a digest of several) until it is
-    /// sent, refused, or out of retries; keeps receiving meanwhile.
+    /// sent, refused, or out of retries; keeps receiving meanwhile. A
+    /// shutdown ends the wait for the next retry (the grace period is for
+    /// sends, not for backoffs of a minute).
     async fn deliver(
         &self,
         batch: Vec<Delivery>,
         rx: &mut mpsc::Receiver<Delivery>,
         pending: &mut VecDeque<Delivery>,
+        shutdown: &mut watch::Receiver<bool>,
     ) {
         let d = if batch.len() == 1 {
             batch.into_iter().next().expect("one")
@@ -297,6 +326,7 @@ impl Worker {
         };
         let incidents = incidents_of(&d);
         let mut attempt = 0u32;
+        let mut stopped = false;
         let outcome = loop {
             let ctx = SendContext {
                 http: &self.http,
@@ -337,10 +367,17 @@ impl Worker {
                         tokio::select! {
                             _ = &mut sleep => break,
                             Some(more) = rx.recv() => self.hold(pending, more),
+                            _ = shutdown.wait_for(|s| *s) => {
+                                stopped = true;
+                                break;
+                            }
                         }
                     }
                 }
                 _ => break outcome,
+            }
+            if stopped {
+                break outcome;
             }
         };
         let label = match &outcome {
@@ -352,9 +389,14 @@ impl Worker {
         let detail = match &outcome {
             SendOutcome::Sent(s) => format!("sent via {}: {s}", self.spec.name),
             SendOutcome::Retry { reason, .. } => format!(
-                "not sent via {} after {} attempts: {reason}",
+                "not sent via {} after {} attempts: {reason}{}",
                 self.spec.name,
-                attempt + 1
+                if stopped { attempt } else { attempt + 1 },
+                if stopped {
+                    " (ripcord stopped before the next retry)"
+                } else {
+                    ""
+                }
             ),
             SendOutcome::Reject(r) => format!("refused by {}: {r}", self.spec.name),
         };
