@@ -17,7 +17,7 @@
 # applied.
 set -uo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 ROOT=$PWD
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/check-deploy.XXXXXX")
 SMOKE_PID=
@@ -100,8 +100,7 @@ apt_install() {
     if ((EUID != 0)) || ! command -v apt-get >/dev/null; then
         return 1
     fi
-    local i
-    for i in 1 2; do
+    for _ in 1 2; do
         if DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" \
             >>"$TMP/apt.log" 2>&1; then
             return 0
@@ -158,6 +157,7 @@ fi
 
 need amtool prometheus-alertmanager
 need systemd-analyze systemd
+need shellcheck shellcheck
 
 # promtool comes with the Prometheus server package, whose install may try
 # to start the server: policy-rc.d forbids that (a temporary one if the
@@ -207,22 +207,35 @@ export BIN ROOT TMP
 
 # --- ripcord.yaml ----------------------------------------------------------
 
-# stage SRC DIR: DIR/ripcord.yaml = SRC with its http.token file moved to
-# DIR/token (secrets are read at check time), DIR/rules = rules/*.yaml.
+# stage SRC DIR: DIR/ripcord.yaml = SRC with every secret file under
+# /run/secrets/ripcord/ moved to DIR/secrets/ (secrets are read at check
+# time), DIR/rules = rules/*.yaml. The stand-in secrets: the token
+# `check-deploy-token`, chat webhooks on 127.0.0.1:9 (nothing listens: a
+# send fails at once), a placeholder for the rest.
 stage() {
     "$PY" - "$1" "$2" <<'PY'
-import os, shutil, sys, yaml
+import os, re, shutil, sys
 src, d = sys.argv[1], sys.argv[2]
 text = open(src).read()
-path = yaml.safe_load(text)["http"]["token"]["file"]
-old = "{file: %s}" % path
-if text.count(old) != 1:
-    sys.exit("%s: expected one `%s`" % (src, old))
-os.makedirs(d, exist_ok=True)
-with open(os.path.join(d, "token"), "w") as f:
-    f.write("check-deploy-token\n")
+prefix = "/run/secrets/ripcord/"
+names = sorted(set(re.findall(r"\{file: " + re.escape(prefix) + r"([a-z0-9-]+)\}", text)))
+if "token" not in names:
+    sys.exit("%s: http.token is not {file: %stoken}" % (src, prefix))
+os.makedirs(os.path.join(d, "secrets"), exist_ok=True)
+for name in names:
+    if name == "token":
+        value = "check-deploy-token"
+    elif name.endswith("-webhook"):
+        value = "http://127.0.0.1:9/%s?access_token=check-deploy&key=check-deploy" % name
+    else:
+        value = "check-deploy-" + name
+    with open(os.path.join(d, "secrets", name), "w") as f:
+        f.write(value + "\n")
+    text = text.replace("{file: %s%s}" % (prefix, name), "{file: %s}" % os.path.join(d, "secrets", name))
+if re.search(r"file:\s*" + re.escape(prefix), text):
+    sys.exit("%s: a secret under %s is not written as {file: %sNAME}" % (src, prefix, prefix))
 with open(os.path.join(d, "ripcord.yaml"), "w") as f:
-    f.write(text.replace(old, "{file: %s}" % os.path.join(d, "token")))
+    f.write(text)
 shutil.rmtree(os.path.join(d, "rules"), ignore_errors=True)
 shutil.copytree(os.path.join(os.environ["ROOT"], "rules"), os.path.join(d, "rules"))
 PY
@@ -245,7 +258,8 @@ fi
 py "deploy/ripcord.yaml is the documented production example" <<'PY'
 import yaml
 c = yaml.safe_load(open("deploy/ripcord.yaml"))
-want = ["engine", "tiers", "policy", "rules", "kafka", "http", "journal", "log", "shutdown"]
+want = ["engine", "tiers", "policy", "rules", "kafka", "http", "journal", "log", "shutdown",
+        "channels", "routing", "escalation", "approvals", "status", "executors"]
 missing = [s for s in want if s not in c]
 assert not missing, "missing sections: %s" % missing
 k, h = c["kafka"], c["http"]
@@ -264,7 +278,23 @@ p = c["policy"]
 plan = {"low": ["rollback", "notify"], "medium": ["request_approval", "notify"],
         "high": ["pause_rollout", "page", "request_approval"], "minor": ["notify"]}
 assert p == plan, "policy %s differs from the plan's defaults %s" % (p, plan)
-print("all 9 sections, tiers and policy as planned")
+types = sorted({ch["type"] for ch in c["channels"].values()})
+for t in ["dingtalk", "wecom", "email", "sms", "voice"]:
+    assert t in types, "no %s channel in channels (types: %s)" % (t, types)
+for ch in c["channels"].values():
+    for k in ["webhook", "secret", "password", "access_key_secret", "auth_token"]:
+        v = ch.get(k)
+        assert v is None or (isinstance(v, dict) and "file" in v), "a literal secret in channels: %s" % k
+steps = c["escalation"]["high"]
+assert [s["after"] for s in steps] == ["0s", "5m", "10m"], "escalation.high is %s" % steps
+assert c["approvals"]["expire_after"] == "30m", c["approvals"]
+assert c["status"]["every"] == "15m", c["status"]
+e = c["executors"]
+assert e["rollback"]["budget"] == {"per_service": 5, "overall": 20, "window": "10m"}, e["rollback"]["budget"]
+for key, script in [("rollback", "rollback.sh"), ("pause_rollout", "pause-rollout.sh"), ("resume_rollout", "pause-rollout.sh")]:
+    argv = e[key]["command"]["argv"]
+    assert argv[0].endswith("/" + script), "executors.%s runs %s, expected deploy/%s" % (key, argv[0], script)
+print("all %d sections, tiers, policy, escalation and budget as planned" % len(want))
 PY
 
 if needs "rule tests pass with deploy/ripcord.yaml" ripcord && [[ -n $STAGED ]]; then
@@ -380,6 +410,18 @@ if needs "ripcord run with deploy/ripcord.yaml" ripcord python && [[ -n $STAGED 
     fi
 fi
 
+# --- scripts ---------------------------------------------------------------
+
+# The executors' scripts and this project's own shell scripts: shellcheck
+# (all default checks plus unassigned upper-case variables).
+# (tests/deploy_scripts.rs runs the deploy scripts against fake cloud CLIs.)
+SCRIPTS=(deploy/rollback.sh deploy/pause-rollout.sh deploy/kubernetes/gen-configmap.sh
+    scripts/check-deploy.sh scripts/setup scripts/test scripts/fuzz.sh scripts/run .ci/run)
+if needs "shellcheck deploy/ and scripts/" shellcheck; then
+    run_quiet "shellcheck: ${#SCRIPTS[@]} scripts, no findings" \
+        shellcheck -x -o check-unassigned-uppercase "${SCRIPTS[@]}"
+fi
+
 # --- systemd ---------------------------------------------------------------
 
 UNIT=deploy/systemd/ripcord.service
@@ -416,8 +458,10 @@ assert one("StateDirectory") == "ripcord", "StateDirectory=%s" % one("StateDirec
 assert cfg["journal"]["path"].startswith("/var/lib/ripcord/"), "journal outside StateDirectory"
 for k, v in {"ProtectSystem": "strict", "NoNewPrivileges": "yes", "Restart": "on-failure"}.items():
     assert one(k) == v, "%s=%s, expected %s" % (k, one(k), v)
-cred = one("LoadCredential") or ""
-assert cred.startswith("token:"), "LoadCredential=%s" % cred
+creds = {c.split(":", 1)[0] for c in kv.get("LoadCredential", [])}
+named = set(re.findall(r"\{file: /run/secrets/ripcord/([a-z0-9-]+)\}", open("deploy/ripcord.yaml").read()))
+assert "token" in named, "ripcord.yaml's token is not under /run/secrets/ripcord/"
+assert named <= creds, "secrets with no LoadCredential=: %s" % sorted(named - creds)
 # The token's path on systemd hosts, as ripcord.yaml's SYSTEMD comment says.
 want = "{file: /run/credentials/ripcord.service/token}"
 assert want in open("deploy/ripcord.yaml").read(), "ripcord.yaml does not name %s" % want
@@ -555,7 +599,8 @@ assert v["configMap"]["name"] == "ripcord-rules", v
 v, m = vol_at(os.path.dirname(cfg["http"]["token"]["file"]))
 (secret,) = by("Secret")
 assert v["secret"]["secretName"] == secret["metadata"]["name"], v
-assert os.path.basename(cfg["http"]["token"]["file"]) in secret["stringData"], "Secret has no key %s" % os.path.basename(cfg["http"]["token"]["file"])
+named = set(re.findall(r"\{file: /run/secrets/ripcord/([a-z0-9-]+)\}", open("deploy/ripcord.yaml").read()))
+assert named <= set(secret["stringData"]), "the Secret has no key for %s" % sorted(named - set(secret["stringData"]))
 v, m = vol_at(os.path.dirname(cfg["journal"]["path"]))
 (pvc,) = by("PersistentVolumeClaim")
 assert v["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"], v

@@ -20,7 +20,6 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
 
 ALL_TARGETS=(
     decode
