@@ -152,6 +152,9 @@ CREATE TABLE IF NOT EXISTS leases (
 pub struct SqliteJournal {
     conn: Connection,
     clock: Arc<dyn Clock>,
+    path: std::path::PathBuf,
+    /// Declared after `conn`: dropped (stopped and joined) after it.
+    checkpointer: Option<Checkpointer>,
 }
 
 impl SqliteJournal {
@@ -190,11 +193,91 @@ impl SqliteJournal {
             conn.execute_batch("ALTER TABLE actions ADD COLUMN admitted_at INTEGER")?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(SqliteJournal { conn, clock })
+        Ok(SqliteJournal {
+            conn,
+            clock,
+            path: path.to_owned(),
+            checkpointer: None,
+        })
+    }
+
+    /// Takes WAL checkpoints off this connection's commits. SQLite runs a
+    /// checkpoint inside whichever commit pushes the WAL past 1000 pages:
+    /// it copies pages back into the database and syncs it, milliseconds
+    /// on one unlucky commit of the event path. Instead a thread of its own
+    /// checkpoints every `every` (PASSIVE: it never blocks a writer and
+    /// never waits), so the WAL stays small and commits stay short. The
+    /// thread stops when this journal is dropped.
+    pub fn checkpoint_in_background(mut self, every: Duration) -> Result<Self, JournalError> {
+        let conn = Connection::open(&self.path).map_err(|e| JournalError::Open {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        // Without the thread, SQLite keeps checkpointing in commits.
+        if let Some(c) = Checkpointer::start(conn, every) {
+            self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            self.checkpointer = Some(c);
+        }
+        Ok(self)
     }
 
     fn now(&self) -> i64 {
         self.clock.now().millis()
+    }
+}
+
+/// The background checkpoint thread of [`SqliteJournal::checkpoint_in_background`].
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection, every: Duration) -> Option<Checkpointer> {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("journal-checkpoint".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    std::thread::park_timeout(every);
+                    let last = stopping.load(Ordering::Relaxed);
+                    // (busy, WAL frames, frames checkpointed); busy only
+                    // means a reader or writer was in the way: next time.
+                    let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                        row.get::<_, i64>(0)
+                    });
+                    match r {
+                        Ok(_) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(error = %e, "journal checkpoint failed; retrying");
+                        }
+                        Err(_) => {}
+                    }
+                    if last {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| tracing::warn!(error = %e, "no journal checkpoint thread"))
+            .ok()?;
+        Some(Checkpointer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
     }
 }
 

@@ -512,3 +512,55 @@ fn a_writer_waits_for_another_connections_transaction() {
     let waited = waiter.join().unwrap().expect("waits, then writes");
     assert!(waited >= std::time::Duration::from_millis(40), "{waited:?}");
 }
+
+/// With checkpoints moved to their thread, commits never copy pages back
+/// (the database file does not grow while they run), yet the thread does:
+/// the database file takes the pages and the WAL is checkpointed. When the
+/// journal is dropped, the thread stops.
+#[test]
+fn background_checkpoints_move_the_wal_into_the_database_outside_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let db_len = || std::fs::metadata(&path).unwrap().len();
+    let (ds, _) = decisions();
+    let fill = |j: &mut SqliteJournal, from: i64| {
+        for n in from..from + 300 {
+            let body = format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(20_000));
+            j.commit(&Batch {
+                decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+                positions: vec![("t/0", n)],
+                inbox: vec![body.as_bytes()],
+            })
+            .unwrap();
+        }
+    };
+    // Checkpoints so rare they never run during the fill: commits alone
+    // leave the database file as it was, though the 6 MB written are well
+    // past the 1000 pages (4 MB) at which a commit would checkpoint.
+    let mut j = SqliteJournal::open(&path, false)
+        .unwrap()
+        .checkpoint_in_background(Duration::from_secs(3600))
+        .unwrap();
+    let before = db_len();
+    fill(&mut j, 0);
+    assert_eq!(db_len(), before, "a commit ran a checkpoint");
+    drop(j);
+    // Dropping stopped the thread after a last checkpoint: the pages are in.
+    let after_drop = db_len();
+    assert!(
+        after_drop > before + 300 * 20_000,
+        "{before} -> {after_drop}"
+    );
+
+    // Frequent checkpoints: the pages reach the database while it runs.
+    let mut j = SqliteJournal::open(&path, false)
+        .unwrap()
+        .checkpoint_in_background(Duration::from_millis(10))
+        .unwrap();
+    fill(&mut j, 1000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db_len() < after_drop + 300 * 20_000 {
+        assert!(Instant::now() < deadline, "no checkpoint in 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
