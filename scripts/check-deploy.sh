@@ -209,7 +209,9 @@ export BIN ROOT TMP
 
 # stage SRC DIR: DIR/ripcord.yaml = SRC with every secret file under
 # /run/secrets/ripcord/ moved to DIR/secrets/ (secrets are read at check
-# time), DIR/rules = rules/*.yaml. The stand-in secrets: the token
+# time) and the executors' scripts, installed at /usr/local/lib/ripcord/,
+# taken from deploy/ (`check` verifies they exist and are executable),
+# DIR/rules = rules/*.yaml. The stand-in secrets: the token
 # `check-deploy-token`, chat webhooks on 127.0.0.1:9 (nothing listens: a
 # send fails at once), a placeholder for the rest.
 stage() {
@@ -234,6 +236,10 @@ for name in names:
     text = text.replace("{file: %s%s}" % (prefix, name), "{file: %s}" % os.path.join(d, "secrets", name))
 if re.search(r"file:\s*" + re.escape(prefix), text):
     sys.exit("%s: a secret under %s is not written as {file: %sNAME}" % (src, prefix, prefix))
+scripts = "/usr/local/lib/ripcord/"
+if scripts not in text:
+    sys.exit("%s: no executor runs a script from %s" % (src, scripts))
+text = text.replace(scripts, os.path.join(os.environ["ROOT"], "deploy") + "/")
 with open(os.path.join(d, "ripcord.yaml"), "w") as f:
     f.write(text)
 shutil.rmtree(os.path.join(d, "rules"), ignore_errors=True)

@@ -95,6 +95,55 @@ fn check_validates_kafka_properties_and_log_filter_without_printing_secrets() {
     );
 }
 
+/// An executor whose program is missing or cannot be executed is a config
+/// error at `check` (and before `run` binds a port), not a failed rollback
+/// in the middle of an incident. Programs that exist pass.
+#[test]
+fn check_refuses_executors_whose_program_cannot_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("rollback.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = dir.path().join("ripcord.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "executors:\n  rollback:\n    command: {{argv: [{}, \"{{instance}}\"]}}\n  pause_rollout:\n    command: {{argv: [/nonexistent/pause-rollout.sh, \"{{service}}\"]}}\n  resume_rollout:\n    command: {{argv: [no-such-program-on-path, \"{{service}}\"]}}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let out = ripcord(&["check", "--config", cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        format!(
+            "{cfg}:3:22: config: executors: rollback: command: argv: the program `{}` is not an executable file",
+            script.display()
+        ),
+        format!(
+            "{cfg}:5:22: config: executors: pause_rollout: command: argv: the program `/nonexistent/pause-rollout.sh` does not exist"
+        ),
+        format!(
+            "{cfg}:7:22: config: executors: resume_rollout: command: argv: the program `no-such-program-on-path` is not on PATH"
+        ),
+        "ripcord: 3 error(s)".to_owned(),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fixed = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("/nonexistent/pause-rollout.sh", "/bin/sh")
+        .replace("no-such-program-on-path", "sh");
+    std::fs::write(&config, fixed).unwrap();
+    let out = ripcord(&["check", "--config", cfg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 #[test]
 fn test_runs_the_shipped_cases() {
     let out = ripcord(&["test"]);

@@ -72,6 +72,9 @@ impl CommandExecutor {
                             "the program (first element) must be a fixed path, not a template",
                         );
                     }
+                    if let Err(why) = runnable(s, dir.as_deref()) {
+                        m.err(errs, n, "argv", why);
+                    }
                     program = Some(s.to_owned());
                     continue;
                 }
@@ -167,6 +170,42 @@ impl CommandExecutor {
                 ))
             }
         }
+    }
+}
+
+/// Checks at config time that `program` can be started, so a missing or
+/// non-executable rollback script is a config error reported before start,
+/// not a failed rollback during an incident. A path with a `/` is taken
+/// as is, or relative to ripcord's working directory or `dir`; a bare
+/// name is looked up on PATH.
+fn runnable(program: &str, dir: Option<&std::path::Path>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::path::Path::new(program);
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        let mut c = vec![path.to_path_buf()];
+        if let (false, Some(d)) = (path.is_absolute(), dir) {
+            c.push(d.join(path));
+        }
+        c
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(path)).collect())
+            .unwrap_or_default()
+    };
+    let Some(found) = candidates.iter().find(|c| c.exists()) else {
+        return Err(if program.contains('/') {
+            format!("the program `{program}` does not exist")
+        } else {
+            format!("the program `{program}` is not on PATH")
+        });
+    };
+    match std::fs::metadata(found) {
+        Ok(md) if md.is_file() && md.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(_) => Err(format!(
+            "the program `{}` is not an executable file",
+            found.display()
+        )),
+        Err(e) => Err(format!("the program `{}`: {e}", found.display())),
     }
 }
 
