@@ -200,17 +200,22 @@ pub async fn run(
         )),
         _ => None,
     };
-    let handler: Arc<dyn Handler> = match rt.handler {
-        Some(h) => h,
-        None => Arc::new(Responder {
-            journal: shared.clone(),
-            deliverer: deliverer.clone(),
-            cfg: cfg.actions.clone(),
-            clock: rt.clock.clone(),
-            links: links.clone(),
-            wake: notify.clone(),
-            metrics: metrics.clone(),
-        }),
+    let (handler, verifications): (Arc<dyn Handler>, _) = match rt.handler {
+        Some(h) => (h, None),
+        None => {
+            let responder = Arc::new(Responder {
+                journal: shared.clone(),
+                deliverer: deliverer.clone(),
+                cfg: cfg.actions.clone(),
+                clock: rt.clock.clone(),
+                links: links.clone(),
+                wake: notify.clone(),
+                metrics: metrics.clone(),
+            });
+            let verifying =
+                tokio::spawn(responder.clone().verification_loop(actions_stop_rx.clone()));
+            (responder, Some(verifying))
+        }
     };
     let scheduler = Scheduler {
         journal: shared.clone(),
@@ -335,6 +340,9 @@ pub async fn run(
     let _ = actions_stop_tx.send(true);
     let _ = tokio::time::timeout(remaining(deadline), async {
         let _ = scheduler_task.await;
+        if let Some(v) = verifications {
+            let _ = v.await;
+        }
         for t in channel_tasks {
             let _ = t.await;
         }

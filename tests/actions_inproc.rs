@@ -1094,3 +1094,113 @@ async fn a_shutdown_ends_a_retry_backoff_and_the_timeline_says_what_was_not_sent
     );
     h.finish().await;
 }
+
+/// A rollback's verification waits in the journal until it is due: it runs
+/// `delay` after the rollback, not before, in whichever responder runs then
+/// (here a second one over the same journal, as after a restart: the task
+/// that rolled back is gone). Its result lands on the timeline, a failed
+/// check pages, and it runs once.
+#[tokio::test(start_paused = true)]
+async fn a_verification_runs_when_due_even_after_a_restart_and_a_failure_pages() {
+    let mut h = Harness::new(|base, dir| {
+        let record = dir.join("calls.bin");
+        let script = recording_script(dir, &record);
+        let check = dir.join("check.sh");
+        std::fs::write(
+            &check,
+            format!(
+                "printf '%s\\0' CALL check \"$@\" >> '{}'\necho \"$1 still unhealthy\" >&2\nexit 1\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        format!(
+            "{}executors:\n  rollback:\n    command: {{argv: [/bin/sh, '{}', \"{{instance}}\"], timeout: 30s}}\n    verify:\n      delay: 2m\n      command: {{argv: [/bin/sh, '{}', \"{{instance}}\"], timeout: 10s}}\n",
+            channels(base),
+            script.display(),
+            check.display()
+        )
+    })
+    .await;
+    let labels = json!({"alertname": "Down", "service": "web", "instance": "i-0a", "tier": "low", "severity": "critical"});
+    let id = incident_of(&h.alert(&firing("fp-v", labels)).await, Action::Rollback);
+    let done = h.dispatch().await;
+    let (_, rollback) = done
+        .iter()
+        .find(|(a, _)| a.action == Action::Rollback)
+        .unwrap();
+    assert_eq!(rollback.state, ActionState::Done, "{rollback:?}");
+    assert!(
+        rollback.detail.contains("verification due at"),
+        "{rollback:?}"
+    );
+
+    let r = &h.responder;
+    let restarted = Arc::new(Responder {
+        journal: r.journal.clone(),
+        deliverer: r.deliverer.clone(),
+        cfg: r.cfg.clone(),
+        clock: r.clock.clone(),
+        links: r.links.clone(),
+        wake: r.wake.clone(),
+        metrics: r.metrics.clone(),
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let verifying = tokio::spawn(restarted.verification_loop(stopped));
+    let record = h.dir.path().join("calls.bin");
+    let checks = || {
+        calls(&record)
+            .into_iter()
+            .filter(|c| c.first().map(String::as_str) == Some("check"))
+            .collect::<Vec<_>>()
+    };
+
+    h.run_until(secs(118)).await;
+    assert!(checks().is_empty(), "checked before it was due");
+    h.run_until(secs(122)).await;
+    let verified = |tl: &[ripcord::journal::TimelineEntry]| {
+        tl.iter()
+            .any(|e| e.kind == "verify" && e.message.contains("FAILED"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let timeline = loop {
+        let i = id.clone();
+        let tl = h.read(move |j| j.timeline(&i)).await;
+        if verified(&tl) {
+            break tl;
+        }
+        assert!(Instant::now() < deadline, "no verification: {tl:?}");
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+            .await
+            .unwrap();
+    };
+    assert_eq!(checks(), vec![vec!["check".to_owned(), "i-0a".to_owned()]]);
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.message.contains("i-0a still unhealthy")),
+        "the check's output is on the timeline: {timeline:?}"
+    );
+    let i = id.clone();
+    let (escalation, left) = h
+        .read(move |j| {
+            let far = Ts::from_millis(START.millis() + 86_400_000).unwrap();
+            Ok((
+                j.escalation(&i)?,
+                j.claim_verifications(far, Dur::from_secs(1), 10)?,
+            ))
+        })
+        .await;
+    assert!(escalation.is_some(), "a failed verification pages");
+    assert!(
+        left.is_empty(),
+        "the verification is still pending: {left:?}"
+    );
+
+    // Minutes later it has not run again.
+    h.run_until(secs(300)).await;
+    assert_eq!(checks().len(), 1);
+    stop.send(true).unwrap();
+    drive(verifying).await.unwrap();
+    h.finish().await;
+}

@@ -18,7 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 use super::config::ActionsConfig;
 use super::deliver::{Delivered, Deliverer};
@@ -29,7 +30,7 @@ use super::{BoxFuture, Handler, Outcome, SharedJournal, with_journal};
 use crate::decision::{Action, Decision, Severity, Tier};
 use crate::journal::{ActionRow, ActionState, ApprovalOpened, RollbackLimits, UpgradeRow};
 use crate::telemetry::Metrics;
-use crate::time::Clock;
+use crate::time::{Clock, Dur};
 
 pub struct Responder {
     pub journal: SharedJournal,
@@ -350,11 +351,23 @@ impl Responder {
         let detail = result.detail().to_owned();
         match result {
             ExecOutcome::Ok(_) => {
-                let key = a.key.clone();
-                let done = detail.clone();
-                // The rollback happened: say so before verifying, so a crash
-                // while verifying never makes it look unfinished.
+                // The check is journaled before the rollback is marked done,
+                // so no crash leaves a rollback done and never verified.
+                let due = self
+                    .cfg
+                    .rollback
+                    .verify
+                    .as_ref()
+                    .map(|v| self.clock.now().saturating_add(v.delay));
+                let detail = match due {
+                    Some(due) => format!("{detail}; verification due at {due}"),
+                    None => detail,
+                };
+                let (key, done) = (a.key.clone(), detail.clone());
                 let _ = with_journal(&self.journal, move |j| {
+                    if let Some(due) = due {
+                        j.schedule_verification(&key, due)?;
+                    }
                     j.set_action(&key, ActionState::Done, &done)
                 })
                 .await;
@@ -378,11 +391,7 @@ impl Responder {
                     ),
                 )
                 .await;
-                let verified = self.verify(d, &vars).await;
-                Outcome::done(match verified {
-                    Some(v) => format!("{detail}; verification: {v}"),
-                    None => detail,
-                })
+                Outcome::done(detail)
             }
             ExecOutcome::Failed(_) => {
                 self.trouble(d, "rollback FAILED", &detail).await;
@@ -395,11 +404,54 @@ impl Responder {
         }
     }
 
-    /// Runs the post-rollback verification, if configured; a failure pages.
-    async fn verify(&self, d: &Decision, vars: &Vars) -> Option<String> {
-        let v = self.cfg.rollback.verify.as_ref()?;
-        tokio::time::sleep(Duration::from_millis(v.delay.millis().max(0) as u64)).await;
-        let result = v.check.run(vars, &self.cfg.patterns).await;
+    /// Verifications running at once.
+    const MAX_VERIFYING: usize = 16;
+
+    /// Runs post-rollback verifications as they fall due, until shutdown.
+    /// They wait in the journal, so a restart picks up any that were due or
+    /// running; one still running at shutdown runs again after its lease.
+    pub async fn verification_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let Some(v) = self.cfg.rollback.verify.as_ref() else {
+            return;
+        };
+        // Longer than a check may take, so none runs twice at once.
+        let lease = Dur(v.check.timeout().as_millis() as i64 + 60_000);
+        let mut running = JoinSet::new();
+        loop {
+            while running.try_join_next().is_some() {}
+            let free = Self::MAX_VERIFYING.saturating_sub(running.len());
+            if free > 0 {
+                let now = self.clock.now();
+                match with_journal(&self.journal, move |j| {
+                    j.claim_verifications(now, lease, free)
+                })
+                .await
+                {
+                    Ok(due) => {
+                        for a in due {
+                            let this = self.clone();
+                            running.spawn(async move { this.verify(&a).await });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot read due verifications"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+        }
+        running.abort_all();
+    }
+
+    /// Runs one post-rollback verification; its result goes on the
+    /// timeline and a failure pages.
+    async fn verify(&self, a: &ActionRow) {
+        let Some(v) = self.cfg.rollback.verify.as_ref() else {
+            return;
+        };
+        let d = &a.decision;
+        let result = v.check.run(&Vars::of(d), &self.cfg.patterns).await;
         let line = match &result {
             ExecOutcome::Ok(s) => format!("passed ({s})"),
             ExecOutcome::Failed(s) | ExecOutcome::Refused(s) => format!("FAILED ({s})"),
@@ -419,7 +471,10 @@ impl Responder {
             self.trouble(d, "verification after rollback FAILED", result.detail())
                 .await;
         }
-        Some(line)
+        let key = a.key.clone();
+        if let Err(e) = with_journal(&self.journal, move |j| j.finish_verification(&key)).await {
+            tracing::error!(error = %e, key = %a.key, "could not record a finished verification");
+        }
     }
 
     async fn pause(&self, d: &Decision) -> Outcome {

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::decision::{Action, Decision, IncidentId, Tier};
 use crate::engine::Incident;
-use crate::time::Ts;
+use crate::time::{Dur, Ts};
 
 pub use sqlite::SqliteJournal;
 
@@ -195,6 +195,22 @@ pub trait Journal: Send {
 
     /// Moves up to `limit` pending actions to running, owned by `owner`.
     fn claim_actions(&mut self, owner: &str, limit: usize) -> Result<Vec<ActionRow>, JournalError>;
+
+    /// Records that the rollback action `key` is to be verified at `due`;
+    /// the record survives restarts until [`Journal::finish_verification`].
+    fn schedule_verification(&mut self, key: &str, due: Ts) -> Result<(), JournalError>;
+
+    /// Up to `limit` verifications due at `now`, each held until `now +
+    /// lease`: one whose process dies while checking is due again then.
+    fn claim_verifications(
+        &mut self,
+        now: Ts,
+        lease: Dur,
+        limit: usize,
+    ) -> Result<Vec<ActionRow>, JournalError>;
+
+    /// The verification of `key` ran and its result is on the timeline.
+    fn finish_verification(&mut self, key: &str) -> Result<(), JournalError>;
 
     /// Sets an action's state, recording `detail` on its incident's timeline.
     fn set_action(

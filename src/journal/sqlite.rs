@@ -18,7 +18,7 @@ use super::{
 };
 use crate::decision::{Action, Decision, GroupLabels, IncidentId, Severity, Tier};
 use crate::engine::Incident;
-use crate::time::{Clock, SystemClock, Ts};
+use crate::time::{Clock, Dur, SystemClock, Ts};
 
 /// 2: `actions.admitted_at` (the rollback budget).
 const SCHEMA_VERSION: i64 = 2;
@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 CREATE INDEX IF NOT EXISTS actions_by_state ON actions(state);
 CREATE INDEX IF NOT EXISTS actions_by_incident ON actions(incident_id);
+-- Post-rollback checks still to run: due_at is when, or until when a
+-- process that took one holds it (a crash there runs it again after).
+CREATE TABLE IF NOT EXISTS verifications (
+    key TEXT PRIMARY KEY REFERENCES actions(key),
+    due_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS verifications_by_due ON verifications(due_at);
 CREATE TABLE IF NOT EXISTS timeline (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     incident_id TEXT NOT NULL,
@@ -612,6 +619,56 @@ impl Journal for SqliteJournal {
         tx.commit()?;
         out.sort_by_key(|a| (a.decision.at, a.decision.seq));
         Ok(out)
+    }
+
+    fn schedule_verification(&mut self, key: &str, due: Ts) -> Result<(), JournalError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO verifications (key, due_at) VALUES (?1, ?2)",
+            params![key, due.millis()],
+        )?;
+        Ok(())
+    }
+
+    fn claim_verifications(
+        &mut self,
+        now: Ts,
+        lease: Dur,
+        limit: usize,
+    ) -> Result<Vec<ActionRow>, JournalError> {
+        let tx = self.conn.transaction()?;
+        let keys: Vec<String> = {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE verifications SET due_at = ?2
+                 WHERE key IN (SELECT key FROM verifications WHERE due_at <= ?1 ORDER BY due_at LIMIT ?3)
+                 RETURNING key",
+            )?;
+            collect(
+                &mut stmt,
+                params![
+                    now.millis(),
+                    now.saturating_add(lease).millis(),
+                    limit as i64
+                ],
+                |r| Ok(r.get::<_, String>(0)?),
+            )?
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {ACTION_COLUMNS} FROM actions a JOIN decisions d ON d.key = a.key WHERE a.key = ?1"
+            ))?;
+            for k in &keys {
+                out.extend(collect(&mut stmt, [k], action_from)?);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn finish_verification(&mut self, key: &str) -> Result<(), JournalError> {
+        self.conn
+            .execute("DELETE FROM verifications WHERE key = ?1", [key])?;
+        Ok(())
     }
 
     fn set_action(

@@ -98,6 +98,10 @@ impl CommandExecutor {
         })
     }
 
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The argv the program would get, values checked.
     pub fn argv(&self, vars: &Vars, patterns: &Patterns) -> Result<Vec<String>, String> {
         let mut out = vec![self.program.clone()];

@@ -54,6 +54,10 @@ pub struct HttpExecutor {
 }
 
 impl HttpExecutor {
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn from_config(mut m: MapReader<'_>, errs: &mut Errors) -> Option<HttpExecutor> {
         let method = match m
             .str("method", errs)

@@ -235,6 +235,14 @@ impl Executor {
         }
     }
 
+    /// The longest one run may take.
+    pub fn timeout(&self) -> std::time::Duration {
+        match self {
+            Executor::Command(c) => c.timeout(),
+            Executor::Http(h) => h.timeout(),
+        }
+    }
+
     /// Renders every template without running anything: `Err` is the
     /// refusal `run` would give. Lets a refused rollback be told apart
     /// before it takes a place in the budget.

@@ -564,3 +564,49 @@ fn background_checkpoints_move_the_wal_into_the_database_outside_commits() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A verification is claimed when due, held for its lease (no second claim
+/// meanwhile, from this process or another), due again after the lease if
+/// nobody finished it (its process died), and gone once finished.
+#[test]
+fn verifications_are_claimed_when_due_leased_and_finished_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = journal(&dir);
+    let mut other = journal(&dir);
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let key = j.claim_actions("me", 1).unwrap().remove(0).key;
+    let due = Ts(1_000_000);
+    let lease = Dur::from_secs(60);
+    j.schedule_verification(&key, due).unwrap();
+    j.schedule_verification(&key, Ts(5)).unwrap(); // once: the first stands
+    assert!(
+        j.claim_verifications(Ts(999_999), lease, 10)
+            .unwrap()
+            .is_empty()
+    );
+    let got = j.claim_verifications(due, lease, 10).unwrap();
+    assert_eq!(got.iter().map(|a| &a.key).collect::<Vec<_>>(), vec![&key]);
+    let within = Ts(due.0 + 59_999);
+    assert!(
+        other
+            .claim_verifications(within, lease, 10)
+            .unwrap()
+            .is_empty()
+    );
+    let after = Ts(due.0 + 60_000);
+    assert_eq!(
+        other.claim_verifications(after, lease, 10).unwrap().len(),
+        1
+    );
+    other.finish_verification(&key).unwrap();
+    assert!(
+        j.claim_verifications(Ts(i64::MAX / 2), lease, 10)
+            .unwrap()
+            .is_empty()
+    );
+}
