@@ -242,12 +242,12 @@ impl Worker {
                         Some(d) => pending.push_back(d),
                         None => return,
                     },
-                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = shutdown.wait_for(|s| *s) => {}
                 }
             }
             let stopping = *shutdown.borrow();
             if stopping {
-                self.abandon(pending).await;
+                self.abandon(pending, &mut rx).await;
                 return;
             }
             // Wait for the rate limit, gathering what arrives meanwhile.
@@ -266,7 +266,7 @@ impl Worker {
                 }
                 let stopping = *shutdown.borrow();
                 if stopping {
-                    self.abandon(pending).await;
+                    self.abandon(pending, &mut rx).await;
                     return;
                 }
             }
@@ -294,9 +294,14 @@ impl Worker {
         }
     }
 
-    /// Messages still waiting when ripcord stops: their incidents' timelines
-    /// say they were never sent, so nobody takes silence for delivery.
-    async fn abandon(&self, pending: VecDeque<Delivery>) {
+    /// Messages still waiting when ripcord stops (held, or handed over and
+    /// not yet taken): their incidents' timelines say they were never sent,
+    /// so nobody takes silence for delivery.
+    async fn abandon(&self, mut pending: VecDeque<Delivery>, rx: &mut mpsc::Receiver<Delivery>) {
+        rx.close();
+        while let Ok(d) = rx.try_recv() {
+            pending.push_back(d);
+        }
         for d in pending {
             let detail = format!(
                 "not sent via {}: ripcord stopped before sending \"{}\"",
