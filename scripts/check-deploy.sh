@@ -189,7 +189,8 @@ fi
 
 # The ripcord binary.
 if [[ -n ${RIPCORD_BIN:-} ]]; then
-    BIN=$RIPCORD_BIN
+    # Absolute: it stands in for /usr/local/bin/ripcord in the systemd unit.
+    BIN=$(realpath -m -- "$RIPCORD_BIN")
     if [[ ! -x $BIN ]]; then
         MISSING[ripcord]="RIPCORD_BIN=$BIN is not an executable"
         fail "ripcord binary" "${MISSING[ripcord]}"

@@ -325,6 +325,9 @@ pub async fn run(
     }
     let deadline = Instant::now() + grace;
     tracing::info!(grace = ?grace, "shutting down: intake stops, in-flight work finishes");
+    // Actions finishing now may wait on a message's outcome: one attempt
+    // each from here on, no backoffs of a minute inside the grace period.
+    deliverer.drain();
     ready.store(false, Ordering::Relaxed);
     let _ = http_stop_tx.send(true);
     let _ = tokio::time::timeout(remaining(deadline), http).await;

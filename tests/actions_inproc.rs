@@ -1080,7 +1080,7 @@ async fn a_shutdown_ends_a_retry_backoff_and_the_timeline_says_what_was_not_sent
     };
     assert!(
         says(&tls[0], "not sent via chat after 1 attempts")
-            && says(&tls[0], "ripcord stopped before the next retry"),
+            && says(&tls[0], "ripcord is stopping: no retry"),
         "{:?}",
         tls[0]
     );
@@ -1202,5 +1202,78 @@ async fn a_verification_runs_when_due_even_after_a_restart_and_a_failure_pages()
     assert_eq!(pending(), 0);
     stop.send(true).unwrap();
     drive(verifying).await.unwrap();
+    h.finish().await;
+}
+
+/// Shutdown begins (`drain`): a message in a retry backoff gives up at
+/// once and its waiting sender hears the outcome, with the clock standing
+/// still, so an action waiting on a dead channel finishes within the grace
+/// period. A message sent while draining gets one attempt, no retry.
+#[tokio::test(start_paused = true)]
+async fn draining_ends_retry_backoffs_and_answers_the_waiting_action() {
+    let h = Harness::new(|_, _| {
+        "channels:\n  chat: {type: webhook, url: \"http://127.0.0.1:9/chat\", rate: 100/s, retries: 8}\n"
+            .to_owned()
+    })
+    .await;
+    let send = |title: &str| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let m = Message::note(
+            Kind::Outcome,
+            Tier::Low,
+            Severity::Minor,
+            None,
+            title.to_owned(),
+            String::new(),
+        );
+        (Delivery::new(m, None, Some(tx)), rx)
+    };
+    let (d, mut first) = send("first");
+    h.responder.deliverer.send("chat", d).await.unwrap();
+    // Real time for the first attempt to fail; the clock stands still, so
+    // the worker then sits in its 2 s backoff.
+    let wait = |rx: &mut tokio::sync::oneshot::Receiver<_>| {
+        let started = Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(d) => return Some(d),
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    panic!("the sender was dropped without an outcome")
+                }
+                Err(_) if started.elapsed() > Duration::from_secs(3) => return None,
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    };
+    let pending = tokio::task::spawn_blocking(move || {
+        let r = wait(&mut first);
+        (r, first)
+    })
+    .await
+    .unwrap();
+    assert!(
+        pending.0.is_none(),
+        "answered before draining: {:?}",
+        pending.0
+    );
+    let mut first = pending.1;
+    let at = h.clock.now();
+    h.responder.deliverer.drain();
+    let outcome = tokio::task::spawn_blocking(move || wait(&mut first))
+        .await
+        .unwrap()
+        .expect("no outcome within 3 s of draining");
+    assert!(!outcome.sent(), "{outcome:?}");
+    assert_eq!(h.clock.now(), at, "the clock moved");
+
+    let (d, mut second) = send("second");
+    h.responder.deliverer.send("chat", d).await.unwrap();
+    // Past the rate limit's spacing, short of a 2 s retry backoff.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let outcome = tokio::task::spawn_blocking(move || wait(&mut second))
+        .await
+        .unwrap()
+        .expect("a message sent while draining got no outcome within 3 s");
+    assert!(!outcome.sent(), "{outcome:?}");
     h.finish().await;
 }

@@ -106,6 +106,8 @@ type Limiter = RateLimiter<
 #[derive(Clone)]
 pub struct Deliverer {
     queues: Arc<HashMap<String, mpsc::Sender<Delivery>>>,
+    /// Turned on when shutdown begins: see [`Deliverer::drain`].
+    draining: Arc<watch::Sender<bool>>,
 }
 
 impl Deliverer {
@@ -127,8 +129,10 @@ impl Deliverer {
             queues.insert(spec.name.clone(), tx);
             receivers.push((spec, rx));
         }
+        let (draining, drain_rx) = watch::channel(false);
         let me = Deliverer {
             queues: Arc::new(queues),
+            draining: Arc::new(draining),
         };
         let handles = receivers
             .into_iter()
@@ -141,10 +145,18 @@ impl Deliverer {
                     metrics: metrics.clone(),
                     others: me.clone(),
                 };
-                tokio::spawn(worker.run(rx, shutdown.clone()))
+                tokio::spawn(worker.run(rx, shutdown.clone(), drain_rx.clone()))
             })
             .collect();
         (me, handles)
+    }
+
+    /// Shutdown has begun: from now on each message gets one attempt, and
+    /// a message waiting to retry gives up at once (its timeline says so),
+    /// so that actions waiting on a dead channel's outcome finish within
+    /// the grace period. New messages are still taken until `shutdown`.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
     }
 
     pub fn has(&self, channel: &str) -> bool {
@@ -232,7 +244,12 @@ impl Worker {
         (RateLimiter::direct_with_clock(quota, clock.clone()), clock)
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<Delivery>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut rx: mpsc::Receiver<Delivery>,
+        mut shutdown: watch::Receiver<bool>,
+        mut draining: watch::Receiver<bool>,
+    ) {
         let (limiter, clock) = self.limiter();
         let mut pending: VecDeque<Delivery> = VecDeque::new();
         loop {
@@ -280,7 +297,7 @@ impl Worker {
             } else {
                 pending.pop_front().into_iter().collect()
             };
-            self.deliver(batch, &mut rx, &mut pending, &mut shutdown)
+            self.deliver(batch, &mut rx, &mut pending, &mut shutdown, &mut draining)
                 .await;
         }
     }
@@ -323,6 +340,7 @@ impl Worker {
         rx: &mut mpsc::Receiver<Delivery>,
         pending: &mut VecDeque<Delivery>,
         shutdown: &mut watch::Receiver<bool>,
+        draining: &mut watch::Receiver<bool>,
     ) {
         let d = if batch.len() == 1 {
             batch.into_iter().next().expect("one")
@@ -351,6 +369,12 @@ impl Worker {
                 reason: format!("no answer within {:?}", self.spec.timeout),
             });
             match &outcome {
+                // Stopping: no backoff, no retry. (`attempt` counts the
+                // attempts made, as after a backoff cut short.)
+                SendOutcome::Retry { .. } if *draining.borrow() || *shutdown.borrow() => {
+                    attempt += 1;
+                    stopped = true;
+                }
                 SendOutcome::Retry { after, reason } if attempt < self.spec.retries => {
                     attempt += 1;
                     let backoff =
@@ -376,6 +400,10 @@ impl Worker {
                                 stopped = true;
                                 break;
                             }
+                            _ = draining.wait_for(|s| *s) => {
+                                stopped = true;
+                                break;
+                            }
                         }
                     }
                 }
@@ -398,7 +426,7 @@ impl Worker {
                 self.spec.name,
                 if stopped { attempt } else { attempt + 1 },
                 if stopped {
-                    " (ripcord stopped before the next retry)"
+                    " (ripcord is stopping: no retry)"
                 } else {
                     ""
                 }
