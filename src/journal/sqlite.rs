@@ -434,6 +434,18 @@ fn action_from(row: &Row<'_>) -> Result<ActionRow, JournalError> {
     })
 }
 
+/// The actions (with their decisions) of `keys`, in that order.
+fn actions_by_key(conn: &Connection, keys: &[String]) -> Result<Vec<ActionRow>, JournalError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ACTION_COLUMNS} FROM actions a JOIN decisions d ON d.key = a.key WHERE a.key = ?1"
+    ))?;
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        out.extend(collect(&mut stmt, [k], action_from)?);
+    }
+    Ok(out)
+}
+
 fn collect<T>(
     stmt: &mut rusqlite::Statement<'_>,
     params: impl rusqlite::Params,
@@ -607,15 +619,7 @@ impl Journal for SqliteJournal {
                 Ok(r.get::<_, String>(0)?)
             })?
         };
-        let mut out = Vec::with_capacity(keys.len());
-        {
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {ACTION_COLUMNS} FROM actions a JOIN decisions d ON d.key = a.key WHERE a.key = ?1"
-            ))?;
-            for k in &keys {
-                out.extend(collect(&mut stmt, [k], action_from)?);
-            }
-        }
+        let mut out = actions_by_key(&tx, &keys)?;
         tx.commit()?;
         out.sort_by_key(|a| (a.decision.at, a.decision.seq));
         Ok(out)
@@ -652,15 +656,7 @@ impl Journal for SqliteJournal {
                 |r| Ok(r.get::<_, String>(0)?),
             )?
         };
-        let mut out = Vec::with_capacity(keys.len());
-        {
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT {ACTION_COLUMNS} FROM actions a JOIN decisions d ON d.key = a.key WHERE a.key = ?1"
-            ))?;
-            for k in &keys {
-                out.extend(collect(&mut stmt, [k], action_from)?);
-            }
-        }
+        let out = actions_by_key(&tx, &keys)?;
         tx.commit()?;
         Ok(out)
     }
