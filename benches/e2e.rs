@@ -76,7 +76,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -90,7 +90,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use support::{MockBroker, Tansu, now_millis, ripcord_bin, wait_until};
+use support::{Lines, MockBroker, Tansu, now_millis, ripcord_bin, wait_until};
 
 const TOKEN: &str = "e2e-bench-token";
 /// Event time between two reports of the same series (a scrape interval).
@@ -396,47 +396,6 @@ impl std::fmt::Display for CpuUse {
 // ---------------------------------------------------------------------------
 // `ripcord run` as a child process
 
-/// Lines a child writes to stderr, kept for readiness checks and errors.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn follow(self, r: impl Read + Send + 'static) -> Self {
-        let me = self.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines() {
-                match line {
-                    Ok(l) => me.0.lock().unwrap().push(l),
-                    Err(_) => break,
-                }
-            }
-        });
-        self
-    }
-
-    fn find(&self, prefix: &str) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count()
-    }
-
-    fn tail(&self, n: usize) -> String {
-        let lines = self.0.lock().unwrap();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
 /// The `ripcord` binary to run: the one cargo built for this benchmark
 /// (the bench profile's, i.e. target/release/ripcord), unless
 /// `E2E_RIPCORD_BIN` names another build to compare.
@@ -450,7 +409,7 @@ type OnLine = Box<dyn FnMut(&[u8], Instant) + Send>;
 struct Ripcord {
     child: Child,
     http: SocketAddr,
-    stderr: Log,
+    stderr: Lines,
     state: PathBuf,
     client: reqwest::blocking::Client,
     _dir: tempfile::TempDir,
@@ -506,7 +465,7 @@ impl Ripcord {
                 }
             }
         });
-        let stderr = Log::default().follow(child.stderr.take().unwrap());
+        let stderr = Lines::of(child.stderr.take().unwrap());
         let listening = wait_until(Duration::from_secs(30), || {
             stderr.find("http: listening on ").is_some()
         });

@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -24,7 +23,7 @@ use ripcord::action::links::{LinkSigner, Verb};
 use ripcord::config::Secret;
 use ripcord::time::{Dur, Ts};
 use serde_json::{Value, json};
-use support::{free_port, now_millis, ripcord_bin, wait_until};
+use support::{Lines, free_port, now_millis, rfc3339, ripcord_bin, wait_until};
 
 const LINK_SECRET: &str = "e2e-link-secret-0123456789";
 
@@ -158,34 +157,12 @@ impl StandIn {
 // ---------------------------------------------------------------------------
 // ripcord.
 
-#[derive(Clone, Default)]
-struct Collected(Arc<Mutex<Vec<String>>>);
-
-impl Collected {
-    fn follow(self, r: impl Read + Send + 'static) -> Self {
-        let me = self.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines() {
-                match line {
-                    Ok(l) => me.0.lock().unwrap().push(l),
-                    Err(_) => break,
-                }
-            }
-        });
-        self
-    }
-
-    fn text(&self) -> String {
-        self.0.lock().unwrap().join("\n")
-    }
-}
-
 /// `ripcord run` on a port the test picked (the config's `public_url`
 /// names it), journal `state.db` in `dir`.
 struct Ripcord {
     child: Child,
     http: SocketAddr,
-    stderr: Collected,
+    stderr: Lines,
 }
 
 impl Ripcord {
@@ -204,7 +181,7 @@ impl Ripcord {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ripcord run");
-        let stderr = Collected::default().follow(child.stderr.take().unwrap());
+        let stderr = Lines::of(child.stderr.take().unwrap());
         let r = Ripcord {
             child,
             http: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -372,12 +349,6 @@ channels:
         script = script.display()
     );
     std::fs::write(dir.join("ripcord.yaml"), yaml).unwrap();
-}
-
-fn rfc3339(millis: i64) -> String {
-    jiff::Timestamp::from_millisecond(millis)
-        .unwrap()
-        .to_string()
 }
 
 fn labels(service: &str, instance: &str, tier: &str, severity: &str) -> Value {

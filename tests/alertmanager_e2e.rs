@@ -7,68 +7,15 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{free_port, now_millis, ripcord_bin, wait_until};
-
-/// Lines a child writes, collected on a background thread.
-#[derive(Clone, Default)]
-struct Collected(Arc<Mutex<Vec<String>>>);
-
-impl Collected {
-    fn follow(self, r: impl Read + Send + 'static) -> Self {
-        let me = self.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines() {
-                match line {
-                    Ok(l) => me.0.lock().unwrap().push(l),
-                    Err(_) => break,
-                }
-            }
-        });
-        self
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn text(&self) -> String {
-        self.all().join("\n")
-    }
-
-    fn find(&self, prefix: &str) -> Option<String> {
-        self.all()
-            .into_iter()
-            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
-    }
-}
-
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
-    m.get(series).copied().unwrap_or(0.0)
-}
-
-fn rfc3339(millis: i64) -> String {
-    jiff::Timestamp::from_millisecond(millis)
-        .unwrap()
-        .to_string()
-}
+use support::{
+    Lines, free_port, metric, now_millis, parse_metrics, rfc3339, ripcord_bin, wait_until,
+};
 
 // ---------------------------------------------------------------------------
 // ripcord.
@@ -79,8 +26,8 @@ fn rfc3339(millis: i64) -> String {
 struct Ripcord {
     child: Child,
     http: SocketAddr,
-    stdout: Collected,
-    stderr: Collected,
+    stdout: Lines,
+    stderr: Lines,
 }
 
 impl Ripcord {
@@ -104,8 +51,8 @@ impl Ripcord {
             cmd.arg("--config").arg(&cfg).env("RIPCORD_TEST_TOKEN", t);
         }
         let mut child = cmd.spawn().expect("spawn ripcord run");
-        let stdout = Collected::default().follow(child.stdout.take().unwrap());
-        let stderr = Collected::default().follow(child.stderr.take().unwrap());
+        let stdout = Lines::of(child.stdout.take().unwrap());
+        let stderr = Lines::of(child.stderr.take().unwrap());
         let ok = wait_until(Duration::from_secs(30), || {
             stderr.find("http: listening on ").is_some()
         });
@@ -163,7 +110,7 @@ impl Ripcord {
         )
     }
 
-    fn kill9(mut self) -> Collected {
+    fn kill9(mut self) -> Lines {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(Duration::from_millis(200));
@@ -218,7 +165,7 @@ fn alertmanager_bin() -> PathBuf {
 struct Alertmanager {
     child: Child,
     url: String,
-    log: Collected,
+    log: Lines,
     _dir: tempfile::TempDir,
 }
 
@@ -264,8 +211,8 @@ receivers:
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let log = Collected::default().follow(child.stderr.take().unwrap());
-        let _ = Collected::default().follow(child.stdout.take().unwrap());
+        let log = Lines::of(child.stderr.take().unwrap());
+        let _ = Lines::of(child.stdout.take().unwrap());
         let url = format!("http://127.0.0.1:{port}");
         let mut am = Alertmanager {
             child,

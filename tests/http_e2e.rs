@@ -12,16 +12,18 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{free_port, now_millis, ripcord_bin, wait_until};
+use support::{
+    Lines, free_port, metric, now_millis, parse_metrics, rfc3339, ripcord_bin, wait_until,
+};
 
 const TOKEN: &str = "t0ken-for-the-e2e-tests";
 
@@ -29,55 +31,13 @@ const TOKEN: &str = "t0ken-for-the-e2e-tests";
 // A `ripcord run` child whose environment and listen address the test
 // chooses (support::Responder fixes both).
 
-#[derive(Clone, Default)]
-struct Collected(Arc<Mutex<Vec<String>>>);
-
-impl Collected {
-    fn follow(self, r: impl Read + Send + 'static) -> Self {
-        let me = self.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(r).lines() {
-                match line {
-                    Ok(l) => me.0.lock().unwrap().push(l),
-                    Err(_) => break,
-                }
-            }
-        });
-        self
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn text(&self) -> String {
-        self.all().join("\n")
-    }
-
-    fn find(&self, prefix: &str) -> Option<String> {
-        self.all()
-            .into_iter()
-            .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
-    }
-
-    fn decisions(&self) -> Vec<Value> {
-        self.all()
-            .iter()
-            .filter(|l| l.starts_with('{'))
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad decision line {l}: {e}"))
-            })
-            .collect()
-    }
-}
-
 struct Live {
     child: Child,
     dir: PathBuf,
     /// Where to connect (a wildcard listen address is reached on loopback).
     http: SocketAddr,
-    stdout: Collected,
-    stderr: Collected,
+    stdout: Lines,
+    stderr: Lines,
 }
 
 fn command(dir: &Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -106,8 +66,8 @@ impl Live {
             .args(["--state", "state.db"])
             .spawn()
             .expect("spawn ripcord run");
-        let stdout = Collected::default().follow(child.stdout.take().unwrap());
-        let stderr = Collected::default().follow(child.stderr.take().unwrap());
+        let stdout = Lines::of(child.stdout.take().unwrap());
+        let stderr = Lines::of(child.stderr.take().unwrap());
         let ok = wait_until(Duration::from_secs(30), || {
             stderr.find("http: listening on ").is_some()
         });
@@ -157,7 +117,7 @@ impl Live {
     }
 
     /// SIGTERM, then waits for the exit.
-    fn terminate(mut self, timeout: Duration) -> (ExitStatus, Duration, Collected, Collected) {
+    fn terminate(mut self, timeout: Duration) -> (ExitStatus, Duration, Lines, Lines) {
         let started = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -185,7 +145,7 @@ impl Live {
     }
 
     /// kill -9: no chance to clean up.
-    fn kill9(mut self) -> Collected {
+    fn kill9(mut self) -> Lines {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(Duration::from_millis(200));
@@ -297,12 +257,6 @@ fn get(url: &str) -> Reply {
 // ---------------------------------------------------------------------------
 // Alertmanager webhook payloads, as Alertmanager 0.25 writes them.
 
-fn rfc3339(millis: i64) -> String {
-    jiff::Timestamp::from_millisecond(millis)
-        .unwrap()
-        .to_string()
-}
-
 fn labels(alertname: &str, service: &str, instance: &str, tier: &str, severity: &str) -> Value {
     json!({
         "alertname": alertname, "service": service, "instance": instance,
@@ -369,20 +323,6 @@ fn low_critical(fp: &str) -> String {
 
 // ---------------------------------------------------------------------------
 // What came out.
-
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
-    m.get(series).copied().unwrap_or(0.0)
-}
 
 fn http_count(m: &BTreeMap<String, f64>, endpoint: &str, code: u16) -> f64 {
     metric(

@@ -2,6 +2,7 @@
 //! Kafka-protocol broker), real TCP, real HTTP.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -83,6 +84,56 @@ impl Lines {
             .into_iter()
             .find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
     }
+
+    /// How many lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// The last `n` lines.
+    pub fn tail(&self, n: usize) -> String {
+        let lines = self.0.lock().unwrap();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The decision lines (JSON objects) among them: ripcord's stdout.
+    pub fn decisions(&self) -> Vec<Value> {
+        self.all()
+            .iter()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad decision line {l}: {e}"))
+            })
+            .collect()
+    }
+}
+
+/// `/metrics` text as series -> value (comments and blank lines skipped).
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A series' value, 0 when absent (a counter not yet incremented).
+pub fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    m.get(series).copied().unwrap_or(0.0)
+}
+
+/// Unix milliseconds as RFC 3339.
+pub fn rfc3339(millis: i64) -> String {
+    jiff::Timestamp::from_millisecond(millis)
+        .unwrap()
+        .to_string()
 }
 
 /// `ripcord run` as a child process.
@@ -149,14 +200,7 @@ impl Responder {
 
     /// Decisions printed so far.
     pub fn decisions(&self) -> Vec<Value> {
-        self.stdout
-            .all()
-            .iter()
-            .filter(|l| l.starts_with('{'))
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad decision line {l}: {e}"))
-            })
-            .collect()
+        self.stdout.decisions()
     }
 
     pub fn metrics(&self) -> String {
@@ -512,7 +556,7 @@ pub fn consume_all_with(
     out
 }
 
-/// Event time `secs` from now, RFC 3339.
+/// Event time `millis` from now, as Unix milliseconds.
 pub fn ts_from_now(millis: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
