@@ -141,24 +141,8 @@ impl Sms {
         let text = sms_text(msg);
         match &self.via {
             SmsVia::Twilio(api) => {
-                let reqs = self
-                    .to
-                    .iter()
-                    .map(|to| api.request(ctx.http, "Messages", to, ("Body", &text)))
-                    .collect();
-                let replies = exchange_all(reqs).await;
-                let results = self
-                    .to
-                    .iter()
-                    .zip(replies)
-                    .map(|(to, r)| {
-                        (
-                            vec![to.clone()],
-                            r.map_or_else(|e| e, |r| api.interpret(&r)),
-                        )
-                    })
-                    .collect();
-                summarize("sent to", results)
+                api.to_each(ctx.http, &self.to, "Messages", ("Body", &text), "sent to")
+                    .await
             }
             SmsVia::Aliyun {
                 api,
@@ -710,6 +694,35 @@ impl Twilio {
                 "application/x-www-form-urlencoded",
             )
             .body(form_encode(&[("To", to), ("From", &self.from), extra]))
+    }
+
+    /// One request per number in `to` (Twilio takes one recipient per
+    /// message or call), sent together, summarised with `verb` ("sent to",
+    /// "called").
+    pub async fn to_each(
+        &self,
+        http: &reqwest::Client,
+        to: &[String],
+        resource: &str,
+        extra: (&str, &str),
+        verb: &str,
+    ) -> SendOutcome {
+        let reqs = to
+            .iter()
+            .map(|n| self.request(http, resource, n, extra))
+            .collect();
+        let replies = exchange_all(reqs).await;
+        let results = to
+            .iter()
+            .zip(replies)
+            .map(|(n, r)| {
+                (
+                    vec![n.clone()],
+                    r.map_or_else(|e| e, |r| self.interpret(&r)),
+                )
+            })
+            .collect();
+        summarize(verb, results)
     }
 
     /// 2xx: the resource's `sid`. Errors carry `code` and `message`; 429

@@ -141,24 +141,8 @@ impl Voice {
         match &self.via {
             VoiceVia::Twilio { api, language } => {
                 let twiml = twiml(&text, language.as_deref());
-                let reqs = self
-                    .to
-                    .iter()
-                    .map(|to| api.request(ctx.http, "Calls", to, ("Twiml", &twiml)))
-                    .collect();
-                let replies = exchange_all(reqs).await;
-                let results = self
-                    .to
-                    .iter()
-                    .zip(replies)
-                    .map(|(to, r)| {
-                        (
-                            vec![to.clone()],
-                            r.map_or_else(|e| e, |r| api.interpret(&r)),
-                        )
-                    })
-                    .collect();
-                summarize("called", results)
+                api.to_each(ctx.http, &self.to, "Calls", ("Twiml", &twiml), "called")
+                    .await
             }
             VoiceVia::Aliyun {
                 api,
