@@ -284,10 +284,13 @@ impl Responder {
             "[{}/{}] {what}: {}",
             d.tier.as_str().to_uppercase(),
             d.severity,
-            d.label("instance")
-                .or(d.label("service"))
-                .unwrap_or(&d.rule)
+            subject(d)
         );
+        self.tell_outcome(d, title, detail).await;
+    }
+
+    /// Tells the tier's channels what became of a decision's action.
+    async fn tell_outcome(&self, d: &Decision, title: String, detail: &str) {
         let incident = d.incident.as_ref().map(|i| i.to_string());
         self.tell(
             d.tier,
@@ -374,23 +377,9 @@ impl Responder {
                 let title = format!(
                     "[{}] rolled back {}",
                     d.tier.as_str().to_uppercase(),
-                    d.label("instance")
-                        .or(d.label("service"))
-                        .unwrap_or(&d.rule)
+                    subject(d)
                 );
-                let incident = d.incident.as_ref().map(|i| i.to_string());
-                self.tell(
-                    d.tier,
-                    Message::note(
-                        Kind::Outcome,
-                        d.tier,
-                        d.severity,
-                        incident.as_deref(),
-                        title,
-                        detail.clone(),
-                    ),
-                )
-                .await;
+                self.tell_outcome(d, title, &detail).await;
                 Outcome::done(detail)
             }
             ExecOutcome::Failed(_) => {
@@ -501,4 +490,12 @@ impl Responder {
             }
         }
     }
+}
+
+/// What a decision is about, for a message title: its instance, else its
+/// service, else its rule.
+fn subject(d: &Decision) -> &str {
+    d.label("instance")
+        .or(d.label("service"))
+        .unwrap_or(&d.rule)
 }
