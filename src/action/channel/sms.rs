@@ -141,8 +141,13 @@ impl Sms {
         let text = sms_text(msg);
         match &self.via {
             SmsVia::Twilio(api) => {
-                api.to_each(ctx.http, &self.to, "Messages", ("Body", &text), "sent to")
-                    .await
+                each_number(
+                    &self.to,
+                    "sent to",
+                    |n| api.request(ctx.http, "Messages", n, ("Body", &text)),
+                    |r| api.interpret(r),
+                )
+                .await
             }
             SmsVia::Aliyun {
                 api,
@@ -546,6 +551,24 @@ pub(super) async fn exchange_all(
         .collect()
 }
 
+/// One request per number in `to` (providers that take one recipient per
+/// message or call), sent at once, each answer read by `interpret`, and
+/// summarised with `verb` ("sent to", "called").
+pub(super) async fn each_number(
+    to: &[String],
+    verb: &str,
+    request: impl Fn(&str) -> reqwest::RequestBuilder,
+    interpret: impl Fn(&Reply) -> Attempt,
+) -> SendOutcome {
+    let replies = exchange_all(to.iter().map(|n| request(n)).collect()).await;
+    let results = to
+        .iter()
+        .zip(replies)
+        .map(|(n, r)| (vec![n.clone()], r.map_or_else(|e| e, |r| interpret(&r))))
+        .collect();
+    summarize(verb, results)
+}
+
 /// One outcome for all recipients: `Sent` only if every request was
 /// accepted; otherwise who got it, who did not and why, `Retry` if any
 /// failure may pass.
@@ -694,35 +717,6 @@ impl Twilio {
                 "application/x-www-form-urlencoded",
             )
             .body(form_encode(&[("To", to), ("From", &self.from), extra]))
-    }
-
-    /// One request per number in `to` (Twilio takes one recipient per
-    /// message or call), sent together, summarised with `verb` ("sent to",
-    /// "called").
-    pub async fn to_each(
-        &self,
-        http: &reqwest::Client,
-        to: &[String],
-        resource: &str,
-        extra: (&str, &str),
-        verb: &str,
-    ) -> SendOutcome {
-        let reqs = to
-            .iter()
-            .map(|n| self.request(http, resource, n, extra))
-            .collect();
-        let replies = exchange_all(reqs).await;
-        let results = to
-            .iter()
-            .zip(replies)
-            .map(|(n, r)| {
-                (
-                    vec![n.clone()],
-                    r.map_or_else(|e| e, |r| self.interpret(&r)),
-                )
-            })
-            .collect();
-        summarize(verb, results)
     }
 
     /// 2xx: the resource's `sid`. Errors carry `code` and `message`; 429
@@ -1040,22 +1034,13 @@ impl Hook {
         msg: &Message,
         text: &str,
     ) -> SendOutcome {
-        let reqs = to
-            .iter()
-            .map(|n| self.request(ctx.http, &Fields::of(msg, n, text)))
-            .collect();
-        let replies = exchange_all(reqs).await;
-        let results = to
-            .iter()
-            .zip(replies)
-            .map(|(n, r)| {
-                (
-                    vec![n.clone()],
-                    r.map_or_else(|e| e, |r| self.interpret(&r)),
-                )
-            })
-            .collect();
-        summarize(verb, results)
+        each_number(
+            to,
+            verb,
+            |n| self.request(ctx.http, &Fields::of(msg, n, text)),
+            |r| self.interpret(r),
+        )
+        .await
     }
 }
 

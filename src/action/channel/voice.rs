@@ -52,9 +52,7 @@
 //! A partial failure is retried for every number (see [`super::sms`]):
 //! people already called are called again.
 
-use super::sms::{
-    Aliyun, Fields, Hook, Provider, Twilio, exchange_all, json_template, read_common, summarize,
-};
+use super::sms::{Aliyun, Fields, Hook, Provider, Twilio, each_number, json_template, read_common};
 use super::{SendContext, SendOutcome};
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
@@ -141,8 +139,13 @@ impl Voice {
         match &self.via {
             VoiceVia::Twilio { api, language } => {
                 let twiml = twiml(&text, language.as_deref());
-                api.to_each(ctx.http, &self.to, "Calls", ("Twiml", &twiml), "called")
-                    .await
+                each_number(
+                    &self.to,
+                    "called",
+                    |n| api.request(ctx.http, "Calls", n, ("Twiml", &twiml)),
+                    |r| api.interpret(r),
+                )
+                .await
             }
             VoiceVia::Aliyun {
                 api,
@@ -152,38 +155,27 @@ impl Voice {
                 play_times,
             } => {
                 let play_times = play_times.map(|p| p.to_string());
-                let reqs = self
-                    .to
-                    .iter()
-                    .map(|to| {
-                        let param = super::sms::render(tts_param, &Fields::of(msg, to, &text));
-                        let called = aliyun_called_number(to);
-                        let mut params = vec![
-                            ("Action", "SingleCallByTts"),
-                            ("CalledNumber", called),
-                            ("TtsCode", tts_code.as_str()),
-                            ("TtsParam", param.as_str()),
-                        ];
-                        if let Some(s) = show_number {
-                            params.push(("CalledShowNumber", s.as_str()));
-                        }
-                        if let Some(p) = &play_times {
-                            params.push(("PlayTimes", p.as_str()));
-                        }
-                        api.request(ctx.http, ctx.now, &params)
-                    })
-                    .collect();
-                let replies = exchange_all(reqs).await;
-                let results = self
-                    .to
-                    .iter()
-                    .zip(replies)
-                    .map(|(to, r)| {
-                        let attempt = r.map_or_else(|e| e, |r| Aliyun::interpret(&r, "CallId"));
-                        (vec![to.clone()], attempt)
-                    })
-                    .collect();
-                summarize("called", results)
+                let request = |to: &str| {
+                    let param = super::sms::render(tts_param, &Fields::of(msg, to, &text));
+                    let called = aliyun_called_number(to);
+                    let mut params = vec![
+                        ("Action", "SingleCallByTts"),
+                        ("CalledNumber", called),
+                        ("TtsCode", tts_code.as_str()),
+                        ("TtsParam", param.as_str()),
+                    ];
+                    if let Some(s) = show_number {
+                        params.push(("CalledShowNumber", s.as_str()));
+                    }
+                    if let Some(p) = &play_times {
+                        params.push(("PlayTimes", p.as_str()));
+                    }
+                    api.request(ctx.http, ctx.now, &params)
+                };
+                each_number(&self.to, "called", request, |r| {
+                    Aliyun::interpret(r, "CallId")
+                })
+                .await
             }
             VoiceVia::Webhook(hook) => hook.send_each(ctx, "called", &self.to, msg, &text).await,
         }
