@@ -142,7 +142,7 @@ impl AlertState {
                 );
                 inc.fire_policy(
                     &cfg.policy,
-                    self.rule.actions.as_deref(),
+                    &self.rule.actions,
                     alert.starts_at,
                     Facts::default(),
                     &msg,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::decision::{Action, Decision, GroupLabels, IncidentId, Severity, Tier};
-use crate::rule::Policy;
+use crate::rule::{Policy, RuleActions};
 use crate::time::Ts;
 
 /// An open incident as the engine tracks it.
@@ -63,7 +63,7 @@ impl Incident {
     pub fn decide(&mut self, at: Ts, action: Action, facts: Facts, message: String) -> Decision {
         self.fired |= action.bit();
         let seq = self.seq;
-        let key = format!("{}/{}/{}", self.id, seq, action);
+        let key = Decision::engine_key(&self.id, seq, action);
         self.seq += 1;
         Decision {
             seq,
@@ -88,13 +88,13 @@ impl Incident {
     pub fn fire_policy(
         &mut self,
         policy: &Policy,
-        rule_actions: Option<&[Action]>,
+        rule_actions: &RuleActions,
         at: Ts,
         facts: Facts,
         message: &str,
         out: &mut Vec<Decision>,
     ) {
-        for &a in policy.actions(self.tier, self.severity, rule_actions) {
+        for a in policy.actions(self.tier, self.severity, rule_actions) {
             out.push(self.decide(at, a, facts, message.to_owned()));
         }
     }
@@ -107,7 +107,7 @@ impl Incident {
         &mut self,
         from: Severity,
         policy: &Policy,
-        rule_actions: Option<&[Action]>,
+        rule_actions: &RuleActions,
         at: Ts,
         facts: Facts,
         message: &str,
@@ -115,8 +115,7 @@ impl Incident {
     ) {
         let actions: Vec<Action> = policy
             .actions(self.tier, self.severity, rule_actions)
-            .iter()
-            .copied()
+            .into_iter()
             .filter(|a| *a != Action::Notify && !self.has_fired(*a))
             .collect();
         let start = out.len();

@@ -447,16 +447,17 @@ impl MetricState {
         ) else {
             return Verdict::Unknown;
         };
-        let severity = m
+        // A worse severity reports the stricter threshold it crossed.
+        let (severity, crossed) = m
             .escalate
             .iter()
             .rev()
             .find(|(_, c)| c.holds(value, baseline) == Some(true))
-            .map_or(self.rule.severity, |(s, _)| *s);
+            .map_or((self.rule.severity, &m.condition), |(s, c)| (*s, c));
         Verdict::Reading {
             facts: Facts {
                 value: Some(value),
-                threshold: m.condition.bound(baseline),
+                threshold: crossed.bound(baseline),
                 baseline,
             },
             breach,
@@ -611,7 +612,11 @@ impl MetricState {
                 ", {} {} = {}x its {} baseline {}",
                 op_str(&m.condition),
                 bound,
-                m.condition.threshold,
+                // The factor of the threshold crossed (an escalation's, if worse).
+                match facts.threshold {
+                    Some(t) if b != 0.0 => fmt_num(t / b),
+                    _ => fmt_num(m.condition.threshold),
+                },
                 m.baseline.as_ref().map_or(Dur::ZERO, |b| b.window),
                 fmt_num(b)
             )),
@@ -636,14 +641,7 @@ impl MetricState {
         let tier = self.groups[s].tier;
         let mut inc = Incident::open(self.rule.name.clone(), labels, tier, severity, at);
         let msg = self.describe(s, &facts);
-        inc.fire_policy(
-            &cfg.policy,
-            self.rule.actions.as_deref(),
-            at,
-            facts,
-            &msg,
-            out,
-        );
+        inc.fire_policy(&cfg.policy, &self.rule.actions, at, facts, &msg, out);
         self.groups[s].incident = Some(Box::new(inc));
     }
 
@@ -668,15 +666,7 @@ impl MetricState {
             return;
         };
         inc.severity = severity;
-        inc.escalate(
-            from,
-            &cfg.policy,
-            rule.actions.as_deref(),
-            at,
-            facts,
-            &msg,
-            out,
-        );
+        inc.escalate(from, &cfg.policy, &rule.actions, at, facts, &msg, out);
     }
 
     /// Clear (or no data) since `since`: resolve once that has lasted `clear_for`.

@@ -132,16 +132,23 @@ impl Condition {
         if !n.is_finite() {
             return Err(format!("`{text}`: threshold must be finite"));
         }
+        // Scaled in decimal (`99.9e-2`), so `99.9%` is the f64 nearest 0.999,
+        // as a user reading the threshold back expects.
+        let scaled = |exp: i32| -> f64 {
+            format!("{num}e{exp}")
+                .parse()
+                .unwrap_or(n * 10f64.powi(exp))
+        };
         let threshold = match (unit, of_baseline) {
             ("", _) => n,
-            ("%", _) => n / 100.0,
+            ("%", _) => scaled(-2),
             ("x", true) => n,
             ("x", false) => {
                 return Err(format!(
                     "`{text}`: `x` multiplies a baseline; write `{amount} baseline`"
                 ));
             }
-            ("ms", false) => n / 1000.0,
+            ("ms", false) => scaled(-3),
             ("s", false) => n,
             ("m", false) => n * 60.0,
             ("h", false) => n * 3600.0,
@@ -194,7 +201,8 @@ mod tests {
         assert_eq!(c("> 50ms").threshold, 0.05);
         assert_eq!(c(">= 5s").threshold, 5.0);
         assert_eq!(c("< 99.9%").op, Op::Lt);
-        assert!((c("< 99.9%").threshold - 0.999).abs() < 1e-12);
+        assert_eq!(c("< 99.9%").threshold, 0.999);
+        assert_eq!(c("> 50ms").threshold, 0.05);
         assert_eq!(
             c("> 2x baseline"),
             Condition {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{
-    AlertRule, Baseline, Condition, Direction, Matcher, MetricRule, Origin, Rule, RuleKind,
-    RuleSet, TierSet,
+    AlertRule, Baseline, Condition, Direction, Matcher, MetricRule, Origin, Rule, RuleActions,
+    RuleKind, RuleSet, TierSet,
 };
 use crate::config::error::{ConfigError, Errors};
 use crate::config::yaml::{self, MapReader, Node, Value};
@@ -56,6 +56,8 @@ pub struct Expect {
     pub labels: Vec<(String, String)>,
     pub value: Option<f64>,
     pub threshold: Option<f64>,
+    /// Set on a worsening's decisions: the severity it rose from.
+    pub escalated_from: Option<Severity>,
 }
 
 /// Reads every `*.yaml` / `*.yml` file in `dir` (sorted by name).
@@ -142,9 +144,7 @@ pub fn parse_file(path: &Path, text: &str, errs: &mut Errors) -> Option<RuleFile
     let mut rules = Vec::new();
     if let Some(items) = top.seq("rules", errs) {
         for (i, item) in items.iter().enumerate() {
-            if let Some(r) = parse_rule(path, item, i + 1, tiers, errs) {
-                rules.push(r);
-            }
+            rules.extend(parse_rule_entry(path, item, i + 1, tiers, errs));
         }
     }
     let mut cases = Vec::new();
@@ -194,6 +194,142 @@ fn parse_tiers(path: &Path, n: &Node, errs: &mut Errors) -> TierSet {
         }
     }
     TierSet::of(&tiers)
+}
+
+/// Keys a rule's `tiers:` tuning may not change: what the rule is.
+const NOT_PER_TIER: [&str; 5] = ["name", "description", "match", "group_by", "tiers"];
+
+/// One entry of `rules:`. A rule with `tiers:` (per-tier tuning, e.g.
+/// `tiers: {high: {window: 1m, for: 2m}}`) compiles to one rule per tuned
+/// tier, named `<name>.<tier>`, plus the rule as written for the file's
+/// other tiers: one threshold written once, with each tier's haste.
+fn parse_rule_entry(
+    path: &Path,
+    node: &Node,
+    index: usize,
+    file_tiers: TierSet,
+    errs: &mut Errors,
+) -> Vec<Rule> {
+    let Value::Map(entries) = &node.value else {
+        return parse_rule(path, node, index, file_tiers, errs)
+            .into_iter()
+            .collect();
+    };
+    let Some(tnode) = entries
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("tiers"))
+        .map(|(_, v)| v)
+    else {
+        return parse_rule(path, node, index, file_tiers, errs)
+            .into_iter()
+            .collect();
+    };
+    let base = Node {
+        value: Value::Map(
+            entries
+                .iter()
+                .filter(|(k, _)| k.as_str() != Some("tiers"))
+                .cloned()
+                .collect(),
+        ),
+        ..node.clone()
+    };
+    let name = entries
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("name"))
+        .and_then(|(_, v)| v.as_str())
+        .unwrap_or("")
+        .to_owned();
+    let label = format!("rule `{name}`: tiers");
+    let before = errs.len();
+    // The rule as written must be valid on its own: its errors are said
+    // once, not once per tier.
+    let Some(written) = parse_rule(path, &base, index, file_tiers, errs) else {
+        return Vec::new();
+    };
+    let Some(mut tm) = MapReader::new(path, tnode, label.clone(), errs) else {
+        return Vec::new();
+    };
+    let mut tuned: Vec<(Tier, &Node)> = Vec::new();
+    for (k, knode, v) in tm.take_all() {
+        let tier = match k.parse::<Tier>() {
+            Ok(t) => t,
+            Err(e) => {
+                tm.err(errs, knode, k, e);
+                continue;
+            }
+        };
+        if !file_tiers.contains(tier) {
+            tm.err(
+                errs,
+                knode,
+                k,
+                "this file's `tier:` does not include it, so the rule never sees its events",
+            );
+            continue;
+        }
+        let Value::Map(over) = &v.value else {
+            tm.err(
+                errs,
+                v,
+                k,
+                format!(
+                    "expected a mapping of rule keys (window, for, …), got {}",
+                    v.describe()
+                ),
+            );
+            continue;
+        };
+        for (ok, _) in over {
+            if let Some(key) = ok.as_str().filter(|key| NOT_PER_TIER.contains(key)) {
+                tm.err(
+                    errs,
+                    ok,
+                    k,
+                    format!("`{key}` is what the rule is, the same on every tier; tune window, for, min_samples, condition, actions…"),
+                );
+            }
+        }
+        tuned.push((tier, v));
+    }
+    if errs.len() > before {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let rest = Tier::ALL
+        .into_iter()
+        .filter(|t| file_tiers.contains(*t) && !tuned.iter().any(|(u, _)| u == t))
+        .collect::<Vec<_>>();
+    if !rest.is_empty() {
+        out.push(Rule {
+            tiers: TierSet::of(&rest),
+            ..written
+        });
+    }
+    for (tier, over) in tuned {
+        let Value::Map(over_entries) = &over.value else {
+            continue;
+        };
+        let Value::Map(base_entries) = &base.value else {
+            continue;
+        };
+        let mut merged: Vec<(Node, Node)> = base_entries
+            .iter()
+            .filter(|(k, _)| !over_entries.iter().any(|(o, _)| o.as_str() == k.as_str()))
+            .cloned()
+            .collect();
+        merged.extend(over_entries.iter().cloned());
+        let merged = Node {
+            value: Value::Map(merged),
+            ..node.clone()
+        };
+        if let Some(mut r) = parse_rule(path, &merged, index, TierSet::of(&[tier]), errs) {
+            r.name = Arc::from(format!("{name}.{tier}").as_str());
+            r.family = Arc::from(name.as_str());
+            out.push(r);
+        }
+    }
+    out
 }
 
 fn is_rule_name(s: &str) -> bool {
@@ -256,35 +392,31 @@ fn parse_rule(
             Severity::Functional
         }),
     };
-    let actions = m.str_list("actions", errs).map(|list| {
-        let mut out = Vec::new();
-        for (s, n) in list {
-            match s.parse::<Action>() {
-                Ok(Action::Resolve) => m.err(
-                    errs,
-                    n,
-                    "actions",
-                    "`resolve` is not an action to configure; incidents resolve by themselves",
-                ),
-                Ok(a) if out.contains(&a) => {
-                    m.err(errs, n, "actions", format!("`{a}` listed twice"))
-                }
-                Ok(a) => out.push(a),
-                Err(e) => m.err(errs, n, "actions", e),
-            }
-        }
-        out
-    });
-    if severity == Severity::Minor {
-        if let Some(n) = m.node_of("actions") {
+    let replace = action_list(&mut m, "actions", errs);
+    let also = action_list(&mut m, "also", errs).unwrap_or_default();
+    if replace.is_some() && !also.is_empty() {
+        if let Some(n) = m.node_of("also") {
             m.err(
                 errs,
                 n,
-                "actions",
-                "a minor rule only notifies; remove `actions` or raise `severity`",
+                "also",
+                "give `actions` (instead of the tier's policy) or `also` (added to it), not both",
             );
         }
     }
+    if severity == Severity::Minor {
+        for key in ["actions", "also"] {
+            if let Some(n) = m.node_of(key) {
+                m.err(
+                    errs,
+                    n,
+                    key,
+                    "a minor rule only notifies; remove it or raise `severity`",
+                );
+            }
+        }
+    }
+    let actions = RuleActions { replace, also };
 
     // match: what the rule looks at.
     let mut metric = None;
@@ -390,6 +522,7 @@ fn parse_rule(
         RuleKind::Alert(_) => Vec::new(),
     });
     Some(Rule {
+        family: Arc::from(name.as_str()),
         name: Arc::from(name.as_str()),
         description,
         origin: Origin {
@@ -403,6 +536,26 @@ fn parse_rule(
         actions,
         kind,
     })
+}
+
+/// A list of actions under `key` (`actions:` or `also:`).
+fn action_list(m: &mut MapReader<'_>, key: &str, errs: &mut Errors) -> Option<Vec<Action>> {
+    let list = m.str_list(key, errs)?;
+    let mut out = Vec::new();
+    for (s, n) in list {
+        match s.parse::<Action>() {
+            Ok(Action::Resolve) => m.err(
+                errs,
+                n,
+                key,
+                "`resolve` is not an action to configure; incidents resolve by themselves",
+            ),
+            Ok(a) if out.contains(&a) => m.err(errs, n, key, format!("`{a}` listed twice")),
+            Ok(a) => out.push(a),
+            Err(e) => m.err(errs, n, key, e),
+        }
+    }
+    Some(out)
 }
 
 fn parse_matchers(path: &Path, rule: &str, n: &Node, errs: &mut Errors) -> Vec<Matcher> {
@@ -998,6 +1151,7 @@ fn parse_expect(path: &Path, case: &str, node: &Node, errs: &mut Errors) -> Opti
     e.action = parsed!("action");
     e.tier = parsed!("tier");
     e.severity = parsed!("severity");
+    e.escalated_from = parsed!("escalated_from");
     e.rule = m.str("rule", errs).map(str::to_owned);
     e.value = m.f64("value", errs);
     e.threshold = m.f64("threshold", errs);
@@ -1019,12 +1173,8 @@ fn parse_expect(path: &Path, case: &str, node: &Node, errs: &mut Errors) -> Opti
 }
 
 /// The shipped rules, compiled in so the binary works from any directory.
-pub const BUILTIN: &[(&str, &str)] = &[
-    ("rules/common.yaml", include_str!("../../rules/common.yaml")),
-    ("rules/high.yaml", include_str!("../../rules/high.yaml")),
-    ("rules/low.yaml", include_str!("../../rules/low.yaml")),
-    ("rules/medium.yaml", include_str!("../../rules/medium.yaml")),
-];
+pub const BUILTIN: &[(&str, &str)] =
+    &[("rules/common.yaml", include_str!("../../rules/common.yaml"))];
 
 /// Parses the shipped rules.
 pub fn load_builtin() -> Result<Vec<RuleFile>, Errors> {
@@ -1051,10 +1201,11 @@ pub fn untested_rules(files: &[RuleFile]) -> Vec<(&Rule, &Path)> {
         .iter()
         .flat_map(|f| {
             f.rules.iter().filter_map(move |r| {
-                let tested = f
-                    .cases
-                    .iter()
-                    .any(|c| c.expect.iter().any(|e| e.rule.as_deref() == Some(&*r.name)));
+                let tested = f.cases.iter().any(|c| {
+                    c.expect.iter().any(|e| {
+                        e.rule.as_deref() == Some(&*r.name) || e.rule.as_deref() == Some(&*r.family)
+                    })
+                });
                 (!tested).then_some((r, f.path.as_path()))
             })
         })

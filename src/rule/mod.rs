@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 pub use condition::{Condition, Direction, Op};
 pub use matcher::Matcher;
-pub use policy::{Policy, TierResolver};
+pub use policy::{Policy, RuleActions, TierResolver};
 
-use crate::decision::{Action, Severity, Tier};
+use crate::decision::{Severity, Tier};
 use crate::event::Labels;
 use crate::time::Dur;
 use crate::window::{Agg, Spec};
@@ -52,6 +52,9 @@ pub struct Origin {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: Arc<str>,
+    /// The name as written: a rule tuned per tier (`tiers:`) compiles to
+    /// one rule per tuning, named `<family>.<tier>`.
+    pub family: Arc<str>,
     pub description: Option<String>,
     pub origin: Origin,
     pub tiers: TierSet,
@@ -60,9 +63,9 @@ pub struct Rule {
     /// most one open incident per group.
     pub group_by: Vec<Box<str>>,
     pub severity: Severity,
-    /// Replaces the tier policy's actions for this rule, where the plan says
-    /// so (e.g. sustained CPU pages instead of rolling back).
-    pub actions: Option<Vec<Action>>,
+    /// Replaces or adds to the tier policy's actions for this rule, where
+    /// the plan says so (e.g. sustained CPU also pages).
+    pub actions: RuleActions,
     pub kind: RuleKind,
 }
 

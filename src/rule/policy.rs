@@ -39,6 +39,15 @@ impl TierResolver {
     }
 }
 
+/// What a rule says about its actions, beside the tier's policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleActions {
+    /// `actions:` replaces the tier's policy (where the plan says so).
+    pub replace: Option<Vec<Action>>,
+    /// `also:` adds to the tier's policy (CPU: every tier's policy, plus a page).
+    pub also: Vec<Action>,
+}
+
 /// What each tier does about a functional or severe breach; minor breaches
 /// only notify, whatever the tier.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,19 +72,25 @@ impl Default for Policy {
 
 impl Policy {
     /// The actions for a breach, in the order they fire. A rule's own
-    /// `actions` replace the tier's for functional and severe breaches.
-    pub fn actions<'a>(
-        &'a self,
-        tier: Tier,
-        severity: Severity,
-        rule_override: Option<&'a [Action]>,
-    ) -> &'a [Action] {
+    /// `actions` replace the tier's for functional and severe breaches; its
+    /// `also` adds to them (after, never twice).
+    pub fn actions(&self, tier: Tier, severity: Severity, rule: &RuleActions) -> Vec<Action> {
         if severity == Severity::Minor {
-            return &self.minor;
+            return self.minor.clone();
         }
-        if let Some(a) = rule_override {
-            return a;
+        let mut out = match &rule.replace {
+            Some(a) => a.clone(),
+            None => self.for_tier(tier).to_vec(),
+        };
+        for a in &rule.also {
+            if !out.contains(a) {
+                out.push(*a);
+            }
         }
+        out
+    }
+
+    pub fn for_tier(&self, tier: Tier) -> &[Action] {
         match tier {
             Tier::Low => &self.low,
             Tier::Medium => &self.medium,
