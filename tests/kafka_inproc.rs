@@ -16,9 +16,11 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use ripcord::config::{KafkaConfig, Secret};
 use ripcord::engine::EngineConfig;
+use ripcord::health::Health;
 use ripcord::journal::sqlite::SqliteJournal;
+use ripcord::output::{Format, Output};
 use ripcord::pipeline::Pipeline;
-use ripcord::source::kafka::KafkaSource;
+use ripcord::source::kafka::{KafkaSource, Start};
 use ripcord::telemetry::Metrics;
 use ripcord::time::{Clock, SystemClock};
 use serde_json::Value;
@@ -88,12 +90,24 @@ impl Running {
             Box::new(journal),
             clock.clone(),
             metrics.clone(),
-            Box::new(out.clone()),
+            Output::spawn(Box::new(out.clone()), Format::Json, metrics.clone()),
             Arc::new(Notify::new()),
         )));
-        let mut source =
-            KafkaSource::new(kafka, brokers.to_owned(), pipeline, metrics.clone(), clock)
-                .expect("source starts");
+        let start = Start {
+            at: clock.now(),
+            embedded: false,
+        };
+        let health = Arc::new(Health::new(true, Duration::from_secs(60)));
+        let mut source = KafkaSource::new(
+            kafka,
+            brokers.to_owned(),
+            pipeline,
+            metrics.clone(),
+            clock,
+            health,
+            start,
+        )
+        .expect("source starts");
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let thread = std::thread::spawn(move || {

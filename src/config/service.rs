@@ -27,6 +27,10 @@ pub struct KafkaConfig {
     pub max_batch: usize,
     /// Partitions of the topic the embedded broker creates.
     pub embedded_partitions: i32,
+    /// Where the embedded broker takes connections (no `brokers`). None:
+    /// 127.0.0.1:9092 when free (so the usual tools work as they are),
+    /// else any free port.
+    pub embedded_listen: Option<std::net::SocketAddr>,
     /// Warm-up reads at most this many messages back when the broker cannot
     /// look offsets up by time.
     pub warm_up_max_messages: usize,
@@ -43,6 +47,7 @@ impl Default for KafkaConfig {
             warm_up: true,
             max_batch: 2048,
             embedded_partitions: 4,
+            embedded_listen: None,
             warm_up_max_messages: 1_000_000,
         }
     }
@@ -182,6 +187,20 @@ pub(super) fn read_kafka(mut m: MapReader<'_>, k: &mut KafkaConfig, errs: &mut E
     }
     if let Some(n) = m.int("embedded_partitions", 1..=64, errs) {
         k.embedded_partitions = n as i32;
+    }
+    if let Some(a) = m.str("embedded_listen", errs) {
+        match a.parse() {
+            Ok(addr) => k.embedded_listen = Some(addr),
+            Err(_) => {
+                let n = m.node_of("embedded_listen").unwrap_or(m.node());
+                m.err(
+                    errs,
+                    n,
+                    "embedded_listen",
+                    format!("`{a}` is not an address like 127.0.0.1:9092"),
+                );
+            }
+        }
     }
     if let Some(n) = m.int("warm_up_max_messages", 0..=100_000_000, errs) {
         k.warm_up_max_messages = n as usize;

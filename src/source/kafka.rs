@@ -35,6 +35,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
 use crate::config::KafkaConfig;
+use crate::health::Health;
 use crate::pipeline::{PartitionId, Pipeline, Rejected};
 use crate::telemetry::{Metrics, Outcome, Source};
 use crate::time::Clock;
@@ -83,10 +84,19 @@ struct Assigned {
 struct Context {
     pipeline: Arc<Mutex<Pipeline>>,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     pending: Mutex<Vec<Assigned>>,
     lost: Mutex<Vec<PartitionId>>,
     /// `auto.offset.reset` is earliest (else latest).
     from_earliest: bool,
+    /// When this process started (ms since the epoch): a partition nobody
+    /// has read yet is acted on from the first event produced after it.
+    started_ms: i64,
+    /// The broker is the embedded one, new at every start: offsets the
+    /// journal kept from an earlier run point into a broker that is gone.
+    embedded: bool,
+    /// How to build a short-lived reader (brokers and connection properties).
+    reader: ClientConfig,
     log: ClientLog,
 }
 
@@ -247,6 +257,8 @@ impl ConsumerContext for Context {
                                 None
                             }
                         };
+                        let journaled =
+                            self.check_position(consumer, e.topic(), e.partition(), journaled);
                         let start = match journaled {
                             Some(o) => Offset::Offset(o),
                             None => self.start_without_journal(consumer, e.topic(), e.partition()),
@@ -266,7 +278,12 @@ impl ConsumerContext for Context {
                 if let Err(e) = consumer.pause(&assign) {
                     tracing::warn!(error = %e, "pausing partitions for warm-up failed");
                 }
-                tracing::info!(partitions = ?assigned.iter().map(|a| partition_name(&a.topic, a.partition)).collect::<Vec<_>>(), "partitions assigned");
+                let names: Vec<String> = assigned
+                    .iter()
+                    .map(|a| partition_name(&a.topic, a.partition))
+                    .collect();
+                tracing::info!(partitions = ?names, "partitions assigned");
+                self.health.assigned(names);
                 self.pending
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -285,6 +302,11 @@ impl ConsumerContext for Context {
                     pipeline.drop_partition(id);
                     lost.push(id);
                 }
+                self.health.revoked(
+                    tpl.elements()
+                        .iter()
+                        .map(|e| partition_name(e.topic(), e.partition())),
+                );
                 drop(pipeline);
                 self.pending
                     .lock()
@@ -312,10 +334,45 @@ impl ConsumerContext for Context {
 }
 
 impl Context {
+    /// The journal's position for a partition, where it still means
+    /// something. The embedded broker is new at every start, so positions
+    /// from an earlier run point into a broker that is gone: start afresh.
+    /// A position before the partition's start means retention deleted
+    /// events ripcord never read: resume at the first one left (librdkafka
+    /// would jump to the end instead).
+    fn check_position(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        topic: &str,
+        partition: i32,
+        journaled: Option<i64>,
+    ) -> Option<i64> {
+        let o = journaled?;
+        if self.embedded {
+            tracing::info!(
+                partition = %partition_name(topic, partition), journaled = o,
+                "the embedded broker is new at every start: the journal's position from an earlier run is not used"
+            );
+            return None;
+        }
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+            Ok((low, _)) if o < low => {
+                tracing::warn!(
+                    partition = %partition_name(topic, partition), journaled = o, first = low,
+                    skipped = low - o,
+                    "events between the journal's position and the partition's start were deleted by retention before ripcord read them; resuming at the first one left"
+                );
+                Some(low)
+            }
+            _ => Some(o),
+        }
+    }
+
     /// Where a partition the journal has never seen starts: the group's
-    /// committed offset, else `auto.offset.reset` resolved to a concrete
-    /// offset now, so events produced while the partition warms up are not
-    /// skipped by a "latest" evaluated later.
+    /// committed offset; else, with `auto.offset.reset=earliest`, its
+    /// start; else the first event produced after ripcord started, so
+    /// that nothing sent while the group was still forming is lost (events
+    /// before that only warm the windows).
     fn start_without_journal(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -333,14 +390,87 @@ impl Context {
                 return Offset::Offset(o);
             }
         }
-        match consumer.fetch_watermarks(topic, partition, timeout) {
-            Ok((low, high)) => Offset::Offset(if self.from_earliest { low } else { high }),
+        let (low, high) = match consumer.fetch_watermarks(topic, partition, timeout) {
+            Ok(w) => w,
             Err(e) => {
                 tracing::warn!(topic, partition, error = %e, "cannot read the partition's watermarks; using auto.offset.reset");
-                Offset::Stored
+                return Offset::Stored;
+            }
+        };
+        if self.from_earliest || low >= high {
+            return Offset::Offset(low);
+        }
+        match self.offset_at_start(topic, partition, low, high) {
+            Ok(o) => Offset::Offset(o),
+            Err(e) => {
+                tracing::warn!(topic, partition, error = %e, "cannot find the offset of ripcord's start time; starting at the partition's end");
+                Offset::Offset(high)
             }
         }
     }
+
+    /// The first offset in `low..high` whose message was produced at or
+    /// after ripcord's start: the broker's time index, checked against the
+    /// messages themselves (librdkafka's mock cluster, the embedded broker,
+    /// answers "the end" to every time), else a binary search by timestamp.
+    fn offset_at_start(
+        &self,
+        topic: &str,
+        partition: i32,
+        low: i64,
+        high: i64,
+    ) -> Result<i64, KafkaError> {
+        let timeout = Duration::from_secs(5);
+        let reader: BaseConsumer<HelperContext> = self
+            .reader
+            .clone()
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set_log_level(RDKafkaLogLevel::Warning)
+            .create_with_context(HelperContext {
+                log: ClientLog::new("start-offset reader"),
+                metrics: self.metrics.clone(),
+            })?;
+        let high = true_end(&reader, topic, partition, high)?;
+        let mut query = TopicPartitionList::new();
+        query.add_partition_offset(topic, partition, Offset::Offset(self.started_ms))?;
+        let answer = match reader.offsets_for_times(query, timeout) {
+            Ok(found) => match found.find_partition(topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o.clamp(low, high),
+                _ => high,
+            },
+            Err(_) => high,
+        };
+        let produced_after = |offset: i64| -> Result<bool, KafkaError> {
+            Ok(timestamp_at(&reader, topic, partition, offset)?
+                .is_none_or(|t| t >= self.started_ms))
+        };
+        if answer == low || !produced_after(answer - 1)? {
+            return Ok(answer);
+        }
+        // The message before the answer is itself new: search `low..answer`
+        // for the first new one (timestamps rise with offsets closely
+        // enough for this; a stray old one only warms).
+        let (mut lo, mut hi) = (low, answer - 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if produced_after(mid)? {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(lo)
+    }
+}
+
+/// How this run meets its broker.
+#[derive(Debug, Clone, Copy)]
+pub struct Start {
+    /// When ripcord started: what is produced from then on is acted on.
+    pub at: crate::time::Ts,
+    /// The broker is the embedded one (new at every start).
+    pub embedded: bool,
 }
 
 /// The consumer loop.
@@ -351,6 +481,7 @@ pub struct KafkaSource {
     pipeline: Arc<Mutex<Pipeline>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    health: Arc<Health>,
     dead_letters: Option<ThreadedProducer<HelperContext>>,
     ids: PartitionIds,
     /// Partitions that reached their end: their clocks may follow the wall.
@@ -381,6 +512,30 @@ fn timestamp_at(
         }
     }
     Ok(None)
+}
+
+/// The partition's end, read off the messages: the broker's high
+/// watermark, unless messages lie past it (tansu reports the last batch's
+/// first offset plus one), then one past the last of them.
+fn true_end(
+    reader: &BaseConsumer<HelperContext>,
+    topic: &str,
+    partition: i32,
+    high: i64,
+) -> Result<i64, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(high))?;
+    reader.assign(&tpl)?;
+    let mut end = high;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => end = end.max(m.offset() + 1),
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(_)) | None => {}
+        }
+    }
+    Ok(end)
 }
 
 /// Pipeline ids by topic, then partition number: found without allocating,
@@ -483,12 +638,20 @@ impl KafkaSource {
         pipeline: Arc<Mutex<Pipeline>>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        health: Arc<Health>,
+        start: Start,
     ) -> Result<KafkaSource, KafkaSourceError> {
+        let mut reader = connection_config(&cfg, &brokers);
+        reader.set("group.id", format!("{}-warmup", cfg.group));
         let context = Context {
             pipeline: pipeline.clone(),
             metrics: metrics.clone(),
+            health: health.clone(),
             pending: Mutex::new(Vec::new()),
             lost: Mutex::new(Vec::new()),
+            started_ms: start.at.millis(),
+            embedded: start.embedded,
+            reader,
             log: ClientLog::new("consumer"),
             from_earliest: cfg.properties.iter().any(|(k, v)| {
                 k == "auto.offset.reset"
@@ -518,6 +681,7 @@ impl KafkaSource {
             pipeline,
             metrics,
             clock,
+            health,
             dead_letters,
             ids: Vec::new(),
             caught_up: HashMap::new(),
@@ -543,6 +707,7 @@ impl KafkaSource {
         mut between: impl FnMut(&mut Pipeline),
     ) -> Result<(), KafkaSourceError> {
         while !stop.load(Ordering::Relaxed) {
+            self.health.turned();
             self.warm_pending()?;
             // Work from `between` (HTTP requests waiting for their answer)
             // is committed this turn: Kafka is not waited for then.
@@ -705,8 +870,12 @@ impl KafkaSource {
         let committed = loop {
             let result = lock(&self.pipeline).commit();
             match result {
-                Ok(c) => break c,
+                Ok(c) => {
+                    self.health.journal_ok();
+                    break c;
+                }
                 Err(e) => {
+                    self.health.journal_refuses(e.to_string());
                     tracing::error!(error = %e, retry_in = ?backoff, "journal commit failed; holding the batch and retrying");
                     if stop.load(Ordering::Relaxed) && backoff >= Duration::from_secs(5) {
                         tracing::error!(
@@ -758,6 +927,7 @@ impl KafkaSource {
             self.caught_up.remove(&id);
         }
         for a in pending {
+            self.health.warm_started();
             let id = self.id(&a.topic, a.partition);
             let mut warming = lock(&self.pipeline).start_warm(id);
             if self.cfg.warm_up {
@@ -783,6 +953,7 @@ impl KafkaSource {
                 // Not ours any more (a newer rebalance took it): nothing to resume.
                 tracing::warn!(partition = %partition_name(&a.topic, a.partition), error = %e, "could not resume a warmed partition");
             }
+            self.health.warmed(&partition_name(&a.topic, a.partition));
             self.caught_up.insert(id, false);
         }
         Ok(())

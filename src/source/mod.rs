@@ -2,5 +2,6 @@
 //! the HTTP receiver ([`http`]) takes Alertmanager's webhook and events
 //! posted directly. Both hand bytes to the [`crate::pipeline`].
 
+pub mod embedded;
 pub mod http;
 pub mod kafka;

@@ -1,0 +1,232 @@
+//! Health and readiness: what `/healthz` and `/readyz` answer, and why.
+//!
+//! Ready means every event produced from now on will be acted on: the HTTP
+//! intake answers, the consumer has joined its group and every partition it
+//! holds is warmed and consuming, the pipeline turns, and the journal takes
+//! writes. Live means the pipeline thread still turns: a responder whose
+//! loop is stuck (a blocked output, a wedged journal) is restarted by its
+//! supervisor rather than trusted with the next upgrade.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Shared by the pipeline thread, the Kafka source and the HTTP server.
+/// A std mutex: held only for a few field updates, never across `.await`.
+#[derive(Debug)]
+pub struct Health {
+    state: Mutex<State>,
+    /// No loop turn for this long (outside warm-ups) is a stall.
+    stall_after: Duration,
+}
+
+#[derive(Debug)]
+struct State {
+    http_up: bool,
+    stopping: bool,
+    /// `None`: no Kafka in this run.
+    kafka: Option<KafkaState>,
+    last_turn: Instant,
+    /// A warm-up is running: the loop is busy reading history, not stuck.
+    warming_since: Option<Instant>,
+    journal_error: Option<String>,
+    failed: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct KafkaState {
+    /// The group handed out partitions at least once (maybe none to us).
+    joined: bool,
+    assigned: BTreeSet<String>,
+    warming: BTreeSet<String>,
+}
+
+impl Health {
+    pub fn new(kafka: bool, stall_after: Duration) -> Health {
+        Health {
+            state: Mutex::new(State {
+                http_up: false,
+                stopping: false,
+                kafka: kafka.then(KafkaState::default),
+                last_turn: Instant::now(),
+                warming_since: None,
+                journal_error: None,
+                failed: None,
+            }),
+            stall_after,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn http_up(&self, up: bool) {
+        self.with(|s| s.http_up = up);
+    }
+
+    pub fn stopping(&self) {
+        self.with(|s| s.stopping = true);
+    }
+
+    /// The pipeline thread ended with an error: nothing is read any more.
+    pub fn failed(&self, why: impl Into<String>) {
+        let why = why.into();
+        self.with(|s| s.failed = Some(why));
+    }
+
+    /// One pipeline loop turn happened.
+    pub fn turned(&self) {
+        self.with(|s| s.last_turn = Instant::now());
+    }
+
+    /// Partitions handed to this member, not yet warmed.
+    pub fn assigned(&self, partitions: impl IntoIterator<Item = String>) {
+        self.with(|s| {
+            let k = s.kafka.get_or_insert_with(KafkaState::default);
+            k.joined = true;
+            for p in partitions {
+                k.assigned.insert(p.clone());
+                k.warming.insert(p);
+            }
+        });
+    }
+
+    pub fn revoked(&self, partitions: impl IntoIterator<Item = String>) {
+        self.with(|s| {
+            if let Some(k) = &mut s.kafka {
+                for p in partitions {
+                    k.assigned.remove(&p);
+                    k.warming.remove(&p);
+                }
+            }
+        });
+    }
+
+    pub fn warm_started(&self) {
+        self.with(|s| s.warming_since = Some(Instant::now()));
+    }
+
+    /// The partition is warmed and consuming.
+    pub fn warmed(&self, partition: &str) {
+        self.with(|s| {
+            s.warming_since = None;
+            s.last_turn = Instant::now();
+            if let Some(k) = &mut s.kafka {
+                k.warming.remove(partition);
+            }
+        });
+    }
+
+    pub fn journal_ok(&self) {
+        self.with(|s| s.journal_error = None);
+    }
+
+    pub fn journal_refuses(&self, why: impl Into<String>) {
+        let why = why.into();
+        self.with(|s| s.journal_error = Some(why));
+    }
+
+    fn stalled(&self, s: &State) -> Option<Duration> {
+        if s.warming_since.is_some() {
+            return None;
+        }
+        let quiet = s.last_turn.elapsed();
+        (quiet >= self.stall_after).then_some(quiet)
+    }
+
+    /// `Ok` when live, else why not (for `/healthz`).
+    pub fn live(&self) -> Result<(), String> {
+        self.with(|s| {
+            if let Some(f) = &s.failed {
+                return Err(format!("the pipeline stopped: {f}"));
+            }
+            if let Some(quiet) = self.stalled(s) {
+                return Err(format!(
+                    "the pipeline made no progress for {} s",
+                    quiet.as_secs()
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// `Ok` with a summary when ready, else why not (for `/readyz`).
+    pub fn ready(&self) -> Result<String, String> {
+        self.live()?;
+        self.with(|s| {
+            if s.stopping {
+                return Err("shutting down".into());
+            }
+            if !s.http_up {
+                return Err("the HTTP intake is not up yet".into());
+            }
+            if let Some(e) = &s.journal_error {
+                return Err(format!("the journal refuses writes: {e}"));
+            }
+            match &s.kafka {
+                None => Ok("http intake up (no Kafka)".into()),
+                Some(k) if !k.joined => {
+                    Err("waiting for the Kafka consumer group to assign partitions".into())
+                }
+                Some(k) if !k.warming.is_empty() => Err(format!(
+                    "warming {} of {} partitions: {}",
+                    k.warming.len(),
+                    k.assigned.len(),
+                    k.warming.iter().cloned().collect::<Vec<_>>().join(", ")
+                )),
+                Some(k) => Ok(format!(
+                    "http intake up, {} Kafka {} warmed and consuming",
+                    k.assigned.len(),
+                    if k.assigned.len() == 1 {
+                        "partition"
+                    } else {
+                        "partitions"
+                    }
+                )),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_once_every_part_is() {
+        let h = Health::new(true, Duration::from_secs(60));
+        assert!(h.ready().unwrap_err().contains("HTTP"));
+        h.http_up(true);
+        assert!(h.ready().unwrap_err().contains("assign"));
+        h.assigned(["t/0".to_owned(), "t/1".to_owned()]);
+        assert!(h.ready().unwrap_err().contains("warming 2 of 2"));
+        h.warmed("t/0");
+        assert!(h.ready().unwrap_err().contains("t/1"));
+        h.warmed("t/1");
+        assert!(h.ready().is_ok());
+        h.journal_refuses("disk full");
+        assert!(h.ready().unwrap_err().contains("disk full"));
+        h.journal_ok();
+        h.revoked(["t/1".to_owned()]);
+        assert!(h.ready().unwrap().contains("1 Kafka partition "));
+        h.stopping();
+        assert!(h.ready().is_err());
+    }
+
+    #[test]
+    fn a_loop_that_stops_turning_is_not_live_but_a_warm_up_is() {
+        let h = Health::new(false, Duration::from_millis(30));
+        h.http_up(true);
+        assert!(h.live().is_ok());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(h.live().unwrap_err().contains("no progress"));
+        assert!(h.ready().is_err());
+        h.warm_started();
+        assert!(h.live().is_ok());
+        h.warmed("x");
+        assert!(h.live().is_ok());
+        h.turned();
+        assert!(h.ready().is_ok());
+    }
+}
