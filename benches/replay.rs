@@ -204,8 +204,14 @@ fn for_each_line(path: &Path, mut f: impl FnMut(&[u8])) -> usize {
 /// written to `io::sink()`.
 fn replay(engine: &mut Engine, path: &Path) -> ripcord::replay::Summary {
     let input = BufReader::new(File::open(path).expect("recording opens"));
-    ripcord::replay::run(engine, input, std::io::sink(), std::io::sink())
-        .expect("replay to a sink cannot fail")
+    ripcord::replay::run(
+        engine,
+        input,
+        std::io::sink(),
+        std::io::sink(),
+        ripcord::output::Format::Json,
+    )
+    .expect("replay to a sink cannot fail")
 }
 
 fn replay_benches(c: &mut Criterion) {

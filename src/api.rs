@@ -61,13 +61,18 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(json!({ "error": msg.into() }))).into_response()
 }
 
-fn op_err(e: OpError) -> Response {
+/// The HTTP status for a refused human request.
+fn status_of(e: &OpError) -> StatusCode {
     match e {
-        OpError::NoIncident(_) => err(StatusCode::NOT_FOUND, e.to_string()),
-        OpError::Conflict(_) => err(StatusCode::CONFLICT, e.to_string()),
-        OpError::Anonymous => err(StatusCode::BAD_REQUEST, e.to_string()),
-        OpError::Journal(_) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        OpError::NoIncident(_) | OpError::NoRollout(_) => StatusCode::NOT_FOUND,
+        OpError::Conflict(_) => StatusCode::CONFLICT,
+        OpError::Anonymous => StatusCode::BAD_REQUEST,
+        OpError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+fn op_err(e: OpError) -> Response {
+    err(status_of(&e), e.to_string())
 }
 
 #[derive(Deserialize)]
@@ -316,19 +321,11 @@ async fn link_act(
             &format!("{}: {}", done.incident, done.result),
             &format!("<p>{}</p>", escape(&done.detail)),
         ),
-        Err(e) => {
-            let code = match &e {
-                OpError::NoIncident(_) => StatusCode::NOT_FOUND,
-                OpError::Conflict(_) => StatusCode::CONFLICT,
-                OpError::Anonymous => StatusCode::BAD_REQUEST,
-                OpError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            page(
-                code,
-                "not done",
-                &format!("<p>{}</p>", escape(&e.to_string())),
-            )
-        }
+        Err(e) => page(
+            status_of(&e),
+            "not done",
+            &format!("<p>{}</p>", escape(&e.to_string())),
+        ),
     }
 }
 

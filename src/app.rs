@@ -27,11 +27,14 @@ use crate::action::scheduler::Scheduler;
 use crate::action::{Dispatcher, Handler, SharedJournal};
 use crate::api::Api;
 use crate::config::Config;
+use crate::health::Health;
 use crate::journal::{Journal, JournalError, SqliteJournal};
+use crate::output::{Format, Output, say};
 use crate::pipeline::{HTTP_PARTITION, Pipeline, Submission};
 use crate::rule::RuleSet;
+use crate::source::embedded::{EmbeddedBroker, EmbeddedError};
 use crate::source::http::{Intake, router};
-use crate::source::kafka::{KafkaSource, KafkaSourceError};
+use crate::source::kafka::{KafkaSource, KafkaSourceError, Start};
 use crate::telemetry::Metrics;
 use crate::time::{Clock, SystemClock};
 
@@ -41,8 +44,8 @@ pub enum AppError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Kafka(#[from] KafkaSourceError),
-    #[error("cannot start the embedded Kafka broker: {0}")]
-    EmbeddedBroker(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    EmbeddedBroker(#[from] EmbeddedError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -55,8 +58,9 @@ pub enum AppError {
 /// Everything `run` needs besides the config.
 pub struct Runtime {
     pub rules: Arc<RuleSet>,
-    /// Where decisions are printed (stdout in production).
+    /// Where decisions are printed (stdout in production), and how.
     pub decisions_out: Box<dyn Write + Send>,
+    pub format: Format,
     /// Does the actions; `None`: the [`Responder`] built from the config.
     pub handler: Option<Arc<dyn Handler>>,
     pub clock: Arc<dyn Clock>,
@@ -79,6 +83,7 @@ impl Runtime {
         Runtime {
             rules,
             decisions_out: Box::new(std::io::stdout()),
+            format: Format::Json,
             handler: None,
             clock: Arc::new(SystemClock),
             on_ready: None,
@@ -101,12 +106,18 @@ pub fn instance_name(clock: &dyn Clock) -> String {
 /// commits): at 10k events/s that keeps it to a few hundred pages.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+/// A pipeline loop that has not turned for this long is stuck: `/healthz`
+/// says so and `/readyz` stops answering 200.
+const PIPELINE_STALL: Duration = Duration::from_secs(20);
+
 /// Runs the responder until `shutdown` resolves.
 pub async fn run(
     cfg: Config,
     rt: Runtime,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AppError> {
+    // Everything produced from here on is acted on (see KafkaSource).
+    let started = rt.clock.now();
     let metrics = Arc::new(Metrics::new());
     let owner = instance_name(rt.clock.as_ref());
     let open = |clock: Arc<dyn Clock>| -> Result<Box<dyn Journal>, JournalError> {
@@ -127,26 +138,41 @@ pub async fn run(
     let brokers = match &cfg.kafka.brokers {
         Some(b) => b.clone(),
         None => {
-            let mock = rdkafka::mocking::MockCluster::new(1).map_err(AppError::EmbeddedBroker)?;
-            for t in &cfg.kafka.topics {
-                mock.create_topic(t, cfg.kafka.embedded_partitions, 1)
-                    .map_err(AppError::EmbeddedBroker)?;
+            let default = SocketAddr::from(([127, 0, 0, 1], 9092));
+            let wanted = cfg.kafka.embedded_listen.unwrap_or(default);
+            let broker = EmbeddedBroker::start(
+                &cfg.kafka.topics,
+                cfg.kafka.embedded_partitions,
+                wanted,
+                cfg.kafka.embedded_listen.is_some(),
+            )
+            .await?;
+            if wanted.port() != 0 && broker.listen != wanted {
+                say(&format!(
+                    "kafka: {wanted} is in use; the embedded broker listens on {} instead",
+                    broker.listen
+                ));
             }
-            let b = mock.bootstrap_servers();
-            eprintln!("kafka bootstrap: {b} topic: {}", cfg.kafka.topics.join(","));
-            _embedded = mock;
-            b
+            say(&format!(
+                "kafka bootstrap: {} topic: {}",
+                broker.listen,
+                cfg.kafka.topics.join(",")
+            ));
+            let direct = broker.direct.clone();
+            _embedded = broker;
+            direct
         }
     };
 
     let notify = Arc::new(Notify::new());
+    let output = Output::spawn(rt.decisions_out, rt.format, metrics.clone());
     let mut pipeline = Pipeline::new(
         rt.rules.clone(),
         cfg.engine.clone(),
         journal,
         rt.clock.clone(),
         metrics.clone(),
-        rt.decisions_out,
+        output.clone(),
         notify.clone(),
     );
     pipeline.set_max_future(cfg.max_future);
@@ -155,12 +181,12 @@ pub async fn run(
 
     // HTTP.
     let (submit, submissions) = std::sync::mpsc::sync_channel::<Submission>(cfg.http.queue);
-    let ready = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::new(true, PIPELINE_STALL));
     let intake = Arc::new(Intake {
         submit,
         token: cfg.http.token.clone(),
         metrics: metrics.clone(),
-        ready: ready.clone(),
+        health: health.clone(),
         max_body_bytes: cfg.http.max_body_bytes,
         ack_timeout: Duration::from_secs(10),
         clock: rt.clock.clone(),
@@ -176,7 +202,7 @@ pub async fn run(
         addr: cfg.http.listen,
         source,
     })?;
-    eprintln!("http: listening on {http_addr}");
+    say(&format!("http: listening on {http_addr}"));
     // The action layer: channel workers, the responder, the scheduler, the API.
     let shared: SharedJournal = Arc::new(Mutex::new(open(rt.clock.clone())?));
     let (actions_stop_tx, actions_stop_rx) = watch::channel(false);
@@ -225,6 +251,7 @@ pub async fn run(
         links: links.clone(),
         wake: notify.clone(),
         owner: owner.clone(),
+        output: Some(output.clone()),
     };
     let scheduler_task = tokio::spawn(scheduler.run(actions_stop_rx.clone()));
     let api = Arc::new(Api {
@@ -252,6 +279,7 @@ pub async fn run(
             tracing::error!(error = %e, "http server failed");
         }
     });
+    health.http_up(true);
 
     // The pipeline thread.
     let stop = Arc::new(AtomicBool::new(false));
@@ -277,8 +305,14 @@ pub async fn run(
         pipeline.clone(),
         metrics.clone(),
         rt.clock.clone(),
+        health.clone(),
+        Start {
+            at: started,
+            embedded: cfg.kafka.brokers.is_none(),
+        },
     )?;
     let thread_stop = stop.clone();
+    let thread_health = health.clone();
     let worker = std::thread::Builder::new()
         .name("ripcord-pipeline".into())
         .spawn(move || {
@@ -288,6 +322,7 @@ pub async fn run(
                 // Say so at once: a responder that no longer reads its input
                 // must not look healthy. The process exits when it notices.
                 tracing::error!(error = %e, "the pipeline stopped");
+                thread_health.failed(e.to_string());
                 failed_tx.send_replace(true);
             }
             result
@@ -303,11 +338,28 @@ pub async fn run(
         owner,
         metrics: metrics.clone(),
         concurrency: 32,
+        output: Some(output.clone()),
     };
     let grace = cfg.shutdown_grace.to_std();
     let dispatch = tokio::spawn(dispatcher.run(dispatch_stop_rx, grace));
 
-    ready.store(true, Ordering::Relaxed);
+    // One `ready:` line on stderr when every part first is.
+    let (ready_stop_tx, mut ready_stop_rx) = watch::channel(false);
+    let ready_line = {
+        let health = health.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(what) = health.ready() {
+                    say(&format!("ready: {what}"));
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = ready_stop_rx.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
     if let Some(f) = rt.on_ready {
         f(&Ready {
             http: http_addr,
@@ -328,7 +380,9 @@ pub async fn run(
     // Actions finishing now may wait on a message's outcome: one attempt
     // each from here on, no backoffs of a minute inside the grace period.
     deliverer.drain();
-    ready.store(false, Ordering::Relaxed);
+    health.stopping();
+    ready_stop_tx.send_replace(true);
+    let _ = ready_line.await;
     let _ = http_stop_tx.send(true);
     let _ = tokio::time::timeout(remaining(deadline), http).await;
     stop.store(true, Ordering::Relaxed);
@@ -351,6 +405,9 @@ pub async fn run(
         }
     })
     .await;
+    // What is still queued for stdout gets what is left of the grace.
+    let left = remaining(deadline);
+    let _ = tokio::task::spawn_blocking(move || output.close(left)).await;
     match joined {
         Ok(Ok(Ok(Ok(())))) => Ok(()),
         Ok(Ok(Ok(Err(e)))) => Err(e.into()),

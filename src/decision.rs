@@ -242,6 +242,20 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The key the engine gives an incident's `seq`th decision.
+    pub fn engine_key(incident: &IncidentId, seq: u32, action: Action) -> String {
+        format!("{incident}/{seq}/{action}")
+    }
+
+    /// Whether this decision was not taken by the engine but released from
+    /// one it took: the rollback a human approved, or one an approval's
+    /// timeout released. Such decisions are printed when they are released.
+    pub fn is_derived(&self) -> bool {
+        self.incident
+            .as_ref()
+            .is_some_and(|i| self.key != Decision::engine_key(i, self.seq, self.action))
+    }
+
     pub fn label(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()

@@ -17,6 +17,15 @@ use ripcord::engine::Engine;
 use ripcord::journal::{Journal, SqliteJournal, Verdict};
 use ripcord::rule::load::{self as rules, RuleFile};
 
+/// `eprintln!` that never panics: a closed stderr (`ripcord … 2>&1 | head
+/// -1`) is no reason to crash.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "ripcord",
@@ -44,6 +53,10 @@ enum Command {
         rules: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Fail (not just note) when a rule lacks a case acting, or a blip
+        /// staying quiet, on one of its tiers.
+        #[arg(long)]
+        strict: bool,
     },
     /// A Kafka-protocol broker (librdkafka's mock cluster) in its own process,
     /// for local experiments and tests. Prints `kafka bootstrap: HOST:PORT`;
@@ -103,6 +116,9 @@ enum Command {
         rules: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// pretty or json (default: pretty on a terminal, json on a pipe).
+        #[arg(long, value_parser = ["pretty", "json"])]
+        output: Option<String>,
     },
 }
 
@@ -153,13 +169,31 @@ struct RunArgs {
     /// Log format on stderr.
     #[arg(long, value_parser = ["text", "json"])]
     log_format: Option<String>,
+    /// How decisions are printed on stdout (default: pretty on a terminal,
+    /// json on a pipe).
+    #[arg(long, value_parser = ["pretty", "json"])]
+    output: Option<String>,
+    /// Where the embedded broker takes Kafka clients (default 127.0.0.1:9092
+    /// when free, else any free port).
+    #[arg(long)]
+    kafka_listen: Option<std::net::SocketAddr>,
+    /// Stand-ins for every channel and executor: messages are logged and
+    /// rollbacks, pauses and checks say what they would do. Nothing real is
+    /// touched. Used by default when the config has no channels and no
+    /// executors.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config, rules } => check(config.as_deref(), rules.as_deref()),
-        Command::Test { rules, config } => test(config.as_deref(), rules.as_deref()),
+        Command::Test {
+            rules,
+            config,
+            strict,
+        } => test(config.as_deref(), rules.as_deref(), strict),
         Command::Run(args) => run(args),
         Command::Demo => demo(),
         Command::MockBroker { topic, partitions } => mock_broker(&topic, partitions),
@@ -173,7 +207,13 @@ fn main() -> ExitCode {
             events,
             rules,
             config,
-        } => replay(&events, config.as_deref(), rules.as_deref()),
+            output,
+        } => replay(
+            &events,
+            config.as_deref(),
+            rules.as_deref(),
+            output.as_deref(),
+        ),
     };
     match result {
         Ok(code) => code,
@@ -182,6 +222,24 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// [`load`] for commands that send nothing (`check`, `test`, `replay`): a
+/// secret they cannot read (a production config on a laptop) is one
+/// warning each, not an error.
+fn load_offline(
+    config: Option<&Path>,
+    rules_dir: Option<&Path>,
+    command: &str,
+) -> Result<(Config, Vec<RuleFile>), Errors> {
+    let (loaded, unresolved) =
+        ripcord::config::secret::with_unresolved_allowed(|| load(config, rules_dir));
+    for w in &unresolved {
+        eprintln!(
+            "warning: {w} (ignored: `ripcord {command}` sends nothing; `ripcord run` needs it)"
+        );
+    }
+    loaded
 }
 
 /// Loads config and rules together so every error of both is reported.
@@ -204,38 +262,60 @@ fn load(
     errs.into_result((cfg, files))
 }
 
+/// `1 rule`, `2 rules`.
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
 fn report(errs: &Errors) -> ExitCode {
     eprintln!("{errs}");
-    eprintln!("ripcord: {} error(s)", errs.len());
+    eprintln!(
+        "ripcord: {} {}",
+        errs.len(),
+        plural(errs.len(), "error", "errors")
+    );
     ExitCode::from(1)
 }
 
 fn check(config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {
-    match load(config, rules_dir) {
+    match load_offline(config, rules_dir, "check") {
         Err(errs) => Ok(report(&errs)),
         Ok((cfg, files)) => {
-            let n: usize = files.iter().map(|f| f.rules.len()).sum();
+            // Rules as written: one tuned per tier counts once.
+            let n: usize = files
+                .iter()
+                .map(|f| {
+                    let mut families: Vec<&str> = f.rules.iter().map(|r| &*r.family).collect();
+                    families.dedup();
+                    families.len()
+                })
+                .sum();
             println!(
-                "ok: config {}, {n} rules in {} files",
+                "ok: config {}, {n} {} in {} {}",
                 cfg.path
                     .as_deref()
                     .map_or("(defaults)".into(), |p| p.display().to_string()),
-                files.len()
+                plural(n, "rule", "rules"),
+                files.len(),
+                plural(files.len(), "file", "files"),
             );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn test(config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {
-    let (cfg, files) = match load(config, rules_dir) {
+fn test(config: Option<&Path>, rules_dir: Option<&Path>, strict: bool) -> Result<ExitCode> {
+    let (cfg, files) = match load_offline(config, rules_dir, "test") {
         Err(errs) => return Ok(report(&errs)),
         Ok(x) => x,
     };
     let mut out = io::stdout().lock();
     let (mut passed, mut failed) = (0, 0);
+    let mut gaps = Vec::new();
     for file in &files {
-        for r in cases::run_file(file, &cfg.engine) {
+        let results = cases::run_file(file, &cfg.engine);
+        gaps.extend(cases::gaps(file, &results));
+        for r in results {
             if r.passed() {
                 passed += 1;
                 writeln!(out, "ok    {}:{} {}", r.file, r.line, r.name)?;
@@ -257,8 +337,24 @@ fn test(config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {
             rule.name
         )?;
     }
-    writeln!(out, "{passed} passed, {failed} failed")?;
-    Ok(if failed == 0 {
+    let word = if strict { "FAIL " } else { "note " };
+    for g in &gaps {
+        writeln!(out, "{word} {g}")?;
+    }
+    let gaps_failed = if strict { gaps.len() } else { 0 };
+    writeln!(
+        out,
+        "{passed} passed, {failed} failed{}",
+        match (gaps.len(), strict) {
+            (0, _) => String::new(),
+            (n, true) => format!(", {n} tier {} untested", plural(n, "gap", "gaps")),
+            (n, false) => format!(
+                "; {n} tier {} untested (--strict fails on them)",
+                plural(n, "gap", "gaps")
+            ),
+        }
+    )?;
+    Ok(if failed == 0 && gaps_failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -292,38 +388,64 @@ fn incidents(at: &JournalArgs, status: &str, json: bool) -> Result<ExitCode> {
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    writeln!(
-        out,
-        "{:<17} {:<9} {:<6} {:<10} {:<20} {:<28} WHERE / WAITING",
-        "ID", "STATE", "TIER", "SEVERITY", "OPENED", "RULE"
-    )?;
-    for r in &rows {
-        let whom: Vec<String> = r
-            .labels
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let waiting = if r.attention.is_empty() {
-            String::new()
-        } else {
-            format!(" [{}]", r.attention.join(", "))
-        };
-        writeln!(
-            out,
-            "{:<17} {:<9} {:<6} {:<10} {:<20} {:<28} {}{}",
-            r.id,
-            r.state,
-            r.tier,
-            r.severity,
-            r.opened_at.to_string(),
-            r.rule,
-            whom.join(","),
-            waiting
-        )?;
+    let rows_text: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            let whom: Vec<String> = r
+                .labels
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let waiting = if r.attention.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", r.attention.join(", "))
+            };
+            [
+                r.id.clone(),
+                r.state.clone(),
+                r.tier.clone(),
+                r.severity.clone(),
+                r.opened_at.to_string(),
+                r.rule.clone(),
+                ripcord::text::one_line(&format!("{}{}", whom.join(","), waiting)).into_owned(),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID",
+        "STATE",
+        "TIER",
+        "SEVERITY",
+        "OPENED",
+        "RULE",
+        "WHERE / WAITING",
+    ];
+    // Columns as wide as their widest cell, so times of any precision line up.
+    let mut widths = header.map(str::len);
+    for row in &rows_text {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let print = |out: &mut io::StdoutLock<'_>, cells: &[&str]| -> io::Result<()> {
+        let mut line = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())
+    };
+    print(&mut out, &header)?;
+    for row in &rows_text {
+        print(&mut out, &row.each_ref().map(String::as_str))?;
     }
     if rows.is_empty() {
         writeln!(out, "(no {status} incidents)")?;
@@ -476,10 +598,11 @@ fn init_logging(cfg: &ripcord::config::LogConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
     use std::io::IsTerminal;
+    // Through a pipe of its own: a stderr nobody reads never stops ripcord.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(io::stderr().is_terminal())
-        .with_writer(io::stderr);
+        .with_writer(ripcord::output::StderrLog);
     match cfg.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -530,23 +653,51 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         Some(_) => cfg.log.format = LogFormat::Text,
         None => {}
     }
+    if let Some(addr) = args.kafka_listen {
+        cfg.kafka.embedded_listen = Some(addr);
+    }
     if let Err(errs) = cfg.validate_overrides() {
         return Ok(report(&errs));
     }
     init_logging(&cfg.log);
+    if args.dry_run || cfg.actions.is_unconfigured() {
+        let why = if args.dry_run {
+            "--dry-run"
+        } else {
+            "no channels and no executors are configured"
+        };
+        if let Some(actions) = Arc::get_mut(&mut cfg.actions) {
+            actions.use_stand_ins();
+        }
+        ripcord::output::say(&format!(
+            "stand-ins ({why}): messages go to this log and rollbacks, pauses and checks \
+             only say what they would do; nothing outside is touched"
+        ));
+    }
     let rules = Arc::new(rules::rule_set(&files));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
         .build()
         .context("cannot start the async runtime")?;
-    let runtime = ripcord::app::Runtime::new(rules);
-    rt.block_on(ripcord::app::run(cfg, runtime, shutdown_signal()))?;
+    let mut runtime = ripcord::app::Runtime::new(rules);
+    runtime.format = ripcord::output::Format::for_stdout(args.output.as_deref());
+    let result = rt.block_on(ripcord::app::run(cfg, runtime, shutdown_signal()));
+    // Tasks still running (a send stuck on a dead channel) get a second,
+    // not a wait without end: SIGTERM ends ripcord within grace + 1 s.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    ripcord::output::stderr().flush(std::time::Duration::from_millis(200));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn replay(events: &Path, config: Option<&Path>, rules_dir: Option<&Path>) -> Result<ExitCode> {
-    let (cfg, files) = match load(config, rules_dir) {
+fn replay(
+    events: &Path,
+    config: Option<&Path>,
+    rules_dir: Option<&Path>,
+    output: Option<&str>,
+) -> Result<ExitCode> {
+    let (cfg, files) = match load_offline(config, rules_dir, "replay") {
         Err(errs) => return Ok(report(&errs)),
         Ok(x) => x,
     };
@@ -554,11 +705,18 @@ fn replay(events: &Path, config: Option<&Path>, rules_dir: Option<&Path>) -> Res
     let stdout = io::stdout().lock();
     let out = io::BufWriter::with_capacity(1 << 16, stdout);
     let warn = io::stderr().lock();
+    let format = ripcord::output::Format::for_stdout(output);
     let result = if events == Path::new("-") {
-        ripcord::replay::run(&mut engine, io::stdin().lock(), out, warn)
+        ripcord::replay::run(&mut engine, io::stdin().lock(), out, warn, format)
     } else {
         let f = File::open(events).with_context(|| format!("cannot open {}", events.display()))?;
-        ripcord::replay::run(&mut engine, BufReader::with_capacity(1 << 20, f), out, warn)
+        ripcord::replay::run(
+            &mut engine,
+            BufReader::with_capacity(1 << 20, f),
+            out,
+            warn,
+            format,
+        )
     };
     let summary = match result {
         Ok(s) => s,

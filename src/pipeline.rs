@@ -8,7 +8,6 @@
 //! downstream sees the batch's decisions.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +18,7 @@ use crate::decode::{self, DecodeError};
 use crate::engine::{Engine, EngineConfig};
 use crate::event::Event;
 use crate::journal::{Batch, Journal, JournalError};
+use crate::output::Output;
 use crate::rule::RuleSet;
 use crate::telemetry::{Metrics, Outcome, Source};
 use crate::time::{Clock, Dur, Ts};
@@ -127,10 +127,38 @@ pub struct Submission {
     pub ack: Ack,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Accepted {
     pub events: usize,
     pub decisions: usize,
+    /// Events taken but not used, by why: `late` (older than the allowed
+    /// lateness), `too_old` (older than the window), `not_a_number`,
+    /// `too_many_groups`.
+    pub dropped: Vec<(&'static str, u64)>,
+    /// Samples of metrics no rule watches.
+    pub unwatched: u64,
+}
+
+/// What the engine set aside while processing, from its stats before and after.
+fn dropped_between(
+    before: &crate::engine::Stats,
+    after: &crate::engine::Stats,
+) -> Vec<(&'static str, u64)> {
+    [
+        ("late", after.samples_late - before.samples_late),
+        ("too_old", after.samples_too_old - before.samples_too_old),
+        (
+            "not_a_number",
+            after.samples_non_finite - before.samples_non_finite,
+        ),
+        (
+            "too_many_groups",
+            after.groups_refused - before.groups_refused,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .collect()
 }
 
 /// What a commit wrote.
@@ -177,7 +205,7 @@ pub struct Pipeline {
     engines: HashMap<PartitionId, Engine>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    out: Box<dyn Write + Send>,
+    out: Arc<Output>,
     dispatch: Arc<Notify>,
     max_future: Dur,
     // The batch being built.
@@ -194,7 +222,7 @@ impl Pipeline {
         journal: Box<dyn Journal>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-        out: Box<dyn Write + Send>,
+        out: Arc<Output>,
         dispatch: Arc<Notify>,
     ) -> Pipeline {
         Pipeline {
@@ -290,9 +318,12 @@ impl Pipeline {
         let before = self.decisions.len();
         let mut out = Vec::new();
         let engine = self.engine(p);
+        let stats_before = engine.stats().clone();
         for e in &events {
             engine.process(e, &mut out);
         }
+        let dropped = dropped_between(&stats_before, engine.stats());
+        let unwatched = engine.stats().samples_unmatched - stats_before.samples_unmatched;
         self.metrics
             .events(Source::Http, Outcome::Processed, events.len() as u64);
         self.decisions.extend(out.into_iter().map(|d| (p, d)));
@@ -303,6 +334,8 @@ impl Pipeline {
         let accepted = Accepted {
             events: events.len(),
             decisions: self.decisions.len() - before,
+            dropped,
+            unwatched,
         };
         self.acks.push((s.ack, accepted));
     }
@@ -351,16 +384,13 @@ impl Pipeline {
             if *new {
                 committed.decisions += 1;
                 self.metrics.decision(d.action, d.tier);
-                // stdout is the decision stream; a closed stdout must not stop
-                // the responder (the journal has the record).
-                let _ = serde_json::to_writer(&mut self.out, d);
-                let _ = self.out.write_all(b"\n");
+                // stdout is a view of the journal: never waited for.
+                self.out.decision(d);
             } else {
                 committed.duplicates += 1;
                 self.metrics.duplicate_decision();
             }
         }
-        let _ = self.out.flush();
         if committed.decisions > 0 {
             self.dispatch.notify_one();
         }

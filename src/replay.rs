@@ -5,6 +5,7 @@ use std::io::{self, BufRead, Write};
 
 use crate::decision::Decision;
 use crate::engine::Engine;
+use crate::output::Format;
 
 /// What a replay read and decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +27,7 @@ pub fn run<R: BufRead, W: Write, E: Write>(
     mut input: R,
     mut out: W,
     mut warn: E,
+    format: Format,
 ) -> io::Result<Summary> {
     let mut summary = Summary::default();
     let mut line = Vec::with_capacity(4096);
@@ -60,10 +62,10 @@ pub fn run<R: BufRead, W: Write, E: Write>(
             summary.malformed += 1;
             writeln!(warn, "line {}: skipped: {e}", summary.lines)?;
         }
-        write_all(&mut out, &mut decisions, &mut summary)?;
+        write_all(&mut out, &mut decisions, &mut summary, format)?;
     }
     engine.flush(&mut decisions);
-    write_all(&mut out, &mut decisions, &mut summary)?;
+    write_all(&mut out, &mut decisions, &mut summary, format)?;
     out.flush()?;
     Ok(summary)
 }
@@ -115,10 +117,16 @@ fn write_all<W: Write>(
     out: &mut W,
     decisions: &mut Vec<Decision>,
     summary: &mut Summary,
+    format: Format,
 ) -> io::Result<()> {
     for d in decisions.drain(..) {
-        serde_json::to_writer(&mut *out, &d)?;
-        out.write_all(b"\n")?;
+        match format {
+            Format::Json => {
+                serde_json::to_writer(&mut *out, &d)?;
+                out.write_all(b"\n")?;
+            }
+            f => out.write_all(&crate::output::line(&d, None, f))?,
+        }
         summary.decisions += 1;
     }
     Ok(())

@@ -82,6 +82,7 @@ pub struct Metrics {
     samples_late: Gauge<u64, AtomicU64>,
     warmup_seconds: Histogram,
     messages: Family<MessageLabels, Counter>,
+    stdout_dropped: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,6 +121,7 @@ impl Metrics {
             samples_late: Gauge::default(),
             warmup_seconds: latency_histogram(),
             messages: Family::default(),
+            stdout_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -196,6 +198,11 @@ impl Metrics {
             "messages",
             "Messages delivered, by channel and outcome (sent, failed, rejected)",
             m.messages.clone(),
+        );
+        registry.register(
+            "stdout_dropped_lines",
+            "Decision lines not printed because stdout was not read (the journal has them)",
+            m.stdout_dropped.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -295,5 +302,9 @@ impl Metrics {
 
     pub fn warmup(&self, seconds: f64) {
         self.warmup_seconds.observe(seconds);
+    }
+
+    pub fn stdout_dropped(&self) {
+        self.stdout_dropped.inc();
     }
 }

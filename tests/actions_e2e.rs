@@ -162,6 +162,7 @@ impl StandIn {
 struct Ripcord {
     child: Child,
     http: SocketAddr,
+    stdout: Lines,
     stderr: Lines,
 }
 
@@ -177,14 +178,16 @@ impl Ripcord {
                 std::env::var("RIPCORD_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ripcord run");
+        let stdout = Lines::of(child.stdout.take().unwrap());
         let stderr = Lines::of(child.stderr.take().unwrap());
         let r = Ripcord {
             child,
             http: format!("127.0.0.1:{port}").parse().unwrap(),
+            stdout,
             stderr,
         };
         let ready = wait_until(Duration::from_secs(30), || {
@@ -671,6 +674,12 @@ fn an_approval_pending_across_a_restart_is_approved_with_the_cli_and_rolls_back_
         1,
         "the restart did not ask again"
     );
+    // The rollback another process released is on this one's stdout.
+    let released = r.stdout.released();
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(released[0]["action"], "rollback");
+    assert_eq!(released[0]["incident"], id.as_str());
+    assert_eq!(released[0]["released"], "rollback approved by carol");
     let (code, again) = cli(dir.path(), &["approve", &id, "--by", "carol"]);
     assert_eq!(code, 1, "{again}");
     assert!(again.contains("approved, not waiting"), "{again}");

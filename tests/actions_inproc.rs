@@ -460,6 +460,7 @@ impl Harness {
             links,
             wake,
             owner: "inproc-test".into(),
+            output: None,
         };
         let files = ripcord::rule::load::load_builtin().unwrap();
         let engine = Engine::new(

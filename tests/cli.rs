@@ -59,8 +59,8 @@ fn check_reports_every_error_with_file_and_line() {
         "tests/fixtures/rules-bad/also-broken.yaml:6:16: rule `cpu`: condition: compares with the baseline, but the rule has no `baseline:`",
         "tests/fixtures/rules-bad/broken.yaml:6:16: rule `cpu`: aggregate: unknown aggregation `p101`",
         "tests/fixtures/rules-bad/broken.yaml:7:16: rule `cpu`: condition: `> 80 percent`",
-        "tests/fixtures/rules-bad/broken.yaml:12:5: rule `mem`: unknown key `widow`",
-        "ripcord: 8 error(s)",
+        "tests/fixtures/rules-bad/broken.yaml:12:5: rule `mem`: unknown key `widow`; did you mean `window`?",
+        "ripcord: 8 errors",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
@@ -83,7 +83,7 @@ fn check_validates_kafka_properties_and_log_filter_without_printing_secrets() {
         "tests/fixtures/config-kafka.yaml:12:26: config: kafka: properties: fetch.wait.max.msec: librdkafka rejects it: No such configuration property",
         "tests/fixtures/config-kafka.yaml:13:22: config: kafka: properties: fetch.min.bytes: librdkafka rejects it: Invalid value",
         "tests/fixtures/config-kafka.yaml:15:10: config: log: level: `ripcord=loud` is not a log filter",
-        "ripcord: 3 error(s)",
+        "ripcord: 3 errors",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
@@ -129,7 +129,7 @@ fn check_refuses_executors_whose_program_cannot_run() {
         format!(
             "{cfg}:7:22: config: executors: resume_rollout: command: argv: the program `no-such-program-on-path` is not on PATH"
         ),
-        "ripcord: 3 error(s)".to_owned(),
+        "ripcord: 3 errors".to_owned(),
     ] {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
@@ -192,8 +192,8 @@ fn replay_prints_decisions_and_warns_about_malformed_lines() {
         "line 4: skipped: field `value` expected a number, got string \"lots\"",
         "line 5: skipped: not valid JSON",
         "line 8: skipped: field `labels.batch` expected a string, got integer 2",
-        "line 13: skipped: not valid JSON",
-        "replay: 14 lines, 9 events, 4 malformed, 6 decisions",
+        "line 15: skipped: not valid JSON",
+        "replay: 16 lines, 11 events, 4 malformed, 6 decisions",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
@@ -211,9 +211,9 @@ fn replay_prints_decisions_and_warns_about_malformed_lines() {
     assert_eq!(
         summary,
         vec![
-            ("2026-11-21T10:01:45Z", "pause_rollout", "high-http-5xx"),
-            ("2026-11-21T10:01:45Z", "page", "high-http-5xx"),
-            ("2026-11-21T10:01:45Z", "request_approval", "high-http-5xx"),
+            ("2026-11-21T10:02:15Z", "pause_rollout", "http-5xx.high"),
+            ("2026-11-21T10:02:15Z", "page", "http-5xx.high"),
+            ("2026-11-21T10:02:15Z", "request_approval", "http-5xx.high"),
             ("2026-11-21T10:02:00Z", "notify", "progress"),
             ("2026-11-21T10:02:10Z", "rollback", "alertmanager-forwarded"),
             ("2026-11-21T10:02:10Z", "notify", "alertmanager-forwarded"),
@@ -223,12 +223,12 @@ fn replay_prints_decisions_and_warns_about_malformed_lines() {
     assert_eq!(first["tier"], "high");
     assert_eq!(
         first["severity"], "severe",
-        "(0.01+0.02+0.3+0.4+0.4+0.4)/6 > 20%"
+        "0.4 over the last minute > 20%"
     );
     assert_eq!(first["labels"]["instance"], "i-0a1");
     assert_eq!(first["labels"]["service"], "checkout");
-    assert_eq!(first["threshold"], 0.05);
-    assert!((first["value"].as_f64().unwrap() - 0.255).abs() < 1e-9);
+    assert_eq!(first["threshold"], 0.2, "the severe threshold it crossed");
+    assert!((first["value"].as_f64().unwrap() - 0.4).abs() < 1e-9);
     assert!(first["incident"].as_str().unwrap().starts_with("inc-"));
     assert_eq!(d[0]["incident"], d[2]["incident"]);
     assert_ne!(d[0]["incident"], d[4]["incident"]);
@@ -284,14 +284,14 @@ fn replay_of_the_example_incident() {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        find("rollback", "low-service-down"),
+        find("rollback", "service-down"),
         vec![("2026-11-21T10:09:15Z".into(), "i-web-3".into())]
     );
     assert_eq!(
-        find("pause_rollout", "high-http-5xx"),
+        find("pause_rollout", "http-5xx.high"),
         vec![("2026-11-21T10:21:45Z".into(), "i-pay-2".into())]
     );
-    assert_eq!(find("resolve", "high-http-5xx").len(), 1);
+    assert_eq!(find("resolve", "http-5xx.high").len(), 1);
     assert_eq!(
         find("pause_rollout", "alertmanager-forwarded").len(),
         1,
@@ -326,4 +326,142 @@ fn replay_with_bad_rules_reports_and_exits_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     assert!(text(&out.stderr).contains("unknown aggregation `p101`"));
+}
+
+/// A production config checked on a laptop without its secret files: one
+/// warning per secret, no error, and no spurious "no channel named" error
+/// at the wrong line; a real unknown channel is reported where it is used.
+#[test]
+fn check_warns_about_unreadable_secrets_and_points_at_unknown_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ripcord.yaml");
+    std::fs::write(
+        &config,
+        "channels:\n  ops-chat:\n    type: dingtalk\n    webhook: {file: /nonexistent/dingtalk-webhook}\n\
+         routing:\n  low: {notify: [ops-chat]}\n  high: {notify: [ops-chat, ops-chatt]}\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let out = ripcord(&["check", "--config", cfg]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("warning: {cfg}:4: channel `ops-chat`: webhook: cannot read secret file /nonexistent/dingtalk-webhook")),
+        "{err}"
+    );
+    assert!(err.contains("ripcord run` needs it"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{cfg}:7:29: config: routing.high: no channel named `ops-chatt`"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("`ops-chat` under"), "spurious error: {err}");
+    assert!(err.contains("ripcord: 1 error\n"), "{err}");
+
+    // Without the typo, the same config passes `check` (a warning only)…
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(", ops-chatt]", "]"),
+    )
+    .unwrap();
+    let out = ripcord(&["check", "--config", cfg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("10 rules in 1 file"),
+        "{}",
+        text(&out.stdout)
+    );
+    // …but `run` needs the secret: an error before any port is bound.
+    let out = ripcord(&["run", "--config", cfg, "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot read secret file /nonexistent/dingtalk-webhook"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn resume_of_a_rollout_ripcord_never_paused_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    drop(ripcord::journal::SqliteJournal::open(&state, false).unwrap());
+    let out = ripcord(&[
+        "resume",
+        "no-such-service",
+        "--by",
+        "alice",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("ripcord has not paused a rollout of `no-such-service`; nothing resumed"),
+        "{err}"
+    );
+    assert!(
+        !text(&out.stdout).contains("resumed"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn replay_prints_readable_lines_on_request() {
+    let out = ripcord(&[
+        "replay",
+        "--events",
+        "tests/fixtures/mixed.jsonl",
+        "--output",
+        "pretty",
+    ]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    assert!(
+        lines[0].starts_with("2026-11-21 10:02:15Z  HIGH   severe     pause_rollout"),
+        "{stdout}"
+    );
+    assert!(
+        lines[0].contains("checkout/i-0a1: http_5xx_ratio avg over 1m is 0.4 (> 0.2)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\x1b'), "no colour on a pipe: {stdout:?}");
+}
+
+#[test]
+fn a_rule_test_can_expect_escalated_from() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        r#"
+rules:
+  - name: errs
+    match: {metric: e}
+    window: 1m
+    condition: "> 5%"
+    escalate: {severe: "> 20%"}
+tests:
+  - name: worsens
+    series:
+      - {metric: e, labels: {service: s, instance: i, tier: medium}, start: "2026-11-21T10:00:00Z", interval: 30s, values: "0.1x2 0.9x2"}
+    expect:
+      - {action: request_approval, severity: functional}
+      - {action: notify}
+      - {action: notify, severity: severe, escalated_from: minor, threshold: 0.2}
+"#,
+    )
+    .unwrap();
+    let out = ripcord(&["test", "--rules", dir.path().to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("escalated_from functional, expected minor"),
+        "{stdout}"
+    );
 }

@@ -1136,8 +1136,14 @@ fn health_readiness_and_openmetrics() {
     let (_dir, r) = start_with(None);
     let h = get(&r.url("/healthz"));
     assert_eq!((h.code, h.body.trim()), (200, "ok"));
+    assert!(
+        wait_until(Duration::from_secs(30), || get(&r.url("/readyz")).code
+            == 200),
+        "never ready:\n{}",
+        r.stderr.text()
+    );
     let ready = get(&r.url("/readyz"));
-    assert_eq!((ready.code, ready.body.trim()), (200, "ready"));
+    assert!(ready.body.starts_with("ready: "), "{}", ready.body);
     assert_eq!(get(&r.url("/nope")).code, 404);
     assert_eq!(get(&r.url("/api/v1/alerts")).code, 405);
 
@@ -1397,4 +1403,41 @@ fn after_a_crash_a_redelivered_alert_does_not_fire_again_and_its_resolve_closes_
     );
     let (status, _, _, err) = r.terminate(Duration::from_secs(20));
     assert!(status.success(), "{}", err.text());
+}
+
+/// A 200 says what became of the events: those taken but not used (too
+/// late, not a number) are counted by reason, not silently accepted.
+#[test]
+fn the_answer_counts_events_dropped_as_late_by_reason() {
+    let (_dir, r) = start_with(None);
+    let now = now_millis();
+    let sample = |metric: &str, ts: i64, value: &str| {
+        format!(
+            r#"{{"metric":"{metric}","value":{value},"ts":{ts},"labels":{{"service":"web-ui","instance":"i-1","tier":"low"}}}}"#
+        )
+    };
+    let body = format!(
+        "{}\n{}\n{}\n{}\n",
+        sample("up", now, "1"),
+        // Ten minutes older than the newest: past the 1-minute lateness.
+        sample("up", now - 600_000, "0"),
+        sample("up", now - 610_000, "0"),
+        sample("no_rule_watches_this", now, "1"),
+    );
+    let reply = post(&r.url("/api/v1/events"), Some("application/x-ndjson"), body);
+    assert_eq!(reply.code, 200, "{reply:?}");
+    let v = reply.json();
+    assert_eq!(v["events"], 4, "{v}");
+    assert_eq!(v["dropped"], serde_json::json!({"late": 2}), "{v}");
+    assert_eq!(v["used"], 2, "{v}");
+    assert_eq!(v["unwatched"], 1, "{v}");
+    assert_eq!(v["status"], "accepted, some events dropped", "{v}");
+    let reply = post_json(&r.url("/api/v1/events"), sample("up", now_millis(), "1"));
+    assert_eq!(reply.json()["status"], "accepted", "{}", reply.body);
+    assert_eq!(
+        reply.json()["dropped"],
+        serde_json::json!({}),
+        "{}",
+        reply.body
+    );
 }

@@ -156,16 +156,82 @@ impl ActionsConfig {
         self.approvals.on_timeout[idx(t)]
     }
 
+    /// Nothing to act with: no channel and no executor at all (a first run).
+    pub fn is_unconfigured(&self) -> bool {
+        self.channels.is_empty()
+            && self.rollback.executor.is_none()
+            && self.rollback.verify.is_none()
+            && self.pause.is_none()
+            && self.resume.is_none()
+    }
+
+    /// Stand-ins for everything that reaches the outside world: one `log`
+    /// channel takes every message (routing, paging and status keep their
+    /// timing), and every executor becomes a dry run that says what it
+    /// would do (showing the configured command or request, if any).
+    pub fn use_stand_ins(&mut self) {
+        use super::executor::dry::DryRun;
+        let log = "log".to_owned();
+        self.channels = vec![Arc::new(ChannelSpec {
+            name: log.clone(),
+            channel: Channel::Log(super::channel::log::Log),
+            rate: (100, std::time::Duration::from_secs(1)),
+            timeout: std::time::Duration::from_secs(5),
+            retries: 0,
+        })];
+        for t in Tier::ALL {
+            let i = idx(t);
+            self.routing[i] = Route {
+                notify: vec![log.clone()],
+                approve: vec![log.clone()],
+                fallback: None,
+            };
+            if self.escalation[i].is_empty() {
+                self.escalation[i] = vec![Step {
+                    after: Dur::ZERO,
+                    channels: vec![log.clone()],
+                }];
+            }
+            for step in &mut self.escalation[i] {
+                step.channels = vec![log.clone()];
+            }
+        }
+        if let Some(s) = &mut self.status {
+            s.channels = vec![log.clone()];
+        }
+        let rollback = self.rollback.executor.take();
+        self.rollback.executor = Some(Executor::DryRun(DryRun::new(
+            "roll back",
+            "instance",
+            rollback,
+        )));
+        if let Some(v) = &mut self.rollback.verify {
+            let real = std::mem::replace(
+                &mut v.check,
+                Executor::DryRun(DryRun::new("verify", "instance", None)),
+            );
+            v.check = Executor::DryRun(DryRun::new("verify", "instance", Some(real)));
+        }
+        let pause = self.pause.take();
+        self.pause = Some(Executor::DryRun(DryRun::new(
+            "pause the rollout of",
+            "service",
+            pause,
+        )));
+        let resume = self.resume.take();
+        self.resume = Some(Executor::DryRun(DryRun::new(
+            "resume the rollout of",
+            "service",
+            resume,
+        )));
+    }
+
     /// Tiers whose approval timeout rolls back.
     pub fn rollback_on_timeout(&self) -> Vec<Tier> {
         Tier::ALL
             .into_iter()
             .filter(|t| self.on_timeout(*t) == OnTimeout::Rollback)
             .collect()
-    }
-
-    fn names(&self) -> HashSet<&str> {
-        self.channels.iter().map(|c| c.name.as_str()).collect()
     }
 
     fn of_kind(&self, pred: impl Fn(&Channel) -> bool) -> Vec<String> {
@@ -188,8 +254,14 @@ fn is_chat(c: &Channel) -> bool {
 /// `out`, then fills defaults and cross-checks names.
 pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors) {
     let file = top.file();
+    // Every channel named under `channels:`, even one whose settings are
+    // wrong (its own errors say why): a reference to it is no error more.
+    let mut declared: HashSet<String> = HashSet::new();
+    // Where each channel name is used: (what, name, node).
+    let mut refs: Vec<(String, String, Node)> = Vec::new();
     if let Some(mut m) = top.map("channels", errs) {
         for (name, knode, v) in m.take_all() {
+            declared.insert(name.to_owned());
             if !is_name(name) {
                 m.err(
                     errs,
@@ -214,9 +286,12 @@ pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors)
             };
             given_routing[idx(t)] = true;
             let r = &mut out.routing[idx(t)];
-            r.notify = names(&mut rm, "notify", errs);
-            r.approve = names(&mut rm, "approve", errs);
+            r.notify = names(&mut rm, "notify", &format!("routing.{t}"), &mut refs, errs);
+            r.approve = names(&mut rm, "approve", &format!("routing.{t}"), &mut refs, errs);
             r.fallback = rm.str("fallback", errs).map(str::to_owned);
+            if let (Some(f), Some(n)) = (&r.fallback, rm.node_of("fallback")) {
+                refs.push((format!("routing.{t}.fallback"), f.clone(), n.clone()));
+            }
             rm.finish(errs);
         }
         m.finish(errs);
@@ -228,7 +303,7 @@ pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors)
                 continue;
             };
             given_escalation[idx(t)] = true;
-            out.escalation[idx(t)] = steps(file, items, t, errs);
+            out.escalation[idx(t)] = steps(file, items, t, &mut refs, errs);
         }
         m.finish(errs);
     }
@@ -263,7 +338,7 @@ pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors)
         m.finish(errs);
     }
     if let Some(mut m) = top.map("status", errs) {
-        let channels = names(&mut m, "channels", errs);
+        let channels = names(&mut m, "channels", "status", &mut refs, errs);
         let every = m
             .dur("every", Dur::from_mins(1)..=Dur::from_mins(24 * 60), errs)
             .unwrap_or(Dur::from_mins(15));
@@ -315,7 +390,15 @@ pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors)
         m.finish(errs);
     }
     defaults(out, given_routing, given_escalation);
-    check_names(top, out, errs);
+    for (what, name, node) in refs {
+        if !declared.contains(&name) {
+            errs.push(crate::config::ConfigError::at(
+                file,
+                &node,
+                format!("config: {what}: no channel named `{name}` under `channels:`"),
+            ));
+        }
+    }
 }
 
 /// Unconfigured routing: every chat, webhook and email channel notifies.
@@ -348,54 +431,41 @@ fn defaults(out: &mut ActionsConfig, given_routing: [bool; 3], given_escalation:
     }
 }
 
-fn check_names(top: &mut MapReader<'_>, out: &ActionsConfig, errs: &mut Errors) {
-    let known = out.names();
-    let mut unknown = |what: String, name: &str| {
-        if !known.contains(name) {
-            let n = top.node();
-            top.err(
-                errs,
-                n,
-                &what,
-                format!("no channel named `{name}` under `channels:`"),
-            );
-        }
-    };
-    for t in Tier::ALL {
-        let r = out.route(t);
-        for c in r.notify.iter().chain(&r.approve) {
-            unknown(format!("routing.{t}"), c);
-        }
-        if let Some(f) = &r.fallback {
-            unknown(format!("routing.{t}.fallback"), f);
-        }
-        for s in out.escalation(t) {
-            for c in &s.channels {
-                unknown(format!("escalation.{t}"), c);
-            }
-        }
-    }
-    if let Some(s) = &out.status {
-        for c in &s.channels {
-            unknown("status.channels".into(), c);
-        }
-    }
-}
-
-fn names(m: &mut MapReader<'_>, key: &str, errs: &mut Errors) -> Vec<String> {
+/// A list of channel names under `key`, each remembered with its node so
+/// an unknown one is reported where it is written.
+fn names(
+    m: &mut MapReader<'_>,
+    key: &str,
+    what: &str,
+    refs: &mut Vec<(String, String, Node)>,
+    errs: &mut Errors,
+) -> Vec<String> {
     m.str_list(key, errs)
-        .map(|l| l.into_iter().map(|(s, _)| s.to_owned()).collect())
+        .map(|l| {
+            l.into_iter()
+                .map(|(s, n)| {
+                    refs.push((what.to_owned(), s.to_owned(), n.clone()));
+                    s.to_owned()
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-fn steps(file: &std::path::Path, items: &[Node], t: Tier, errs: &mut Errors) -> Vec<Step> {
+fn steps(
+    file: &std::path::Path,
+    items: &[Node],
+    t: Tier,
+    refs: &mut Vec<(String, String, Node)>,
+    errs: &mut Errors,
+) -> Vec<Step> {
     let mut out: Vec<Step> = Vec::new();
     for item in items {
         let Some(mut m) = MapReader::new(file, item, format!("escalation.{t} step"), errs) else {
             continue;
         };
         let after = m.dur("after", Dur::ZERO..=Dur::from_mins(24 * 60), errs);
-        let channels = names(&mut m, "channels", errs);
+        let channels = names(&mut m, "channels", &format!("escalation.{t}"), refs, errs);
         if channels.is_empty() && !matches!(item.value, Value::Null) {
             m.err(errs, item, "channels", "a step needs at least one channel");
         }

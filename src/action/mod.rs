@@ -89,6 +89,8 @@ pub struct Dispatcher {
     pub metrics: Arc<Metrics>,
     /// Actions running at once; one slow action never holds up the rest.
     pub concurrency: usize,
+    /// Where decisions released later (an approved rollback) are printed.
+    pub output: Option<Arc<crate::output::Output>>,
 }
 
 impl Dispatcher {
@@ -127,6 +129,11 @@ impl Dispatcher {
                     }
                 };
             for action in claimed {
+                if let Some(out) = &self.output {
+                    if action.decision.is_derived() {
+                        out.released(&action.decision, &action.decision.message);
+                    }
+                }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };

@@ -25,6 +25,8 @@ pub enum OpError {
     #[error("no incident {0}")]
     NoIncident(String),
     #[error("{0}")]
+    NoRollout(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("say who you are (`by`): it goes on the incident's timeline")]
     Anonymous,
@@ -120,6 +122,33 @@ pub async fn resume(
     now: Ts,
 ) -> Result<Done, OpError> {
     let by = who(by)?.to_owned();
+    let svc = service.to_owned();
+    let rollouts = super::with_journal(journal, move |j| j.rollouts()).await?;
+    match rollouts.iter().find(|r| r.service == svc) {
+        Some(r) if r.paused => {}
+        Some(r) => {
+            return Err(OpError::Conflict(format!(
+                "the rollout of {service} is not paused (resumed by {} at {})",
+                r.changed_by, r.changed_at
+            )));
+        }
+        None => {
+            let paused: Vec<&str> = rollouts
+                .iter()
+                .filter(|r| r.paused)
+                .map(|r| r.service.as_str())
+                .collect();
+            return Err(OpError::NoRollout(format!(
+                "ripcord has not paused a rollout of `{}`; nothing resumed (paused now: {})",
+                crate::text::one_line(service),
+                if paused.is_empty() {
+                    "none".to_owned()
+                } else {
+                    paused.join(", ")
+                }
+            )));
+        }
+    }
     let detail = match &cfg.resume {
         None => "recorded as resumed (no resume_rollout executor configured: resume it in the orchestrator)".to_owned(),
         Some(executor) => {

@@ -375,8 +375,13 @@ impl Responder {
                 })
                 .await;
                 let title = format!(
-                    "[{}] rolled back {}",
+                    "[{}] {} {}",
                     d.tier.as_str().to_uppercase(),
+                    if executor.is_dry_run() {
+                        "dry run: would roll back"
+                    } else {
+                        "rolled back"
+                    },
                     subject(d)
                 );
                 self.tell_outcome(d, title, &detail).await;

@@ -30,6 +30,8 @@ pub struct Scheduler {
     /// Wakes the dispatcher when a timeout released a rollback.
     pub wake: Arc<Notify>,
     pub owner: String,
+    /// Where each paging step is printed as it goes out.
+    pub output: Option<Arc<crate::output::Output>>,
 }
 
 /// How long a claimed escalation step may take before another process
@@ -169,6 +171,19 @@ impl Scheduler {
         })
         .await?;
         if let Some(s) = steps.get(step) {
+            if let (Some(out), Some(inc)) = (&self.output, incident.as_ref()) {
+                out.page_step(
+                    self.clock.now(),
+                    inc,
+                    &format!(
+                        "page step {} of {} via {}",
+                        step + 1,
+                        steps.len(),
+                        s.channels.join(", ")
+                    ),
+                    step as u32 + 1,
+                );
+            }
             let message = self.page_message(&e, incident.as_ref(), step, steps.len());
             let fallback = self.cfg.route(e.tier).fallback.as_deref();
             let delivery = self.deliverer.send_all(&s.channels, &message, fallback);

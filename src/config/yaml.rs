@@ -215,6 +215,9 @@ pub struct MapReader<'n> {
     node: &'n Node,
     entries: Vec<(&'n str, &'n Node, &'n Node, bool)>,
     what: String,
+    /// Every key asked for, present or not: what an unknown key may be a
+    /// misspelling of.
+    asked: std::cell::RefCell<Vec<String>>,
 }
 
 impl<'n> MapReader<'n> {
@@ -240,6 +243,7 @@ impl<'n> MapReader<'n> {
                     node,
                     entries: Vec::new(),
                     what,
+                    asked: Default::default(),
                 })
             } else {
                 None
@@ -261,6 +265,7 @@ impl<'n> MapReader<'n> {
             node,
             entries: out,
             what,
+            asked: Default::default(),
         })
     }
 
@@ -287,8 +292,16 @@ impl<'n> MapReader<'n> {
             .collect()
     }
 
+    fn ask(&self, key: &str) {
+        let mut asked = self.asked.borrow_mut();
+        if !asked.iter().any(|k| k == key) {
+            asked.push(key.to_owned());
+        }
+    }
+
     /// The value under `key`, if present and not null.
     pub fn get(&mut self, key: &str) -> Option<&'n Node> {
+        self.ask(key);
         let e = self.entries.iter_mut().find(|e| e.0 == key)?;
         e.3 = true;
         (e.2.value != Value::Null).then_some(e.2)
@@ -297,12 +310,14 @@ impl<'n> MapReader<'n> {
     /// The node under `key` (even if null), marking it read: for pointing
     /// errors at a key already read, or at one that must not be there.
     pub fn node_of(&mut self, key: &str) -> Option<&'n Node> {
+        self.ask(key);
         let e = self.entries.iter_mut().find(|e| e.0 == key)?;
         e.3 = true;
         Some(e.2)
     }
 
     pub fn has(&self, key: &str) -> bool {
+        self.ask(key);
         self.entries
             .iter()
             .any(|e| e.0 == key && e.2.value != Value::Null)
@@ -501,14 +516,63 @@ impl<'n> MapReader<'n> {
 
     /// Reports keys nobody read: a typo (`widow: 5m`) must not pass silently.
     pub fn finish(self, errs: &mut Errors) {
+        let asked = self.asked.borrow();
         for (k, knode, _, used) in &self.entries {
             if !used {
+                let hint = did_you_mean(k, asked.iter().map(String::as_str))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
                 errs.push(ConfigError::at(
                     self.file,
                     knode,
-                    format!("{}: unknown key `{k}`", self.what),
+                    format!("{}: unknown key `{k}`{hint}", self.what),
                 ));
             }
         }
+    }
+}
+
+/// The known key closest to a mistyped one, if it is close: a couple of
+/// letters off (fewer for short keys).
+pub fn did_you_mean<'a>(typed: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let max = (typed.chars().count() / 3).clamp(1, 3);
+    known
+        .map(|k| (edit_distance(typed, k), k))
+        .filter(|(d, _)| *d <= max)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, over characters (keys are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod suggest_tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelled_key_gets_its_nearest_known_key() {
+        let known = ["window", "aggregate", "condition", "for", "min_samples"];
+        assert_eq!(did_you_mean("windw", known.into_iter()), Some("window"));
+        assert_eq!(
+            did_you_mean("min_sample", known.into_iter()),
+            Some("min_samples")
+        );
+        assert_eq!(did_you_mean("forr", known.into_iter()), Some("for"));
+        assert_eq!(did_you_mean("threshold", known.into_iter()), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

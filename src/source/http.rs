@@ -9,7 +9,6 @@
 //! The bearer token is checked before the body is read.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
@@ -26,6 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Secret;
 use crate::event::Event;
+use crate::health::Health;
 use crate::pipeline::{Accepted, BodyForm, Submission, decode_body, not_from_the_future};
 use crate::telemetry::{Metrics, Outcome, Source};
 use crate::time::{Clock, Dur};
@@ -35,7 +35,7 @@ pub struct Intake {
     pub submit: SyncSender<Submission>,
     pub token: Option<Secret>,
     pub metrics: Arc<Metrics>,
-    pub ready: Arc<AtomicBool>,
+    pub health: Arc<Health>,
     pub max_body_bytes: usize,
     /// How long a request waits for the journal before answering 503.
     pub ack_timeout: Duration,
@@ -60,7 +60,7 @@ pub fn router(intake: Arc<Intake>, extra: Router, public: Router) -> Router {
             require_token,
         ));
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(intake)
@@ -96,11 +96,28 @@ async fn require_token(State(intake): State<Arc<Intake>>, req: Request, next: Ne
     next.run(req).await
 }
 
+/// Live while the pipeline turns; 503 with the reason otherwise.
+async fn healthz(State(intake): State<Arc<Intake>>) -> Response {
+    match intake.health.live() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Ready once everything produced from now on will be acted on; 503 with
+/// the reason before that, and whenever it stops being true.
 async fn readyz(State(intake): State<Arc<Intake>>) -> Response {
-    if intake.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    match intake.health.ready() {
+        Ok(what) => (StatusCode::OK, format!("ready: {what}\n")).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -230,13 +247,31 @@ async fn accept(intake: &Intake, body: Bytes, form: BodyForm, alerts_only: bool)
         }
     }
     match tokio::time::timeout(intake.ack_timeout, rx).await {
-        Ok(Ok(Ok(Accepted { events, decisions }))) => {
+        Ok(Ok(Ok(Accepted {
+            events,
+            decisions,
+            dropped,
+            unwatched,
+        }))) => {
             debug_assert_eq!(events, n);
+            // Taken, but not every event counted: say which and why, so a
+            // sender with a skewed clock learns it from the answer.
+            let dropped: serde_json::Map<String, serde_json::Value> = dropped
+                .iter()
+                .map(|(why, n)| ((*why).to_owned(), json!(n)))
+                .collect();
+            let used = (events as u64)
+                .saturating_sub(dropped.values().filter_map(|v| v.as_u64()).sum::<u64>());
             (
                 StatusCode::OK,
-                axum::Json(
-                    json!({ "status": "accepted", "events": events, "decisions": decisions }),
-                ),
+                axum::Json(json!({
+                    "status": if dropped.is_empty() { "accepted" } else { "accepted, some events dropped" },
+                    "events": events,
+                    "used": used,
+                    "dropped": dropped,
+                    "unwatched": unwatched,
+                    "decisions": decisions,
+                })),
             )
                 .into_response()
         }

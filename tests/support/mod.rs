@@ -16,8 +16,14 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::Value;
 
+/// The binary under test; `RIPCORD_TEST_BIN` points the tests at another
+/// build (an older one, to see a new test fail on the old code).
 pub fn ripcord_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ripcord")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("RIPCORD_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ripcord").to_owned())
+    })
 }
 
 pub fn repo() -> &'static Path {
@@ -101,8 +107,24 @@ impl Lines {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// The decision lines (JSON objects) among them: ripcord's stdout.
+    /// The engine's decision lines (JSON objects) among them: ripcord's
+    /// stdout, without the lines of decisions released later.
     pub fn decisions(&self) -> Vec<Value> {
+        self.json_lines()
+            .into_iter()
+            .filter(|d| d.get("released").is_none())
+            .collect()
+    }
+
+    /// Decisions released later (an approved rollback, a paging step).
+    pub fn released(&self) -> Vec<Value> {
+        self.json_lines()
+            .into_iter()
+            .filter(|d| d.get("released").is_some())
+            .collect()
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
         self.all()
             .iter()
             .filter(|l| l.starts_with('{'))

@@ -326,9 +326,10 @@ pub(super) fn read_webhook(
         }
         return None;
     };
-    let ok = reqwest::Url::parse(url.expose())
-        .ok()
-        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    let ok = url.is_unresolved()
+        || reqwest::Url::parse(url.expose())
+            .ok()
+            .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
     if !ok {
         let n = m.node_of(key).unwrap_or(m.node());
         m.err(

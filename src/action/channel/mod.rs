@@ -9,6 +9,7 @@
 
 pub mod dingtalk;
 pub mod email;
+pub mod log;
 pub mod slack;
 pub mod sms;
 pub mod voice;
@@ -193,11 +194,12 @@ pub enum Channel {
     Sms(sms::Sms),
     Voice(voice::Voice),
     Webhook(webhook::Webhook),
+    Log(log::Log),
 }
 
 impl Channel {
     /// The `type:` names, for config errors.
-    pub const TYPES: &'static str = "dingtalk, wecom, slack, email, sms, voice, webhook";
+    pub const TYPES: &'static str = "dingtalk, wecom, slack, email, sms, voice, webhook, log";
 
     /// Reads a channel's own settings (everything but the common `type`,
     /// `rate`, `timeout` and `retries`, which the caller has taken).
@@ -210,6 +212,7 @@ impl Channel {
             "sms" => Channel::Sms(sms::Sms::from_config(m, errs)?),
             "voice" => Channel::Voice(voice::Voice::from_config(m, errs)?),
             "webhook" => Channel::Webhook(webhook::Webhook::from_config(m, errs)?),
+            "log" => Channel::Log(log::Log::from_config(m, errs)?),
             _ => return None,
         })
     }
@@ -223,6 +226,7 @@ impl Channel {
             Channel::Sms(_) => (10, Duration::from_secs(60)),
             Channel::Voice(_) => (5, Duration::from_secs(60)),
             Channel::Webhook(_) => (10, Duration::from_secs(1)),
+            Channel::Log(_) => (100, Duration::from_secs(1)),
         }
     }
 
@@ -235,6 +239,7 @@ impl Channel {
             Channel::Sms(c) => c.send(ctx, msg).await,
             Channel::Voice(c) => c.send(ctx, msg).await,
             Channel::Webhook(c) => c.send(ctx, msg).await,
+            Channel::Log(c) => c.send(ctx, msg).await,
         }
     }
 }

@@ -89,7 +89,7 @@ impl Slack {
                 "is required (the incoming webhook URL, e.g. {env: SLACK_WEBHOOK_URL})",
             );
         }
-        if let Some(w) = &webhook {
+        if let Some(w) = webhook.as_ref().filter(|w| !w.is_unresolved()) {
             if let Err(e) = check_webhook(w.expose()) {
                 let n = m.node_of("webhook").unwrap_or(m.node());
                 m.err(errs, n, "webhook", e);

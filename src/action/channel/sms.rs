@@ -971,7 +971,9 @@ impl Hook {
                 if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                     hm.err(errs, v, name, "is not a valid HTTP header name");
                     headers_ok = false;
-                } else if reqwest::header::HeaderValue::from_str(s.expose()).is_err() {
+                } else if !s.is_unresolved()
+                    && reqwest::header::HeaderValue::from_str(s.expose()).is_err()
+                {
                     hm.err(errs, v, name, "the value is not a valid HTTP header value");
                     headers_ok = false;
                 } else {

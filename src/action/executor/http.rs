@@ -177,6 +177,16 @@ impl HttpExecutor {
         Ok(())
     }
 
+    /// `METHOD url` as a run would send it (without the query, which may
+    /// carry a token).
+    pub fn describe(&self, vars: &Vars, patterns: &Patterns) -> Result<String, String> {
+        self.check(vars, patterns)?;
+        let url = self.url.render(vars, patterns, |v| {
+            utf8_percent_encode(v, VALUE).to_string()
+        })?;
+        Ok(format!("{} {}", self.method, redact_query(&url)))
+    }
+
     pub async fn run(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
         let url = match self.url.render(vars, patterns, |v| {
             utf8_percent_encode(v, VALUE).to_string()

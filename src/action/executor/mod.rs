@@ -7,6 +7,7 @@
 //! refuses the whole action. No shell is ever involved.
 
 pub mod command;
+pub mod dry;
 pub mod http;
 
 use std::collections::BTreeMap;
@@ -202,6 +203,7 @@ impl ExecOutcome {
 pub enum Executor {
     Command(command::CommandExecutor),
     Http(http::HttpExecutor),
+    DryRun(dry::DryRun),
 }
 
 impl Executor {
@@ -240,6 +242,25 @@ impl Executor {
         match self {
             Executor::Command(c) => c.timeout(),
             Executor::Http(h) => h.timeout(),
+            Executor::DryRun(d) => d.timeout(),
+        }
+    }
+
+    /// A stand-in that only says what it would do.
+    pub fn is_dry_run(&self) -> bool {
+        matches!(self, Executor::DryRun(_))
+    }
+
+    /// What a run would do, in one line (argv, or method and URL without
+    /// its query), with every value checked as for real.
+    pub fn describe(&self, vars: &Vars, patterns: &Patterns) -> Result<String, String> {
+        match self {
+            Executor::Command(c) => Ok(c.argv(vars, patterns)?.join(" ")),
+            Executor::Http(h) => h.describe(vars, patterns),
+            Executor::DryRun(d) => match &d.real {
+                Some(r) => r.describe(vars, patterns),
+                None => Ok(format!("(dry run: {})", d.doing)),
+            },
         }
     }
 
@@ -250,6 +271,7 @@ impl Executor {
         match self {
             Executor::Command(c) => c.argv(vars, patterns).map(drop),
             Executor::Http(h) => h.check(vars, patterns),
+            Executor::DryRun(d) => d.check(vars, patterns),
         }
     }
 
@@ -257,6 +279,7 @@ impl Executor {
         match self {
             Executor::Command(c) => c.run(vars, patterns).await,
             Executor::Http(h) => h.run(vars, patterns).await,
+            Executor::DryRun(d) => d.run(vars, patterns).await,
         }
     }
 }
