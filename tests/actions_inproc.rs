@@ -508,12 +508,14 @@ impl Harness {
     /// Claims every pending action and runs it through the responder, as
     /// the dispatcher does.
     async fn dispatch(&self) -> Vec<(ActionRow, Outcome)> {
-        let claimed = with_journal(&self.journal, |j| j.claim_actions("inproc-test", 100))
-            .await
-            .unwrap();
+        let claimed = with_journal(&self.journal, |j| {
+            j.claim_actions("inproc-test", &Action::ALL, 100)
+        })
+        .await
+        .unwrap();
         let mut done = Vec::new();
         for a in claimed {
-            let out = drive(self.responder.handle(&a)).await;
+            let out = drive(self.responder.handle_to_end(&a)).await;
             let (key, o) = (a.key.clone(), out.clone());
             with_journal(&self.journal, move |j| {
                 j.set_action(&key, o.state, &o.detail)
@@ -896,14 +898,16 @@ async fn rollbacks_claimed_together_use_the_budget_up_to_its_limit() {
     h.alert(&json!({"version": "4", "alerts": alerts})).await;
     // As the dispatcher: claim what fits its free permits in one go, run
     // each on its own task, record each outcome when it is done.
-    let claimed = with_journal(&h.journal, |j| j.claim_actions("inproc-test", 32))
-        .await
-        .unwrap();
+    let claimed = with_journal(&h.journal, |j| {
+        j.claim_actions("inproc-test", &Action::ALL, 32)
+    })
+    .await
+    .unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for a in claimed.into_iter().filter(|a| a.action == Action::Rollback) {
         let (responder, journal) = (h.responder.clone(), h.journal.clone());
         tasks.spawn(async move {
-            let out = responder.handle(&a).await;
+            let out = responder.handle_to_end(&a).await;
             let (key, o) = (a.key.clone(), out.clone());
             with_journal(&journal, move |j| j.set_action(&key, o.state, &o.detail))
                 .await

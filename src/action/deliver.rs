@@ -182,6 +182,20 @@ impl Deliverer {
         message: &Message,
         fallback: Option<&str>,
     ) -> Vec<Delivered> {
+        self.queue_all(channels, message, fallback)
+            .await
+            .outcomes()
+            .await
+    }
+
+    /// Hands the message to each channel's worker and returns at once; the
+    /// outcomes follow (and land on the incident's timeline either way).
+    pub async fn queue_all(
+        &self,
+        channels: &[String],
+        message: &Message,
+        fallback: Option<&str>,
+    ) -> Queued {
         let mut waits = Vec::new();
         for c in channels {
             let (tx, rx) = oneshot::channel();
@@ -202,8 +216,18 @@ impl Deliverer {
                 })),
             }
         }
+        Queued(waits)
+    }
+}
+
+/// Messages handed to channels; [`Queued::outcomes`] waits for how each
+/// ended. Dropping it lets the sends go on unwatched.
+pub struct Queued(Vec<(String, oneshot::Receiver<Delivered>)>);
+
+impl Queued {
+    pub async fn outcomes(self) -> Vec<Delivered> {
         let mut out = Vec::new();
-        for (c, rx) in waits {
+        for (c, rx) in self.0 {
             out.push(rx.await.unwrap_or(Delivered {
                 channel: c,
                 outcome: SendOutcome::Retry {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::decision::Action;
 use crate::journal::{ActionRow, ActionState, Journal, JournalError};
 use crate::telemetry::Metrics;
 
@@ -59,9 +60,70 @@ impl Outcome {
     }
 }
 
+/// How far an action got when its handler returned.
+pub enum Handled<'a> {
+    /// Finished.
+    Done(Outcome),
+    /// Handed over (a message queued for its channels): it no longer needs
+    /// a slot of its lane, but stays running in the journal (and is re-run
+    /// after a crash) until this resolves with its outcome.
+    Queued(BoxFuture<'a, Outcome>),
+}
+
+impl<'a> Handled<'a> {
+    /// The final outcome, waiting for a queued one.
+    pub async fn finish(self) -> Outcome {
+        match self {
+            Handled::Done(o) => o,
+            Handled::Queued(f) => f.await,
+        }
+    }
+}
+
 /// Does the work of an action.
 pub trait Handler: Send + Sync + 'static {
-    fn handle<'a>(&'a self, action: &'a ActionRow) -> BoxFuture<'a, Outcome>;
+    fn handle<'a>(&'a self, action: &'a ActionRow) -> BoxFuture<'a, Handled<'a>>;
+
+    /// [`Handler::handle`] to its final outcome.
+    fn handle_to_end<'a>(&'a self, action: &'a ActionRow) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move { self.handle(action).await.finish().await })
+    }
+}
+
+/// Which actions share a pool of slots. Executors (rollback, pause) never
+/// wait behind messages: they are claimed first, on a journal connection
+/// of their own, into slots messages cannot take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Executors,
+    Messages,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Executors, Lane::Messages];
+
+    pub fn of(a: Action) -> Lane {
+        match a {
+            Action::Rollback | Action::PauseRollout => Lane::Executors,
+            Action::RequestApproval | Action::Page | Action::Notify | Action::Resolve => {
+                Lane::Messages
+            }
+        }
+    }
+
+    pub fn actions(self) -> Vec<Action> {
+        Action::ALL
+            .into_iter()
+            .filter(|a| Lane::of(*a) == self)
+            .collect()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Executors => "executors",
+            Lane::Messages => "messages",
+        }
+    }
 }
 
 /// A journal shared by blocking calls from async code: the lock is only
@@ -83,12 +145,18 @@ pub async fn with_journal<T: Send + 'static>(
 
 pub struct Dispatcher {
     pub journal: SharedJournal,
+    /// The executor lane's own connection: its claims and outcomes never
+    /// queue behind a flood of message bookkeeping on `journal`.
+    pub executor_journal: SharedJournal,
     pub handler: Arc<dyn Handler>,
     pub notify: Arc<Notify>,
     pub owner: String,
     pub metrics: Arc<Metrics>,
-    /// Actions running at once; one slow action never holds up the rest.
-    pub concurrency: usize,
+    /// Executor actions running at once.
+    pub executor_slots: usize,
+    /// Message actions being handed to channels at once (a queued message
+    /// frees its slot).
+    pub message_slots: usize,
     /// Where decisions released later (an approved rollback) are printed.
     pub output: Option<Arc<crate::output::Output>>,
 }
@@ -98,7 +166,21 @@ impl Dispatcher {
     /// to `grace`; whatever is still running then is left `running` in the
     /// journal and reported `unknown` at the next start.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
-        let permits = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let lanes: Vec<(Lane, Arc<Semaphore>, Vec<Action>, SharedJournal)> = Lane::ALL
+            .into_iter()
+            .map(|lane| {
+                let (slots, journal) = match lane {
+                    Lane::Executors => (self.executor_slots, self.executor_journal.clone()),
+                    Lane::Messages => (self.message_slots, self.journal.clone()),
+                };
+                (
+                    lane,
+                    Arc::new(Semaphore::new(slots.max(1))),
+                    lane.actions(),
+                    journal,
+                )
+            })
+            .collect();
         let mut tasks = JoinSet::new();
         let mut last_heartbeat: Option<Instant> = None;
         loop {
@@ -115,49 +197,79 @@ impl Dispatcher {
                 break;
             }
             while tasks.try_join_next().is_some() {}
-            let free = permits.available_permits();
-            if free == 0 {
-                continue;
-            }
-            let owner = self.owner.clone();
-            let claimed =
-                match with_journal(&self.journal, move |j| j.claim_actions(&owner, free)).await {
+            // Executors first, every pass.
+            for (lane, permits, kinds, journal) in &lanes {
+                let free = permits.available_permits();
+                if free == 0 {
+                    continue;
+                }
+                let (owner, kinds_c) = (self.owner.clone(), kinds.clone());
+                let claimed = match with_journal(journal, move |j| {
+                    j.claim_actions(&owner, &kinds_c, free)
+                })
+                .await
+                {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot claim actions from the journal");
+                        tracing::error!(error = %e, lane = lane.as_str(), "cannot claim actions from the journal");
                         continue;
                     }
                 };
-            for action in claimed {
-                if let Some(out) = &self.output {
-                    if action.decision.is_derived() {
-                        out.released(&action.decision, &action.decision.message);
-                    }
+                if claimed.len() == free {
+                    // More may wait: look again at once.
+                    self.notify.notify_one();
                 }
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
-                let handler = self.handler.clone();
-                let journal = self.journal.clone();
-                let metrics = self.metrics.clone();
-                tasks.spawn(async move {
-                    let started = Instant::now();
-                    let outcome = handler.handle(&action).await;
-                    metrics.action_finished(action.action, outcome.state.as_str(), started.elapsed().as_secs_f64());
-                    tracing::info!(
-                        action = %action.action, key = %action.key, state = outcome.state.as_str(), detail = %outcome.detail,
-                        "action finished"
-                    );
-                    let key = action.key.clone();
-                    if let Err(e) = with_journal(&journal, move |j| j.set_action(&key, outcome.state, &outcome.detail)).await {
-                        tracing::error!(error = %e, key = %action.key, "could not record an action's outcome");
-                    }
-                    drop(permit);
-                });
+                for action in claimed {
+                    self.start(action, permits, journal, &mut tasks).await;
+                }
             }
         }
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    }
+
+    /// Runs one claimed action on a task of its own, holding a slot of its
+    /// lane until it is done or queued.
+    async fn start(
+        &self,
+        action: ActionRow,
+        permits: &Arc<Semaphore>,
+        journal: &SharedJournal,
+        tasks: &mut JoinSet<()>,
+    ) {
+        if let Some(out) = &self.output {
+            if action.decision.is_derived() {
+                out.released(&action.decision, &action.decision.message);
+            }
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let handler = self.handler.clone();
+        let journal = journal.clone();
+        let metrics = self.metrics.clone();
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let outcome = match handler.handle(&action).await {
+                Handled::Done(o) => {
+                    drop(permit);
+                    o
+                }
+                Handled::Queued(rest) => {
+                    drop(permit);
+                    rest.await
+                }
+            };
+            metrics.action_finished(action.action, outcome.state.as_str(), started.elapsed().as_secs_f64());
+            tracing::info!(
+                action = %action.action, key = %action.key, state = outcome.state.as_str(), detail = %outcome.detail,
+                "action finished"
+            );
+            let key = action.key.clone();
+            if let Err(e) = with_journal(&journal, move |j| j.set_action(&key, outcome.state, &outcome.detail)).await {
+                tracing::error!(error = %e, key = %action.key, "could not record an action's outcome");
+            }
+        });
     }
 
     /// Says this process is alive, and finds actions whose process died

@@ -22,11 +22,11 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use super::config::ActionsConfig;
-use super::deliver::{Delivered, Deliverer};
+use super::deliver::{Delivered, Deliverer, Queued};
 use super::executor::{ExecOutcome, Vars};
 use super::links::{LinkSigner, Verb};
 use super::message::{Kind, Message};
-use super::{BoxFuture, Handler, Outcome, SharedJournal, with_journal};
+use super::{BoxFuture, Handled, Handler, Outcome, SharedJournal, with_journal};
 use crate::decision::{Action, Decision, Severity, Tier};
 use crate::journal::{ActionRow, ActionState, ApprovalOpened, RollbackLimits, UpgradeRow};
 use crate::telemetry::Metrics;
@@ -45,15 +45,15 @@ pub struct Responder {
 }
 
 impl Handler for Responder {
-    fn handle<'a>(&'a self, a: &'a ActionRow) -> BoxFuture<'a, Outcome> {
+    fn handle<'a>(&'a self, a: &'a ActionRow) -> BoxFuture<'a, Handled<'a>> {
         Box::pin(async move {
             match a.action {
                 Action::Notify => self.notify(&a.decision).await,
                 Action::Resolve => self.resolve(&a.decision).await,
-                Action::Page => self.page(&a.decision).await,
+                Action::Page => Handled::Done(self.page(&a.decision).await),
                 Action::RequestApproval => self.request_approval(a).await,
-                Action::Rollback => self.rollback(a).await,
-                Action::PauseRollout => self.pause(&a.decision).await,
+                Action::Rollback => Handled::Done(self.rollback(a).await),
+                Action::PauseRollout => Handled::Done(self.pause(&a.decision).await),
             }
         })
     }
@@ -86,17 +86,22 @@ fn summary(what: &str, results: &[Delivered]) -> Outcome {
 }
 
 impl Responder {
-    async fn send(&self, tier: Tier, channels: &[String], message: &Message) -> Vec<Delivered> {
+    /// Hands `message` to `channels` (with the tier's fallback); the
+    /// outcomes follow.
+    async fn queue(&self, tier: Tier, channels: &[String], message: &Message) -> Queued {
         let fallback = self.cfg.route(tier).fallback.as_deref();
-        self.deliverer.send_all(channels, message, fallback).await
+        self.deliverer.queue_all(channels, message, fallback).await
     }
 
+    /// Tells the tier's channels, without waiting for them: an action's
+    /// outcome never waits for its messages (their outcomes go on the
+    /// timeline).
     async fn tell(&self, tier: Tier, message: Message) {
         let channels = self.cfg.route(tier).notify.clone();
-        self.send(tier, &channels, &message).await;
+        drop(self.queue(tier, &channels, &message).await);
     }
 
-    async fn notify(&self, d: &Decision) -> Outcome {
+    async fn notify<'a>(&'a self, d: &'a Decision) -> Handled<'a> {
         if d.incident.is_none() && &*d.rule == "progress" {
             self.record_progress(d).await;
         }
@@ -107,8 +112,13 @@ impl Responder {
         }
         let message = Message::for_decision(d, Vec::new());
         let channels = self.cfg.route(d.tier).notify.clone();
-        let results = self.send(d.tier, &channels, &message).await;
-        summary(&format!("{} notification", d.tier), &results)
+        let queued = self.queue(d.tier, &channels, &message).await;
+        Handled::Queued(Box::pin(async move {
+            summary(
+                &format!("{} notification", d.tier),
+                &queued.outcomes().await,
+            )
+        }))
     }
 
     async fn record_progress(&self, d: &Decision) {
@@ -142,9 +152,9 @@ impl Responder {
         }
     }
 
-    async fn resolve(&self, d: &Decision) -> Outcome {
+    async fn resolve<'a>(&'a self, d: &'a Decision) -> Handled<'a> {
         let Some(id) = d.incident.as_ref().map(|i| i.to_string()) else {
-            return Outcome::skipped("not an incident");
+            return Handled::Done(Outcome::skipped("not an incident"));
         };
         let now = self.clock.now();
         let (i1, i2) = (id.clone(), id.clone());
@@ -164,12 +174,14 @@ impl Responder {
                 .push_str("\nThe rollback approval request is withdrawn: no rollback will run.");
         }
         let channels = self.cfg.route(d.tier).notify.clone();
-        let results = self.send(d.tier, &channels, &message).await;
-        let mut out = summary("resolution", &results);
-        if withdrawn {
-            out.detail.push_str("; approval request withdrawn");
-        }
-        out
+        let queued = self.queue(d.tier, &channels, &message).await;
+        Handled::Queued(Box::pin(async move {
+            let mut out = summary("resolution", &queued.outcomes().await);
+            if withdrawn {
+                out.detail.push_str("; approval request withdrawn");
+            }
+            out
+        }))
     }
 
     /// Starts the escalation chain, or brings its next step forward.
@@ -232,10 +244,10 @@ impl Responder {
         }
     }
 
-    async fn request_approval(&self, a: &ActionRow) -> Outcome {
+    async fn request_approval<'a>(&'a self, a: &'a ActionRow) -> Handled<'a> {
         let d = &a.decision;
         let Some(id) = d.incident.as_ref().map(|i| i.to_string()) else {
-            return Outcome::skipped("not an incident");
+            return Handled::Done(Outcome::skipped("not an incident"));
         };
         let now = self.clock.now();
         let expires = now.saturating_add(self.cfg.approvals.expire_after);
@@ -247,14 +259,16 @@ impl Responder {
         {
             Ok(o) => o,
             Err(e) => {
-                return Outcome::failed(format!("could not record the approval request: {e}"));
+                return Handled::Done(Outcome::failed(format!(
+                    "could not record the approval request: {e}"
+                )));
             }
         };
         if opened == ApprovalOpened::IncidentOver {
-            return Outcome {
+            return Handled::Done(Outcome {
                 state: ActionState::Withdrawn,
                 detail: "the incident recovered before the request went out".into(),
-            };
+            });
         }
         let links = self
             .links
@@ -266,12 +280,14 @@ impl Responder {
             "\nConfirm the blast radius, then approve before {expires}:\n  ripcord approve {id} --by <you>   (or reject / ack)"
         ));
         let channels = self.cfg.route(d.tier).approve.clone();
-        let results = self.send(d.tier, &channels, &message).await;
-        let sent = summary("approval request", &results);
-        Outcome {
-            state: ActionState::AwaitingApproval,
-            detail: format!("waiting for approval until {expires}; {}", sent.detail),
-        }
+        let queued = self.queue(d.tier, &channels, &message).await;
+        Handled::Queued(Box::pin(async move {
+            let sent = summary("approval request", &queued.outcomes().await);
+            Outcome {
+                state: ActionState::AwaitingApproval,
+                detail: format!("waiting for approval until {expires}; {}", sent.detail),
+            }
+        }))
     }
 
     /// A rollback that will not run, or did not work: a human must know.

@@ -193,8 +193,14 @@ pub trait Journal: Send {
     /// Forgets HTTP bodies older than `before`.
     fn prune_inbox(&mut self, before: Ts) -> Result<usize, JournalError>;
 
-    /// Moves up to `limit` pending actions to running, owned by `owner`.
-    fn claim_actions(&mut self, owner: &str, limit: usize) -> Result<Vec<ActionRow>, JournalError>;
+    /// Moves up to `limit` pending actions of the given kinds to running,
+    /// owned by `owner`, oldest first.
+    fn claim_actions(
+        &mut self,
+        owner: &str,
+        kinds: &[Action],
+        limit: usize,
+    ) -> Result<Vec<ActionRow>, JournalError>;
 
     /// Records that the rollback action `key` is to be verified at `due`;
     /// the record survives restarts until [`Journal::finish_verification`].

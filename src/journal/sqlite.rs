@@ -606,16 +606,26 @@ impl Journal for SqliteJournal {
         )?)
     }
 
-    fn claim_actions(&mut self, owner: &str, limit: usize) -> Result<Vec<ActionRow>, JournalError> {
+    fn claim_actions(
+        &mut self,
+        owner: &str,
+        kinds: &[Action],
+        limit: usize,
+    ) -> Result<Vec<ActionRow>, JournalError> {
         let now = self.now();
+        // The kinds as a bit set: one prepared statement whatever the set.
+        let mask: i64 = kinds.iter().map(|a| 1i64 << action_bit(*a)).sum();
         let tx = self.conn.transaction()?;
         let keys: Vec<String> = {
             let mut stmt = tx.prepare_cached(
                 "UPDATE actions SET state = 'running', owner = ?1, attempts = attempts + 1, started_at = ?2
-                 WHERE key IN (SELECT key FROM actions WHERE state = 'pending' ORDER BY rowid LIMIT ?3)
+                 WHERE key IN (SELECT key FROM actions WHERE state = 'pending'
+                     AND ((?4 >> (CASE action WHEN 'rollback' THEN 0 WHEN 'request_approval' THEN 1
+                          WHEN 'pause_rollout' THEN 2 WHEN 'page' THEN 3 WHEN 'notify' THEN 4 ELSE 5 END)) & 1) = 1
+                     ORDER BY rowid LIMIT ?3)
                  RETURNING key",
             )?;
-            collect(&mut stmt, params![owner, now, limit as i64], |r| {
+            collect(&mut stmt, params![owner, now, limit as i64, mask], |r| {
                 Ok(r.get::<_, String>(0)?)
             })?
         };
@@ -1276,6 +1286,18 @@ fn timeline(
 
 /// Copies decision `from` as a new decision `<from>/<suffix>` for `action`,
 /// with a pending action: what a human's approval or a timeout releases.
+/// The bit of an action in `claim_actions`' kind mask (the SQL's CASE).
+fn action_bit(a: Action) -> u32 {
+    match a {
+        Action::Rollback => 0,
+        Action::RequestApproval => 1,
+        Action::PauseRollout => 2,
+        Action::Page => 3,
+        Action::Notify => 4,
+        Action::Resolve => 5,
+    }
+}
+
 fn derive(
     conn: &Connection,
     from: &str,

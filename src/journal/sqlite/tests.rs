@@ -59,7 +59,7 @@ fn a_decision_is_recorded_once() {
         "same keys: not new"
     );
     assert_eq!(
-        j.claim_actions("me", 100).unwrap().len(),
+        j.claim_actions("me", &Action::ALL, 100).unwrap().len(),
         ds.len(),
         "one action per decision, not two"
     );
@@ -128,10 +128,10 @@ fn actions_are_claimed_once_and_interrupted_ones_surface() {
         ..Batch::default()
     })
     .unwrap();
-    let first = a.claim_actions("a", 1).unwrap();
-    let rest = b.claim_actions("b", 100).unwrap();
+    let first = a.claim_actions("a", &Action::ALL, 1).unwrap();
+    let rest = b.claim_actions("b", &Action::ALL, 100).unwrap();
     assert_eq!(first.len() + rest.len(), ds.len());
-    assert!(a.claim_actions("a", 100).unwrap().is_empty());
+    assert!(a.claim_actions("a", &Action::ALL, 100).unwrap().is_empty());
     assert!(
         first
             .iter()
@@ -152,7 +152,7 @@ fn actions_are_claimed_once_and_interrupted_ones_surface() {
         )
         .unwrap()
         .unwrap();
-    let claimed = b.claim_actions("b", 10).unwrap();
+    let claimed = b.claim_actions("b", &Action::ALL, 10).unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].key, rollback);
     assert_eq!(claimed[0].action, Action::Rollback);
@@ -170,7 +170,7 @@ fn actions_are_claimed_once_and_interrupted_ones_surface() {
     assert_eq!(lost[0].key, rollback);
     assert_eq!(lost[0].state, ActionState::Unknown);
     assert!(a.reap(crate::time::Dur(20)).unwrap().is_empty());
-    let again = a.claim_actions("a", 100).unwrap();
+    let again = a.claim_actions("a", &Action::ALL, 100).unwrap();
     assert_eq!(again.len(), rest.len(), "messages are retried");
     assert!(again.iter().all(|r| r.attempts == 2));
     let rows = a.incidents(Some("open")).unwrap();
@@ -255,7 +255,7 @@ fn approvals_release_one_rollback_and_expire_by_policy() {
             .unwrap(),
         ApprovalDecided::NotWaiting("approved".into())
     );
-    let pending = j.claim_actions("me", 100).unwrap();
+    let pending = j.claim_actions("me", &Action::ALL, 100).unwrap();
     let rb = pending
         .iter()
         .find(|a| a.key == key)
@@ -421,7 +421,7 @@ fn the_rollback_budget_admits_up_to_its_limits_across_processes() {
     })
     .unwrap();
     let rollbacks: Vec<String> = a
-        .claim_actions("a", 100)
+        .claim_actions("a", &Action::ALL, 100)
         .unwrap()
         .iter()
         .map(|r| {
@@ -579,7 +579,11 @@ fn verifications_are_claimed_when_due_leased_and_finished_once() {
         ..Batch::default()
     })
     .unwrap();
-    let key = j.claim_actions("me", 1).unwrap().remove(0).key;
+    let key = j
+        .claim_actions("me", &Action::ALL, 1)
+        .unwrap()
+        .remove(0)
+        .key;
     let due = Ts(1_000_000);
     let lease = Dur::from_secs(60);
     j.schedule_verification(&key, due).unwrap();
