@@ -66,7 +66,7 @@ fn status_of(e: &OpError) -> StatusCode {
     match e {
         OpError::NoIncident(_) | OpError::NoRollout(_) => StatusCode::NOT_FOUND,
         OpError::Conflict(_) => StatusCode::CONFLICT,
-        OpError::Anonymous => StatusCode::BAD_REQUEST,
+        OpError::Anonymous | OpError::NoteTooLong => StatusCode::BAD_REQUEST,
         OpError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -197,11 +197,56 @@ fn page(code: StatusCode, title: &str, body: &str) -> Response {
         t = escape(title)
     );
     let mut r = (code, Html(html)).into_response();
-    r.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
+    let h = r.headers_mut();
+    use axum::http::{HeaderValue, header};
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The link's signature is in its path: never in a Referer.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    // Never inside someone else's frame (clickjacking the approve button);
+    // no script, posts only to ripcord itself.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     r
+}
+
+/// Whether a link POST comes from ripcord's own page: a browser says where
+/// a form was sent from (`Sec-Fetch-Site`, `Origin`); a form on another
+/// site must not be able to act with a link it learned. Clients that say
+/// nothing (curl, a chat app's own fetch) pass: the signature is the
+/// credential, this only stops cross-site forms.
+fn same_origin(headers: &axum::http::HeaderMap, public_url: Option<&str>) -> Result<(), String> {
+    use axum::http::header;
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if !matches!(site, "same-origin" | "none") {
+            return Err(format!(
+                "a form from another site (Sec-Fetch-Site: {site}) cannot act"
+            ));
+        }
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, h)| h);
+    let public_host = public_url
+        .and_then(|u| u.split_once("://"))
+        .map(|(_, h)| h.split('/').next().unwrap_or(h));
+    if origin_host.is_some() && (origin_host == host || origin_host == public_host) {
+        return Ok(());
+    }
+    Err("a form from another site (Origin) cannot act".to_owned())
 }
 
 fn escape(s: &str) -> String {
@@ -298,12 +343,20 @@ struct LinkForm {
 async fn link_act(
     State(api): State<Arc<Api>>,
     Path((id, verb, expires, sig)): LinkPath,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let verb = match check_link(&api, &id, &verb, expires, &sig) {
         Ok(v) => v,
         Err(r) => return *r,
     };
+    if let Err(why) = same_origin(&headers, api.links.as_ref().map(|l| l.base())) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "not done",
+            &format!("<p>{}</p>", escape(&why)),
+        );
+    }
     let form: LinkForm = serde_urlencoded_form(&body);
     match perform(
         &api,

@@ -1201,3 +1201,75 @@ escalation:
         sms()
     );
 }
+
+/// A link's page can be neither framed nor leak its signed URL, and a form
+/// on another site cannot act with a link it learned; a note is bounded.
+#[test]
+fn a_link_cannot_be_used_from_another_site_and_its_page_is_locked_down() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(dir.path(), port, &standin, "", "", "");
+    let r = Ripcord::start(dir.path(), port);
+    let l = labels("pay", "i-xs1", "medium", "warning");
+    r.post_alerts(&webhook(vec![firing("fp-xs1", &l, now_millis() - 5_000)]));
+    let (id, links) = standin.approval_request(&r, "i-xs1");
+    let approve = links["approve"].clone();
+
+    let page = client().get(&approve).send().unwrap();
+    assert_eq!(page.status(), 200);
+    let h = page.headers();
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(h["x-frame-options"], "DENY");
+
+    let post = |extra: &[(&str, &str)], body: &str| {
+        let mut req = client()
+            .post(&approve)
+            .header("content-type", "application/x-www-form-urlencoded");
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = req.body(body.to_owned()).send().unwrap();
+        (resp.status().as_u16(), resp.text().unwrap())
+    };
+    for headers in [
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ][..],
+        &[("origin", "https://evil.example")][..],
+        &[("sec-fetch-site", "same-site")][..],
+    ] {
+        let (code, page) = post(headers, "by=mallory");
+        assert_eq!(code, 403, "{headers:?}: {page}");
+        assert_eq!(approval_state(&r, &id), "awaiting", "{headers:?}");
+    }
+    let long_note = format!("by=alice&note={}", "x".repeat(600));
+    let (code, page) = post(&[], &long_note);
+    assert_eq!(code, 400, "{page}");
+    assert!(page.contains("longer than 512"), "{page}");
+    assert_eq!(approval_state(&r, &id), "awaiting");
+    // The page's own form (same origin) acts.
+    let origin = format!("http://127.0.0.1:{port}");
+    let (code, page) = post(
+        &[("sec-fetch-site", "same-origin"), ("origin", &origin)],
+        "by=alice&note=ok%0Aforged+line",
+    );
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(approval_state(&r, &id), "approved");
+    let inc = r.incident(&id);
+    assert!(
+        inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["message"] == "approved by alice: ok\\u{a}forged line"),
+        "{inc}"
+    );
+}

@@ -561,7 +561,7 @@ fn a_non_loopback_listener_without_a_token_is_refused_at_start() {
 }
 
 #[test]
-fn the_token_is_checked_before_the_body_is_read() {
+fn an_oversize_body_is_413_whatever_the_token_and_no_body_is_read_before_either() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),
@@ -573,11 +573,12 @@ fn the_token_is_checked_before_the_body_is_read() {
         &["--config", &cfg],
         &[("RIPCORD_TEST_TOKEN", TOKEN)],
     );
-    // Over the limit, from an HTTP client: 401, not 413.
+    // Over the limit, from an HTTP client: 413 whatever the token, and
+    // answered from the announced length.
     let c = client();
     let big = format!("[{}]", vec![low_critical("fp-big"); 40].join(","));
     assert!(big.len() > 8 * 2048);
-    for auth in [None, Some("Bearer nope")] {
+    for auth in [None, Some("Bearer nope"), Some(&*format!("Bearer {TOKEN}"))] {
         for endpoint in ["/api/v1/alerts", "/api/v1/events"] {
             let reply = send(
                 &c,
@@ -587,33 +588,36 @@ fn the_token_is_checked_before_the_body_is_read() {
                 big.clone(),
             )
             .unwrap_or_else(|e| panic!("{endpoint} {auth:?}: no answer: {e:?}"));
-            assert_eq!(reply.code, 401, "{endpoint} {auth:?}: {reply:?}");
+            assert_eq!(reply.code, 413, "{endpoint} {auth:?}: {reply:?}");
         }
     }
-    // The same body with the right token is too big.
-    let reply = send(
-        &c,
-        &r.url("/api/v1/events"),
-        Some("application/json"),
-        Some(&format!("Bearer {TOKEN}")),
-        big,
-    )
-    .unwrap();
-    assert_eq!(reply.code, 413, "{reply:?}");
 
     // The proof that the body is not read: announce 10 MB, send none of it.
     // A receiver that read (or waited for) the body first would never
     // answer.
-    let head = |auth: &str| {
+    let head = |auth: &str, length: &str| {
         format!(
             "POST /api/v1/alerts HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: 10000000\r\n{auth}\r\n",
+             {length}{auth}\r\n",
             r.http
         )
     };
-    assert_eq!(raw_status(r.http, &head(""), b""), Ok(401));
+    let ten_mb = "Content-Length: 10000000\r\n";
+    assert_eq!(raw_status(r.http, &head("", ten_mb), b""), Ok(413));
     assert_eq!(
-        raw_status(r.http, &head("Authorization: Bearer nope\r\n"), b""),
+        raw_status(r.http, &head("Authorization: Bearer nope\r\n", ten_mb), b""),
+        Ok(413)
+    );
+    // A body of unannounced length (chunked) without the token: 401
+    // before any of it is read.
+    let chunked = "Transfer-Encoding: chunked\r\n";
+    assert_eq!(raw_status(r.http, &head("", chunked), b""), Ok(401));
+    assert_eq!(
+        raw_status(
+            r.http,
+            &head("Authorization: Bearer nope\r\n", chunked),
+            b""
+        ),
         Ok(401)
     );
     // With the right token the body is read, and refused once it passes
@@ -621,15 +625,16 @@ fn the_token_is_checked_before_the_body_is_read() {
     assert_eq!(
         raw_status(
             r.http,
-            &head(&format!("Authorization: Bearer {TOKEN}\r\n")),
-            &[b' '; 4096]
+            &head(&format!("Authorization: Bearer {TOKEN}\r\n"), chunked),
+            format!("1000\r\n{}\r\n", " ".repeat(4096)).as_bytes()
         ),
         Ok(413)
     );
     assert!(r.decisions().is_empty());
     let m = r.metrics();
-    assert_eq!(http_count(&m, "/api/v1/alerts", 401), 4.0);
-    assert_eq!(http_count(&m, "/api/v1/events", 401), 2.0);
+    assert_eq!(http_count(&m, "/api/v1/alerts", 413), 6.0);
+    assert_eq!(http_count(&m, "/api/v1/events", 413), 3.0);
+    assert_eq!(http_count(&m, "/api/v1/alerts", 401), 2.0);
 }
 
 #[test]

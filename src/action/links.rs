@@ -95,6 +95,11 @@ impl LinkSigner {
     }
 
     /// Links for `verbs`, valid until `now + ttl`.
+    /// ripcord's public base URL (where a link's page is served from).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn links(&self, incident: &str, verbs: &[Verb], now: Ts) -> Vec<Link> {
         let expires = now.saturating_add(self.ttl).millis();
         verbs

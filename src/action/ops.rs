@@ -30,6 +30,8 @@ pub enum OpError {
     Conflict(String),
     #[error("say who you are (`by`): it goes on the incident's timeline")]
     Anonymous,
+    #[error("the note is longer than {MAX_NOTE_CHARS} characters")]
+    NoteTooLong,
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -40,6 +42,19 @@ fn who(by: &str) -> Result<&str, OpError> {
         return Err(OpError::Anonymous);
     }
     Ok(by)
+}
+
+/// A note goes on the timeline and into messages: bounded like `by`.
+pub const MAX_NOTE_CHARS: usize = 512;
+
+/// The note as recorded: trimmed, on one line (text from a form is data:
+/// it never starts a timeline line of its own), bounded.
+fn checked_note(note: &str) -> Result<String, OpError> {
+    let note = note.trim();
+    if note.chars().count() > MAX_NOTE_CHARS {
+        return Err(OpError::NoteTooLong);
+    }
+    Ok(crate::text::one_line(note).into_owned())
 }
 
 fn known(j: &dyn Journal, incident: &str) -> Result<(), OpError> {
@@ -59,8 +74,9 @@ pub fn decide(
     now: Ts,
 ) -> Result<Done, OpError> {
     let by = who(by)?;
+    let note = checked_note(note)?;
     known(j, incident)?;
-    let result = match j.decide_approval(incident, verdict, by, note, now)? {
+    let result = match j.decide_approval(incident, verdict, by, &note, now)? {
         ApprovalDecided::Approved { rollback_key } => Done {
             incident: incident.to_owned(),
             result: "approved".into(),

@@ -64,6 +64,39 @@ pub struct HttpConfig {
     pub queue: usize,
     /// How ripcord is reached from outside (for links in messages).
     pub public_url: Option<String>,
+    /// What a client may hold of the server (see [`crate::server`]).
+    pub limits: HttpLimits,
+    /// `/healthz` turns 503 when the pipeline loop has not turned for this
+    /// long (outside a warm-up).
+    pub stall_after: crate::time::Dur,
+}
+
+/// What clients may hold: defaults that suit Alertmanager (a handful of
+/// keep-alive connections, bodies in one go) and shed everything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections open at once; past it a new one gets 503 and is closed.
+    /// Also kept under the process's file limit minus a reserve, so an
+    /// executor can always start.
+    pub max_connections: usize,
+    /// From a request's first byte to its last header line.
+    pub header_timeout: crate::time::Dur,
+    /// From the headers to the body's last byte (408 after it).
+    pub body_timeout: crate::time::Dur,
+    /// A keep-alive connection with no request in flight is closed after
+    /// this (Alertmanager reconnects at once).
+    pub idle_timeout: crate::time::Dur,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 512,
+            header_timeout: crate::time::Dur::from_secs(10),
+            body_timeout: crate::time::Dur::from_secs(30),
+            idle_timeout: crate::time::Dur::from_secs(60),
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -74,6 +107,8 @@ impl Default for HttpConfig {
             max_body_bytes: 4 * 1024 * 1024,
             queue: 256,
             public_url: None,
+            limits: HttpLimits::default(),
+            stall_after: crate::time::Dur::from_secs(20),
         }
     }
 }
@@ -233,6 +268,27 @@ pub(super) fn read_http(mut m: MapReader<'_>, h: &mut HttpConfig, errs: &mut Err
     h.public_url = m
         .str("public_url", errs)
         .map(|s| s.trim_end_matches('/').to_owned());
+    use crate::time::Dur;
+    let l = &mut h.limits;
+    if let Some(n) = m.int("max_connections", 8..=1_000_000, errs) {
+        l.max_connections = n as usize;
+    }
+    if let Some(d) = m.dur(
+        "header_timeout",
+        Dur::from_secs(1)..=Dur::from_mins(10),
+        errs,
+    ) {
+        l.header_timeout = d;
+    }
+    if let Some(d) = m.dur("body_timeout", Dur::from_secs(1)..=Dur::from_mins(10), errs) {
+        l.body_timeout = d;
+    }
+    if let Some(d) = m.dur("idle_timeout", Dur::from_secs(1)..=Dur::from_mins(60), errs) {
+        l.idle_timeout = d;
+    }
+    if let Some(d) = m.dur("stall_after", Dur::from_secs(1)..=Dur::from_mins(60), errs) {
+        h.stall_after = d;
+    }
     m.finish(errs);
 }
 

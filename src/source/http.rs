@@ -58,6 +58,10 @@ pub fn router(intake: Arc<Intake>, extra: Router, public: Router) -> Router {
         .layer(middleware::from_fn_with_state(
             intake.clone(),
             require_token,
+        ))
+        .layer(middleware::from_fn_with_state(
+            intake.clone(),
+            reject_oversize,
         ));
     Router::new()
         .route("/healthz", get(healthz))
@@ -110,6 +114,30 @@ async fn healthz(State(intake): State<Arc<Intake>>) -> Response {
 
 /// Ready once everything produced from now on will be acted on; 503 with
 /// the reason before that, and whenever it stops being true.
+/// A body announced larger than the limit is 413 before anything else,
+/// with or without a token: nobody's upload is read to the end for nothing.
+async fn reject_oversize(State(intake): State<Arc<Intake>>, req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > intake.max_body_bytes as u64) {
+        intake.metrics.http_request(req.uri().path(), 413);
+        let mut r = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body is larger than http.max_body_bytes ({} bytes)",
+                intake.max_body_bytes
+            ),
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    next.run(req).await
+}
+
 async fn readyz(State(intake): State<Arc<Intake>>) -> Response {
     match intake.health.ready() {
         Ok(what) => (StatusCode::OK, format!("ready: {what}\n")).into_response(),
@@ -168,12 +196,30 @@ async fn alerts(
 /// in JSON like every other answer, and counted.
 fn too_large(rejected: BytesRejection) -> Response {
     let status = rejected.status();
+    if timed_out(&rejected) {
+        return error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive within http.body_timeout",
+        );
+    }
     let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
         "the body is larger than http.max_body_bytes".to_owned()
     } else {
         format!("cannot read the body: {rejected}")
     };
     error(status, msg)
+}
+
+/// Whether reading the body failed because it took too long.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 async fn events(
