@@ -106,9 +106,11 @@ pub fn instance_name(clock: &dyn Clock) -> String {
 /// commits): at 10k events/s that keeps it to a few hundred pages.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// A pipeline loop that has not turned for this long is stuck: `/healthz`
-/// says so and `/readyz` stops answering 200.
-const PIPELINE_STALL: Duration = Duration::from_secs(20);
+/// Rollbacks and pauses running at once (their own lane: messages never
+/// take these slots).
+const EXECUTOR_SLOTS: usize = 16;
+/// Messages being handed to channels at once; a queued one frees its slot.
+const MESSAGE_SLOTS: usize = 64;
 
 /// Runs the responder until `shutdown` resolves.
 pub async fn run(
@@ -181,7 +183,7 @@ pub async fn run(
 
     // HTTP.
     let (submit, submissions) = std::sync::mpsc::sync_channel::<Submission>(cfg.http.queue);
-    let health = Arc::new(Health::new(true, PIPELINE_STALL));
+    let health = Arc::new(Health::new(true, cfg.http.stall_after.to_std()));
     let intake = Arc::new(Intake {
         submit,
         token: cfg.http.token.clone(),
@@ -262,23 +264,27 @@ pub async fn run(
         wake: notify.clone(),
     });
 
-    let (http_stop_tx, mut http_stop_rx) = watch::channel(false);
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
     let app = router(
         intake,
         crate::api::protected(api.clone()),
         crate::api::public(api),
     );
-    let http = tokio::spawn(async move {
-        let stop = async move {
-            let _ = http_stop_rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "http server failed");
-        }
-    });
+    let max_connections = crate::server::connection_cap(cfg.http.limits.max_connections);
+    if max_connections < cfg.http.limits.max_connections {
+        tracing::warn!(
+            max_connections,
+            configured = cfg.http.limits.max_connections,
+            "the open-file limit leaves room for fewer HTTP connections than configured"
+        );
+    }
+    let http = tokio::spawn(crate::server::serve(
+        listener,
+        app,
+        cfg.http.limits,
+        max_connections,
+        http_stop_rx,
+    ));
     health.http_up(true);
 
     // The pipeline thread.
@@ -333,11 +339,13 @@ pub async fn run(
     let (dispatch_stop_tx, dispatch_stop_rx) = watch::channel(false);
     let dispatcher = Dispatcher {
         journal: shared,
+        executor_journal: Arc::new(Mutex::new(open(rt.clock.clone())?)),
         handler,
         notify,
         owner,
         metrics: metrics.clone(),
-        concurrency: 32,
+        executor_slots: EXECUTOR_SLOTS,
+        message_slots: MESSAGE_SLOTS,
         output: Some(output.clone()),
     };
     let grace = cfg.shutdown_grace.to_std();

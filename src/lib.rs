@@ -22,6 +22,7 @@ pub mod output;
 pub mod pipeline;
 pub mod replay;
 pub mod rule;
+pub mod server;
 pub mod source;
 pub mod telemetry;
 pub mod text;

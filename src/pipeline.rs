@@ -213,6 +213,8 @@ pub struct Pipeline {
     positions: HashMap<PartitionId, i64>,
     inbox: Vec<Vec<u8>>,
     acks: Vec<(Ack, Accepted)>,
+    /// Alerts refused for memory, as last said in the log.
+    refused_said: u64,
 }
 
 impl Pipeline {
@@ -240,6 +242,7 @@ impl Pipeline {
             positions: HashMap::new(),
             inbox: Vec::new(),
             acks: Vec::new(),
+            refused_said: 0,
         }
     }
 
@@ -477,7 +480,7 @@ impl Pipeline {
     }
 
     /// Refreshes size gauges.
-    pub fn report(&self) {
+    pub fn report(&mut self) {
         let (groups, bytes, late) = self.engines.values().fold((0, 0, 0), |(g, b, l), e| {
             (
                 g + e.groups(),
@@ -486,6 +489,22 @@ impl Pipeline {
             )
         });
         self.metrics.engine_size(groups, bytes, late);
+        let (alert_bytes, refused, cut) = self.engines.values().fold((0, 0, 0), |(b, r, c), e| {
+            (
+                b + e.alert_memory(),
+                r + e.stats().alerts_refused_memory,
+                c + e.stats().labels_truncated,
+            )
+        });
+        self.metrics.alert_memory(alert_bytes, refused, cut);
+        if refused > self.refused_said {
+            tracing::warn!(
+                refused = refused - self.refused_said,
+                bytes = alert_bytes,
+                "alerts refused: remembered alerts fill engine.alert_memory_bytes"
+            );
+            self.refused_said = refused;
+        }
     }
 }
 

@@ -80,6 +80,9 @@ pub struct Metrics {
     engine_groups: Gauge,
     engine_state_bytes: Gauge,
     samples_late: Gauge<u64, AtomicU64>,
+    alert_memory_bytes: Gauge,
+    alerts_refused_memory: Gauge<u64, AtomicU64>,
+    labels_cut: Gauge<u64, AtomicU64>,
     warmup_seconds: Histogram,
     messages: Family<MessageLabels, Counter>,
     stdout_dropped: Counter,
@@ -119,6 +122,9 @@ impl Metrics {
             engine_groups: Gauge::default(),
             engine_state_bytes: Gauge::default(),
             samples_late: Gauge::default(),
+            alert_memory_bytes: Gauge::default(),
+            alerts_refused_memory: Gauge::default(),
+            labels_cut: Gauge::default(),
             warmup_seconds: latency_histogram(),
             messages: Family::default(),
             stdout_dropped: Counter::default(),
@@ -183,6 +189,21 @@ impl Metrics {
             "engine_state_bytes",
             "Bytes of window and incident state",
             m.engine_state_bytes.clone(),
+        );
+        registry.register(
+            "alert_memory_bytes",
+            "Bytes the remembered Alertmanager alerts hold (engine.alert_memory_bytes bounds it)",
+            m.alert_memory_bytes.clone(),
+        );
+        registry.register(
+            "alerts_refused_memory",
+            "Alerts refused because remembered alerts filled engine.alert_memory_bytes",
+            m.alerts_refused_memory.clone(),
+        );
+        registry.register(
+            "alert_labels_cut",
+            "Alert incidents whose labels passed the per-incident budget and were cut",
+            m.labels_cut.clone(),
         );
         registry.register(
             "samples_late",
@@ -288,6 +309,12 @@ impl Metrics {
         self.engine_groups.set(groups as i64);
         self.engine_state_bytes.set(bytes as i64);
         self.samples_late.set(late);
+    }
+
+    pub fn alert_memory(&self, bytes: usize, refused: u64, labels_cut: u64) {
+        self.alert_memory_bytes.set(bytes as i64);
+        self.alerts_refused_memory.set(refused);
+        self.labels_cut.set(labels_cut);
     }
 
     /// A message's final delivery outcome on a channel.

@@ -38,9 +38,82 @@ pub fn one_line(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Text for a chat's markdown (DingTalk, WeCom), where it is shown and
+/// must do nothing: on one line; markdown punctuation backslash-escaped
+/// (no link, image, emphasis, HTML or `<@user>` mention can form); a
+/// line-starting marker (`#`, `>`, `-`, `+`, `1.`) escaped; `://` and `@`
+/// broken with a zero-width space, so no bare URL turns into a link and no
+/// `@mobile` into a mention. ripcord adds its own links and mentions
+/// outside such text.
+pub fn markdown(s: &str) -> String {
+    let line = one_line(s);
+    let mut out = String::with_capacity(line.len() + 8);
+    let trimmed = line.trim_start();
+    let lead = line.len() - trimmed.len();
+    out.push_str(&line[..lead]);
+    let starts_block = trimmed.starts_with(['#', '>', '-', '+'])
+        || trimmed
+            .split_once('.')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if starts_block {
+        out.push('\\');
+    }
+    let mut rest = trimmed;
+    while let Some(c) = rest.chars().next() {
+        if rest.starts_with("://") {
+            out.push_str(":\u{200B}//");
+            rest = &rest[3..];
+            continue;
+        }
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '<' | '>' | '!' | '~' | '|' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '@' => out.push_str("@\u{200B}"),
+            c => out.push(c),
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Breaks what a chat would turn into a link or a mention: `://` and `@`
+/// get a zero-width space, invisible to a reader.
+pub fn defang(s: &str) -> String {
+    s.replace("://", ":\u{200B}//").replace('@', "@\u{200B}")
+}
+
+/// The longest prefix of `s` of at most `max` bytes ending on a character
+/// boundary.
+pub fn clip_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_text_forms_no_link_mention_heading_or_line() {
+        assert_eq!(markdown("i-0a1 is down"), "i-0a1 is down");
+        assert_eq!(
+            markdown("[click](http://evil.example) @13800000000 <@all>"),
+            "\\[click\\]\\(http:\u{200B}//evil.example\\) @\u{200B}13800000000 \\<@\u{200B}all\\>"
+        );
+        assert_eq!(markdown("# huge"), "\\# huge");
+        assert_eq!(markdown("1. first"), "\\1. first");
+        // The newline's visible escape keeps its backslash when rendered.
+        assert_eq!(markdown("x\n- [LOW] forged"), "x\\\\u{a}- \\[LOW\\] forged");
+        assert_eq!(markdown("http_5xx_ratio"), "http\\_5xx\\_ratio");
+    }
 
     #[test]
     fn controls_and_bidi_become_visible_escapes() {

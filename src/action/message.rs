@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 use crate::decision::{Action, Decision, Severity, Tier};
+use crate::text::one_line;
 
 /// Why a message is sent; channels may format kinds differently (e.g. a
 /// DingTalk actionCard with buttons for an approval request).
@@ -61,9 +62,15 @@ impl Message {
             _ if d.incident.is_none() => Kind::Progress,
             _ => Kind::Incident,
         };
+        // Text from events (labels, annotations) is data: each value is put
+        // on one line, so it can never start a line of its own.
         let mut body = String::new();
-        let _ = writeln!(body, "{}", d.message);
-        let whom: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(body, "{}", one_line(&d.message));
+        let whom: Vec<String> = d
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{}={}", one_line(k), one_line(v)))
+            .collect();
         if !whom.is_empty() {
             let _ = writeln!(body, "where: {}", whom.join(", "));
         }
@@ -83,7 +90,7 @@ impl Message {
         }
         Message {
             kind,
-            title: title(d),
+            title: one_line(&title(d)).into_owned(),
             body: body.trim_end().to_owned(),
             tier: d.tier,
             severity: d.severity,
@@ -103,9 +110,15 @@ impl Message {
         title: String,
         body: String,
     ) -> Message {
+        // The title is one line; the body keeps its lines, each made safe.
+        let body = body
+            .lines()
+            .map(|l| one_line(l).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
         Message {
             kind,
-            title,
+            title: one_line(&title).into_owned(),
             body,
             tier,
             severity,

@@ -256,7 +256,12 @@ impl Scheduler {
             Some(i) => {
                 let whom: Vec<String> = ["service", "instance"]
                     .iter()
-                    .filter_map(|k| i.labels.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
+                    .filter_map(|k| {
+                        i.labels
+                            .get(*k)
+                            .and_then(|v| v.as_str())
+                            .map(|v| crate::text::one_line(v).into_owned())
+                    })
                     .collect();
                 (
                     i.rule.clone(),
@@ -388,9 +393,10 @@ impl Scheduler {
         let mut body = String::new();
         let _ = writeln!(body, "Open incidents: {}", open.len());
         for i in open.iter().take(30) {
-            let whom: Vec<&str> = ["service", "instance"]
+            let whom: Vec<std::borrow::Cow<str>> = ["service", "instance"]
                 .iter()
                 .filter_map(|k| i.labels.get(*k).and_then(|v| v.as_str()))
+                .map(crate::text::one_line)
                 .collect();
             let waiting = if i.attention.is_empty() {
                 String::new()

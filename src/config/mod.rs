@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Errors};
 pub use secret::Secret;
-pub use service::{HttpConfig, JournalConfig, KafkaConfig, LogConfig, LogFormat};
+pub use service::{HttpConfig, HttpLimits, JournalConfig, KafkaConfig, LogConfig, LogFormat};
 use yaml::{MapReader, Node};
 
 use crate::decision::{Action, Tier};
@@ -201,6 +201,9 @@ fn read_engine(
                 errs,
             );
         }
+    }
+    if let Some(n) = m.int("alert_memory_bytes", 1 << 20..=1 << 40, errs) {
+        e.alert_memory_bytes = n as usize;
     }
     if let Some(d) = m.dur(
         "alert_memory",

@@ -22,11 +22,40 @@ struct Entry {
     incident: Option<Box<Incident>>,
     /// Newest event time this fingerprint was seen at, for forgetting.
     last_seen: Ts,
+    /// What it holds: fingerprint and labels.
+    bytes: usize,
 }
 
 pub(crate) struct AlertState {
     pub rule: Arc<Rule>,
     entries: HashMap<Box<str>, Entry>,
+    /// Sum of the entries' `bytes`.
+    bytes: usize,
+}
+
+/// Bytes of labels one alert incident keeps (keys and values); past it,
+/// the least telling labels are dropped and long values cut, and the
+/// incident says so with `ripcord_labels_cut`.
+pub const LABEL_BUDGET: usize = 4096;
+/// A label value kept in an incident is at most this long.
+const MAX_KEPT_VALUE: usize = 512;
+/// Labels kept first when the budget is tight.
+const TELLING: [&str; 7] = [
+    "alertname",
+    "service",
+    "instance",
+    "severity",
+    "tier",
+    "job",
+    "batch",
+];
+
+/// What an entry costs beyond its fingerprint and labels (the entry, the
+/// incident, the map's slot).
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() + std::mem::size_of::<Incident>() + 32;
+
+fn labels_bytes(labels: &GroupLabels) -> usize {
+    labels.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 impl AlertState {
@@ -34,7 +63,43 @@ impl AlertState {
         AlertState {
             rule,
             entries: HashMap::new(),
+            bytes: 0,
         }
+    }
+
+    /// Bytes the remembered alerts hold.
+    pub fn memory(&self) -> usize {
+        self.bytes
+    }
+
+    /// Forgets resolved entries, oldest first, until `need` more bytes fit
+    /// under `budget` (shared by every alert rule: `held` is what the
+    /// others hold). Returns how many were forgotten.
+    fn make_room(&mut self, need: usize, held_elsewhere: usize, budget: usize) -> u64 {
+        if self.bytes + held_elsewhere + need <= budget {
+            return 0;
+        }
+        let mut resolved: Vec<(Ts, Box<str>)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.incident.is_none())
+            .map(|(k, e)| (e.last_seen, k.clone()))
+            .collect();
+        resolved.sort();
+        // Down to 90% of the budget at once: the sort is paid once per
+        // tenth of the budget, not once per alert.
+        let target = budget - budget / 10;
+        let mut forgotten = 0;
+        for (_, k) in resolved {
+            if self.bytes + held_elsewhere + need <= target {
+                break;
+            }
+            if let Some(e) = self.entries.remove(&k) {
+                self.bytes -= e.bytes;
+                forgotten += 1;
+            }
+        }
+        forgotten
     }
 
     pub fn matches(&self, alert: &Alert<'_>) -> bool {
@@ -52,40 +117,57 @@ impl AlertState {
     }
 
     pub fn state_bytes(&self) -> usize {
-        self.entries.capacity() * (std::mem::size_of::<Entry>() + 24)
-            + self.entries.keys().map(|k| k.len()).sum::<usize>()
-            + self
-                .entries
-                .values()
-                .filter(|e| e.incident.is_some())
-                .count()
-                * std::mem::size_of::<Incident>()
+        self.bytes
+            + (self.entries.capacity() - self.entries.len()) * (std::mem::size_of::<Entry>() + 24)
     }
 
-    fn labels_of(&self, alert: &Alert<'_>) -> GroupLabels {
-        let mut pairs: Vec<(Box<str>, Box<str>)> = if self.rule.group_by.is_empty() {
-            alert
-                .labels
-                .iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect()
+    /// The incident's labels, within [`LABEL_BUDGET`]; true if some were
+    /// cut.
+    fn labels_of(&self, alert: &Alert<'_>) -> (GroupLabels, bool) {
+        let mut pairs: Vec<(&str, &str)> = if self.rule.group_by.is_empty() {
+            alert.labels.iter().collect()
         } else {
             self.rule
                 .group_by
                 .iter()
-                .filter_map(|k| alert.labels.get(k).map(|v| (k.clone(), v.into())))
+                .filter_map(|k| alert.labels.get(k).map(|v| (&**k, v)))
                 .collect()
         };
-        pairs.sort();
-        pairs.into()
+        // The telling labels first, the rest by name.
+        pairs.sort_by_key(|(k, _)| {
+            (
+                TELLING.iter().position(|t| t == k).unwrap_or(TELLING.len()),
+                *k,
+            )
+        });
+        let mut kept: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(pairs.len());
+        let mut used = 0;
+        let mut cut = false;
+        for (k, v) in pairs {
+            let v2 = crate::text::clip_bytes(v, MAX_KEPT_VALUE);
+            cut |= v2.len() < v.len();
+            if used + k.len() + v2.len() > LABEL_BUDGET {
+                cut = true;
+                continue;
+            }
+            used += k.len() + v2.len();
+            kept.push((k.into(), v2.into()));
+        }
+        if cut {
+            kept.push(("ripcord_labels_cut".into(), "true".into()));
+        }
+        kept.sort();
+        (kept.into(), cut)
     }
 
+    /// `held_elsewhere`: bytes the engine's other alert rules remember.
     pub fn on_alert(
         &mut self,
         alert: &Alert<'_>,
         tier: Tier,
         cfg: &EngineConfig,
         stats: &mut Stats,
+        held_elsewhere: usize,
         out: &mut Vec<Decision>,
     ) {
         let fp: &str = &alert.fingerprint;
@@ -117,13 +199,28 @@ impl AlertState {
                     stats.groups_refused += 1;
                     return;
                 }
-                let RuleKind::Alert(a) = &self.rule.kind else {
+                let rule = self.rule.clone();
+                let RuleKind::Alert(a) = &rule.kind else {
                     return;
                 };
+                let (labels, cut) = self.labels_of(alert);
+                let bytes = fp.len() + labels_bytes(&labels) + ENTRY_OVERHEAD;
+                let replaced = self.entries.get(fp).map_or(0, |e| e.bytes);
+                let need = bytes.saturating_sub(replaced);
+                stats.alerts_forgotten_early +=
+                    self.make_room(need, held_elsewhere, cfg.alert_memory_bytes);
+                if self.bytes + held_elsewhere + need > cfg.alert_memory_bytes {
+                    stats.alerts_refused_memory += 1;
+                    stats.groups_refused += 1;
+                    return;
+                }
+                if cut {
+                    stats.labels_truncated += 1;
+                }
                 let severity = a.severity_of(&alert.labels, self.rule.severity);
                 let mut inc = Incident::open(
                     self.rule.name.clone(),
-                    self.labels_of(alert),
+                    labels,
                     tier,
                     severity,
                     alert.starts_at,
@@ -133,7 +230,7 @@ impl AlertState {
                     .annotations
                     .get("summary")
                     .or_else(|| alert.annotations.get("description"))
-                    .map(|s| format!(": {s}"))
+                    .map(|s| format!(": {}", crate::text::clip_bytes(s, MAX_KEPT_VALUE)))
                     .unwrap_or_default();
                 let msg = format!(
                     "{} firing on {}{summary}",
@@ -148,12 +245,14 @@ impl AlertState {
                     &msg,
                     out,
                 );
+                self.bytes = self.bytes - replaced + bytes;
                 self.entries.insert(
                     fp.into(),
                     Entry {
                         starts_at: alert.starts_at,
                         incident: Some(Box::new(inc)),
                         last_seen: seen,
+                        bytes,
                     },
                 );
             }
@@ -181,9 +280,16 @@ impl AlertState {
     /// Forgets resolved fingerprints not seen for `alert_memory`.
     pub fn sweep(&mut self, safe_now: Ts, cfg: &EngineConfig) -> usize {
         let before = self.entries.len();
+        let mut freed = 0;
         self.entries.retain(|_, e| {
-            e.incident.is_some() || e.last_seen.saturating_add(cfg.alert_memory) >= safe_now
+            let keep =
+                e.incident.is_some() || e.last_seen.saturating_add(cfg.alert_memory) >= safe_now;
+            if !keep {
+                freed += e.bytes;
+            }
+            keep
         });
+        self.bytes -= freed;
         before - self.entries.len()
     }
 
@@ -202,16 +308,22 @@ impl AlertState {
                 e.incident = None;
             }
         }
+        let mut added = 0;
         // Remember recently resolved alerts, so a redelivery of their
         // firing does not open them again.
         for (inc, t) in resolved {
             let Some(fp) = inc.fingerprint.clone() else {
                 continue;
             };
-            let e = self.entries.entry(fp).or_insert(Entry {
-                starts_at: inc.opened,
-                incident: None,
-                last_seen: *t,
+            let bytes = fp.len() + labels_bytes(&inc.labels) + ENTRY_OVERHEAD;
+            let e = self.entries.entry(fp).or_insert_with(|| {
+                added += bytes;
+                Entry {
+                    starts_at: inc.opened,
+                    incident: None,
+                    last_seen: *t,
+                    bytes,
+                }
             });
             e.starts_at = e.starts_at.max(inc.opened);
             e.last_seen = e.last_seen.max(*t);
@@ -220,14 +332,20 @@ impl AlertState {
             let Some(fp) = inc.fingerprint.clone() else {
                 continue;
             };
-            let e = self.entries.entry(fp).or_insert(Entry {
-                starts_at: inc.opened,
-                incident: None,
-                last_seen: inc.opened,
+            let bytes = fp.len() + labels_bytes(&inc.labels) + ENTRY_OVERHEAD;
+            let e = self.entries.entry(fp).or_insert_with(|| {
+                added += bytes;
+                Entry {
+                    starts_at: inc.opened,
+                    incident: None,
+                    last_seen: inc.opened,
+                    bytes,
+                }
             });
             e.starts_at = e.starts_at.max(inc.opened);
             e.incident = Some(Box::new(inc.clone()));
         }
+        self.bytes += added;
     }
 }
 

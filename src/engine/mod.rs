@@ -49,6 +49,10 @@ pub struct EngineConfig {
     /// How long a resolved Alertmanager alert is remembered, so a late
     /// redelivery of its firing does not open a new incident.
     pub alert_memory: Dur,
+    /// Most bytes the remembered alerts may hold (fingerprints and labels),
+    /// across alert rules; past it the oldest resolved ones are forgotten
+    /// early, then new alerts are refused (counted).
+    pub alert_memory_bytes: usize,
     pub tiers: TierResolver,
     pub policy: Policy,
 }
@@ -60,6 +64,7 @@ impl Default for EngineConfig {
             max_groups_per_rule: 1_000_000,
             idle_after: None,
             alert_memory: Dur::from_mins(24 * 60),
+            alert_memory_bytes: 64 << 20,
             tiers: TierResolver::default(),
             policy: Policy::default(),
         }
@@ -88,6 +93,12 @@ pub struct Stats {
     pub decisions: u64,
     pub incidents_restored: u64,
     pub incidents_dropped_on_reconcile: u64,
+    /// Alert incidents whose labels passed the per-incident budget (cut).
+    pub labels_truncated: u64,
+    /// Resolved alerts forgotten early to stay within `alert_memory_bytes`.
+    pub alerts_forgotten_early: u64,
+    /// New alerts refused because remembered ones filled `alert_memory_bytes`.
+    pub alerts_refused_memory: u64,
 }
 
 enum State {
@@ -159,6 +170,17 @@ impl Engine {
             .sum()
     }
 
+    /// Bytes the alert rules remember (fingerprints and labels).
+    pub fn alert_memory(&self) -> usize {
+        self.states
+            .iter()
+            .map(|s| match s {
+                State::Alert(a) => a.memory(),
+                State::Metric(_) => 0,
+            })
+            .sum()
+    }
+
     /// Bytes of rule state (windows, group tables, incidents, timers).
     pub fn state_bytes(&self) -> usize {
         self.states
@@ -180,10 +202,12 @@ impl Engine {
                 self.stats.alerts += 1;
                 self.observe(a.ts(), out);
                 let tier = self.cfg.tiers.resolve(&a.labels);
+                let held: usize = self.alert_memory();
                 for st in &mut self.states {
                     if let State::Alert(state) = st {
                         if state.rule.tiers.contains(tier) && state.matches(a) {
-                            state.on_alert(a, tier, &self.cfg, &mut self.stats, out);
+                            let elsewhere = held - state.memory();
+                            state.on_alert(a, tier, &self.cfg, &mut self.stats, elsewhere, out);
                         }
                     }
                 }

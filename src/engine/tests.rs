@@ -337,3 +337,84 @@ fn decision_json_carries_the_contract_fields() {
     assert_eq!(json["threshold"], 0.05);
     assert_eq!(json["tier"], "medium");
 }
+
+const ALERTS: &str = r#"
+rules:
+  - name: am
+    match: {alertname: "*"}
+"#;
+
+fn alert(
+    engine: &mut Engine,
+    fp: &str,
+    status: &str,
+    labels: serde_json::Value,
+    out: &mut Vec<Decision>,
+) {
+    let payload = serde_json::json!({
+        "version": "4",
+        "alerts": [{"status": status, "labels": labels, "startsAt": "2026-11-21T10:00:00Z",
+                    "endsAt": if status == "resolved" { "2026-11-21T10:05:00Z" } else { "0001-01-01T00:00:00Z" },
+                    "fingerprint": fp}]
+    });
+    let text = payload.to_string();
+    let mut events = Vec::new();
+    crate::decode::decode(text.as_bytes(), &mut events).unwrap();
+    for e in &events {
+        engine.process(e, out);
+    }
+}
+
+#[test]
+fn an_alerts_labels_are_kept_within_a_byte_budget_telling_ones_first() {
+    let mut e = engine_with(ALERTS, EngineConfig::default());
+    let mut labels = serde_json::Map::new();
+    for i in 0..60 {
+        labels.insert(format!("l{i:02}"), "v".repeat(1000).into());
+    }
+    labels.insert("alertname".into(), "Big".into());
+    labels.insert("service".into(), "web".into());
+    labels.insert("instance".into(), "i-1".into());
+    labels.insert("tier".into(), "low".into());
+    let mut out = Vec::new();
+    alert(&mut e, "fp-big", "firing", labels.into(), &mut out);
+    assert!(!out.is_empty());
+    let d = &out[0];
+    let bytes: usize = d.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(bytes <= alert::LABEL_BUDGET + 64, "{bytes}");
+    for k in ["alertname", "service", "instance", "ripcord_labels_cut"] {
+        assert!(d.label(k).is_some(), "{k} kept");
+    }
+    assert_eq!(e.stats().labels_truncated, 1);
+}
+
+#[test]
+fn remembered_alerts_stay_within_their_byte_budget() {
+    let cfg = EngineConfig {
+        alert_memory_bytes: 1 << 20,
+        ..EngineConfig::default()
+    };
+    let mut e = engine_with(ALERTS, cfg);
+    let mut out = Vec::new();
+    let labels = |i: usize| serde_json::json!({"alertname": "A", "service": "s", "instance": format!("i-{i}"), "note": "x".repeat(1000)});
+    // Firing then resolved: remembered (against redelivery) until the
+    // budget makes room by forgetting the oldest.
+    for i in 0..2000 {
+        let fp = format!("fp{i}");
+        alert(&mut e, &fp, "firing", labels(i), &mut out);
+        alert(&mut e, &fp, "resolved", labels(i), &mut out);
+    }
+    assert!(e.alert_memory() <= 1 << 20, "{}", e.alert_memory());
+    assert!(e.stats().alerts_forgotten_early > 0);
+    assert_eq!(e.stats().alerts_refused_memory, 0);
+    // Open incidents are never forgotten: past the budget, new ones are
+    // refused (and counted), the open ones stay.
+    out.clear();
+    for i in 0..2000 {
+        alert(&mut e, &format!("open{i}"), "firing", labels(i), &mut out);
+    }
+    assert!(e.alert_memory() <= 1 << 20, "{}", e.alert_memory());
+    assert!(e.stats().alerts_refused_memory > 0);
+    let open = e.open_incidents().len();
+    assert!(open > 100 && open < 2000, "{open}");
+}

@@ -26,6 +26,17 @@ pub fn ripcord_bin() -> &'static str {
     })
 }
 
+/// `--kafka-listen 127.0.0.1:0`: the embedded broker on any free port, so
+/// parallel tests never fight over 9092. Left out when `RIPCORD_TEST_BIN`
+/// points at an older build that has no such flag.
+pub fn any_kafka_port() -> &'static [&'static str] {
+    if std::env::var_os("RIPCORD_TEST_BIN").is_some() {
+        &[]
+    } else {
+        &["--kafka-listen", "127.0.0.1:0"]
+    }
+}
+
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

@@ -51,6 +51,7 @@ use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
 use crate::config::yaml::MapReader;
+use crate::text::markdown;
 
 /// Largest request body DingTalk accepts.
 pub const MAX_BODY_BYTES: usize = 20_000;
@@ -242,10 +243,10 @@ pub fn sign(timestamp_ms: i64, secret: &str) -> String {
 /// Title as a heading, then the body one line per paragraph (DingTalk's
 /// markdown joins single line breaks).
 fn markdown_head(msg: &Message) -> String {
-    let mut s = format!("### {}", msg.title);
+    let mut s = format!("### {}", markdown(&msg.title));
     for line in msg.body.lines() {
         s.push_str("\n\n");
-        s.push_str(line);
+        s.push_str(&markdown(line));
     }
     s
 }

@@ -704,7 +704,8 @@ mod tests {
         assert!(!html.contains("href=\"javascript:"));
         assert!(html.contains("<div>line &lt;one&gt;</div>"));
         let s = subject("[ripcord]", &msg.title);
-        assert_eq!(s, "[ripcord] 回滚 <b>& second line");
+        // A line break in a title is shown, never obeyed.
+        assert_eq!(s, "[ripcord] 回滚 <b>&\\u{a}second line");
     }
 
     #[test]

@@ -305,7 +305,11 @@ fn button_url(url: &str) -> bool {
 }
 
 fn payload(msg: &Message, mention: Option<&str>) -> Value {
-    let title = one_line(&msg.title);
+    // Text from events must not turn into a link or a mention: `&<>` are
+    // escaped below, and bare URLs and `@names` are broken here (ripcord's
+    // own links and mentions are added apart from this text).
+    let body = crate::text::defang(&msg.body);
+    let title = crate::text::defang(&one_line(&msg.title));
     let title = if title.trim().is_empty() {
         "ripcord".to_owned()
     } else {
@@ -319,7 +323,7 @@ fn payload(msg: &Message, mention: Option<&str>) -> Value {
         text.push(' ');
     }
     let room = TEXT_MAX.saturating_sub(units(&text) + 1);
-    let (pieces, left) = mrkdwn_pieces(&format!("{title}\n{}", msg.body), room, room);
+    let (pieces, left) = mrkdwn_pieces(&format!("{title}\n{body}"), room, room);
     text.push_str(pieces.first().map_or("", String::as_str));
     if left > 0 || pieces.len() > 1 {
         text.push('…');
@@ -392,7 +396,7 @@ fn payload(msg: &Message, mention: Option<&str>) -> Value {
     // other blocks).
     const NOTE_RESERVE: usize = 100;
     let budget = TOTAL_MAX.saturating_sub(used + NOTE_RESERVE);
-    let (mut sections, mut left) = mrkdwn_pieces(&msg.body, SECTION_MAX, budget);
+    let (mut sections, mut left) = mrkdwn_pieces(&body, SECTION_MAX, budget);
     let room = BLOCKS_MAX - 6;
     if sections.len() > room {
         left += sections[room..]

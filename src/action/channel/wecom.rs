@@ -44,6 +44,7 @@ use crate::action::message::{Message, split_utf8, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::Secret;
 use crate::config::yaml::MapReader;
+use crate::text::markdown;
 
 /// Largest `markdown.content`, in bytes.
 pub const MAX_MARKDOWN_BYTES: usize = 4096;
@@ -150,10 +151,10 @@ impl WeCom {
         };
         match self.format {
             Format::Markdown => {
-                let mut content = format!("### {}", msg.title);
-                if !msg.body.is_empty() {
+                let mut content = format!("### {}", markdown(&msg.title));
+                for line in msg.body.lines() {
                     content.push('\n');
-                    content.push_str(&msg.body);
+                    content.push_str(&markdown(line));
                 }
                 for l in &msg.links {
                     content.push_str(&format!("\n[{}]({})", l.label, l.url));
@@ -267,7 +268,8 @@ mod tests {
         let ps = robot(Format::Markdown).payloads(&msg("one\ntwo".into()));
         let c = contents(&ps, "markdown");
         assert_eq!(c.len(), 1);
-        assert!(c[0].starts_with("### [HIGH/severe]"));
+        // Markdown punctuation from the text is escaped: shown, not obeyed.
+        assert!(c[0].starts_with("### \\[HIGH/severe\\]"), "{}", c[0]);
         assert!(c[0].contains("[Approve](https://r.example/a)"));
         assert!(c[0].ends_with("<@zhangsan>"));
 

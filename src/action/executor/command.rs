@@ -106,7 +106,7 @@ impl CommandExecutor {
     pub fn argv(&self, vars: &Vars, patterns: &Patterns) -> Result<Vec<String>, String> {
         let mut out = vec![self.program.clone()];
         for t in &self.args {
-            out.push(t.render(vars, patterns, str::to_owned)?);
+            out.push(t.render(vars, patterns, super::verbatim)?);
         }
         Ok(out)
     }

@@ -165,10 +165,10 @@ impl HttpExecutor {
 
     /// Renders the URL, header and body templates, sending nothing.
     pub fn check(&self, vars: &Vars, patterns: &Patterns) -> Result<(), String> {
-        self.url.render(vars, patterns, str::to_owned)?;
+        self.url.render(vars, patterns, url_value)?;
         for (_, value) in &self.headers {
             if let HeaderValue::Template(t) = value {
-                t.render(vars, patterns, str::to_owned)?;
+                t.render(vars, patterns, super::verbatim)?;
             }
         }
         if let Some(b) = &self.body {
@@ -181,16 +181,12 @@ impl HttpExecutor {
     /// carry a token).
     pub fn describe(&self, vars: &Vars, patterns: &Patterns) -> Result<String, String> {
         self.check(vars, patterns)?;
-        let url = self.url.render(vars, patterns, |v| {
-            utf8_percent_encode(v, VALUE).to_string()
-        })?;
+        let url = self.url.render(vars, patterns, url_value)?;
         Ok(format!("{} {}", self.method, redact_query(&url)))
     }
 
     pub async fn run(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
-        let url = match self.url.render(vars, patterns, |v| {
-            utf8_percent_encode(v, VALUE).to_string()
-        }) {
+        let url = match self.url.render(vars, patterns, url_value) {
             Ok(u) => u,
             Err(e) => return ExecOutcome::Refused(e),
         };
@@ -201,7 +197,7 @@ impl HttpExecutor {
         for (name, value) in &self.headers {
             let v = match value {
                 HeaderValue::Secret(s) => s.expose().to_owned(),
-                HeaderValue::Template(t) => match t.render(vars, patterns, str::to_owned) {
+                HeaderValue::Template(t) => match t.render(vars, patterns, super::verbatim) {
                     Ok(v) => v,
                     Err(e) => return ExecOutcome::Refused(e),
                 },
@@ -255,7 +251,58 @@ fn redact_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
-fn json_escape(v: &str) -> String {
+fn json_escape(v: &str) -> Result<String, String> {
     let quoted = serde_json::to_string(v).unwrap_or_default();
-    quoted[1..quoted.len() - 1].to_owned()
+    Ok(quoted[1..quoted.len() - 1].to_owned())
+}
+
+/// A value in a URL: percent-encoded (so `/`, `?` and `#` stay inside it),
+/// and never `.` or `..`, which every URL parser resolves away as a path
+/// segment, encoded or not (`/health/web/..` is sent as `/health/`).
+fn url_value(v: &str) -> Result<String, String> {
+    if v == "." || v == ".." {
+        return Err(format!(
+            "= {v:?} would be resolved away as a URL path segment"
+        ));
+    }
+    Ok(utf8_percent_encode(v, VALUE).to_string())
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_refused_and_everything_else_stays_in_its_segment() {
+        assert!(url_value("..").is_err());
+        assert!(url_value(".").is_err());
+        assert_eq!(url_value("...").unwrap(), "...");
+        assert_eq!(url_value("a/../b").unwrap(), "a%2F..%2Fb");
+        assert_eq!(url_value("%2e%2e").unwrap(), "%252e%252e");
+        assert_eq!(url_value("i-0a1").unwrap(), "i-0a1");
+        let t = Template::parse("https://status.example/health/{service}/{instance}?x=1").unwrap();
+        let mut vars = Vars::default();
+        vars.0.insert("service".into(), "web".into());
+        vars.0.insert("instance".into(), "..".into());
+        let lax = Patterns::from_config(
+            {
+                let path = std::path::Path::new("p.yaml");
+                let node = crate::config::yaml::parse(path, "instance: \".*\"").unwrap();
+                let node = Box::leak(Box::new(node));
+                crate::config::yaml::MapReader::new(
+                    path,
+                    node,
+                    "p",
+                    &mut crate::config::Errors::default(),
+                )
+                .unwrap()
+            },
+            &mut crate::config::Errors::default(),
+        );
+        let err = t.render(&vars, &lax, url_value).unwrap_err();
+        assert!(
+            err.contains("`instance`") && err.contains("path segment"),
+            "{err}"
+        );
+    }
 }

@@ -160,7 +160,7 @@ impl Template {
         &self,
         vars: &Vars,
         patterns: &Patterns,
-        escape: impl Fn(&str) -> String,
+        escape: impl Fn(&str) -> Result<String, String>,
     ) -> Result<String, String> {
         let mut out = String::new();
         for p in &self.parts {
@@ -172,12 +172,17 @@ impl Template {
                         .get(name)
                         .ok_or_else(|| format!("refused: the event has no `{name}` label"))?;
                     patterns.check(name, v)?;
-                    out.push_str(&escape(v));
+                    out.push_str(&escape(v).map_err(|e| format!("refused: `{name}` {e}"))?);
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// A value as it is (argv: no shell ever sees it).
+pub fn verbatim(v: &str) -> Result<String, String> {
+    Ok(v.to_owned())
 }
 
 /// How an execution ended.
@@ -331,7 +336,7 @@ mod tests {
             t.render(
                 &vars(&[("instance", "i-1"), ("service", "web")]),
                 &p,
-                str::to_owned
+                verbatim
             )
             .unwrap(),
             "rebuild/i-1?from=web"
@@ -340,12 +345,12 @@ mod tests {
             .render(
                 &vars(&[("instance", "$(reboot)"), ("service", "web")]),
                 &p,
-                str::to_owned,
+                verbatim,
             )
             .unwrap_err();
         assert!(err.contains("`instance`"), "{err}");
         assert!(
-            t.render(&vars(&[("service", "web")]), &p, str::to_owned)
+            t.render(&vars(&[("service", "web")]), &p, verbatim)
                 .unwrap_err()
                 .contains("no `instance`")
         );
