@@ -28,7 +28,7 @@ use crate::action::{Dispatcher, Handler, SharedJournal};
 use crate::api::Api;
 use crate::config::Config;
 use crate::health::Health;
-use crate::journal::{Journal, JournalError, SqliteJournal};
+use crate::journal::{Journal, JournalError, PgJournal, SqliteJournal};
 use crate::output::{Format, Output, say};
 use crate::pipeline::{HTTP_PARTITION, Pipeline, Submission};
 use crate::rule::RuleSet;
@@ -122,18 +122,31 @@ pub async fn run(
     let started = rt.clock.now();
     let metrics = Arc::new(Metrics::new());
     let owner = instance_name(rt.clock.as_ref());
-    let open = |clock: Arc<dyn Clock>| -> Result<Box<dyn Journal>, JournalError> {
-        Ok(Box::new(SqliteJournal::open_with_clock(
-            &cfg.journal.path,
-            false,
-            clock,
-        )?))
+    // PostgreSQL (a cluster's shared journal: one pool, shared by every
+    // part of this process) or SQLite (a connection per part).
+    let pg = match &cfg.journal.url {
+        Some(url) => Some(PgJournal::connect(url, rt.clock.clone())?),
+        None => None,
     };
-    // The pipeline's connection: checkpoints run beside it, not in its commits.
-    let journal: Box<dyn Journal> = Box::new(
-        SqliteJournal::open_with_clock(&cfg.journal.path, false, rt.clock.clone())?
-            .checkpoint_in_background(CHECKPOINT_EVERY)?,
-    );
+    let open = |clock: Arc<dyn Clock>| -> Result<Box<dyn Journal>, JournalError> {
+        match &pg {
+            Some(p) => Ok(Box::new(p.another())),
+            None => Ok(Box::new(SqliteJournal::open_with_clock(
+                &cfg.journal.path,
+                false,
+                clock,
+            )?)),
+        }
+    };
+    // The pipeline's connection: SQLite's checkpoints run beside it, not
+    // in its commits.
+    let journal: Box<dyn Journal> = match &pg {
+        Some(p) => Box::new(p.another()),
+        None => Box::new(
+            SqliteJournal::open_with_clock(&cfg.journal.path, false, rt.clock.clone())?
+                .checkpoint_in_background(CHECKPOINT_EVERY)?,
+        ),
+    };
 
     // Kafka: configured brokers, or the embedded one.
     let _embedded;
@@ -178,6 +191,7 @@ pub async fn run(
         notify.clone(),
     );
     pipeline.set_max_future(cfg.max_future);
+    pipeline.set_owner(owner.clone());
     let pipeline = Arc::new(Mutex::new(pipeline));
     warm_http(&pipeline, &*open(rt.clock.clone())?, rt.clock.as_ref())?;
 
@@ -444,6 +458,7 @@ fn warm_http(
         w.feed(&body);
     }
     let report = p.finish_warm(id, w)?;
+    p.follow_inbox_from_now()?;
     tracing::info!(
         events = report.events,
         open_incidents = report.restored,
@@ -459,6 +474,7 @@ struct HttpIntake {
     last_input: Instant,
     last_tick: Instant,
     last_prune: Instant,
+    last_follow: Instant,
 }
 
 impl HttpIntake {
@@ -469,6 +485,7 @@ impl HttpIntake {
             last_input: now,
             last_tick: now,
             last_prune: now,
+            last_follow: now,
         }
     }
 
@@ -480,6 +497,12 @@ impl HttpIntake {
                     self.last_input = Instant::now();
                 }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        if self.last_follow.elapsed() >= Duration::from_secs(1) {
+            self.last_follow = Instant::now();
+            if let Err(e) = p.follow_inbox() {
+                tracing::warn!(error = %e, "cannot follow the other replicas' HTTP bodies");
             }
         }
         if self.last_tick.elapsed() >= Duration::from_secs(1)

@@ -24,7 +24,8 @@ use tokio::sync::oneshot;
 
 use crate::app::{self, Ready, Runtime};
 use crate::config::Config;
-use crate::journal::{Journal, SqliteJournal};
+use crate::journal::SqliteJournal;
+use crate::journal::prelude::*;
 use crate::rule::RuleSet;
 use crate::time::{Clock, Dur, Ts};
 

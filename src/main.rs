@@ -361,12 +361,18 @@ fn test(config: Option<&Path>, rules_dir: Option<&Path>, strict: bool) -> Result
     })
 }
 
-/// Opens the journal the config (or `--state`) names; it must exist.
-fn open_journal(at: &JournalArgs) -> Result<(Config, SqliteJournal)> {
+/// Opens the journal the config (or `--state`) names: the PostgreSQL one
+/// of `journal.url`, else the SQLite file, which must exist.
+fn open_journal(at: &JournalArgs) -> Result<(Config, Box<dyn Journal>)> {
     let cfg = match Config::load(at.config.as_deref()) {
         Ok(c) => c,
         Err(errs) => anyhow::bail!("{errs}"),
     };
+    let clock: Arc<dyn ripcord::time::Clock> = Arc::new(ripcord::time::SystemClock);
+    if let (Some(url), None) = (&cfg.journal.url, &at.state) {
+        let j = ripcord::journal::PgJournal::connect(url, clock)?;
+        return Ok((cfg, Box::new(j)));
+    }
     let path = at.state.clone().unwrap_or_else(|| cfg.journal.path.clone());
     if !path.exists() {
         anyhow::bail!(
@@ -376,7 +382,7 @@ fn open_journal(at: &JournalArgs) -> Result<(Config, SqliteJournal)> {
     }
     let j = SqliteJournal::open(&path, false)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    Ok((cfg, j))
+    Ok((cfg, Box::new(j)))
 }
 
 fn incidents(at: &JournalArgs, status: &str, json: bool) -> Result<ExitCode> {
@@ -510,8 +516,8 @@ fn verdict(v: VerdictArgs, verdict: Option<Verdict>) -> Result<ExitCode> {
     let (_, mut j) = open_journal(&v.at)?;
     let now = ripcord::time::Clock::now(&ripcord::time::SystemClock);
     let result = match verdict {
-        Some(verdict) => ops::decide(&mut j, &v.id, verdict, &v.by, &v.note, now),
-        None => ops::ack(&mut j, &v.id, &v.by, now),
+        Some(verdict) => ops::decide(&mut *j, &v.id, verdict, &v.by, &v.note, now),
+        None => ops::ack(&mut *j, &v.id, &v.by, now),
     };
     match result {
         Ok(done) => {
@@ -531,7 +537,7 @@ fn resume(service: &str, by: &str, at: &JournalArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let journal: ripcord::action::SharedJournal = Arc::new(std::sync::Mutex::new(Box::new(j)));
+    let journal: ripcord::action::SharedJournal = Arc::new(std::sync::Mutex::new(j));
     let now = ripcord::time::Clock::now(&ripcord::time::SystemClock);
     match rt.block_on(ops::resume(&journal, &cfg.actions, service, by, now)) {
         Ok(done) => {

@@ -7,7 +7,7 @@
 //! in order, and it commits each batch to the journal before anything
 //! downstream sees the batch's decisions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -168,6 +168,8 @@ pub struct Committed {
     pub duplicates: usize,
     /// Input positions now safe to report upstream (Kafka offset store).
     pub positions: Vec<(PartitionId, i64)>,
+    /// Partitions found owned by another process: stop reading them.
+    pub fenced: Vec<PartitionId>,
 }
 
 /// Why an input was set aside as poison.
@@ -215,6 +217,15 @@ pub struct Pipeline {
     acks: Vec<(Ack, Accepted)>,
     /// Alerts refused for memory, as last said in the log.
     refused_said: u64,
+    /// This process's name as a partition owner.
+    owner: String,
+    /// The owner epoch held for each claimed (Kafka) partition.
+    epochs: HashMap<PartitionId, i64>,
+    /// Partitions another process claimed since: their input is ignored
+    /// until this process claims them again.
+    fenced: HashSet<PartitionId>,
+    /// The last HTTP body of another replica followed (its inbox sequence).
+    inbox_cursor: i64,
 }
 
 impl Pipeline {
@@ -243,12 +254,37 @@ impl Pipeline {
             inbox: Vec::new(),
             acks: Vec::new(),
             refused_said: 0,
+            owner: String::new(),
+            epochs: HashMap::new(),
+            fenced: HashSet::new(),
+            inbox_cursor: 0,
         }
     }
 
     /// How far ahead of the clock an event's time may be (clock skew).
     pub fn set_max_future(&mut self, d: Dur) {
         self.max_future = d;
+    }
+
+    /// This process's name when it claims partitions.
+    pub fn set_owner(&mut self, owner: impl Into<String>) {
+        self.owner = owner.into();
+    }
+
+    /// Takes ownership of a partition in the journal (fencing out whoever
+    /// held it): every later commit for it carries the epoch and fails once
+    /// another process claims it.
+    pub fn claim(&mut self, p: PartitionId) -> Result<i64, JournalError> {
+        let name = self.names[p.0 as usize].clone();
+        let epoch = self.journal.claim_partition(&name, &self.owner)?;
+        self.epochs.insert(p, epoch);
+        self.fenced.remove(&p);
+        Ok(epoch)
+    }
+
+    /// Whether another process has claimed `p` since this one did.
+    pub fn is_fenced(&self, p: PartitionId) -> bool {
+        self.fenced.contains(&p)
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -291,6 +327,10 @@ impl Pipeline {
         payload: &[u8],
         offset: Option<i64>,
     ) -> Result<usize, Rejected> {
+        if self.fenced.contains(&p) {
+            // Another process owns it now: its input is not ours to act on.
+            return Ok(0);
+        }
         if let Some(o) = offset {
             self.positions.insert(p, o + 1);
         }
@@ -357,12 +397,60 @@ impl Pipeline {
     /// engine has already moved on, so dropping the batch would lose its
     /// decisions.
     pub fn commit(&mut self) -> Result<Committed, JournalError> {
+        let mut lost = Vec::new();
+        loop {
+            match self.commit_once() {
+                Err(JournalError::Fenced {
+                    partition: Some(name),
+                    reason,
+                }) => {
+                    // Another process owns the partition now: what this
+                    // batch holds for it is dropped, never journaled nor
+                    // acted on; the rest commits.
+                    let Some(id) = self.names.iter().position(|n| *n == name) else {
+                        return Err(JournalError::Fenced {
+                            partition: Some(name),
+                            reason,
+                        });
+                    };
+                    let id = PartitionId(id as u32);
+                    tracing::warn!(partition = %name, %reason, "partition lost to another process: its uncommitted batch is dropped");
+                    self.drop_partition(id);
+                    self.epochs.remove(&id);
+                    self.fenced.insert(id);
+                    lost.push(id);
+                }
+                Ok(mut c) => {
+                    c.fenced = lost;
+                    return Ok(c);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn commit_once(&mut self) -> Result<Committed, JournalError> {
         if !self.dirty() {
             return Ok(Committed::default());
         }
         let started = Instant::now();
         let names = &self.names;
+        let touched: HashSet<PartitionId> = self
+            .decisions
+            .iter()
+            .map(|(p, _)| *p)
+            .chain(self.positions.keys().copied())
+            .collect();
+        let epochs: Vec<(&str, i64)> = touched
+            .iter()
+            .filter_map(|p| {
+                self.epochs
+                    .get(p)
+                    .map(|e| (names[p.0 as usize].as_str(), *e))
+            })
+            .collect();
         let batch = Batch {
+            epochs,
             decisions: self
                 .decisions
                 .iter()
@@ -374,6 +462,7 @@ impl Pipeline {
                 .map(|(p, o)| (names[p.0 as usize].as_str(), *o))
                 .collect(),
             inbox: self.inbox.iter().map(Vec::as_slice).collect(),
+            origin: &self.owner,
         };
         let result = self.journal.commit(&batch);
         drop(batch);
@@ -469,6 +558,55 @@ impl Pipeline {
             restored: open.len(),
             orphans: orphans.len(),
         })
+    }
+
+    /// Starts following other replicas' HTTP bodies from the newest one
+    /// now journaled (what came before was warmed from).
+    pub fn follow_inbox_from_now(&mut self) -> Result<(), JournalError> {
+        self.inbox_cursor = self.journal.inbox_last()?;
+        Ok(())
+    }
+
+    /// Feeds the alerts and upgrade progress other replicas accepted over
+    /// HTTP into this one's HTTP engine, acting on none of it (the replica
+    /// that took each body acted): so a resolve that reaches this replica
+    /// closes an incident another one opened. Metric samples are left out:
+    /// over HTTP their windows are per replica (with Kafka configured they
+    /// go to Kafka, to the partition's owner, instead).
+    pub fn follow_inbox(&mut self) -> Result<usize, JournalError> {
+        let bodies = self
+            .journal
+            .inbox_after(self.inbox_cursor, &self.owner, 1024)?;
+        if bodies.is_empty() {
+            return Ok(0);
+        }
+        let id = self.partition(HTTP_PARTITION);
+        let (rules, cfg) = (self.rules.clone(), self.engine_cfg.clone());
+        let engine = self
+            .engines
+            .entry(id)
+            .or_insert_with(|| Engine::new(rules, cfg));
+        let mut discard = Vec::new();
+        let mut n = 0;
+        for (seq, stored) in &bodies {
+            self.inbox_cursor = self.inbox_cursor.max(*seq);
+            let Some((tag, body)) = stored.split_first() else {
+                continue;
+            };
+            let Some(form) = BodyForm::from_tag(*tag) else {
+                continue;
+            };
+            let mut events = Vec::new();
+            if decode_body(body, form, &mut events).is_err() {
+                continue;
+            }
+            for e in events.iter().filter(|e| !matches!(e, Event::Sample(_))) {
+                engine.process(e, &mut discard);
+                n += 1;
+            }
+            discard.clear();
+        }
+        Ok(n)
     }
 
     /// Forgets journaled HTTP bodies older than the lookback.

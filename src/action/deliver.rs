@@ -78,11 +78,25 @@ impl Delivered {
     }
 }
 
-/// Messages waiting in a worker beyond this are folded into a digest at
-/// once, bounding memory in a storm.
-const MAX_PENDING: usize = 256;
-/// Longest a digest's body gets; the rest is summarised by count.
+/// Bytes of messages a worker holds for its channel; past it, in a storm,
+/// the oldest are given up (each incident's timeline says so), bounding
+/// memory whatever the flood.
+const MAX_PENDING_BYTES: usize = 16 << 20;
+/// Messages one digest carries; more wait for the next send, so a flood
+/// goes out as a series of digests and no message is summarised away.
 const DIGEST_PARTS: usize = 50;
+
+/// What a held message costs.
+fn weight(d: &Delivery) -> usize {
+    d.message.title.len()
+        + d.message.body.len()
+        + d.message
+            .links
+            .iter()
+            .map(|l| l.label.len() + l.url.len())
+            .sum::<usize>()
+        + 256
+}
 
 /// A clock for governor that follows tokio's (pausable) time.
 #[derive(Clone, Debug)]
@@ -314,10 +328,12 @@ impl Worker {
             while let Ok(d) = rx.try_recv() {
                 self.hold(&mut pending, d);
             }
-            // Held back by the rate limit: everything waiting goes out as one
-            // digest. Otherwise one message at a time.
+            // Held back by the rate limit: what waits goes out as one digest
+            // (up to DIGEST_PARTS; the rest waits for the next send).
+            // Otherwise one message at a time.
             let batch: Vec<Delivery> = if was_limited {
-                pending.drain(..).collect()
+                let n = pending.len().min(DIGEST_PARTS);
+                pending.drain(..n).collect()
             } else {
                 pending.pop_front().into_iter().collect()
             };
@@ -326,12 +342,24 @@ impl Worker {
         }
     }
 
-    /// Keeps a message, folding the oldest into a digest when too many wait.
+    /// Keeps a message; past [`MAX_PENDING_BYTES`] the oldest are given up
+    /// (counted, and said on their incidents' timelines).
     fn hold(&self, pending: &mut VecDeque<Delivery>, d: Delivery) {
         pending.push_back(d);
-        if pending.len() > MAX_PENDING {
-            let folded: Vec<Delivery> = pending.drain(..MAX_PENDING / 2).collect();
-            pending.push_front(merge(folded));
+        let mut bytes: usize = pending.iter().map(weight).sum();
+        while bytes > MAX_PENDING_BYTES && pending.len() > 1 {
+            let Some(old) = pending.pop_front() else {
+                break;
+            };
+            bytes -= weight(&old);
+            self.metrics.message(&self.spec.name, "dropped");
+            tracing::warn!(channel = %self.spec.name, title = %old.message.title, "a message was given up: the channel's queue is full");
+            if let Some(tx) = old.done {
+                let _ = tx.send(Delivered {
+                    channel: self.spec.name.clone(),
+                    outcome: SendOutcome::Reject("given up: the channel's queue is full".into()),
+                });
+            }
         }
     }
 

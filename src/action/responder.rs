@@ -28,7 +28,9 @@ use super::links::{LinkSigner, Verb};
 use super::message::{Kind, Message};
 use super::{BoxFuture, Handled, Handler, Outcome, SharedJournal, with_journal};
 use crate::decision::{Action, Decision, Severity, Tier};
-use crate::journal::{ActionRow, ActionState, ApprovalOpened, RollbackLimits, UpgradeRow};
+use crate::journal::{
+    ActionRow, ActionState, ApprovalOpened, JournalError, RollbackLimits, UpgradeRow,
+};
 use crate::telemetry::Metrics;
 use crate::time::{Clock, Dur};
 
@@ -340,16 +342,25 @@ impl Responder {
         let since = self.clock.now().saturating_sub(budget.window);
         let service = d.label("service").map(str::to_owned);
         let (key, svc) = (a.key.clone(), service.clone());
+        let owner = a.owner.clone().unwrap_or_default();
         let limits = RollbackLimits {
             per_service: budget.per_service,
             overall: budget.overall,
         };
         let admission = with_journal(&self.journal, move |j| {
-            j.admit_rollback(&key, svc.as_deref(), since, limits)
+            j.admit_rollback(&key, &owner, svc.as_deref(), since, limits)
         })
         .await;
         let admission = match admission {
             Ok(a) => a,
+            // Our claim was taken over (we stalled past its lease): the
+            // action is unknown to the cluster and must not run here.
+            Err(e @ JournalError::Fenced { .. }) => {
+                return Outcome {
+                    state: ActionState::Unknown,
+                    detail: format!("not started: {e}"),
+                };
+            }
             Err(e) => return Outcome::failed(format!("cannot check the rollback budget: {e}")),
         };
         if !admission.admitted {

@@ -118,11 +118,15 @@ pub struct JournalConfig {
     /// SQLite database file (WAL mode). Several ripcord processes on one host
     /// may share it.
     pub path: PathBuf,
+    /// PostgreSQL (`postgres://user@host/db`): the journal of a cluster of
+    /// replicas. A secret (it may carry a password); wins over `path`.
+    pub url: Option<Secret>,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
+            url: None,
             path: PathBuf::from("ripcord-state.db"),
         }
     }
@@ -295,6 +299,37 @@ pub(super) fn read_http(mut m: MapReader<'_>, h: &mut HttpConfig, errs: &mut Err
 pub(super) fn read_journal(mut m: MapReader<'_>, j: &mut JournalConfig, errs: &mut Errors) {
     if let Some(p) = m.str("path", errs) {
         j.path = super::relative_to(m.file(), p);
+    }
+    j.url = read_secret(&mut m, "url", errs);
+    if let Some(url) = j.url.as_ref().filter(|u| !u.is_unresolved()) {
+        let n = m.node_of("url").unwrap_or(m.node());
+        if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
+            m.err(
+                errs,
+                n,
+                "url",
+                "expected postgres://user@host:5432/database (the value is a secret and not shown)",
+            );
+        } else if let Err(e) = url.expose().parse::<tokio_postgres::Config>() {
+            m.err(
+                errs,
+                n,
+                "url",
+                format!(
+                    "is not a PostgreSQL connection string: {}",
+                    crate::journal::postgres::scrub(&e.to_string(), url.expose())
+                ),
+            );
+        }
+        if m.has("path") {
+            let n = m.node_of("path").unwrap_or(m.node());
+            m.err(
+                errs,
+                n,
+                "path",
+                "give `url` (PostgreSQL) or `path` (SQLite), not both",
+            );
+        }
     }
     m.finish(errs);
 }

@@ -8,11 +8,28 @@
 //! again. Input positions live in the same transaction, so on restart each
 //! partition resumes exactly after the last journaled event.
 //!
-//! The trait keeps storage replaceable: [`sqlite::SqliteJournal`] serves one
-//! host (several processes may share its file); a shared database can
-//! implement the same trait for several hosts.
+//! Callers see roles, small traits with a backend-neutral error:
+//! [`Ingest`] (the pipeline's batch commit, positions and partition
+//! ownership), [`Work`] (action claims, leases, budgets, timers), [`Verdicts`]
+//! (what humans decide) and [`Reads`] (the API and CLI). Two backends
+//! implement them all and pass one conformance suite: [`SqliteJournal`] for
+//! one host (several processes may share its file) and [`PgJournal`] for a
+//! cluster of replicas sharing a PostgreSQL database.
+//!
+//! Rules that hold in both (tested in both): a decision is recorded once; a
+//! rollback or pause left running by a dead process becomes `unknown` and is
+//! never re-run; a human's verdict beats a late state; an incident's
+//! severity only rises; a replica that lost a partition can commit nothing
+//! for it (its owner epoch no longer matches); a claim taken over can no
+//! longer admit a rollback; the rollback budget is counted atomically
+//! across every process.
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
 
 use serde::Serialize;
 
@@ -20,16 +37,46 @@ use crate::decision::{Action, Decision, IncidentId, Tier};
 use crate::engine::Incident;
 use crate::time::{Dur, Ts};
 
+pub use postgres::PgJournal;
 pub use sqlite::SqliteJournal;
 
+/// Every role trait, for code that holds a concrete journal.
+pub mod prelude {
+    pub use super::{Ingest, Journal, Reads, Verdicts, Work};
+}
+
+/// What went wrong, whatever the backend.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("journal database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    /// The store refused or failed the operation (a constraint, a lost
+    /// connection, a full disk, a lock held too long): retry later.
+    #[error("journal storage error: {0}")]
+    Storage(String),
     #[error("journal holds data this version cannot read: {0}")]
     Corrupt(String),
     #[error("cannot open journal {path}: {reason}")]
     Open { path: String, reason: String },
+    /// This process no longer owns what it tried to write for: a partition
+    /// another replica took over (`partition`), an action claim another
+    /// process reaped.
+    #[error("fenced: {reason}")]
+    Fenced {
+        partition: Option<String>,
+        reason: String,
+    },
+}
+
+/// The configured backend, as a journal of every role.
+pub fn open(
+    cfg: &crate::config::JournalConfig,
+    clock: std::sync::Arc<dyn crate::time::Clock>,
+) -> Result<Box<dyn Journal>, JournalError> {
+    match &cfg.url {
+        Some(url) => Ok(Box::new(PgJournal::connect(url, clock)?)),
+        None => Ok(Box::new(SqliteJournal::open_with_clock(
+            &cfg.path, false, clock,
+        )?)),
+    }
 }
 
 /// What one processed batch leaves behind.
@@ -39,8 +86,16 @@ pub struct Batch<'a> {
     pub decisions: Vec<(&'a str, &'a Decision)>,
     /// Input positions reached: (partition, next offset to read).
     pub positions: Vec<(&'a str, i64)>,
-    /// Request bodies accepted over HTTP, kept to warm windows after a restart.
+    /// Request bodies accepted over HTTP, kept to warm windows after a
+    /// restart and followed by the other replicas (see [`Ingest::inbox_after`]).
     pub inbox: Vec<&'a [u8]>,
+    /// The process the bodies were accepted by.
+    pub origin: &'a str,
+    /// The owner epoch this process holds for each Kafka partition in the
+    /// batch (from [`Ingest::claim_partition`]): the commit fails with
+    /// [`JournalError::Fenced`], writing nothing, if another process has
+    /// claimed one since.
+    pub epochs: Vec<(&'a str, i64)>,
 }
 
 /// How far an action got.
@@ -168,7 +223,9 @@ pub struct Admission {
     pub overall: u32,
 }
 
-pub trait Journal: Send {
+/// The pipeline's side: batches in, positions, partition ownership,
+/// and what a partition's new owner needs to warm up.
+pub trait Ingest {
     /// Records a batch atomically. Returns, per decision in `batch`, whether
     /// it is new (false: recorded before, under the same key: do not act).
     fn commit(&mut self, batch: &Batch<'_>) -> Result<Vec<bool>, JournalError>;
@@ -193,6 +250,30 @@ pub trait Journal: Send {
     /// Forgets HTTP bodies older than `before`.
     fn prune_inbox(&mut self, before: Ts) -> Result<usize, JournalError>;
 
+    /// HTTP bodies other processes than `not_from` accepted after `after`
+    /// (a sequence number), oldest first, at most `limit`: how a replica
+    /// learns the alerts another replica took, so a resolve it receives
+    /// finds the incident it closes.
+    fn inbox_after(
+        &self,
+        after: i64,
+        not_from: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>, JournalError>;
+
+    /// The newest HTTP body's sequence number (0: none yet).
+    fn inbox_last(&self) -> Result<i64, JournalError>;
+
+    /// Takes ownership of a Kafka partition for `owner`, fencing out any
+    /// earlier owner: returns the new owner epoch, which every later commit
+    /// for the partition carries (see [`Batch::epochs`]).
+    fn claim_partition(&mut self, partition: &str, owner: &str) -> Result<i64, JournalError>;
+}
+
+/// Work that runs once across every process: action claims and their
+/// leases, the rollback budget, timers (escalations, expiries,
+/// verifications, periodic leases).
+pub trait Work {
     /// Moves up to `limit` pending actions of the given kinds to running,
     /// owned by `owner`, oldest first.
     fn claim_actions(
@@ -243,45 +324,6 @@ pub trait Journal: Send {
         message: &str,
     ) -> Result<(), JournalError>;
 
-    fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError>;
-
-    fn timeline(&self, incident: &str) -> Result<Vec<TimelineEntry>, JournalError>;
-
-    fn actions_of(&self, incident: &str) -> Result<Vec<ActionRow>, JournalError>;
-
-    fn incident(&self, id: &str) -> Result<Option<IncidentRow>, JournalError>;
-
-    // ---- Approvals -------------------------------------------------------
-
-    /// Opens the approval a `request_approval` decision asks for.
-    fn open_approval(
-        &mut self,
-        incident: &str,
-        request_key: &str,
-        tier: Tier,
-        at: Ts,
-        expires: Ts,
-    ) -> Result<ApprovalOpened, JournalError>;
-
-    /// A human's verdict. Approving also records the rollback it releases
-    /// (a pending action), in the same transaction.
-    fn decide_approval(
-        &mut self,
-        incident: &str,
-        verdict: Verdict,
-        by: &str,
-        note: &str,
-        at: Ts,
-    ) -> Result<ApprovalDecided, JournalError>;
-
-    /// The incident recovered while the request waited: withdraws it.
-    fn withdraw_approval(
-        &mut self,
-        incident: &str,
-        reason: &str,
-        at: Ts,
-    ) -> Result<bool, JournalError>;
-
     /// Expires requests waiting past their deadline, each exactly once
     /// across processes. For tiers in `rollback_tiers` the rollback is
     /// recorded in the same transaction.
@@ -290,10 +332,6 @@ pub trait Journal: Send {
         now: Ts,
         rollback_tiers: &[Tier],
     ) -> Result<Vec<Expired>, JournalError>;
-
-    fn approval(&self, incident: &str) -> Result<Option<ApprovalRow>, JournalError>;
-
-    fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError>;
 
     /// Records a new action derived from decision `from_key` (e.g. the
     /// rollback a human approved), keyed `<from_key>/<suffix>`; `None` if
@@ -306,8 +344,6 @@ pub trait Journal: Send {
         message: &str,
         at: Ts,
     ) -> Result<Option<String>, JournalError>;
-
-    // ---- Escalations -----------------------------------------------------
 
     /// Starts paging for an incident, first step due at `first`. False if
     /// one already runs (or ran) for it.
@@ -339,27 +375,19 @@ pub trait Journal: Send {
     /// Brings the next step forward to `now` (the incident worsened).
     fn hurry_escalation(&mut self, incident: &str, now: Ts) -> Result<bool, JournalError>;
 
-    /// Stops paging; `state` says why (acked, resolved).
-    fn stop_escalation(
-        &mut self,
-        incident: &str,
-        state: &str,
-        by: Option<&str>,
-        at: Ts,
-    ) -> Result<bool, JournalError>;
-
-    fn escalation(&self, incident: &str) -> Result<Option<EscalationRow>, JournalError>;
-
-    // ---- Rollouts, budget, upgrades, leases ------------------------------
-
     /// Admits the rollback `key` against the budget, atomically: counts the
     /// rollbacks admitted since `since` (for its service and overall; not
     /// this one) and, if both are under their limits, admits this one.
     /// Atomic so that rollbacks checked at the same moment, by one process
     /// or several, never all see the same count and all pass or all fail.
+    ///
+    /// Fenced (`JournalError::Fenced`) unless `owner` still holds the
+    /// action's claim: a process whose claim was reaped (it stalled past
+    /// its lease) never starts the rollback.
     fn admit_rollback(
         &mut self,
         key: &str,
+        owner: &str,
         service: Option<&str>,
         since: Ts,
         limits: RollbackLimits,
@@ -374,11 +402,7 @@ pub trait Journal: Send {
         at: Ts,
     ) -> Result<(), JournalError>;
 
-    fn rollouts(&self) -> Result<Vec<RolloutRow>, JournalError>;
-
     fn record_progress(&mut self, p: &UpgradeRow) -> Result<(), JournalError>;
-
-    fn upgrades(&self, open_only: bool) -> Result<Vec<UpgradeRow>, JournalError>;
 
     /// Takes the named lease until `until` if it is free (never taken, or
     /// lapsed): so one process of several sends each periodic digest, once.
@@ -390,6 +414,73 @@ pub trait Journal: Send {
         now: Ts,
     ) -> Result<bool, JournalError>;
 }
+
+/// What humans decide: approvals and acknowledgements.
+pub trait Verdicts {
+    /// Opens the approval a `request_approval` decision asks for.
+    fn open_approval(
+        &mut self,
+        incident: &str,
+        request_key: &str,
+        tier: Tier,
+        at: Ts,
+        expires: Ts,
+    ) -> Result<ApprovalOpened, JournalError>;
+
+    /// A human's verdict. Approving also records the rollback it releases
+    /// (a pending action), in the same transaction.
+    fn decide_approval(
+        &mut self,
+        incident: &str,
+        verdict: Verdict,
+        by: &str,
+        note: &str,
+        at: Ts,
+    ) -> Result<ApprovalDecided, JournalError>;
+
+    /// The incident recovered while the request waited: withdraws it.
+    fn withdraw_approval(
+        &mut self,
+        incident: &str,
+        reason: &str,
+        at: Ts,
+    ) -> Result<bool, JournalError>;
+
+    /// Stops paging; `state` says why (acked, resolved).
+    fn stop_escalation(
+        &mut self,
+        incident: &str,
+        state: &str,
+        by: Option<&str>,
+        at: Ts,
+    ) -> Result<bool, JournalError>;
+}
+
+/// What the API, the CLI and messages read.
+pub trait Reads {
+    fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError>;
+
+    fn timeline(&self, incident: &str) -> Result<Vec<TimelineEntry>, JournalError>;
+
+    fn actions_of(&self, incident: &str) -> Result<Vec<ActionRow>, JournalError>;
+
+    fn incident(&self, id: &str) -> Result<Option<IncidentRow>, JournalError>;
+
+    fn approval(&self, incident: &str) -> Result<Option<ApprovalRow>, JournalError>;
+
+    fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError>;
+
+    fn escalation(&self, incident: &str) -> Result<Option<EscalationRow>, JournalError>;
+
+    fn rollouts(&self) -> Result<Vec<RolloutRow>, JournalError>;
+
+    fn upgrades(&self, open_only: bool) -> Result<Vec<UpgradeRow>, JournalError>;
+}
+
+/// Every role: what the live responder holds.
+pub trait Journal: Ingest + Work + Verdicts + Reads + Send {}
+
+impl<T: Ingest + Work + Verdicts + Reads + Send> Journal for T {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -11,17 +11,19 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::rows::{labels_from, labels_json, parse};
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
-    EscalationRow, Expired, IncidentRow, Journal, JournalError, RollbackLimits, RolloutRow,
-    TimelineEntry, UpgradeRow, Verdict,
+    EscalationRow, Expired, IncidentRow, Ingest, JournalError, Reads, RollbackLimits, RolloutRow,
+    TimelineEntry, UpgradeRow, Verdict, Verdicts, Work,
 };
-use crate::decision::{Action, Decision, GroupLabels, IncidentId, Severity, Tier};
+use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
 use crate::time::{Clock, Dur, SystemClock, Ts};
 
-/// 2: `actions.admitted_at` (the rollback budget).
-const SCHEMA_VERSION: i64 = 2;
+/// 2: `actions.admitted_at` (the rollback budget). 3: `partition_owners`
+/// (fencing). 4: `inbox.origin` (replicas follow each other's bodies).
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS incidents (
@@ -101,7 +103,8 @@ CREATE TABLE IF NOT EXISTS positions (
 CREATE TABLE IF NOT EXISTS inbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    origin TEXT
 );
 CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox(received_at);
 CREATE TABLE IF NOT EXISTS owners (
@@ -149,12 +152,42 @@ CREATE TABLE IF NOT EXISTS upgrades (
     updated_at INTEGER NOT NULL,
     open INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS partition_owners (
+    partition TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    claimed_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
     until_at INTEGER NOT NULL
 );
 ";
+
+/// `ALTER TABLE … ADD COLUMN` unless the column is there already.
+fn add_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    decl: &str,
+) -> Result<(), JournalError> {
+    let has: bool = conn.query_row(
+        &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+        [column],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
+}
+
+impl From<rusqlite::Error> for JournalError {
+    fn from(e: rusqlite::Error) -> Self {
+        JournalError::Storage(e.to_string())
+    }
+}
 
 pub struct SqliteJournal {
     conn: Connection,
@@ -196,8 +229,10 @@ impl SqliteJournal {
             )));
         }
         conn.execute_batch(SCHEMA)?;
-        if version == 1 {
-            conn.execute_batch("ALTER TABLE actions ADD COLUMN admitted_at INTEGER")?;
+        // Columns later versions added to tables an older journal has.
+        if version < SCHEMA_VERSION {
+            add_column(&conn, "actions", "admitted_at", "INTEGER")?;
+            add_column(&conn, "inbox", "origin", "TEXT")?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteJournal {
@@ -315,26 +350,6 @@ fn busy_wait() -> impl FnMut(i32) -> bool + Send + 'static {
         });
         true
     }
-}
-
-fn labels_json(labels: &GroupLabels) -> String {
-    let pairs: Vec<[&str; 2]> = labels.iter().map(|(k, v)| [&**k, &**v]).collect();
-    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
-}
-
-fn labels_from(json: &str) -> Result<GroupLabels, JournalError> {
-    let pairs: Vec<(String, String)> = serde_json::from_str(json)
-        .map_err(|e| JournalError::Corrupt(format!("labels {json:?}: {e}")))?;
-    Ok(pairs
-        .into_iter()
-        .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
-        .collect::<Vec<_>>()
-        .into())
-}
-
-fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, JournalError> {
-    s.parse()
-        .map_err(|_| JournalError::Corrupt(format!("{what} {s:?}")))
 }
 
 fn incident_from(row: &Row<'_>) -> Result<Incident, JournalError> {
@@ -459,10 +474,28 @@ fn collect<T>(
     Ok(out)
 }
 
-impl Journal for SqliteJournal {
+impl Ingest for SqliteJournal {
     fn commit(&mut self, batch: &Batch<'_>) -> Result<Vec<bool>, JournalError> {
         let now = self.now();
         let tx = self.conn.transaction()?;
+        for (partition, epoch) in &batch.epochs {
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT epoch FROM partition_owners WHERE partition = ?1",
+                    [partition],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if current != Some(*epoch) {
+                return Err(JournalError::Fenced {
+                    partition: Some(partition.to_string()),
+                    reason: format!(
+                        "partition {partition} is owned by another process now (epoch {} > {epoch})",
+                        current.unwrap_or(-1)
+                    ),
+                });
+            }
+        }
         let mut fresh = Vec::with_capacity(batch.decisions.len());
         {
             let mut insert_decision = tx.prepare_cached(
@@ -551,10 +584,11 @@ impl Journal for SqliteJournal {
             for (partition, next) in &batch.positions {
                 set_position.execute(params![partition, next, now])?;
             }
-            let mut insert_inbox =
-                tx.prepare_cached("INSERT INTO inbox (received_at, body) VALUES (?1, ?2)")?;
+            let mut insert_inbox = tx.prepare_cached(
+                "INSERT INTO inbox (received_at, body, origin) VALUES (?1, ?2, ?3)",
+            )?;
             for body in &batch.inbox {
-                insert_inbox.execute(params![now, body])?;
+                insert_inbox.execute(params![now, body, batch.origin])?;
             }
         }
         tx.commit()?;
@@ -599,13 +633,47 @@ impl Journal for SqliteJournal {
         collect(&mut stmt, [since.millis()], |r| Ok(r.get::<_, Vec<u8>>(0)?))
     }
 
+    fn claim_partition(&mut self, partition: &str, owner: &str) -> Result<i64, JournalError> {
+        let now = self.now();
+        Ok(self.conn.query_row(
+            "INSERT INTO partition_owners (partition, owner, epoch, claimed_at) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT(partition) DO UPDATE SET owner = excluded.owner, epoch = epoch + 1,
+                 claimed_at = excluded.claimed_at
+             RETURNING epoch",
+            params![partition, owner, now],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn inbox_after(
+        &self,
+        after: i64,
+        not_from: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, Vec<u8>)>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, body FROM inbox WHERE seq > ?1 AND origin IS NOT ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        collect(&mut stmt, params![after, not_from, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+    }
+
+    fn inbox_last(&self) -> Result<i64, JournalError> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM inbox", [], |r| r.get(0))?)
+    }
+
     fn prune_inbox(&mut self, before: Ts) -> Result<usize, JournalError> {
         Ok(self.conn.execute(
             "DELETE FROM inbox WHERE received_at < ?1",
             [before.millis()],
         )?)
     }
+}
 
+impl Work for SqliteJournal {
     fn claim_actions(
         &mut self,
         owner: &str,
@@ -776,41 +844,252 @@ impl Journal for SqliteJournal {
         Ok(())
     }
 
-    fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "{INCIDENT_ROW} WHERE ?1 IS NULL OR i.state = ?1 ORDER BY i.opened_at DESC, i.id"
-        ))?;
-        collect(&mut stmt, [state], incident_row)
+    fn expire_approvals(
+        &mut self,
+        now: Ts,
+        rollback_tiers: &[Tier],
+    ) -> Result<Vec<Expired>, JournalError> {
+        let wall = self.now();
+        let tx = self.conn.transaction()?;
+        let expired: Vec<(String, String, String)> = {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE approvals SET state = 'expired', decided_at = ?1
+                 WHERE state = 'awaiting' AND expires_at <= ?1
+                 RETURNING incident_id, request_key, tier",
+            )?;
+            collect(&mut stmt, [now.millis()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+        };
+        let mut out = Vec::with_capacity(expired.len());
+        for (incident, request_key, tier) in expired {
+            let tier = parse::<Tier>("tier", &tier)?;
+            tx.execute(
+                "UPDATE actions SET state = 'expired', detail = 'nobody decided in time', finished_at = ?2 WHERE key = ?1",
+                params![request_key, wall],
+            )?;
+            let rollback_key = if rollback_tiers.contains(&tier) {
+                timeline(
+                    &tx,
+                    &incident,
+                    now,
+                    "approval",
+                    "approval timed out: rolling back, as the tier's policy says",
+                )?;
+                derive(
+                    &tx,
+                    &request_key,
+                    Action::Rollback,
+                    "timeout",
+                    "approval timed out; rolling back per policy",
+                    now,
+                    wall,
+                )?
+            } else {
+                timeline(
+                    &tx,
+                    &incident,
+                    now,
+                    "approval",
+                    "approval timed out: escalating",
+                )?;
+                None
+            };
+            out.push(Expired {
+                incident,
+                request_key,
+                tier,
+                rollback_key,
+            });
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
-    fn incident(&self, id: &str) -> Result<Option<IncidentRow>, JournalError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("{INCIDENT_ROW} WHERE i.id = ?1"))?;
-        Ok(collect(&mut stmt, [id], incident_row)?.pop())
+    fn derive_action(
+        &mut self,
+        from_key: &str,
+        action: Action,
+        suffix: &str,
+        message: &str,
+        at: Ts,
+    ) -> Result<Option<String>, JournalError> {
+        let now = self.now();
+        let tx = self.conn.transaction()?;
+        let key = derive(&tx, from_key, action, suffix, message, at, now)?;
+        tx.commit()?;
+        Ok(key)
     }
 
-    fn timeline(&self, incident: &str) -> Result<Vec<TimelineEntry>, JournalError> {
+    fn start_escalation(
+        &mut self,
+        incident: &str,
+        tier: Tier,
+        at: Ts,
+        first: Ts,
+    ) -> Result<bool, JournalError> {
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO escalations (incident_id, tier, step, started_at, next_at, state)
+             VALUES (?1, ?2, 0, ?3, ?4, 'active')",
+            params![incident, tier.as_str(), at.millis(), first.millis()],
+        )? == 1;
+        if inserted {
+            timeline(&tx, incident, at, "page", "paging started")?;
+        }
+        tx.commit()?;
+        Ok(inserted)
+    }
+
+    fn claim_escalations(
+        &mut self,
+        now: Ts,
+        hold: crate::time::Dur,
+    ) -> Result<Vec<EscalationRow>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT at, kind, message FROM timeline WHERE incident_id = ?1 ORDER BY seq",
+            "UPDATE escalations SET claimed_until = ?2
+             WHERE state = 'active' AND next_at IS NOT NULL AND next_at <= ?1
+               AND (claimed_until IS NULL OR claimed_until <= ?1)
+             RETURNING *",
         )?;
-        collect(&mut stmt, [incident], |r| {
-            Ok(TimelineEntry {
-                at: Ts(r.get(0)?),
-                kind: r.get(1)?,
-                message: r.get(2)?,
-            })
+        collect(
+            &mut stmt,
+            params![now.millis(), now.millis() + hold.millis()],
+            escalation_row,
+        )
+    }
+
+    fn escalation_step_done(
+        &mut self,
+        incident: &str,
+        step: u32,
+        next: Option<Ts>,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE escalations SET step = ?2 + 1, next_at = ?3, claimed_until = NULL,
+                 state = CASE WHEN ?3 IS NULL AND state = 'active' THEN 'exhausted' ELSE state END
+             WHERE incident_id = ?1 AND step = ?2",
+            params![incident, step, next.map(Ts::millis)],
+        )?;
+        Ok(())
+    }
+
+    fn hurry_escalation(&mut self, incident: &str, now: Ts) -> Result<bool, JournalError> {
+        Ok(self.conn.execute(
+            "UPDATE escalations SET next_at = min(coalesce(next_at, ?2), ?2)
+             WHERE incident_id = ?1 AND state = 'active' AND next_at IS NOT NULL",
+            params![incident, now.millis()],
+        )? == 1)
+    }
+
+    fn admit_rollback(
+        &mut self,
+        key: &str,
+        owner: &str,
+        service: Option<&str>,
+        since: Ts,
+        limits: RollbackLimits,
+    ) -> Result<Admission, JournalError> {
+        let now = self.now();
+        // IMMEDIATE: the write lock is taken before counting, so two
+        // processes sharing the file cannot both count the same total.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let held: Option<(String, Option<String>)> = tx
+            .query_row(
+                "SELECT state, owner FROM actions WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if !matches!(&held, Some((state, Some(o))) if state == "running" && o == owner) {
+            return Err(JournalError::Fenced {
+                partition: None,
+                reason: format!("the claim on {key} is no longer {owner}'s ({held:?})"),
+            });
+        }
+        let count = |service: Option<&str>| -> rusqlite::Result<u32> {
+            tx.query_row(
+                "SELECT count(*) FROM actions a JOIN decisions d ON d.key = a.key
+                 WHERE a.action = 'rollback' AND a.admitted_at >= ?2 AND a.key != ?3
+                   AND (?1 IS NULL OR d.service = ?1)",
+                params![service, since.millis(), key],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u32)
+        };
+        let (for_service, overall) = (count(service)?, count(None)?);
+        let admitted = for_service < limits.per_service && overall < limits.overall;
+        if admitted {
+            tx.execute(
+                "UPDATE actions SET admitted_at = ?2 WHERE key = ?1",
+                params![key, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Admission {
+            admitted,
+            for_service,
+            overall,
         })
     }
 
-    fn actions_of(&self, incident: &str) -> Result<Vec<ActionRow>, JournalError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {ACTION_COLUMNS} FROM actions a JOIN decisions d ON d.key = a.key
-             WHERE a.incident_id = ?1 ORDER BY d.at, d.seq"
-        ))?;
-        collect(&mut stmt, [incident], action_from)
+    fn set_rollout(
+        &mut self,
+        service: &str,
+        paused: bool,
+        by: &str,
+        incident: Option<&str>,
+        at: Ts,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "INSERT INTO rollouts (service, paused, changed_at, changed_by, incident_id) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(service) DO UPDATE SET paused = excluded.paused, changed_at = excluded.changed_at,
+                 changed_by = excluded.changed_by, incident_id = coalesce(excluded.incident_id, incident_id)",
+            params![service, paused, at.millis(), by, incident],
+        )?;
+        Ok(())
     }
 
+    fn record_progress(&mut self, p: &UpgradeRow) -> Result<(), JournalError> {
+        self.conn.execute(
+            "INSERT INTO upgrades (service, batch, stage, done, total, message, updated_at, open)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(service) DO UPDATE SET batch = excluded.batch, stage = excluded.stage, done = excluded.done,
+                 total = excluded.total, message = excluded.message, updated_at = excluded.updated_at, open = excluded.open
+             WHERE excluded.updated_at >= updated_at",
+            params![
+                p.service,
+                p.batch,
+                p.stage,
+                p.done.map(|d| d as i64),
+                p.total.map(|t| t as i64),
+                p.message,
+                p.updated_at.millis(),
+                p.open
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn take_lease(
+        &mut self,
+        name: &str,
+        holder: &str,
+        until: Ts,
+        now: Ts,
+    ) -> Result<bool, JournalError> {
+        Ok(self.conn.execute(
+            "INSERT INTO leases (name, holder, until_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_at = excluded.until_at
+             WHERE leases.until_at <= ?4",
+            params![name, holder, until.millis(), now.millis()],
+        )? == 1)
+    }
+}
+
+impl Verdicts for SqliteJournal {
     fn open_approval(
         &mut self,
         incident: &str,
@@ -956,158 +1235,6 @@ impl Journal for SqliteJournal {
         Ok(key.is_some())
     }
 
-    fn expire_approvals(
-        &mut self,
-        now: Ts,
-        rollback_tiers: &[Tier],
-    ) -> Result<Vec<Expired>, JournalError> {
-        let wall = self.now();
-        let tx = self.conn.transaction()?;
-        let expired: Vec<(String, String, String)> = {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE approvals SET state = 'expired', decided_at = ?1
-                 WHERE state = 'awaiting' AND expires_at <= ?1
-                 RETURNING incident_id, request_key, tier",
-            )?;
-            collect(&mut stmt, [now.millis()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-        };
-        let mut out = Vec::with_capacity(expired.len());
-        for (incident, request_key, tier) in expired {
-            let tier = parse::<Tier>("tier", &tier)?;
-            tx.execute(
-                "UPDATE actions SET state = 'expired', detail = 'nobody decided in time', finished_at = ?2 WHERE key = ?1",
-                params![request_key, wall],
-            )?;
-            let rollback_key = if rollback_tiers.contains(&tier) {
-                timeline(
-                    &tx,
-                    &incident,
-                    now,
-                    "approval",
-                    "approval timed out: rolling back, as the tier's policy says",
-                )?;
-                derive(
-                    &tx,
-                    &request_key,
-                    Action::Rollback,
-                    "timeout",
-                    "approval timed out; rolling back per policy",
-                    now,
-                    wall,
-                )?
-            } else {
-                timeline(
-                    &tx,
-                    &incident,
-                    now,
-                    "approval",
-                    "approval timed out: escalating",
-                )?;
-                None
-            };
-            out.push(Expired {
-                incident,
-                request_key,
-                tier,
-                rollback_key,
-            });
-        }
-        tx.commit()?;
-        Ok(out)
-    }
-
-    fn approval(&self, incident: &str) -> Result<Option<ApprovalRow>, JournalError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT * FROM approvals WHERE incident_id = ?1")?;
-        Ok(collect(&mut stmt, [incident], approval_row)?.pop())
-    }
-
-    fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT * FROM approvals WHERE ?1 IS NULL OR state = ?1 ORDER BY requested_at",
-        )?;
-        collect(&mut stmt, [state], approval_row)
-    }
-
-    fn derive_action(
-        &mut self,
-        from_key: &str,
-        action: Action,
-        suffix: &str,
-        message: &str,
-        at: Ts,
-    ) -> Result<Option<String>, JournalError> {
-        let now = self.now();
-        let tx = self.conn.transaction()?;
-        let key = derive(&tx, from_key, action, suffix, message, at, now)?;
-        tx.commit()?;
-        Ok(key)
-    }
-
-    fn start_escalation(
-        &mut self,
-        incident: &str,
-        tier: Tier,
-        at: Ts,
-        first: Ts,
-    ) -> Result<bool, JournalError> {
-        let tx = self.conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO escalations (incident_id, tier, step, started_at, next_at, state)
-             VALUES (?1, ?2, 0, ?3, ?4, 'active')",
-            params![incident, tier.as_str(), at.millis(), first.millis()],
-        )? == 1;
-        if inserted {
-            timeline(&tx, incident, at, "page", "paging started")?;
-        }
-        tx.commit()?;
-        Ok(inserted)
-    }
-
-    fn claim_escalations(
-        &mut self,
-        now: Ts,
-        hold: crate::time::Dur,
-    ) -> Result<Vec<EscalationRow>, JournalError> {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE escalations SET claimed_until = ?2
-             WHERE state = 'active' AND next_at IS NOT NULL AND next_at <= ?1
-               AND (claimed_until IS NULL OR claimed_until <= ?1)
-             RETURNING *",
-        )?;
-        collect(
-            &mut stmt,
-            params![now.millis(), now.millis() + hold.millis()],
-            escalation_row,
-        )
-    }
-
-    fn escalation_step_done(
-        &mut self,
-        incident: &str,
-        step: u32,
-        next: Option<Ts>,
-    ) -> Result<(), JournalError> {
-        self.conn.execute(
-            "UPDATE escalations SET step = ?2 + 1, next_at = ?3, claimed_until = NULL,
-                 state = CASE WHEN ?3 IS NULL AND state = 'active' THEN 'exhausted' ELSE state END
-             WHERE incident_id = ?1 AND step = ?2",
-            params![incident, step, next.map(Ts::millis)],
-        )?;
-        Ok(())
-    }
-
-    fn hurry_escalation(&mut self, incident: &str, now: Ts) -> Result<bool, JournalError> {
-        Ok(self.conn.execute(
-            "UPDATE escalations SET next_at = min(coalesce(next_at, ?2), ?2)
-             WHERE incident_id = ?1 AND state = 'active' AND next_at IS NOT NULL",
-            params![incident, now.millis()],
-        )? == 1)
-    }
-
     fn stop_escalation(
         &mut self,
         incident: &str,
@@ -1135,68 +1262,63 @@ impl Journal for SqliteJournal {
         tx.commit()?;
         Ok(stopped)
     }
+}
+
+impl Reads for SqliteJournal {
+    fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "{INCIDENT_ROW} WHERE ?1 IS NULL OR i.state = ?1 ORDER BY i.opened_at DESC, i.id"
+        ))?;
+        collect(&mut stmt, [state], incident_row)
+    }
+
+    fn incident(&self, id: &str) -> Result<Option<IncidentRow>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("{INCIDENT_ROW} WHERE i.id = ?1"))?;
+        Ok(collect(&mut stmt, [id], incident_row)?.pop())
+    }
+
+    fn timeline(&self, incident: &str) -> Result<Vec<TimelineEntry>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, kind, message FROM timeline WHERE incident_id = ?1 ORDER BY seq",
+        )?;
+        collect(&mut stmt, [incident], |r| {
+            Ok(TimelineEntry {
+                at: Ts(r.get(0)?),
+                kind: r.get(1)?,
+                message: r.get(2)?,
+            })
+        })
+    }
+
+    fn actions_of(&self, incident: &str) -> Result<Vec<ActionRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ACTION_COLUMNS} FROM actions a JOIN decisions d ON d.key = a.key
+             WHERE a.incident_id = ?1 ORDER BY d.at, d.seq"
+        ))?;
+        collect(&mut stmt, [incident], action_from)
+    }
+
+    fn approval(&self, incident: &str) -> Result<Option<ApprovalRow>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT * FROM approvals WHERE incident_id = ?1")?;
+        Ok(collect(&mut stmt, [incident], approval_row)?.pop())
+    }
+
+    fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT * FROM approvals WHERE ?1 IS NULL OR state = ?1 ORDER BY requested_at",
+        )?;
+        collect(&mut stmt, [state], approval_row)
+    }
 
     fn escalation(&self, incident: &str) -> Result<Option<EscalationRow>, JournalError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT * FROM escalations WHERE incident_id = ?1")?;
         Ok(collect(&mut stmt, [incident], escalation_row)?.pop())
-    }
-
-    fn admit_rollback(
-        &mut self,
-        key: &str,
-        service: Option<&str>,
-        since: Ts,
-        limits: RollbackLimits,
-    ) -> Result<Admission, JournalError> {
-        let now = self.now();
-        // IMMEDIATE: the write lock is taken before counting, so two
-        // processes sharing the file cannot both count the same total.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let count = |service: Option<&str>| -> rusqlite::Result<u32> {
-            tx.query_row(
-                "SELECT count(*) FROM actions a JOIN decisions d ON d.key = a.key
-                 WHERE a.action = 'rollback' AND a.admitted_at >= ?2 AND a.key != ?3
-                   AND (?1 IS NULL OR d.service = ?1)",
-                params![service, since.millis(), key],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u32)
-        };
-        let (for_service, overall) = (count(service)?, count(None)?);
-        let admitted = for_service < limits.per_service && overall < limits.overall;
-        if admitted {
-            tx.execute(
-                "UPDATE actions SET admitted_at = ?2 WHERE key = ?1",
-                params![key, now],
-            )?;
-        }
-        tx.commit()?;
-        Ok(Admission {
-            admitted,
-            for_service,
-            overall,
-        })
-    }
-
-    fn set_rollout(
-        &mut self,
-        service: &str,
-        paused: bool,
-        by: &str,
-        incident: Option<&str>,
-        at: Ts,
-    ) -> Result<(), JournalError> {
-        self.conn.execute(
-            "INSERT INTO rollouts (service, paused, changed_at, changed_by, incident_id) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(service) DO UPDATE SET paused = excluded.paused, changed_at = excluded.changed_at,
-                 changed_by = excluded.changed_by, incident_id = coalesce(excluded.incident_id, incident_id)",
-            params![service, paused, at.millis(), by, incident],
-        )?;
-        Ok(())
     }
 
     fn rollouts(&self) -> Result<Vec<RolloutRow>, JournalError> {
@@ -1212,27 +1334,6 @@ impl Journal for SqliteJournal {
                 incident: r.get(4)?,
             })
         })
-    }
-
-    fn record_progress(&mut self, p: &UpgradeRow) -> Result<(), JournalError> {
-        self.conn.execute(
-            "INSERT INTO upgrades (service, batch, stage, done, total, message, updated_at, open)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT(service) DO UPDATE SET batch = excluded.batch, stage = excluded.stage, done = excluded.done,
-                 total = excluded.total, message = excluded.message, updated_at = excluded.updated_at, open = excluded.open
-             WHERE excluded.updated_at >= updated_at",
-            params![
-                p.service,
-                p.batch,
-                p.stage,
-                p.done.map(|d| d as i64),
-                p.total.map(|t| t as i64),
-                p.message,
-                p.updated_at.millis(),
-                p.open
-            ],
-        )?;
-        Ok(())
     }
 
     fn upgrades(&self, open_only: bool) -> Result<Vec<UpgradeRow>, JournalError> {
@@ -1253,21 +1354,6 @@ impl Journal for SqliteJournal {
             })
         })
     }
-
-    fn take_lease(
-        &mut self,
-        name: &str,
-        holder: &str,
-        until: Ts,
-        now: Ts,
-    ) -> Result<bool, JournalError> {
-        Ok(self.conn.execute(
-            "INSERT INTO leases (name, holder, until_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until_at = excluded.until_at
-             WHERE leases.until_at <= ?4",
-            params![name, holder, until.millis(), now.millis()],
-        )? == 1)
-    }
 }
 
 fn timeline(
@@ -1284,8 +1370,6 @@ fn timeline(
     Ok(())
 }
 
-/// Copies decision `from` as a new decision `<from>/<suffix>` for `action`,
-/// with a pending action: what a human's approval or a timeout releases.
 /// The bit of an action in `claim_actions`' kind mask (the SQL's CASE).
 fn action_bit(a: Action) -> u32 {
     match a {
@@ -1298,6 +1382,8 @@ fn action_bit(a: Action) -> u32 {
     }
 }
 
+/// Copies decision `from` as a new decision `<from>/<suffix>` for `action`,
+/// with a pending action: what a human's approval or a timeout releases.
 fn derive(
     conn: &Connection,
     from: &str,

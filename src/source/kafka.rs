@@ -247,7 +247,7 @@ impl ConsumerContext for Context {
                 let mut assign = TopicPartitionList::new();
                 let mut assigned = Vec::new();
                 {
-                    let pipeline = lock(&self.pipeline);
+                    let mut pipeline = lock(&self.pipeline);
                     for e in tpl.elements() {
                         let name = partition_name(e.topic(), e.partition());
                         let journaled = match pipeline.journal().position(&name) {
@@ -263,6 +263,17 @@ impl ConsumerContext for Context {
                             Some(o) => Offset::Offset(o),
                             None => self.start_without_journal(consumer, e.topic(), e.partition()),
                         };
+                        // Ours now: a process that held it before can commit
+                        // nothing more for it.
+                        let id = pipeline.partition(&name);
+                        match pipeline.claim(id) {
+                            Ok(epoch) => {
+                                tracing::debug!(partition = %name, epoch, "partition claimed")
+                            }
+                            Err(err) => {
+                                tracing::error!(partition = %name, %err, "cannot claim the partition in the journal; its commits are not fenced")
+                            }
+                        }
                         let _ = assign.add_partition_offset(e.topic(), e.partition(), start);
                         assigned.push(Assigned {
                             topic: e.topic().to_owned(),
@@ -888,6 +899,21 @@ impl KafkaSource {
                 }
             }
         };
+        if !committed.fenced.is_empty() {
+            let p = lock(&self.pipeline);
+            let mut tpl = TopicPartitionList::new();
+            for id in &committed.fenced {
+                self.caught_up.remove(id);
+                if let Some((topic, partition)) = p.name(*id).rsplit_once('/') {
+                    if let Ok(partition) = partition.parse::<i32>() {
+                        tpl.add_partition(topic, partition);
+                    }
+                }
+            }
+            // Stop fetching what another process owns; the group's next
+            // rebalance takes it away for good.
+            let _ = self.consumer.pause(&tpl);
+        }
         if committed.positions.is_empty() {
             return;
         }

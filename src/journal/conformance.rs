@@ -1,0 +1,865 @@
+//! One conformance suite for every journal backend: each test runs against
+//! SQLite (a temporary file) and PostgreSQL (a schema of its own in the
+//! database `RIPCORD_TEST_PG_URL` names, which `scripts/test` starts).
+//! A journal of either kind must behave the same to the responder.
+
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+
+use super::*;
+use crate::config::{Errors, Secret};
+use crate::decision::{Action, Severity, Tier};
+use crate::engine::{Engine, EngineConfig};
+use crate::rule::load::{parse_file, rule_set};
+use crate::time::{Clock, SystemClock};
+
+/// A store the tests open several connections to (as several processes or
+/// replicas would).
+trait Store {
+    fn connect(&self) -> Box<dyn Journal>;
+}
+
+struct Sqlite(tempfile::TempDir);
+
+impl Sqlite {
+    fn new() -> Sqlite {
+        Sqlite(tempfile::tempdir().unwrap())
+    }
+}
+
+impl Store for Sqlite {
+    fn connect(&self) -> Box<dyn Journal> {
+        Box::new(SqliteJournal::open(&self.0.path().join("j.db"), false).unwrap())
+    }
+}
+
+/// A schema of its own in the test database, dropped at the end.
+struct Postgres {
+    base: String,
+    schema: String,
+}
+
+const PG_ENV: &str = "RIPCORD_TEST_PG_URL";
+
+fn pg_exec(url: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {PG_ENV}: {e}"));
+        let task = tokio::spawn(conn);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = task.await;
+    });
+}
+
+impl Postgres {
+    fn new() -> Postgres {
+        let base = std::env::var(PG_ENV).unwrap_or_else(|_| {
+            panic!(
+                "{PG_ENV} is not set: the PostgreSQL conformance tests need a server. \
+                 `scripts/test` starts a private one (Debian's postgresql, which \
+                 `scripts/setup` installs) and sets it"
+            )
+        });
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let schema = format!(
+            "t{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        pg_exec(&base, &format!("CREATE SCHEMA {schema}"));
+        Postgres { base, schema }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        pg_exec(&self.base, &format!("DROP SCHEMA {} CASCADE", self.schema));
+    }
+}
+
+impl Store for Postgres {
+    fn connect(&self) -> Box<dyn Journal> {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{}{sep}options=-c%20search_path%3D{}",
+            self.base, self.schema
+        );
+        Box::new(PgJournal::connect(&Secret::new(url), Arc::new(SystemClock)).unwrap())
+    }
+}
+
+/// Every test below, once per backend.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(&super::Sqlite::new()) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(&super::Postgres::new()) } )*
+        }
+    };
+}
+
+conformance!(
+    a_decision_is_recorded_once,
+    open_incidents_come_back_as_the_engine_had_them,
+    resolve_closes_the_incident,
+    actions_are_claimed_once_and_interrupted_ones_surface,
+    inbox_keeps_recent_bodies,
+    reopening_keeps_everything,
+    approvals_release_one_rollback_and_expire_by_policy,
+    approval_timeouts_follow_the_tier_policy,
+    withdrawn_when_the_incident_recovers,
+    escalations_are_claimed_stepped_hurried_and_stopped,
+    one_lease_holder_at_a_time,
+    the_rollback_budget_admits_up_to_its_limits_across_processes,
+    verifications_are_claimed_when_due_leased_and_finished_once,
+    a_partition_claimed_by_another_process_commits_nothing_for_this_one,
+    a_reaped_claim_can_never_admit_its_rollback,
+    severity_only_rises,
+    a_human_verdict_beats_a_late_state,
+    two_processes_racing_for_the_last_unit_of_budget_admit_it_once,
+    a_replica_follows_the_bodies_the_others_accepted,
+);
+
+const RULES: &str = r#"
+rules:
+  - name: r
+    match: {metric: m}
+    window: 1m
+    condition: "> 0.5"
+    escalate: {severe: "> 0.9"}
+    clear_for: 0s
+"#;
+
+/// Decisions from a breach (open, worsen) and its resolve, through the real engine.
+fn decisions() -> (Vec<Decision>, Engine) {
+    let mut errs = Errors::default();
+    let file = parse_file(Path::new("t.yaml"), RULES, &mut errs).unwrap();
+    let mut engine = Engine::new(
+        std::sync::Arc::new(rule_set(&[file])),
+        EngineConfig::default(),
+    );
+    let mut out = Vec::new();
+    for (t, v) in [(0, 0.6), (5, 2.0), (10, 2.0)] {
+        let line = format!(
+            r#"{{"metric":"m","value":{v},"ts":{},"labels":{{"service":"s","instance":"i-1"}}}}"#,
+            1_795_255_200_000i64 + t * 1000
+        );
+        let mut ev = Vec::new();
+        crate::decode::decode(line.as_bytes(), &mut ev).unwrap();
+        engine.process(&ev[0], &mut out);
+    }
+    (out, engine)
+}
+
+fn a_decision_is_recorded_once(store: &dyn Store) {
+    let mut j = store.connect();
+    let (ds, _) = decisions();
+    let batch = Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        positions: vec![("t/0", 42)],
+        ..Batch::default()
+    };
+    assert_eq!(j.commit(&batch).unwrap(), vec![true; ds.len()]);
+    assert_eq!(
+        j.commit(&batch).unwrap(),
+        vec![false; ds.len()],
+        "same keys: not new"
+    );
+    assert_eq!(
+        j.claim_actions("me", &Action::ALL, 100).unwrap().len(),
+        ds.len(),
+        "one action per decision, not two"
+    );
+    assert_eq!(j.position("t/0").unwrap(), Some(42));
+    assert_eq!(j.position("t/1").unwrap(), None);
+}
+
+fn open_incidents_come_back_as_the_engine_had_them(store: &dyn Store) {
+    let mut j = store.connect();
+    let (ds, engine) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let from_engine = engine.open_incidents();
+    assert_eq!(from_engine.len(), 1);
+    assert_eq!(j.open_incidents("t/0").unwrap(), from_engine);
+    assert!(j.open_incidents("t/1").unwrap().is_empty());
+    assert_eq!(from_engine[0].severity, Severity::Severe);
+}
+
+fn resolve_closes_the_incident(store: &dyn Store) {
+    let mut j = store.connect();
+    let (mut ds, _) = decisions();
+    let mut engine2 = decisions().1;
+    let line = r#"{"metric":"m","value":0.1,"ts":1795255290000,"labels":{"service":"s","instance":"i-1"}}"#;
+    let mut ev = Vec::new();
+    crate::decode::decode(line.as_bytes(), &mut ev).unwrap();
+    engine2.process(&ev[0], &mut ds);
+    assert_eq!(ds.last().unwrap().action, Action::Resolve);
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    assert!(j.open_incidents("t/0").unwrap().is_empty());
+    let resolved = j.resolved_since("t/0", Ts(0)).unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].1, ds.last().unwrap().at);
+    assert!(
+        j.resolved_since("t/0", Ts(1_795_255_300_000))
+            .unwrap()
+            .is_empty()
+    );
+    let rows = j.incidents(Some("resolved")).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].labels["instance"], "i-1");
+    let tl = j.timeline(&rows[0].id).unwrap();
+    assert_eq!(tl.len(), ds.len());
+    assert!(tl.last().unwrap().message.starts_with("resolve:"));
+}
+
+fn actions_are_claimed_once_and_interrupted_ones_surface(store: &dyn Store) {
+    let mut a = store.connect();
+    let mut b = store.connect(); // a second process on the same file
+    let (ds, _) = decisions();
+    a.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let first = a.claim_actions("a", &Action::ALL, 1).unwrap();
+    let rest = b.claim_actions("b", &Action::ALL, 100).unwrap();
+    assert_eq!(first.len() + rest.len(), ds.len());
+    assert!(a.claim_actions("a", &Action::ALL, 100).unwrap().is_empty());
+    assert!(
+        first
+            .iter()
+            .all(|r| r.state == ActionState::Running && r.attempts == 1)
+    );
+    assert_eq!(first[0].decision, ds[0]);
+
+    a.set_action(&first[0].key, ActionState::Done, "exit 0")
+        .unwrap();
+    // A rollback derived from the approval request, claimed by `b` too.
+    let rollback = a
+        .derive_action(
+            &first[0].key,
+            Action::Rollback,
+            "approved",
+            "approved by test",
+            Ts(0),
+        )
+        .unwrap()
+        .unwrap();
+    let claimed = b.claim_actions("b", &Action::ALL, 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].key, rollback);
+    assert_eq!(claimed[0].action, Action::Rollback);
+    // Both are alive: nothing to reap.
+    a.heartbeat("a").unwrap();
+    b.heartbeat("b").unwrap();
+    assert!(a.reap(crate::time::Dur::from_secs(30)).unwrap().is_empty());
+    // `b` dies with its actions running (its heartbeat goes stale); a
+    // living process finds them: the rollback's outcome is unknown (never
+    // re-run); the messages go back to pending and run again.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    a.heartbeat("a").unwrap();
+    let lost = a.reap(crate::time::Dur(20)).unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].key, rollback);
+    assert_eq!(lost[0].state, ActionState::Unknown);
+    assert!(a.reap(crate::time::Dur(20)).unwrap().is_empty());
+    let again = a.claim_actions("a", &Action::ALL, 100).unwrap();
+    assert_eq!(again.len(), rest.len(), "messages are retried");
+    assert!(again.iter().all(|r| r.attempts == 2));
+    let rows = a.incidents(Some("open")).unwrap();
+    assert!(
+        rows[0].attention.iter().any(|s| s.ends_with(":unknown")),
+        "{:?}",
+        rows[0].attention
+    );
+}
+
+fn inbox_keeps_recent_bodies(store: &dyn Store) {
+    let mut j = store.connect();
+    j.commit(&Batch {
+        inbox: vec![b"one", b"two"],
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(
+        j.inbox_since(Ts(0)).unwrap(),
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
+    let future = Ts(SystemClock.now().millis() + 60_000);
+    assert_eq!(j.prune_inbox(future).unwrap(), 2);
+    assert!(j.inbox_since(Ts(0)).unwrap().is_empty());
+}
+
+fn reopening_keeps_everything(store: &dyn Store) {
+    let (ds, _) = decisions();
+    {
+        let mut j = store.connect();
+        j.commit(&Batch {
+            decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+            positions: vec![("t/0", 7)],
+            ..Batch::default()
+        })
+        .unwrap();
+    }
+    let j = store.connect();
+    assert_eq!(j.position("t/0").unwrap(), Some(7));
+    assert_eq!(j.open_incidents("t/0").unwrap().len(), 1);
+}
+
+fn approvals_release_one_rollback_and_expire_by_policy(store: &dyn Store) {
+    let mut j = store.connect();
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let req = ds
+        .iter()
+        .find(|d| d.action == Action::RequestApproval)
+        .unwrap();
+    let inc = req.incident.as_ref().unwrap().as_str();
+    assert_eq!(
+        j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(2000))
+            .unwrap(),
+        ApprovalOpened::Opened
+    );
+    assert_eq!(
+        j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(2000))
+            .unwrap(),
+        ApprovalOpened::AlreadyOpen
+    );
+    let ApprovalDecided::Approved {
+        rollback_key: Some(key),
+    } = j
+        .decide_approval(inc, Verdict::Approve, "alice", "one host only", Ts(1500))
+        .unwrap()
+    else {
+        panic!("not approved")
+    };
+    assert_eq!(
+        j.decide_approval(inc, Verdict::Reject, "bob", "", Ts(1600))
+            .unwrap(),
+        ApprovalDecided::NotWaiting("approved".into())
+    );
+    let pending = j.claim_actions("me", &Action::ALL, 100).unwrap();
+    let rb = pending
+        .iter()
+        .find(|a| a.key == key)
+        .expect("the approved rollback is pending");
+    assert_eq!(rb.action, Action::Rollback);
+    assert_eq!(
+        rb.decision.message,
+        "rollback approved by alice: one host only"
+    );
+    assert!(
+        j.expire_approvals(Ts(10_000), &[Tier::Medium])
+            .unwrap()
+            .is_empty(),
+        "decided: cannot expire"
+    );
+    let tl: Vec<String> = j
+        .timeline(inc)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        tl.iter().any(|m| m == "approved by alice: one host only"),
+        "{tl:?}"
+    );
+}
+
+fn approval_timeouts_follow_the_tier_policy(store: &dyn Store) {
+    let mut j = store.connect();
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let req = ds
+        .iter()
+        .find(|d| d.action == Action::RequestApproval)
+        .unwrap();
+    let inc = req.incident.as_ref().unwrap().as_str();
+    j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(2000))
+        .unwrap();
+    assert!(
+        j.expire_approvals(Ts(1999), &[Tier::Medium])
+            .unwrap()
+            .is_empty()
+    );
+    let expired = j.expire_approvals(Ts(2000), &[Tier::Medium]).unwrap();
+    assert_eq!(expired.len(), 1);
+    assert!(
+        expired[0].rollback_key.is_some(),
+        "medium rolls back on timeout here"
+    );
+    assert!(
+        j.expire_approvals(Ts(3000), &[Tier::Medium])
+            .unwrap()
+            .is_empty(),
+        "expires once"
+    );
+    assert_eq!(j.approval(inc).unwrap().unwrap().state, "expired");
+}
+
+fn withdrawn_when_the_incident_recovers(store: &dyn Store) {
+    let mut j = store.connect();
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let req = ds
+        .iter()
+        .find(|d| d.action == Action::RequestApproval)
+        .unwrap();
+    let inc = req.incident.as_ref().unwrap().as_str();
+    j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(9000))
+        .unwrap();
+    assert!(j.withdraw_approval(inc, "recovered", Ts(1200)).unwrap());
+    assert!(!j.withdraw_approval(inc, "recovered", Ts(1300)).unwrap());
+    assert_eq!(
+        j.decide_approval(inc, Verdict::Approve, "alice", "", Ts(1400))
+            .unwrap(),
+        ApprovalDecided::NotWaiting("withdrawn".into())
+    );
+}
+
+fn escalations_are_claimed_stepped_hurried_and_stopped(store: &dyn Store) {
+    let mut a = store.connect();
+    let mut b = store.connect();
+    assert!(
+        a.start_escalation("inc-1", Tier::High, Ts(0), Ts(0))
+            .unwrap()
+    );
+    assert!(
+        !a.start_escalation("inc-1", Tier::High, Ts(0), Ts(0))
+            .unwrap()
+    );
+    let hold = crate::time::Dur::from_secs(60);
+    let got = a.claim_escalations(Ts(10), hold).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].step, 0);
+    assert!(
+        b.claim_escalations(Ts(20), hold).unwrap().is_empty(),
+        "claimed by a"
+    );
+    a.escalation_step_done("inc-1", 0, Some(Ts(300_000)))
+        .unwrap();
+    assert!(b.claim_escalations(Ts(299_999), hold).unwrap().is_empty());
+    // Worse: the next step is due now.
+    assert!(b.hurry_escalation("inc-1", Ts(100_000)).unwrap());
+    let got = b.claim_escalations(Ts(100_000), hold).unwrap();
+    assert_eq!(got[0].step, 1);
+    // b dies holding the claim: after the hold lapses, step 1 runs again.
+    assert!(a.claim_escalations(Ts(150_000), hold).unwrap().is_empty());
+    assert_eq!(a.claim_escalations(Ts(160_001), hold).unwrap()[0].step, 1);
+    assert!(
+        a.stop_escalation("inc-1", "acked", Some("carol"), Ts(170_000))
+            .unwrap()
+    );
+    a.escalation_step_done("inc-1", 1, Some(Ts(170_001)))
+        .unwrap();
+    assert!(
+        a.claim_escalations(Ts(999_999_999), hold)
+            .unwrap()
+            .is_empty(),
+        "acked: no more steps"
+    );
+    assert_eq!(
+        a.escalation("inc-1").unwrap().unwrap().acked_by.as_deref(),
+        Some("carol")
+    );
+}
+
+fn one_lease_holder_at_a_time(store: &dyn Store) {
+    let mut a = store.connect();
+    let mut b = store.connect();
+    assert!(a.take_lease("digest", "a", Ts(100), Ts(0)).unwrap());
+    assert!(!b.take_lease("digest", "b", Ts(200), Ts(50)).unwrap());
+    assert!(
+        !a.take_lease("digest", "a", Ts(300), Ts(60)).unwrap(),
+        "not again before it lapses"
+    );
+    assert!(b.take_lease("digest", "b", Ts(400), Ts(100)).unwrap());
+}
+
+fn the_rollback_budget_admits_up_to_its_limits_across_processes(store: &dyn Store) {
+    let mut a = store.connect();
+    let mut b = store.connect(); // a second process on the same store
+    let (ds, _) = decisions();
+    a.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    for r in a.claim_actions("a", &Action::ALL, 100).unwrap() {
+        a.derive_action(&r.key, Action::Rollback, "approved", "test", Ts(0))
+            .unwrap()
+            .unwrap();
+    }
+    // The derived rollbacks, claimed by whichever process: each admits the
+    // ones it holds.
+    let mine = a.claim_actions("a", &[Action::Rollback], 2).unwrap();
+    let theirs = b.claim_actions("b", &[Action::Rollback], 100).unwrap();
+    assert!(mine.len() == 2 && !theirs.is_empty(), "{mine:?} {theirs:?}");
+    let limits = RollbackLimits {
+        per_service: 2,
+        overall: 10,
+    };
+    let admit = |j: &mut Box<dyn Journal>, owner: &str, k: &str, since: Ts| {
+        let a = j
+            .admit_rollback(k, owner, Some("s"), since, limits)
+            .unwrap();
+        (a.admitted, a.for_service, a.overall)
+    };
+    // Each counts the ones admitted before it, whichever process admitted them.
+    assert_eq!(admit(&mut a, "a", &mine[0].key, Ts(0)), (true, 0, 0));
+    assert_eq!(admit(&mut b, "b", &theirs[0].key, Ts(0)), (true, 1, 1));
+    assert_eq!(admit(&mut a, "a", &mine[1].key, Ts(0)), (false, 2, 2));
+    // A refused one takes no place: still two admitted.
+    assert_eq!(admit(&mut a, "a", &mine[1].key, Ts(0)), (false, 2, 2));
+    // Outside the window they no longer count.
+    let later = Ts(SystemClock.now().0 + 60_000);
+    assert_eq!(admit(&mut a, "a", &mine[1].key, later), (true, 0, 0));
+    // The overall limit binds whatever the service.
+    let tight = RollbackLimits {
+        per_service: 10,
+        overall: 3,
+    };
+    if let Some(last) = theirs.get(1) {
+        let other = b
+            .admit_rollback(&last.key, "b", Some("other"), Ts(0), tight)
+            .unwrap();
+        assert_eq!(
+            (other.admitted, other.for_service, other.overall),
+            (false, 0, 3)
+        );
+    }
+}
+
+fn verifications_are_claimed_when_due_leased_and_finished_once(store: &dyn Store) {
+    let mut j = store.connect();
+    let mut other = store.connect();
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let key = j
+        .claim_actions("me", &Action::ALL, 1)
+        .unwrap()
+        .remove(0)
+        .key;
+    let due = Ts(1_000_000);
+    let lease = Dur::from_secs(60);
+    j.schedule_verification(&key, due).unwrap();
+    j.schedule_verification(&key, Ts(5)).unwrap(); // once: the first stands
+    assert!(
+        j.claim_verifications(Ts(999_999), lease, 10)
+            .unwrap()
+            .is_empty()
+    );
+    let got = j.claim_verifications(due, lease, 10).unwrap();
+    assert_eq!(got.iter().map(|a| &a.key).collect::<Vec<_>>(), vec![&key]);
+    let within = Ts(due.0 + 59_999);
+    assert!(
+        other
+            .claim_verifications(within, lease, 10)
+            .unwrap()
+            .is_empty()
+    );
+    let after = Ts(due.0 + 60_000);
+    assert_eq!(
+        other.claim_verifications(after, lease, 10).unwrap().len(),
+        1
+    );
+    other.finish_verification(&key).unwrap();
+    assert!(
+        j.claim_verifications(Ts(i64::MAX / 2), lease, 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A replica that lost a partition (another claimed it after a rebalance
+/// or a long stall) can commit nothing for it: neither decisions nor a
+/// position. The new owner can.
+fn a_partition_claimed_by_another_process_commits_nothing_for_this_one(store: &dyn Store) {
+    let mut a = store.connect();
+    let mut b = store.connect();
+    let (ds, _) = decisions();
+    let old = a.claim_partition("t/0", "a").unwrap();
+    a.commit(&Batch {
+        positions: vec![("t/0", 1)],
+        epochs: vec![("t/0", old)],
+        ..Batch::default()
+    })
+    .unwrap();
+    let new = b.claim_partition("t/0", "b").unwrap();
+    assert!(new > old);
+    let late = a.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        positions: vec![("t/0", 99)],
+        epochs: vec![("t/0", old)],
+        ..Batch::default()
+    });
+    match late {
+        Err(JournalError::Fenced { partition, .. }) => {
+            assert_eq!(partition.as_deref(), Some("t/0"))
+        }
+        other => panic!("a stale owner committed: {other:?}"),
+    }
+    assert_eq!(
+        a.position("t/0").unwrap(),
+        Some(1),
+        "nothing of it was written"
+    );
+    assert!(a.open_incidents("t/0").unwrap().is_empty());
+    assert!(a.claim_actions("a", &Action::ALL, 100).unwrap().is_empty());
+    // The owner commits; another partition's commit is not held up.
+    b.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        positions: vec![("t/0", 99)],
+        epochs: vec![("t/0", new)],
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(b.position("t/0").unwrap(), Some(99));
+    let other = a.claim_partition("t/1", "a").unwrap();
+    a.commit(&Batch {
+        positions: vec![("t/1", 5)],
+        epochs: vec![("t/1", other)],
+        ..Batch::default()
+    })
+    .unwrap();
+}
+
+/// A process that stalled past its lease (its claims reaped) cannot start
+/// the rollback it had claimed: the claim is no longer its own. The
+/// rollback stays `unknown` for a human; it is never re-run.
+fn a_reaped_claim_can_never_admit_its_rollback(store: &dyn Store) {
+    let mut a = store.connect();
+    let mut b = store.connect();
+    let (ds, _) = decisions();
+    a.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let req = a.claim_actions("a", &Action::ALL, 1).unwrap().remove(0);
+    let rb = a
+        .derive_action(&req.key, Action::Rollback, "approved", "test", Ts(0))
+        .unwrap()
+        .unwrap();
+    let claimed = a.claim_actions("a", &[Action::Rollback], 1).unwrap();
+    assert_eq!(claimed[0].key, rb);
+    // `a` goes silent; `b` is alive and reaps.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    b.heartbeat("b").unwrap();
+    let reaped = b.reap(Dur(20)).unwrap();
+    assert!(
+        reaped
+            .iter()
+            .any(|r| r.key == rb && r.state == ActionState::Unknown)
+    );
+    let limits = RollbackLimits {
+        per_service: 10,
+        overall: 10,
+    };
+    assert!(matches!(
+        a.admit_rollback(&rb, "a", Some("s"), Ts(0), limits),
+        Err(JournalError::Fenced { .. })
+    ));
+    // Nobody claims it again.
+    assert!(
+        b.claim_actions("b", &[Action::Rollback], 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// An incident's severity never goes down, whatever order decisions
+/// arrive in (a replayed, milder one after a worsening).
+fn severity_only_rises(store: &dyn Store) {
+    let mut j = store.connect();
+    let (ds, _) = decisions();
+    let worst = ds.iter().map(|d| d.severity).max().unwrap();
+    assert_eq!(worst, Severity::Severe);
+    // Worsened first, the opening (milder) decisions after.
+    let mut order: Vec<&Decision> = ds.iter().filter(|d| d.severity == worst).collect();
+    order.extend(ds.iter().filter(|d| d.severity != worst));
+    for d in order {
+        j.commit(&Batch {
+            decisions: vec![("t/0", d)],
+            ..Batch::default()
+        })
+        .unwrap();
+    }
+    let open = j.open_incidents("t/0").unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].severity, Severity::Severe);
+    assert_eq!(j.incidents(None).unwrap()[0].severity, "severe");
+}
+
+/// A verdict stands: an approval request's late "awaiting approval" state
+/// (its message went out after a human already decided) never undoes it.
+fn a_human_verdict_beats_a_late_state(store: &dyn Store) {
+    let mut j = store.connect();
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let req = ds
+        .iter()
+        .find(|d| d.action == Action::RequestApproval)
+        .unwrap();
+    let inc = req.incident.as_ref().unwrap().as_str();
+    let claimed = j.claim_actions("me", &Action::ALL, 100).unwrap();
+    assert!(claimed.iter().any(|a| a.key == req.key));
+    j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(9000))
+        .unwrap();
+    j.decide_approval(inc, Verdict::Approve, "alice", "", Ts(1100))
+        .unwrap();
+    j.set_action(&req.key, ActionState::AwaitingApproval, "request sent")
+        .unwrap();
+    let state = j
+        .actions_of(inc)
+        .unwrap()
+        .into_iter()
+        .find(|a| a.key == req.key)
+        .unwrap()
+        .state;
+    assert_eq!(state, ActionState::Approved);
+}
+
+/// Two processes race for the last unit of a service's rollback budget,
+/// 1,000 times: each time exactly one is admitted.
+fn two_processes_racing_for_the_last_unit_of_budget_admit_it_once(store: &dyn Store) {
+    const RACES: usize = 1000;
+    let mut setup = store.connect();
+    let (ds, _) = decisions();
+    let proto = ds.iter().find(|d| d.action == Action::Notify).unwrap();
+    // Two rollbacks per race, of the race's own service.
+    let mut made = Vec::new();
+    for i in 0..RACES {
+        for side in ["a", "b"] {
+            let mut d = proto.clone();
+            d.key = format!("race-{i}-{side}");
+            d.action = Action::Rollback;
+            d.labels = vec![("service".into(), format!("svc-{i}").into())].into();
+            made.push(d);
+        }
+    }
+    for chunk in made.chunks(200) {
+        setup
+            .commit(&Batch {
+                decisions: chunk.iter().map(|d| ("t/0", d)).collect(),
+                ..Batch::default()
+            })
+            .unwrap();
+    }
+    let a_keys: Vec<String> = (0..RACES).map(|i| format!("race-{i}-a")).collect();
+    let b_keys: Vec<String> = (0..RACES).map(|i| format!("race-{i}-b")).collect();
+    let mut a = store.connect();
+    let mut b = store.connect();
+    // Each side ends up holding the claims on its own: `a` claims all, hands
+    // b's back to pending, and `b` claims those.
+    let claimed_a = a
+        .claim_actions("a", &[Action::Rollback], 2 * RACES)
+        .unwrap();
+    let (mine, others): (Vec<_>, Vec<_>) =
+        claimed_a.into_iter().partition(|r| r.key.ends_with("-a"));
+    assert_eq!(mine.len(), RACES);
+    for r in others {
+        a.set_action(&r.key, ActionState::Pending, "for b").unwrap();
+    }
+    assert_eq!(
+        b.claim_actions("b", &[Action::Rollback], 2 * RACES)
+            .unwrap()
+            .len(),
+        RACES
+    );
+    let limits = RollbackLimits {
+        per_service: 1,
+        overall: 1_000_000,
+    };
+    let barrier = Arc::new(Barrier::new(2));
+    let run =
+        |mut j: Box<dyn Journal>, owner: &'static str, keys: Vec<String>, barrier: Arc<Barrier>| {
+            std::thread::spawn(move || {
+                let mut won = Vec::with_capacity(keys.len());
+                for (i, k) in keys.iter().enumerate() {
+                    barrier.wait();
+                    let a = j
+                        .admit_rollback(k, owner, Some(&format!("svc-{i}")), Ts(0), limits)
+                        .unwrap();
+                    won.push(a.admitted);
+                }
+                won
+            })
+        };
+    let ta = run(a, "a", a_keys, barrier.clone());
+    let tb = run(b, "b", b_keys, barrier);
+    let (wa, wb) = (ta.join().unwrap(), tb.join().unwrap());
+    for i in 0..RACES {
+        assert!(wa[i] ^ wb[i], "race {i}: a {} b {}", wa[i], wb[i]);
+    }
+}
+
+/// Each replica reads the HTTP bodies the others accepted, in order, and
+/// never its own.
+fn a_replica_follows_the_bodies_the_others_accepted(store: &dyn Store) {
+    let mut a = store.connect();
+    let mut b = store.connect();
+    assert_eq!(a.inbox_last().unwrap(), 0);
+    a.commit(&Batch {
+        inbox: vec![b"a1", b"a2"],
+        origin: "a",
+        ..Batch::default()
+    })
+    .unwrap();
+    b.commit(&Batch {
+        inbox: vec![b"b1"],
+        origin: "b",
+        ..Batch::default()
+    })
+    .unwrap();
+    let for_b: Vec<Vec<u8>> = b
+        .inbox_after(0, "b", 10)
+        .unwrap()
+        .into_iter()
+        .map(|(_, x)| x)
+        .collect();
+    assert_eq!(for_b, vec![b"a1".to_vec(), b"a2".to_vec()]);
+    let for_a = a.inbox_after(0, "a", 10).unwrap();
+    assert_eq!(for_a.len(), 1);
+    assert_eq!(for_a[0].1, b"b1".to_vec());
+    assert!(a.inbox_after(for_a[0].0, "a", 10).unwrap().is_empty());
+    let one = b.inbox_after(0, "b", 1).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(a.inbox_last().unwrap(), for_a[0].0);
+}
