@@ -34,10 +34,10 @@ pub(crate) struct AlertState {
 }
 
 /// Bytes of labels one alert incident keeps (keys and values); past it,
-/// the least telling labels are dropped and long values cut, and the
-/// incident says so with `ripcord_labels_cut`.
+/// the least telling labels are dropped whole, and the incident says so
+/// with `ripcord_labels_cut`.
 pub const LABEL_BUDGET: usize = 4096;
-/// A label value kept in an incident is at most this long.
+/// An annotation quoted in a decision's message is cut to this.
 const MAX_KEPT_VALUE: usize = 512;
 /// Labels kept first when the budget is tight.
 const TELLING: [&str; 7] = [
@@ -140,18 +140,19 @@ impl AlertState {
                 *k,
             )
         });
+        // Values are never cut (a cut instance id could name another host);
+        // the telling labels are always kept, the others while they fit.
         let mut kept: Vec<(Box<str>, Box<str>)> = Vec::with_capacity(pairs.len());
         let mut used = 0;
         let mut cut = false;
         for (k, v) in pairs {
-            let v2 = crate::text::clip_bytes(v, MAX_KEPT_VALUE);
-            cut |= v2.len() < v.len();
-            if used + k.len() + v2.len() > LABEL_BUDGET {
+            let telling = TELLING.contains(&k);
+            if !telling && used + k.len() + v.len() > LABEL_BUDGET {
                 cut = true;
                 continue;
             }
-            used += k.len() + v2.len();
-            kept.push((k.into(), v2.into()));
+            used += k.len() + v.len();
+            kept.push((k.into(), v.into()));
         }
         if cut {
             kept.push(("ripcord_labels_cut".into(), "true".into()));
