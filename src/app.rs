@@ -125,7 +125,11 @@ pub async fn run(
     // PostgreSQL (a cluster's shared journal: one pool, shared by every
     // part of this process) or SQLite (a connection per part).
     let pg = match &cfg.journal.url {
-        Some(url) => Some(PgJournal::connect(url, rt.clock.clone())?),
+        Some(url) => Some(PgJournal::connect(
+            url,
+            cfg.journal.ca_file.as_deref(),
+            rt.clock.clone(),
+        )?),
         None => None,
     };
     let open = |clock: Arc<dyn Clock>| -> Result<Box<dyn Journal>, JournalError> {

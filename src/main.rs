@@ -370,7 +370,7 @@ fn open_journal(at: &JournalArgs) -> Result<(Config, Box<dyn Journal>)> {
     };
     let clock: Arc<dyn ripcord::time::Clock> = Arc::new(ripcord::time::SystemClock);
     if let (Some(url), None) = (&cfg.journal.url, &at.state) {
-        let j = ripcord::journal::PgJournal::connect(url, clock)?;
+        let j = ripcord::journal::PgJournal::connect(url, cfg.journal.ca_file.as_deref(), clock)?;
         return Ok((cfg, Box::new(j)));
     }
     let path = at.state.clone().unwrap_or_else(|| cfg.journal.path.clone());

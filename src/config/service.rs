@@ -119,14 +119,18 @@ pub struct JournalConfig {
     /// may share it.
     pub path: PathBuf,
     /// PostgreSQL (`postgres://user@host/db`): the journal of a cluster of
-    /// replicas. A secret (it may carry a password); wins over `path`.
+    /// replicas. A secret (it may carry a password).
     pub url: Option<Secret>,
+    /// A PEM bundle of CAs that may sign the PostgreSQL server's
+    /// certificate, besides the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for JournalConfig {
     fn default() -> Self {
         JournalConfig {
             url: None,
+            ca_file: None,
             path: PathBuf::from("ripcord-state.db"),
         }
     }
@@ -301,6 +305,16 @@ pub(super) fn read_journal(mut m: MapReader<'_>, j: &mut JournalConfig, errs: &m
         j.path = super::relative_to(m.file(), p);
     }
     j.url = read_secret(&mut m, "url", errs);
+    if let Some(p) = m.str("ca_file", errs) {
+        let path = super::relative_to(m.file(), p);
+        let n = m.node_of("ca_file").unwrap_or(m.node());
+        if j.url.is_none() {
+            m.err(errs, n, "ca_file", "is for PostgreSQL: give `url` too");
+        } else if let Err(e) = std::fs::metadata(&path) {
+            m.err(errs, n, "ca_file", format!("{}: {e}", path.display()));
+        }
+        j.ca_file = Some(path);
+    }
     if let Some(url) = j.url.as_ref().filter(|u| !u.is_unresolved()) {
         let n = m.node_of("url").unwrap_or(m.node());
         if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {

@@ -90,8 +90,45 @@ impl Store for Postgres {
             "{}{sep}options=-c%20search_path%3D{}",
             self.base, self.schema
         );
-        Box::new(PgJournal::connect(&Secret::new(url), Arc::new(SystemClock)).unwrap())
+        Box::new(
+            PgJournal::connect(
+                &Secret::new(url),
+                test_ca().as_deref(),
+                Arc::new(SystemClock),
+            )
+            .unwrap(),
+        )
     }
+}
+
+/// The test cluster's CA (`scripts/with-postgres` turns TLS on).
+fn test_ca() -> Option<std::path::PathBuf> {
+    std::env::var_os("RIPCORD_TEST_PG_CA").map(Into::into)
+}
+
+/// The server's certificate is checked: without the CA that signed it the
+/// journal refuses to connect, saying why; `sslmode=disable` is the way to
+/// go without TLS, and with the CA the connection is encrypted.
+#[test]
+fn postgres_tls_checks_the_servers_certificate() {
+    let base = std::env::var(PG_ENV).expect("RIPCORD_TEST_PG_URL (scripts/with-postgres)");
+    let ca = test_ca().expect("RIPCORD_TEST_PG_CA (scripts/with-postgres)");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let clock = || -> Arc<dyn crate::time::Clock> { Arc::new(SystemClock) };
+    let required = Secret::new(format!("{base}{sep}sslmode=require"));
+    let err = PgJournal::connect(&required, None, clock())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains("postgres://"), "the URL is a secret: {err}");
+    PgJournal::connect(&required, Some(&ca), clock()).expect("TLS with the test CA");
+    let plain = Secret::new(format!("{base}{sep}sslmode=disable"));
+    PgJournal::connect(&plain, None, clock()).expect("sslmode=disable");
+    let missing = std::path::Path::new("/nonexistent/ca.pem");
+    let err = PgJournal::connect(&required, Some(missing), clock())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("journal.ca_file /nonexistent/ca.pem"), "{err}");
 }
 
 /// Every test below, once per backend.

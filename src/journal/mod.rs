@@ -72,7 +72,11 @@ pub fn open(
     clock: std::sync::Arc<dyn crate::time::Clock>,
 ) -> Result<Box<dyn Journal>, JournalError> {
     match &cfg.url {
-        Some(url) => Ok(Box::new(PgJournal::connect(url, clock)?)),
+        Some(url) => Ok(Box::new(PgJournal::connect(
+            url,
+            cfg.ca_file.as_deref(),
+            clock,
+        )?)),
         None => Ok(Box::new(SqliteJournal::open_with_clock(
             &cfg.path, false, clock,
         )?)),

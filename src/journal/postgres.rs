@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use super::rows::{labels_from, labels_json, parse};
 use super::{
@@ -48,14 +48,30 @@ const POOL_SIZE: usize = 8;
 
 impl From<tokio_postgres::Error> for JournalError {
     fn from(e: tokio_postgres::Error) -> Self {
-        JournalError::Storage(e.to_string())
+        JournalError::Storage(with_causes(&e))
     }
 }
 
 impl From<deadpool_postgres::PoolError> for JournalError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        JournalError::Storage(format!("no connection to PostgreSQL: {e}"))
+        JournalError::Storage(format!("no connection to PostgreSQL: {}", with_causes(&e)))
     }
+}
+
+/// An error and its causes on one line: the driver's "error performing TLS
+/// handshake" is only useful with the "certificate verify failed" under it.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// `text` with any part of the connection URL that could be a credential
@@ -87,10 +103,32 @@ impl std::fmt::Debug for PgJournal {
     }
 }
 
+/// The TLS side of a connection: system roots plus the configured CA.
+fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<postgres_native_tls::MakeTlsConnector, String> {
+    let mut b = native_tls::TlsConnector::builder();
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("journal.ca_file {}: {e}", path.display()))?;
+        let cert = native_tls::Certificate::from_pem(&pem)
+            .map_err(|e| format!("journal.ca_file {}: {e}", path.display()))?;
+        b.add_root_certificate(cert);
+    }
+    let c = b.build().map_err(|e| format!("TLS: {e}"))?;
+    Ok(postgres_native_tls::MakeTlsConnector::new(c))
+}
+
 impl PgJournal {
     /// Connects (checking the database answers) and applies the migrations
-    /// it has not seen.
-    pub fn connect(url: &Secret, clock: Arc<dyn Clock>) -> Result<PgJournal, JournalError> {
+    /// it has not seen. TLS as the URL's `sslmode` asks (`prefer` when it
+    /// says nothing), the server's certificate checked against the system's
+    /// roots and `ca_file` (a PEM bundle) when given.
+    pub fn connect(
+        url: &Secret,
+        ca_file: Option<&std::path::Path>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<PgJournal, JournalError> {
         let open_err = |reason: String| JournalError::Open {
             path: "PostgreSQL (journal.url)".into(),
             reason: scrub(&reason, url.expose()),
@@ -105,9 +143,10 @@ impl PgJournal {
             .enable_all()
             .build()
             .map_err(|e| open_err(e.to_string()))?;
+        let tls = tls_connector(ca_file).map_err(open_err)?;
         let mgr = Manager::from_config(
             cfg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -125,7 +164,16 @@ impl PgJournal {
             rt: Arc::new(rt),
             clock,
         };
-        j.migrate().map_err(|e| open_err(e.to_string()))?;
+        j.migrate().map_err(|e| {
+            let mut why = e.to_string();
+            if why.contains("certificate") {
+                why.push_str(
+                    " (journal.ca_file names the CA that signed the server's certificate; \
+                     sslmode=disable in the URL turns TLS off)",
+                );
+            }
+            open_err(why)
+        })?;
         Ok(j)
     }
 
