@@ -24,6 +24,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ALL_TARGETS=(
     decode
     decode_differential
+    http_body
     decode_structured
     rule_file
     config

@@ -6,6 +6,9 @@
 //! HTTP ──┘       (one engine per partition)  └─> dispatcher -> handlers
 //! ```
 //!
+//! With `kafka.enabled: false` (or `--no-kafka`) there is no consumer and no
+//! broker: the pipeline thread waits on HTTP submissions alone.
+//!
 //! Shutdown (SIGINT / SIGTERM): readiness drops, the HTTP server stops
 //! accepting and answers what it holds, the pipeline journals its last batch
 //! and commits offsets, the dispatcher lets running actions finish; all
@@ -31,9 +34,11 @@ use crate::health::Health;
 use crate::journal::{Journal, JournalError, PgJournal, SqliteJournal};
 use crate::output::{Format, Output, say};
 use crate::pipeline::{HTTP_PARTITION, Pipeline, Submission};
+use crate::router::router;
 use crate::rule::RuleSet;
 use crate::source::embedded::{EmbeddedBroker, EmbeddedError};
-use crate::source::http::{Intake, router};
+use crate::source::forward::SampleForwarder;
+use crate::source::http::Intake;
 use crate::source::kafka::{KafkaSource, KafkaSourceError, Start};
 use crate::telemetry::Metrics;
 use crate::time::{Clock, SystemClock};
@@ -51,6 +56,8 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Forward(#[from] crate::source::forward::ForwardError),
     #[error("the pipeline thread failed: {0}")]
     Pipeline(String),
 }
@@ -152,9 +159,13 @@ pub async fn run(
         ),
     };
 
-    // Kafka: configured brokers, or the embedded one.
+    // Kafka: configured brokers, the embedded one, or none at all.
     let _embedded;
     let brokers = match &cfg.kafka.brokers {
+        _ if !cfg.kafka.enabled => {
+            say("kafka: disabled; events come over HTTP only");
+            String::new()
+        }
         Some(b) => b.clone(),
         None => {
             let default = SocketAddr::from(([127, 0, 0, 1], 9092));
@@ -201,7 +212,20 @@ pub async fn run(
 
     // HTTP.
     let (submit, submissions) = std::sync::mpsc::sync_channel::<Submission>(cfg.http.queue);
-    let health = Arc::new(Health::new(true, cfg.http.stall_after.to_std()));
+    let health = Arc::new(Health::new(
+        cfg.kafka.enabled,
+        cfg.http.stall_after.to_std(),
+    ));
+    // Replicas sharing a journal and a Kafka cluster: a sample posted to
+    // any of them goes onto the topic, to its service's partition owner.
+    // (Alone, or on the embedded broker, this replica owns every window.)
+    let forward = match (&cfg.kafka.brokers, &cfg.journal.url) {
+        (Some(b), Some(_)) if cfg.kafka.enabled => {
+            say("http: metric samples are produced onto Kafka for their partition's owner");
+            Some(SampleForwarder::new(&cfg.kafka, b, metrics.clone())?)
+        }
+        _ => None,
+    };
     let intake = Arc::new(Intake {
         submit,
         token: cfg.http.token.clone(),
@@ -211,6 +235,7 @@ pub async fn run(
         ack_timeout: Duration::from_secs(10),
         clock: rt.clock.clone(),
         max_future: cfg.max_future,
+        forward,
     });
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
@@ -308,40 +333,51 @@ pub async fn run(
     // The pipeline thread.
     let stop = Arc::new(AtomicBool::new(false));
     let (failed_tx, mut failed_rx) = watch::channel(false);
-    let mut kafka = cfg.kafka.clone();
-    if cfg.kafka.brokers.is_none()
-        && !kafka
-            .properties
-            .iter()
-            .any(|(k, _)| k == "fetch.wait.max.ms")
-    {
-        // The embedded broker, like tansu, holds a fetch for the whole
-        // wait even with data there (Kafka answers at once): a 10 ms wait
-        // would be a 10 ms floor on every decision.
-        kafka.properties.push((
-            "fetch.wait.max.ms".to_owned(),
-            crate::config::Secret::new("1"),
-        ));
-    }
-    let mut source = KafkaSource::new(
-        kafka,
-        brokers.clone(),
-        pipeline.clone(),
-        metrics.clone(),
-        rt.clock.clone(),
-        health.clone(),
-        Start {
-            at: started,
-            embedded: cfg.kafka.brokers.is_none(),
-        },
-    )?;
+    let source = if cfg.kafka.enabled {
+        let mut kafka = cfg.kafka.clone();
+        if cfg.kafka.brokers.is_none()
+            && !kafka
+                .properties
+                .iter()
+                .any(|(k, _)| k == "fetch.wait.max.ms")
+        {
+            // The embedded broker, like tansu, holds a fetch for the whole
+            // wait even with data there (Kafka answers at once): a 10 ms
+            // wait would be a 10 ms floor on every decision.
+            kafka.properties.push((
+                "fetch.wait.max.ms".to_owned(),
+                crate::config::Secret::new("1"),
+            ));
+        }
+        Some(KafkaSource::new(
+            kafka,
+            brokers.clone(),
+            pipeline.clone(),
+            metrics.clone(),
+            rt.clock.clone(),
+            health.clone(),
+            Start {
+                at: started,
+                embedded: cfg.kafka.brokers.is_none(),
+            },
+        )?)
+    } else {
+        None
+    };
     let thread_stop = stop.clone();
     let thread_health = health.clone();
+    let thread_pipeline = pipeline.clone();
     let worker = std::thread::Builder::new()
         .name("ripcord-pipeline".into())
         .spawn(move || {
             let mut intake = HttpIntake::new(submissions);
-            let result = source.run(&thread_stop, |p| intake.drain(p));
+            let result = match source {
+                Some(mut source) => source.run(&thread_stop, |p| intake.drain(p)),
+                None => {
+                    intake.run_alone(&thread_pipeline, &thread_stop, &thread_health);
+                    Ok(())
+                }
+            };
             if let Err(e) = &result {
                 // Say so at once: a responder that no longer reads its input
                 // must not look healthy. The process exits when it notices.
@@ -491,6 +527,33 @@ impl HttpIntake {
             last_prune: now,
             last_follow: now,
         }
+    }
+
+    /// The pipeline loop when there is no Kafka: waits for a request (no
+    /// busy polling), journals it, and answers it.
+    fn run_alone(&mut self, pipeline: &Mutex<Pipeline>, stop: &AtomicBool, health: &Health) {
+        while !stop.load(Ordering::Relaxed) {
+            health.turned();
+            let first = self.rx.recv_timeout(Duration::from_millis(100)).ok();
+            {
+                let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(s) = first {
+                    p.ingest_http(s);
+                    self.last_input = Instant::now();
+                }
+                self.drain(&mut p);
+                if !p.dirty() {
+                    continue;
+                }
+            }
+            crate::pipeline::commit_until_done(pipeline, stop, health);
+        }
+        // Requests already taken are answered before the thread ends.
+        {
+            let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
+            self.drain(&mut p);
+        }
+        crate::pipeline::commit_until_done(pipeline, stop, health);
     }
 
     fn drain(&mut self, p: &mut Pipeline) {

@@ -21,6 +21,7 @@ pub mod journal;
 pub mod output;
 pub mod pipeline;
 pub mod replay;
+pub mod router;
 pub mod rule;
 pub mod server;
 pub mod source;

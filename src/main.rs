@@ -183,6 +183,10 @@ struct RunArgs {
     /// executors.
     #[arg(long)]
     dry_run: bool,
+    /// No Kafka at all (an Alertmanager-only responder): no consumer and no
+    /// embedded broker; events come over HTTP. Same as `kafka.enabled: false`.
+    #[arg(long, conflicts_with = "kafka_listen")]
+    no_kafka: bool,
 }
 
 fn main() -> ExitCode {
@@ -661,6 +665,10 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     }
     if let Some(addr) = args.kafka_listen {
         cfg.kafka.embedded_listen = Some(addr);
+    }
+    if args.no_kafka {
+        cfg.kafka.enabled = false;
+        cfg.kafka.brokers = None;
     }
     if let Err(errs) = cfg.validate_overrides() {
         return Ok(report(&errs));

@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio::sync::{Notify, oneshot};
 
 use crate::decision::Decision;
-use crate::decode::{self, DecodeError};
+use crate::decode::{self, BodyForm, DecodeError, decode_body};
 use crate::engine::{Engine, EngineConfig};
 use crate::event::Event;
 use crate::journal::{Batch, Journal, JournalError};
@@ -25,96 +25,6 @@ use crate::time::{Clock, Dur, Ts};
 
 /// The partition name HTTP input is journaled under.
 pub const HTTP_PARTITION: &str = "http";
-
-/// How an HTTP body is laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyForm {
-    /// One JSON object (an Alertmanager payload or a single event).
-    Object,
-    /// A JSON array of event objects.
-    Array,
-    /// One JSON object per line.
-    Lines,
-}
-
-impl BodyForm {
-    fn tag(self) -> u8 {
-        match self {
-            BodyForm::Object => b'O',
-            BodyForm::Array => b'A',
-            BodyForm::Lines => b'L',
-        }
-    }
-
-    fn from_tag(t: u8) -> Option<BodyForm> {
-        match t {
-            b'O' => Some(BodyForm::Object),
-            b'A' => Some(BodyForm::Array),
-            b'L' => Some(BodyForm::Lines),
-            _ => None,
-        }
-    }
-}
-
-/// Where a body went wrong: the element (array) or line number, and why.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum BodyError {
-    #[error("{0}")]
-    Whole(DecodeError),
-    #[error("element {index}: {error}")]
-    Element { index: usize, error: DecodeError },
-    #[error("line {line}: {error}")]
-    Line { line: usize, error: DecodeError },
-    #[error("the body holds no events")]
-    Empty,
-}
-
-/// Decodes a whole HTTP body, all or nothing: either every event, or the
-/// first problem, naming its element or line.
-pub fn decode_body<'a>(
-    body: &'a [u8],
-    form: BodyForm,
-    out: &mut Vec<Event<'a>>,
-) -> Result<(), BodyError> {
-    let start = out.len();
-    let res = match form {
-        BodyForm::Object => decode::decode(body, out).map_err(BodyError::Whole),
-        BodyForm::Array => {
-            let items: Vec<&'a serde_json::value::RawValue> = serde_json::from_slice(body)
-                .map_err(|e| BodyError::Whole(DecodeError::Syntax(e.to_string())))?;
-            items.iter().enumerate().try_for_each(|(index, item)| {
-                decode::decode(item.get().as_bytes(), out)
-                    .map_err(|error| BodyError::Element { index, error })
-            })
-        }
-        // JSON lines; a body starting with RS (0x1E) is an RFC 7464 JSON
-        // text sequence, whose records may span lines: split on RS then.
-        BodyForm::Lines => {
-            let (sep, first) = if body.first() == Some(&0x1e) {
-                (0x1e, 0)
-            } else {
-                (b'\n', 1)
-            };
-            body.split(|b| *b == sep)
-                .enumerate()
-                .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
-                .try_for_each(|(i, line)| {
-                    decode::decode(line, out).map_err(|error| BodyError::Line {
-                        line: i + first,
-                        error,
-                    })
-                })
-        }
-    };
-    if res.is_err() {
-        out.truncate(start);
-        return res;
-    }
-    if out.len() == start {
-        return Err(BodyError::Empty);
-    }
-    Ok(())
-}
 
 /// Where the answer to an HTTP submission goes.
 pub type Ack = oneshot::Sender<Result<Accepted, String>>;
@@ -685,4 +595,39 @@ pub struct WarmUp {
     pub events: usize,
     pub restored: usize,
     pub orphans: usize,
+}
+
+/// Commits the pipeline's batch, retrying while the journal refuses (the
+/// engine has moved on: the batch must not be lost), with a backoff up to
+/// 5 s. `None` only at shutdown, when the journal still refuses after
+/// that: the uncommitted input is read again at the next start.
+pub fn commit_until_done(
+    pipeline: &std::sync::Mutex<Pipeline>,
+    stop: &std::sync::atomic::AtomicBool,
+    health: &crate::health::Health,
+) -> Option<Committed> {
+    let mut backoff = std::time::Duration::from_millis(50);
+    loop {
+        let result = pipeline.lock().unwrap_or_else(|e| e.into_inner()).commit();
+        match result {
+            Ok(c) => {
+                health.journal_ok();
+                return Some(c);
+            }
+            Err(e) => {
+                health.journal_refuses(e.to_string());
+                tracing::error!(error = %e, retry_in = ?backoff, "journal commit failed; holding the batch and retrying");
+                if stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && backoff >= std::time::Duration::from_secs(5)
+                {
+                    tracing::error!(
+                        "giving up at shutdown: the uncommitted events will be re-read at the next start"
+                    );
+                    return None;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
 }

@@ -25,6 +25,9 @@ pub enum Outcome {
     Processed,
     DecodeError,
     FromTheFuture,
+    /// A metric sample taken over HTTP and produced onto the Kafka topic,
+    /// for the replica that owns its service's partition.
+    Forwarded,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -203,3 +203,32 @@ pub fn assert_events_eq(an: &str, a: &[Event<'_>], bn: &str, b: &[Event<'_>]) {
         }
     }
 }
+
+/// An HTTP body in each framing: `decode_body` never panics, is all or
+/// nothing, and a body it accepts splits (`body_elements`) into elements
+/// that, rejoined as a JSON text sequence, decode to the same events (how a
+/// replica sends a body's non-sample part through its pipeline).
+pub fn check_http_body(data: &[u8]) {
+    use decode::{BodyForm, body_elements, decode_body, sequence_of};
+    for form in [BodyForm::Object, BodyForm::Array, BodyForm::Lines] {
+        let mut out = Vec::new();
+        match decode_body(data, form, &mut out) {
+            Err(e) => {
+                assert!(out.is_empty(), "{form:?}: failed ({e}) but kept events");
+                assert!(!e.to_string().is_empty());
+            }
+            Ok(()) => {
+                assert!(!out.is_empty(), "{form:?}: accepted with no events");
+                for e in &out {
+                    check_event(e);
+                }
+                let elements = body_elements(data, form).expect("accepted body splits");
+                let rejoined = sequence_of(&elements);
+                let mut again = Vec::new();
+                decode_body(&rejoined, BodyForm::Lines, &mut again)
+                    .expect("the elements of an accepted body decode");
+                assert_events_eq("body", &out, "its elements", &again);
+            }
+        }
+    }
+}

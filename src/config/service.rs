@@ -12,6 +12,9 @@ use crate::time::Dur;
 /// broker (librdkafka's mock cluster) so ripcord runs with no servers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KafkaConfig {
+    /// `false`: no Kafka at all (an Alertmanager-only responder): no
+    /// consumer, no embedded broker; events come over HTTP only.
+    pub enabled: bool,
     pub brokers: Option<String>,
     pub topics: Vec<String>,
     pub group: String,
@@ -39,6 +42,7 @@ pub struct KafkaConfig {
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
+            enabled: true,
             brokers: None,
             topics: vec!["ripcord-events".into()],
             group: "ripcord".into(),
@@ -160,6 +164,9 @@ impl Default for LogConfig {
 }
 
 pub(super) fn read_kafka(mut m: MapReader<'_>, k: &mut KafkaConfig, errs: &mut Errors) {
+    if let Some(b) = m.bool("enabled", errs) {
+        k.enabled = b;
+    }
     if let Some(list) = m.str_list("brokers", errs) {
         let brokers: Vec<&str> = list
             .iter()
@@ -174,6 +181,15 @@ pub(super) fn read_kafka(mut m: MapReader<'_>, k: &mut KafkaConfig, errs: &mut E
             }
         }
         k.brokers = (!brokers.is_empty()).then(|| brokers.join(","));
+        if !k.enabled && k.brokers.is_some() {
+            let n = m.node_of("brokers").unwrap_or(m.node());
+            m.err(
+                errs,
+                n,
+                "brokers",
+                "kafka.enabled is false: remove the brokers or enable Kafka",
+            );
+        }
     }
     if let Some(list) = m.str_list("topics", errs) {
         k.topics = list.iter().map(|(s, _)| (*s).to_owned()).collect();

@@ -12,6 +12,7 @@
 
 mod adapter;
 mod alertmanager;
+mod body;
 mod fields;
 pub mod json;
 mod native;
@@ -25,6 +26,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::event::{Event, Labels, Sample};
 use crate::time::Ts;
+pub use body::{BodyError, BodyForm, body_elements, decode_body, sequence_of};
 use fields::{Fields, LabelKind, check_label};
 pub use fields::{is_label_name, is_metric_name};
 use json::{CowStr, Json};

@@ -1,5 +1,5 @@
 //! The HTTP receiver: Alertmanager's webhook and a generic events endpoint,
-//! plus health, readiness and metrics.
+//! (the route table and its guards are in `router`).
 //!
 //! `POST /api/v1/alerts` takes an Alertmanager webhook payload;
 //! `POST /api/v1/events` a JSON array or JSON lines of any event form.
@@ -12,21 +12,20 @@ use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::config::Secret;
+use crate::decode::{self, BodyForm, body_elements, decode_body, sequence_of};
 use crate::event::Event;
 use crate::health::Health;
-use crate::pipeline::{Accepted, BodyForm, Submission, decode_body, not_from_the_future};
+use crate::pipeline::{Accepted, Submission, not_from_the_future};
+use crate::source::forward::{SampleForwarder, sample_key};
 use crate::telemetry::{Metrics, Outcome, Source};
 use crate::time::{Clock, Dur};
 
@@ -42,122 +41,13 @@ pub struct Intake {
     pub clock: Arc<dyn Clock>,
     /// How far ahead of the clock an event may be stamped.
     pub max_future: Dur,
-}
-
-/// The receiver's routes. `extra` adds routes that share its auth (the
-/// incidents API); `public` routes that carry their own credential (the
-/// signed one-click links).
-pub fn router(intake: Arc<Intake>, extra: Router, public: Router) -> Router {
-    let limit = intake.max_body_bytes;
-    let protected = Router::new()
-        .route("/api/v1/alerts", post(alerts))
-        .route("/api/v1/events", post(events))
-        .with_state(intake.clone())
-        .merge(extra)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(
-            intake.clone(),
-            require_token,
-        ))
-        .layer(middleware::from_fn_with_state(
-            intake.clone(),
-            reject_oversize,
-        ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(intake)
-        .merge(protected)
-        .merge(public)
+    /// With a Kafka cluster configured: metric samples go onto the topic
+    /// (to their partition's owner) instead of this replica's windows.
+    pub forward: Option<SampleForwarder>,
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(json!({ "error": msg.into() }))).into_response()
-}
-
-/// Bearer-token check, before any body is read. No token configured (only
-/// allowed on a loopback listener) lets every request through.
-async fn require_token(State(intake): State<Arc<Intake>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &intake.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t);
-        if !given.is_some_and(|g| token.matches(g.trim().as_bytes())) {
-            intake.metrics.http_request(req.uri().path(), 401);
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"ripcord\""),
-            );
-            return r;
-        }
-    }
-    next.run(req).await
-}
-
-/// Live while the pipeline turns; 503 with the reason otherwise.
-async fn healthz(State(intake): State<Arc<Intake>>) -> Response {
-    match intake.health.live() {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("unhealthy: {why}\n"),
-        )
-            .into_response(),
-    }
-}
-
-/// Ready once everything produced from now on will be acted on; 503 with
-/// the reason before that, and whenever it stops being true.
-/// A body announced larger than the limit is 413 before anything else,
-/// with or without a token: nobody's upload is read to the end for nothing.
-async fn reject_oversize(State(intake): State<Arc<Intake>>, req: Request, next: Next) -> Response {
-    let announced = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if announced.is_some_and(|n| n > intake.max_body_bytes as u64) {
-        intake.metrics.http_request(req.uri().path(), 413);
-        let mut r = error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the body is larger than http.max_body_bytes ({} bytes)",
-                intake.max_body_bytes
-            ),
-        );
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return r;
-    }
-    next.run(req).await
-}
-
-async fn readyz(State(intake): State<Arc<Intake>>) -> Response {
-    match intake.health.ready() {
-        Ok(what) => (StatusCode::OK, format!("ready: {what}\n")).into_response(),
-        Err(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn metrics(State(intake): State<Arc<Intake>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        intake.metrics.render(),
-    )
-        .into_response()
 }
 
 fn media_type(headers: &HeaderMap) -> Option<String> {
@@ -171,7 +61,7 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     )
 }
 
-async fn alerts(
+pub(crate) async fn alerts(
     State(intake): State<Arc<Intake>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -222,7 +112,7 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-async fn events(
+pub(crate) async fn events(
     State(intake): State<Arc<Intake>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -257,10 +147,11 @@ async fn events(
     r
 }
 
-/// Validates the whole body, hands it to the pipeline and waits for the
-/// journal.
+/// Validates the whole body, produces its metric samples onto Kafka when
+/// a cluster is configured, hands the rest to the pipeline and waits for
+/// the journal.
 async fn accept(intake: &Intake, body: Bytes, form: BodyForm, alerts_only: bool) -> Response {
-    let n = {
+    let has_samples = {
         let mut events = Vec::new();
         if let Err(e) = decode_body(&body, form, &mut events) {
             intake.metrics.decode_error(Source::Http, "body");
@@ -278,7 +169,16 @@ async fn accept(intake: &Intake, body: Bytes, form: BodyForm, alerts_only: bool)
                 "expected an Alertmanager webhook payload (\"version\":\"4\", \"alerts\":[…]); send other events to /api/v1/events",
             );
         }
-        events.len()
+        events.iter().any(|e| matches!(e, Event::Sample(_)))
+    };
+    let (body, form, forwarded) = match &intake.forward {
+        Some(fw) if has_samples => match forward_samples(intake, fw, &body, form).await {
+            Ok((_, 0)) => (body, form, 0),
+            Ok((None, n)) => return answer(Accepted::default(), n),
+            Ok((Some(rest), n)) => (rest, BodyForm::Lines, n),
+            Err(r) => return r,
+        },
+        _ => (body, form, 0),
     };
     let (tx, rx) = oneshot::channel();
     match intake.submit.try_send(Submission {
@@ -293,38 +193,80 @@ async fn accept(intake: &Intake, body: Bytes, form: BodyForm, alerts_only: bool)
         }
     }
     match tokio::time::timeout(intake.ack_timeout, rx).await {
-        Ok(Ok(Ok(Accepted {
-            events,
-            decisions,
-            dropped,
-            unwatched,
-        }))) => {
-            debug_assert_eq!(events, n);
-            // Taken, but not every event counted: say which and why, so a
-            // sender with a skewed clock learns it from the answer.
-            let dropped: serde_json::Map<String, serde_json::Value> = dropped
-                .iter()
-                .map(|(why, n)| ((*why).to_owned(), json!(n)))
-                .collect();
-            let used = (events as u64)
-                .saturating_sub(dropped.values().filter_map(|v| v.as_u64()).sum::<u64>());
-            (
-                StatusCode::OK,
-                axum::Json(json!({
-                    "status": if dropped.is_empty() { "accepted" } else { "accepted, some events dropped" },
-                    "events": events,
-                    "used": used,
-                    "dropped": dropped,
-                    "unwatched": unwatched,
-                    "decisions": decisions,
-                })),
-            )
-                .into_response()
-        }
+        Ok(Ok(Ok(accepted))) => answer(accepted, forwarded),
         Ok(Ok(Err(msg))) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
         Ok(Err(_)) => busy("ripcord stopped before recording the request; retry"),
         Err(_) => busy("the journal is slow; the request may be recorded, retrying is safe"),
     }
+}
+
+/// Splits the body: elements made of metric samples are produced onto
+/// Kafka keyed by service; the rest comes back as a new body (`None`: there
+/// is no rest), with how many samples went.
+async fn forward_samples(
+    intake: &Intake,
+    fw: &SampleForwarder,
+    body: &Bytes,
+    form: BodyForm,
+) -> Result<(Option<Bytes>, usize), Response> {
+    let elements =
+        body_elements(body, form).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let mut samples: Vec<(String, &[u8])> = Vec::new();
+    let mut rest: Vec<&[u8]> = Vec::new();
+    let mut sent = 0;
+    for el in elements {
+        let mut events = Vec::new();
+        let _ = decode::decode(el, &mut events);
+        match sample_key(&events) {
+            Some(key) => {
+                samples.push((key.to_owned(), el));
+                sent += events.len();
+            }
+            None => rest.push(el),
+        }
+    }
+    let records: Vec<(&str, &[u8])> = samples.iter().map(|(k, p)| (k.as_str(), *p)).collect();
+    if let Err(e) = fw.forward(&records, intake.ack_timeout).await {
+        tracing::warn!(error = %e, "HTTP samples not produced onto Kafka");
+        return Err(busy(&e.to_string()));
+    }
+    intake
+        .metrics
+        .events(Source::Http, Outcome::Forwarded, sent as u64);
+    let rest = (!rest.is_empty()).then(|| Bytes::from(sequence_of(&rest)));
+    Ok((rest, sent))
+}
+
+/// The 200 answer: what was journaled here, what went to Kafka.
+fn answer(accepted: Accepted, forwarded: usize) -> Response {
+    let Accepted {
+        events,
+        decisions,
+        dropped,
+        unwatched,
+    } = accepted;
+    // Taken, but not every event counted: say which and why, so a sender
+    // with a skewed clock learns it from the answer.
+    let dropped: serde_json::Map<String, serde_json::Value> = dropped
+        .iter()
+        .map(|(why, n)| ((*why).to_owned(), json!(n)))
+        .collect();
+    let used =
+        (events as u64).saturating_sub(dropped.values().filter_map(|v| v.as_u64()).sum::<u64>());
+    let mut body = json!({
+        "status": if dropped.is_empty() { "accepted" } else { "accepted, some events dropped" },
+        "events": events + forwarded,
+        "used": used,
+        "dropped": dropped,
+        "unwatched": unwatched,
+        "decisions": decisions,
+    });
+    if forwarded > 0 {
+        // Their windows are on the replica that owns their partition; the
+        // decisions they lead to are printed there, not in this answer.
+        body["forwarded"] = json!(forwarded);
+    }
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 fn busy(msg: &str) -> Response {

@@ -170,9 +170,18 @@ impl ClientLog {
 /// The context of ripcord's helper clients (the warm-up reader and the
 /// dead-letter producer): logged like the consumer; a dead letter is
 /// counted once the broker has it, and a lost one is said.
-struct HelperContext {
+pub(crate) struct HelperContext {
     log: ClientLog,
     metrics: Arc<Metrics>,
+}
+
+impl HelperContext {
+    pub(crate) fn new(client: &'static str, metrics: Arc<Metrics>) -> HelperContext {
+        HelperContext {
+            log: ClientLog::new(client),
+            metrics,
+        }
+    }
 }
 
 impl ClientContext for HelperContext {
@@ -597,7 +606,7 @@ fn is_connection_property(key: &str) -> bool {
 /// The brokers and the connection properties (TLS, SASL, sockets): the
 /// start of every client's config, so the warm-up reader and the
 /// dead-letter producer reach a secured cluster as the consumer does.
-fn connection_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
+pub(crate) fn connection_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     for (k, v) in cfg
@@ -877,27 +886,10 @@ impl KafkaSource {
     /// Journals the batch (retrying while the journal refuses), then stores
     /// the batch's offsets in Kafka.
     fn commit(&mut self, stop: &AtomicBool) {
-        let mut backoff = Duration::from_millis(50);
-        let committed = loop {
-            let result = lock(&self.pipeline).commit();
-            match result {
-                Ok(c) => {
-                    self.health.journal_ok();
-                    break c;
-                }
-                Err(e) => {
-                    self.health.journal_refuses(e.to_string());
-                    tracing::error!(error = %e, retry_in = ?backoff, "journal commit failed; holding the batch and retrying");
-                    if stop.load(Ordering::Relaxed) && backoff >= Duration::from_secs(5) {
-                        tracing::error!(
-                            "giving up at shutdown: the uncommitted events will be re-read at the next start"
-                        );
-                        return;
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        let Some(committed) =
+            crate::pipeline::commit_until_done(&self.pipeline, stop, &self.health)
+        else {
+            return;
         };
         if !committed.fenced.is_empty() {
             let p = lock(&self.pipeline);

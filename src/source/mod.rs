@@ -3,5 +3,6 @@
 //! posted directly. Both hand bytes to the [`crate::pipeline`].
 
 pub mod embedded;
+pub mod forward;
 pub mod http;
 pub mod kafka;
