@@ -32,9 +32,14 @@ struct Ripcord {
 
 impl Ripcord {
     fn start(dir: &Path, port: u16, token: Option<&str>) -> Ripcord {
+        Ripcord::start_with(dir, port, token, &[])
+    }
+
+    fn start_with(dir: &Path, port: u16, token: Option<&str>, extra: &[&str]) -> Ripcord {
         let mut cmd = Command::new(ripcord_bin());
         cmd.arg("run")
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .args(["--state", "state.db"])
             .current_dir(dir)
             .env(
@@ -74,6 +79,30 @@ impl Ripcord {
         });
         assert!(ready, "ripcord never ready:\n{}", r.stderr.text());
         r
+    }
+
+    /// TCP sockets this process listens on (its fds matched against
+    /// /proc/net/tcp{,6} rows in state LISTEN).
+    fn listening_sockets(&self) -> usize {
+        let pid = self.child.id();
+        let inodes: std::collections::HashSet<String> =
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+                })
+                .collect();
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+            .filter(|row| {
+                let cols: Vec<&str> = row.split_whitespace().collect();
+                cols.get(3) == Some(&"0A") && cols.get(9).is_some_and(|i| inodes.contains(*i))
+            })
+            .count()
     }
 
     fn url(&self, path: &str) -> String {
@@ -414,6 +443,39 @@ fn a_critical_alert_on_a_low_tier_service_rolls_back_once_and_resolves() {
         1.0
     );
     assert!(r.terminate().success());
+}
+
+/// An Alertmanager-only responder (`--no-kafka`): no broker, no consumer,
+/// one listening socket (its HTTP port); alerts still decide, and the
+/// rollback runs once however often Alertmanager re-sends.
+#[test]
+fn without_kafka_no_broker_starts_and_alerts_still_roll_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Ripcord::start_with(dir.path(), 0, None, &["--no-kafka"]);
+    assert!(
+        r.stderr.text().contains("kafka: disabled"),
+        "{}",
+        r.stderr.text()
+    );
+    assert!(!r.stderr.text().contains("kafka bootstrap"));
+    assert_eq!(
+        r.listening_sockets(),
+        1,
+        "only the HTTP port listens:\n{}",
+        r.stderr.text()
+    );
+    let am = Alertmanager::start(&r.webhook_url(), None);
+    am.push(&[alert(&instance_down("i-0b2"), now_millis() - 5_000, None)]);
+    let fp = am.fingerprint("InstanceDown");
+    assert!(
+        wait_until(Duration::from_secs(30), || r.decisions().len() >= 2),
+        "nothing decided:\n{}",
+        r.stderr.text()
+    );
+    wait_for_deliveries(&am, &r, 3.0);
+    assert_eq!(actions(&r.decisions(), &fp), ["rollback", "notify"]);
+    let status = r.terminate();
+    assert!(status.success());
 }
 
 #[test]

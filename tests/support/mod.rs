@@ -730,3 +730,95 @@ pub fn make_server_cert(dir: &Path) {
         ],
     );
 }
+
+// ---------------------------------------------------------------------------
+// PostgreSQL: the private cluster `scripts/with-postgres` starts.
+
+pub const PG_ENV: &str = "RIPCORD_TEST_PG_URL";
+
+/// The test cluster's URL; fails saying how to get one.
+pub fn pg_base() -> String {
+    std::env::var(PG_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{PG_ENV} is not set: this needs PostgreSQL. `scripts/test` (or \
+             `scripts/with-postgres CMD`) starts a private cluster (Debian's \
+             postgresql, installed by scripts/setup)"
+        )
+    })
+}
+
+/// The CA of the test cluster's TLS certificate.
+pub fn pg_ca() -> String {
+    std::env::var("RIPCORD_TEST_PG_CA")
+        .expect("RIPCORD_TEST_PG_CA is not set: run under scripts/with-postgres")
+}
+
+/// Runs `f` with a client of the database at `url`, on a runtime of its own.
+fn with_pg<T>(
+    url: &str,
+    f: impl AsyncFnOnce(&tokio_postgres::Client) -> T,
+) -> Result<T, tokio_postgres::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        let t = tokio::spawn(conn);
+        let out = f(&c).await;
+        drop(c);
+        let _ = t.await;
+        Ok(out)
+    })
+}
+
+/// A new, empty database on the test cluster; its URL.
+pub fn pg_database(name: &str) -> String {
+    let base = pg_base();
+    with_pg(&base, async |c| {
+        // Two statements: DROP DATABASE refuses a transaction block.
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .expect("drop an old test database");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create a test database")
+    })
+    .expect("connect to the test cluster");
+    let (head, _) = base.rsplit_once('/').unwrap();
+    format!("{head}/{name}")
+}
+
+/// One SQL query's rows, as strings.
+pub fn pg_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    with_pg(url, async |c| {
+        c.simple_query(sql)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    })
+    .unwrap()
+}
+
+/// The first column of the first row, as a number (0 when the database
+/// cannot be reached yet).
+pub fn pg_count(url: &str, sql: &str) -> i64 {
+    with_pg(url, async |c| {
+        c.simple_query(sql).await.ok().and_then(|rows| {
+            rows.into_iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                _ => None,
+            })
+        })
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(0)
+}
