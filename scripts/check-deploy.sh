@@ -228,6 +228,9 @@ os.makedirs(os.path.join(d, "secrets"), exist_ok=True)
 for name in names:
     if name == "token":
         value = "check-deploy-token"
+    elif name.endswith("-url"):
+        # Parsed (a PostgreSQL URL) but never connected to by `check`.
+        value = "postgres://ripcord@127.0.0.1:9/ripcord"
     elif name.endswith("-webhook"):
         value = "http://127.0.0.1:9/%s?access_token=check-deploy&key=check-deploy" % name
     else:
@@ -466,7 +469,10 @@ assert cfg["journal"]["path"].startswith("/var/lib/ripcord/"), "journal outside 
 for k, v in {"ProtectSystem": "strict", "NoNewPrivileges": "yes", "Restart": "on-failure"}.items():
     assert one(k) == v, "%s=%s, expected %s" % (k, one(k), v)
 creds = {c.split(":", 1)[0] for c in kv.get("LoadCredential", [])}
-named = set(re.findall(r"\{file: /run/secrets/ripcord/([a-z0-9-]+)\}", open("deploy/ripcord.yaml").read()))
+# Secrets the config reads (not the ones in comments, such as the
+# cluster's journal-url on a KUBERNETES line).
+live = "\n".join(l for l in open("deploy/ripcord.yaml").read().splitlines() if not l.lstrip().startswith("#"))
+named = set(re.findall(r"\{file: /run/secrets/ripcord/([a-z0-9-]+)\}", live))
 assert "token" in named, "ripcord.yaml's token is not under /run/secrets/ripcord/"
 assert named <= creds, "secrets with no LoadCredential=: %s" % sorted(named - creds)
 # The token's path on systemd hosts, as ripcord.yaml's SYSTEMD comment says.
@@ -514,17 +520,28 @@ PY
 run "kubernetes: configmap.yaml is up to date (deploy/kubernetes/gen-configmap.sh --stdout | diff)" \
     bash -c 'diff <(bash deploy/kubernetes/gen-configmap.sh --stdout) deploy/kubernetes/configmap.yaml'
 
-py "kubernetes: ConfigMap rules are byte-identical to rules/*.yaml, its ripcord.yaml to deploy/ripcord.yaml" <<'PY'
-import glob, os, yaml
+py "kubernetes: ConfigMap rules are byte-identical to rules/*.yaml, its ripcord.yaml is deploy/ripcord.yaml with the KUBERNETES lines in place" <<'PY'
+import glob, os, re, yaml
 docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(open("deploy/kubernetes/configmap.yaml"))}
 rules = docs["ripcord-rules"]["data"]
 files = {os.path.basename(f): f for f in glob.glob("rules/*.yaml")}
 assert set(rules) == set(files), "ConfigMap has %s, rules/ has %s" % (sorted(rules), sorted(files))
 for k, f in files.items():
     assert rules[k] == open(f).read(), "%s differs from rules/%s" % (k, k)
-assert docs["ripcord-config"]["data"]["ripcord.yaml"] == open("deploy/ripcord.yaml").read(), \
-    "ripcord.yaml differs from deploy/ripcord.yaml"
-print("%d rule files" % len(files))
+# `  # KUBERNETES: key: value` replaces the line above it; nothing else changes.
+out, marked = [], 0
+for line in open("deploy/ripcord.yaml").read().splitlines(keepends=True):
+    m = re.match(r"^( *)# KUBERNETES: (.*\n)$", line)
+    if m:
+        assert out, "a KUBERNETES line with no line above it"
+        out[-1] = m.group(1) + m.group(2)
+        marked += 1
+    else:
+        out.append(line)
+assert marked, "deploy/ripcord.yaml has no KUBERNETES lines (the cluster's journal)"
+assert docs["ripcord-config"]["data"]["ripcord.yaml"] == "".join(out), \
+    "ripcord.yaml differs from deploy/ripcord.yaml with its KUBERNETES lines in place"
+print("%d rule files, %d KUBERNETES lines" % (len(files), marked))
 PY
 
 # Extract the ConfigMaps the way the Deployment mounts them.
@@ -557,22 +574,32 @@ for f in glob.glob("deploy/kubernetes/*.yaml") + ["deploy/kubernetes/secret.yaml
 by = lambda kind: [d for d in docs if d["kind"] == kind]
 (dep,) = by("Deployment")
 cfg = yaml.safe_load(open("deploy/ripcord.yaml"))
+docs_cm = {d["metadata"]["name"]: d for d in by("ConfigMap")}
 port = int(cfg["http"]["listen"].rsplit(":", 1)[1])
 spec = dep["spec"]
 pod = spec["template"]["spec"]
 (c,) = pod["containers"]
 ports = {p["name"]: p["containerPort"] for p in c["ports"]}
 assert list(ports.values()) == [port], "container ports %s, ripcord listens on %d" % (ports, port)
-# The paths ripcord serves (src/source/http.rs) and the probes.
-served = set(re.findall(r'\.route\("([^"]+)"', open("src/source/http.rs").read()))
+# The paths ripcord serves (src/router.rs) and the probes.
+served = set(re.findall(r'\.route\("([^"]+)"', open("src/router.rs").read()))
 for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", None)):
     g = c[probe]["httpGet"]
     assert g["port"] in (port,) or ports.get(g["port"]) == port, "%s port %s" % (probe, g["port"])
     assert g["path"] in served, "%s path %s is not served by ripcord (%s)" % (probe, g["path"], sorted(served))
     if path:
         assert g["path"] == path, "%s path %s, expected %s" % (probe, g["path"], path)
-assert spec["replicas"] == 1, "replicas %s" % spec["replicas"]
-assert spec["strategy"]["type"] == "Recreate", "strategy %s" % spec["strategy"]
+# A cluster: replicas share the ConfigMap's PostgreSQL journal; a rollout
+# of ripcord itself never leaves fewer replicas ready than asked for.
+kcfg = yaml.safe_load(docs_cm["ripcord-config"]["data"]["ripcord.yaml"])
+assert spec["replicas"] >= 3, "replicas %s: run three (a cluster survives one loss)" % spec["replicas"]
+assert spec["strategy"]["type"] == "RollingUpdate" and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, \
+    "strategy %s" % spec["strategy"]
+assert set(kcfg["journal"]) == {"url"} and kcfg["journal"]["url"] == {"file": "/run/secrets/ripcord/journal-url"}, \
+    "the ConfigMap's journal is %s, expected url: {file: /run/secrets/ripcord/journal-url}" % kcfg["journal"]
+sto = int(kcfg["kafka"]["properties"]["session.timeout.ms"])
+assert sto <= 15000, "session.timeout.ms %d: a dead replica's partitions wait that long" % sto
+assert not by("PersistentVolumeClaim"), "a PersistentVolumeClaim: the cluster keeps nothing on a pod"
 # Grace: preStop sleep + ripcord's shutdown grace < terminationGracePeriodSeconds.
 g = str(cfg["shutdown"]["grace"])
 unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -606,11 +633,9 @@ assert v["configMap"]["name"] == "ripcord-rules", v
 v, m = vol_at(os.path.dirname(cfg["http"]["token"]["file"]))
 (secret,) = by("Secret")
 assert v["secret"]["secretName"] == secret["metadata"]["name"], v
-named = set(re.findall(r"\{file: /run/secrets/ripcord/([a-z0-9-]+)\}", open("deploy/ripcord.yaml").read()))
+named = set(re.findall(r"\{file: /run/secrets/ripcord/([a-z0-9-]+)\}", docs_cm["ripcord-config"]["data"]["ripcord.yaml"]))
+assert "journal-url" in named, "the ConfigMap's ripcord.yaml reads no journal-url secret"
 assert named <= set(secret["stringData"]), "the Secret has no key for %s" % sorted(named - set(secret["stringData"]))
-v, m = vol_at(os.path.dirname(cfg["journal"]["path"]))
-(pvc,) = by("PersistentVolumeClaim")
-assert v["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"], v
 cms = {d["metadata"]["name"] for d in by("ConfigMap")}
 assert {"ripcord-config", "ripcord-rules"} <= cms, cms
 # Service and PodDisruptionBudget select the pod, and reach its port.
@@ -624,7 +649,8 @@ for pdb in by("PodDisruptionBudget"):
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items(), "PDB selector"
 (sa,) = by("ServiceAccount")
 assert pod["serviceAccountName"] == sa["metadata"]["name"]
-print("port %d, probes /healthz /readyz, grace %ds > %ds + %ds" % (port, tgps, sleep, grace))
+print("%d replicas, PostgreSQL journal from the Secret, session %d ms, port %d, probes /healthz /readyz, grace %ds > %ds + %ds"
+      % (spec["replicas"], sto, port, tgps, sleep, grace))
 PY
 
 # --- Dockerfile ------------------------------------------------------------
