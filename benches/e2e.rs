@@ -49,6 +49,8 @@
 //! - `E2E_PHASES` [throughput,latency,http]: which phases to run
 //! - `E2E_EVENTS` [4000000]: backlog size per throughput run
 //! - `E2E_PARTITIONS` [1,4]: partition counts for the throughput runs
+//! - `E2E_JOURNALS` [sqlite]: journals for the throughput runs; `postgres`
+//!   (a replica of a cluster) needs `scripts/with-postgres cargo bench …`
 //! - `E2E_SERVICES` [500], `E2E_INSTANCES` [20]: the fleet; each instance
 //!   reports 4 metrics per 15 s round, messages keyed by service
 //! - `E2E_RATE` [10000]: events/s in the latency phase
@@ -66,6 +68,8 @@
 //! - `E2E_HTTP_SECS` [10], `E2E_HTTP_CLIENTS` [4], `E2E_HTTP_ALERTS` [3]
 //!   (alerts per payload), `E2E_HTTP_MODES` [new,repeat]: every alert new
 //!   (each decides and is acted on), or redeliveries of firing alerts
+//! - `E2E_RULES` [the shipped rules]: another rules directory (to compare
+//!   two builds on the same rules)
 //! - `E2E_RIPCORD_BIN` [the bench build]: another `ripcord` binary to run,
 //!   to compare two builds
 //!
@@ -90,7 +94,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use support::{Lines, MockBroker, Tansu, now_millis, ripcord_bin, wait_until};
+use support::{
+    Lines, MockBroker, Tansu, now_millis, pg_ca, pg_count, pg_database, ripcord_bin, wait_until,
+};
 
 const TOKEN: &str = "e2e-bench-token";
 /// Event time between two reports of the same series (a scrape interval).
@@ -104,6 +110,7 @@ const METRICS: [&str; 4] = [
 const TIERS: [&str; 3] = ["low", "medium", "high"];
 /// The product issue's targets.
 const TARGET_EVENTS_PER_SEC: f64 = 500_000.0;
+const TARGET_PG_EVENTS_PER_SEC: f64 = 200_000.0;
 const TARGET_P99_MS: f64 = 5.0;
 
 // ---------------------------------------------------------------------------
@@ -125,6 +132,9 @@ struct Settings {
     http_clients: usize,
     http_alerts: usize,
     http_modes: Vec<HttpMode>,
+    /// Journals the throughput phase runs against: `sqlite`, `postgres`
+    /// (needs `RIPCORD_TEST_PG_URL`: `scripts/with-postgres cargo bench …`).
+    journals: Vec<String>,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -150,6 +160,7 @@ impl Settings {
     fn from_env() -> Settings {
         Settings {
             phases: env_list("E2E_PHASES", "throughput,latency,http"),
+            journals: env_list("E2E_JOURNALS", "sqlite"),
             events: env_or("E2E_EVENTS", 4_000_000),
             partitions: env_list("E2E_PARTITIONS", "1,4")
                 .iter()
@@ -411,6 +422,8 @@ struct Ripcord {
     http: SocketAddr,
     stderr: Lines,
     state: PathBuf,
+    /// The PostgreSQL journal's URL, when it is not `state`.
+    pg: Option<String>,
     client: reqwest::blocking::Client,
     _dir: tempfile::TempDir,
 }
@@ -424,26 +437,47 @@ impl Ripcord {
         topic: &str,
         partitions: i32,
         properties: &[(&str, &str)],
+        on_line: OnLine,
+    ) -> Ripcord {
+        Ripcord::start_with(brokers, topic, partitions, properties, on_line, None)
+    }
+
+    /// As [`Ripcord::start`], journaling to PostgreSQL at `pg` if given.
+    fn start_with(
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        properties: &[(&str, &str)],
         mut on_line: OnLine,
+        pg: Option<(&str, &str)>,
     ) -> Ripcord {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("ripcord.yaml");
+        let journal = match pg {
+            Some((url, ca)) => format!("journal: {{url: \"{url}\", ca_file: \"{ca}\"}}\n"),
+            None => String::new(),
+        };
         let mut yaml = format!(
-            "http:\n  token: {TOKEN}\nkafka:\n  topics: [{topic}]\n  group: bench-{topic}\n  \
+            "{journal}http:\n  token: {TOKEN}\nkafka:\n  topics: [{topic}]\n  group: bench-{topic}\n  \
              properties:\n    auto.offset.reset: earliest\n"
         );
         for (k, v) in properties {
             let _ = writeln!(yaml, "    {k}: \"{v}\"");
         }
+        if let Ok(rules) = std::env::var("E2E_RULES") {
+            let _ = writeln!(yaml, "rules: \"{rules}\"");
+        }
         std::fs::write(&config, yaml).unwrap();
         let state = dir.path().join("state.db");
-        let mut child = Command::new(ripcord_path())
-            .arg("run")
+        let mut cmd = Command::new(ripcord_path());
+        cmd.arg("run")
             .args(["--listen", "127.0.0.1:0", "--brokers", brokers])
             .arg("--config")
-            .arg(&config)
-            .arg("--state")
-            .arg(&state)
+            .arg(&config);
+        if pg.is_none() {
+            cmd.arg("--state").arg(&state);
+        }
+        let mut child = cmd
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -489,6 +523,7 @@ impl Ripcord {
             http,
             stderr,
             state,
+            pg: pg.map(|(u, _)| u.to_owned()),
             client: reqwest::blocking::Client::new(),
             _dir: dir,
         }
@@ -511,6 +546,12 @@ impl Ripcord {
     /// The sum of the journal's next offsets for `topic`: every message
     /// below it is decided and committed (partitions start at offset 0).
     fn journaled(&self, topic: &str) -> u64 {
+        if let Some(url) = &self.pg {
+            let sql = format!(
+                "SELECT coalesce(sum(next_offset), 0)::bigint FROM positions WHERE partition LIKE '{topic}/%'"
+            );
+            return pg_count(url, &sql).max(0) as u64;
+        }
         let read = || -> rusqlite::Result<i64> {
             let c = rusqlite::Connection::open_with_flags(
                 &self.state,
@@ -698,10 +739,19 @@ fn send(p: &Sender, topic: &str, key: &str, payload: &str, stamp: usize) {
 }
 
 // ---------------------------------------------------------------------------
+// PostgreSQL (the cluster's journal)
+
+/// A new database on the test cluster, named after `topic`.
+fn fresh_database(topic: &str) -> String {
+    pg_database(&topic.replace('-', "_"))
+}
+
+// ---------------------------------------------------------------------------
 // Phase 1: throughput
 
 struct Throughput {
     partitions: i32,
+    journal: String,
     events: u64,
     produce_rate: f64,
     /// First event processed -> last event journaled.
@@ -715,8 +765,20 @@ struct Throughput {
     cpu: CpuUse,
 }
 
-fn throughput(s: &Settings, tansu: &Tansu, partitions: i32) -> Throughput {
-    let topic = format!("bench-backlog-p{partitions}");
+impl Throughput {
+    /// The product's targets: 500k/s on one machine's SQLite; 200k/s per
+    /// replica on the cluster's PostgreSQL.
+    fn target(&self) -> f64 {
+        if self.journal == "postgres" {
+            TARGET_PG_EVENTS_PER_SEC
+        } else {
+            TARGET_EVENTS_PER_SEC
+        }
+    }
+}
+
+fn throughput(s: &Settings, tansu: &Tansu, partitions: i32, journal: &str) -> Throughput {
+    let topic = format!("bench-backlog-p{partitions}-{journal}");
     tansu.create_topic(&topic, partitions);
     let fleet = Fleet {
         services: s.services,
@@ -760,7 +822,8 @@ fn throughput(s: &Settings, tansu: &Tansu, partitions: i32) -> Throughput {
 
     let decisions = Arc::new(AtomicU64::new(0));
     let counted = decisions.clone();
-    let r = Ripcord::start(
+    let pg = (journal == "postgres").then(|| (fresh_database(&topic), pg_ca()));
+    let r = Ripcord::start_with(
         &tansu.brokers,
         &topic,
         partitions,
@@ -768,6 +831,7 @@ fn throughput(s: &Settings, tansu: &Tansu, partitions: i32) -> Throughput {
         Box::new(move |_, _| {
             counted.fetch_add(1, Ordering::Relaxed);
         }),
+        pg.as_ref().map(|(u, c)| (u.as_str(), c.as_str())),
     );
     let tansu_pid = tansu_pid(&tansu.brokers);
 
@@ -815,6 +879,7 @@ fn throughput(s: &Settings, tansu: &Tansu, partitions: i32) -> Throughput {
     r.stop();
     Throughput {
         partitions,
+        journal: journal.to_owned(),
         events: s.events,
         produce_rate,
         secs,
@@ -1381,8 +1446,10 @@ fn main() {
 
     let mut tp = Vec::new();
     if s.runs("throughput") {
-        for &p in &s.partitions {
-            tp.push(throughput(&s, &tansu, p));
+        for journal in &s.journals {
+            for &p in &s.partitions {
+                tp.push(throughput(&s, &tansu, p, journal));
+            }
         }
     }
     let mut lat = Vec::new();
@@ -1474,14 +1541,15 @@ impl std::fmt::Display for Report {
             for t in tp {
                 writeln!(
                     w,
-                    "  {} partition(s): {} events in {:.2} s = {:.0} events/s (steady 10-90 %: {:.0}/s)  [target >= {:.0}: {}]",
+                    "  {} partition(s), {} journal: {} events in {:.2} s = {:.0} events/s (steady 10-90 %: {:.0}/s)  [target >= {:.0}: {}]",
                     t.partitions,
+                    t.journal,
                     t.events,
                     t.secs,
                     t.rate,
                     t.middle_rate,
-                    TARGET_EVENTS_PER_SEC,
-                    verdict(t.rate >= TARGET_EVENTS_PER_SEC)
+                    t.target(),
+                    verdict(t.rate >= t.target())
                 )?;
                 writeln!(
                     w,
