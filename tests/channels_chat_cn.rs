@@ -478,7 +478,10 @@ async fn dingtalk_markdown_is_signed_with_ctx_now_and_mentions_on_call() {
     assert_eq!(v["msgtype"], "markdown");
     assert_eq!(v["markdown"]["title"], m.title.as_str());
     let text = v["markdown"]["text"].as_str().unwrap();
-    assert!(text.starts_with(&format!("### {}", m.title)), "{text}");
+    assert!(
+        text.starts_with(&format!("### {}", ripcord::text::markdown(&m.title))),
+        "{text}"
+    );
     assert!(text.contains("where: service=payments, instance=i-pay-2"));
     assert!(text.contains(&format!("@{MOBILE}")));
     assert_eq!(v["at"]["atMobiles"], json!([MOBILE]));
@@ -780,7 +783,10 @@ async fn wecom_markdown_and_text_shapes() {
     let seen = stand.take();
     assert_clean(&seen);
     let c = &contents(&seen, "markdown")[0];
-    assert!(c.starts_with(&format!("### {}", m.title)), "{c}");
+    assert!(
+        c.starts_with(&format!("### {}", ripcord::text::markdown(&m.title))),
+        "{c}"
+    );
     assert!(c.contains("waiting for a human"));
     assert!(c.contains("[Approve](https://ripcord.example/a/inc-0001/approve?t=abc)"));
     assert!(c.contains("[Acknowledge](https://"));
@@ -847,7 +853,7 @@ async fn wecom_long_chinese_message_is_split_on_character_boundaries() {
         let whole = parts.concat();
         assert!(whole.contains(&body), "{format}: parts do not rejoin");
         assert!(whole.starts_with(if format == "markdown" {
-            "### [HIGH"
+            "### \\[HIGH"
         } else {
             "[HIGH"
         }));
@@ -1096,7 +1102,11 @@ mod rate_limit {
             .collect();
         assert!(texts.iter().any(|t| t.contains("updates")), "no digest");
         for t in &titles {
-            assert!(texts.iter().any(|x| x.contains(t.as_str())), "lost: {t}");
+            let shown = ripcord::text::markdown(t);
+            assert!(
+                texts.iter().any(|x| x.contains(shown.as_str())),
+                "lost: {t}"
+            );
         }
     }
 }
