@@ -49,34 +49,10 @@ impl Capture {
                 let Ok(mut c) = conn else { continue };
                 let h = h.clone();
                 std::thread::spawn(move || {
-                    use std::io::{Read, Write};
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    let (end, len) = loop {
-                        let Ok(n) = c.read(&mut chunk) else { return };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-                            let len = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            break (i + 4, len);
-                        }
+                    use std::io::Write;
+                    let Some((path, _)) = support::read_request(&mut c) else {
+                        return;
                     };
-                    while buf.len() < end + len {
-                        let Ok(n) = c.read(&mut chunk) else { return };
-                        if n == 0 {
-                            break;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
                     h.lock().unwrap().push((path, Instant::now()));
                     let _ = c.write_all(
                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
@@ -495,19 +471,6 @@ fn a_replica_stopped_past_its_session_commits_and_acts_on_nothing_it_lost() {
     let keys = query(&c.db, "SELECT count(*), count(DISTINCT key) FROM decisions");
     assert_eq!(keys[0][0], keys[0][1]);
 }
-
-/// Quick rules: an instance is down when its `up` samples over 2 s are all 0.
-const DOWN_RULES: &str = r#"
-tier: any
-rules:
-  - name: down
-    match: {metric: up}
-    group_by: [service, instance]
-    window: 2s
-    aggregate: max
-    condition: "< 1"
-    clear_for: 0s
-"#;
 
 /// Metric samples posted to one replica's HTTP endpoint go onto the topic
 /// keyed by service, so each service's window lives on its partition's

@@ -487,35 +487,10 @@ impl Capture {
                 let Ok(mut c) = conn else { continue };
                 let b = b.clone();
                 std::thread::spawn(move || {
-                    use std::io::{Read as _, Write as _};
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    let (head_end, len) = loop {
-                        let n = match c.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-                            let len = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse::<usize>().ok())
-                                .unwrap_or(0);
-                            break (i + 4, len);
-                        }
+                    use std::io::Write as _;
+                    let Some((path, body)) = support::read_request(&mut c) else {
+                        return;
                     };
-                    while buf.len() < head_end + len {
-                        let n = match c.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-                    let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned();
                     let answer = if path.starts_with("/services/") {
                         "ok"
                     } else {

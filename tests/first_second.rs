@@ -12,19 +12,6 @@ use std::time::Duration;
 
 use support::*;
 
-/// An instance is down when its `up` samples over 2 s are all 0.
-const RULES: &str = r#"
-tier: any
-rules:
-  - name: down
-    match: {metric: up}
-    group_by: [service, instance]
-    window: 2s
-    aggregate: max
-    condition: "< 1"
-    clear_for: 0s
-"#;
-
 fn config(dir: &Path, brokers: Option<&str>, topic: &str) -> String {
     let brokers = brokers
         .map(|b| format!("  brokers: [\"{b}\"]\n"))
@@ -99,7 +86,7 @@ fn both_outages_are_acted_on(r: &Responder, brokers: &str, topic: &str) {
 
 #[test]
 fn embedded_broker_acts_on_events_sent_before_the_group_formed() {
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config(dir.path(), None, "ripcord-events");
     let r = Responder::start(dir.path(), &["--config", &cfg, "--state", "state.db"]);
     assert!(!r.brokers.is_empty(), "{}", r.stderr.text());
@@ -119,7 +106,7 @@ fn tansu_acts_on_events_sent_before_the_group_formed() {
         &outage(now_millis() - 20_000, "i-old"),
     );
     std::thread::sleep(Duration::from_millis(50));
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config(dir.path(), Some(&tansu.brokers), &topic);
     let r = Responder::start(dir.path(), &["--config", &cfg, "--state", "state.db"]);
     both_outages_are_acted_on(&r, &tansu.brokers, &topic);
@@ -128,7 +115,7 @@ fn tansu_acts_on_events_sent_before_the_group_formed() {
 
 #[test]
 fn a_restart_against_a_new_embedded_broker_starts_afresh() {
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config(dir.path(), None, "ripcord-events");
     let args = ["--config", cfg.as_str(), "--state", "state.db"];
     let r = Responder::start(dir.path(), &args);

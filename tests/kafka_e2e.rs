@@ -16,20 +16,6 @@ use std::time::Duration;
 
 use support::*;
 
-/// Quick rules so a live test finishes in seconds: an instance is down when
-/// its `up` samples over 2 s are all 0, and recovers at the first 1.
-const RULES: &str = r#"
-tier: any
-rules:
-  - name: down
-    match: {metric: up}
-    group_by: [service, instance]
-    window: 2s
-    aggregate: max
-    condition: "< 1"
-    clear_for: 0s
-"#;
-
 fn config(dir: &Path, topic: &str, group: &str) -> String {
     config_with_session(dir, topic, group, 6000)
 }
@@ -143,7 +129,7 @@ fn journal_actions(db: &Path) -> usize {
 }
 
 fn kill_and_restart(brokers: &str, topic: &str, partitions: i32, create: impl Fn(&str, i32)) {
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     create(topic, partitions);
     create(&format!("{topic}-dead"), 1);
     let cfg = config(dir.path(), topic, "e2e-restart");
@@ -233,7 +219,7 @@ fn tansu_two_consumers_split_the_work_and_rebalance() {
     let topic = "ev-split";
     t.create_topic(topic, 2);
     t.create_topic("ev-split-dead", 1);
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config(dir.path(), topic, "e2e-split");
     // Two processes, one group, one journal file (shared, as on one host).
     let args = [
@@ -309,7 +295,7 @@ fn tansu_poison_messages_are_skipped_counted_and_dead_lettered() {
     let topic = "ev-poison";
     t.create_topic(topic, 1);
     t.create_topic("ev-poison-dead", 1);
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config(dir.path(), topic, "e2e-poison");
     let r = Responder::start(
         dir.path(),
@@ -401,7 +387,7 @@ fn tansu_broker_paused_then_back() {
     let topic = "ev-pause";
     t.create_topic(topic, 1);
     t.create_topic("ev-pause-dead", 1);
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config_with_session(dir.path(), topic, "e2e-pause", 15000);
     let r = Responder::start(
         dir.path(),
@@ -450,7 +436,7 @@ fn tansu_broker_paused_then_back() {
 #[test]
 fn mock_cluster_broker_down_then_up() {
     let mut m = MockBroker::start("ev-down", 1);
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config(dir.path(), "ev-down", "e2e-down");
     let r = Responder::start(
         dir.path(),
@@ -498,7 +484,7 @@ fn mock_cluster_broker_down_then_up() {
 
 #[test]
 fn embedded_broker_by_default_and_graceful_shutdown() {
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let r = Responder::start(dir.path(), &["--rules", "rules", "--state", "state.db"]);
     assert!(
         !r.brokers.is_empty(),

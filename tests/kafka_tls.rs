@@ -27,20 +27,6 @@ use serde_json::Value;
 
 use support::*;
 
-/// Quick rules so a live test finishes in seconds: an instance is down when
-/// its `up` samples over 2 s are all 0, and recovers at the first 1.
-const RULES: &str = r#"
-tier: any
-rules:
-  - name: down
-    match: {metric: up}
-    group_by: [service, instance]
-    window: 2s
-    aggregate: max
-    condition: "< 1"
-    clear_for: 0s
-"#;
-
 /// A private CA with a server certificate for 127.0.0.1 / localhost, and a
 /// second, unrelated CA that must not be able to vouch for that server.
 struct Certs {
@@ -196,7 +182,7 @@ fn tls_events_in_decisions_out_and_clean_shutdown() {
     let topic = "ev-tls";
     kafka.tansu.create_topic(topic, 1);
     kafka.tansu.create_topic("ev-tls-dead", 1);
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config(dir.path(), topic, "tls-ok", &tls(&certs.ca));
     let r = Responder::start(
         dir.path(),
@@ -264,7 +250,7 @@ fn tls_with_the_wrong_ca_consumes_nothing_and_says_why() {
         &borrowed(&props),
         &incident(now_millis(), "svc", "i-1"),
     );
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config(dir.path(), topic, "tls-bad-ca", &tls(&certs.other_ca));
     let started = Instant::now();
     let r = Responder::start(
@@ -354,7 +340,7 @@ fn restart_warms_up_and_dead_letters(
     let dead_topic = format!("{topic}-dead");
     create_topic(topic);
     create_topic(&dead_topic);
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config(dir.path(), topic, "restart", client);
     let args = [
         "--brokers",
@@ -539,7 +525,7 @@ fn compressed_batches_are_consumed() {
     let topic = "ev-compressed";
     t.create_topic(topic, 1);
     t.create_topic("ev-compressed-dead", 1);
-    let dir = workdir_with_rules(RULES);
+    let dir = workdir_with_rules(DOWN_RULES);
     let cfg = config(dir.path(), topic, "compressed", &[]);
     let r = Responder::start(
         dir.path(),

@@ -621,6 +621,54 @@ pub fn now_millis() -> i64 {
 }
 
 /// A scratch directory with a rules dir of quick rules for live tests.
+/// Quick rules for the Kafka tests: an instance is down when its `up`
+/// samples over 2 s are all 0.
+pub const DOWN_RULES: &str = r#"
+tier: any
+rules:
+  - name: down
+    match: {metric: up}
+    group_by: [service, instance]
+    window: 2s
+    aggregate: max
+    condition: "< 1"
+    clear_for: 0s
+"#;
+
+/// Reads one HTTP/1.1 request from a stand-in server's connection: its
+/// path and its body (as long as its `Content-Length`). `None` when the
+/// client closes or fails before the whole request arrived.
+pub fn read_request(c: &mut std::net::TcpStream) -> Option<(String, String)> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let (head_end, len) = loop {
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (i + 4, len);
+        }
+    };
+    while buf.len() < head_end + len {
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned();
+    Some((path, body))
+}
+
 pub fn workdir_with_rules(rules_yaml: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
