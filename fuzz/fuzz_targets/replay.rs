@@ -23,8 +23,14 @@ fn rules() -> Arc<RuleSet> {
 fuzz_target!(|data: &[u8]| {
     let mut engine = Engine::new(rules(), EngineConfig::default());
     let mut out = Vec::new();
-    let summary = ripcord::replay::run(&mut engine, data, &mut out, std::io::sink())
-        .expect("replay into memory cannot fail");
+    let summary = ripcord::replay::run(
+        &mut engine,
+        data,
+        &mut out,
+        std::io::sink(),
+        ripcord::output::Format::Json,
+    )
+    .expect("replay into memory cannot fail");
     let newlines = data.iter().filter(|b| **b == b'\n').count() as u64;
     let lines = newlines + u64::from(data.last().is_some_and(|b| *b != b'\n'));
     assert_eq!(summary.lines, lines, "line count");
