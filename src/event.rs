@@ -183,3 +183,32 @@ pub struct Progress<'a> {
     pub total: Option<u64>,
     pub message: Option<Cow<'a, str>>,
 }
+
+impl Progress<'_> {
+    /// One line for people: "web batch 2/3 done: 30 of 100 instances
+    /// upgraded - <the orchestrator's message>".
+    pub fn summary(&self) -> String {
+        let service = self.labels.get("service").unwrap_or("?");
+        let batch = match (self.labels.get("batch"), self.labels.get("batches")) {
+            (Some(b), Some(n)) => format!("batch {b}/{n}"),
+            (Some(b), None) => format!("batch {b}"),
+            _ => "the rollout".to_owned(),
+        };
+        let count = match (self.done, self.total) {
+            (Some(d), Some(t)) => format!(": {d} of {t} instances upgraded"),
+            (Some(d), None) => format!(": {d} instances upgraded"),
+            _ => String::new(),
+        };
+        let mut message = match self.stage {
+            Stage::BatchStarted => format!("{service} {batch} started{count}"),
+            Stage::BatchDone => format!("{service} {batch} done{count}"),
+            Stage::Completed => format!("{service} upgrade completed{count}"),
+            Stage::Failed => format!("{service} upgrade failed at {batch}{count}"),
+        };
+        if let Some(m) = &self.message {
+            message.push_str(" - ");
+            message.push_str(m);
+        }
+        message
+    }
+}

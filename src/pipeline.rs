@@ -16,8 +16,9 @@ use tokio::sync::{Notify, oneshot};
 use crate::decision::Decision;
 use crate::decode::{self, BodyForm, DecodeError, decode_body};
 use crate::engine::{Engine, EngineConfig};
-use crate::event::Event;
-use crate::journal::{Batch, Journal, JournalError};
+use crate::event::{Event, Stage};
+use crate::gate::{GateConfig, Tally, TallyRow};
+use crate::journal::{Batch, Journal, JournalError, UpgradeRow};
 use crate::output::Output;
 use crate::rule::RuleSet;
 use crate::telemetry::{Metrics, Outcome, Source};
@@ -136,6 +137,12 @@ pub struct Pipeline {
     fenced: HashSet<PartitionId>,
     /// The last HTTP body of another replica followed (its inbox sequence).
     inbox_cursor: i64,
+    /// Request-success samples counted for the rollout gates, per partition
+    /// (dropped with it), committed with the batch.
+    tallies: HashMap<PartitionId, Tally>,
+    /// Upgrade progress seen in the batch, committed with it.
+    progress: Vec<(PartitionId, UpgradeRow)>,
+    gates: Arc<GateConfig>,
 }
 
 impl Pipeline {
@@ -168,6 +175,39 @@ impl Pipeline {
             epochs: HashMap::new(),
             fenced: HashSet::new(),
             inbox_cursor: 0,
+            tallies: HashMap::new(),
+            progress: Vec::new(),
+            gates: Arc::new(GateConfig::default()),
+        }
+    }
+
+    /// What the rollout gates count (their success metric) and keep.
+    pub fn set_gates(&mut self, gates: Arc<GateConfig>) {
+        self.gates = gates;
+    }
+
+    /// What the rollout gates judge on: success samples and progress.
+    fn note_for_gates(&mut self, p: PartitionId, events: &[Event<'_>]) {
+        let tally = self.tallies.entry(p).or_default();
+        for e in events {
+            tally.observe(e, &self.gates.success_metric, &self.engine_cfg.tiers);
+            if let Event::Progress(pr) = e {
+                if let Some(service) = pr.labels.get("service") {
+                    self.progress.push((
+                        p,
+                        UpgradeRow {
+                            service: service.to_owned(),
+                            batch: pr.labels.get("batch").map(str::to_owned),
+                            stage: pr.stage.as_str().to_owned(),
+                            done: pr.done,
+                            total: pr.total,
+                            message: Some(pr.summary()),
+                            updated_at: pr.ts,
+                            open: !matches!(pr.stage, Stage::Completed | Stage::Failed),
+                        },
+                    ));
+                }
+            }
         }
     }
 
@@ -250,6 +290,7 @@ impl Pipeline {
         decode::decode(payload, &mut events)?;
         not_from_the_future(&events, self.clock.now(), self.max_future)?;
         let n = events.len();
+        self.note_for_gates(p, &events);
         let mut out = Vec::new();
         let engine = self.engine(p);
         for e in &events {
@@ -269,6 +310,7 @@ impl Pipeline {
             return;
         }
         let before = self.decisions.len();
+        self.note_for_gates(p, &events);
         let mut out = Vec::new();
         let engine = self.engine(p);
         let stats_before = engine.stats().clone();
@@ -299,6 +341,8 @@ impl Pipeline {
             || !self.positions.is_empty()
             || !self.inbox.is_empty()
             || !self.acks.is_empty()
+            || self.tallies.values().any(|t| !t.is_empty())
+            || !self.progress.is_empty()
     }
 
     /// Journals the batch, then prints its new decisions and wakes the
@@ -359,7 +403,11 @@ impl Pipeline {
                     .map(|e| (names[p.0 as usize].as_str(), *e))
             })
             .collect();
+        let tallies: Vec<TallyRow> = self.tallies.values().flat_map(Tally::rows).collect();
+        let progress: Vec<UpgradeRow> = self.progress.iter().map(|(_, u)| u.clone()).collect();
         let batch = Batch {
+            tallies: &tallies,
+            progress: &progress,
             epochs,
             decisions: self
                 .decisions
@@ -402,6 +450,8 @@ impl Pipeline {
         self.decisions.clear();
         self.positions.clear();
         self.inbox.clear();
+        self.tallies.values_mut().for_each(Tally::clear);
+        self.progress.clear();
         Ok(committed)
     }
 
@@ -430,6 +480,8 @@ impl Pipeline {
     pub fn drop_partition(&mut self, p: PartitionId) {
         self.engines.remove(&p);
         self.positions.remove(&p);
+        self.tallies.remove(&p);
+        self.progress.retain(|(q, _)| *q != p);
         self.decisions.retain(|(q, _)| *q != p);
     }
 
@@ -519,11 +571,16 @@ impl Pipeline {
         Ok(n)
     }
 
-    /// Forgets journaled HTTP bodies older than the lookback.
+    /// Forgets journaled HTTP bodies older than the lookback, and gate
+    /// tallies older than their retention.
     pub fn prune_inbox(&mut self) {
         let before = self.clock.now().saturating_sub(self.lookback());
         if let Err(e) = self.journal.prune_inbox(before) {
             tracing::warn!(error = %e, "pruning the HTTP inbox failed");
+        }
+        let before = self.clock.now().saturating_sub(self.gates.retention);
+        if let Err(e) = self.journal.prune_tally(before) {
+            tracing::warn!(error = %e, "pruning the gate tallies failed");
         }
     }
 

@@ -28,9 +28,7 @@ use super::links::{LinkSigner, Verb};
 use super::message::{Kind, Message};
 use super::{BoxFuture, Handled, Handler, Outcome, SharedJournal, with_journal};
 use crate::decision::{Action, Decision, Severity, Tier};
-use crate::journal::{
-    ActionRow, ActionState, ApprovalOpened, JournalError, RollbackLimits, UpgradeRow,
-};
+use crate::journal::{ActionRow, ActionState, ApprovalOpened, JournalError, RollbackLimits};
 use crate::telemetry::Metrics;
 use crate::time::{Clock, Dur};
 
@@ -104,9 +102,6 @@ impl Responder {
     }
 
     async fn notify<'a>(&'a self, d: &'a Decision) -> Handled<'a> {
-        if d.incident.is_none() && &*d.rule == "progress" {
-            self.record_progress(d).await;
-        }
         if let (Some(id), Some(_)) = (&d.incident, d.escalated_from) {
             // Worse than it was: page sooner (or start paging if severe).
             self.escalate(id.as_str(), d.tier, d.severity == Severity::Severe)
@@ -121,37 +116,6 @@ impl Responder {
                 &queued.outcomes().await,
             )
         }))
-    }
-
-    async fn record_progress(&self, d: &Decision) {
-        let Some(service) = d.label("service").map(str::to_owned) else {
-            return;
-        };
-        let stage = d
-            .message
-            .split_whitespace()
-            .find(|w| {
-                ["started", "done", "completed", "failed"]
-                    .iter()
-                    .any(|s| w.starts_with(s))
-            })
-            .unwrap_or("running")
-            .trim_end_matches(':')
-            .to_owned();
-        let open = !matches!(stage.as_str(), "completed" | "failed");
-        let row = UpgradeRow {
-            service,
-            batch: d.label("batch").map(str::to_owned),
-            stage,
-            done: d.value.map(|v| v as u64),
-            total: None,
-            message: Some(d.message.clone()),
-            updated_at: d.at,
-            open,
-        };
-        if let Err(e) = with_journal(&self.journal, move |j| j.record_progress(&row)).await {
-            tracing::error!(error = %e, "could not record upgrade progress");
-        }
     }
 
     async fn resolve<'a>(&'a self, d: &'a Decision) -> Handled<'a> {

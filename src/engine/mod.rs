@@ -420,27 +420,7 @@ impl Engine {
         let mut labels: Vec<(Box<str>, Box<str>)> =
             p.labels.iter().map(|(k, v)| (k.into(), v.into())).collect();
         labels.sort();
-        let service = p.labels.get("service").unwrap_or("?");
-        let batch = match (p.labels.get("batch"), p.labels.get("batches")) {
-            (Some(b), Some(n)) => format!("batch {b}/{n}"),
-            (Some(b), None) => format!("batch {b}"),
-            _ => "the rollout".to_owned(),
-        };
-        let count = match (p.done, p.total) {
-            (Some(d), Some(t)) => format!(": {d} of {t} instances upgraded"),
-            (Some(d), None) => format!(": {d} instances upgraded"),
-            _ => String::new(),
-        };
-        let mut message = match p.stage {
-            Stage::BatchStarted => format!("{service} {batch} started{count}"),
-            Stage::BatchDone => format!("{service} {batch} done{count}"),
-            Stage::Completed => format!("{service} upgrade completed{count}"),
-            Stage::Failed => format!("{service} upgrade failed at {batch}{count}"),
-        };
-        if let Some(m) = &p.message {
-            message.push_str(" - ");
-            message.push_str(m);
-        }
+        let message = p.summary();
         let mut h = siphasher::sip::SipHasher13::new();
         for (k, v) in &labels {
             h.write(k.as_bytes());

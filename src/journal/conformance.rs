@@ -163,6 +163,9 @@ conformance!(
     a_human_verdict_beats_a_late_state,
     two_processes_racing_for_the_last_unit_of_budget_admit_it_once,
     a_replica_follows_the_bodies_the_others_accepted,
+    gate_tallies_add_up_across_commits_and_processes,
+    a_fenced_commit_counts_no_samples_for_the_gate,
+    promotions_are_kept_in_order_per_service,
 );
 
 const RULES: &str = r#"
@@ -899,4 +902,111 @@ fn a_replica_follows_the_bodies_the_others_accepted(store: &dyn Store) {
     let one = b.inbox_after(0, "b", 1).unwrap();
     assert_eq!(one.len(), 1);
     assert_eq!(a.inbox_last().unwrap(), for_a[0].0);
+}
+
+fn tally_row(
+    service: &str,
+    batch: &str,
+    minute: i64,
+    samples: u64,
+    sum: f64,
+    low: f64,
+) -> crate::gate::TallyRow {
+    crate::gate::TallyRow {
+        service: service.into(),
+        batch: batch.into(),
+        minute: Ts(minute * 60_000),
+        samples,
+        sum,
+        low,
+        tier: Tier::High,
+    }
+}
+
+/// Tallies of the same (service, batch, minute) add up, whichever process
+/// commits them; other services and earlier minutes stay apart; pruning
+/// forgets old minutes.
+fn gate_tallies_add_up_across_commits_and_processes(store: &dyn Store) {
+    let mut a = store.connect();
+    let mut b = store.connect();
+    let first = [
+        tally_row("web", "2", 10, 2, 1.998, 0.998),
+        tally_row("web", "", 10, 1, 1.0, 1.0),
+        tally_row("db", "2", 10, 5, 5.0, 1.0),
+    ];
+    a.commit(&Batch {
+        tallies: &first,
+        ..Batch::default()
+    })
+    .unwrap();
+    b.commit(&Batch {
+        tallies: &[
+            tally_row("web", "2", 10, 1, 0.5, 0.5),
+            tally_row("web", "2", 11, 1, 1.0, 1.0),
+        ],
+        ..Batch::default()
+    })
+    .unwrap();
+    let rows = a.tally("web", Ts(10 * 60_000)).unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let merged = rows
+        .iter()
+        .find(|r| r.batch == "2" && r.minute == Ts(600_000))
+        .unwrap();
+    assert_eq!(merged.samples, 3);
+    assert!((merged.sum - 2.498).abs() < 1e-9, "{merged:?}");
+    assert_eq!(merged.low, 0.5);
+    assert_eq!(merged.tier, Tier::High);
+    assert_eq!(rows.last().unwrap().minute, Ts(11 * 60_000), "oldest first");
+    assert_eq!(a.tally("web", Ts(11 * 60_000)).unwrap().len(), 1);
+    assert!(a.tally("nobody", Ts(0)).unwrap().is_empty());
+    assert_eq!(a.prune_tally(Ts(11 * 60_000)).unwrap(), 3);
+    assert_eq!(b.tally("web", Ts(0)).unwrap().len(), 1);
+}
+
+/// Samples ride in the same transaction as the positions: a replica that
+/// lost its partition counts nothing, so the new owner's replay of the same
+/// messages is the only count.
+fn a_fenced_commit_counts_no_samples_for_the_gate(store: &dyn Store) {
+    let mut a = store.connect();
+    let mut b = store.connect();
+    let old = a.claim_partition("t/0", "a").unwrap();
+    b.claim_partition("t/0", "b").unwrap();
+    let late = a.commit(&Batch {
+        tallies: &[tally_row("web", "2", 10, 7, 7.0, 1.0)],
+        positions: vec![("t/0", 3)],
+        epochs: vec![("t/0", old)],
+        ..Batch::default()
+    });
+    assert!(matches!(late, Err(JournalError::Fenced { .. })), "{late:?}");
+    assert!(b.tally("web", Ts(0)).unwrap().is_empty());
+}
+
+fn promotions_are_kept_in_order_per_service(store: &dyn Store) {
+    let mut a = store.connect();
+    let b = store.connect();
+    let p = |service: &str, batch: Option<&str>, revision: Option<&str>, by: &str, at: i64| {
+        crate::gate::Promotion {
+            service: service.into(),
+            batch: batch.map(Into::into),
+            revision: revision.map(Into::into),
+            by: by.into(),
+            note: format!("note by {by}"),
+            at: Ts(at),
+        }
+    };
+    a.promote(&p("web", Some("2"), Some("A"), "alice", 5))
+        .unwrap();
+    a.promote(&p("db", Some("1"), None, "bob", 6)).unwrap();
+    a.promote(&p("web", None, None, "carol", 7)).unwrap();
+    let web = b.promotions("web").unwrap();
+    assert_eq!(
+        web,
+        vec![
+            p("web", Some("2"), Some("A"), "alice", 5),
+            p("web", None, None, "carol", 7)
+        ]
+    );
+    assert_eq!(b.promotions("db").unwrap().len(), 1);
+    assert!(b.promotions("none").unwrap().is_empty());
 }

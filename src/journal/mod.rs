@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use crate::decision::{Action, Decision, IncidentId, Tier};
 use crate::engine::Incident;
+use crate::gate::{Promotion, TallyRow};
 use crate::time::{Dur, Ts};
 
 pub use postgres::PgJournal;
@@ -100,6 +101,12 @@ pub struct Batch<'a> {
     /// [`JournalError::Fenced`], writing nothing, if another process has
     /// claimed one since.
     pub epochs: Vec<(&'a str, i64)>,
+    /// Request-success tallies counted from the batch's samples, added to
+    /// the stored ones (see [`crate::gate::Tally`]).
+    pub tallies: &'a [TallyRow],
+    /// The last progress each upgrade reported in the batch, recorded with
+    /// it so a gate asked after the POST answered sees it.
+    pub progress: &'a [UpgradeRow],
 }
 
 /// How far an action got.
@@ -254,6 +261,9 @@ pub trait Ingest {
     /// Forgets HTTP bodies older than `before`.
     fn prune_inbox(&mut self, before: Ts) -> Result<usize, JournalError>;
 
+    /// Forgets success tallies of minutes before `before`.
+    fn prune_tally(&mut self, before: Ts) -> Result<usize, JournalError>;
+
     /// HTTP bodies other processes than `not_from` accepted after `after`
     /// (a sequence number), oldest first, at most `limit`: how a replica
     /// learns the alerts another replica took, so a resolve it receives
@@ -406,8 +416,6 @@ pub trait Work {
         at: Ts,
     ) -> Result<(), JournalError>;
 
-    fn record_progress(&mut self, p: &UpgradeRow) -> Result<(), JournalError>;
-
     /// Takes the named lease until `until` if it is free (never taken, or
     /// lapsed): so one process of several sends each periodic digest, once.
     fn take_lease(
@@ -450,6 +458,9 @@ pub trait Verdicts {
         at: Ts,
     ) -> Result<bool, JournalError>;
 
+    /// A human lets a service's batch (of a revision, if named) go on.
+    fn promote(&mut self, p: &Promotion) -> Result<(), JournalError>;
+
     /// Stops paging; `state` says why (acked, resolved).
     fn stop_escalation(
         &mut self,
@@ -479,6 +490,12 @@ pub trait Reads {
     fn rollouts(&self) -> Result<Vec<RolloutRow>, JournalError>;
 
     fn upgrades(&self, open_only: bool) -> Result<Vec<UpgradeRow>, JournalError>;
+
+    /// The service's success tallies from minute `since` on, oldest first.
+    fn tally(&self, service: &str, since: Ts) -> Result<Vec<TallyRow>, JournalError>;
+
+    /// The service's promotions, oldest first.
+    fn promotions(&self, service: &str) -> Result<Vec<Promotion>, JournalError>;
 }
 
 /// Every role: what the live responder holds.

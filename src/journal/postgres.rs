@@ -29,13 +29,17 @@ use super::{
 use crate::config::Secret;
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
+use crate::gate::{Promotion, TallyRow};
 use crate::time::{Clock, Dur, Ts};
 
 /// The migrations, in order: (version, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    include_str!("../../migrations/postgres/0001_journal.sql"),
-)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        include_str!("../../migrations/postgres/0001_journal.sql"),
+    ),
+    (2, include_str!("../../migrations/postgres/0002_gates.sql")),
+];
 
 /// Any key, for the advisory locks that serialize migrations and the
 /// rollback budget across replicas ("ripcord" in ASCII).
@@ -587,6 +591,45 @@ impl Ingest for PgJournal {
                 )
                 .await?;
             }
+            for p in batch.progress {
+                tx.execute(
+                    "INSERT INTO upgrades AS u (service, batch, stage, done, total, message, updated_at, open)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (service) DO UPDATE SET batch = excluded.batch, stage = excluded.stage,
+                         done = excluded.done, total = excluded.total, message = excluded.message,
+                         updated_at = excluded.updated_at, open = excluded.open
+                     WHERE excluded.updated_at >= u.updated_at",
+                    &[
+                        &p.service,
+                        &p.batch,
+                        &p.stage,
+                        &p.done.map(|d| d as i64),
+                        &p.total.map(|t| t as i64),
+                        &p.message,
+                        &p.updated_at.millis(),
+                        &p.open,
+                    ],
+                )
+                .await?;
+            }
+            for t in batch.tallies {
+                tx.execute(
+                    "INSERT INTO gate_tally AS g (service, batch, minute, samples, total, low, tier)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (service, batch, minute) DO UPDATE SET samples = g.samples + excluded.samples,
+                         total = g.total + excluded.total, low = LEAST(g.low, excluded.low), tier = excluded.tier",
+                    &[
+                        &t.service,
+                        &t.batch,
+                        &t.minute.millis(),
+                        &(t.samples as i64),
+                        &t.sum,
+                        &t.low,
+                        &t.tier.as_str(),
+                    ],
+                )
+                .await?;
+            }
             tx.commit().await?;
             Ok(fresh)
         })
@@ -693,6 +736,19 @@ impl Ingest for PgJournal {
                 .await?
                 .execute(
                     "DELETE FROM inbox WHERE received_at < $1",
+                    &[&before.millis()],
+                )
+                .await? as usize)
+        })
+    }
+
+    fn prune_tally(&mut self, before: Ts) -> Result<usize, JournalError> {
+        self.block(async {
+            Ok(self
+                .conn()
+                .await?
+                .execute(
+                    "DELETE FROM gate_tally WHERE minute < $1",
                     &[&before.millis()],
                 )
                 .await? as usize)
@@ -1177,33 +1233,6 @@ impl Work for PgJournal {
         })
     }
 
-    fn record_progress(&mut self, p: &UpgradeRow) -> Result<(), JournalError> {
-        self.block(async {
-            self.conn()
-                .await?
-                .execute(
-                    "INSERT INTO upgrades AS u (service, batch, stage, done, total, message, updated_at, open)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (service) DO UPDATE SET batch = excluded.batch, stage = excluded.stage,
-                         done = excluded.done, total = excluded.total, message = excluded.message,
-                         updated_at = excluded.updated_at, open = excluded.open
-                     WHERE excluded.updated_at >= u.updated_at",
-                    &[
-                        &p.service,
-                        &p.batch,
-                        &p.stage,
-                        &p.done.map(|d| d as i64),
-                        &p.total.map(|t| t as i64),
-                        &p.message,
-                        &p.updated_at.millis(),
-                        &p.open,
-                    ],
-                )
-                .await?;
-            Ok(())
-        })
-    }
-
     fn take_lease(
         &mut self,
         name: &str,
@@ -1386,6 +1415,27 @@ impl Verdicts for PgJournal {
             }
             tx.commit().await?;
             Ok(key.is_some())
+        })
+    }
+
+    fn promote(&mut self, p: &Promotion) -> Result<(), JournalError> {
+        self.block(async {
+            self.conn()
+                .await?
+                .execute(
+                    "INSERT INTO promotions (service, batch, revision, by_whom, note, at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &p.service,
+                        &p.batch,
+                        &p.revision,
+                        &p.by,
+                        &p.note,
+                        &p.at.millis(),
+                    ],
+                )
+                .await?;
+            Ok(())
         })
     }
 
@@ -1578,6 +1628,61 @@ impl Reads for PgJournal {
                     message: r.get(5),
                     updated_at: Ts(r.get(6)),
                     open: r.get(7),
+                })
+                .collect())
+        })
+    }
+
+    fn tally(&self, service: &str, since: Ts) -> Result<Vec<TallyRow>, JournalError> {
+        self.block(async {
+            let rows = self
+                .conn()
+                .await?
+                .query(
+                    "SELECT service, batch, minute, samples, total, low, tier FROM gate_tally
+                     WHERE service = $1 AND minute >= $2 ORDER BY minute, batch",
+                    &[&service, &since.millis()],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let tier: String = r.get(6);
+                    Ok(TallyRow {
+                        service: r.get(0),
+                        batch: r.get(1),
+                        minute: Ts(r.get(2)),
+                        samples: r.get::<_, i64>(3) as u64,
+                        sum: r.get(4),
+                        low: r.get(5),
+                        tier: tier.parse().map_err(|e: String| {
+                            JournalError::Corrupt(format!("gate_tally tier: {e}"))
+                        })?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn promotions(&self, service: &str) -> Result<Vec<Promotion>, JournalError> {
+        self.block(async {
+            let rows = self
+                .conn()
+                .await?
+                .query(
+                    "SELECT service, batch, revision, by_whom, note, at FROM promotions
+                     WHERE service = $1 ORDER BY seq",
+                    &[&service],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| Promotion {
+                    service: r.get(0),
+                    batch: r.get(1),
+                    revision: r.get(2),
+                    by: r.get(3),
+                    note: r.get(4),
+                    at: Ts(r.get(5)),
                 })
                 .collect())
         })

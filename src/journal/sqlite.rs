@@ -19,6 +19,7 @@ use super::{
 };
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
+use crate::gate::{Promotion, TallyRow};
 use crate::time::{Clock, Dur, SystemClock, Ts};
 
 /// 2: `actions.admitted_at` (the rollback budget). 3: `partition_owners`
@@ -163,6 +164,26 @@ CREATE TABLE IF NOT EXISTS leases (
     holder TEXT NOT NULL,
     until_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS gate_tally (
+    service TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    total REAL NOT NULL,
+    low REAL NOT NULL,
+    tier TEXT NOT NULL,
+    PRIMARY KEY (service, batch, minute)
+);
+CREATE TABLE IF NOT EXISTS promotions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    batch TEXT,
+    revision TEXT,
+    by TEXT NOT NULL,
+    note TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS promotions_by_service ON promotions(service, seq);
 ";
 
 /// `ALTER TABLE … ADD COLUMN` unless the column is there already.
@@ -590,6 +611,42 @@ impl Ingest for SqliteJournal {
             for body in &batch.inbox {
                 insert_inbox.execute(params![now, body, batch.origin])?;
             }
+            let mut add_tally = tx.prepare_cached(
+                "INSERT INTO gate_tally (service, batch, minute, samples, total, low, tier)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(service, batch, minute) DO UPDATE SET samples = samples + excluded.samples,
+                     total = total + excluded.total, low = min(low, excluded.low), tier = excluded.tier",
+            )?;
+            let mut upsert_upgrade = tx.prepare_cached(
+                "INSERT INTO upgrades (service, batch, stage, done, total, message, updated_at, open)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(service) DO UPDATE SET batch = excluded.batch, stage = excluded.stage, done = excluded.done,
+                     total = excluded.total, message = excluded.message, updated_at = excluded.updated_at, open = excluded.open
+                 WHERE excluded.updated_at >= updated_at",
+            )?;
+            for p in batch.progress {
+                upsert_upgrade.execute(params![
+                    p.service,
+                    p.batch,
+                    p.stage,
+                    p.done.map(|d| d as i64),
+                    p.total.map(|t| t as i64),
+                    p.message,
+                    p.updated_at.millis(),
+                    p.open
+                ])?;
+            }
+            for t in batch.tallies {
+                add_tally.execute(params![
+                    t.service,
+                    t.batch,
+                    t.minute.millis(),
+                    t.samples as i64,
+                    t.sum,
+                    t.low,
+                    t.tier.as_str()
+                ])?;
+            }
         }
         tx.commit()?;
         Ok(fresh)
@@ -668,6 +725,13 @@ impl Ingest for SqliteJournal {
     fn prune_inbox(&mut self, before: Ts) -> Result<usize, JournalError> {
         Ok(self.conn.execute(
             "DELETE FROM inbox WHERE received_at < ?1",
+            [before.millis()],
+        )?)
+    }
+
+    fn prune_tally(&mut self, before: Ts) -> Result<usize, JournalError> {
+        Ok(self.conn.execute(
+            "DELETE FROM gate_tally WHERE minute < ?1",
             [before.millis()],
         )?)
     }
@@ -1052,27 +1116,6 @@ impl Work for SqliteJournal {
         Ok(())
     }
 
-    fn record_progress(&mut self, p: &UpgradeRow) -> Result<(), JournalError> {
-        self.conn.execute(
-            "INSERT INTO upgrades (service, batch, stage, done, total, message, updated_at, open)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT(service) DO UPDATE SET batch = excluded.batch, stage = excluded.stage, done = excluded.done,
-                 total = excluded.total, message = excluded.message, updated_at = excluded.updated_at, open = excluded.open
-             WHERE excluded.updated_at >= updated_at",
-            params![
-                p.service,
-                p.batch,
-                p.stage,
-                p.done.map(|d| d as i64),
-                p.total.map(|t| t as i64),
-                p.message,
-                p.updated_at.millis(),
-                p.open
-            ],
-        )?;
-        Ok(())
-    }
-
     fn take_lease(
         &mut self,
         name: &str,
@@ -1235,6 +1278,14 @@ impl Verdicts for SqliteJournal {
         Ok(key.is_some())
     }
 
+    fn promote(&mut self, p: &Promotion) -> Result<(), JournalError> {
+        self.conn.execute(
+            "INSERT INTO promotions (service, batch, revision, by, note, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![p.service, p.batch, p.revision, p.by, p.note, p.at.millis()],
+        )?;
+        Ok(())
+    }
+
     fn stop_escalation(
         &mut self,
         incident: &str,
@@ -1351,6 +1402,44 @@ impl Reads for SqliteJournal {
                 message: r.get(5)?,
                 updated_at: Ts(r.get(6)?),
                 open: r.get(7)?,
+            })
+        })
+    }
+
+    fn tally(&self, service: &str, since: Ts) -> Result<Vec<TallyRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT service, batch, minute, samples, total, low, tier FROM gate_tally
+             WHERE service = ?1 AND minute >= ?2 ORDER BY minute, batch",
+        )?;
+        collect(&mut stmt, params![service, since.millis()], |r| {
+            let tier: String = r.get(6)?;
+            Ok(TallyRow {
+                service: r.get(0)?,
+                batch: r.get(1)?,
+                minute: Ts(r.get(2)?),
+                samples: r.get::<_, i64>(3)? as u64,
+                sum: r.get(4)?,
+                low: r.get(5)?,
+                tier: tier
+                    .parse()
+                    .map_err(|e: String| JournalError::Corrupt(format!("gate_tally tier: {e}")))?,
+            })
+        })
+    }
+
+    fn promotions(&self, service: &str) -> Result<Vec<Promotion>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT service, batch, revision, by, note, at FROM promotions
+             WHERE service = ?1 ORDER BY seq",
+        )?;
+        collect(&mut stmt, [service], |r| {
+            Ok(Promotion {
+                service: r.get(0)?,
+                batch: r.get(1)?,
+                revision: r.get(2)?,
+                by: r.get(3)?,
+                note: r.get(4)?,
+                at: Ts(r.get(5)?),
             })
         })
     }

@@ -98,6 +98,8 @@ fn background_checkpoints_move_the_wal_into_the_database_outside_commits() {
         for n in from..from + 300 {
             let body = format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(20_000));
             j.commit(&Batch {
+                tallies: &[],
+                progress: &[],
                 decisions: ds.iter().map(|d| ("t/0", d)).collect(),
                 positions: vec![("t/0", n)],
                 inbox: vec![body.as_bytes()],
