@@ -207,6 +207,7 @@ pub async fn run(
     );
     pipeline.set_max_future(cfg.max_future);
     pipeline.set_owner(owner.clone());
+    pipeline.set_gates(cfg.gates.clone());
     let pipeline = Arc::new(Mutex::new(pipeline));
     warm_http(&pipeline, &*open(rt.clock.clone())?, rt.clock.as_ref())?;
 
@@ -307,11 +308,19 @@ pub async fn run(
         wake: notify.clone(),
     });
 
+    let gates = Arc::new(crate::gate::http::Gates {
+        journal: Arc::new(Mutex::new(open(rt.clock.clone())?)),
+        cfg: cfg.gates.clone(),
+        tiers: cfg.engine.tiers.clone(),
+        clock: rt.clock.clone(),
+    });
+
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
     let app = router(
         intake,
-        crate::api::protected(api.clone()),
-        crate::api::public(api),
+        crate::api::protected(api.clone())
+            .merge(crate::gate::http::protected_routes(gates.clone())),
+        crate::api::public(api).merge(crate::gate::http::open_routes(gates)),
     );
     let max_connections = crate::server::connection_cap(cfg.http.limits.max_connections);
     if max_connections < cfg.http.limits.max_connections {

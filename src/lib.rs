@@ -16,6 +16,7 @@ pub mod decode;
 pub mod demo;
 pub mod engine;
 pub mod event;
+pub mod gate;
 pub mod health;
 pub mod journal;
 pub mod output;

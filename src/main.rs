@@ -106,6 +106,9 @@ enum Command {
         #[command(flatten)]
         at: JournalArgs,
     },
+    /// Ask a running ripcord whether the next batch of SERVICE may start.
+    /// Exit status: 0 go, 1 nogo, 2 hold, 3 ripcord could not be asked.
+    Gate(GateArgs),
     /// Feed a JSON-lines file of events through the engine in event time and
     /// print every decision as a JSON line. Executes nothing.
     Replay {
@@ -143,6 +146,33 @@ struct VerdictArgs {
     note: String,
     #[command(flatten)]
     at: JournalArgs,
+}
+
+#[derive(clap::Args)]
+struct GateArgs {
+    service: String,
+    /// The batch just done (default: the last one reported).
+    #[arg(long)]
+    batch: Option<String>,
+    /// The revision being rolled out: only promotions of it count.
+    #[arg(long)]
+    revision: Option<String>,
+    /// Wait until the answer is go or nogo, asking every --interval.
+    #[arg(long)]
+    wait: bool,
+    #[arg(long, default_value = "15s")]
+    interval: ripcord::time::Dur,
+    /// Give up waiting after this long (exit 2, hold).
+    #[arg(long)]
+    timeout: Option<ripcord::time::Dur>,
+    /// Where ripcord listens (default: http.public_url, else http.listen of --config).
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the whole answer as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -207,6 +237,7 @@ fn main() -> ExitCode {
         Command::Reject(v) => verdict(v, Some(Verdict::Reject)),
         Command::Ack(v) => verdict(v, None),
         Command::Resume { service, by, at } => resume(&service, &by, &at),
+        Command::Gate(args) => gate(&args),
         Command::Replay {
             events,
             rules,
@@ -552,6 +583,87 @@ fn resume(service: &str, by: &str, at: &JournalArgs) -> Result<ExitCode> {
             eprintln!("ripcord: {e}");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+fn gate(args: &GateArgs) -> Result<ExitCode> {
+    let cfg = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(errs) => return Ok(report(&errs)),
+    };
+    let base = match &args.url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => match &cfg.http.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", cfg.http.listen),
+        },
+    };
+    let mut url = reqwest::Url::parse(&base).with_context(|| format!("--url {base}"))?;
+    url.path_segments_mut()
+        .map_err(|_| anyhow::anyhow!("--url {base} cannot take a path"))?
+        .pop_if_empty()
+        .extend(["api", "v1", "rollouts", args.service.as_str(), "gate"]);
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(b) = &args.batch {
+            q.append_pair("batch", b);
+        }
+        if let Some(r) = &args.revision {
+            q.append_pair("revision", r);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let started = std::time::Instant::now();
+    loop {
+        let answer: serde_json::Value = match rt.block_on(async {
+            let resp = client.get(url.clone()).send().await?.error_for_status()?;
+            resp.json::<serde_json::Value>().await
+        }) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("ripcord gate: cannot ask {}: {e}", url.as_str());
+                return Ok(ExitCode::from(3));
+            }
+        };
+        let decision = answer["decision"].as_str().unwrap_or("?").to_owned();
+        let reasons: Vec<&str> = answer["reasons"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        let waited_out = args
+            .timeout
+            .is_some_and(|t| started.elapsed() >= t.to_std());
+        if decision == "hold" && args.wait && !waited_out {
+            eprintln!(
+                "ripcord gate: {}: hold ({}); asking again in {}",
+                args.service,
+                reasons.first().copied().unwrap_or("no reason given"),
+                args.interval
+            );
+            std::thread::sleep(args.interval.to_std());
+            continue;
+        }
+        if args.json {
+            println!("{answer}");
+        } else {
+            println!("{}: {decision}", args.service);
+            for r in &reasons {
+                println!("  - {r}");
+            }
+        }
+        return Ok(ExitCode::from(match decision.as_str() {
+            "go" => 0,
+            "nogo" => 1,
+            "hold" => 2,
+            _ => 3,
+        }));
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Config {
     pub max_future: Dur,
     /// Channels, routing, escalation, approvals, status and executors.
     pub actions: std::sync::Arc<crate::action::config::ActionsConfig>,
+    /// What the rollout gates ask of a batch before the next may start.
+    pub gates: std::sync::Arc<crate::gate::GateConfig>,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             shutdown_grace: Dur::from_secs(10),
             max_future: Dur::from_mins(5),
             actions: Default::default(),
+            gates: Default::default(),
         }
     }
 }
@@ -127,6 +130,11 @@ impl Config {
             }
             if let Some(m) = top.map("log", &mut errs) {
                 service::read_log(m, &mut cfg.log, &mut errs);
+            }
+            if let Some(m) = top.map("gates", &mut errs) {
+                let mut gates = crate::gate::GateConfig::default();
+                crate::gate::read_config(m, &mut gates, &mut errs);
+                cfg.gates = std::sync::Arc::new(gates);
             }
             if let Some(m) = top.map("shutdown", &mut errs) {
                 service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);

@@ -1,0 +1,293 @@
+//! The gate's HTTP contracts.
+//!
+//! Open (read-only: they change nothing in ripcord, so Argo Rollouts' `web`
+//! provider and Flagger's webhooks, which send no credentials by default,
+//! can call them):
+//! - `GET /api/v1/rollouts/{service}/gate[?batch=N&revision=R]`: always 200
+//!   with the [`Answer`] (Argo reads `result.decision`).
+//! - `POST /api/v1/flagger/gate`: 200 on go; 423 (hold) or 409 (nogo) with
+//!   the answer otherwise. Flagger fails any status above 202.
+//! - `POST /api/v1/flagger/rollback`: 200 ("roll back now") on nogo, 409
+//!   otherwise.
+//!
+//! Bearer-token protected:
+//! - `POST /api/v1/rollouts/{service}/promote` with `{"by", "note",
+//!   "batch", "revision"}`: a human lets the batch go on.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Answer, Decision, Facts, GateConfig, Promotion, Question, evaluate};
+use crate::action::{SharedJournal, with_journal};
+use crate::journal::{Journal, JournalError};
+use crate::rule::TierResolver;
+use crate::time::{Clock, Dur};
+
+pub struct Gates {
+    /// Its own connection: answers never queue behind the dispatcher.
+    pub journal: SharedJournal,
+    pub cfg: Arc<GateConfig>,
+    pub tiers: TierResolver,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Longest service, batch or revision accepted.
+const MAX_NAME_BYTES: usize = 256;
+/// Longest promotion note.
+const MAX_NOTE_BYTES: usize = 2048;
+
+pub fn open_routes(g: Arc<Gates>) -> Router {
+    Router::new()
+        .route("/api/v1/rollouts/{service}/gate", get(gate))
+        .route("/api/v1/flagger/gate", post(flagger_gate))
+        .route("/api/v1/flagger/rollback", post(flagger_rollback))
+        .with_state(g)
+}
+
+pub fn protected_routes(g: Arc<Gates>) -> Router {
+    Router::new()
+        .route("/api/v1/rollouts/{service}/promote", post(promote))
+        .with_state(g)
+}
+
+fn err(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, axum::Json(json!({ "error": msg.into() }))).into_response()
+}
+
+fn too_long(what: &str, v: Option<&str>) -> Option<Response> {
+    v.filter(|s| s.len() > MAX_NAME_BYTES || s.is_empty())
+        .map(|s| {
+            err(
+                StatusCode::BAD_REQUEST,
+                format!("{what}: {} bytes; expected 1 to {MAX_NAME_BYTES}", s.len()),
+            )
+        })
+}
+
+/// Gathers what the journal holds about the service.
+fn facts(
+    j: &mut dyn Journal,
+    q: &Question,
+    cfg: &GateConfig,
+    tiers: &TierResolver,
+    now: crate::time::Ts,
+) -> Result<Facts, JournalError> {
+    let longest = [cfg.min_soak.low, cfg.min_soak.medium, cfg.min_soak.high]
+        .into_iter()
+        .max()
+        .unwrap_or(Dur::ZERO);
+    let since = now
+        .saturating_sub(longest)
+        .saturating_sub(Dur::from_mins(1));
+    let service = q.service.as_str();
+    let incidents: Vec<_> = j
+        .incidents(Some("open"))?
+        .into_iter()
+        .filter(|i| i.labels.get("service").and_then(|s| s.as_str()) == Some(service))
+        .collect();
+    let tier = tiers
+        .services
+        .get(service)
+        .copied()
+        .or_else(|| incidents.iter().find_map(|i| i.tier.parse().ok()));
+    Ok(Facts {
+        tier,
+        upgrade: j
+            .upgrades(false)?
+            .into_iter()
+            .find(|u| u.service == service),
+        rollout: j.rollouts()?.into_iter().find(|r| r.service == service),
+        incidents,
+        promotions: j.promotions(service)?,
+        tally: j.tally(service, since)?,
+    })
+}
+
+/// Answers `q` from the journal.
+pub async fn answer(g: &Gates, q: Question) -> Result<Answer, JournalError> {
+    let cfg = g.cfg.clone();
+    let tiers = g.tiers.clone();
+    let now = g.clock.now();
+    let default_tier = tiers.default;
+    with_journal(&g.journal, move |j| {
+        let f = facts(j, &q, &cfg, &tiers, now)?;
+        Ok(evaluate(&q, &f, &cfg, default_tier, now))
+    })
+    .await
+}
+
+async fn respond(g: &Gates, q: Question, status: impl Fn(Decision) -> StatusCode) -> Response {
+    if let Some(r) = too_long("service", Some(&q.service))
+        .or_else(|| too_long("batch", q.batch.as_deref()))
+        .or_else(|| too_long("revision", q.revision.as_deref()))
+    {
+        return r;
+    }
+    match answer(g, q).await {
+        Ok(a) => (status(a.decision), axum::Json(a)).into_response(),
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct GateQuery {
+    batch: Option<String>,
+    revision: Option<String>,
+}
+
+async fn gate(
+    State(g): State<Arc<Gates>>,
+    Path(service): Path<String>,
+    Query(p): Query<GateQuery>,
+) -> Response {
+    let q = Question {
+        service,
+        batch: p.batch.filter(|b| !b.is_empty()),
+        revision: p.revision.filter(|r| !r.is_empty()),
+    };
+    respond(&g, q, |_| StatusCode::OK).await
+}
+
+/// What Flagger posts to a webhook (`pkg/apis/flagger/v1beta1`
+/// `CanaryWebhookPayload`); unknown fields are ignored.
+#[derive(Deserialize)]
+struct FlaggerPayload {
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    phase: String,
+    #[serde(default)]
+    checksum: String,
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
+}
+
+/// The question a Flagger webhook asks, or what is wrong with its body.
+fn flagger_question(body: &[u8]) -> Result<Question, String> {
+    let p: FlaggerPayload = serde_json::from_slice(body).map_err(|e| {
+        format!("not a Flagger webhook payload ({{\"name\", \"namespace\", \"phase\", \"checksum\", \"metadata\"}}): {e}")
+    })?;
+    tracing::debug!(canary = %p.name, namespace = %p.namespace, phase = %p.phase, "Flagger asks the gate");
+    Ok(Question {
+        service: p
+            .metadata
+            .get("service")
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .unwrap_or(p.name),
+        batch: p.metadata.get("batch").filter(|b| !b.is_empty()).cloned(),
+        revision: Some(p.checksum).filter(|c| !c.is_empty()),
+    })
+}
+
+async fn flagger_gate(State(g): State<Arc<Gates>>, body: axum::body::Bytes) -> Response {
+    let q = match flagger_question(&body) {
+        Ok(q) => q,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e),
+    };
+    respond(&g, q, |d| match d {
+        Decision::Go => StatusCode::OK,
+        Decision::Hold => StatusCode::LOCKED,
+        Decision::Nogo => StatusCode::CONFLICT,
+    })
+    .await
+}
+
+async fn flagger_rollback(State(g): State<Arc<Gates>>, body: axum::body::Bytes) -> Response {
+    let q = match flagger_question(&body) {
+        Ok(q) => q,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e),
+    };
+    respond(&g, q, |d| match d {
+        Decision::Nogo => StatusCode::OK,
+        Decision::Go | Decision::Hold => StatusCode::CONFLICT,
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct PromoteBody {
+    by: String,
+    #[serde(default)]
+    note: String,
+    batch: Option<String>,
+    revision: Option<String>,
+}
+
+async fn promote(
+    State(g): State<Arc<Gates>>,
+    Path(service): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let b: PromoteBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"by\", \"note\", \"batch\", \"revision\"}}: {e}"),
+            );
+        }
+    };
+    if b.by.trim().is_empty() {
+        return err(StatusCode::BAD_REQUEST, "by: say who promotes the batch");
+    }
+    if b.note.len() > MAX_NOTE_BYTES {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("note: longer than {MAX_NOTE_BYTES} bytes"),
+        );
+    }
+    if let Some(r) = too_long("service", Some(&service))
+        .or_else(|| too_long("by", Some(&b.by)))
+        .or_else(|| too_long("batch", b.batch.as_deref()))
+        .or_else(|| too_long("revision", b.revision.as_deref()))
+    {
+        return r;
+    }
+    // The batch promoted is the one named, else the last one reported: a
+    // promotion always names the batch it lets go on.
+    let now = g.clock.now();
+    let named = b.batch.clone();
+    let svc = service.clone();
+    let batch = match with_journal(&g.journal, move |j| {
+        Ok(match named {
+            Some(b) => Some(b),
+            None => j
+                .upgrades(false)?
+                .into_iter()
+                .find(|u| u.service == svc)
+                .and_then(|u| u.batch),
+        })
+    })
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let p = Promotion {
+        service: service.clone(),
+        batch: batch.clone(),
+        revision: b.revision.clone(),
+        by: b.by,
+        note: b.note,
+        at: now,
+    };
+    tracing::info!(%service, batch = ?p.batch, revision = ?p.revision, by = %p.by, "batch promoted by a human");
+    if let Err(e) = with_journal(&g.journal, move |j| j.promote(&p)).await {
+        return err(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    let q = Question {
+        service,
+        batch,
+        revision: b.revision,
+    };
+    respond(&g, q, |_| StatusCode::OK).await
+}

@@ -1,0 +1,100 @@
+//! Per-minute tallies of a service's request success, per batch: what the
+//! gate judges a batch on. The pipeline counts the samples it ingests and
+//! commits the tallies with the batch's positions, so a sample replayed
+//! after a crash is never counted twice and any replica can read them.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::decision::Tier;
+use crate::event::Event;
+use crate::rule::TierResolver;
+use crate::time::Ts;
+
+/// The samples of one (service, batch, minute). `batch` is empty for
+/// instances not (yet) upgraded: the same-age baseline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TallyRow {
+    pub service: String,
+    pub batch: String,
+    /// Start of the minute (event time).
+    pub minute: Ts,
+    pub samples: u64,
+    /// Sum of the sampled success ratios.
+    pub sum: f64,
+    /// Lowest sampled ratio.
+    pub low: f64,
+    pub tier: Tier,
+}
+
+impl TallyRow {
+    /// Folds `other` (same key) into this row.
+    pub fn merge(&mut self, other: &TallyRow) {
+        self.samples += other.samples;
+        self.sum += other.sum;
+        self.low = self.low.min(other.low);
+        self.tier = other.tier;
+    }
+}
+
+/// Counts success samples until the next commit takes them.
+#[derive(Debug, Default)]
+pub struct Tally {
+    rows: HashMap<(String, String, i64), TallyRow>,
+}
+
+/// Longest service or batch label value tallied; longer ones are skipped
+/// (a label that long is not a service name, and the row would be unbounded).
+const MAX_KEY_BYTES: usize = 256;
+
+impl Tally {
+    /// Counts `e` if it is a sample of `metric` for a service.
+    pub fn observe(&mut self, e: &Event<'_>, metric: &str, tiers: &TierResolver) {
+        let Event::Sample(s) = e else { return };
+        if s.metric != metric || !s.value.is_finite() {
+            return;
+        }
+        let Some(service) = s.labels.get("service") else {
+            return;
+        };
+        let batch = s.labels.get("batch").unwrap_or("");
+        if service.len() > MAX_KEY_BYTES || batch.len() > MAX_KEY_BYTES {
+            return;
+        }
+        let minute = s.ts.millis() - s.ts.millis().rem_euclid(60_000);
+        let tier = tiers.resolve(&s.labels);
+        let row = self
+            .rows
+            .entry((service.to_owned(), batch.to_owned(), minute))
+            .or_insert_with(|| TallyRow {
+                service: service.to_owned(),
+                batch: batch.to_owned(),
+                minute: Ts(minute),
+                samples: 0,
+                sum: 0.0,
+                low: f64::INFINITY,
+                tier,
+            });
+        row.samples += 1;
+        row.sum += s.value;
+        row.low = row.low.min(s.value);
+        row.tier = tier;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows counted since the last [`Tally::clear`], for a commit.
+    pub fn rows(&self) -> Vec<TallyRow> {
+        let mut v: Vec<TallyRow> = self.rows.values().cloned().collect();
+        v.sort_by(|a, b| (&a.service, &a.batch, a.minute).cmp(&(&b.service, &b.batch, b.minute)));
+        v
+    }
+
+    /// After a commit took the rows (or a partition was lost).
+    pub fn clear(&mut self) {
+        self.rows.clear();
+    }
+}
