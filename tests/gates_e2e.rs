@@ -39,21 +39,28 @@ rules:
 "#;
 
 fn start(dir: &Path) -> Responder {
+    start_with(dir, "ripcord.yaml", "")
+}
+
+/// `ripcord run` with the test's config plus `extra` lines, as `name`.
+fn start_with(dir: &Path, name: &str, extra: &str) -> Responder {
     std::fs::create_dir_all(dir.join("rules")).unwrap();
     std::fs::write(dir.join("rules/gates.yaml"), RULES).unwrap();
     std::fs::write(dir.join("token"), TOKEN).unwrap();
     std::fs::write(
-        dir.join("ripcord.yaml"),
-        "http:\n  token: {file: token}\n\
-         tiers:\n  services: {web: low, pay: high}\n\
-         gates:\n  min_soak: {low: 3s, high: 1h}\n  min_samples: 5\n",
+        dir.join(name),
+        format!(
+            "http:\n  token: {{file: token}}\n\
+             tiers:\n  services: {{web: low, pay: high}}\n\
+             gates:\n  min_soak: {{low: 3s, high: 1h}}\n  min_samples: 5\n{extra}"
+        ),
     )
     .unwrap();
     Responder::start(
         dir,
         &[
             "--config",
-            "ripcord.yaml",
+            name,
             "--rules",
             "rules",
             "--state",
@@ -352,4 +359,142 @@ fn a_promotion_binds_to_its_revision_and_needs_the_token() {
     // A hostile service name stays one path segment.
     let (code, _, err) = ripcord_gate(&r, &["../../healthz"]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// A shipped manifest as JSON (through ripcord's own YAML reader).
+fn manifest(rel: &str) -> Value {
+    let path = support::repo().join(rel);
+    let text = std::fs::read_to_string(&path).unwrap();
+    ripcord::config::yaml::parse(&path, &text)
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+        .to_json()
+}
+
+/// Evaluates an Argo condition of the shipped form `result.decision == "x"`.
+fn argo_condition(cond: &str, result: &Value) -> bool {
+    let (lhs, rhs) = cond.split_once("==").expect(cond);
+    assert_eq!(lhs.trim(), "result.decision", "{cond}");
+    result["decision"] == rhs.trim().trim_matches('"')
+}
+
+/// The shipped Argo AnalysisTemplate and Flagger Canary, run as their
+/// controllers would run them: Argo renders `{{args.*}}` into the `web`
+/// provider's URL, GETs it, and judges `successCondition` /
+/// `failureCondition` (neither: Inconclusive); Flagger POSTs its payload to
+/// each webhook URL and passes on a status of at most 202.
+#[test]
+fn the_shipped_argo_template_and_flagger_canary_read_the_gate_as_their_controllers_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start(dir.path());
+    let t = manifest("deploy/argo/ripcord-gate.yaml");
+    assert_eq!(t["kind"], "AnalysisTemplate");
+    let metric = &t["spec"]["metrics"][0];
+    assert_eq!(metric["failureLimit"], 0);
+    assert_eq!(metric["inconclusiveLimit"], 0, "hold pauses for a human");
+    let url_template = metric["provider"]["web"]["url"].as_str().unwrap();
+    assert!(metric["provider"]["web"].get("jsonPath").is_none(), "the whole body is `result`");
+    let argo_run = |service: &str, revision: &str| -> &'static str {
+        let url = url_template
+            .replace("{{args.ripcord}}", &r.url(""))
+            .replace("{{args.service}}", service)
+            .replace("{{args.revision}}", revision);
+        let resp = client().get(url).send().unwrap();
+        assert!(resp.status().is_success());
+        let result: Value = resp.json().unwrap();
+        let ok = argo_condition(metric["successCondition"].as_str().unwrap(), &result);
+        let failed = argo_condition(metric["failureCondition"].as_str().unwrap(), &result);
+        match (ok, failed) {
+            (true, false) => "Successful",
+            (false, true) => "Failed",
+            (false, false) => "Inconclusive",
+            _ => panic!("both conditions hold: {result}"),
+        }
+    };
+    let canary = manifest("deploy/flagger/canary-example.yaml");
+    let hooks = canary["spec"]["analysis"]["webhooks"].as_array().unwrap().clone();
+    let flagger_run = |kind: &str, checksum: &str| -> bool {
+        let hook = hooks.iter().find(|h| h["type"] == kind).unwrap();
+        let path = hook["url"].as_str().unwrap().split_once(":9464").unwrap().1.to_owned();
+        let payload = json!({"name": canary["metadata"]["name"], "namespace": "shop",
+                             "phase": "Progressing", "checksum": checksum, "metadata": hook["metadata"]});
+        let status = client().post(r.url(&path)).json(&payload).send().unwrap().status();
+        status.as_u16() <= 202
+    };
+    let service = canary["spec"]["analysis"]["webhooks"][0]["metadata"]["service"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(service, "payments");
+
+    // Soaking (a medium-tier service by default: 30 min): Inconclusive / blocked.
+    let t0 = now_millis();
+    let mut events = vec![progress(&service, 1, "batch_done", t0)];
+    events.extend(series(
+        "request_success_ratio",
+        json!({"service": service, "batch": "1", "instance": "i-1"}),
+        1.0,
+        t0,
+        6,
+    ));
+    post_events(&r, &events);
+    assert_eq!(argo_run(&service, "abc123"), "Inconclusive");
+    assert!(!flagger_run("confirm-promotion", "abc123"));
+    assert!(!flagger_run("rollback", "abc123"), "hold is no reason to roll back");
+    // A human promotes revision abc123: Argo's run of it succeeds, Flagger's
+    // gate opens for that checksum only.
+    let promoted = client()
+        .post(r.url(&format!("/api/v1/rollouts/{service}/promote")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"by": "carol", "revision": "abc123"}))
+        .send()
+        .unwrap();
+    assert_eq!(promoted.status(), 200);
+    assert_eq!(argo_run(&service, "abc123"), "Successful");
+    assert!(flagger_run("confirm-promotion", "abc123"));
+    assert!(flagger_run("confirm-traffic-increase", "abc123"));
+    assert!(!flagger_run("confirm-promotion", "def456"));
+    // A failed upgrade: Argo's run fails, Flagger's rollback hook passes.
+    post_events(&r, &[progress(&service, 1, "failed", now_millis())]);
+    assert_eq!(argo_run(&service, "abc123"), "Failed");
+    assert!(flagger_run("rollback", "abc123"));
+    assert!(!flagger_run("confirm-rollout", "abc123"));
+}
+
+/// Replicas sharing a PostgreSQL journal answer the gate alike, whichever
+/// of them took the events: the answer comes from the journal.
+#[test]
+fn every_replica_of_a_cluster_gives_the_same_answer() {
+    let db = support::pg_database("ripcord_gates");
+    let journal = format!("journal: {{url: \"{db}\", ca_file: \"{}\"}}\n", support::pg_ca());
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_with(dir.path(), "a.yaml", &journal);
+    let b = start_with(dir.path(), "b.yaml", &journal);
+    let t = now_millis();
+    let mut events = vec![progress("web", 2, "batch_done", t - 10_000)];
+    events.extend(series(
+        "request_success_ratio",
+        json!({"service": "web", "batch": "2", "instance": "i-1"}),
+        0.9999,
+        t - 9_000,
+        8,
+    ));
+    post_events(&a, &events);
+    let from_a = argo(&a, "web", "?batch=2");
+    let from_b = argo(&b, "web", "?batch=2");
+    assert_eq!(decision(&from_a), "go", "{from_a}");
+    for key in ["decision", "batch", "reasons", "success", "stage", "tier"] {
+        assert_eq!(from_a[key], from_b[key], "{key}: {from_a} vs {from_b}");
+    }
+    // A promotion through one replica counts on the other.
+    post_events(&b, &[progress("pay", 1, "batch_done", now_millis())]);
+    let promoted = client()
+        .post(b.url("/api/v1/rollouts/pay/promote"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"by": "dana", "revision": "r7"}))
+        .send()
+        .unwrap();
+    assert_eq!(promoted.status(), 200);
+    let on_a = argo(&a, "pay", "?revision=r7");
+    assert_eq!(on_a["promoted_by"], "dana", "{on_a}");
+    assert_eq!(decision(&on_a), "go", "{on_a}");
 }
