@@ -166,6 +166,7 @@ conformance!(
     gate_tallies_add_up_across_commits_and_processes,
     a_fenced_commit_counts_no_samples_for_the_gate,
     promotions_are_kept_in_order_per_service,
+    connections_writing_at_once_wait_for_each_other_instead_of_failing,
 );
 
 const RULES: &str = r#"
@@ -1009,4 +1010,58 @@ fn promotions_are_kept_in_order_per_service(store: &dyn Store) {
     );
     assert_eq!(b.promotions("db").unwrap().len(), 1);
     assert!(b.promotions("none").unwrap().is_empty());
+}
+
+/// Several processes' connections read then write at the same moment (an
+/// approval opened while the pipeline commits and another worker records a
+/// timeline): each waits its turn; none fails with a lock error. A failure
+/// here once left approval requests `failed` for good under a burst.
+fn connections_writing_at_once_wait_for_each_other_instead_of_failing(store: &dyn Store) {
+    let mut setup = store.connect();
+    let (ds, _) = decisions();
+    setup
+        .commit(&Batch {
+            decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+            ..Batch::default()
+        })
+        .unwrap();
+    let req = ds
+        .iter()
+        .find(|d| d.action == Action::RequestApproval)
+        .unwrap();
+    let inc = req.incident.as_ref().unwrap().to_string();
+    let key = req.key.clone();
+    let id = req.incident.clone().unwrap();
+    let barrier = Arc::new(Barrier::new(4));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut j = store.connect();
+            let (inc, key, id, barrier) = (inc.clone(), key.clone(), id.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for n in 0..100i64 {
+                    let r = match w {
+                        0 => j
+                            .commit(&Batch {
+                                positions: vec![("t/1", n)],
+                                ..Batch::default()
+                            })
+                            .map(drop),
+                        1 => j
+                            .open_approval(&inc, &key, Tier::Medium, Ts(n), Ts(n + 1000))
+                            .map(drop),
+                        2 => j.add_timeline(&id, Ts(n), "note", "x"),
+                        _ => j.take_lease("digest", "w3", Ts(n + 1), Ts(n)).map(drop),
+                    };
+                    if let Err(e) = r {
+                        return Err(format!("worker {w}, round {n}: {e}"));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap().unwrap();
+    }
 }

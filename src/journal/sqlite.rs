@@ -240,6 +240,11 @@ impl SqliteJournal {
             reason: e.to_string(),
         })?;
         conn.busy_handler(Some(busy_wait()))?;
+        // Every transaction takes the write lock when it begins. A deferred
+        // one that reads, then writes after another connection committed
+        // fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT),
+        // which no busy handler waits out.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
