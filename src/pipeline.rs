@@ -403,7 +403,7 @@ impl Pipeline {
                     .map(|e| (names[p.0 as usize].as_str(), *e))
             })
             .collect();
-        let tallies: Vec<TallyRow> = self.tallies.values().flat_map(Tally::rows).collect();
+        let tallies: Vec<TallyRow> = crate::gate::tally::merged(self.tallies.values());
         let progress: Vec<UpgradeRow> = self.progress.iter().map(|(_, u)| u.clone()).collect();
         let batch = Batch {
             tallies: &tallies,

@@ -387,10 +387,15 @@ pub fn evaluate(
         if i.severity == "minor" {
             continue;
         }
-        let waiting = i
-            .attention
-            .iter()
-            .any(|a| a.ends_with(":awaiting_approval"));
+        // Asked, or about to be asked: a human decides whether to roll back.
+        let waiting = i.attention.iter().any(|a| {
+            matches!(
+                a.as_str(),
+                "request_approval:pending"
+                    | "request_approval:running"
+                    | "request_approval:awaiting_approval"
+            )
+        });
         if i.tier == "medium" && waiting {
             hold.push(format!(
                 "incident {} ({}, {}) waits for a human to approve its rollback",
@@ -452,7 +457,7 @@ pub fn evaluate(
     if soak_remaining > 0 && (soak_from.is_some() || upgrade.is_none()) {
         soft.push(format!(
             "soaking: {} left of the {}-tier {} soak",
-            Dur(soak_remaining),
+            Dur((soak_remaining + 999) / 1000 * 1000),
             tier,
             min_soak
         ));

@@ -98,3 +98,19 @@ impl Tally {
         self.rows.clear();
     }
 }
+
+/// The rows of several tallies (one per partition) with rows of the same
+/// (service, batch, minute) folded into one: a journal writes each key once.
+pub fn merged<'a>(tallies: impl Iterator<Item = &'a Tally>) -> Vec<TallyRow> {
+    let mut out: HashMap<(String, String, i64), TallyRow> = HashMap::new();
+    for t in tallies {
+        for (k, r) in &t.rows {
+            out.entry(k.clone())
+                .and_modify(|m| m.merge(r))
+                .or_insert_with(|| r.clone());
+        }
+    }
+    let mut v: Vec<TallyRow> = out.into_values().collect();
+    v.sort_by(|a, b| (&a.service, &a.batch, a.minute).cmp(&(&b.service, &b.batch, b.minute)));
+    v
+}

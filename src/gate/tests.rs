@@ -320,6 +320,30 @@ fn required_approval_holds_a_soaked_batch_until_promoted() {
 }
 
 #[test]
+fn tallies_of_several_partitions_merge_into_one_row_per_key() {
+    use crate::decode::decode;
+    let mut a = Tally::default();
+    let mut b = Tally::default();
+    for (t, v) in [(&mut a, 0.99), (&mut b, 0.5)] {
+        let line = format!(
+            r#"{{"metric":"request_success_ratio","value":{v},"ts":"2026-11-21T10:00:10Z","labels":{{"service":"web","batch":"2"}}}}"#
+        );
+        let mut ev = Vec::new();
+        decode(line.as_bytes(), &mut ev).unwrap();
+        t.observe(
+            &ev[0],
+            "request_success_ratio",
+            &crate::rule::TierResolver::default(),
+        );
+    }
+    let rows = tally::merged([&a, &b].into_iter());
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].samples, 2);
+    assert_eq!(rows[0].low, 0.5);
+    assert!((rows[0].sum - 1.49).abs() < 1e-9);
+}
+
+#[test]
 fn gates_config_reads_per_tier_values_and_names_mistakes() {
     let text = "gates:\n  min_soak: {high: 2h, low: 5m}\n  min_samples: 30\n  success_threshold: 99.95%\n  require_approval: {high: true}\n  baseline_tolerance: 0.001\n";
     let cfg = crate::config::Config::parse(std::path::Path::new("r.yaml"), text).unwrap();

@@ -612,21 +612,25 @@ impl Ingest for PgJournal {
                 )
                 .await?;
             }
-            for t in batch.tallies {
+            if !batch.tallies.is_empty() {
+                // One statement for the whole batch: a commit may carry a
+                // row for every service's minute. Keys are unique within a
+                // batch (the pipeline merges them).
+                let t = batch.tallies;
+                let services: Vec<&str> = t.iter().map(|r| r.service.as_str()).collect();
+                let batches: Vec<&str> = t.iter().map(|r| r.batch.as_str()).collect();
+                let minutes: Vec<i64> = t.iter().map(|r| r.minute.millis()).collect();
+                let samples: Vec<i64> = t.iter().map(|r| r.samples as i64).collect();
+                let sums: Vec<f64> = t.iter().map(|r| r.sum).collect();
+                let lows: Vec<f64> = t.iter().map(|r| r.low).collect();
+                let tiers: Vec<&str> = t.iter().map(|r| r.tier.as_str()).collect();
                 tx.execute(
                     "INSERT INTO gate_tally AS g (service, batch, minute, samples, total, low, tier)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                                          $5::float8[], $6::float8[], $7::text[])
                      ON CONFLICT (service, batch, minute) DO UPDATE SET samples = g.samples + excluded.samples,
                          total = g.total + excluded.total, low = LEAST(g.low, excluded.low), tier = excluded.tier",
-                    &[
-                        &t.service,
-                        &t.batch,
-                        &t.minute.millis(),
-                        &(t.samples as i64),
-                        &t.sum,
-                        &t.low,
-                        &t.tier.as_str(),
-                    ],
+                    &[&services, &batches, &minutes, &samples, &sums, &lows, &tiers],
                 )
                 .await?;
             }

@@ -61,7 +61,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn signal(pid: u32, sig: &str) {
+pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
 
