@@ -392,7 +392,10 @@ fn the_shipped_argo_template_and_flagger_canary_read_the_gate_as_their_controlle
     assert_eq!(metric["failureLimit"], 0);
     assert_eq!(metric["inconclusiveLimit"], 0, "hold pauses for a human");
     let url_template = metric["provider"]["web"]["url"].as_str().unwrap();
-    assert!(metric["provider"]["web"].get("jsonPath").is_none(), "the whole body is `result`");
+    assert!(
+        metric["provider"]["web"].get("jsonPath").is_none(),
+        "the whole body is `result`"
+    );
     let argo_run = |service: &str, revision: &str| -> &'static str {
         let url = url_template
             .replace("{{args.ripcord}}", &r.url(""))
@@ -411,13 +414,27 @@ fn the_shipped_argo_template_and_flagger_canary_read_the_gate_as_their_controlle
         }
     };
     let canary = manifest("deploy/flagger/canary-example.yaml");
-    let hooks = canary["spec"]["analysis"]["webhooks"].as_array().unwrap().clone();
+    let hooks = canary["spec"]["analysis"]["webhooks"]
+        .as_array()
+        .unwrap()
+        .clone();
     let flagger_run = |kind: &str, checksum: &str| -> bool {
         let hook = hooks.iter().find(|h| h["type"] == kind).unwrap();
-        let path = hook["url"].as_str().unwrap().split_once(":9464").unwrap().1.to_owned();
+        let path = hook["url"]
+            .as_str()
+            .unwrap()
+            .split_once(":9464")
+            .unwrap()
+            .1
+            .to_owned();
         let payload = json!({"name": canary["metadata"]["name"], "namespace": "shop",
                              "phase": "Progressing", "checksum": checksum, "metadata": hook["metadata"]});
-        let status = client().post(r.url(&path)).json(&payload).send().unwrap().status();
+        let status = client()
+            .post(r.url(&path))
+            .json(&payload)
+            .send()
+            .unwrap()
+            .status();
         status.as_u16() <= 202
     };
     let service = canary["spec"]["analysis"]["webhooks"][0]["metadata"]["service"]
@@ -439,7 +456,10 @@ fn the_shipped_argo_template_and_flagger_canary_read_the_gate_as_their_controlle
     post_events(&r, &events);
     assert_eq!(argo_run(&service, "abc123"), "Inconclusive");
     assert!(!flagger_run("confirm-promotion", "abc123"));
-    assert!(!flagger_run("rollback", "abc123"), "hold is no reason to roll back");
+    assert!(
+        !flagger_run("rollback", "abc123"),
+        "hold is no reason to roll back"
+    );
     // A human promotes revision abc123: Argo's run of it succeeds, Flagger's
     // gate opens for that checksum only.
     let promoted = client()
@@ -465,7 +485,10 @@ fn the_shipped_argo_template_and_flagger_canary_read_the_gate_as_their_controlle
 #[test]
 fn every_replica_of_a_cluster_gives_the_same_answer() {
     let db = support::pg_database("ripcord_gates");
-    let journal = format!("journal: {{url: \"{db}\", ca_file: \"{}\"}}\n", support::pg_ca());
+    let journal = format!(
+        "journal: {{url: \"{db}\", ca_file: \"{}\"}}\n",
+        support::pg_ca()
+    );
     let dir = tempfile::tempdir().unwrap();
     let a = start_with(dir.path(), "a.yaml", &journal);
     let b = start_with(dir.path(), "b.yaml", &journal);
