@@ -301,7 +301,8 @@ assert c["approvals"]["expire_after"] == "30m", c["approvals"]
 assert c["status"]["every"] == "15m", c["status"]
 e = c["executors"]
 assert e["rollback"]["budget"] == {"per_service": 5, "overall": 20, "window": "10m"}, e["rollback"]["budget"]
-for key, script in [("rollback", "rollback.sh"), ("pause_rollout", "pause-rollout.sh"), ("resume_rollout", "pause-rollout.sh")]:
+for key, script in [("rollback", "rollback.sh"), ("pause_rollout", "pause-rollout.sh"), ("resume_rollout", "pause-rollout.sh"),
+                    ("switch_traffic", "switch-traffic.sh"), ("restore_traffic", "switch-traffic.sh")]:
     argv = e[key]["command"]["argv"]
     assert argv[0].endswith("/" + script), "executors.%s runs %s, expected deploy/%s" % (key, argv[0], script)
 print("all %d sections, tiers, policy, escalation and budget as planned" % len(want))
@@ -425,7 +426,7 @@ fi
 # The executors' scripts and this project's own shell scripts: shellcheck
 # (all default checks plus unassigned upper-case variables).
 # (tests/deploy_scripts.rs runs the deploy scripts against fake cloud CLIs.)
-SCRIPTS=(deploy/rollback.sh deploy/pause-rollout.sh deploy/kubernetes/gen-configmap.sh
+SCRIPTS=(deploy/rollback.sh deploy/pause-rollout.sh deploy/switch-traffic.sh deploy/kubernetes/gen-configmap.sh
     scripts/check-deploy.sh scripts/setup scripts/test scripts/fuzz.sh scripts/run .ci/run)
 if needs "shellcheck deploy/ and scripts/" shellcheck; then
     run_quiet "shellcheck: ${#SCRIPTS[@]} scripts, no findings" \

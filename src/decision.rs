@@ -111,16 +111,25 @@ pub enum Action {
     Notify,
     /// The incident is over.
     Resolve,
+    /// Shift the service's traffic to its standby pool through the load
+    /// balancer: released, beside the rollback, when the incident commander
+    /// approves the rollback of a severe high-risk incident.
+    SwitchTraffic,
+    /// Send the service's traffic back to its primary pool: released when
+    /// a human resumes a rollout whose traffic ripcord switched.
+    RestoreTraffic,
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 8] = [
         Action::Rollback,
         Action::RequestApproval,
         Action::PauseRollout,
         Action::Page,
         Action::Notify,
         Action::Resolve,
+        Action::SwitchTraffic,
+        Action::RestoreTraffic,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -131,9 +140,18 @@ impl Action {
             Action::Page => "page",
             Action::Notify => "notify",
             Action::Resolve => "resolve",
+            Action::SwitchTraffic => "switch_traffic",
+            Action::RestoreTraffic => "restore_traffic",
         }
     }
 
+    /// Whether only a human's verdict releases this action (an approved
+    /// rollback, a resumed rollout), never a rule or a tier's policy.
+    pub fn is_released_only(self) -> bool {
+        matches!(self, Action::SwitchTraffic | Action::RestoreTraffic)
+    }
+
+    /// One bit per action, for sets of them in a `u8`: eight actions at most.
     pub(crate) fn bit(self) -> u8 {
         1 << (self as u8)
     }
@@ -148,7 +166,7 @@ impl FromStr for Action {
             .ok_or_else(|| {
                 format!(
                     "unknown action `{s}`; expected rollback, request_approval, pause_rollout, \
-                     page or notify"
+                     page, notify, switch_traffic or restore_traffic"
                 )
             })
     }

@@ -100,7 +100,11 @@ fn pretty(d: &Decision, released: Option<&str>, color: bool) -> String {
     let action = paint(
         color,
         match d.action {
-            Action::Rollback | Action::PauseRollout | Action::Page => "1",
+            Action::Rollback
+            | Action::PauseRollout
+            | Action::Page
+            | Action::SwitchTraffic
+            | Action::RestoreTraffic => "1",
             Action::Resolve => "32",
             _ => "0",
         },

@@ -1,11 +1,11 @@
-//! The executors' example scripts, deploy/rollback.sh and
-//! deploy/pause-rollout.sh, run with the real bash against fake `aws`,
-//! `aliyun` and `kubectl` CLIs.
+//! The executors' example scripts, deploy/rollback.sh,
+//! deploy/pause-rollout.sh and deploy/switch-traffic.sh, run with the real
+//! bash against fake `aws`, `aliyun`, `kubectl` and `nginx` CLIs.
 //!
 //! Each test gets a sandbox: a temporary directory whose `bin/` is the
 //! scripts' whole PATH. It holds the fakes, a fake `id` (a canary for an
 //! argument that gets executed) and symlinks to the few real tools the
-//! scripts run (bash, date, sleep, jq), so the machine's real cloud CLIs
+//! scripts run (bash, date, sleep, jq, mv), so the machine's real cloud CLIs
 //! can never be reached. Every fake appends its argv to `calls.log` and
 //! answers from files the test wrote under `responses/`.
 
@@ -17,13 +17,14 @@ use std::sync::RwLock;
 
 const ROLLBACK: &str = "deploy/rollback.sh";
 const PAUSE: &str = "deploy/pause-rollout.sh";
+const TRAFFIC: &str = "deploy/switch-traffic.sh";
 
 /// The real programs the scripts (and the fakes) run; everything else they
 /// use (`printf`, `command -v`, `read`, ...) is a bash builtin.
-const REAL_TOOLS: &[&str] = &["bash", "date", "sleep", "jq"];
+const REAL_TOOLS: &[&str] = &["bash", "date", "sleep", "jq", "mv"];
 
 /// The fake programs: the cloud CLIs, and `id`, which nothing may run.
-const FAKES: &[&str] = &["aws", "aliyun", "kubectl", "id"];
+const FAKES: &[&str] = &["aws", "aliyun", "kubectl", "nginx", "id"];
 
 // --- the sandbox ---------------------------------------------------------
 
@@ -103,7 +104,7 @@ fn which(tool: &str) -> Option<PathBuf> {
 /// (jq in particular parses the Aliyun answers, and must be the real one).
 fn real_tool(tool: &str) -> PathBuf {
     let package = match tool {
-        "date" | "sleep" => "coreutils",
+        "date" | "sleep" | "mv" => "coreutils",
         other => other,
     };
     which(tool).unwrap_or_else(|| {
@@ -284,7 +285,7 @@ fn show(calls: &[Vec<String>]) -> String {
 /// executable and name their interpreter.
 #[test]
 fn scripts_are_executable_bash_scripts() {
-    for script in [ROLLBACK, PAUSE] {
+    for script in [ROLLBACK, PAUSE, TRAFFIC] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
         let meta = fs::metadata(&path).unwrap_or_else(|e| panic!("{script}: {e}"));
         assert!(
@@ -1519,4 +1520,570 @@ fn bad_configuration_exits_2_and_runs_nothing() {
         );
         assert_calls(&sandbox, &[], &run);
     }
+}
+
+// --- 8. switch-traffic.sh ---------------------------------------------------
+
+const LISTENER: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/pay/50dc6c495c0c9188/f2f7dc8efc522ab2";
+const RULE: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/pay/50dc6c495c0c9188/f2f7dc8efc522ab2/9683b2d02a6cabee";
+const TG_BLUE: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/pay-blue/73e2d6bc24d8a067";
+const TG_GREEN: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/pay-green/1234567890abcdef";
+const SLB_ID: &str = "lb-bp1qjwo61pqz3ahltv0mw";
+
+impl Sandbox {
+    /// Writes the pools file (`traffic.conf`) and returns the environment
+    /// that points the script at it.
+    fn pools(&self, text: &str) -> Vec<(&'static str, String)> {
+        let conf = self.dir.path().join("traffic.conf");
+        fs::write(&conf, text).expect("pools file");
+        vec![
+            ("RIPCORD_TRAFFIC_CONF", conf.display().to_string()),
+            ("ALIBABA_CLOUD_REGION_ID", "cn-hangzhou".to_owned()),
+        ]
+    }
+
+    fn run_traffic(&self, args: &[&str], env: &[(&'static str, String)]) -> Run {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.run(TRAFFIC, args, &env)
+    }
+}
+
+fn alb_pools(sandbox: &Sandbox, target: &str) -> Vec<(&'static str, String)> {
+    sandbox.pools(&format!(
+        "# service kind settings\n\
+         web      alb  listener={LISTENER} primary={TG_GREEN} standby={TG_BLUE}\n\
+         payment  alb  {target} primary={TG_BLUE} standby={TG_GREEN}   # the pay pools\n\
+         payment  slb  lb={SLB_ID} primary=i-bp1aaaaaaaaa standby=i-bp1ccccccccc\n"
+    ))
+}
+
+fn forward(blue: u32, green: u32) -> String {
+    format!(
+        r#"[{{"Type":"forward","ForwardConfig":{{"TargetGroups":[{{"TargetGroupArn":"{TG_BLUE}","Weight":{blue}}},{{"TargetGroupArn":"{TG_GREEN}","Weight":{green}}}]}}}}]"#
+    )
+}
+
+fn modify_listener(blue: u32, green: u32) -> Vec<String> {
+    argv(&[
+        "aws",
+        "elbv2",
+        "modify-listener",
+        "--listener-arn",
+        LISTENER,
+        "--default-actions",
+        &forward(blue, green),
+        "--query",
+        "Listeners[0].DefaultActions[0].ForwardConfig.TargetGroups[].[TargetGroupArn,Weight]",
+        "--output",
+        "text",
+    ])
+}
+
+fn weights(blue: u32, green: u32) -> Answer {
+    ok(&format!("{TG_BLUE}\t{blue}\n{TG_GREEN}\t{green}\n"))
+}
+
+/// Anything but `--lb alb|slb|nginx switch|restore SERVICE` exits 2, says
+/// "refused", and runs nothing.
+#[test]
+fn switch_traffic_refuses_hostile_arguments() {
+    let sandbox = Sandbox::new();
+    let env = alb_pools(&sandbox, &format!("listener={LISTENER}"));
+    let mut cases: Vec<Vec<String>> = hostile_common()
+        .into_iter()
+        .map(|service| {
+            let mut a = argv(&["--lb", "alb", "switch"]);
+            a.extend(service);
+            a
+        })
+        .collect();
+    for bad in [
+        &["--lb", "alb", "switch", "payment;id"][..],
+        &["--lb", "alb", "switch", "payment $(id)"],
+        &["--lb", "alb", "switch", "Payment"],
+        &["--lb", "alb", "switch", "payment", "web"],
+        &["--lb", "elb", "switch", "payment"],
+        &["--lb", "alb;id", "switch", "payment"],
+        &["--lb", "alb", "swap", "payment"],
+        &["--lb", "alb", "$(id)", "payment"],
+        &["--lb=alb", "switch", "payment"],
+        &["-x", "alb", "switch", "payment"],
+        &["alb", "switch", "payment"],
+        &["switch", "payment"],
+    ] {
+        cases.push(argv(bad));
+    }
+    for args in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = sandbox.run_traffic(&args, &env);
+        let shown = format!("{:.80?}", args);
+        assert_exit(&run, 2, &shown);
+        assert!(
+            run.stderr.contains("refused"),
+            "{shown}: stderr: {}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "{shown}: stdout: {}", run.stdout);
+        assert_calls(&sandbox, &[], &run);
+    }
+}
+
+/// ALB, listener: switch forwards everything to the standby group (weight
+/// 100, the primary 0) in one modify-listener call, whose answer is read
+/// back; restore the other way round.
+#[test]
+fn switch_traffic_alb_listener_switches_and_restores() {
+    let sandbox = Sandbox::new();
+    let env = alb_pools(&sandbox, &format!("listener={LISTENER}"));
+    sandbox.respond("aws.elbv2.modify-listener.1", weights(0, 100));
+    sandbox.respond("aws.elbv2.modify-listener.2", weights(100, 0));
+    let run = sandbox.run_traffic(&["--lb", "alb", "switch", "payment"], &env);
+    assert_exit(&run, 0, "alb switch");
+    assert_calls(&sandbox, &[modify_listener(0, 100)], &run);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "switch: traffic of payment on the standby pool (alb {LISTENER}: {TG_BLUE} weight 0, {TG_GREEN} weight 100)\n"
+        )
+    );
+    let run = sandbox.run_traffic(&["--lb", "alb", "restore", "payment"], &env);
+    assert_exit(&run, 0, "alb restore");
+    assert_calls(
+        &sandbox,
+        &[modify_listener(0, 100), modify_listener(100, 0)],
+        &run,
+    );
+    assert!(
+        run.stdout
+            .starts_with("restore: traffic of payment on the primary pool")
+    );
+}
+
+/// ALB, listener rule: the same through modify-rule.
+#[test]
+fn switch_traffic_alb_rule() {
+    let sandbox = Sandbox::new();
+    let env = alb_pools(&sandbox, &format!("rule={RULE}"));
+    sandbox.respond("aws.elbv2.modify-rule", weights(0, 100));
+    let run = sandbox.run_traffic(&["--lb", "alb", "switch", "payment"], &env);
+    assert_exit(&run, 0, "alb rule switch");
+    assert_calls(
+        &sandbox,
+        &[argv(&[
+            "aws",
+            "elbv2",
+            "modify-rule",
+            "--rule-arn",
+            RULE,
+            "--actions",
+            &forward(0, 100),
+            "--query",
+            "Rules[0].Actions[0].ForwardConfig.TargetGroups[].[TargetGroupArn,Weight]",
+            "--output",
+            "text",
+        ])],
+        &run,
+    );
+}
+
+/// ALB: a failed call, or an answer with other weights than asked, exits 5
+/// naming the step.
+#[test]
+fn switch_traffic_alb_failures_exit_5() {
+    let sandbox = Sandbox::new();
+    let env = alb_pools(&sandbox, &format!("listener={LISTENER}"));
+    sandbox.respond(
+        "aws.elbv2.modify-listener.1",
+        fail(
+            254,
+            "An error occurred (ListenerNotFound) when calling the ModifyListener operation",
+        ),
+    );
+    sandbox.respond("aws.elbv2.modify-listener.2", weights(100, 0));
+    sandbox.respond(
+        "aws.elbv2.modify-listener.3",
+        ok(&format!("{TG_BLUE}\t0\n")),
+    );
+    for (n, want) in [
+        (1, "forward listener"),
+        (2, "has weight '100', not 0"),
+        (3, "answered with 1 target group(s), not 2"),
+    ] {
+        let run = sandbox.run_traffic(&["--lb", "alb", "switch", "payment"], &env);
+        assert_exit(&run, 5, &format!("call {n}"));
+        assert!(
+            run.last_err_line().contains(want),
+            "call {n}: {}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+    }
+    assert_eq!(sandbox.calls().len(), 3);
+}
+
+fn set_backend_servers(servers: &str) -> Vec<String> {
+    argv(&[
+        "aliyun",
+        "slb",
+        "SetBackendServers",
+        "--RegionId",
+        "cn-hangzhou",
+        "--LoadBalancerId",
+        SLB_ID,
+        "--BackendServers",
+        servers,
+    ])
+}
+
+fn slb_answer(pairs: &[(&str, &str)]) -> Answer {
+    let servers: Vec<serde_json::Value> = pairs
+        .iter()
+        .map(|(id, w)| serde_json::json!({"ServerId": id, "Weight": w, "Type": "ecs"}))
+        .collect();
+    ok(&serde_json::json!({
+        "RequestId": "365F4154-92F6-4AE4-92F8-7FF34B540710",
+        "LoadBalancerId": SLB_ID,
+        "BackendServers": {"BackendServer": servers},
+    })
+    .to_string())
+}
+
+/// SLB: one SetBackendServers call puts the pool to serve at its weight and
+/// the other at 0; the backend list it answers with is checked.
+#[test]
+fn switch_traffic_slb_switches_and_restores() {
+    let sandbox = Sandbox::new();
+    let env = sandbox.pools(&format!(
+        "payment slb lb={SLB_ID} primary=i-bp1aaaaaaaaa,i-bp1bbbbbbbbb standby=i-bp1ccccccccc weight=80\n"
+    ));
+    sandbox.respond(
+        "aliyun.slb.SetBackendServers.1",
+        slb_answer(&[
+            ("i-bp1aaaaaaaaa", "0"),
+            ("i-bp1bbbbbbbbb", "0"),
+            ("i-bp1ccccccccc", "80"),
+        ]),
+    );
+    sandbox.respond(
+        "aliyun.slb.SetBackendServers.2",
+        slb_answer(&[
+            ("i-bp1aaaaaaaaa", "80"),
+            ("i-bp1bbbbbbbbb", "80"),
+            ("i-bp1ccccccccc", "0"),
+        ]),
+    );
+    let run = sandbox.run_traffic(&["--lb", "slb", "switch", "payment"], &env);
+    assert_exit(&run, 0, "slb switch");
+    let switch = set_backend_servers(
+        r#"[{"ServerId":"i-bp1ccccccccc","Weight":"80","Type":"ecs"},{"ServerId":"i-bp1aaaaaaaaa","Weight":"0","Type":"ecs"},{"ServerId":"i-bp1bbbbbbbbb","Weight":"0","Type":"ecs"}]"#,
+    );
+    assert_calls(&sandbox, std::slice::from_ref(&switch), &run);
+    assert_eq!(
+        run.stdout,
+        format!(
+            "switch: traffic of payment on the standby pool (slb {SLB_ID}: i-bp1ccccccccc at weight 80, i-bp1aaaaaaaaa i-bp1bbbbbbbbb at 0)\n"
+        )
+    );
+    let run = sandbox.run_traffic(&["--lb", "slb", "restore", "payment"], &env);
+    assert_exit(&run, 0, "slb restore");
+    let restore = set_backend_servers(
+        r#"[{"ServerId":"i-bp1aaaaaaaaa","Weight":"80","Type":"ecs"},{"ServerId":"i-bp1bbbbbbbbb","Weight":"80","Type":"ecs"},{"ServerId":"i-bp1ccccccccc","Weight":"0","Type":"ecs"}]"#,
+    );
+    assert_calls(&sandbox, &[switch, restore], &run);
+}
+
+/// SLB: an answer that does not show the weights asked for exits 5.
+#[test]
+fn switch_traffic_slb_wrong_answer_exits_5() {
+    let sandbox = Sandbox::new();
+    let env = sandbox.pools(&format!(
+        "payment slb lb={SLB_ID} primary=i-bp1aaaaaaaaa standby=i-bp1ccccccccc\n"
+    ));
+    sandbox.respond(
+        "aliyun.slb.SetBackendServers.1",
+        slb_answer(&[("i-bp1aaaaaaaaa", "100"), ("i-bp1ccccccccc", "100")]),
+    );
+    sandbox.respond(
+        "aliyun.slb.SetBackendServers.2",
+        slb_answer(&[("i-bp1ccccccccc", "100")]),
+    );
+    for want in [
+        "i-bp1aaaaaaaaa has weight '100', not 0",
+        "i-bp1aaaaaaaaa has weight 'absent', not 0",
+    ] {
+        let run = sandbox.run_traffic(&["--lb", "slb", "switch", "payment"], &env);
+        assert_exit(&run, 5, want);
+        assert!(run.last_err_line().contains(want), "{}", run.stderr);
+    }
+}
+
+/// nginx: the include file is replaced (same directory, renamed over) by
+/// the pool to serve, then `nginx -t`, then `nginx -s reload`; restore
+/// writes the primary pool back.
+#[test]
+fn switch_traffic_nginx_rewrites_the_upstream_and_reloads() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.dir.path().join("upstreams");
+    fs::create_dir(&dir).unwrap();
+    let file = dir.join("payment.conf");
+    fs::write(&file, "server 10.0.1.11:8080;\nserver 10.0.1.12:8080;\n").unwrap();
+    let env = sandbox.pools(&format!(
+        "payment nginx file={} primary=10.0.1.11:8080,10.0.1.12:8080 standby=10.0.2.11:8080,standby-1.pay.internal:8443\n",
+        file.display()
+    ));
+    let run = sandbox.run_traffic(&["--lb", "nginx", "switch", "payment"], &env);
+    assert_exit(&run, 0, "nginx switch");
+    let test = argv(&["nginx", "-t"]);
+    let reload = argv(&["nginx", "-s", "reload"]);
+    assert_calls(&sandbox, &[test.clone(), reload.clone()], &run);
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        "# written by switch-traffic.sh: the standby pool of payment (switch)\n\
+         server 10.0.2.11:8080;\nserver standby-1.pay.internal:8443;\n"
+    );
+    assert_eq!(
+        fs::read_dir(&dir).unwrap().count(),
+        1,
+        "a temporary file was left behind"
+    );
+    assert_eq!(
+        run.stdout,
+        format!(
+            "switch: traffic of payment on the standby pool (nginx {}: 10.0.2.11:8080 standby-1.pay.internal:8443)\n",
+            file.display()
+        )
+    );
+    let run = sandbox.run_traffic(&["--lb", "nginx", "restore", "payment"], &env);
+    assert_exit(&run, 0, "nginx restore");
+    assert_calls(
+        &sandbox,
+        &[test.clone(), reload.clone(), test, reload],
+        &run,
+    );
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        "# written by switch-traffic.sh: the primary pool of payment (restore)\n\
+         server 10.0.1.11:8080;\nserver 10.0.1.12:8080;\n"
+    );
+}
+
+/// nginx: a configuration `nginx -t` refuses, or a failed reload, puts the
+/// previous file back (exit 4); nothing is reloaded after a failed test.
+#[test]
+fn switch_traffic_nginx_refused_config_puts_the_old_file_back() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.dir.path().join("payment.conf");
+    let before = "server 10.0.1.11:8080; # primary\n";
+    fs::write(&file, before).unwrap();
+    let env = sandbox.pools(&format!(
+        "payment nginx file={} primary=10.0.1.11:8080 standby=10.0.2.11:8080\n",
+        file.display()
+    ));
+    // The fake's key is `PROG.ARG1.ARG2`: `nginx.-t.` for `nginx -t`.
+    sandbox.respond(
+        "nginx.-t..1",
+        fail(
+            1,
+            "nginx: [emerg] host not found in upstream \"10.0.2.11:8080\"",
+        ),
+    );
+    sandbox.respond(
+        "nginx.-s.reload.1",
+        fail(1, "nginx: [error] invalid PID number"),
+    );
+    let run = sandbox.run_traffic(&["--lb", "nginx", "switch", "payment"], &env);
+    assert_exit(&run, 4, "nginx -t fails");
+    assert!(
+        run.last_err_line().contains("nginx -t refused"),
+        "{}",
+        run.stderr
+    );
+    assert_calls(&sandbox, &[argv(&["nginx", "-t"])], &run);
+    assert_eq!(fs::read_to_string(&file).unwrap(), before);
+
+    let run = sandbox.run_traffic(&["--lb", "nginx", "switch", "payment"], &env);
+    assert_exit(&run, 4, "reload fails");
+    assert!(
+        run.last_err_line().contains("nginx -s reload failed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), before);
+    assert_eq!(sandbox.calls().len(), 3);
+}
+
+/// The pools file is checked like the arguments: a missing or doubled
+/// line, an unknown key, a value of the wrong shape (hostile or not), a
+/// missing region or tool: exit 2 (3 for the tool), nothing runs.
+#[test]
+fn switch_traffic_bad_pools_exit_2_and_run_nothing() {
+    let sandbox = Sandbox::new();
+    let good = format!("listener={LISTENER} primary={TG_BLUE} standby={TG_GREEN}");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            String::new(),
+            "alb",
+            "expected one line 'payment alb ...', found 0",
+        ),
+        (
+            format!("payment alb {good}\npayment alb {good}\n"),
+            "alb",
+            "found 2",
+        ),
+        (
+            format!("payment alb {good} colour=blue\n"),
+            "alb",
+            "unknown key colour=",
+        ),
+        (
+            format!("payment alb {good} primary={TG_GREEN}\n"),
+            "alb",
+            "primary given twice",
+        ),
+        (
+            format!("payment alb primary={TG_BLUE} standby={TG_GREEN}\n"),
+            "alb",
+            "needs listener= or rule=",
+        ),
+        (
+            format!(
+                "payment alb listener={LISTENER} rule={RULE} primary={TG_BLUE} standby={TG_GREEN}\n"
+            ),
+            "alb",
+            "needs listener= or rule=",
+        ),
+        (
+            format!("payment alb listener={LISTENER};id primary={TG_BLUE} standby={TG_GREEN}\n"),
+            "alb",
+            "listener=",
+        ),
+        (
+            format!("payment alb listener={LISTENER} primary=$(id) standby={TG_GREEN}\n"),
+            "alb",
+            "primary='$(id)'",
+        ),
+        (
+            format!("payment alb listener={LISTENER} primary={TG_BLUE} standby={TG_BLUE}\n"),
+            "alb",
+            "the same target group",
+        ),
+        (
+            format!("payment alb listener {LISTENER}\n"),
+            "alb",
+            "is not KEY=VALUE",
+        ),
+        (
+            format!("payment slb lb={SLB_ID} primary=i-bp1aaaaaaaaa standby=i-bp1aaaaaaaaa\n"),
+            "slb",
+            "listed twice",
+        ),
+        (
+            format!(
+                "payment slb lb={SLB_ID} primary=i-bp1aaaaaaaaa standby=i-bp1ccccccccc weight=0\n"
+            ),
+            "slb",
+            "weight='0'",
+        ),
+        (
+            format!("payment slb lb={SLB_ID} primary=i-bp1aaaaaaaaa,`id` standby=i-bp1ccccccccc\n"),
+            "slb",
+            "primary=",
+        ),
+        (
+            "payment slb lb=lb-x primary=i-bp1aaaaaaaaa standby=i-bp1ccccccccc\n".to_owned(),
+            "slb",
+            "lb='lb-x'",
+        ),
+        (
+            "payment nginx file=/etc/nginx/../shadow.conf primary=a:1 standby=b:2\n".to_owned(),
+            "nginx",
+            "has . or .. in it",
+        ),
+        (
+            "payment nginx file=relative.conf primary=a:1 standby=b:2\n".to_owned(),
+            "nginx",
+            "file='relative.conf'",
+        ),
+        (
+            "payment nginx file=/nonexistent/payment.conf primary=a:1 standby=b:2\n".to_owned(),
+            "nginx",
+            "no file /nonexistent/payment.conf",
+        ),
+        (
+            "payment nginx file=/x/p.conf primary=a:1;reboot standby=b:2\n".to_owned(),
+            "nginx",
+            "primary=",
+        ),
+        (
+            "payment nginx file=/x/p.conf primary=a:1 standby=-b:2\n".to_owned(),
+            "nginx",
+            "standby=",
+        ),
+    ];
+    for (text, lb, want) in &cases {
+        let env = sandbox.pools(text);
+        let run = sandbox.run_traffic(&["--lb", lb, "switch", "payment"], &env);
+        assert_exit(&run, 2, text);
+        assert!(
+            run.last_err_line().contains(want),
+            "{text}: last stderr line: {}",
+            run.last_err_line()
+        );
+        assert_calls(&sandbox, &[], &run);
+    }
+    // No pools file; no region.
+    let run = sandbox.run_traffic(
+        &["--lb", "alb", "switch", "payment"],
+        &[(
+            "RIPCORD_TRAFFIC_CONF",
+            "/nonexistent/traffic.conf".to_owned(),
+        )],
+    );
+    assert_exit(&run, 2, "no pools file");
+    assert!(
+        run.last_err_line().contains("cannot read the pools file"),
+        "{}",
+        run.stderr
+    );
+    let mut env = sandbox.pools(&format!(
+        "payment slb lb={SLB_ID} primary=i-bp1aaaaaaaaa standby=i-bp1ccccccccc\n"
+    ));
+    env.retain(|(k, _)| *k != "ALIBABA_CLOUD_REGION_ID");
+    let run = sandbox.run_traffic(&["--lb", "slb", "switch", "payment"], &env);
+    assert_exit(&run, 2, "no region");
+    assert!(
+        run.last_err_line().contains("ALIBABA_CLOUD_REGION_ID"),
+        "{}",
+        run.stderr
+    );
+    assert_calls(&sandbox, &[], &run);
+}
+
+/// A missing CLI exits 3 before anything runs.
+#[test]
+fn switch_traffic_without_tool_exits_3() {
+    let sandbox = Sandbox::with(&["id"], REAL_TOOLS);
+    let file = sandbox.dir.path().join("payment.conf");
+    fs::write(&file, "server 10.0.1.11:8080;\n").unwrap();
+    let env = sandbox.pools(&format!(
+        "payment alb listener={LISTENER} primary={TG_BLUE} standby={TG_GREEN}\n\
+         payment slb lb={SLB_ID} primary=i-bp1aaaaaaaaa standby=i-bp1ccccccccc\n\
+         payment nginx file={} primary=10.0.1.11:8080 standby=10.0.2.11:8080\n",
+        file.display()
+    ));
+    for (lb, want) in [
+        ("alb", "install the AWS CLI"),
+        ("slb", "install the Alibaba Cloud CLI"),
+        ("nginx", "install nginx"),
+    ] {
+        let run = sandbox.run_traffic(&["--lb", lb, "switch", "payment"], &env);
+        assert_exit(&run, 3, lb);
+        assert!(run.last_err_line().contains(want), "{lb}: {}", run.stderr);
+    }
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        "server 10.0.1.11:8080;\n"
+    );
 }

@@ -15,6 +15,8 @@
 //!   rollback: {command: {argv: [deploy/rollback.sh, "{instance}"]}, verify: {delay: 1m, command: {...}}, budget: {per_service: 5, overall: 20, window: 10m}}
 //!   pause_rollout: {command: {argv: [deploy/pause-rollout.sh, "{service}"]}}
 //!   resume_rollout: {command: {argv: [deploy/pause-rollout.sh, --resume, "{service}"]}}
+//!   switch_traffic: {command: {argv: [deploy/switch-traffic.sh, --lb, alb, switch, "{service}"]}}
+//!   restore_traffic: {command: {argv: [deploy/switch-traffic.sh, --lb, alb, restore, "{service}"]}}
 //!   label_patterns: {instance: "i-[0-9a-f]{8,17}"}
 //! ```
 
@@ -112,6 +114,12 @@ pub struct ActionsConfig {
     pub rollback: Rollback,
     pub pause: Option<Executor>,
     pub resume: Option<Executor>,
+    /// Shifts a service's traffic to its standby pool (`switch_traffic`,
+    /// released with an approved rollback of a severe high-risk incident).
+    pub switch: Option<Executor>,
+    /// Sends it back to the primary pool (`restore_traffic`, released when
+    /// the rollout is resumed).
+    pub restore: Option<Executor>,
     pub patterns: Patterns,
 }
 
@@ -134,6 +142,8 @@ impl Default for ActionsConfig {
             },
             pause: None,
             resume: None,
+            switch: None,
+            restore: None,
             patterns: Patterns::default(),
         }
     }
@@ -163,6 +173,8 @@ impl ActionsConfig {
             && self.rollback.verify.is_none()
             && self.pause.is_none()
             && self.resume.is_none()
+            && self.switch.is_none()
+            && self.restore.is_none()
     }
 
     /// Stand-ins for everything that reaches the outside world: one `log`
@@ -223,6 +235,18 @@ impl ActionsConfig {
             "resume the rollout of",
             "service",
             resume,
+        )));
+        let switch = self.switch.take();
+        self.switch = Some(Executor::DryRun(DryRun::new(
+            "shift to the standby pool the traffic of",
+            "service",
+            switch,
+        )));
+        let restore = self.restore.take();
+        self.restore = Some(Executor::DryRun(DryRun::new(
+            "send back to the primary pool the traffic of",
+            "service",
+            restore,
         )));
     }
 
@@ -378,6 +402,8 @@ pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors)
         for (key, slot) in [
             ("pause_rollout", &mut out.pause),
             ("resume_rollout", &mut out.resume),
+            ("switch_traffic", &mut out.switch),
+            ("restore_traffic", &mut out.restore),
         ] {
             if let Some(mut em) = m.map(key, errs) {
                 *slot = Executor::from_config(&mut em, errs);

@@ -255,6 +255,8 @@ pub fn doing(a: Action) -> &'static str {
         Action::Page => "paging on-call until someone acknowledges",
         Action::Notify => "reporting",
         Action::Resolve => "the condition cleared",
+        Action::SwitchTraffic => "shifting traffic to the standby pool through the load balancer",
+        Action::RestoreTraffic => "sending traffic back to the primary pool",
     }
 }
 

@@ -90,7 +90,8 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// Which actions share a pool of slots. Executors (rollback, pause) never
+/// Which actions share a pool of slots. Executors (rollback, pause, traffic
+/// switches) never
 /// wait behind messages: they are claimed first, on a journal connection
 /// of their own, into slots messages cannot take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +105,10 @@ impl Lane {
 
     pub fn of(a: Action) -> Lane {
         match a {
-            Action::Rollback | Action::PauseRollout => Lane::Executors,
+            Action::Rollback
+            | Action::PauseRollout
+            | Action::SwitchTraffic
+            | Action::RestoreTraffic => Lane::Executors,
             Action::RequestApproval | Action::Page | Action::Notify | Action::Resolve => {
                 Lane::Messages
             }

@@ -1,5 +1,7 @@
 //! What a human can do about an incident: approve or reject the prepared
-//! rollback, acknowledge the page, resume a paused rollout. The HTTP API,
+//! rollback, acknowledge the page, resume a paused rollout. Approving the
+//! rollback of a severe high-risk incident also shifts its service's
+//! traffic to the standby pool; resuming the rollout sends it back. The HTTP API,
 //! the signed links and the `ripcord` CLI all go through these, so every
 //! path records the same facts (who, when, what) on the timeline.
 
@@ -7,8 +9,8 @@ use serde::Serialize;
 
 use super::config::ActionsConfig;
 use super::executor::{ExecOutcome, Vars};
-use crate::decision::{IncidentId, Severity, Tier};
-use crate::journal::{ApprovalDecided, Journal, JournalError, Verdict};
+use crate::decision::{Action, IncidentId, Severity, Tier};
+use crate::journal::{ActionState, ApprovalDecided, Journal, JournalError, Verdict};
 use crate::time::Ts;
 
 /// The outcome of a human's request, as the API and CLI report it.
@@ -81,7 +83,13 @@ pub fn decide(
             incident: incident.to_owned(),
             result: "approved".into(),
             detail: match rollback_key {
-                Some(k) => format!("rollback released ({k}); it starts within seconds"),
+                Some(k) => {
+                    let mut detail = format!("rollback released ({k}); it starts within seconds");
+                    for (action, key) in release_with_rollback(j, incident, &k, by, now)? {
+                        detail.push_str(&format!("; {action} released beside it ({key})"));
+                    }
+                    detail
+                }
                 None => "rollback was already released".into(),
             },
         },
@@ -102,6 +110,40 @@ pub fn decide(
         }
     };
     Ok(result)
+}
+
+/// Records what the approval of `incident`'s rollback releases beside it
+/// (see [`crate::rule::policy::on_approval`]): each action derived from the
+/// rollback's decision `rollback_key` as `<rollback_key>/<action>`, so it is
+/// recorded once however often this runs. Recorded after the rollback, so
+/// it is claimed after it, and runs beside it (its own executor slot),
+/// never waiting for the rollback to end.
+fn release_with_rollback(
+    j: &mut dyn Journal,
+    incident: &str,
+    rollback_key: &str,
+    by: &str,
+    now: Ts,
+) -> Result<Vec<(Action, String)>, OpError> {
+    let Some(row) = j.incident(incident)? else {
+        return Ok(Vec::new());
+    };
+    // The incident's severity now: it may have worsened since the request.
+    let (Ok(tier), Ok(severity)) = (row.tier.parse::<Tier>(), row.severity.parse::<Severity>())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for &action in crate::rule::policy::on_approval(tier, severity) {
+        let message = format!(
+            "{severity} {tier}-risk incident: the rollback approved by {by} goes with {}",
+            super::message::doing(action)
+        );
+        if let Some(key) = j.derive_action(rollback_key, action, action.as_str(), &message, now)? {
+            out.push((action, key));
+        }
+    }
+    Ok(out)
 }
 
 /// Acknowledges the incident: stops its paging.
@@ -182,13 +224,62 @@ pub async fn resume(
         }
     };
     let (svc, who_) = (service.to_owned(), by.clone());
-    super::with_journal(journal, move |j| {
-        j.set_rollout(&svc, false, &who_, None, now)
+    let restores = super::with_journal(journal, move |j| {
+        j.set_rollout(&svc, false, &who_, None, now)?;
+        release_restores(j, &svc, &who_, now)
     })
     .await?;
+    let mut detail = format!("{service} resumed by {by}: {detail}");
+    if !restores.is_empty() {
+        detail.push_str(&format!(
+            "; traffic goes back to the primary pool ({})",
+            restores.join(", ")
+        ));
+    }
     Ok(Done {
         incident: String::new(),
         result: "resumed".into(),
-        detail: format!("{service} resumed by {by}: {detail}"),
+        detail,
     })
+}
+
+/// Records a `restore_traffic` for every traffic switch that ran for
+/// `service` (done, failed or of unknown outcome: each may have moved
+/// traffic), derived from the switch as `<switch_key>/restore_traffic`, so
+/// a switch is restored once however often the rollout is resumed.
+fn release_restores(
+    j: &mut dyn Journal,
+    service: &str,
+    by: &str,
+    now: Ts,
+) -> Result<Vec<String>, JournalError> {
+    let mut out = Vec::new();
+    for inc in j.incidents(None)? {
+        if inc.labels.get("service").and_then(|s| s.as_str()) != Some(service) {
+            continue;
+        }
+        for a in j.actions_of(&inc.id)? {
+            let ran = matches!(
+                a.state,
+                ActionState::Done | ActionState::Failed | ActionState::Unknown
+            );
+            if a.action != Action::SwitchTraffic || !ran {
+                continue;
+            }
+            let message = format!(
+                "the rollout of {service} was resumed by {by}: {}",
+                super::message::doing(Action::RestoreTraffic)
+            );
+            if let Some(key) = j.derive_action(
+                &a.key,
+                Action::RestoreTraffic,
+                Action::RestoreTraffic.as_str(),
+                &message,
+                now,
+            )? {
+                out.push(key);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -12,6 +12,9 @@
 //!   or failed verification pages a human.
 //! - `pause_rollout`: runs the pause executor and records the rollout as
 //!   paused until a human resumes it.
+//! - `switch_traffic` / `restore_traffic`: run the traffic executors
+//!   (standby pool on an approved severe high-risk rollback, primary pool
+//!   again on resume); never run twice, a failure pages.
 //! - `resolve`: tells the channels, withdraws a waiting approval request
 //!   and stops the paging.
 
@@ -54,6 +57,9 @@ impl Handler for Responder {
                 Action::RequestApproval => self.request_approval(a).await,
                 Action::Rollback => Handled::Done(self.rollback(a).await),
                 Action::PauseRollout => Handled::Done(self.pause(&a.decision).await),
+                Action::SwitchTraffic | Action::RestoreTraffic => {
+                    Handled::Done(self.traffic(a).await)
+                }
             }
         })
     }
@@ -482,6 +488,85 @@ impl Responder {
             }
             ExecOutcome::Failed(_) | ExecOutcome::Refused(_) => {
                 self.trouble(d, "pausing the rollout FAILED", &detail).await;
+                Outcome::failed(detail)
+            }
+        }
+    }
+}
+
+/// What a traffic action does, in words for titles and details.
+struct TrafficWords {
+    executor: &'static str,
+    done: &'static str,
+    dry: &'static str,
+    failed: &'static str,
+    by_hand: &'static str,
+}
+
+const SWITCH: TrafficWords = TrafficWords {
+    executor: "switch_traffic",
+    done: "traffic shifted to the standby pool:",
+    dry: "dry run: would shift traffic to the standby pool:",
+    failed: "shifting traffic to the standby pool FAILED",
+    by_hand: "shift the traffic to the standby pool by hand",
+};
+
+const RESTORE: TrafficWords = TrafficWords {
+    executor: "restore_traffic",
+    done: "traffic back on the primary pool:",
+    dry: "dry run: would send traffic back to the primary pool:",
+    failed: "sending traffic back to the primary pool FAILED",
+    by_hand: "send the traffic back to the primary pool by hand",
+};
+
+impl Responder {
+    /// `switch_traffic` / `restore_traffic`: runs the configured executor
+    /// once. Like a rollback, a traffic switch may have half happened when
+    /// its process died: a claim that is not the first (`attempts` > 1) is
+    /// never run again, it is `unknown` for a human.
+    async fn traffic(&self, a: &ActionRow) -> Outcome {
+        let d = &a.decision;
+        let (executor, words) = match a.action {
+            Action::RestoreTraffic => (&self.cfg.restore, &RESTORE),
+            _ => (&self.cfg.switch, &SWITCH),
+        };
+        if a.attempts > 1 {
+            let detail = format!(
+                "not run again: an earlier run (attempt {} of this action) was cut off and may \
+                 or may not have taken effect; check the load balancer by hand",
+                a.attempts - 1
+            );
+            self.trouble(d, words.failed, &detail).await;
+            return Outcome {
+                state: ActionState::Unknown,
+                detail,
+            };
+        }
+        let Some(executor) = executor else {
+            return Outcome::skipped(format!(
+                "no {} executor configured; {}",
+                words.executor, words.by_hand
+            ));
+        };
+        let result = executor.run(&Vars::of(d), &self.cfg.patterns).await;
+        let detail = result.detail().to_owned();
+        match result {
+            ExecOutcome::Ok(_) => {
+                let title = format!(
+                    "[{}] {} {}",
+                    d.tier.as_str().to_uppercase(),
+                    if executor.is_dry_run() {
+                        words.dry
+                    } else {
+                        words.done
+                    },
+                    d.label("service").unwrap_or(&d.rule)
+                );
+                self.tell_outcome(d, title, &detail).await;
+                Outcome::done(detail)
+            }
+            ExecOutcome::Failed(_) | ExecOutcome::Refused(_) => {
+                self.trouble(d, words.failed, &detail).await;
                 Outcome::failed(detail)
             }
         }

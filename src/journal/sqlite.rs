@@ -758,7 +758,8 @@ impl Work for SqliteJournal {
                 "UPDATE actions SET state = 'running', owner = ?1, attempts = attempts + 1, started_at = ?2
                  WHERE key IN (SELECT key FROM actions WHERE state = 'pending'
                      AND ((?4 >> (CASE action WHEN 'rollback' THEN 0 WHEN 'request_approval' THEN 1
-                          WHEN 'pause_rollout' THEN 2 WHEN 'page' THEN 3 WHEN 'notify' THEN 4 ELSE 5 END)) & 1) = 1
+                          WHEN 'pause_rollout' THEN 2 WHEN 'page' THEN 3 WHEN 'notify' THEN 4
+                          WHEN 'switch_traffic' THEN 6 WHEN 'restore_traffic' THEN 7 ELSE 5 END)) & 1) = 1
                      ORDER BY rowid LIMIT ?3)
                  RETURNING key",
             )?;
@@ -1473,6 +1474,8 @@ fn action_bit(a: Action) -> u32 {
         Action::Page => 3,
         Action::Notify => 4,
         Action::Resolve => 5,
+        Action::SwitchTraffic => 6,
+        Action::RestoreTraffic => 7,
     }
 }
 

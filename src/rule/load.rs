@@ -550,6 +550,15 @@ fn action_list(m: &mut MapReader<'_>, key: &str, errs: &mut Errors) -> Option<Ve
                 key,
                 "`resolve` is not an action to configure; incidents resolve by themselves",
             ),
+            Ok(a) if a.is_released_only() => m.err(
+                errs,
+                n,
+                key,
+                format!(
+                    "`{a}` is not an action to configure: an approved rollback of a severe \
+                     high-risk incident switches traffic, resuming the rollout restores it"
+                ),
+            ),
             Ok(a) if out.contains(&a) => m.err(errs, n, key, format!("`{a}` listed twice")),
             Ok(a) => out.push(a),
             Err(e) => m.err(errs, n, key, e),

@@ -106,3 +106,49 @@ impl Policy {
         }
     }
 }
+
+/// What a human's approval of a rollback releases beside the rollback, by
+/// the incident's tier and its severity when the approval comes. The plan's
+/// severe path at high risk: once the incident commander confirms, roll
+/// back *and* shift traffic to the standby pool through the load balancer.
+/// The rollback is released first; the switch runs beside it, never after.
+/// Resuming the rollout later restores the traffic (`restore_traffic`).
+pub fn on_approval(tier: Tier, severity: Severity) -> &'static [Action] {
+    match (tier, severity) {
+        (Tier::High, Severity::Severe) => &[Action::SwitchTraffic],
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_approved_severe_high_risk_rollback_switches_traffic() {
+        for tier in Tier::ALL {
+            for severity in [Severity::Minor, Severity::Functional, Severity::Severe] {
+                let want: &[Action] = if (tier, severity) == (Tier::High, Severity::Severe) {
+                    &[Action::SwitchTraffic]
+                } else {
+                    &[]
+                };
+                assert_eq!(on_approval(tier, severity), want, "{tier} {severity}");
+            }
+        }
+    }
+
+    #[test]
+    fn no_policy_fires_a_traffic_action_by_itself() {
+        let p = Policy::default();
+        for tier in Tier::ALL {
+            for severity in [Severity::Minor, Severity::Functional, Severity::Severe] {
+                let actions = p.actions(tier, severity, &RuleActions::default());
+                assert!(
+                    !actions.iter().any(|a| a.is_released_only()),
+                    "{tier} {severity}: {actions:?}"
+                );
+            }
+        }
+    }
+}
