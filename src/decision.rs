@@ -151,6 +151,20 @@ impl Action {
         matches!(self, Action::SwitchTraffic | Action::RestoreTraffic)
     }
 
+    /// Whether the action changes the world in a way that may have half
+    /// happened when its process died (a rollback, a pause, a traffic
+    /// switch): such an action is never run again automatically; a human
+    /// decides. Messages and approval requests run again instead.
+    pub fn is_never_rerun(self) -> bool {
+        matches!(
+            self,
+            Action::Rollback
+                | Action::PauseRollout
+                | Action::SwitchTraffic
+                | Action::RestoreTraffic
+        )
+    }
+
     /// One bit per action, for sets of them in a `u8`: eight actions at most.
     pub(crate) fn bit(self) -> u8 {
         1 << (self as u8)

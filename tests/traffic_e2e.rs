@@ -493,3 +493,42 @@ fn a_switch_cut_off_by_a_crash_is_unknown_and_never_run_again() {
         "the switch ran again"
     );
 }
+
+/// The approval is committed, then its process dies before recording the
+/// switch that goes with it (two transactions): the rollback, claimed by
+/// the next process, records the switch then, so the commander's
+/// confirmation still moves the traffic.
+#[test]
+fn a_switch_lost_between_the_approval_and_its_recording_is_recorded_when_the_rollback_starts() {
+    use ripcord::journal::{Verdict, Verdicts};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    setup(dir.path(), port, 0);
+    let r = Ripcord::start(dir.path(), port);
+    post_alerts(&r, vec![alert("pay", "i-sev2", "high", "critical")]);
+    let id = r.incident_of("i-sev2");
+    r.wait_state(&id, "request_approval", "awaiting_approval");
+    drop(r);
+    // What the dead process committed: the approval and its rollback only.
+    {
+        let mut j =
+            ripcord::journal::SqliteJournal::open(&dir.path().join("state.db"), false).unwrap();
+        let now = ripcord::time::Ts(support::now_millis());
+        j.decide_approval(&id, Verdict::Approve, "alice", "", now)
+            .unwrap();
+    }
+    let r = Ripcord::start(dir.path(), port);
+    r.wait_state(&id, "rollback", "done");
+    let switch = r.wait_state(&id, "switch_traffic", "done");
+    assert!(
+        switch["key"]
+            .as_str()
+            .unwrap()
+            .ends_with("/approved/switch_traffic"),
+        "{switch}"
+    );
+    assert_eq!(
+        calls_of(dir.path(), "nginx"),
+        vec![argv(&["-t"]), argv(&["-s", "reload"])]
+    );
+}

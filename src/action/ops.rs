@@ -117,14 +117,16 @@ pub fn decide(
 /// rollback's decision `rollback_key` as `<rollback_key>/<action>`, so it is
 /// recorded once however often this runs. Recorded after the rollback, so
 /// it is claimed after it, and runs beside it (its own executor slot),
-/// never waiting for the rollback to end.
-fn release_with_rollback(
+/// never waiting for the rollback to end. Called again when the rollback
+/// starts, so a process that died between the approval's commit and this
+/// one loses nothing.
+pub(crate) fn release_with_rollback(
     j: &mut dyn Journal,
     incident: &str,
     rollback_key: &str,
     by: &str,
     now: Ts,
-) -> Result<Vec<(Action, String)>, OpError> {
+) -> Result<Vec<(Action, String)>, JournalError> {
     let Some(row) = j.incident(incident)? else {
         return Ok(Vec::new());
     };

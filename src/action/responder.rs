@@ -294,8 +294,34 @@ impl Responder {
         .await;
     }
 
+    /// An approved rollback (`<request>/approved`) releases what goes with
+    /// it (a severe high-risk incident's traffic switch). `ops::decide`
+    /// records that right after the approval; recording it again here
+    /// (once: it is keyed) covers a process that died in between.
+    async fn release_beside_approved(&self, a: &ActionRow) {
+        let Some(incident) = a.incident.clone().filter(|_| a.key.ends_with("/approved")) else {
+            return;
+        };
+        let (key, now) = (a.key.clone(), self.clock.now());
+        let released = with_journal(&self.journal, move |j| {
+            super::ops::release_with_rollback(j, &incident, &key, "its approver", now)
+        })
+        .await;
+        match released {
+            Ok(r) if !r.is_empty() => {
+                tracing::warn!(rollback = %a.key, released = ?r, "recorded what the approval releases beside the rollback (it was missing)");
+                self.wake.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(rollback = %a.key, error = %e, "could not record what the approval releases beside the rollback")
+            }
+        }
+    }
+
     async fn rollback(&self, a: &ActionRow) -> Outcome {
         let d = &a.decision;
+        self.release_beside_approved(a).await;
         let Some(executor) = &self.cfg.rollback.executor else {
             let detail = "no rollback executor configured; roll back by hand".to_owned();
             self.trouble(d, "rollback not automated", &detail).await;

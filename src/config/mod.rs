@@ -275,6 +275,12 @@ fn read_policy(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
         for (s, n) in list {
             match s.parse::<Action>() {
                 Ok(Action::Resolve) => m.err(errs, n, key, "`resolve` is not a policy action"),
+                Ok(a) if a.is_released_only() => m.err(
+                    errs,
+                    n,
+                    key,
+                    format!("`{a}` is not a policy action: only a human's verdict releases it"),
+                ),
                 Ok(a) if actions.contains(&a) => m.err(errs, n, key, format!("`{a}` listed twice")),
                 Ok(a) => actions.push(a),
                 Err(err) => m.err(errs, n, key, err),

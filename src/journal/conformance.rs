@@ -302,10 +302,22 @@ fn actions_are_claimed_once_and_interrupted_ones_surface(store: &dyn Store) {
         )
         .unwrap()
         .unwrap();
+    // And the traffic switch a severe high-risk approval adds beside it.
+    let switch = a
+        .derive_action(
+            &rollback,
+            Action::SwitchTraffic,
+            "switch_traffic",
+            "traffic to the standby pool",
+            Ts(0),
+        )
+        .unwrap()
+        .unwrap();
     let claimed = b.claim_actions("b", &Action::ALL, 10).unwrap();
-    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed.len(), 2);
     assert_eq!(claimed[0].key, rollback);
     assert_eq!(claimed[0].action, Action::Rollback);
+    assert_eq!(claimed[1].action, Action::SwitchTraffic);
     // Both are alive: nothing to reap.
     a.heartbeat("a").unwrap();
     b.heartbeat("b").unwrap();
@@ -316,9 +328,12 @@ fn actions_are_claimed_once_and_interrupted_ones_surface(store: &dyn Store) {
     std::thread::sleep(std::time::Duration::from_millis(30));
     a.heartbeat("a").unwrap();
     let lost = a.reap(crate::time::Dur(20)).unwrap();
-    assert_eq!(lost.len(), 1);
-    assert_eq!(lost[0].key, rollback);
-    assert_eq!(lost[0].state, ActionState::Unknown);
+    let mut lost_keys: Vec<&str> = lost.iter().map(|r| r.key.as_str()).collect();
+    lost_keys.sort();
+    let mut expected = vec![rollback.as_str(), switch.as_str()];
+    expected.sort();
+    assert_eq!(lost_keys, expected, "neither is ever run again");
+    assert!(lost.iter().all(|r| r.state == ActionState::Unknown));
     assert!(a.reap(crate::time::Dur(20)).unwrap().is_empty());
     let again = a.claim_actions("a", &Action::ALL, 100).unwrap();
     assert_eq!(again.len(), rest.len(), "messages are retried");

@@ -67,6 +67,17 @@ pub enum JournalError {
     },
 }
 
+/// The SQL list of action kinds never run again after a crash
+/// (`'rollback', 'pause_rollout', …`), for `reap` in both backends.
+fn never_rerun_kinds() -> String {
+    Action::ALL
+        .into_iter()
+        .filter(|a| a.is_never_rerun())
+        .map(|a| format!("'{}'", a.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The configured backend, as a journal of every role.
 pub fn open(
     cfg: &crate::config::JournalConfig,
@@ -325,7 +336,8 @@ pub trait Work {
     fn heartbeat(&mut self, owner: &str) -> Result<(), JournalError>;
 
     /// Actions left running by processes not heard from for `stale`: they
-    /// died mid-action. Rollbacks and rollout pauses become `unknown` (never
+    /// died mid-action. Rollbacks, rollout pauses and traffic switches
+    /// ([`Action::is_never_rerun`]) become `unknown` (never
     /// re-run) and are returned so a human hears of them; messages and
     /// approval requests go back to pending and run again.
     fn reap(&mut self, stale: crate::time::Dur) -> Result<Vec<ActionRow>, JournalError>;

@@ -932,13 +932,17 @@ impl Work for PgJournal {
             // Messages and approval requests are safe to run again: a
             // duplicate chat post beats a lost page. They go back to pending.
             tx.execute(
-                "UPDATE actions SET state = 'pending', owner = NULL
-                 WHERE state = 'running' AND action NOT IN ('rollback', 'pause_rollout')
-                   AND (owner IS NULL OR owner NOT IN (SELECT owner FROM owners WHERE seen_at >= $1))",
+                &format!(
+                    "UPDATE actions SET state = 'pending', owner = NULL
+                     WHERE state = 'running' AND action NOT IN ({})
+                       AND (owner IS NULL OR owner NOT IN (SELECT owner FROM owners WHERE seen_at >= $1))",
+                    super::never_rerun_kinds()
+                ),
                 &[&alive_since],
             )
             .await?;
-            // Rollbacks and pauses are not: they may have half happened.
+            // Rollbacks, pauses and traffic switches are not: they may have
+            // half happened.
             let keys: Vec<String> = tx
                 .query(
                     "UPDATE actions SET state = 'unknown',

@@ -860,12 +860,16 @@ impl Work for SqliteJournal {
         // Messages and approval requests are safe to run again: a duplicate
         // chat post beats a lost page. They go back to pending.
         self.conn.execute(
-            "UPDATE actions SET state = 'pending', owner = NULL
-             WHERE state = 'running' AND action NOT IN ('rollback', 'pause_rollout')
-               AND owner NOT IN (SELECT owner FROM owners WHERE seen_at >= ?1)",
+            &format!(
+                "UPDATE actions SET state = 'pending', owner = NULL
+                 WHERE state = 'running' AND action NOT IN ({})
+                   AND owner NOT IN (SELECT owner FROM owners WHERE seen_at >= ?1)",
+                super::never_rerun_kinds()
+            ),
             [alive_since],
         )?;
-        // Rollbacks and pauses are not: they may have half happened.
+        // Rollbacks, pauses and traffic switches are not: they may have
+        // half happened.
         let keys: Vec<String> = {
             let mut stmt = self.conn.prepare_cached(
                 "UPDATE actions SET state = 'unknown',
