@@ -422,10 +422,8 @@ pub fn evaluate(
     // The batch and its soak.
     let mut soak_from: Option<Ts> = None;
     match upgrade {
-        None => hold.push(format!(
-            "no progress reported for {}; judged on the last {} of samples",
-            q.service, min_soak
-        )),
+        // Judged on its samples alone; said below if that holds it.
+        None => {}
         Some(u) if u.stage == "failed" => {
             nogo.push(format!("the upgrade reported failed at {}", describe(u)))
         }
@@ -523,7 +521,6 @@ pub fn evaluate(
         .find(|p| p.batch == batch && p.revision == q.revision && p.at >= done_at);
     if promotion.is_some() {
         soft.clear();
-        hold.retain(|h| !h.starts_with("no progress reported"));
     } else {
         if cfg.require_approval.get(tier) {
             hold.push(format!(
@@ -549,9 +546,14 @@ pub fn evaluate(
             ));
         }
     }
-    // A soaked batch with enough data needs no "no progress" hold.
-    if upgrade.is_none() && soft.is_empty() {
-        hold.retain(|h| !h.starts_with("no progress reported"));
+    if upgrade.is_none() && !soft.is_empty() {
+        soft.insert(
+            0,
+            format!(
+                "no progress reported for {}; judged on the last {} of samples",
+                q.service, min_soak
+            ),
+        );
     }
 
     let decision = if !nogo.is_empty() {
