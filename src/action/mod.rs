@@ -30,6 +30,10 @@ use crate::telemetry::Metrics;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Attempts an action whose journal write failed gets (see
+/// [`Outcome::journal_retry`]): about a minute of passes.
+pub const MAX_JOURNAL_RETRIES: u32 = 100;
+
 /// How an action ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -49,6 +53,25 @@ impl Outcome {
         Outcome {
             state: ActionState::Failed,
             detail: detail.into(),
+        }
+    }
+
+    /// The journal refused a write it needs (a lost connection, a lock):
+    /// the action goes back to pending and runs again on a later pass, up
+    /// to [`MAX_JOURNAL_RETRIES`] attempts, then fails. For actions that are
+    /// safe to repeat (pages, approval requests): one never ends lost
+    /// because the journal hiccupped once.
+    pub fn journal_retry(attempts: u32, what: &str, error: &JournalError) -> Outcome {
+        let transient = matches!(error, JournalError::Storage(_));
+        if transient && attempts < MAX_JOURNAL_RETRIES {
+            Outcome {
+                state: ActionState::Pending,
+                detail: format!(
+                    "{what}: {error}; trying again (attempt {attempts} of {MAX_JOURNAL_RETRIES})"
+                ),
+            }
+        } else {
+            Outcome::failed(format!("{what}: {error}"))
         }
     }
 
@@ -305,3 +328,34 @@ impl Dispatcher {
 const HEARTBEAT: Duration = Duration::from_secs(3);
 /// Silence after which a process is taken for dead.
 const STALE: crate::time::Dur = crate::time::Dur::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_or_approval_request_whose_journal_write_failed_runs_again_then_fails() {
+        let locked = JournalError::Storage("database is locked".into());
+        let again = Outcome::journal_retry(1, "could not start paging", &locked);
+        assert_eq!(again.state, ActionState::Pending, "back in the queue");
+        assert!(
+            again.detail.contains("database is locked") && again.detail.contains("attempt 1 of")
+        );
+        let last = Outcome::journal_retry(MAX_JOURNAL_RETRIES, "could not start paging", &locked);
+        assert_eq!(last.state, ActionState::Failed, "not forever");
+        // What retrying cannot mend fails at once.
+        let corrupt = JournalError::Corrupt("bad row".into());
+        assert_eq!(
+            Outcome::journal_retry(1, "x", &corrupt).state,
+            ActionState::Failed
+        );
+        let fenced = JournalError::Fenced {
+            partition: None,
+            reason: "claim taken over".into(),
+        };
+        assert_eq!(
+            Outcome::journal_retry(1, "x", &fenced).state,
+            ActionState::Failed
+        );
+    }
+}

@@ -53,7 +53,7 @@ impl Handler for Responder {
             match a.action {
                 Action::Notify => self.notify(&a.decision).await,
                 Action::Resolve => self.resolve(&a.decision).await,
-                Action::Page => Handled::Done(self.page(&a.decision).await),
+                Action::Page => Handled::Done(self.page(a).await),
                 Action::RequestApproval => self.request_approval(a).await,
                 Action::Rollback => Handled::Done(self.rollback(a).await),
                 Action::PauseRollout => Handled::Done(self.pause(&a.decision).await),
@@ -182,7 +182,8 @@ impl Responder {
         })
     }
 
-    async fn page(&self, d: &Decision) -> Outcome {
+    async fn page(&self, a: &ActionRow) -> Outcome {
+        let d = &a.decision;
         let Some(id) = d.incident.as_ref().map(|i| i.to_string()) else {
             return Outcome::skipped("not an incident");
         };
@@ -212,7 +213,7 @@ impl Responder {
                     chain.join(", then ")
                 ))
             }
-            Err(e) => Outcome::failed(format!("could not start paging: {e}")),
+            Err(e) => Outcome::journal_retry(a.attempts, "could not start paging", &e),
         }
     }
 
@@ -231,9 +232,11 @@ impl Responder {
         {
             Ok(o) => o,
             Err(e) => {
-                return Handled::Done(Outcome::failed(format!(
-                    "could not record the approval request: {e}"
-                )));
+                return Handled::Done(Outcome::journal_retry(
+                    a.attempts,
+                    "could not record the approval request",
+                    &e,
+                ));
             }
         };
         if opened == ApprovalOpened::IncidentOver {
