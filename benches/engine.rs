@@ -83,6 +83,15 @@ const LATENCY_BASELINE: Workload = Workload {
     spike: 0.45,
 };
 
+/// `request-success` (common.yaml): what the rollout gates also tally.
+const SUCCESS: Workload = Workload {
+    name: "request_success_ratio",
+    metric: "request_success_ratio",
+    tier: "low",
+    normal: (0.9992, 0.99999),
+    spike: 0.95,
+};
+
 /// SplitMix64: a fixed, fast hash for deterministic pseudo-random fleets.
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -304,14 +313,52 @@ fn bench_workload(c: &mut Criterion, workload: &'static Workload, sizes: &[u32])
 fn bench_decode_only(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine/decode_only");
     configure(&mut group);
+    for workload in [&CPU, &SUCCESS] {
+        let mut fleet: Option<(Fleet, Vec<u8>)> = None;
+        group.bench_function(BenchmarkId::from_parameter(workload.name), |b| {
+            let (fleet, buf) = fleet.get_or_insert_with(|| {
+                (
+                    Fleet::new(workload, 100_000),
+                    Vec::with_capacity(EVENTS_PER_BATCH * 200),
+                )
+            });
+            b.iter_custom(|batches| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..batches {
+                    fleet.next_batch(buf, EVENTS_PER_BATCH);
+                    let start = Instant::now();
+                    for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                        ripcord::decode::decode_each(line, |event| {
+                            black_box(event);
+                        })
+                        .expect("generated events decode");
+                    }
+                    timed += start.elapsed();
+                }
+                timed
+            });
+        });
+    }
+    group.finish();
+}
+
+/// Decode plus the rollout gates' tally (what the pipeline adds per event
+/// besides the engine; the commit clears it each batch), over 100k groups of
+/// `request_success_ratio`, the metric it counts: subtract
+/// `engine/decode_only` to see the tally's own share.
+fn bench_gate_tally(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine/decode_and_gate_tally");
+    configure(&mut group);
+    let tiers = ripcord::rule::TierResolver::default();
     let mut fleet: Option<(Fleet, Vec<u8>)> = None;
-    group.bench_function(BenchmarkId::from_parameter(CPU.name), |b| {
+    group.bench_function(BenchmarkId::from_parameter(SUCCESS.name), |b| {
         let (fleet, buf) = fleet.get_or_insert_with(|| {
             (
-                Fleet::new(&CPU, 100_000),
+                Fleet::new(&SUCCESS, 100_000),
                 Vec::with_capacity(EVENTS_PER_BATCH * 200),
             )
         });
+        let mut tally = ripcord::gate::Tally::default();
         b.iter_custom(|batches| {
             let mut timed = Duration::ZERO;
             for _ in 0..batches {
@@ -319,10 +366,12 @@ fn bench_decode_only(c: &mut Criterion) {
                 let start = Instant::now();
                 for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                     ripcord::decode::decode_each(line, |event| {
-                        black_box(event);
+                        tally.observe(&event, SUCCESS.metric, &tiers);
                     })
                     .expect("generated events decode");
                 }
+                black_box(tally.rows().len());
+                tally.clear();
                 timed += start.elapsed();
             }
             timed
@@ -333,6 +382,7 @@ fn bench_decode_only(c: &mut Criterion) {
 
 fn engine_benches(c: &mut Criterion) {
     bench_decode_only(c);
+    bench_gate_tally(c);
     bench_workload(c, &CPU, &[1_000, 100_000, 1_000_000]);
     bench_workload(c, &LATENCY_BASELINE, &[1_000, 100_000]);
 }

@@ -38,10 +38,12 @@ impl TallyRow {
     }
 }
 
-/// Counts success samples until the next commit takes them.
+/// Counts success samples until the next commit takes them. Keyed
+/// service -> batch -> minute, so a sample of a row already there is
+/// counted without allocating.
 #[derive(Debug, Default)]
 pub struct Tally {
-    rows: HashMap<(String, String, i64), TallyRow>,
+    rows: hashbrown::HashMap<String, hashbrown::HashMap<String, hashbrown::HashMap<i64, TallyRow>>>,
 }
 
 /// Longest service or batch label value tallied; longer ones are skipped
@@ -63,10 +65,13 @@ impl Tally {
             return;
         }
         let minute = s.ts.millis() - s.ts.millis().rem_euclid(60_000);
-        let tier = tiers.resolve(&s.labels);
         let row = self
             .rows
-            .entry((service.to_owned(), batch.to_owned(), minute))
+            .entry_ref(service)
+            .or_default()
+            .entry_ref(batch)
+            .or_default()
+            .entry(minute)
             .or_insert_with(|| TallyRow {
                 service: service.to_owned(),
                 batch: batch.to_owned(),
@@ -74,21 +79,28 @@ impl Tally {
                 samples: 0,
                 sum: 0.0,
                 low: f64::INFINITY,
-                tier,
+                // The tier of the minute's first sample.
+                tier: tiers.resolve(&s.labels),
             });
         row.samples += 1;
         row.sum += s.value;
         row.low = row.low.min(s.value);
-        row.tier = tier;
     }
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
+    fn each(&self) -> impl Iterator<Item = &TallyRow> {
+        self.rows
+            .values()
+            .flat_map(|b| b.values())
+            .flat_map(|m| m.values())
+    }
+
     /// The rows counted since the last [`Tally::clear`], for a commit.
     pub fn rows(&self) -> Vec<TallyRow> {
-        let mut v: Vec<TallyRow> = self.rows.values().cloned().collect();
+        let mut v: Vec<TallyRow> = self.each().cloned().collect();
         v.sort_by(|a, b| (&a.service, &a.batch, a.minute).cmp(&(&b.service, &b.batch, b.minute)));
         v
     }
@@ -102,10 +114,10 @@ impl Tally {
 /// The rows of several tallies (one per partition) with rows of the same
 /// (service, batch, minute) folded into one: a journal writes each key once.
 pub fn merged<'a>(tallies: impl Iterator<Item = &'a Tally>) -> Vec<TallyRow> {
-    let mut out: HashMap<(String, String, i64), TallyRow> = HashMap::new();
+    let mut out: HashMap<(&str, &str, i64), TallyRow> = HashMap::new();
     for t in tallies {
-        for (k, r) in &t.rows {
-            out.entry(k.clone())
+        for r in t.each() {
+            out.entry((r.service.as_str(), r.batch.as_str(), r.minute.millis()))
                 .and_modify(|m| m.merge(r))
                 .or_insert_with(|| r.clone());
         }
