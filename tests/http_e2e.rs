@@ -1379,7 +1379,11 @@ fn after_a_crash_a_redelivered_alert_does_not_fire_again_and_its_resolve_closes_
     let fire = webhook(&[firing("fp-crash", &l, started)]).to_string();
     let reply = post_json(&r.url("/api/v1/alerts"), fire.clone());
     assert_eq!(reply.json()["decisions"], 2, "{reply:?}");
-    // Acknowledged means journaled: kill -9 right after loses nothing.
+    // stdout is a view of the journal, written without waiting: let both
+    // lines out before the crash (a kill -9 may cut unwritten lines; the
+    // journal is the record).
+    assert!(wait_until(Duration::from_secs(10), || r.decisions().len() == 2));
+    // Acknowledged means journaled: kill -9 loses nothing.
     let first = r.kill9();
     let opened: Vec<Value> = first.decisions();
     assert_eq!(opened.len(), 2, "{opened:?}");
