@@ -300,22 +300,7 @@ fn recording_script(dir: &Path) -> PathBuf {
 
 /// The calls the recording script saw, each its arguments.
 fn calls(dir: &Path) -> Vec<Vec<String>> {
-    let Ok(bytes) = std::fs::read(dir.join("calls.bin")) else {
-        return Vec::new();
-    };
-    let mut out: Vec<Vec<String>> = Vec::new();
-    let mut fields: Vec<&[u8]> = bytes.split(|b| *b == 0).collect();
-    assert_eq!(fields.pop(), Some(&b""[..]), "a torn record");
-    for f in fields {
-        if f == b"CALL" {
-            out.push(Vec::new());
-        } else {
-            out.last_mut()
-                .expect("a record starts with CALL")
-                .push(String::from_utf8_lossy(f).into_owned());
-        }
-    }
-    out
+    support::recorded_calls(&dir.join("calls.bin"))
 }
 
 fn calls_for(dir: &Path, instance: &str) -> usize {

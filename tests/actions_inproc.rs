@@ -15,6 +15,8 @@
 //! [`drive`] moves the clock a millisecond at a time; paging times are
 //! checked against the clock times the stand-in recorded.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -66,23 +68,7 @@ fn recording_script(dir: &Path, record: &Path) -> PathBuf {
 
 /// The calls a recording script saw, each its argv without the program.
 fn calls(record: &Path) -> Vec<Vec<String>> {
-    let Ok(bytes) = std::fs::read(record) else {
-        return Vec::new();
-    };
-    let mut out: Vec<Vec<String>> = Vec::new();
-    let mut fields: Vec<&[u8]> = bytes.split(|b| *b == 0).collect();
-    // The record ends with a NUL: the last piece is empty.
-    assert_eq!(fields.pop(), Some(&b""[..]), "a torn record: {bytes:?}");
-    for f in fields {
-        if f == b"CALL" {
-            out.push(Vec::new());
-        } else {
-            out.last_mut()
-                .expect("a record starts with CALL")
-                .push(String::from_utf8_lossy(f).into_owned());
-        }
-    }
-    out
+    support::recorded_calls(record)
 }
 
 fn vars(pairs: &[(&str, &str)]) -> Vars {

@@ -870,3 +870,26 @@ pub fn pg_count(url: &str, sql: &str) -> i64 {
     .flatten()
     .unwrap_or(0)
 }
+
+/// The calls recording scripts wrote to `record`: each `printf '%s\\0' CALL
+/// ARGS...` record as its arguments (NUL-separated, so any byte but NUL
+/// survives). Empty when nothing was recorded yet.
+pub fn recorded_calls(record: &Path) -> Vec<Vec<String>> {
+    let Ok(bytes) = std::fs::read(record) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut fields: Vec<&[u8]> = bytes.split(|b| *b == 0).collect();
+    // The record ends with a NUL: the last piece is empty.
+    assert_eq!(fields.pop(), Some(&b""[..]), "a torn record: {bytes:?}");
+    for f in fields {
+        if f == b"CALL" {
+            out.push(Vec::new());
+        } else {
+            out.last_mut()
+                .expect("a record starts with CALL")
+                .push(String::from_utf8_lossy(f).into_owned());
+        }
+    }
+    out
+}
