@@ -308,6 +308,36 @@ fn bench_workload(c: &mut Criterion, workload: &'static Workload, sizes: &[u32])
     group.finish();
 }
 
+/// A 100k-group fleet of `workload` and its line buffer, made on first use.
+fn fleet_100k(workload: &'static Workload) -> (Fleet, Vec<u8>) {
+    (
+        Fleet::new(workload, 100_000),
+        Vec::with_capacity(EVENTS_PER_BATCH * 200),
+    )
+}
+
+/// Times `batches` batches of decoding: each event goes to `on_event`, and
+/// `end_batch` runs at the end of each batch, inside the timing.
+fn time_decoding(
+    fleet: &mut Fleet,
+    buf: &mut Vec<u8>,
+    batches: u64,
+    mut on_event: impl FnMut(ripcord::event::Event<'_>),
+    mut end_batch: impl FnMut(),
+) -> Duration {
+    let mut timed = Duration::ZERO;
+    for _ in 0..batches {
+        fleet.next_batch(buf, EVENTS_PER_BATCH);
+        let start = Instant::now();
+        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            ripcord::decode::decode_each(line, &mut on_event).expect("generated events decode");
+        }
+        end_batch();
+        timed += start.elapsed();
+    }
+    timed
+}
+
 /// Decode alone over the same lines (100k groups): subtract it from the
 /// engine figures to see the engine's own share of each event.
 fn bench_decode_only(c: &mut Criterion) {
@@ -316,26 +346,17 @@ fn bench_decode_only(c: &mut Criterion) {
     for workload in [&CPU, &SUCCESS] {
         let mut fleet: Option<(Fleet, Vec<u8>)> = None;
         group.bench_function(BenchmarkId::from_parameter(workload.name), |b| {
-            let (fleet, buf) = fleet.get_or_insert_with(|| {
-                (
-                    Fleet::new(workload, 100_000),
-                    Vec::with_capacity(EVENTS_PER_BATCH * 200),
-                )
-            });
+            let (fleet, buf) = fleet.get_or_insert_with(|| fleet_100k(workload));
             b.iter_custom(|batches| {
-                let mut timed = Duration::ZERO;
-                for _ in 0..batches {
-                    fleet.next_batch(buf, EVENTS_PER_BATCH);
-                    let start = Instant::now();
-                    for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                        ripcord::decode::decode_each(line, |event| {
-                            black_box(event);
-                        })
-                        .expect("generated events decode");
-                    }
-                    timed += start.elapsed();
-                }
-                timed
+                time_decoding(
+                    fleet,
+                    buf,
+                    batches,
+                    |event| {
+                        black_box(event);
+                    },
+                    || {},
+                )
             });
         });
     }
@@ -352,29 +373,20 @@ fn bench_gate_tally(c: &mut Criterion) {
     let tiers = ripcord::rule::TierResolver::default();
     let mut fleet: Option<(Fleet, Vec<u8>)> = None;
     group.bench_function(BenchmarkId::from_parameter(SUCCESS.name), |b| {
-        let (fleet, buf) = fleet.get_or_insert_with(|| {
-            (
-                Fleet::new(&SUCCESS, 100_000),
-                Vec::with_capacity(EVENTS_PER_BATCH * 200),
-            )
-        });
-        let mut tally = ripcord::gate::Tally::default();
+        let (fleet, buf) = fleet.get_or_insert_with(|| fleet_100k(&SUCCESS));
+        let tally = std::cell::RefCell::new(ripcord::gate::Tally::default());
         b.iter_custom(|batches| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..batches {
-                fleet.next_batch(buf, EVENTS_PER_BATCH);
-                let start = Instant::now();
-                for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                    ripcord::decode::decode_each(line, |event| {
-                        tally.observe(&event, SUCCESS.metric, &tiers);
-                    })
-                    .expect("generated events decode");
-                }
-                black_box(tally.rows().len());
-                tally.clear();
-                timed += start.elapsed();
-            }
-            timed
+            time_decoding(
+                fleet,
+                buf,
+                batches,
+                |event| tally.borrow_mut().observe(&event, SUCCESS.metric, &tiers),
+                || {
+                    let mut t = tally.borrow_mut();
+                    black_box(t.rows().len());
+                    t.clear();
+                },
+            )
         });
     });
     group.finish();
