@@ -272,6 +272,7 @@ pub async fn run(
         )),
         _ => None,
     };
+    let silences = Arc::new(crate::silence::Guard::new(cfg.silences.windows.clone()));
     let (handler, verifications): (Arc<dyn Handler>, _) = match rt.handler {
         Some(h) => (h, None),
         None => {
@@ -283,6 +284,7 @@ pub async fn run(
                 links: links.clone(),
                 wake: notify.clone(),
                 metrics: metrics.clone(),
+                silences: silences.clone(),
             });
             let verifying =
                 tokio::spawn(responder.clone().verification_loop(actions_stop_rx.clone()));
@@ -313,13 +315,20 @@ pub async fn run(
         cfg: cfg.gates.clone(),
         tiers: cfg.engine.tiers.clone(),
         clock: rt.clock.clone(),
+        windows: cfg.silences.clone(),
+    });
+    let silence_api = Arc::new(crate::silence::http::SilenceApi {
+        journal: shared.clone(),
+        clock: rt.clock.clone(),
+        limits: cfg.silences.limits,
     });
 
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
     let app = router(
         intake,
         crate::api::protected(api.clone())
-            .merge(crate::gate::http::protected_routes(gates.clone())),
+            .merge(crate::gate::http::protected_routes(gates.clone()))
+            .merge(crate::silence::http::routes(silence_api)),
         crate::api::public(api).merge(crate::gate::http::open_routes(gates)),
     );
     let max_connections = crate::server::connection_cap(cfg.http.limits.max_connections);
@@ -410,6 +419,8 @@ pub async fn run(
         executor_slots: EXECUTOR_SLOTS,
         message_slots: MESSAGE_SLOTS,
         output: Some(output.clone()),
+        silences,
+        clock: rt.clock.clone(),
     };
     let grace = cfg.shutdown_grace.to_std();
     let dispatch = tokio::spawn(dispatcher.run(dispatch_stop_rx, grace));

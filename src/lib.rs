@@ -25,6 +25,7 @@ pub mod replay;
 pub mod router;
 pub mod rule;
 pub mod server;
+pub mod silence;
 pub mod source;
 pub mod telemetry;
 pub mod text;

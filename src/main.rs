@@ -109,6 +109,10 @@ enum Command {
     /// Ask a running ripcord whether the next batch of SERVICE may start.
     /// Exit status: 0 go, 1 nogo, 2 hold, 3 ripcord could not be asked.
     Gate(GateArgs),
+    /// Silences: add, list and expire them (in the journal, so every
+    /// replica and every restart sees them).
+    #[command(subcommand)]
+    Silence(SilenceCmd),
     /// Feed a JSON-lines file of events through the engine in event time and
     /// print every decision as a JSON line. Executes nothing.
     Replay {
@@ -122,6 +126,57 @@ enum Command {
         /// pretty or json (default: pretty on a terminal, json on a pipe).
         #[arg(long, value_parser = ["pretty", "json"])]
         output: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceCmd {
+    /// Mute what matches for a while: `ripcord silence add service=web
+    /// --for 2h --comment "kernel patch"`.
+    Add {
+        /// Label matchers in Alertmanager's syntax: `service=web`,
+        /// `instance=~"i-web-.*"`, `env!=dev`. Also matched: `rule`,
+        /// `alertname`, `tier`, `severity`.
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long, from now (e.g. 2h).
+        #[arg(long = "for", conflicts_with_all = ["until", "until_batch"])]
+        duration: Option<String>,
+        /// When it ends (RFC 3339).
+        #[arg(long, conflicts_with = "until_batch")]
+        until: Option<String>,
+        /// Until batch BATCH of SERVICE completes: `SERVICE:BATCH`.
+        #[arg(long, value_name = "SERVICE:BATCH")]
+        until_batch: Option<String>,
+        /// When it starts (RFC 3339; default now).
+        #[arg(long)]
+        start: Option<String>,
+        /// notify: mute messages only (actions still run); all: actions too.
+        #[arg(long, default_value = "notify", value_parser = ["notify", "all"])]
+        scope: String,
+        #[arg(long, env = "USER")]
+        by: String,
+        #[arg(long)]
+        comment: String,
+        #[command(flatten)]
+        at: JournalArgs,
+    },
+    /// List silences (active and pending; `--all` adds expired ones).
+    Ls {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: JournalArgs,
+    },
+    /// End a silence now.
+    Expire {
+        id: String,
+        #[arg(long, env = "USER")]
+        by: String,
+        #[command(flatten)]
+        at: JournalArgs,
     },
 }
 
@@ -238,6 +293,7 @@ fn main() -> ExitCode {
         Command::Ack(v) => verdict(v, None),
         Command::Resume { service, by, at } => resume(&service, &by, &at),
         Command::Gate(args) => gate(&args),
+        Command::Silence(cmd) => silence(cmd),
         Command::Replay {
             events,
             rules,
@@ -418,6 +474,95 @@ fn open_journal(at: &JournalArgs) -> Result<(Config, Box<dyn Journal>)> {
     let j = SqliteJournal::open(&path, false)
         .with_context(|| format!("cannot open {}", path.display()))?;
     Ok((cfg, Box::new(j)))
+}
+
+fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
+    use ripcord::silence::{self as sil, MatcherSpec, PostableSilence, Scope, UntilBatch};
+    use ripcord::time::{Dur, Ts};
+    let now = Ts(jiff::Timestamp::now().as_millisecond());
+    match cmd {
+        SilenceCmd::Add {
+            matchers,
+            duration,
+            until,
+            until_batch,
+            start,
+            scope,
+            by,
+            comment,
+            at,
+        } => {
+            let matchers = matchers
+                .iter()
+                .map(|m| MatcherSpec::parse(m))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("matcher {e}"))?;
+            let starts = match &start {
+                Some(s) => Ts::parse_rfc3339_general(s)?,
+                None => now,
+            };
+            let until_batch = match until_batch {
+                None => None,
+                Some(sb) => {
+                    let (service, batch) = sb.split_once(':').ok_or_else(|| {
+                        anyhow::anyhow!("--until-batch {sb}: expected SERVICE:BATCH")
+                    })?;
+                    Some(UntilBatch {
+                        service: service.to_owned(),
+                        batch: batch.to_owned(),
+                    })
+                }
+            };
+            let ends_at = match (duration, until, &until_batch) {
+                (Some(d), _, _) => Some(starts.saturating_add(d.parse::<Dur>()?).to_string()),
+                (None, Some(u), _) => Some(u),
+                (None, None, Some(_)) => None,
+                (None, None, None) => {
+                    anyhow::bail!(
+                        "say how long: --for DURATION, --until TIME or --until-batch SERVICE:BATCH"
+                    )
+                }
+            };
+            let post = PostableSilence {
+                id: None,
+                matchers,
+                starts_at: starts.to_string(),
+                ends_at,
+                until: until_batch,
+                created_by: by,
+                comment,
+                scope: Scope::parse(&scope).unwrap_or_default(),
+            };
+            let (cfg, mut j) = open_journal(&at)?;
+            let s = sil::create(&mut *j, post, &cfg.silences.limits, now)?;
+            println!("{}", s.id);
+            eprintln!("silence {}", s.describe());
+        }
+        SilenceCmd::Ls { all, json, at } => {
+            let (_, j) = open_journal(&at)?;
+            let rows = j.silences(now, all)?;
+            if json {
+                let v: Vec<_> = rows.iter().map(|s| sil::http::gettable(s, now)).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if rows.is_empty() {
+                eprintln!("no silences");
+            } else {
+                for s in &rows {
+                    println!(
+                        "{:<8} {}",
+                        s.state(now).as_str(),
+                        ripcord::text::one_line(&s.describe())
+                    );
+                }
+            }
+        }
+        SilenceCmd::Expire { id, by, at } => {
+            let (_, mut j) = open_journal(&at)?;
+            let s = sil::expire(&mut *j, &id, &by, now)?;
+            eprintln!("silence {} expired by {by}", s.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn incidents(at: &JournalArgs, status: &str, json: bool) -> Result<ExitCode> {

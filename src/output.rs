@@ -49,12 +49,17 @@ impl Format {
 /// decision taken earlier acts now (a human approved it, its approval
 /// timed out): it is printed when it is released, not when decided.
 pub fn line(d: &Decision, released: Option<&str>, f: Format) -> Vec<u8> {
+    noted_line(d, released.map(|why| ("released", why)), f)
+}
+
+/// [`line`] with a note under `key` (`released`, `held_back`).
+fn noted_line(d: &Decision, note: Option<(&str, &str)>, f: Format) -> Vec<u8> {
     match f {
         Format::Json => {
-            let mut v = match released {
+            let mut v = match note {
                 None => serde_json::to_vec(d),
-                Some(why) => serde_json::to_value(d).and_then(|mut v| {
-                    v["released"] = serde_json::Value::from(why);
+                Some((key, why)) => serde_json::to_value(d).and_then(|mut v| {
+                    v[key] = serde_json::Value::from(why);
                     serde_json::to_vec(&v)
                 }),
             }
@@ -62,7 +67,7 @@ pub fn line(d: &Decision, released: Option<&str>, f: Format) -> Vec<u8> {
             v.push(b'\n');
             v
         }
-        Format::Pretty { color } => pretty(d, released, color).into_bytes(),
+        Format::Pretty { color } => pretty(d, note.map(|(_, why)| why), color).into_bytes(),
     }
 }
 
@@ -324,6 +329,14 @@ impl Output {
     /// Prints a decision that acts now for the reason `why`.
     pub fn released(&self, d: &Decision, why: &str) {
         self.push(line(d, Some(why), self.format));
+    }
+
+    /// Prints that a silence or window held back `action` of a decision
+    /// (`why` names it): `"held_back": "held back by silence …"`.
+    pub fn held(&self, d: &Decision, action: crate::decision::Action, why: &str) {
+        let mut d = d.clone();
+        d.action = action;
+        self.push(noted_line(&d, Some(("held_back", why)), self.format));
     }
 
     /// Prints a paging step as it goes out: a `page` decision of the

@@ -437,6 +437,7 @@ impl Harness {
             links: links.clone(),
             wake: wake.clone(),
             metrics,
+            silences: Default::default(),
         });
         let scheduler = Scheduler {
             journal: journal.clone(),
@@ -1135,6 +1136,7 @@ async fn a_verification_runs_when_due_even_after_a_restart_and_a_failure_pages()
         links: r.links.clone(),
         wake: r.wake.clone(),
         metrics: r.metrics.clone(),
+        silences: r.silences.clone(),
     });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let verifying = tokio::spawn(restarted.verification_loop(stopped));

@@ -186,6 +186,10 @@ pub struct Dispatcher {
     pub message_slots: usize,
     /// Where decisions released later (an approved rollback) are printed.
     pub output: Option<Arc<crate::output::Output>>,
+    /// Silences and maintenance windows: what they hold back is journaled
+    /// as skipped instead of run.
+    pub silences: Arc<crate::silence::Guard>,
+    pub clock: Arc<dyn crate::time::Clock>,
 }
 
 impl Dispatcher {
@@ -246,13 +250,78 @@ impl Dispatcher {
                     // More may wait: look again at once.
                     self.notify.notify_one();
                 }
+                if !claimed.is_empty() {
+                    self.refresh_silences(journal).await;
+                }
                 for action in claimed {
+                    if self.held_back(&action, journal).await {
+                        continue;
+                    }
                     self.start(action, permits, journal, &mut tasks).await;
                 }
             }
         }
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    }
+
+    /// Reads the silences in force: one made on any replica a moment ago
+    /// counts for the actions about to start. On a journal error the last
+    /// ones read stay in force.
+    async fn refresh_silences(&self, journal: &SharedJournal) {
+        let now = self.clock.now();
+        match with_journal(journal, move |j| j.silences(now, false)).await {
+            Ok(s) => self.silences.set(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read silences; the last ones read stay in force")
+            }
+        }
+    }
+
+    /// Whether a silence or maintenance window holds `action` back: if so
+    /// it is journaled as skipped (with the hold on the incident's timeline
+    /// and in the silence's audit) and printed, and does not run. The
+    /// all-clear (`resolve`) always runs: it also withdraws approval
+    /// requests and stops paging; the responder mutes its message.
+    async fn held_back(&self, action: &ActionRow, journal: &SharedJournal) -> bool {
+        if action.action == Action::Resolve {
+            return false;
+        }
+        let now = self.clock.now();
+        let Some(hold) = self
+            .silences
+            .hold(action.action, &action.key, &action.decision, now)
+        else {
+            return false;
+        };
+        let record = crate::journal::HoldRecord {
+            source: hold.source(),
+            action_key: action.key.clone(),
+            action: action.action,
+            incident: action.incident.clone(),
+            scope: hold.scope,
+            detail: hold.detail.clone(),
+            at: now,
+        };
+        let key = action.key.clone();
+        match with_journal(journal, move |j| j.hold_action(&key, &record)).await {
+            Ok(_) => {
+                self.metrics
+                    .action_finished(action.action, "held_back", 0.0);
+                tracing::warn!(action = %action.action, key = %action.key, hold = %hold.detail, "action held back");
+                if let Some(out) = &self.output {
+                    out.held(&action.decision, action.action, &hold.detail);
+                }
+                true
+            }
+            Err(e) => {
+                // Not recorded as held: it stays claimed and the reaper
+                // hands it back (messages) or marks it unknown (executors)
+                // if this process dies; here it is simply not run now.
+                tracing::error!(error = %e, key = %action.key, "could not record a held-back action; it does not run");
+                true
+            }
+        }
     }
 
     /// Runs one claimed action on a task of its own, holding a slot of its

@@ -45,6 +45,9 @@ pub struct Responder {
     /// for the API, which releases approved rollbacks).
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// Mutes the messages that only inform (an all-clear, "rolled back")
+    /// under a silence; the dispatcher holds back whole actions.
+    pub silences: Arc<crate::silence::Guard>,
 }
 
 impl Handler for Responder {
@@ -139,6 +142,13 @@ impl Responder {
             j.stop_escalation(&i2, "resolved", None, now)
         })
         .await;
+        if let Some(hold) = self.silences.hold(Action::Resolve, &d.key, d, now) {
+            let mut detail = format!("all-clear not sent: {}", hold.detail);
+            if withdrawn {
+                detail.push_str("; approval request withdrawn");
+            }
+            return Handled::Done(Outcome::skipped(detail));
+        }
         let mut message = Message::for_decision(d, Vec::new());
         if withdrawn {
             message
@@ -280,6 +290,19 @@ impl Responder {
         self.tell_outcome(d, title, detail).await;
     }
 
+    /// Tells the tier's channels that an action worked, unless a silence
+    /// mutes the messages that only inform.
+    async fn tell_success(&self, d: &Decision, title: String, detail: &str) {
+        if let Some(hold) = self
+            .silences
+            .hold(Action::Notify, &d.key, d, self.clock.now())
+        {
+            tracing::info!(key = %d.key, hold = %hold.detail, "outcome message held back");
+            return;
+        }
+        self.tell_outcome(d, title, detail).await;
+    }
+
     /// Tells the tier's channels what became of a decision's action.
     async fn tell_outcome(&self, d: &Decision, title: String, detail: &str) {
         let incident = d.incident.as_ref().map(|i| i.to_string());
@@ -410,7 +433,7 @@ impl Responder {
                     },
                     subject(d)
                 );
-                self.tell_outcome(d, title, &detail).await;
+                self.tell_success(d, title, &detail).await;
                 Outcome::done(detail)
             }
             ExecOutcome::Failed(_) => {
@@ -591,7 +614,7 @@ impl Responder {
                     },
                     d.label("service").unwrap_or(&d.rule)
                 );
-                self.tell_outcome(d, title, &detail).await;
+                self.tell_success(d, title, &detail).await;
                 Outcome::done(detail)
             }
             ExecOutcome::Failed(_) | ExecOutcome::Refused(_) => {

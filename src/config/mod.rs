@@ -41,6 +41,8 @@ pub struct Config {
     pub actions: std::sync::Arc<crate::action::config::ActionsConfig>,
     /// What the rollout gates ask of a batch before the next may start.
     pub gates: std::sync::Arc<crate::gate::GateConfig>,
+    /// Limits on silences; maintenance and freeze windows.
+    pub silences: std::sync::Arc<crate::silence::SilenceConfig>,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             max_future: Dur::from_mins(5),
             actions: Default::default(),
             gates: Default::default(),
+            silences: Default::default(),
         }
     }
 }
@@ -136,6 +139,14 @@ impl Config {
                 crate::gate::read_config(m, &mut gates, &mut errs);
                 cfg.gates = std::sync::Arc::new(gates);
             }
+            let mut silences = crate::silence::SilenceConfig::default();
+            if let Some(m) = top.map("silences", &mut errs) {
+                crate::silence::read_config(m, &mut silences.limits, &mut errs);
+            }
+            if let Some(items) = top.seq("windows", &mut errs) {
+                silences.windows = crate::silence::window::read(path, items, &mut errs);
+            }
+            cfg.silences = std::sync::Arc::new(silences);
             if let Some(m) = top.map("shutdown", &mut errs) {
                 service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);
             }

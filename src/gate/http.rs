@@ -36,6 +36,8 @@ pub struct Gates {
     pub cfg: Arc<GateConfig>,
     pub tiers: TierResolver,
     pub clock: Arc<dyn Clock>,
+    /// The freeze windows (with the rest of the silences config).
+    pub windows: Arc<crate::silence::SilenceConfig>,
 }
 
 /// Longest service, batch or revision accepted.
@@ -107,6 +109,7 @@ fn facts(
         incidents,
         promotions: j.promotions(service)?,
         tally: j.tally(service, since)?,
+        freezes: Vec::new(),
     })
 }
 
@@ -116,8 +119,16 @@ pub async fn answer(g: &Gates, q: Question) -> Result<Answer, JournalError> {
     let tiers = g.tiers.clone();
     let now = g.clock.now();
     let default_tier = tiers.default;
+    let freezes: Vec<String> = g
+        .windows
+        .windows
+        .freezes(&q.service, now)
+        .iter()
+        .map(|w| format!("{} ({})", w.name, w.describe()))
+        .collect();
     with_journal(&g.journal, move |j| {
-        let f = facts(j, &q, &cfg, &tiers, now)?;
+        let mut f = facts(j, &q, &cfg, &tiers, now)?;
+        f.freezes = freezes;
         Ok(evaluate(&q, &f, &cfg, default_tier, now))
     })
     .await

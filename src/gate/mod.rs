@@ -16,7 +16,8 @@
 //! - **go**: the batch soaked its tier's `min_soak` since `batch_done`, with
 //!   at least `min_samples` success samples over that span at or above the
 //!   threshold, nothing open; or a human promoted this batch (and revision).
-//! - **hold**: anything else, with the reasons.
+//! - **hold**: anything else, with the reasons; always while a configured
+//!   freeze window is on for the service (a promotion does not lift it).
 
 pub mod http;
 pub mod tally;
@@ -273,6 +274,8 @@ pub struct Facts {
     pub promotions: Vec<Promotion>,
     /// Success tallies of the service, oldest first.
     pub tally: Vec<TallyRow>,
+    /// Freeze windows on now for the service, described.
+    pub freezes: Vec<String>,
 }
 
 /// An open incident as the gate reports it.
@@ -407,6 +410,12 @@ pub fn evaluate(
                 i.id, i.rule, i.severity, i.tier
             ));
         }
+    }
+    // A freeze is a hold no promotion lifts: nothing is released during it.
+    for f in &facts.freezes {
+        hold.push(format!(
+            "freeze window {f} is on: no next batch until it ends"
+        ));
     }
     if let Some(r) = facts.rollout.as_ref().filter(|r| r.paused) {
         hold.push(format!(

@@ -167,6 +167,8 @@ conformance!(
     a_fenced_commit_counts_no_samples_for_the_gate,
     promotions_are_kept_in_order_per_service,
     connections_writing_at_once_wait_for_each_other_instead_of_failing,
+    silences_are_kept_expire_on_time_and_end_with_their_batch,
+    a_hold_skips_a_running_action_once_and_is_audited,
 );
 
 const RULES: &str = r#"
@@ -1079,4 +1081,187 @@ fn connections_writing_at_once_wait_for_each_other_instead_of_failing(store: &dy
     for w in workers {
         w.join().unwrap().unwrap();
     }
+}
+
+fn silence_at(now: Ts, extra: serde_json::Value) -> crate::silence::Silence {
+    let mut v = serde_json::json!({
+        "matchers": [{"name": "service", "value": "s", "isRegex": false}],
+        "startsAt": now.to_string(),
+        "createdBy": "alice",
+        "comment": "kernel patch",
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    serde_json::from_value::<crate::silence::PostableSilence>(v)
+        .unwrap()
+        .validate(&crate::silence::SilenceLimits::default(), now)
+        .unwrap()
+}
+
+fn progress(batch: &str, stage: &str, at: Ts) -> UpgradeRow {
+    UpgradeRow {
+        service: "s".into(),
+        batch: Some(batch.into()),
+        stage: stage.into(),
+        done: None,
+        total: None,
+        message: None,
+        updated_at: at,
+        open: stage != "completed" && stage != "failed",
+    }
+}
+
+fn silences_are_kept_expire_on_time_and_end_with_their_batch(store: &dyn Store) {
+    use crate::silence::SilenceState;
+    let now = Ts(1_795_255_200_000);
+    let min = |m: i64| now.saturating_add(Dur::from_mins(m));
+    let timed = silence_at(
+        now,
+        serde_json::json!({"endsAt": min(60).to_string(), "scope": "all"}),
+    );
+    let pending = silence_at(
+        now,
+        serde_json::json!({"startsAt": min(10).to_string(), "endsAt": min(20).to_string()}),
+    );
+    let until = silence_at(
+        now,
+        serde_json::json!({"until": {"service": "s", "batch": "2"}}),
+    );
+    let mut a = store.connect();
+    for s in [&timed, &pending, &until] {
+        a.add_silence(s).unwrap();
+    }
+    // Another process (a replica, a restart) sees them as they were made.
+    let b = store.connect();
+    let mut seen = b.silences(now, false).unwrap();
+    seen.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut want = vec![timed.clone(), pending.clone(), until.clone()];
+    want.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(seen, want);
+    assert_eq!(
+        b.silence(&timed.id).unwrap().unwrap().state(now),
+        SilenceState::Active
+    );
+    assert_eq!(
+        b.silence(&pending.id).unwrap().unwrap().state(now),
+        SilenceState::Pending
+    );
+    // On time, with nothing written: an hour on, the timed one is over.
+    let later: Vec<String> = b
+        .silences(min(60), false)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert!(
+        !later.contains(&timed.id) && later.contains(&until.id),
+        "{later:?}"
+    );
+    let all = b.silences(min(60), true).unwrap();
+    assert_eq!(
+        all.iter()
+            .find(|s| s.id == timed.id)
+            .unwrap()
+            .state(min(60)),
+        SilenceState::Expired
+    );
+    // Expired early, by whom; once.
+    assert!(a.expire_silence(&pending.id, "bob", min(1)).unwrap());
+    assert!(
+        !a.expire_silence(&pending.id, "bob", min(2)).unwrap(),
+        "already over"
+    );
+    assert!(!a.expire_silence("no-such", "bob", min(2)).unwrap());
+    let p = b.silence(&pending.id).unwrap().unwrap();
+    assert_eq!(p.expired_by.as_deref(), Some("bob"));
+    assert_eq!(p.state(min(1)), SilenceState::Expired);
+    assert!(
+        p.starts_at <= p.ends_at,
+        "a pending silence ends before it starts"
+    );
+    // Until batch 2 completes: batch 1's end and batch 2's start change
+    // nothing; batch 2's end ends it, in the commit that records it.
+    for row in [
+        progress("1", "batch_done", min(5)),
+        progress("2", "batch_started", min(6)),
+    ] {
+        a.commit(&Batch {
+            progress: std::slice::from_ref(&row),
+            ..Batch::default()
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        b.silence(&until.id).unwrap().unwrap().ends_at,
+        until.ends_at
+    );
+    let done = progress("2", "batch_done", min(30));
+    a.commit(&Batch {
+        progress: std::slice::from_ref(&done),
+        ..Batch::default()
+    })
+    .unwrap();
+    let ended = b.silence(&until.id).unwrap().unwrap();
+    assert_eq!(ended.ends_at, min(30));
+    assert_eq!(ended.state(min(30)), SilenceState::Expired);
+    assert_eq!(ended.state(min(29)), SilenceState::Active);
+    // A failed upgrade ends every until-batch silence of the service.
+    let next = silence_at(
+        min(31),
+        serde_json::json!({"until": {"service": "s", "batch": "3"}}),
+    );
+    a.add_silence(&next).unwrap();
+    let failed = progress("3", "failed", min(40));
+    a.commit(&Batch {
+        progress: std::slice::from_ref(&failed),
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(b.silence(&next.id).unwrap().unwrap().ends_at, min(40));
+}
+
+fn a_hold_skips_a_running_action_once_and_is_audited(store: &dyn Store) {
+    let mut j = store.connect();
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let claimed = j.claim_actions("me", &Action::ALL, 100).unwrap();
+    let (first, second) = (&claimed[0], &claimed[1]);
+    let record = |a: &ActionRow| HoldRecord {
+        source: "sil-1".into(),
+        action_key: a.key.clone(),
+        action: a.action,
+        incident: a.incident.clone(),
+        scope: crate::silence::Scope::All,
+        detail: "held back by silence sil-1 (scope all, alice: kernel patch)".into(),
+        at: Ts(1_795_255_300_000),
+    };
+    assert!(j.hold_action(&first.key, &record(first)).unwrap());
+    assert!(!j.hold_action(&first.key, &record(first)).unwrap(), "once");
+    // An action that already ran is never rewritten as held back.
+    j.set_action(&second.key, ActionState::Done, "sent")
+        .unwrap();
+    assert!(!j.hold_action(&second.key, &record(second)).unwrap());
+    let incident = first.incident.clone().unwrap();
+    let actions = j.actions_of(&incident).unwrap();
+    let held = actions.iter().find(|a| a.key == first.key).unwrap();
+    assert_eq!(held.state, ActionState::Skipped);
+    assert_eq!(held.detail.as_deref(), Some(record(first).detail.as_str()));
+    assert_eq!(
+        actions.iter().find(|a| a.key == second.key).unwrap().state,
+        ActionState::Done
+    );
+    assert!(
+        j.timeline(&incident)
+            .unwrap()
+            .iter()
+            .any(|t| t.message.contains("held back by silence sil-1")),
+        "on the incident's timeline"
+    );
+    assert_eq!(j.holds_of("sil-1").unwrap(), vec![record(first)]);
+    assert!(j.holds_of("sil-2").unwrap().is_empty());
 }

@@ -36,6 +36,7 @@ use serde::Serialize;
 use crate::decision::{Action, Decision, IncidentId, Tier};
 use crate::engine::Incident;
 use crate::gate::{Promotion, TallyRow};
+use crate::silence::Silence;
 use crate::time::{Dur, Ts};
 
 pub use postgres::PgJournal;
@@ -43,7 +44,7 @@ pub use sqlite::SqliteJournal;
 
 /// Every role trait, for code that holds a concrete journal.
 pub mod prelude {
-    pub use super::{Ingest, Journal, Reads, Verdicts, Work};
+    pub use super::{Ingest, Journal, Reads, Silences, Verdicts, Work};
 }
 
 /// What went wrong, whatever the backend.
@@ -76,6 +77,27 @@ fn never_rerun_kinds() -> String {
         .map(|a| format!("'{}'", a.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Ends the until-batch silences a progress row completes: `batch_done` of
+/// their batch, or the whole upgrade `completed` / `failed` (every batch of
+/// the service). Parameters: the progress time, the service, the batch
+/// (NULL: every batch).
+const END_UNTIL_BATCH_SQLITE: &str =
+    "UPDATE silences SET ends_at = max(starts_at, ?1), updated_at = ?1
+     WHERE until_service = ?2 AND (?3 IS NULL OR until_batch = ?3) AND ends_at > ?1";
+const END_UNTIL_BATCH_PG: &str =
+    "UPDATE silences SET ends_at = GREATEST(starts_at, $1), updated_at = $1
+     WHERE until_service = $2 AND ($3::TEXT IS NULL OR until_batch = $3) AND ends_at > $1";
+
+/// The (service, batch) whose until-batch silences `p` ends; batch `None`:
+/// every batch of the service.
+fn ends_until_batch(p: &UpgradeRow) -> Option<(&str, Option<&str>)> {
+    match p.stage.as_str() {
+        "batch_done" => p.batch.as_deref().map(|b| (p.service.as_str(), Some(b))),
+        "completed" | "failed" => Some((p.service.as_str(), None)),
+        _ => None,
+    }
 }
 
 /// The configured backend, as a journal of every role.
@@ -510,10 +532,45 @@ pub trait Reads {
     fn promotions(&self, service: &str) -> Result<Vec<Promotion>, JournalError>;
 }
 
-/// Every role: what the live responder holds.
-pub trait Journal: Ingest + Work + Verdicts + Reads + Send {}
+/// Silences: what humans hold back, and the audit of what each held back.
+pub trait Silences {
+    fn add_silence(&mut self, s: &Silence) -> Result<(), JournalError>;
 
-impl<T: Ingest + Work + Verdicts + Reads + Send> Journal for T {}
+    /// Ends a silence at `at`; false if there is none such or it is over.
+    fn expire_silence(&mut self, id: &str, by: &str, at: Ts) -> Result<bool, JournalError>;
+
+    /// Silences not over at `now` (pending and active), oldest first; every
+    /// silence (expired ones too, newest first) with `include_expired`.
+    fn silences(&self, now: Ts, include_expired: bool) -> Result<Vec<Silence>, JournalError>;
+
+    fn silence(&self, id: &str) -> Result<Option<Silence>, JournalError>;
+
+    /// Holds an action back: it becomes `skipped` with `hold.detail` on its
+    /// incident's timeline, and the hold goes into the silence's audit, in
+    /// one transaction. False if the action was not running any more.
+    fn hold_action(&mut self, key: &str, hold: &HoldRecord) -> Result<bool, JournalError>;
+
+    /// What a silence (or `window:<name>`) held back, oldest first.
+    fn holds_of(&self, source: &str) -> Result<Vec<HoldRecord>, JournalError>;
+}
+
+/// One action a silence or window held back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HoldRecord {
+    /// The silence id, or `window:<name>`.
+    pub source: String,
+    pub action_key: String,
+    pub action: Action,
+    pub incident: Option<String>,
+    pub scope: crate::silence::Scope,
+    pub detail: String,
+    pub at: Ts,
+}
+
+/// Every role: what the live responder holds.
+pub trait Journal: Ingest + Work + Verdicts + Reads + Silences + Send {}
+
+impl<T: Ingest + Work + Verdicts + Reads + Silences + Send> Journal for T {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -20,16 +20,19 @@ use std::sync::Arc;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 
-use super::rows::{labels_from, labels_json, parse};
+use super::rows::{
+    HOLD_COLS, SILENCE_COLS, SilenceCols, hold_from, labels_from, labels_json, matchers_json, parse,
+};
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
-    EscalationRow, Expired, IncidentRow, Ingest, JournalError, Reads, RollbackLimits, RolloutRow,
-    TimelineEntry, UpgradeRow, Verdict, Verdicts, Work,
+    EscalationRow, Expired, HoldRecord, IncidentRow, Ingest, JournalError, Reads, RollbackLimits,
+    RolloutRow, Silences, TimelineEntry, UpgradeRow, Verdict, Verdicts, Work,
 };
 use crate::config::Secret;
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
 use crate::gate::{Promotion, TallyRow};
+use crate::silence::Silence;
 use crate::time::{Clock, Dur, Ts};
 
 /// The migrations, in order: (version, SQL).
@@ -39,6 +42,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/postgres/0001_journal.sql"),
     ),
     (2, include_str!("../../migrations/postgres/0002_gates.sql")),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_silences.sql"),
+    ),
 ];
 
 /// Any key, for the advisory locks that serialize migrations and the
@@ -592,6 +599,13 @@ impl Ingest for PgJournal {
                 .await?;
             }
             for p in batch.progress {
+                if let Some((service, batch_name)) = super::ends_until_batch(p) {
+                    tx.execute(
+                        super::END_UNTIL_BATCH_PG,
+                        &[&p.updated_at.millis(), &service, &batch_name],
+                    )
+                    .await?;
+                }
                 tx.execute(
                     "INSERT INTO upgrades AS u (service, batch, stage, done, total, message, updated_at, open)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -878,31 +892,7 @@ impl Work for PgJournal {
         self.block(async {
             let mut c = self.conn().await?;
             let tx = c.transaction().await?;
-            // A human (or a recovery) may have decided an approval while its
-            // request was still being sent: that verdict stands.
-            let row = tx
-                .query_opt(
-                    "UPDATE actions SET state = $2, detail = $3,
-                         finished_at = CASE WHEN $4 THEN $5 ELSE finished_at END
-                     WHERE key = $1 AND ($2 <> 'awaiting_approval' OR state = 'running')
-                       AND (state <> $2 OR detail IS DISTINCT FROM $3)
-                     RETURNING incident_id, action",
-                    &[&key, &state.as_str(), &detail, &state.is_final(), &now],
-                )
-                .await?;
-            if let Some(r) = row {
-                let (incident, action): (Option<String>, String) = (r.get(0), r.get(1));
-                if let Some(incident) = incident {
-                    timeline(
-                        &tx,
-                        &incident,
-                        Ts(now),
-                        "action",
-                        &format!("{action} {}: {detail}", state.as_str()),
-                    )
-                    .await?;
-                }
-            }
+            set_action_in(&tx, key, state, detail, now, false).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -1479,6 +1469,219 @@ impl Verdicts for PgJournal {
             }
             tx.commit().await?;
             Ok(stopped)
+        })
+    }
+}
+
+/// Sets an action's state inside `tx`, with a timeline line; `running_only`:
+/// only if it is still running (a hold never overrides an outcome).
+/// Returns whether the action changed.
+async fn set_action_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &str,
+    state: ActionState,
+    detail: &str,
+    now: i64,
+    running_only: bool,
+) -> Result<bool, JournalError> {
+    // A human (or a recovery) may have decided an approval while its
+    // request was still being sent: that verdict stands.
+    let row = tx
+        .query_opt(
+            "UPDATE actions SET state = $2, detail = $3,
+                 finished_at = CASE WHEN $4 THEN $5 ELSE finished_at END
+             WHERE key = $1 AND ($2 <> 'awaiting_approval' OR state = 'running')
+               AND (state <> $2 OR detail IS DISTINCT FROM $3) AND (NOT $6 OR state = 'running')
+             RETURNING incident_id, action",
+            &[
+                &key,
+                &state.as_str(),
+                &detail,
+                &state.is_final(),
+                &now,
+                &running_only,
+            ],
+        )
+        .await?;
+    let Some(r) = row else {
+        return Ok(false);
+    };
+    let (incident, action): (Option<String>, String) = (r.get(0), r.get(1));
+    if let Some(incident) = incident {
+        timeline(
+            tx,
+            &incident,
+            Ts(now),
+            "action",
+            &format!("{action} {}: {detail}", state.as_str()),
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+fn silence_row(r: &Row) -> SilenceCols {
+    SilenceCols {
+        id: r.get(0),
+        matchers: r.get(1),
+        scope: r.get(2),
+        starts_at: r.get(3),
+        ends_at: r.get(4),
+        until_service: r.get(5),
+        until_batch: r.get(6),
+        created_by: r.get(7),
+        comment: r.get(8),
+        created_at: r.get(9),
+        updated_at: r.get(10),
+        expired_by: r.get(11),
+    }
+}
+
+impl Silences for PgJournal {
+    fn add_silence(&mut self, s: &Silence) -> Result<(), JournalError> {
+        self.block(async {
+            self.conn()
+                .await?
+                .execute(
+                    &format!(
+                        "INSERT INTO silences ({SILENCE_COLS})
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                    ),
+                    &[
+                        &s.id,
+                        &matchers_json(&s.matchers),
+                        &s.scope.as_str(),
+                        &s.starts_at.millis(),
+                        &s.ends_at.millis(),
+                        &s.until.as_ref().map(|u| &u.service),
+                        &s.until.as_ref().map(|u| &u.batch),
+                        &s.created_by,
+                        &s.comment,
+                        &s.created_at.millis(),
+                        &s.updated_at.millis(),
+                        &s.expired_by,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn expire_silence(&mut self, id: &str, by: &str, at: Ts) -> Result<bool, JournalError> {
+        self.block(async {
+            let n = self
+                .conn()
+                .await?
+                .execute(
+                    // A pending silence ends before it starts: keep
+                    // starts_at <= ends_at.
+                    "UPDATE silences SET ends_at = $2, starts_at = LEAST(starts_at, $2),
+                         updated_at = $2, expired_by = $3
+                     WHERE id = $1 AND ends_at > $2",
+                    &[&id, &at.millis(), &by],
+                )
+                .await?;
+            Ok(n > 0)
+        })
+    }
+
+    fn silences(&self, now: Ts, include_expired: bool) -> Result<Vec<Silence>, JournalError> {
+        self.block(async {
+            let c = self.conn().await?;
+            let rows = if include_expired {
+                c.query(
+                    &format!(
+                        "SELECT {SILENCE_COLS} FROM silences ORDER BY created_at DESC, id LIMIT 10000"
+                    ),
+                    &[],
+                )
+                .await?
+            } else {
+                c.query(
+                    &format!(
+                        "SELECT {SILENCE_COLS} FROM silences WHERE ends_at > $1 ORDER BY created_at, id"
+                    ),
+                    &[&now.millis()],
+                )
+                .await?
+            };
+            rows.iter()
+                .map(|r| silence_row(r).into_silence())
+                .collect()
+        })
+    }
+
+    fn silence(&self, id: &str) -> Result<Option<Silence>, JournalError> {
+        self.block(async {
+            self.conn()
+                .await?
+                .query_opt(
+                    &format!("SELECT {SILENCE_COLS} FROM silences WHERE id = $1"),
+                    &[&id],
+                )
+                .await?
+                .map(|r| silence_row(&r).into_silence())
+                .transpose()
+        })
+    }
+
+    fn hold_action(&mut self, key: &str, hold: &HoldRecord) -> Result<bool, JournalError> {
+        let now = self.now();
+        self.block(async {
+            let mut c = self.conn().await?;
+            let tx = c.transaction().await?;
+            let held =
+                set_action_in(&tx, key, ActionState::Skipped, &hold.detail, now, true).await?;
+            if held {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO silence_holds ({HOLD_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    &[
+                        &hold.source,
+                        &hold.action_key,
+                        &hold.action.as_str(),
+                        &hold.incident,
+                        &hold.scope.as_str(),
+                        &hold.detail,
+                        &hold.at.millis(),
+                    ],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(held)
+        })
+    }
+
+    fn holds_of(&self, source: &str) -> Result<Vec<HoldRecord>, JournalError> {
+        self.block(async {
+            let rows = self
+                .conn()
+                .await?
+                .query(
+                    &format!(
+                        "SELECT {HOLD_COLS} FROM silence_holds WHERE source = $1
+                         ORDER BY at, action_key LIMIT 10000"
+                    ),
+                    &[&source],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let (action, scope): (String, String) = (r.get(2), r.get(4));
+                    hold_from(
+                        r.get(0),
+                        r.get(1),
+                        &action,
+                        r.get(3),
+                        &scope,
+                        r.get(5),
+                        r.get(6),
+                    )
+                })
+                .collect()
         })
     }
 }

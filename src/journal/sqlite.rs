@@ -11,20 +11,24 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::rows::{labels_from, labels_json, parse};
+use super::rows::{
+    HOLD_COLS, SILENCE_COLS, SilenceCols, hold_from, labels_from, labels_json, matchers_json, parse,
+};
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
-    EscalationRow, Expired, IncidentRow, Ingest, JournalError, Reads, RollbackLimits, RolloutRow,
-    TimelineEntry, UpgradeRow, Verdict, Verdicts, Work,
+    EscalationRow, Expired, HoldRecord, IncidentRow, Ingest, JournalError, Reads, RollbackLimits,
+    RolloutRow, Silences, TimelineEntry, UpgradeRow, Verdict, Verdicts, Work,
 };
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
 use crate::gate::{Promotion, TallyRow};
+use crate::silence::Silence;
 use crate::time::{Clock, Dur, SystemClock, Ts};
 
 /// 2: `actions.admitted_at` (the rollback budget). 3: `partition_owners`
 /// (fencing). 4: `inbox.origin` (replicas follow each other's bodies).
-const SCHEMA_VERSION: i64 = 4;
+/// 5: `silences`, `silence_holds`.
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS incidents (
@@ -184,6 +188,32 @@ CREATE TABLE IF NOT EXISTS promotions (
     at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS promotions_by_service ON promotions(service, seq);
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    matchers TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    starts_at INTEGER NOT NULL,
+    ends_at INTEGER NOT NULL,
+    until_service TEXT,
+    until_batch TEXT,
+    created_by TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    expired_by TEXT
+);
+CREATE INDEX IF NOT EXISTS silences_by_end ON silences(ends_at);
+CREATE INDEX IF NOT EXISTS silences_until ON silences(until_service) WHERE until_service IS NOT NULL;
+CREATE TABLE IF NOT EXISTS silence_holds (
+    source TEXT NOT NULL,
+    action_key TEXT NOT NULL,
+    action TEXT NOT NULL,
+    incident_id TEXT,
+    scope TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (source, action_key)
+);
 ";
 
 /// `ALTER TABLE … ADD COLUMN` unless the column is there already.
@@ -629,7 +659,11 @@ impl Ingest for SqliteJournal {
                      total = excluded.total, message = excluded.message, updated_at = excluded.updated_at, open = excluded.open
                  WHERE excluded.updated_at >= updated_at",
             )?;
+            let mut end_silences = tx.prepare_cached(super::END_UNTIL_BATCH_SQLITE)?;
             for p in batch.progress {
+                if let Some((service, batch_name)) = super::ends_until_batch(p) {
+                    end_silences.execute(params![p.updated_at.millis(), service, batch_name])?;
+                }
                 upsert_upgrade.execute(params![
                     p.service,
                     p.batch,
@@ -823,24 +857,7 @@ impl Work for SqliteJournal {
     ) -> Result<(), JournalError> {
         let now = self.now();
         let tx = self.conn.transaction()?;
-        let row: Option<(Option<String>, String)> = tx
-            .query_row(
-                // A human (or a recovery) may have decided an approval while
-                // its request was still being sent: that verdict stands.
-                "UPDATE actions SET state = ?2, detail = ?3, finished_at = CASE WHEN ?4 THEN ?5 ELSE finished_at END
-                 WHERE key = ?1 AND (?2 != 'awaiting_approval' OR state = 'running')
-                   AND (state != ?2 OR detail IS NOT ?3)
-                 RETURNING incident_id, action",
-                params![key, state.as_str(), detail, state.is_final(), now],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((Some(incident), action)) = row {
-            tx.execute(
-                "INSERT INTO timeline (incident_id, at, kind, message) VALUES (?1, ?2, 'action', ?3)",
-                params![incident, now, format!("{action} {}: {detail}", state.as_str())],
-            )?;
-        }
+        set_action_in(&tx, key, state, detail, now, false)?;
         tx.commit()?;
         Ok(())
     }
@@ -1322,6 +1339,166 @@ impl Verdicts for SqliteJournal {
         }
         tx.commit()?;
         Ok(stopped)
+    }
+}
+
+/// Sets an action's state inside `tx`, with a timeline line; `running_only`:
+/// only if it is still running (a hold never overrides an outcome).
+/// Returns whether the action changed.
+fn set_action_in(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    state: ActionState,
+    detail: &str,
+    now: i64,
+    running_only: bool,
+) -> Result<bool, JournalError> {
+    let row: Option<(Option<String>, String)> = tx
+        .query_row(
+            // A human (or a recovery) may have decided an approval while
+            // its request was still being sent: that verdict stands.
+            "UPDATE actions SET state = ?2, detail = ?3, finished_at = CASE WHEN ?4 THEN ?5 ELSE finished_at END
+             WHERE key = ?1 AND (?2 != 'awaiting_approval' OR state = 'running')
+               AND (state != ?2 OR detail IS NOT ?3) AND (NOT ?6 OR state = 'running')
+             RETURNING incident_id, action",
+            params![key, state.as_str(), detail, state.is_final(), now, running_only],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((Some(incident), action)) = &row {
+        tx.execute(
+            "INSERT INTO timeline (incident_id, at, kind, message) VALUES (?1, ?2, 'action', ?3)",
+            params![
+                incident,
+                now,
+                format!("{action} {}: {detail}", state.as_str())
+            ],
+        )?;
+    }
+    Ok(row.is_some())
+}
+
+fn silence_row(r: &rusqlite::Row<'_>) -> Result<SilenceCols, JournalError> {
+    Ok(SilenceCols {
+        id: r.get(0)?,
+        matchers: r.get(1)?,
+        scope: r.get(2)?,
+        starts_at: r.get(3)?,
+        ends_at: r.get(4)?,
+        until_service: r.get(5)?,
+        until_batch: r.get(6)?,
+        created_by: r.get(7)?,
+        comment: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        expired_by: r.get(11)?,
+    })
+}
+
+impl Silences for SqliteJournal {
+    fn add_silence(&mut self, s: &Silence) -> Result<(), JournalError> {
+        self.conn.execute(
+            &format!(
+                "INSERT INTO silences ({SILENCE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ),
+            params![
+                s.id,
+                matchers_json(&s.matchers),
+                s.scope.as_str(),
+                s.starts_at.millis(),
+                s.ends_at.millis(),
+                s.until.as_ref().map(|u| &u.service),
+                s.until.as_ref().map(|u| &u.batch),
+                s.created_by,
+                s.comment,
+                s.created_at.millis(),
+                s.updated_at.millis(),
+                s.expired_by,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn expire_silence(&mut self, id: &str, by: &str, at: Ts) -> Result<bool, JournalError> {
+        // A pending silence ends before it starts: keep starts_at <= ends_at.
+        let n = self.conn.execute(
+            "UPDATE silences SET ends_at = ?2, starts_at = min(starts_at, ?2), updated_at = ?2, expired_by = ?3
+             WHERE id = ?1 AND ends_at > ?2",
+            params![id, at.millis(), by],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn silences(&self, now: Ts, include_expired: bool) -> Result<Vec<Silence>, JournalError> {
+        let sql = if include_expired {
+            format!("SELECT {SILENCE_COLS} FROM silences ORDER BY created_at DESC, id LIMIT 10000")
+        } else {
+            format!(
+                "SELECT {SILENCE_COLS} FROM silences WHERE ends_at > ?1 ORDER BY created_at, id"
+            )
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows: Vec<SilenceCols> = if include_expired {
+            collect(&mut stmt, [], silence_row)?
+        } else {
+            collect(&mut stmt, [now.millis()], silence_row)?
+        };
+        rows.into_iter().map(SilenceCols::into_silence).collect()
+    }
+
+    fn silence(&self, id: &str) -> Result<Option<Silence>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SILENCE_COLS} FROM silences WHERE id = ?1"
+        ))?;
+        collect(&mut stmt, [id], silence_row)?
+            .pop()
+            .map(SilenceCols::into_silence)
+            .transpose()
+    }
+
+    fn hold_action(&mut self, key: &str, hold: &HoldRecord) -> Result<bool, JournalError> {
+        let now = self.now();
+        let tx = self.conn.transaction()?;
+        let held = set_action_in(&tx, key, ActionState::Skipped, &hold.detail, now, true)?;
+        if held {
+            tx.execute(
+                &format!(
+                    "INSERT INTO silence_holds ({HOLD_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT DO NOTHING"
+                ),
+                params![
+                    hold.source,
+                    hold.action_key,
+                    hold.action.as_str(),
+                    hold.incident,
+                    hold.scope.as_str(),
+                    hold.detail,
+                    hold.at.millis()
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(held)
+    }
+
+    fn holds_of(&self, source: &str) -> Result<Vec<HoldRecord>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {HOLD_COLS} FROM silence_holds WHERE source = ?1 ORDER BY at, action_key LIMIT 10000"
+        ))?;
+        let raw = collect(&mut stmt, [source], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, i64>(6)?,
+            ))
+        })?;
+        raw.into_iter()
+            .map(|(a, b, c, d, e, f, g)| hold_from(a, b, &c, d, &e, f, g))
+            .collect()
     }
 }
 

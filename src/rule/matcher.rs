@@ -9,6 +9,8 @@ use crate::event::Labels;
 #[derive(Debug, Clone)]
 pub struct Matcher {
     pub name: String,
+    /// The value as written (for a regex: without the anchors added).
+    value: String,
     kind: Kind,
 }
 
@@ -24,8 +26,49 @@ impl Matcher {
     pub fn eq(name: &str, value: &str) -> Matcher {
         Matcher {
             name: name.to_owned(),
+            value: value.to_owned(),
             kind: Kind::Eq(value.to_owned()),
         }
+    }
+
+    /// A matcher in Alertmanager's API form (`name`, `value`, `isRegex`,
+    /// `isEqual`).
+    pub fn from_parts(
+        name: &str,
+        value: &str,
+        is_regex: bool,
+        is_equal: bool,
+    ) -> Result<Matcher, String> {
+        if !crate::decode::is_label_name(name) {
+            return Err(format!("`{name}` is not a valid label name"));
+        }
+        let regex = |v: &str| {
+            Regex::new(&format!("^(?:{v})$")).map_err(|e| format!("`{name}`: bad regex `{v}`: {e}"))
+        };
+        let kind = match (is_regex, is_equal) {
+            (false, true) => Kind::Eq(value.to_owned()),
+            (false, false) => Kind::Ne(value.to_owned()),
+            (true, true) => Kind::Re(regex(value)?),
+            (true, false) => Kind::NotRe(regex(value)?),
+        };
+        Ok(Matcher {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            kind,
+        })
+    }
+
+    /// The value as written.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    pub fn is_regex(&self) -> bool {
+        matches!(self.kind, Kind::Re(_) | Kind::NotRe(_))
+    }
+
+    pub fn is_equal(&self) -> bool {
+        matches!(self.kind, Kind::Eq(_) | Kind::Re(_))
     }
 
     pub fn parse(text: &str) -> Result<Matcher, String> {
@@ -43,19 +86,8 @@ impl Matcher {
             .find_map(|op| rest.strip_prefix(op).map(|v| (op, v.trim())))
             .ok_or_else(|| format!("`{text}`: expected =, !=, =~ or !~ after `{name}`"))?;
         let value = unquote(value).ok_or_else(|| format!("`{text}`: unbalanced quotes"))?;
-        let regex = |v: &str| {
-            Regex::new(&format!("^(?:{v})$")).map_err(|e| format!("`{text}`: bad regex: {e}"))
-        };
-        let kind = match op {
-            "=" => Kind::Eq(value),
-            "!=" => Kind::Ne(value),
-            "=~" => Kind::Re(regex(&value)?),
-            _ => Kind::NotRe(regex(&value)?),
-        };
-        Ok(Matcher {
-            name: name.to_owned(),
-            kind,
-        })
+        Matcher::from_parts(name, &value, op.ends_with('~'), !op.starts_with('!'))
+            .map_err(|e| format!("`{text}`: {e}"))
     }
 
     pub fn matches(&self, labels: &Labels<'_>) -> bool {
