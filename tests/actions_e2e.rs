@@ -1258,3 +1258,232 @@ fn a_link_cannot_be_used_from_another_site_and_its_page_is_locked_down() {
         "{inc}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Silences.
+
+fn post_silence(r: &Ripcord, body: &Value) -> (u16, Value) {
+    let resp = client()
+        .post(r.url("/api/v1/silences"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
+}
+
+fn silence_body(matchers: Value, scope: &str, ends: Value) -> Value {
+    let mut v = json!({
+        "matchers": matchers, "startsAt": rfc3339(now_millis()),
+        "createdBy": "alice", "comment": "kernel patch window", "scope": scope,
+    });
+    match ends {
+        Value::String(_) => v["endsAt"] = ends,
+        other => v["until"] = other,
+    }
+    v
+}
+
+/// Waits until the incident of `instance` has an action of kind `action`
+/// in a final state; returns it.
+fn settled_action(r: &Ripcord, instance: &str, action: &str) -> Value {
+    let mut found = Value::Null;
+    let ok = wait_until(Duration::from_secs(30), || {
+        let Some(id) = r.incident_of(instance) else {
+            return false;
+        };
+        found = r
+            .actions(&id, action)
+            .into_iter()
+            .find(|a| a["state"] != "pending" && a["state"] != "running")
+            .unwrap_or(Value::Null);
+        !found.is_null()
+    });
+    assert!(
+        ok,
+        "no settled {action} for {instance}:\n{}",
+        r.stderr.tail(30)
+    );
+    found
+}
+
+#[test]
+fn silences_hold_back_what_their_scope_says_across_a_restart_until_expired_or_their_batch_completes()
+ {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let windows = "windows:\n  - name: always-on\n    scope: all\n    matchers: ['service=\"maint\"']\n    start: \"00:00\"\n    end: \"24:00\"\n    time_zone: Europe/Berlin\n";
+    write_config(dir.path(), port, &standin, "", "", windows);
+    let r = Ripcord::start(dir.path(), port);
+    let in_an_hour = json!(rfc3339(now_millis() + 3_600_000));
+
+    // Refused, every problem named: nothing to match, no end.
+    let (status, body) = post_silence(
+        &r,
+        &json!({"matchers": [], "startsAt": rfc3339(now_millis()), "createdBy": "alice", "comment": "x"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    let e = body["error"].as_str().unwrap();
+    assert!(e.contains("matchers") && e.contains("endsAt"), "{e}");
+
+    let (status, body) = post_silence(
+        &r,
+        &silence_body(
+            json!([{"name": "service", "value": "web", "isRegex": false}]),
+            "notify",
+            in_an_hour.clone(),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let quiet = body["silenceID"].as_str().unwrap().to_owned();
+    let (_, body) = post_silence(
+        &r,
+        &silence_body(
+            json!([{"name": "instance", "value": "i-all.*", "isRegex": true, "isEqual": true}]),
+            "all",
+            in_an_hour,
+        ),
+    );
+    let all = body["silenceID"].as_str().unwrap().to_owned();
+
+    // notify: the rollback runs, the chat hears nothing of the incident.
+    let start = now_millis() - 5_000;
+    let web = labels("web", "i-web-1", "low", "critical");
+    r.post_alerts(&webhook(vec![firing("fp-s1", &web, start)]));
+    assert!(wait_until(Duration::from_secs(30), || calls_for(
+        dir.path(),
+        "i-web-1"
+    ) == 1));
+    let notify = settled_action(&r, "i-web-1", "notify");
+    assert_eq!(notify["state"], "skipped", "{notify}");
+    assert!(
+        notify["detail"].as_str().unwrap().contains(&quiet),
+        "{notify}"
+    );
+    let id = r.incident_of("i-web-1").unwrap();
+    assert!(
+        standin.about("incident", &id).is_empty(),
+        "{:?}",
+        standin.all()
+    );
+    assert!(
+        r.incident(&id)["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("held back by silence {quiet}"))),
+        "the timeline names the silence"
+    );
+    assert!(wait_until(Duration::from_secs(10), || r
+        .stdout
+        .all()
+        .iter()
+        .any(|l| l.contains("held_back") && l.contains(&quiet))));
+
+    // all: nothing runs, and the silence's audit says what it held back.
+    let db = labels("db", "i-all-1", "low", "critical");
+    r.post_alerts(&webhook(vec![firing("fp-s2", &db, start)]));
+    let rollback = settled_action(&r, "i-all-1", "rollback");
+    assert_eq!(rollback["state"], "skipped", "{rollback}");
+    let audit = r.get(&format!("/api/v1/silences/{all}"));
+    assert_eq!(audit["status"]["state"], "active");
+    let held: Vec<&str> = audit["heldBack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        held.contains(&"rollback") && held.contains(&"notify"),
+        "{audit}"
+    );
+
+    // A maintenance window from the config holds back the same way.
+    let maint = labels("maint", "i-maint-1", "low", "critical");
+    r.post_alerts(&webhook(vec![firing("fp-s7", &maint, start)]));
+    let rollback = settled_action(&r, "i-maint-1", "rollback");
+    assert_eq!(rollback["state"], "skipped", "{rollback}");
+    assert!(
+        rollback["detail"]
+            .as_str()
+            .unwrap()
+            .contains("maintenance window always-on"),
+        "{rollback}"
+    );
+
+    // Kept across a restart.
+    assert!(r.terminate().success());
+    let r = Ripcord::start(dir.path(), port);
+    let listed = r.get("/api/v1/silences?state=active");
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let (code, out) = cli(dir.path(), &["silence", "ls"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&quiet) && out.contains(&all), "{out}");
+    let db2 = labels("db", "i-all-2", "low", "critical");
+    r.post_alerts(&webhook(vec![firing("fp-s3", &db2, start)]));
+    assert_eq!(
+        settled_action(&r, "i-all-2", "rollback")["state"],
+        "skipped"
+    );
+
+    // Expired by a human from the CLI: the next breach rolls back.
+    let (code, out) = cli(dir.path(), &["silence", "expire", &all, "--by", "bob"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(dir.path(), &["silence", "expire", &all, "--by", "bob"]);
+    assert_ne!(code, 0, "expired twice: {out}");
+    assert!(out.contains("already over"), "{out}");
+    let db3 = labels("db", "i-all-3", "low", "critical");
+    r.post_alerts(&webhook(vec![firing("fp-s4", &db3, start)]));
+    assert!(wait_until(Duration::from_secs(30), || calls_for(
+        dir.path(),
+        "i-all-3"
+    ) == 1));
+    let gone = r.get(&format!("/api/v1/silences/{all}"));
+    assert_eq!(gone["status"]["state"], "expired", "{gone}");
+    assert_eq!(gone["expiredBy"], "bob");
+    assert_eq!(
+        calls_for(dir.path(), "i-all-1")
+            + calls_for(dir.path(), "i-all-2")
+            + calls_for(dir.path(), "i-maint-1"),
+        0
+    );
+
+    // Until batch 2 of `shop` completes: held while it runs, not after.
+    let (_, body) = post_silence(
+        &r,
+        &silence_body(
+            json!([{"name": "service", "value": "shop", "isRegex": false}]),
+            "all",
+            json!({"service": "shop", "batch": "2"}),
+        ),
+    );
+    let batch_silence = body["silenceID"].as_str().unwrap().to_owned();
+    let shop1 = labels("shop", "i-shop-1", "low", "critical");
+    r.post_alerts(&webhook(vec![firing("fp-s5", &shop1, start)]));
+    assert_eq!(
+        settled_action(&r, "i-shop-1", "rollback")["state"],
+        "skipped"
+    );
+    let done = json!({"kind": "progress", "ts": rfc3339(now_millis()), "stage": "batch_done",
+        "labels": {"service": "shop", "batch": "2"}, "done": 20, "total": 100});
+    let resp = client()
+        .post(r.url("/api/v1/events"))
+        .header("content-type", "application/x-ndjson")
+        .body(format!("{done}\n"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(wait_until(Duration::from_secs(10), || r
+        .get(&format!("/api/v1/silences/{batch_silence}"))["status"]["state"]
+        == "expired"));
+    let shop2 = labels("shop", "i-shop-2", "low", "critical");
+    r.post_alerts(&webhook(vec![firing("fp-s6", &shop2, start)]));
+    assert!(wait_until(Duration::from_secs(30), || calls_for(
+        dir.path(),
+        "i-shop-2"
+    ) == 1));
+}

@@ -405,3 +405,20 @@ fn the_tally_counts_success_samples_per_service_batch_and_minute() {
     tally.clear();
     assert!(tally.is_empty());
 }
+
+#[test]
+fn a_freeze_window_holds_even_a_soaked_promoted_batch() {
+    let mut f = soaked_low();
+    f.promotions = vec![promotion("2", None, t(2))];
+    assert_eq!(judge(&ask(None, None), &f, t(20)).decision, Decision::Go);
+    f.freezes = vec!["black-friday (daily 00:00-24:00 UTC)".into()];
+    let a = judge(&ask(None, None), &f, t(20));
+    assert_eq!(a.decision, Decision::Hold, "{:?}", a.reasons);
+    assert!(
+        a.reasons
+            .iter()
+            .any(|r| r.contains("freeze window black-friday")),
+        "{:?}",
+        a.reasons
+    );
+}
