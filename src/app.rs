@@ -300,6 +300,7 @@ pub async fn run(
         wake: notify.clone(),
         owner: owner.clone(),
         output: Some(output.clone()),
+        silences: silences.clone(),
     };
     let scheduler_task = tokio::spawn(scheduler.run(actions_stop_rx.clone()));
     let api = Arc::new(Api {

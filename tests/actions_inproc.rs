@@ -429,6 +429,7 @@ impl Harness {
             cfg.actions.approvals.expire_after,
         ));
         let wake = Arc::new(tokio::sync::Notify::new());
+        let silences = Arc::new(ripcord::silence::Guard::default());
         let responder = Arc::new(Responder {
             journal: journal.clone(),
             deliverer: deliverer.clone(),
@@ -437,7 +438,7 @@ impl Harness {
             links: links.clone(),
             wake: wake.clone(),
             metrics,
-            silences: Default::default(),
+            silences: silences.clone(),
         });
         let scheduler = Scheduler {
             journal: journal.clone(),
@@ -448,6 +449,7 @@ impl Harness {
             wake,
             owner: "inproc-test".into(),
             output: None,
+            silences,
         };
         let files = ripcord::rule::load::load_builtin().unwrap();
         let engine = Engine::new(
@@ -1268,5 +1270,65 @@ async fn draining_ends_retry_backoffs_and_answers_the_waiting_action() {
         .unwrap()
         .expect("a message sent while draining got no outcome within 3 s");
     assert!(!outcome.sent(), "{outcome:?}");
+    h.finish().await;
+}
+
+/// A silence of scope `all` made while a chain pages holds back the steps
+/// that fall due under it (on the timeline), and ends on time on the
+/// paused clock: the step due after it pages again.
+#[tokio::test(start_paused = true)]
+async fn a_silence_made_mid_chain_holds_back_the_steps_due_under_it_until_it_expires() {
+    let mut h =
+        Harness::new(|base, _| format!("policy:\n  high: [page]\n{}", channels(base))).await;
+    let seen = h.seen.clone();
+    let labels = json!({"alertname": "InstanceDown", "service": "web", "instance": "i-0s", "tier": "high", "severity": "critical"});
+    let id = incident_of(&h.alert(&firing("fp-s", labels)).await, Action::Page);
+    h.dispatch().await;
+    h.tick().await;
+    assert_eq!(
+        seen.about("/chat", Some("page"), &id).len(),
+        1,
+        "chat at once"
+    );
+
+    // At 2 minutes: silenced until minute 8 (the SMS at 5 falls under it,
+    // the call at 10 does not).
+    h.run_until(secs(120)).await;
+    let now = h.clock.now();
+    let post: ripcord::silence::PostableSilence = serde_json::from_value(json!({
+        "matchers": [{"name": "service", "value": "web", "isRegex": false}],
+        "startsAt": now.to_string(),
+        "endsAt": now.saturating_add(secs(360)).to_string(),
+        "createdBy": "carol", "comment": "failing over the database by hand",
+        "scope": "all",
+    }))
+    .unwrap();
+    let limits = ripcord::silence::SilenceLimits::default();
+    let silence = h
+        .read(move |j| Ok(ripcord::silence::create(j, post, &limits, now)))
+        .await
+        .unwrap();
+
+    h.run_until(secs(302)).await;
+    assert!(
+        seen.about("/sms", None, &id).is_empty(),
+        "held back: {:?}",
+        seen.all()
+    );
+    let i = id.clone();
+    let timeline = h.read(move |j| j.timeline(&i)).await;
+    assert!(
+        timeline.iter().any(|t| t
+            .message
+            .starts_with("page step 2 of 3 not sent: held back by silence")
+            && t.message.contains(&silence.id)),
+        "{timeline:?}"
+    );
+    // Minute 8: over, with nothing written; the call at 10 goes out.
+    h.run_until(secs(602)).await;
+    assert_eq!(seen.about("/voice", None, &id).len(), 1, "{:?}", seen.all());
+    let later = h.clock.now();
+    let active = h.read(move |j| j.silences(later, false)).await;
+    assert!(active.is_empty(), "expired on time: {active:?}");
     h.finish().await;
 }

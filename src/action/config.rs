@@ -177,6 +177,26 @@ impl ActionsConfig {
             && self.restore.is_none()
     }
 
+    /// Sends what would ring a phone (SMS, voice) to the log instead,
+    /// keeping each channel's name (so routing and paging keep their
+    /// shape). Returns the channels changed.
+    pub fn phones_to_log(&mut self) -> Vec<String> {
+        let mut muted = Vec::new();
+        for spec in &mut self.channels {
+            if spec.channel.rings_a_phone() {
+                muted.push(spec.name.clone());
+                *spec = Arc::new(ChannelSpec {
+                    name: spec.name.clone(),
+                    channel: Channel::Log(super::channel::log::Log),
+                    rate: spec.rate,
+                    timeout: spec.timeout,
+                    retries: 0,
+                });
+            }
+        }
+        muted
+    }
+
     /// Stand-ins for everything that reaches the outside world: one `log`
     /// channel takes every message (routing, paging and status keep their
     /// timing), and every executor becomes a dry run that says what it

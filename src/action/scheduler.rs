@@ -17,7 +17,7 @@ use super::deliver::Deliverer;
 use super::links::{LinkSigner, Verb};
 use super::message::{Kind, Message};
 use super::{SharedJournal, with_journal};
-use crate::decision::{Severity, Tier};
+use crate::decision::{Action, Severity, Tier};
 use crate::journal::{EscalationRow, IncidentRow, JournalError};
 use crate::time::{Clock, Dur, Ts};
 
@@ -32,6 +32,9 @@ pub struct Scheduler {
     pub owner: String,
     /// Where each paging step is printed as it goes out.
     pub output: Option<Arc<crate::output::Output>>,
+    /// A silence of scope `all` (or such a maintenance window) made after
+    /// paging began holds back the steps that fall due under it.
+    pub silences: Arc<crate::silence::Guard>,
 }
 
 /// How long a claimed escalation step may take before another process
@@ -165,12 +168,36 @@ impl Scheduler {
             .get(step + 1)
             .map(|s| e.started_at.saturating_add(s.after));
         let mut moved_on = false;
-        let incident = with_journal(&self.journal, {
+        let now = self.clock.now();
+        let (incident, silences) = with_journal(&self.journal, {
             let id = id.clone();
-            move |j| j.incident(&id)
+            move |j| Ok((j.incident(&id)?, j.silences(now, false)?))
         })
         .await?;
-        if let Some(s) = steps.get(step) {
+        self.silences.set(silences);
+        let hold = incident.as_ref().and_then(|inc| {
+            let labels = crate::silence::labels_of_incident(inc);
+            self.silences
+                .hold_labels(Action::Page, &format!("{id}/page/{step}"), &labels, now)
+        });
+        if let (Some(hold), Some(_)) = (hold, steps.get(step)) {
+            let text = format!(
+                "page step {} of {} not sent: {}",
+                step + 1,
+                steps.len(),
+                hold.detail
+            );
+            let (i, at) = (id.clone(), self.clock.now());
+            with_journal(&self.journal, move |j| {
+                j.add_timeline(
+                    &crate::decision::IncidentId::from_string(i.as_str()),
+                    at,
+                    "page",
+                    &text,
+                )
+            })
+            .await?;
+        } else if let Some(s) = steps.get(step) {
             if let (Some(out), Some(inc)) = (&self.output, incident.as_ref()) {
                 out.page_step(
                     self.clock.now(),

@@ -447,16 +447,39 @@ impl Hold {
 /// group's, an alert's) and, unless the decision carries them, `rule`,
 /// `alertname` (the rule), `tier` and `severity`.
 pub fn labels_of(d: &Decision) -> Labels<'_> {
-    let mut l: Vec<(Cow<'_, str>, Cow<'_, str>)> = d
+    let own = d
         .labels
         .iter()
         .map(|(k, v)| (Cow::Borrowed(&**k), Cow::Borrowed(&**v)))
         .collect();
+    with_context(own, &d.rule, d.tier.as_str(), d.severity.as_str())
+}
+
+/// [`labels_of`] for an incident as the journal lists it.
+pub fn labels_of_incident(i: &crate::journal::IncidentRow) -> Labels<'_> {
+    let own = i
+        .labels
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str()?))))
+                .collect()
+        })
+        .unwrap_or_default();
+    with_context(own, &i.rule, &i.tier, &i.severity)
+}
+
+fn with_context<'a>(
+    mut l: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    rule: &'a str,
+    tier: &'a str,
+    severity: &'a str,
+) -> Labels<'a> {
     for (k, v) in [
-        ("rule", &*d.rule),
-        ("alertname", &*d.rule),
-        ("tier", d.tier.as_str()),
-        ("severity", d.severity.as_str()),
+        ("rule", rule),
+        ("alertname", rule),
+        ("tier", tier),
+        ("severity", severity),
     ] {
         if !l.iter().any(|(have, _)| have == k) {
             l.push((Cow::Borrowed(k), Cow::Borrowed(v)));
@@ -478,18 +501,15 @@ pub fn human_released(key: &str) -> bool {
 pub fn hold_for(
     action: Action,
     key: &str,
-    d: &Decision,
+    labels: &Labels<'_>,
     silences: &[Compiled],
     windows: &Windows,
     now: Ts,
 ) -> Option<Hold> {
     let human = human_released(key);
-    let labels = labels_of(d);
     for c in silences {
         let s = &c.silence;
-        if s.state(now) == SilenceState::Active
-            && s.scope.mutes(action, human)
-            && c.matches(&labels)
+        if s.state(now) == SilenceState::Active && s.scope.mutes(action, human) && c.matches(labels)
         {
             return Some(Hold {
                 by: HeldBy::Silence {
@@ -507,7 +527,7 @@ pub fn hold_for(
             });
         }
     }
-    windows.hold(action, human, &labels, now)
+    windows.hold(action, human, labels, now)
 }
 
 /// Why a silence could not be made or ended.
@@ -605,12 +625,23 @@ impl Guard {
 
     /// Whether `action` (keyed `key`, for decision `d`) is held back at `now`.
     pub fn hold(&self, action: Action, key: &str, d: &Decision, now: Ts) -> Option<Hold> {
+        self.hold_labels(action, key, &labels_of(d), now)
+    }
+
+    /// [`Guard::hold`] for labels already gathered (see [`labels_of`]).
+    pub fn hold_labels(
+        &self,
+        action: Action,
+        key: &str,
+        labels: &Labels<'_>,
+        now: Ts,
+    ) -> Option<Hold> {
         let active = self
             .active
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        hold_for(action, key, d, &active, &self.windows, now)
+        hold_for(action, key, labels, &active, &self.windows, now)
     }
 }
 

@@ -61,13 +61,20 @@ fn a_notify_silence_mutes_messages_never_actions_nor_what_asks_a_human() {
             (Action::RequestApproval, false),
             (Action::SwitchTraffic, false),
         ] {
-            let h = hold_for(action, "inc/0/x", &d, std::slice::from_ref(&s), &w, NOW);
+            let h = hold_for(
+                action,
+                "inc/0/x",
+                &labels_of(&d),
+                std::slice::from_ref(&s),
+                &w,
+                NOW,
+            );
             assert_eq!(h.is_some(), held, "{tier} {action}");
         }
     }
     // Another service: nothing held.
     let other = decision(Action::Notify, Tier::Low, &[("service", "db")]);
-    assert!(hold_for(Action::Notify, "k", &other, &[s], &w, NOW).is_none());
+    assert!(hold_for(Action::Notify, "k", &labels_of(&other), &[s], &w, NOW).is_none());
 }
 
 #[test]
@@ -85,7 +92,7 @@ fn an_all_silence_mutes_actions_but_not_what_a_human_approved() {
     let h = hold_for(
         Action::Rollback,
         "inc/0/rollback",
-        &d,
+        &labels_of(&d),
         std::slice::from_ref(&s),
         &w,
         NOW,
@@ -102,7 +109,15 @@ fn an_all_silence_mutes_actions_but_not_what_a_human_approved() {
         "inc/0/request_approval/approved/switch_traffic",
     ] {
         assert!(
-            hold_for(Action::Rollback, key, &d, std::slice::from_ref(&s), &w, NOW).is_none(),
+            hold_for(
+                Action::Rollback,
+                key,
+                &labels_of(&d),
+                std::slice::from_ref(&s),
+                &w,
+                NOW
+            )
+            .is_none(),
             "{key}"
         );
     }
@@ -111,7 +126,7 @@ fn an_all_silence_mutes_actions_but_not_what_a_human_approved() {
         hold_for(
             Action::Rollback,
             "k",
-            &d,
+            &labels_of(&d),
             std::slice::from_ref(&s),
             &w,
             Ts(NOW.0 - 1)
@@ -122,7 +137,7 @@ fn an_all_silence_mutes_actions_but_not_what_a_human_approved() {
         hold_for(
             Action::Rollback,
             "k",
-            &d,
+            &labels_of(&d),
             std::slice::from_ref(&s),
             &w,
             s.silence.ends_at
@@ -143,12 +158,22 @@ fn silences_match_the_rule_tier_and_severity_too() {
     let w = Windows::default();
     let low = decision(Action::Notify, Tier::Low, &[("service", "web")]);
     let high = decision(Action::Notify, Tier::High, &[("service", "web")]);
-    assert!(hold_for(Action::Notify, "k", &low, std::slice::from_ref(&s), &w, NOW).is_some());
     assert!(
         hold_for(
             Action::Notify,
             "k",
-            &high,
+            &labels_of(&low),
+            std::slice::from_ref(&s),
+            &w,
+            NOW
+        )
+        .is_some()
+    );
+    assert!(
+        hold_for(
+            Action::Notify,
+            "k",
+            &labels_of(&high),
             std::slice::from_ref(&s),
             &w,
             NOW
@@ -252,7 +277,7 @@ fn a_maintenance_window_covers_its_local_hours_across_midnight() {
         ("2026-12-06T15:30:00Z", false), // Sunday 23:30: not a Saturday
     ] {
         assert_eq!(
-            hold_for(Action::Rollback, "k", &d, &[], &w, at(t)).is_some(),
+            hold_for(Action::Rollback, "k", &labels_of(&d), &[], &w, at(t)).is_some(),
             held,
             "{t}"
         );
@@ -296,5 +321,5 @@ fn a_freeze_window_names_the_services_it_freezes() {
     assert!(w.freezes("web", NOW).is_empty());
     // A freeze window mutes nothing.
     let d = decision(Action::Notify, Tier::Low, &[("service", "shop")]);
-    assert!(hold_for(Action::Notify, "k", &d, &[], &w, NOW).is_none());
+    assert!(hold_for(Action::Notify, "k", &labels_of(&d), &[], &w, NOW).is_none());
 }

@@ -217,6 +217,12 @@ impl Channel {
         })
     }
 
+    /// Whether the channel rings someone's phone (SMS, a call): a drill
+    /// leaves those alone unless asked.
+    pub fn rings_a_phone(&self) -> bool {
+        matches!(self, Channel::Sms(_) | Channel::Voice(_))
+    }
+
     /// The provider's documented rate: (messages, per period).
     pub fn default_rate(&self) -> (u32, Duration) {
         match self {
