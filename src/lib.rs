@@ -14,6 +14,7 @@ pub mod config;
 pub mod decision;
 pub mod decode;
 pub mod demo;
+pub mod drill;
 pub mod engine;
 pub mod event;
 pub mod gate;

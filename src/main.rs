@@ -14,7 +14,7 @@ use ripcord::action::ops;
 use ripcord::cases;
 use ripcord::config::{Config, Errors, LogFormat};
 use ripcord::engine::Engine;
-use ripcord::journal::{Journal, SqliteJournal, Verdict};
+use ripcord::journal::{Journal, Reads, SqliteJournal, Verdict};
 use ripcord::rule::load::{self as rules, RuleFile};
 
 /// `eprintln!` that never panics: a closed stderr (`ripcord … 2>&1 | head
@@ -109,6 +109,12 @@ enum Command {
     /// Ask a running ripcord whether the next batch of SERVICE may start.
     /// Exit status: 0 go, 1 nogo, 2 hold, 3 ripcord could not be asked.
     Gate(GateArgs),
+    /// Rehearse an incident: play a bad batch through the live pipeline,
+    /// measure detect -> decide -> approve -> rollback -> recovery against
+    /// the plan's budgets and write the review draft. Exit 0 when every
+    /// budget is met, 1 when one is missed (named), 2 when the drill could
+    /// not run.
+    Drill(DrillArgs),
     /// Silences: add, list and expire them (in the journal, so every
     /// replica and every restart sees them).
     #[command(subcommand)]
@@ -127,6 +133,56 @@ enum Command {
         #[arg(long, value_parser = ["pretty", "json"])]
         output: Option<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct DrillArgs {
+    /// The tier whose policy the built-in bad batch exercises.
+    #[arg(long, default_value = "low", value_parser = ["low", "medium", "high"])]
+    tier: String,
+    /// A recorded scenario (JSON lines of events with `ts`; lines after
+    /// `{"drill": "after_rollback"}` are the recovery).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Stand-ins for every channel and executor.
+    #[arg(long)]
+    dry_run: bool,
+    /// auto: the drill approves the rollback as soon as it is asked; wait:
+    /// a human approves (link, API or `ripcord approve`).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "wait"])]
+    approve: String,
+    /// Who the automatic approval is recorded as.
+    #[arg(long, default_value = "drill")]
+    approver: String,
+    /// Ring the configured SMS and voice channels (a drill does not unless asked).
+    #[arg(long)]
+    page_phones: bool,
+    /// Event time runs this many times faster than the wall (1: a real drill).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Give up after this long (wall time).
+    #[arg(long, default_value = "30m")]
+    timeout: String,
+    #[arg(long, default_value = "ripcord-drill")]
+    service: String,
+    #[arg(long, default_value = "i-drill-1")]
+    instance: String,
+    /// Keep the drill's journal here (for `ripcord report` later).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// With brokers configured: the topic the drill plays onto (never one
+    /// the responder reads).
+    #[arg(long)]
+    topic: Option<String>,
+    #[arg(long, default_value = "md", value_parser = ["md", "html"])]
+    format: String,
+    /// Write the review here (default: stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -294,6 +350,7 @@ fn main() -> ExitCode {
         Command::Resume { service, by, at } => resume(&service, &by, &at),
         Command::Gate(args) => gate(&args),
         Command::Silence(cmd) => silence(cmd),
+        Command::Drill(args) => drill(args),
         Command::Replay {
             events,
             rules,
@@ -834,6 +891,70 @@ fn demo() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn drill(args: DrillArgs) -> Result<ExitCode> {
+    use ripcord::drill::{self, Approve, DrillOptions, Scenario};
+    let (cfg, files) = match load(args.config.as_deref(), args.rules.as_deref()) {
+        Err(errs) => {
+            report(&errs);
+            return Ok(ExitCode::from(2));
+        }
+        Ok(x) => x,
+    };
+    let tier: ripcord::decision::Tier = args.tier.parse().map_err(anyhow::Error::msg)?;
+    let scenario = match &args.scenario {
+        Some(p) => Some(Scenario::from_file(p)?),
+        None => None,
+    };
+    if !(args.speed >= 1.0 && args.speed <= 1000.0) {
+        anyhow::bail!("--speed {}: expected 1 to 1000", args.speed);
+    }
+    let timeout: ripcord::time::Dur = args.timeout.parse()?;
+    if !args.dry_run && !cfg.actions.is_unconfigured() && args.instance == "i-drill-1" {
+        anyhow::bail!(
+            "the configured executors would roll back `i-drill-1`: name a staging instance with              --instance, or rehearse with --dry-run"
+        );
+    }
+    init_logging(&ripcord::config::LogConfig {
+        level: "warn".into(),
+        ..cfg.log.clone()
+    });
+    let opts = DrillOptions {
+        tier,
+        scenario,
+        approve: match args.approve.as_str() {
+            "wait" => Approve::Wait,
+            _ => Approve::Auto {
+                by: args.approver.clone(),
+            },
+        },
+        speed: args.speed,
+        page_phones: args.page_phones,
+        dry_run: args.dry_run,
+        timeout: timeout.to_std(),
+        service: args.service.clone(),
+        instance: args.instance.clone(),
+        state: args.state.clone(),
+        topic: args.topic.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .context("cannot start the async runtime")?;
+    let rules = Arc::new(rules::rule_set(&files));
+    let run = match rt.block_on(drill::run(cfg, rules, opts, |line: &str| {
+        eprintln!("{line}")
+    })) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ripcord drill: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    drill_review(&run, &args)
+}
+
 fn mock_broker(topics: &[String], partitions: i32) -> Result<ExitCode> {
     use std::io::BufRead;
     let mock = rdkafka::mocking::MockCluster::new(1).context("cannot start the mock cluster")?;
@@ -1007,4 +1128,21 @@ fn replay(
         engine.groups()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The drill's review (provisional until the report lands).
+fn drill_review(run: &ripcord::drill::DrillRun, _args: &DrillArgs) -> Result<ExitCode> {
+    let j = SqliteJournal::open(&run.journal, false)?;
+    let Some(id) = &run.incident else {
+        eprintln!("drill: no incident was opened");
+        return Ok(ExitCode::from(1));
+    };
+    for t in j.timeline(id)? {
+        println!("{}  {:<8} {}", t.at, t.kind, t.message);
+    }
+    Ok(if run.timed_out {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -1,0 +1,424 @@
+//! `ripcord drill`: a bad batch played through the live pipeline, and the
+//! time each step took measured against the plan's budgets.
+//!
+//! The drill starts the whole responder in this process (the embedded
+//! broker, or a drill topic on the configured brokers; the configured
+//! channels and executors, or stand-ins with `--dry-run`) on a journal of
+//! its own, so a drill never mixes into the production record. It then
+//! plays a scenario onto the topic: a built-in bad batch for the tier (one
+//! instance's HTTP 5xx ratio at 30% after its batch starts) or a recorded
+//! event file. A rollback that needs approval is approved by the drill
+//! (`--approve auto`) or waits for a human (`--approve wait`). Once the
+//! rollback is done the instance is made healthy again (the built-in
+//! scenario, or the file's lines after `{"drill": "after_rollback"}`), and
+//! the drill ends when the incident recovers or its time runs out. The
+//! review draft of [`crate::report`] is written from the journal, marked
+//! as a drill.
+//!
+//! Phones are never rung by a drill unless asked (`--page-phones`): SMS
+//! and voice channels are replaced by the log for its duration.
+
+pub mod scenario;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use tokio::sync::oneshot;
+
+use crate::app::{self, Ready, Runtime};
+use crate::config::Config;
+use crate::decision::{Action, Tier};
+use crate::journal::prelude::*;
+use crate::journal::{ActionState, SqliteJournal};
+use crate::rule::RuleSet;
+use crate::time::{Clock, Dur, Ts};
+
+pub use scenario::{Scenario, ScenarioError};
+
+/// Who approves the drill's rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approve {
+    /// The drill approves as soon as the request is out, as `by`.
+    Auto { by: String },
+    /// A human approves (link, API or CLI); the drill waits.
+    Wait,
+}
+
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    pub tier: Tier,
+    /// A recorded scenario; `None`: the built-in bad batch.
+    pub scenario: Option<Scenario>,
+    pub approve: Approve,
+    /// Event time runs this many times faster than the wall (1: a real
+    /// drill; more for a quick rehearsal).
+    pub speed: f64,
+    pub page_phones: bool,
+    pub dry_run: bool,
+    /// The drill gives up after this long (wall time).
+    pub timeout: Duration,
+    pub service: String,
+    pub instance: String,
+    /// Where the drill's journal goes (kept for `ripcord report`); `None`:
+    /// a temporary file.
+    pub state: Option<PathBuf>,
+    /// The topic played onto when brokers are configured (never one the
+    /// responder reads in production).
+    pub topic: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    #[error("drill setup: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    App(#[from] app::AppError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How the drill went, for the review.
+#[derive(Debug, Clone)]
+pub struct DrillRun {
+    /// The incident the bad batch opened (`None`: nothing was detected).
+    pub incident: Option<String>,
+    /// The drill's journal.
+    pub journal: PathBuf,
+    /// When the scenario started (event time).
+    pub started: Ts,
+    /// The drill ended before the incident recovered.
+    pub timed_out: bool,
+    pub speed: f64,
+    pub tier: Tier,
+    pub scenario: String,
+    /// Who approved (or `None`: no approval was needed, or none came).
+    pub approved_by: Option<String>,
+    /// What the drill said along the way (phones muted, stand-ins, …).
+    pub notes: Vec<String>,
+    /// Kept alive while the run is read.
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+/// A clock `speed` times faster than the wall from `start`.
+#[derive(Debug, Clone)]
+pub struct ScaledClock {
+    start: Ts,
+    origin: Instant,
+    speed: f64,
+}
+
+impl ScaledClock {
+    pub fn new(start: Ts, speed: f64) -> ScaledClock {
+        ScaledClock {
+            start,
+            origin: Instant::now(),
+            speed,
+        }
+    }
+}
+
+impl Clock for ScaledClock {
+    fn now(&self) -> Ts {
+        let ms = self.origin.elapsed().as_secs_f64() * 1000.0 * self.speed;
+        self.start.saturating_add(Dur(ms as i64))
+    }
+}
+
+/// Makes `cfg` a drill's: its own journal, listener, consumer group and
+/// topic; phones muted unless asked; stand-ins with `dry_run`.
+fn drill_config(
+    mut cfg: Config,
+    opts: &DrillOptions,
+    state: PathBuf,
+    notes: &mut Vec<String>,
+) -> Result<Config, DrillError> {
+    cfg.journal.url = None;
+    cfg.journal.path = state;
+    cfg.http.listen = "127.0.0.1:0".parse().expect("address");
+    cfg.http.token = None;
+    cfg.kafka.enabled = true;
+    cfg.kafka.warm_up = false;
+    cfg.kafka.group = format!("ripcord-drill-{}", std::process::id());
+    match (&cfg.kafka.brokers, &opts.topic) {
+        (None, _) => {
+            cfg.kafka.embedded_partitions = 1;
+            cfg.kafka.embedded_listen = Some("127.0.0.1:0".parse().expect("address"));
+            notes.push("events went through the embedded broker".into());
+        }
+        (Some(_), None) => {
+            return Err(DrillError::Setup(
+                "brokers are configured: name a drill topic with --topic (a drill never plays onto \
+                 the topics the responder reads in production)"
+                    .into(),
+            ));
+        }
+        (Some(_), Some(t)) if cfg.kafka.topics.contains(t) => {
+            return Err(DrillError::Setup(format!(
+                "--topic {t} is one the responder reads in production; give the drill a topic of its own"
+            )));
+        }
+        (Some(b), Some(t)) => {
+            notes.push(format!("events went through {b}, topic {t}"));
+            cfg.kafka.topics = vec![t.clone()];
+        }
+    }
+    let actions = Arc::get_mut(&mut cfg.actions)
+        .ok_or_else(|| DrillError::Setup("the actions config is shared".into()))?;
+    if opts.dry_run || actions.is_unconfigured() {
+        actions.use_stand_ins();
+        notes.push(
+            "stand-ins: messages went to the log, executors only said what they would do".into(),
+        );
+    } else if !opts.page_phones {
+        let muted = actions.phones_to_log();
+        if !muted.is_empty() {
+            notes.push(format!(
+                "phones not rung (drill): {} went to the log",
+                muted.join(", ")
+            ));
+        }
+    }
+    Ok(cfg)
+}
+
+/// Runs the drill; progress lines go to `say`.
+pub async fn run(
+    cfg: Config,
+    rules: Arc<RuleSet>,
+    opts: DrillOptions,
+    say: impl Fn(&str) + Send + Sync + 'static,
+) -> Result<DrillRun, DrillError> {
+    let say = Arc::new(say);
+    let (dir, state) = match &opts.state {
+        Some(p) => (None, p.clone()),
+        None => {
+            let d = Arc::new(tempfile::tempdir()?);
+            let p = d.path().join("drill.db");
+            (Some(d), p)
+        }
+    };
+    let mut notes = Vec::new();
+    let cfg = drill_config(cfg, &opts, state.clone(), &mut notes)?;
+    let label = cfg.engine.tiers.label.clone();
+    let scenario = match &opts.scenario {
+        Some(s) => s.clone(),
+        None => Scenario::built_in(opts.tier, &opts.service, &opts.instance, &label),
+    };
+    let start = Ts(jiff::Timestamp::now().as_millisecond());
+    let clock = ScaledClock::new(start, opts.speed);
+    let (ready_tx, ready_rx) = oneshot::channel::<Ready>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let mut rt = Runtime::new(rules);
+    rt.clock = Arc::new(clock.clone());
+    rt.decisions_out = Box::new(std::io::sink());
+    rt.on_ready = Some(Box::new(move |r: &Ready| {
+        let _ = ready_tx.send(r.clone());
+    }));
+    for n in &notes {
+        say(n);
+    }
+    say(&format!(
+        "drill: {} tier, {} on {}, scenario {}, clock x{}",
+        opts.tier, opts.service, opts.instance, scenario.name, opts.speed
+    ));
+    let responder = app::run(cfg, rt, async {
+        let _ = stop_rx.await;
+    });
+    let started = Arc::new(std::sync::Mutex::new(start));
+    let driver = drive(
+        ready_rx,
+        started.clone(),
+        stop_tx,
+        scenario.clone(),
+        clock,
+        state.clone(),
+        opts.clone(),
+        say.clone(),
+    );
+    let (ran, drove) = tokio::join!(responder, driver);
+    ran?;
+    let (incident, timed_out, approved_by) = drove?;
+    Ok(DrillRun {
+        incident,
+        journal: state,
+        started: *started.lock().unwrap_or_else(|e| e.into_inner()),
+        timed_out,
+        speed: opts.speed,
+        tier: opts.tier,
+        scenario: scenario.name,
+        approved_by,
+        notes,
+        _dir: dir,
+    })
+}
+
+/// Plays the scenario and follows the incident until it recovers; stops
+/// the responder at the end. Returns the incident, whether time ran out,
+/// and who approved.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    ready_rx: oneshot::Receiver<Ready>,
+    started: Arc<std::sync::Mutex<Ts>>,
+    stop_tx: oneshot::Sender<()>,
+    scenario: Scenario,
+    clock: ScaledClock,
+    state: PathBuf,
+    opts: DrillOptions,
+    say: Arc<dyn Fn(&str) + Send + Sync>,
+) -> Result<(Option<String>, bool, Option<String>), DrillError> {
+    let result = follow(ready_rx, started, scenario, clock, state, opts, say).await;
+    // Let the last messages settle, then stop the responder.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop_tx.send(());
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    ready_rx: oneshot::Receiver<Ready>,
+    started: Arc<std::sync::Mutex<Ts>>,
+    scenario: Scenario,
+    clock: ScaledClock,
+    state: PathBuf,
+    opts: DrillOptions,
+    say: Arc<dyn Fn(&str) + Send + Sync>,
+) -> Result<(Option<String>, bool, Option<String>), DrillError> {
+    let ready = ready_rx
+        .await
+        .map_err(|_| DrillError::Setup("the responder did not start".into()))?;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &ready.brokers)
+        .set("linger.ms", "1")
+        .create()
+        .map_err(|e| DrillError::Setup(format!("producer: {e}")))?;
+    let journal = SqliteJournal::open(&state, false)?;
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + opts.timeout;
+    // Played once the responder is ready (its consumer in and warmed), so
+    // what is measured is the responder, not its start.
+    let readyz = format!("http://{}/readyz", ready.http);
+    loop {
+        let ok = http
+            .get(&readyz)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(DrillError::Setup("the responder never became ready".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let origin = clock.now();
+    *started.lock().unwrap_or_else(|e| e.into_inner()) = origin;
+    let mut player = scenario.player(origin);
+    let mut incident: Option<String> = None;
+    let mut approved_by: Option<String> = None;
+    let mut asked_human = false;
+    let mut rollback_done_at: Option<Ts> = None;
+    loop {
+        let now = clock.now();
+        // Events due by now, in order; the recovery part only once the
+        // rollback is done (re-timed from then).
+        for line in player.due(now, rollback_done_at) {
+            let key = line.key.clone().unwrap_or_default();
+            let _ = producer.send(
+                BaseRecord::to(&ready.topic)
+                    .key(&key)
+                    .payload(&line.payload),
+            );
+        }
+        if incident.is_none() {
+            incident = journal
+                .incidents(None)?
+                .into_iter()
+                .filter(|i| i.opened_at >= origin.saturating_sub(Dur::from_mins(60)))
+                .find(|i| i.labels.get("service").and_then(|s| s.as_str()) == Some(&opts.service))
+                .map(|i| i.id);
+            if let Some(id) = &incident {
+                say(&format!("drill: incident {id} opened"));
+            }
+        }
+        if let Some(id) = &incident {
+            if approved_by.is_none() {
+                if let Some(a) = journal.approval(id)? {
+                    if a.state == "awaiting" {
+                        match &opts.approve {
+                            Approve::Auto { by } => {
+                                approve(&http, ready.http, id, by).await?;
+                                approved_by = Some(by.clone());
+                                say(&format!("drill: rollback approved by {by} (auto)"));
+                            }
+                            Approve::Wait if !asked_human => {
+                                asked_human = true;
+                                say(&format!(
+                                    "drill: waiting for a human to approve: ripcord approve {id} --state {} --by <you> (or the one-click link)",
+                                    state.display()
+                                ));
+                            }
+                            Approve::Wait => {}
+                        }
+                    } else if a.state == "approved" {
+                        approved_by = a.decided_by.clone();
+                    }
+                }
+            }
+            if rollback_done_at.is_none() {
+                let done = journal
+                    .actions_of(id)?
+                    .into_iter()
+                    .any(|a| a.action == Action::Rollback && a.state == ActionState::Done);
+                if done {
+                    rollback_done_at = Some(clock.now());
+                    say("drill: rollback done; the instance reports healthy again");
+                }
+            }
+            if let Some(inc) = journal.incident(id)? {
+                if inc.state == "resolved" {
+                    say(&format!("drill: incident {id} recovered"));
+                    let _ = producer.flush(Duration::from_secs(5));
+                    return Ok((incident, false, approved_by));
+                }
+            }
+        }
+        if Instant::now() >= deadline
+            || player.exhausted_without_incident(clock.now(), incident.is_some())
+        {
+            say("drill: time is up before the incident recovered");
+            let _ = producer.flush(Duration::from_secs(5));
+            return Ok((incident, true, approved_by));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Approves through the drill's own API, as a human's click would.
+async fn approve(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    incident: &str,
+    by: &str,
+) -> Result<(), DrillError> {
+    let url = format!("http://{addr}/api/v1/incidents/{incident}/approve");
+    let resp = http
+        .post(url)
+        .json(&serde_json::json!({"by": by, "note": "drill: approved automatically"}))
+        .send()
+        .await
+        .map_err(|e| DrillError::Setup(format!("approving: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(DrillError::Setup(format!(
+            "approving: {} {}",
+            resp.status(),
+            resp.text().await.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
