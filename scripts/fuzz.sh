@@ -31,6 +31,8 @@ ALL_TARGETS=(
     condition_matcher
     series_values
     replay
+    silence_post
+    drill_scenario
 )
 
 die() {

@@ -232,3 +232,47 @@ pub fn check_http_body(data: &[u8]) {
         }
     }
 }
+
+/// A `POST /api/v1/silences` body: parsing and validation never panic; a
+/// silence accepted has matchers that compile, at least one not matching
+/// the empty label set, a start no later than its end and a span within
+/// the maximum, and its one-line description keeps to one line.
+pub fn check_silence_post(data: &[u8]) {
+    use ripcord::silence::{Compiled, PostableSilence, SilenceLimits};
+    let Ok(post) = serde_json::from_slice::<PostableSilence>(data) else {
+        return;
+    };
+    let limits = SilenceLimits::default();
+    let now = Ts(1_795_255_200_000);
+    match post.validate(&limits, now) {
+        Err(e) => assert!(!e.0.is_empty(), "refused with no reason"),
+        Ok(s) => {
+            assert!(s.starts_at >= now && s.starts_at < s.ends_at, "{s:?}");
+            assert!(s.ends_at.since(s.starts_at) <= limits.max_duration);
+            let c = Compiled::new(s.clone()).expect("accepted matchers compile");
+            assert!(!c.matches(&Labels(Vec::new())), "an accepted silence mutes everything");
+            let line = ripcord::text::one_line(&s.describe()).into_owned();
+            assert!(!line.contains('\n'));
+        }
+    }
+}
+
+/// A drill scenario file: parsing never panics; a scenario accepted plays
+/// every line it read, each stamped in order from the start.
+pub fn check_drill_scenario(data: &[u8]) {
+    use ripcord::drill::Scenario;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(s) = Scenario::parse("fuzz.jsonl", text) else {
+        return;
+    };
+    let start = Ts(1_000_000);
+    let mut p = s.player(start);
+    let lines = p.due(MAX_TS, Some(MAX_TS));
+    assert!(!lines.is_empty(), "an accepted scenario plays something");
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(&l.payload).expect("payload is JSON");
+        assert!(v["ts"].as_i64().is_some_and(|t| t >= start.0), "{}", l.payload);
+    }
+}
