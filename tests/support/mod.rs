@@ -893,3 +893,64 @@ pub fn recorded_calls(record: &Path) -> Vec<Vec<String>> {
     }
     out
 }
+
+/// A stand-in HTTP server for chat, SMS and cloud APIs: answers every
+/// request 200 (`ok` for Slack's `/services/…`, a DingTalk/WeCom-style
+/// `{"errcode":0}` otherwise) and keeps its path, body and arrival time.
+#[derive(Clone)]
+pub struct Capture {
+    pub port: u16,
+    hits: Arc<Mutex<Vec<(String, String, Instant)>>>,
+}
+
+impl Capture {
+    pub fn start() -> Capture {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    let Some((path, body)) = read_request(&mut c) else {
+                        return;
+                    };
+                    let answer = if path.starts_with("/services/") {
+                        "ok"
+                    } else {
+                        "{\"errcode\":0,\"errmsg\":\"ok\"}"
+                    };
+                    h.lock().unwrap().push((path, body, Instant::now()));
+                    let _ = c.write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                            answer.len()
+                        )
+                        .as_bytes(),
+                    );
+                });
+            }
+        });
+        Capture { port, hits }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// (path, body, when) of every request so far.
+    pub fn all(&self) -> Vec<(String, String, Instant)> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    /// Bodies of the requests whose path starts with `prefix`.
+    pub fn bodies(&self, prefix: &str) -> Vec<String> {
+        self.all()
+            .into_iter()
+            .filter(|(p, _, _)| p.starts_with(prefix))
+            .map(|(_, b, _)| b)
+            .collect()
+    }
+}
