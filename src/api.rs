@@ -25,7 +25,7 @@ use crate::action::config::ActionsConfig;
 use crate::action::links::{LinkSigner, Verb};
 use crate::action::ops::{self, OpError};
 use crate::action::{SharedJournal, with_journal};
-use crate::journal::Verdict;
+use crate::journal::{Verdict, Via};
 use crate::time::Clock;
 
 pub struct Api {
@@ -125,12 +125,18 @@ struct Who {
 }
 
 /// Performs `verb` for `by`; shared by the API and the link form.
-async fn perform(api: &Api, id: String, verb: Verb, who: Who) -> Result<ops::Done, OpError> {
+async fn perform(
+    api: &Api,
+    id: String,
+    verb: Verb,
+    who: Who,
+    via: Via,
+) -> Result<ops::Done, OpError> {
     let now = api.clock.now();
     let done = with_journal(&api.journal, move |j| {
         Ok(match verb {
-            Verb::Approve => ops::decide(j, &id, Verdict::Approve, &who.by, &who.note, now),
-            Verb::Reject => ops::decide(j, &id, Verdict::Reject, &who.by, &who.note, now),
+            Verb::Approve => ops::decide(j, &id, Verdict::Approve, &who.by, &who.note, via, now),
+            Verb::Reject => ops::decide(j, &id, Verdict::Reject, &who.by, &who.note, via, now),
             Verb::Ack => ops::ack(j, &id, &who.by, now),
         })
     })
@@ -161,7 +167,7 @@ async fn act(
             );
         }
     };
-    match perform(&api, id, verb, who).await {
+    match perform(&api, id, verb, who, Via::Api).await {
         Ok(done) => axum::Json(done).into_response(),
         Err(e) => op_err(e),
     }
@@ -366,6 +372,7 @@ async fn link_act(
             by: form.by,
             note: form.note,
         },
+        Via::Link,
     )
     .await
     {

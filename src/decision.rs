@@ -271,6 +271,22 @@ pub struct Decision {
     pub fingerprint: Option<Box<str>>,
     /// Set on the decisions of a worsening: the severity it rose from.
     pub escalated_from: Option<Severity>,
+    /// The window's values leading to the decision (see
+    /// [`crate::engine::Trail`]), journaled for the review's chart.
+    pub evidence: Evidence,
+}
+
+/// A decision's evidence: (time, window value) points, oldest first.
+/// Not part of what a decision is: two decisions equal in every other
+/// field are the same decision whatever evidence they carry (the journal
+/// keeps evidence apart and does not hand it back with each decision).
+#[derive(Debug, Clone, Default)]
+pub struct Evidence(pub Option<Arc<[(Ts, f64)]>>);
+
+impl PartialEq for Evidence {
+    fn eq(&self, _: &Evidence) -> bool {
+        true
+    }
 }
 
 impl Decision {

@@ -753,7 +753,15 @@ fn verdict(v: VerdictArgs, verdict: Option<Verdict>) -> Result<ExitCode> {
     let (_, mut j) = open_journal(&v.at)?;
     let now = ripcord::time::Clock::now(&ripcord::time::SystemClock);
     let result = match verdict {
-        Some(verdict) => ops::decide(&mut *j, &v.id, verdict, &v.by, &v.note, now),
+        Some(verdict) => ops::decide(
+            &mut *j,
+            &v.id,
+            verdict,
+            &v.by,
+            &v.note,
+            ripcord::journal::Via::Cli,
+            now,
+        ),
         None => ops::ack(&mut *j, &v.id, &v.by, now),
     };
     match result {

@@ -377,6 +377,7 @@ impl Output {
             seq: 0,
             fingerprint: None,
             escalated_from: None,
+            evidence: Default::default(),
         };
         self.released(&d, what);
     }
@@ -484,6 +485,7 @@ mod tests {
             seq: 0,
             fingerprint: None,
             escalated_from: None,
+            evidence: Default::default(),
         }
     }
 

@@ -499,8 +499,15 @@ fn a_switch_lost_between_the_approval_and_its_recording_is_recorded_when_the_rol
         let mut j =
             ripcord::journal::SqliteJournal::open(&dir.path().join("state.db"), false).unwrap();
         let now = ripcord::time::Ts(support::now_millis());
-        j.decide_approval(&id, Verdict::Approve, "alice", "", now)
-            .unwrap();
+        j.decide_approval(
+            &id,
+            Verdict::Approve,
+            "alice",
+            "",
+            ripcord::journal::Via::Api,
+            now,
+        )
+        .unwrap();
     }
     let r = Ripcord::start(dir.path(), port);
     r.wait_state(&id, "rollback", "done");

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::config::ActionsConfig;
 use super::executor::{ExecOutcome, Vars};
 use crate::decision::{Action, IncidentId, Severity, Tier};
-use crate::journal::{ActionState, ApprovalDecided, Journal, JournalError, Verdict};
+use crate::journal::{ActionState, ApprovalDecided, Journal, JournalError, Verdict, Via};
 use crate::time::Ts;
 
 /// The outcome of a human's request, as the API and CLI report it.
@@ -73,12 +73,13 @@ pub fn decide(
     verdict: Verdict,
     by: &str,
     note: &str,
+    via: Via,
     now: Ts,
 ) -> Result<Done, OpError> {
     let by = who(by)?;
     let note = checked_note(note)?;
     known(j, incident)?;
-    let result = match j.decide_approval(incident, verdict, by, &note, now)? {
+    let result = match j.decide_approval(incident, verdict, by, &note, via, now)? {
         ApprovalDecided::Approved { rollback_key } => Done {
             incident: incident.to_owned(),
             result: "approved".into(),

@@ -69,6 +69,7 @@ impl Incident {
             seq,
             fingerprint: self.fingerprint.clone(),
             escalated_from: None,
+            evidence: Default::default(),
             at,
             action,
             tier: self.tier,

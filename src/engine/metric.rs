@@ -12,6 +12,7 @@ use hashbrown::HashTable;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::incident::{Facts, Incident};
+use super::trail::Trail;
 use super::{EngineConfig, Stats};
 use crate::decision::{Action, Decision, GroupLabels, Severity, Tier};
 use crate::event::Labels;
@@ -46,6 +47,9 @@ pub(crate) struct Group {
     last_value: f64,
     phase: Phase,
     incident: Option<Box<Incident>>,
+    /// The window's values since the condition first held (pending or
+    /// open): the evidence its decisions carry. `None` while idle.
+    trail: Option<Box<Trail>>,
     /// Generation of the group's pending timer; older heap entries are stale.
     timer_gen: u32,
     /// When that timer is due (`Ts::MIN`: none).
@@ -228,6 +232,9 @@ impl MetricState {
                         + g.incident
                             .as_ref()
                             .map_or(0, |_| std::mem::size_of::<Incident>())
+                        + g.trail
+                            .as_ref()
+                            .map_or(0, |t| std::mem::size_of::<Trail>() + t.heap_bytes())
                 })
                 .sum::<usize>()
     }
@@ -322,6 +329,7 @@ impl MetricState {
             last_value: f64::NAN,
             phase: Phase::Idle,
             incident: None,
+            trail: None,
             timer_gen: 0,
             timer_at: Ts::MIN,
             live: true,
@@ -394,6 +402,7 @@ impl MetricState {
         }
         let g = &mut self.groups[s];
         g.live = false;
+        g.trail = None;
         g.values = Box::from("");
         g.timer_gen = g.timer_gen.wrapping_add(1);
         g.timer_at = Ts::MIN;
@@ -481,6 +490,14 @@ impl MetricState {
         };
         let s = slot as usize;
         let phase = self.groups[s].phase;
+        // The evidence: every reading from the first breach on (idle
+        // groups, nearly all of them, keep nothing).
+        if let Verdict::Reading { facts, breach, .. } = verdict {
+            if let (Some(v), true) = (facts.value, breach || phase != Phase::Idle) {
+                self.groups[s].trail.get_or_insert_default().push(at, v);
+            }
+        }
+        let decided = out.len();
         let next = match (phase, verdict) {
             (
                 Phase::Idle,
@@ -552,7 +569,16 @@ impl MetricState {
             (p, _) => p,
         };
         let g = &mut self.groups[s];
+        if out.len() > decided {
+            let evidence = g.trail.as_ref().map(|t| t.snapshot());
+            for d in &mut out[decided..] {
+                d.evidence = crate::decision::Evidence(evidence.clone());
+            }
+        }
         g.phase = next;
+        if next == Phase::Idle {
+            g.trail = None;
+        }
         // One timer per non-idle group: when its state can next change
         // without a new sample.
         let due = match next {

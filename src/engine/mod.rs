@@ -19,6 +19,7 @@
 mod alert;
 mod incident;
 mod metric;
+mod trail;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use incident::{Facts, Incident};
+pub use trail::Trail;
 
 use crate::decision::{Action, Decision, GroupLabels, Severity};
 use crate::event::{Event, Progress, Stage};
@@ -452,6 +454,7 @@ impl Engine {
             seq: 0,
             fingerprint: None,
             escalated_from: None,
+            evidence: Default::default(),
         }
     }
 }

@@ -169,6 +169,7 @@ conformance!(
     connections_writing_at_once_wait_for_each_other_instead_of_failing,
     silences_are_kept_expire_on_time_and_end_with_their_batch,
     a_hold_skips_a_running_action_once_and_is_audited,
+    the_evidence_and_progress_history_for_the_review_are_kept,
 );
 
 const RULES: &str = r#"
@@ -406,13 +407,26 @@ fn approvals_release_one_rollback_and_expire_by_policy(store: &dyn Store) {
     let ApprovalDecided::Approved {
         rollback_key: Some(key),
     } = j
-        .decide_approval(inc, Verdict::Approve, "alice", "one host only", Ts(1500))
+        .decide_approval(
+            inc,
+            Verdict::Approve,
+            "alice",
+            "one host only",
+            Via::Link,
+            Ts(1500),
+        )
         .unwrap()
     else {
         panic!("not approved")
     };
+    let row = j.approval(inc).unwrap().unwrap();
     assert_eq!(
-        j.decide_approval(inc, Verdict::Reject, "bob", "", Ts(1600))
+        (row.decided_by.as_deref(), row.decided_via),
+        (Some("alice"), Some(Via::Link)),
+        "who, and how the verdict came"
+    );
+    assert_eq!(
+        j.decide_approval(inc, Verdict::Reject, "bob", "", Via::Api, Ts(1600))
             .unwrap(),
         ApprovalDecided::NotWaiting("approved".into())
     );
@@ -439,7 +453,8 @@ fn approvals_release_one_rollback_and_expire_by_policy(store: &dyn Store) {
         .map(|e| e.message)
         .collect();
     assert!(
-        tl.iter().any(|m| m == "approved by alice: one host only"),
+        tl.iter()
+            .any(|m| m == "approved by alice via link: one host only"),
         "{tl:?}"
     );
 }
@@ -497,7 +512,7 @@ fn withdrawn_when_the_incident_recovers(store: &dyn Store) {
     assert!(j.withdraw_approval(inc, "recovered", Ts(1200)).unwrap());
     assert!(!j.withdraw_approval(inc, "recovered", Ts(1300)).unwrap());
     assert_eq!(
-        j.decide_approval(inc, Verdict::Approve, "alice", "", Ts(1400))
+        j.decide_approval(inc, Verdict::Approve, "alice", "", Via::Api, Ts(1400))
             .unwrap(),
         ApprovalDecided::NotWaiting("withdrawn".into())
     );
@@ -800,7 +815,7 @@ fn a_human_verdict_beats_a_late_state(store: &dyn Store) {
     assert!(claimed.iter().any(|a| a.key == req.key));
     j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(9000))
         .unwrap();
-    j.decide_approval(inc, Verdict::Approve, "alice", "", Ts(1100))
+    j.decide_approval(inc, Verdict::Approve, "alice", "", Via::Api, Ts(1100))
         .unwrap();
     j.set_action(&req.key, ActionState::AwaitingApproval, "request sent")
         .unwrap();
@@ -1264,4 +1279,52 @@ fn a_hold_skips_a_running_action_once_and_is_audited(store: &dyn Store) {
     );
     assert_eq!(j.holds_of("sil-1").unwrap(), vec![record(first)]);
     assert!(j.holds_of("sil-2").unwrap().is_empty());
+}
+
+fn the_evidence_and_progress_history_for_the_review_are_kept(store: &dyn Store) {
+    let mut j = store.connect();
+    let (ds, _) = decisions();
+    // The engine's decisions carry the window's readings from the breach
+    // on: 0.6 (open), 1.3 (worse: the average of 0.6 and 2.0).
+    assert!(ds.iter().all(|d| d.evidence.0.is_some()), "{ds:?}");
+    let rows = [
+        progress("1", "batch_started", Ts(1_795_255_100_000)),
+        progress("1", "batch_done", Ts(1_795_255_150_000)),
+    ];
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        progress: &rows,
+        ..Batch::default()
+    })
+    .unwrap();
+    let inc = ds[0].incident.clone().unwrap();
+    let b = store.connect();
+    let points = b.evidence(inc.as_str()).unwrap();
+    let values: Vec<f64> = points.iter().map(|(_, v)| *v).collect();
+    assert_eq!(values.first(), Some(&0.6), "{points:?}");
+    assert!(
+        values.contains(&1.3),
+        "the worsening's 1m average: {points:?}"
+    );
+    assert!(
+        points.windows(2).all(|w| w[0].0 < w[1].0),
+        "one per time, in order"
+    );
+    assert_eq!(points.last().unwrap().0, ds.last().unwrap().at);
+    assert!(b.evidence("no-such").unwrap().is_empty());
+    let log = b
+        .progress_log("s", Ts(1_795_255_000_000), Ts(1_795_255_200_000))
+        .unwrap();
+    assert_eq!(log, rows.to_vec());
+    assert_eq!(
+        b.progress_log("s", Ts(1_795_255_120_000), Ts(1_795_255_200_000))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        b.progress_log("other", Ts(0), Ts(i64::MAX))
+            .unwrap()
+            .is_empty()
+    );
 }

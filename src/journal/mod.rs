@@ -473,14 +473,16 @@ pub trait Verdicts {
         expires: Ts,
     ) -> Result<ApprovalOpened, JournalError>;
 
-    /// A human's verdict. Approving also records the rollback it releases
-    /// (a pending action), in the same transaction.
+    /// A human's verdict, and how it reached ripcord. Approving also
+    /// records the rollback it releases (a pending action), in the same
+    /// transaction.
     fn decide_approval(
         &mut self,
         incident: &str,
         verdict: Verdict,
         by: &str,
         note: &str,
+        via: Via,
         at: Ts,
     ) -> Result<ApprovalDecided, JournalError>;
 
@@ -530,6 +532,20 @@ pub trait Reads {
 
     /// The service's promotions, oldest first.
     fn promotions(&self, service: &str) -> Result<Vec<Promotion>, JournalError>;
+
+    // For the incident review (`ripcord report`).
+
+    /// The evidence the incident's decisions carried, merged: (time, window
+    /// value) points, oldest first, one per time.
+    fn evidence(&self, incident: &str) -> Result<Vec<(Ts, f64)>, JournalError>;
+
+    /// Every progress the service reported from `from` to `to`, oldest first.
+    fn progress_log(
+        &self,
+        service: &str,
+        from: Ts,
+        to: Ts,
+    ) -> Result<Vec<UpgradeRow>, JournalError>;
 }
 
 /// Silences: what humans hold back, and the audit of what each held back.
@@ -578,6 +594,79 @@ pub enum Verdict {
     Reject,
 }
 
+/// How a human's verdict reached ripcord (the review says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// A signed one-click link.
+    Link,
+    /// The HTTP API (with the token).
+    Api,
+    /// `ripcord approve|reject` on a host with the journal.
+    Cli,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Link => "link",
+            Via::Api => "api",
+            Via::Cli => "cli",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Via> {
+        [Via::Link, Via::Api, Via::Cli]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// Progress history is kept this long (a quarter's reviews need it).
+pub const PROGRESS_RETENTION: Dur = Dur::from_mins(100 * 24 * 60);
+
+/// Evidence points as stored: `[[millis, value], …]`.
+fn evidence_json(points: &[(Ts, f64)]) -> String {
+    let v: Vec<(i64, f64)> = points
+        .iter()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(t, v)| (t.millis(), *v))
+        .collect();
+    serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
+}
+
+/// Merges stored evidence rows into one series, oldest first.
+fn merge_evidence(rows: &[String]) -> Result<Vec<(Ts, f64)>, JournalError> {
+    let mut all = std::collections::BTreeMap::new();
+    for r in rows {
+        let pts: Vec<(i64, f64)> =
+            serde_json::from_str(r).map_err(|e| JournalError::Corrupt(format!("evidence: {e}")))?;
+        for (t, v) in pts {
+            all.insert(t, v);
+        }
+    }
+    Ok(all.into_iter().map(|(t, v)| (Ts(t), v)).collect())
+}
+
+/// The decisions of a batch whose evidence is new: (incident, decision
+/// time, points) once per piece of evidence (the decisions taken together
+/// share one).
+fn evidence_of<'a>(batch: &'a Batch<'_>) -> Vec<(&'a str, Ts, String)> {
+    let mut out = Vec::new();
+    let mut last: Option<&std::sync::Arc<[(Ts, f64)]>> = None;
+    for (_, d) in &batch.decisions {
+        let (Some(id), Some(e)) = (&d.incident, &d.evidence.0) else {
+            continue;
+        };
+        if last.is_some_and(|l| std::sync::Arc::ptr_eq(l, e)) {
+            continue;
+        }
+        last = Some(e);
+        out.push((id.as_str(), d.at, evidence_json(e)));
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApprovalOpened {
     Opened,
@@ -609,6 +698,8 @@ pub struct ApprovalRow {
     pub decided_by: Option<String>,
     pub decided_at: Option<Ts>,
     pub note: Option<String>,
+    /// How the verdict came (link, api, cli).
+    pub decided_via: Option<Via>,
 }
 
 /// A request that waited too long.

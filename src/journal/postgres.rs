@@ -26,7 +26,7 @@ use super::rows::{
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
     EscalationRow, Expired, HoldRecord, IncidentRow, Ingest, JournalError, Reads, RollbackLimits,
-    RolloutRow, Silences, TimelineEntry, UpgradeRow, Verdict, Verdicts, Work,
+    RolloutRow, Silences, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
 };
 use crate::config::Secret;
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         3,
         include_str!("../../migrations/postgres/0003_silences.sql"),
     ),
+    (4, include_str!("../../migrations/postgres/0004_review.sql")),
 ];
 
 /// Any key, for the advisory locks that serialize migrations and the
@@ -332,6 +333,7 @@ fn action_from(r: &Row) -> Result<ActionRow, JournalError> {
             Some(s) => Some(parse::<Severity>("severity", &s)?),
             None => None,
         },
+        evidence: Default::default(),
     };
     Ok(ActionRow {
         key,
@@ -357,6 +359,10 @@ fn approval_row(r: &Row) -> Result<ApprovalRow, JournalError> {
         decided_by: r.try_get("decided_by")?,
         decided_at: r.try_get::<_, Option<i64>>("decided_at")?.map(Ts),
         note: r.try_get("note")?,
+        decided_via: r
+            .try_get::<_, Option<String>>("decided_via")?
+            .as_deref()
+            .and_then(Via::parse),
     })
 }
 
@@ -598,7 +604,29 @@ impl Ingest for PgJournal {
                 )
                 .await?;
             }
+            for (incident, at, points) in super::evidence_of(batch) {
+                tx.execute(
+                    "INSERT INTO evidence (incident_id, at, points) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                    &[&incident, &at.millis(), &points],
+                )
+                .await?;
+            }
             for p in batch.progress {
+                tx.execute(
+                    "INSERT INTO progress_log (service, batch, stage, done, total, message, at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &p.service,
+                        &p.batch,
+                        &p.stage,
+                        &p.done.map(|d| d as i64),
+                        &p.total.map(|t| t as i64),
+                        &p.message,
+                        &p.updated_at.millis(),
+                    ],
+                )
+                .await?;
                 if let Some((service, batch_name)) = super::ends_until_batch(p) {
                     tx.execute(
                         super::END_UNTIL_BATCH_PG,
@@ -761,15 +789,17 @@ impl Ingest for PgJournal {
     }
 
     fn prune_tally(&mut self, before: Ts) -> Result<usize, JournalError> {
+        // Progress history goes with it, after its own (longer) retention.
+        let history = self.now() - super::PROGRESS_RETENTION.millis();
         self.block(async {
-            Ok(self
-                .conn()
-                .await?
-                .execute(
-                    "DELETE FROM gate_tally WHERE minute < $1",
-                    &[&before.millis()],
-                )
-                .await? as usize)
+            let c = self.conn().await?;
+            c.execute("DELETE FROM progress_log WHERE at < $1", &[&history])
+                .await?;
+            Ok(c.execute(
+                "DELETE FROM gate_tally WHERE minute < $1",
+                &[&before.millis()],
+            )
+            .await? as usize)
         })
     }
 
@@ -1306,6 +1336,7 @@ impl Verdicts for PgJournal {
         verdict: Verdict,
         by: &str,
         note: &str,
+        via: Via,
         at: Ts,
     ) -> Result<ApprovalDecided, JournalError> {
         let now = self.now();
@@ -1330,9 +1361,17 @@ impl Verdicts for PgJournal {
                 Verdict::Reject => ("rejected", ActionState::Rejected, "rejected"),
             };
             tx.execute(
-                "UPDATE approvals SET state = $2, decided_by = $3, decided_at = $4, note = $5
+                "UPDATE approvals SET state = $2, decided_by = $3, decided_at = $4, note = $5,
+                     decided_via = $6
                  WHERE incident_id = $1 AND state = 'awaiting'",
-                &[&incident, &new_state, &by, &at.millis(), &note],
+                &[
+                    &incident,
+                    &new_state,
+                    &by,
+                    &at.millis(),
+                    &note,
+                    &via.as_str(),
+                ],
             )
             .await?;
             tx.execute(
@@ -1355,7 +1394,7 @@ impl Verdicts for PgJournal {
                 incident,
                 at,
                 "approval",
-                &format!("{word} by {by}{note_text}"),
+                &format!("{word} by {by} via {}{note_text}", via.as_str()),
             )
             .await?;
             let result = match verdict {
@@ -1894,6 +1933,58 @@ impl Reads for PgJournal {
                     by: r.get(3),
                     note: r.get(4),
                     at: Ts(r.get(5)),
+                })
+                .collect())
+        })
+    }
+
+    fn evidence(&self, incident: &str) -> Result<Vec<(Ts, f64)>, JournalError> {
+        self.block(async {
+            let rows: Vec<String> = self
+                .conn()
+                .await?
+                .query(
+                    "SELECT points FROM evidence WHERE incident_id = $1 ORDER BY at",
+                    &[&incident],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            super::merge_evidence(&rows)
+        })
+    }
+
+    fn progress_log(
+        &self,
+        service: &str,
+        from: Ts,
+        to: Ts,
+    ) -> Result<Vec<UpgradeRow>, JournalError> {
+        self.block(async {
+            let rows = self
+                .conn()
+                .await?
+                .query(
+                    "SELECT service, batch, stage, done, total, message, at FROM progress_log
+                     WHERE service = $1 AND at >= $2 AND at <= $3 ORDER BY at, seq LIMIT 10000",
+                    &[&service, &from.millis(), &to.millis()],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let stage: String = r.get(2);
+                    UpgradeRow {
+                        service: r.get(0),
+                        batch: r.get(1),
+                        open: stage != "completed" && stage != "failed",
+                        stage,
+                        done: r.get::<_, Option<i64>>(3).map(|d| d as u64),
+                        total: r.get::<_, Option<i64>>(4).map(|t| t as u64),
+                        message: r.get(5),
+                        updated_at: Ts(r.get(6)),
+                    }
                 })
                 .collect())
         })

@@ -17,7 +17,7 @@ use super::rows::{
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
     EscalationRow, Expired, HoldRecord, IncidentRow, Ingest, JournalError, Reads, RollbackLimits,
-    RolloutRow, Silences, TimelineEntry, UpgradeRow, Verdict, Verdicts, Work,
+    RolloutRow, Silences, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
 };
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
@@ -27,7 +27,8 @@ use crate::time::{Clock, Dur, SystemClock, Ts};
 
 /// 2: `actions.admitted_at` (the rollback budget). 3: `partition_owners`
 /// (fencing). 4: `inbox.origin` (replicas follow each other's bodies).
-/// 5: `silences`, `silence_holds`.
+/// 5: `silences`, `silence_holds`, `evidence`, `progress_log`,
+/// `approvals.decided_via`.
 const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
@@ -204,6 +205,23 @@ CREATE TABLE IF NOT EXISTS silences (
 );
 CREATE INDEX IF NOT EXISTS silences_by_end ON silences(ends_at);
 CREATE INDEX IF NOT EXISTS silences_until ON silences(until_service) WHERE until_service IS NOT NULL;
+CREATE TABLE IF NOT EXISTS evidence (
+    incident_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    points TEXT NOT NULL,
+    PRIMARY KEY (incident_id, at)
+);
+CREATE TABLE IF NOT EXISTS progress_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    service TEXT NOT NULL,
+    batch TEXT,
+    stage TEXT NOT NULL,
+    done INTEGER,
+    total INTEGER,
+    message TEXT,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS progress_log_by_service ON progress_log(service, at);
 CREATE TABLE IF NOT EXISTS silence_holds (
     source TEXT NOT NULL,
     action_key TEXT NOT NULL,
@@ -289,6 +307,7 @@ impl SqliteJournal {
         if version < SCHEMA_VERSION {
             add_column(&conn, "actions", "admitted_at", "INTEGER")?;
             add_column(&conn, "inbox", "origin", "TEXT")?;
+            add_column(&conn, "approvals", "decided_via", "TEXT")?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteJournal {
@@ -491,6 +510,7 @@ fn action_from(row: &Row<'_>) -> Result<ActionRow, JournalError> {
             Some(s) => Some(parse::<Severity>("severity", &s)?),
             None => None,
         },
+        evidence: Default::default(),
     };
     Ok(ActionRow {
         key,
@@ -660,7 +680,27 @@ impl Ingest for SqliteJournal {
                  WHERE excluded.updated_at >= updated_at",
             )?;
             let mut end_silences = tx.prepare_cached(super::END_UNTIL_BATCH_SQLITE)?;
+            let mut log_progress = tx.prepare_cached(
+                "INSERT INTO progress_log (service, batch, stage, done, total, message, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut add_evidence = tx.prepare_cached(
+                "INSERT INTO evidence (incident_id, at, points) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?;
+            for (incident, at, points) in super::evidence_of(batch) {
+                add_evidence.execute(params![incident, at.millis(), points])?;
+            }
             for p in batch.progress {
+                log_progress.execute(params![
+                    p.service,
+                    p.batch,
+                    p.stage,
+                    p.done.map(|d| d as i64),
+                    p.total.map(|t| t as i64),
+                    p.message,
+                    p.updated_at.millis()
+                ])?;
                 if let Some((service, batch_name)) = super::ends_until_batch(p) {
                     end_silences.execute(params![p.updated_at.millis(), service, batch_name])?;
                 }
@@ -769,6 +809,10 @@ impl Ingest for SqliteJournal {
     }
 
     fn prune_tally(&mut self, before: Ts) -> Result<usize, JournalError> {
+        // Progress history goes with it, after its own (longer) retention.
+        let history = self.now() - super::PROGRESS_RETENTION.millis();
+        self.conn
+            .execute("DELETE FROM progress_log WHERE at < ?1", [history])?;
         Ok(self.conn.execute(
             "DELETE FROM gate_tally WHERE minute < ?1",
             [before.millis()],
@@ -1207,6 +1251,7 @@ impl Verdicts for SqliteJournal {
         verdict: Verdict,
         by: &str,
         note: &str,
+        via: Via,
         at: Ts,
     ) -> Result<ApprovalDecided, JournalError> {
         let now = self.now();
@@ -1229,9 +1274,9 @@ impl Verdicts for SqliteJournal {
             Verdict::Reject => ("rejected", ActionState::Rejected, "rejected"),
         };
         tx.execute(
-            "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, note = ?5
+            "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, note = ?5, decided_via = ?6
              WHERE incident_id = ?1 AND state = 'awaiting'",
-            params![incident, new_state, by, at.millis(), note],
+            params![incident, new_state, by, at.millis(), note, via.as_str()],
         )?;
         tx.execute(
             "UPDATE actions SET state = ?2, detail = ?3, finished_at = ?4 WHERE key = ?1",
@@ -1252,7 +1297,7 @@ impl Verdicts for SqliteJournal {
             incident,
             at,
             "approval",
-            &format!("{word} by {by}{note_text}"),
+            &format!("{word} by {by} via {}{note_text}", via.as_str()),
         )?;
         let result = match verdict {
             Verdict::Approve => ApprovalDecided::Approved {
@@ -1630,6 +1675,43 @@ impl Reads for SqliteJournal {
             })
         })
     }
+
+    fn evidence(&self, incident: &str) -> Result<Vec<(Ts, f64)>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT points FROM evidence WHERE incident_id = ?1 ORDER BY at")?;
+        let rows = collect(&mut stmt, [incident], |r| Ok(r.get::<_, String>(0)?))?;
+        super::merge_evidence(&rows)
+    }
+
+    fn progress_log(
+        &self,
+        service: &str,
+        from: Ts,
+        to: Ts,
+    ) -> Result<Vec<UpgradeRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT service, batch, stage, done, total, message, at FROM progress_log
+             WHERE service = ?1 AND at >= ?2 AND at <= ?3 ORDER BY at, seq LIMIT 10000",
+        )?;
+        collect(
+            &mut stmt,
+            params![service, from.millis(), to.millis()],
+            |r| {
+                let stage: String = r.get(2)?;
+                Ok(UpgradeRow {
+                    service: r.get(0)?,
+                    batch: r.get(1)?,
+                    open: stage != "completed" && stage != "failed",
+                    stage,
+                    done: r.get::<_, Option<i64>>(3)?.map(|d| d as u64),
+                    total: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
+                    message: r.get(5)?,
+                    updated_at: Ts(r.get(6)?),
+                })
+            },
+        )
+    }
 }
 
 fn timeline(
@@ -1708,6 +1790,10 @@ fn approval_row(r: &Row<'_>) -> Result<ApprovalRow, JournalError> {
         decided_by: r.get("decided_by")?,
         decided_at: r.get::<_, Option<i64>>("decided_at")?.map(Ts),
         note: r.get("note")?,
+        decided_via: r
+            .get::<_, Option<String>>("decided_via")?
+            .as_deref()
+            .and_then(Via::parse),
     })
 }
 

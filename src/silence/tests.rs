@@ -22,6 +22,7 @@ fn decision(action: Action, tier: Tier, labels: &[(&str, &str)]) -> Decision {
         seq: 0,
         fingerprint: None,
         escalated_from: None,
+        evidence: Default::default(),
     }
 }
 
