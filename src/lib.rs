@@ -23,6 +23,7 @@ pub mod journal;
 pub mod output;
 pub mod pipeline;
 pub mod replay;
+pub mod report;
 pub mod router;
 pub mod rule;
 pub mod server;

@@ -14,7 +14,7 @@ use ripcord::action::ops;
 use ripcord::cases;
 use ripcord::config::{Config, Errors, LogFormat};
 use ripcord::engine::Engine;
-use ripcord::journal::{Journal, Reads, SqliteJournal, Verdict};
+use ripcord::journal::{Journal, SqliteJournal, Verdict};
 use ripcord::rule::load::{self as rules, RuleFile};
 
 /// `eprintln!` that never panics: a closed stderr (`ripcord … 2>&1 | head
@@ -79,12 +79,30 @@ enum Command {
     Incidents {
         #[command(flatten)]
         at: JournalArgs,
-        /// open, resolved or all.
-        #[arg(long, default_value = "open", value_parser = ["open", "resolved", "all"])]
-        status: String,
+        /// open, resolved or all (default: open; all with --since).
+        #[arg(long, value_parser = ["open", "resolved", "all"])]
+        status: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Only incidents opened in this last span (e.g. 30d, 90d).
+        #[arg(long)]
+        since: Option<String>,
+        /// md or csv: the review's durations and missed budgets per incident.
+        #[arg(long, value_parser = ["md", "csv"])]
+        format: Option<String>,
+    },
+    /// The review draft of one incident, from the journal: its timeline,
+    /// durations and the plan's budgets; blank root cause and improvements.
+    Report {
+        id: String,
+        #[arg(long, default_value = "md", value_parser = ["md", "html"])]
+        format: String,
+        /// Write here (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        at: JournalArgs,
     },
     /// Show one incident: its approval, paging, actions and timeline.
     Show {
@@ -342,7 +360,27 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Demo => demo(),
         Command::MockBroker { topic, partitions } => mock_broker(&topic, partitions),
-        Command::Incidents { at, status, json } => incidents(&at, &status, json),
+        Command::Incidents {
+            at,
+            status,
+            json,
+            since,
+            format,
+        } => match (since, format) {
+            (None, None) => incidents(&at, status.as_deref().unwrap_or("open"), json),
+            (since, format) => incidents_review(
+                &at,
+                status.as_deref().unwrap_or("all"),
+                since.as_deref(),
+                format.as_deref().unwrap_or("md"),
+            ),
+        },
+        Command::Report {
+            id,
+            format,
+            out,
+            at,
+        } => report_cmd(&id, &format, out.as_deref(), &at),
         Command::Show { id, at } => show(&id, &at),
         Command::Approve(v) => verdict(v, Some(Verdict::Approve)),
         Command::Reject(v) => verdict(v, Some(Verdict::Reject)),
@@ -619,6 +657,66 @@ fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
             eprintln!("silence {} expired by {by}", s.id);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn now_ts() -> ripcord::time::Ts {
+    ripcord::time::Ts(jiff::Timestamp::now().as_millisecond())
+}
+
+/// Writes `text` to `out`, or stdout.
+fn write_out(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
+        None => {
+            let mut o = io::stdout().lock();
+            o.write_all(text.as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+fn render_review(r: &ripcord::report::Review, format: &str) -> String {
+    match format {
+        "html" => ripcord::report::html::render(r),
+        _ => ripcord::report::markdown::render(r),
+    }
+}
+
+fn report_cmd(id: &str, format: &str, out: Option<&Path>, at: &JournalArgs) -> Result<ExitCode> {
+    let (cfg, j) = open_journal(at)?;
+    let review = ripcord::report::Review::build(&*j, id, &cfg.budgets, now_ts())?;
+    write_out(out, &render_review(&review, format))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn incidents_review(
+    at: &JournalArgs,
+    status: &str,
+    since: Option<&str>,
+    format: &str,
+) -> Result<ExitCode> {
+    let (cfg, j) = open_journal(at)?;
+    let now = now_ts();
+    let from = match since {
+        Some(s) => now.saturating_sub(
+            s.parse::<ripcord::time::Dur>()
+                .with_context(|| format!("--since {s}: expected a span like 30d or 90d"))?,
+        ),
+        None => ripcord::time::Ts::MIN,
+    };
+    let mut rows = j.incidents(if status == "all" { None } else { Some(status) })?;
+    rows.retain(|r| r.opened_at >= from);
+    rows.sort_by_key(|r| r.opened_at);
+    let reviews = rows
+        .iter()
+        .map(|r| ripcord::report::Review::build(&*j, &r.id, &cfg.budgets, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = match format {
+        "csv" => ripcord::report::list::csv(&reviews),
+        _ => ripcord::report::list::markdown(&reviews),
+    };
+    write_out(None, &text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -950,6 +1048,7 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let rules = Arc::new(rules::rule_set(&files));
+    let budgets = cfg.budgets;
     let run = match rt.block_on(drill::run(cfg, rules, opts, |line: &str| {
         eprintln!("{line}")
     })) {
@@ -960,7 +1059,7 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
         }
     };
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
-    drill_review(&run, &args)
+    drill_review(&run, &budgets, &args)
 }
 
 fn mock_broker(topics: &[String], partitions: i32) -> Result<ExitCode> {
@@ -1138,19 +1237,42 @@ fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The drill's review (provisional until the report lands).
-fn drill_review(run: &ripcord::drill::DrillRun, _args: &DrillArgs) -> Result<ExitCode> {
+/// The drill's review, marked as a drill; exit 1 naming each missed budget.
+fn drill_review(
+    run: &ripcord::drill::DrillRun,
+    budgets: &ripcord::report::Budgets,
+    args: &DrillArgs,
+) -> Result<ExitCode> {
     let j = SqliteJournal::open(&run.journal, false)?;
     let Some(id) = &run.incident else {
-        eprintln!("drill: no incident was opened");
+        eprintln!(
+            "drill: MISSED: nothing was detected (no incident opened for {})",
+            args.service
+        );
         return Ok(ExitCode::from(1));
     };
-    for t in j.timeline(id)? {
-        println!("{}  {:<8} {}", t.at, t.kind, t.message);
+    let mut review = ripcord::report::Review::build(&j, id, budgets, run.ended)?;
+    review.drill = Some(ripcord::report::DrillInfo {
+        scenario: run.scenario.clone(),
+        speed: run.speed,
+        notes: run.notes.clone(),
+    });
+    write_out(args.out.as_deref(), &render_review(&review, &args.format))?;
+    let missed = review.missed();
+    for b in &review.budgets {
+        eprintln!(
+            "drill: {:<7} {} (measured {})",
+            b.verdict.as_str(),
+            b.name,
+            b.measured.map_or("-".into(), ripcord::report::human)
+        );
     }
-    Ok(if run.timed_out {
-        ExitCode::from(1)
+    if missed.is_empty() {
+        eprintln!("drill: every budget met");
+        Ok(ExitCode::SUCCESS)
     } else {
-        ExitCode::SUCCESS
-    })
+        let names: Vec<&str> = missed.iter().map(|b| b.name.as_str()).collect();
+        eprintln!("drill: MISSED: {}", names.join("; "));
+        Ok(ExitCode::from(1))
+    }
 }

@@ -78,6 +78,24 @@ pub fn markdown(s: &str) -> String {
     out
 }
 
+/// Text for HTML (pages, the review): on one line, and `& < > " '`
+/// escaped, so it can only ever be text, in an element or an attribute.
+pub fn html(s: &str) -> String {
+    let line = one_line(s);
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Breaks what a chat would turn into a link or a mention: `://` and `@`
 /// get a zero-width space, invisible to a reader.
 pub fn defang(s: &str) -> String {

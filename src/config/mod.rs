@@ -43,6 +43,8 @@ pub struct Config {
     pub gates: std::sync::Arc<crate::gate::GateConfig>,
     /// Limits on silences; maintenance and freeze windows.
     pub silences: std::sync::Arc<crate::silence::SilenceConfig>,
+    /// The plan's time budgets, for reviews and drills.
+    pub budgets: crate::report::Budgets,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             actions: Default::default(),
             gates: Default::default(),
             silences: Default::default(),
+            budgets: Default::default(),
         }
     }
 }
@@ -147,6 +150,9 @@ impl Config {
                 silences.windows = crate::silence::window::read(path, items, &mut errs);
             }
             cfg.silences = std::sync::Arc::new(silences);
+            if let Some(m) = top.map("budgets", &mut errs) {
+                crate::report::budget::read_config(m, &mut cfg.budgets, &mut errs);
+            }
             if let Some(m) = top.map("shutdown", &mut errs) {
                 service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);
             }

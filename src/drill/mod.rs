@@ -93,6 +93,8 @@ pub struct DrillRun {
     pub started: Ts,
     /// The drill ended before the incident recovered.
     pub timed_out: bool,
+    /// When it ended, on the drill's clock (the review is drawn up then).
+    pub ended: Ts,
     pub speed: f64,
     pub tier: Tier,
     pub scenario: String,
@@ -211,6 +213,7 @@ pub async fn run(
     };
     let start = Ts(jiff::Timestamp::now().as_millisecond());
     let clock = ScaledClock::new(start, opts.speed);
+    let end_clock = clock.clone();
     let (ready_tx, ready_rx) = oneshot::channel::<Ready>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut rt = Runtime::new(rules);
@@ -243,7 +246,9 @@ pub async fn run(
     let (ran, drove) = tokio::join!(responder, driver);
     ran?;
     let (incident, timed_out, approved_by) = drove?;
+    let ended = end_clock.now();
     Ok(DrillRun {
+        ended,
         incident,
         journal: state,
         started: *started.lock().unwrap_or_else(|e| e.into_inner()),

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use incident::{Facts, Incident};
+pub(crate) use metric::fmt_num;
 pub use trail::Trail;
 
 use crate::decision::{Action, Decision, GroupLabels, Severity};

@@ -223,6 +223,9 @@ pub struct ActionRow {
     pub attempts: u32,
     pub owner: Option<String>,
     pub detail: Option<String>,
+    /// When it was last claimed (started), and when it ended.
+    pub started_at: Option<Ts>,
+    pub finished_at: Option<Ts>,
     /// The decision behind the action.
     pub decision: Decision,
 }

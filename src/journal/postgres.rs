@@ -304,7 +304,7 @@ fn incident_row(r: &Row) -> Result<IncidentRow, JournalError> {
 const ACTION_COLUMNS: &str =
     "a.key, a.incident_id, a.action, a.state, a.attempts, a.owner, a.detail,
      d.seq, d.at, d.tier, d.severity, d.rule, d.labels, d.value, d.threshold, d.baseline,
-     d.fingerprint, d.message, d.escalated_from";
+     d.fingerprint, d.message, d.escalated_from, a.started_at, a.finished_at";
 
 fn action_from(r: &Row) -> Result<ActionRow, JournalError> {
     let key: String = r.try_get(0)?;
@@ -344,6 +344,8 @@ fn action_from(r: &Row) -> Result<ActionRow, JournalError> {
         attempts: r.try_get::<_, i32>(4)? as u32,
         owner: r.try_get(5)?,
         detail: r.try_get(6)?,
+        started_at: r.try_get::<_, Option<i64>>(19)?.map(Ts),
+        finished_at: r.try_get::<_, Option<i64>>(20)?.map(Ts),
         decision,
     })
 }

@@ -480,7 +480,7 @@ fn incident_row(r: &Row<'_>) -> Result<IncidentRow, JournalError> {
 const ACTION_COLUMNS: &str =
     "a.key, a.incident_id, a.action, a.state, a.attempts, a.owner, a.detail,
      d.seq, d.at, d.tier, d.severity, d.rule, d.labels, d.value, d.threshold, d.baseline,
-     d.fingerprint, d.message, d.escalated_from";
+     d.fingerprint, d.message, d.escalated_from, a.started_at, a.finished_at";
 
 fn action_from(row: &Row<'_>) -> Result<ActionRow, JournalError> {
     let key: String = row.get(0)?;
@@ -521,6 +521,8 @@ fn action_from(row: &Row<'_>) -> Result<ActionRow, JournalError> {
         attempts: row.get::<_, i64>(4)? as u32,
         owner: row.get(5)?,
         detail: row.get(6)?,
+        started_at: row.get::<_, Option<i64>>(19)?.map(Ts),
+        finished_at: row.get::<_, Option<i64>>(20)?.map(Ts),
         decision,
     })
 }

@@ -954,3 +954,74 @@ impl Capture {
             .collect()
     }
 }
+
+/// A screenshot decoded to RGB.
+pub struct Shot {
+    pub path: PathBuf,
+    pub width: u32,
+    pub rgb: Vec<u8>,
+}
+
+impl Shot {
+    /// Pixels within a small distance of `colour` (antialiasing blurs edges).
+    pub fn count_near(&self, colour: [u8; 3]) -> usize {
+        self.rgb
+            .chunks_exact(3)
+            .filter(|p| {
+                p.iter()
+                    .zip(colour)
+                    .all(|(a, b)| (i16::from(*a) - i16::from(b)).abs() <= 24)
+            })
+            .count()
+    }
+}
+
+/// Renders `page` in headless Chromium (Debian's `chromium`) at
+/// `width`x`height` and decodes the screenshot. Fails, saying what to
+/// install, when Chromium is missing.
+pub fn screenshot(page: &Path, dir: &Path, width: u32, height: u32) -> Shot {
+    let out = dir.join(format!("shot-{width}x{height}.png"));
+    let run = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            &format!("--window-size={width},{height}"),
+            &format!("--screenshot={}", out.display()),
+        ])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "chromium is not installed ({e}): run `scripts/setup` (apt-get install chromium)"
+            )
+        });
+    assert!(
+        run.status.success() && out.exists(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let rgb: Vec<u8> = buf[..info.buffer_size()]
+        .chunks_exact(channels)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    Shot {
+        path: out,
+        width: info.width,
+        rgb,
+    }
+}
+
+/// Copies a test's artefact (a screenshot) under `target/test-artefacts/`.
+pub fn keep_artefact(from: &Path, name: &str) {
+    let dir = repo().join("target/test-artefacts");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::copy(from, dir.join(name));
+}

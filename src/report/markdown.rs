@@ -1,0 +1,139 @@
+//! The review as Markdown: what goes into the incident's ticket or wiki.
+//! Text from events (labels, notes, names) is escaped: it shows, it never
+//! makes a link, a heading or a table cell of its own.
+
+use std::fmt::Write as _;
+
+use super::{Review, Verdict};
+use crate::text::markdown as md;
+
+/// `2m30s`, or `-` when the moment never came.
+fn dur(d: Option<crate::time::Dur>) -> String {
+    d.map_or_else(|| "-".to_owned(), super::human)
+}
+
+pub fn render(r: &Review) -> String {
+    let i = &r.incident;
+    let mut o = String::new();
+    let _ = writeln!(o, "# Incident review: {} (draft)\n", md(&i.id));
+    if let Some(d) = &r.drill {
+        let _ = writeln!(
+            o,
+            "> **DRILL**: played by `ripcord drill` ({}; event clock x{}). Nothing in production was affected.",
+            md(&d.scenario),
+            d.speed
+        );
+        for n in &d.notes {
+            let _ = writeln!(o, "> - {}", md(n));
+        }
+        o.push('\n');
+    }
+    let labels: Vec<String> = i
+        .labels
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{}={}", md(k), md(v.as_str().unwrap_or(""))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let value = r.value_vs_threshold().unwrap_or_else(|| "-".to_owned());
+    let _ = writeln!(o, "| | |\n|---|---|");
+    for (k, v) in [
+        ("rule", md(&i.rule)),
+        (
+            "tier / severity",
+            format!("{} / {}", md(&i.tier), md(&i.severity)),
+        ),
+        ("where", labels.join(", ")),
+        // ripcord's own numbers: nothing to escape.
+        ("value vs threshold", value),
+        ("opened (breach)", i.opened_at.to_string()),
+        (
+            "resolved",
+            i.resolved_at.map_or("not yet".into(), |t| t.to_string()),
+        ),
+        ("state", md(&i.state)),
+        ("review drawn up", r.drawn_at.to_string()),
+    ] {
+        let _ = writeln!(o, "| {k} | {v} |");
+    }
+
+    let _ = writeln!(o, "\n## Timeline (UTC, from the journal)\n");
+    let _ = writeln!(o, "| time | what |\n|---|---|");
+    for m in &r.timeline {
+        let _ = writeln!(o, "| {} | {} |", m.at, md(&m.what));
+    }
+
+    let _ = writeln!(o, "\n## Durations\n");
+    let _ = writeln!(o, "| step | from | to | took |\n|---|---|---|---|");
+    for s in &r.spans {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            s.name,
+            s.from,
+            s.to,
+            dur(s.took)
+        );
+    }
+
+    let _ = writeln!(o, "\n## Budgets (the plan)\n");
+    let _ = writeln!(
+        o,
+        "| budget | limit | measured | verdict |\n|---|---|---|---|"
+    );
+    for b in &r.budgets {
+        let verdict = match b.verdict {
+            Verdict::Missed => "**MISSED**".to_owned(),
+            v => v.as_str().to_owned(),
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {verdict} |",
+            b.name,
+            b.limit,
+            dur(b.measured)
+        );
+    }
+    let missed = r.missed();
+    if missed.is_empty() {
+        let _ = writeln!(o, "\nEvery budget met.");
+    } else {
+        let names: Vec<&str> = missed.iter().map(|b| b.name.as_str()).collect();
+        let _ = writeln!(o, "\nMissed: {}.", names.join("; "));
+    }
+
+    let c = &r.chart;
+    let _ = writeln!(o, "\n## Evidence\n");
+    match (c.series.first(), c.series.last()) {
+        (Some(first), Some(last)) => {
+            let peak = c.series.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+            let _ = writeln!(
+                o,
+                "{} readings of {} from {} to {}; peak {}{}. The HTML review (`--format html`) draws them.",
+                c.series.len(),
+                md(&c.metric),
+                first.0,
+                last.0,
+                crate::engine::fmt_num(peak),
+                c.threshold
+                    .map(|t| format!(", threshold {}", crate::engine::fmt_num(t)))
+                    .unwrap_or_default()
+            );
+        }
+        _ => {
+            let _ = writeln!(o, "No window readings were recorded (an alert incident).");
+        }
+    }
+
+    let _ = writeln!(o, "\n## Root cause\n\n_To be written._");
+    let _ = writeln!(o, "\n## Improvements\n\n_To be written._");
+
+    let _ = writeln!(o, "\n## Journal\n");
+    let _ = writeln!(o, "| time | kind | message |\n|---|---|---|");
+    for t in &r.journal {
+        let _ = writeln!(o, "| {} | {} | {} |", t.at, md(&t.kind), md(&t.message));
+    }
+    o
+}
