@@ -96,3 +96,129 @@ fn a_drill_never_rings_a_phone_unless_asked_and_runs_the_configured_rollback() {
         "asked: the phones ring"
     );
 }
+
+#[test]
+fn a_drill_on_every_tier_meets_the_plans_budgets_and_writes_its_review() {
+    let dir = tempfile::tempdir().unwrap();
+    for tier in ["low", "medium", "high"] {
+        let (state, out) = (format!("{tier}.db"), format!("{tier}.md"));
+        let (code, _, err) = drill(
+            dir.path(),
+            &[
+                "--tier",
+                tier,
+                "--dry-run",
+                "--state",
+                &state,
+                "--out",
+                &out,
+            ],
+        );
+        assert_eq!(code, 0, "{tier}: {err}");
+        assert!(err.contains("drill: every budget met"), "{tier}: {err}");
+        let review = std::fs::read_to_string(dir.path().join(&out)).unwrap();
+        assert!(
+            review.contains("> **DRILL**: played by `ripcord drill`"),
+            "{review}"
+        );
+        assert!(
+            review.contains(&format!("| tier / severity | {tier} /")),
+            "{review}"
+        );
+        assert!(review.contains("| rollback done |"), "{tier}: {review}");
+        assert!(
+            review.contains("| recovered: incident resolved |"),
+            "{tier}: {review}"
+        );
+        assert!(review.contains("Every budget met."), "{tier}: {review}");
+        if tier != "low" {
+            assert!(
+                review.contains("approved by drill via api"),
+                "{tier}: {review}"
+            );
+            assert!(
+                review.contains("rollback started within 3m of the approval"),
+                "{review}"
+            );
+        }
+        if tier == "high" {
+            assert!(review.contains("| pause\\_rollout started |"), "{review}");
+            assert!(
+                review.contains("on-call reached within 5m of the breach"),
+                "{review}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_drill_that_misses_a_budget_exits_1_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Detection alone takes the rule's two minutes: a one-minute budget
+    // for the whole low-tier rollback cannot be met.
+    std::fs::write(
+        dir.path().join("ripcord.yaml"),
+        "budgets:\n  low_rolled_back: 1m\n",
+    )
+    .unwrap();
+    let (code, review, err) = drill(
+        dir.path(),
+        &["--tier", "low", "--dry-run", "--config", "ripcord.yaml"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("drill: MISSED: low risk: rolled back within 1m of the fault"),
+        "{err}"
+    );
+    assert!(review.contains("**MISSED**"), "{review}");
+}
+
+#[test]
+fn a_drill_can_wait_for_a_human_to_approve() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(ripcord_bin())
+        .args([
+            "drill",
+            "--speed",
+            "60",
+            "--timeout",
+            "120s",
+            "--tier",
+            "medium",
+            "--dry-run",
+        ])
+        .args(["--approve", "wait", "--state", "drill.db"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut incident = None;
+    let mut said = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        said.push(line.clone());
+        if let Some(rest) = line.strip_prefix("drill: waiting for a human to approve: POST ") {
+            let url = rest.split_whitespace().next().unwrap().to_owned();
+            let id = url.split('/').nth(6).unwrap().to_owned();
+            incident = Some((id, url));
+            break;
+        }
+    }
+    let (id, api) = incident.unwrap_or_else(|| panic!("never asked:\n{}", said.join("\n")));
+    // Through the drill's own API, as a person with the link or the token
+    // would: on the drill's clock.
+    let resp = reqwest::blocking::Client::new()
+        .post(&api)
+        .json(&serde_json::json!({"by": "alice", "note": "blast radius checked"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+    let out = child.wait_with_output().unwrap();
+    let review = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{review}");
+    assert!(review.contains("approved by alice via api"), "{review}");
+    assert!(review.contains("Every budget met."), "{review}");
+}

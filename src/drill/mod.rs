@@ -364,9 +364,15 @@ async fn follow(
                             Approve::Wait if !asked_human => {
                                 asked_human = true;
                                 say(&format!(
-                                    "drill: waiting for a human to approve: ripcord approve {id} --state {} --by <you> (or the one-click link)",
-                                    state.display()
+                                    "drill: waiting for a human to approve: POST http://{}/api/v1/incidents/{id}/approve {{\"by\": \"<you>\"}} (or the one-click link)",
+                                    ready.http
                                 ));
+                                if opts.speed == 1.0 {
+                                    say(&format!(
+                                        "drill: or: ripcord approve {id} --state {} --by <you>",
+                                        state.display()
+                                    ));
+                                }
                             }
                             Approve::Wait => {}
                         }
