@@ -535,7 +535,7 @@ fn an_approval_link_shows_a_page_on_get_and_approves_on_post_exactly_once() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|t| t["message"] == "approved by alice: looks right"),
+            .any(|t| t["message"] == "approved by alice via link: looks right"),
         "{inc}"
     );
 }
@@ -1254,7 +1254,7 @@ fn a_link_cannot_be_used_from_another_site_and_its_page_is_locked_down() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|t| t["message"] == "approved by alice: ok\\u{a}forged line"),
+            .any(|t| t["message"] == "approved by alice via link: ok\\u{a}forged line"),
         "{inc}"
     );
 }
