@@ -219,6 +219,10 @@ fn a_drill_can_wait_for_a_human_to_approve() {
     let out = child.wait_with_output().unwrap();
     let review = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{review}");
+    assert!(
+        review.contains(&format!("# Incident review: {id}")),
+        "{review}"
+    );
     assert!(review.contains("approved by alice via api"), "{review}");
     assert!(review.contains("Every budget met."), "{review}");
 }
