@@ -276,12 +276,23 @@ pub struct Decision {
     pub evidence: Evidence,
 }
 
-/// A decision's evidence: (time, window value) points, oldest first.
-/// Not part of what a decision is: two decisions equal in every other
-/// field are the same decision whatever evidence they carry (the journal
-/// keeps evidence apart and does not hand it back with each decision).
+/// A decision's evidence (see [`EvidenceSeries`]). Not part of what a
+/// decision is: two decisions equal in every other field are the same
+/// decision whatever evidence they carry (the journal keeps evidence apart
+/// and does not hand it back with each decision).
 #[derive(Debug, Clone, Default)]
-pub struct Evidence(pub Option<Arc<[(Ts, f64)]>>);
+pub struct Evidence(pub Option<Arc<EvidenceSeries>>);
+
+/// The window's values around a decision: the window just before the
+/// condition first held, then each reading since.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceSeries {
+    /// The first breaching reading (later points are readings; earlier
+    /// ones the window's buckets before it).
+    pub breach_from: Ts,
+    /// (time, value), oldest first.
+    pub points: Vec<(Ts, f64)>,
+}
 
 impl PartialEq for Evidence {
     fn eq(&self, _: &Evidence) -> bool {

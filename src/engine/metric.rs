@@ -114,9 +114,20 @@ impl Rings {
         at: Ts,
         last: Option<(Ts, f64)>,
     ) -> Option<Reading> {
+        self.read_in(slot, spec, agg, spec.range(at), last)
+    }
+
+    /// [`Rings::read`] over the bucket epochs `range` (`(lo, hi]`).
+    fn read_in(
+        &self,
+        slot: usize,
+        spec: Spec,
+        agg: Agg,
+        range: (i64, i64),
+        last: Option<(Ts, f64)>,
+    ) -> Option<Reading> {
         let n = spec.buckets() as usize;
         let r = slot * n..(slot + 1) * n;
-        let range = spec.range(at);
         match (self, agg) {
             (Rings::Sum(b), Agg::Avg | Agg::Sum | Agg::Count | Agg::Last) => {
                 window::read_sum(agg, spec, &b[r], range, last)
@@ -494,7 +505,13 @@ impl MetricState {
         // groups, nearly all of them, keep nothing).
         if let Verdict::Reading { facts, breach, .. } = verdict {
             if let (Some(v), true) = (facts.value, breach || phase != Phase::Idle) {
-                self.groups[s].trail.get_or_insert_default().push(at, v);
+                match self.groups[s].trail.as_mut() {
+                    Some(t) => t.push(at, v),
+                    None => {
+                        let before = self.window_before(s, at);
+                        self.groups[s].trail = Some(Box::new(Trail::start(&before, at, v)));
+                    }
+                }
             }
         }
         let decided = out.len();
@@ -604,6 +621,22 @@ impl MetricState {
             Some(_) => {}
             None => g.timer_at = Ts::MIN,
         }
+    }
+
+    /// The window at `at` bucket by bucket, before the bucket `at` falls
+    /// in: where the values stood when the condition first held. Each
+    /// bucket reduced on its own (`last` as the bucket's average). Only
+    /// when a trail starts, never per sample.
+    fn window_before(&self, s: usize, at: Ts) -> Vec<(Ts, f64)> {
+        let m = self.spec();
+        let agg = if m.agg == Agg::Last { Agg::Avg } else { m.agg };
+        let (lo, hi) = m.spec.range(at);
+        ((lo + 1)..hi)
+            .filter_map(|e| {
+                let r = self.main.read_in(s, m.spec, agg, (e - 1, e), None)?;
+                Some((m.spec.start_of(e), r.value))
+            })
+            .collect()
     }
 
     fn labels_of(&self, s: usize) -> GroupLabels {

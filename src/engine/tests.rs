@@ -418,3 +418,46 @@ fn remembered_alerts_stay_within_their_byte_budget() {
     let open = e.open_incidents().len();
     assert!(open > 100 && open < 2000, "{open}");
 }
+
+/// A decision's evidence: the window's buckets just before the condition
+/// first held (healthy here), then each reading since; the resolve carries
+/// the whole incident. Idle groups keep nothing.
+#[test]
+fn decisions_carry_the_window_before_the_breach_and_the_readings_since() {
+    let mut e = engine_with(FIVE_XX, EngineConfig::default());
+    let mut out = Vec::new();
+    for s in (0..60).step_by(10) {
+        sample(&mut e, s, "a", 0.01, &mut out);
+    }
+    assert!(out.is_empty());
+    // 30% from 60 s: the 1 m average crosses 5% at once.
+    for s in (60..120).step_by(10) {
+        sample(&mut e, s, "a", 0.3, &mut out);
+    }
+    let opened = out.first().expect("opened");
+    let ev = opened.evidence.0.clone().expect("evidence");
+    assert_eq!(ev.breach_from, opened.at);
+    let before: Vec<f64> = ev
+        .points
+        .iter()
+        .filter(|(t, _)| *t < ev.breach_from)
+        .map(|(_, v)| *v)
+        .collect();
+    assert!(
+        !before.is_empty() && before.iter().all(|v| (*v - 0.01).abs() < 1e-9),
+        "{ev:?}"
+    );
+    assert_eq!(ev.points.last().unwrap().0, opened.at);
+    // Healthy again: the resolve's evidence spans the incident.
+    for s in (120..300).step_by(10) {
+        sample(&mut e, s, "a", 0.0, &mut out);
+    }
+    let resolve = out
+        .iter()
+        .find(|d| d.action == Action::Resolve)
+        .expect("resolved");
+    let ev = resolve.evidence.0.clone().unwrap();
+    assert!(ev.points.len() > 10, "{ev:?}");
+    assert_eq!(ev.points.last().unwrap().0, resolve.at);
+    assert!(ev.points.windows(2).all(|w| w[0].0 < w[1].0));
+}

@@ -1299,7 +1299,12 @@ fn the_evidence_and_progress_history_for_the_review_are_kept(store: &dyn Store) 
     .unwrap();
     let inc = ds[0].incident.clone().unwrap();
     let b = store.connect();
-    let points = b.evidence(inc.as_str()).unwrap();
+    let evidence = b.evidence(inc.as_str()).unwrap().expect("evidence kept");
+    assert_eq!(
+        evidence.breach_from, ds[0].at,
+        "the first breaching reading"
+    );
+    let points = evidence.points;
     let values: Vec<f64> = points.iter().map(|(_, v)| *v).collect();
     assert_eq!(values.first(), Some(&0.6), "{points:?}");
     assert!(
@@ -1311,7 +1316,7 @@ fn the_evidence_and_progress_history_for_the_review_are_kept(store: &dyn Store) 
         "one per time, in order"
     );
     assert_eq!(points.last().unwrap().0, ds.last().unwrap().at);
-    assert!(b.evidence("no-such").unwrap().is_empty());
+    assert!(b.evidence("no-such").unwrap().is_none());
     let log = b
         .progress_log("s", Ts(1_795_255_000_000), Ts(1_795_255_200_000))
         .unwrap();

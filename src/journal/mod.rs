@@ -539,8 +539,11 @@ pub trait Reads {
     // For the incident review (`ripcord report`).
 
     /// The evidence the incident's decisions carried, merged: (time, window
-    /// value) points, oldest first, one per time.
-    fn evidence(&self, incident: &str) -> Result<Vec<(Ts, f64)>, JournalError>;
+    /// value) points, oldest first, one per time, and the first breach.
+    fn evidence(
+        &self,
+        incident: &str,
+    ) -> Result<Option<crate::decision::EvidenceSeries>, JournalError>;
 
     /// Every progress the service reported from `from` to `to`, oldest first.
     fn progress_log(
@@ -628,27 +631,45 @@ impl Via {
 /// Progress history is kept this long (a quarter's reviews need it).
 pub const PROGRESS_RETENTION: Dur = Dur::from_mins(100 * 24 * 60);
 
-/// Evidence points as stored: `[[millis, value], …]`.
-fn evidence_json(points: &[(Ts, f64)]) -> String {
-    let v: Vec<(i64, f64)> = points
-        .iter()
-        .filter(|(_, v)| v.is_finite())
-        .map(|(t, v)| (t.millis(), *v))
-        .collect();
-    serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
+/// Evidence as stored: `{"from": millis, "points": [[millis, value], …]}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredEvidence {
+    from: i64,
+    points: Vec<(i64, f64)>,
 }
 
-/// Merges stored evidence rows into one series, oldest first.
-fn merge_evidence(rows: &[String]) -> Result<Vec<(Ts, f64)>, JournalError> {
+fn evidence_json(e: &crate::decision::EvidenceSeries) -> String {
+    let stored = StoredEvidence {
+        from: e.breach_from.millis(),
+        points: e
+            .points
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(t, v)| (t.millis(), *v))
+            .collect(),
+    };
+    serde_json::to_string(&stored).unwrap_or_else(|_| "{\"from\":0,\"points\":[]}".into())
+}
+
+/// Merges stored evidence rows into one series, oldest first (`None`: no
+/// evidence).
+fn merge_evidence(
+    rows: &[String],
+) -> Result<Option<crate::decision::EvidenceSeries>, JournalError> {
     let mut all = std::collections::BTreeMap::new();
+    let mut from: Option<i64> = None;
     for r in rows {
-        let pts: Vec<(i64, f64)> =
+        let e: StoredEvidence =
             serde_json::from_str(r).map_err(|e| JournalError::Corrupt(format!("evidence: {e}")))?;
-        for (t, v) in pts {
+        from = Some(from.map_or(e.from, |f| f.min(e.from)));
+        for (t, v) in e.points {
             all.insert(t, v);
         }
     }
-    Ok(all.into_iter().map(|(t, v)| (Ts(t), v)).collect())
+    Ok(from.map(|f| crate::decision::EvidenceSeries {
+        breach_from: Ts(f),
+        points: all.into_iter().map(|(t, v)| (Ts(t), v)).collect(),
+    }))
 }
 
 /// The decisions of a batch whose evidence is new: (incident, decision
@@ -656,7 +677,7 @@ fn merge_evidence(rows: &[String]) -> Result<Vec<(Ts, f64)>, JournalError> {
 /// share one).
 fn evidence_of<'a>(batch: &'a Batch<'_>) -> Vec<(&'a str, Ts, String)> {
     let mut out = Vec::new();
-    let mut last: Option<&std::sync::Arc<[(Ts, f64)]>> = None;
+    let mut last: Option<&std::sync::Arc<crate::decision::EvidenceSeries>> = None;
     for (_, d) in &batch.decisions {
         let (Some(id), Some(e)) = (&d.incident, &d.evidence.0) else {
             continue;

@@ -1940,7 +1940,10 @@ impl Reads for PgJournal {
         })
     }
 
-    fn evidence(&self, incident: &str) -> Result<Vec<(Ts, f64)>, JournalError> {
+    fn evidence(
+        &self,
+        incident: &str,
+    ) -> Result<Option<crate::decision::EvidenceSeries>, JournalError> {
         self.block(async {
             let rows: Vec<String> = self
                 .conn()

@@ -1678,7 +1678,10 @@ impl Reads for SqliteJournal {
         })
     }
 
-    fn evidence(&self, incident: &str) -> Result<Vec<(Ts, f64)>, JournalError> {
+    fn evidence(
+        &self,
+        incident: &str,
+    ) -> Result<Option<crate::decision::EvidenceSeries>, JournalError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT points FROM evidence WHERE incident_id = ?1 ORDER BY at")?;

@@ -111,7 +111,7 @@ pub fn render(r: &Review) -> String {
             let peak = c.series.iter().map(|p| p.1).fold(f64::MIN, f64::max);
             let _ = writeln!(
                 o,
-                "{} readings of {} from {} to {}; peak {}{}. The HTML review (`--format html`) draws them.",
+                "{} values of {} from {} (the window just before the first breach) to {}; peak {}{}. The HTML review (`--format html`) draws them.",
                 c.series.len(),
                 md(&c.metric),
                 first.0,

@@ -204,8 +204,8 @@ impl Review {
         }
         m.fault = Some(
             evidence
-                .first()
-                .map_or(inc.opened_at, |p| p.0.min(inc.opened_at)),
+                .as_ref()
+                .map_or(inc.opened_at, |e| e.breach_from.min(inc.opened_at)),
         );
         m.first_action = actions.iter().filter_map(|a| a.started_at).min();
         if let Some(a) = &approval {
@@ -251,7 +251,7 @@ impl Review {
             .min_by_key(|d| (d.at, d.seq));
         let chart = Chart {
             metric: inc.rule.clone(),
-            series: evidence,
+            series: evidence.map(|e| e.points).unwrap_or_default(),
             threshold: opening.and_then(|d| d.threshold),
             opening_value: opening.and_then(|d| d.value),
             baseline: opening.and_then(|d| d.baseline),
