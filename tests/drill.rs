@@ -226,3 +226,48 @@ fn a_drill_can_wait_for_a_human_to_approve() {
     assert!(review.contains("approved by alice via api"), "{review}");
     assert!(review.contains("Every budget met."), "{review}");
 }
+
+#[test]
+fn a_recorded_scenario_is_played_with_its_timing_and_its_recovery_after_the_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    // A captured incident: `shop`'s i-shop-2 at 40% errors, every 15 s for
+    // four minutes; the recovery after the marker.
+    let mut lines = vec![
+        r#"{"kind":"progress","ts":"2026-11-21T10:00:00Z","stage":"batch_started","labels":{"service":"shop","batch":"3","tier":"low"}}"#.to_owned(),
+    ];
+    for k in 0..16 {
+        lines.push(format!(
+            r#"{{"metric":"http_5xx_ratio","value":0.4,"ts":{},"labels":{{"service":"shop","instance":"i-shop-2","tier":"low"}}}}"#,
+            1_795_255_200_000i64 + 30_000 + k * 15_000
+        ));
+    }
+    lines.push(r#"{"drill":"after_rollback"}"#.to_owned());
+    for k in 0..20 {
+        lines.push(format!(
+            r#"{{"metric":"http_5xx_ratio","value":0.0,"ts":{},"labels":{{"service":"shop","instance":"i-shop-2","tier":"low"}}}}"#,
+            1_795_255_500_000i64 + k * 15_000
+        ));
+    }
+    std::fs::write(dir.path().join("captured.jsonl"), lines.join("\n")).unwrap();
+    let (code, review, err) = drill(
+        dir.path(),
+        &[
+            "--scenario",
+            "captured.jsonl",
+            "--dry-run",
+            "--state",
+            "drill.db",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(review.contains("captured.jsonl"), "{review}");
+    assert!(
+        review.contains("instance=i-shop-2, service=shop"),
+        "{review}"
+    );
+    assert!(review.contains("| batch 3 started |"), "{review}");
+    assert!(
+        review.contains("| recovered: incident resolved |"),
+        "{review}"
+    );
+}

@@ -323,6 +323,7 @@ async fn follow(
     }
     let origin = clock.now();
     *started.lock().unwrap_or_else(|e| e.into_inner()) = origin;
+    let services = scenario.services();
     let mut player = scenario.player(origin);
     let mut incident: Option<String> = None;
     let mut approved_by: Option<String> = None;
@@ -345,7 +346,12 @@ async fn follow(
                 .incidents(None)?
                 .into_iter()
                 .filter(|i| i.opened_at >= origin.saturating_sub(Dur::from_mins(60)))
-                .find(|i| i.labels.get("service").and_then(|s| s.as_str()) == Some(&opts.service))
+                .find(|i| {
+                    i.labels
+                        .get("service")
+                        .and_then(|s| s.as_str())
+                        .is_some_and(|s| services.iter().any(|x| x == s))
+                })
                 .map(|i| i.id);
             if let Some(id) = &incident {
                 say(&format!("drill: incident {id} opened"));

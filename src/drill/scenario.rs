@@ -153,6 +153,30 @@ impl Scenario {
         })
     }
 
+    /// The services the scenario's events are about (the built-in one's
+    /// own): the drill follows the first incident of any of them.
+    pub fn services(&self) -> Vec<String> {
+        match &self.source {
+            Source::BuiltIn { service, .. } => vec![service.clone()],
+            Source::File { bad, .. } => {
+                let mut out: Vec<String> = Vec::new();
+                for r in bad {
+                    if let Some(s) = r
+                        .event
+                        .get("labels")
+                        .and_then(|l| l.get("service"))
+                        .and_then(Value::as_str)
+                    {
+                        if !out.iter().any(|o| o == s) {
+                            out.push(s.to_owned());
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
     /// Plays the scenario from `start` (event time).
     pub fn player(&self, start: Ts) -> Player {
         Player {
