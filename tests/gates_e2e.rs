@@ -521,3 +521,33 @@ fn every_replica_of_a_cluster_gives_the_same_answer() {
     assert_eq!(on_a["promoted_by"], "dana", "{on_a}");
     assert_eq!(decision(&on_a), "go", "{on_a}");
 }
+
+/// A freeze window from the config holds the gate of the services it
+/// matches (Argo's web provider and Flagger's confirm hook both hold), and
+/// leaves the others alone.
+#[test]
+fn a_freeze_window_holds_the_gate_of_the_services_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with(
+        dir.path(),
+        "ripcord.yaml",
+        "windows:\n  - name: month-end\n    kind: freeze\n    matchers: ['service=\"web\"']\n    start: \"00:00\"\n    end: \"24:00\"\n    time_zone: Europe/Berlin\n",
+    );
+    let now = support::now_millis();
+    let mut events = vec![progress("web", 1, "batch_done", now - 20_000)];
+    events.extend(series(
+        "request_success_ratio",
+        json!({"service": "web", "batch": "1"}),
+        0.9999,
+        now - 20_000,
+        15,
+    ));
+    post_events(&r, &events);
+    let web = argo(&r, "web", "");
+    assert_eq!(decision(&web), "hold", "{web}");
+    assert!(reasons(&web).contains("freeze window month-end"), "{web}");
+    let (status, body) = flagger(&r, "gate", "rev-1");
+    assert_eq!(status, 423, "Flagger reads a hold as 423: {body}");
+    let pay = argo(&r, "pay", "");
+    assert!(!reasons(&pay).contains("freeze"), "{pay}");
+}
