@@ -1561,6 +1561,21 @@ async fn set_action_in(
     Ok(true)
 }
 
+/// An upgrade's progress: service, batch, stage, done, total, message,
+/// time, open (the columns of `upgrades` and `progress_log` alike).
+fn upgrade_row(r: &Row) -> UpgradeRow {
+    UpgradeRow {
+        service: r.get(0),
+        batch: r.get(1),
+        stage: r.get(2),
+        done: r.get::<_, Option<i64>>(3).map(|d| d as u64),
+        total: r.get::<_, Option<i64>>(4).map(|t| t as u64),
+        message: r.get(5),
+        updated_at: Ts(r.get(6)),
+        open: r.get(7),
+    }
+}
+
 fn silence_row(r: &Row) -> SilenceCols {
     SilenceCols {
         id: r.get(0),
@@ -1869,19 +1884,7 @@ impl Reads for PgJournal {
                     &[&open_only],
                 )
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|r| UpgradeRow {
-                    service: r.get(0),
-                    batch: r.get(1),
-                    stage: r.get(2),
-                    done: r.get::<_, Option<i64>>(3).map(|d| d as u64),
-                    total: r.get::<_, Option<i64>>(4).map(|t| t as u64),
-                    message: r.get(5),
-                    updated_at: Ts(r.get(6)),
-                    open: r.get(7),
-                })
-                .collect())
+            Ok(rows.iter().map(upgrade_row).collect())
         })
     }
 
@@ -1971,27 +1974,13 @@ impl Reads for PgJournal {
                 .conn()
                 .await?
                 .query(
-                    "SELECT service, batch, stage, done, total, message, at FROM progress_log
+                    "SELECT service, batch, stage, done, total, message, at,
+                         stage NOT IN ('completed', 'failed') FROM progress_log
                      WHERE service = $1 AND at >= $2 AND at <= $3 ORDER BY at, seq LIMIT 10000",
                     &[&service, &from.millis(), &to.millis()],
                 )
                 .await?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let stage: String = r.get(2);
-                    UpgradeRow {
-                        service: r.get(0),
-                        batch: r.get(1),
-                        open: stage != "completed" && stage != "failed",
-                        stage,
-                        done: r.get::<_, Option<i64>>(3).map(|d| d as u64),
-                        total: r.get::<_, Option<i64>>(4).map(|t| t as u64),
-                        message: r.get(5),
-                        updated_at: Ts(r.get(6)),
-                    }
-                })
-                .collect())
+            Ok(rows.iter().map(upgrade_row).collect())
         })
     }
 }

@@ -1425,6 +1425,21 @@ fn set_action_in(
     Ok(row.is_some())
 }
 
+/// An upgrade's progress: service, batch, stage, done, total, message,
+/// time, open (the columns of `upgrades` and `progress_log` alike).
+fn upgrade_row(r: &Row<'_>) -> Result<UpgradeRow, JournalError> {
+    Ok(UpgradeRow {
+        service: r.get(0)?,
+        batch: r.get(1)?,
+        stage: r.get(2)?,
+        done: r.get::<_, Option<i64>>(3)?.map(|d| d as u64),
+        total: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
+        message: r.get(5)?,
+        updated_at: Ts(r.get(6)?),
+        open: r.get(7)?,
+    })
+}
+
 fn silence_row(r: &rusqlite::Row<'_>) -> Result<SilenceCols, JournalError> {
     Ok(SilenceCols {
         id: r.get(0)?,
@@ -1626,18 +1641,7 @@ impl Reads for SqliteJournal {
             "SELECT service, batch, stage, done, total, message, updated_at, open FROM upgrades
              WHERE ?1 = 0 OR open = 1 ORDER BY service",
         )?;
-        collect(&mut stmt, [open_only], |r| {
-            Ok(UpgradeRow {
-                service: r.get(0)?,
-                batch: r.get(1)?,
-                stage: r.get(2)?,
-                done: r.get::<_, Option<i64>>(3)?.map(|d| d as u64),
-                total: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
-                message: r.get(5)?,
-                updated_at: Ts(r.get(6)?),
-                open: r.get(7)?,
-            })
-        })
+        collect(&mut stmt, [open_only], upgrade_row)
     }
 
     fn tally(&self, service: &str, since: Ts) -> Result<Vec<TallyRow>, JournalError> {
@@ -1696,25 +1700,14 @@ impl Reads for SqliteJournal {
         to: Ts,
     ) -> Result<Vec<UpgradeRow>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT service, batch, stage, done, total, message, at FROM progress_log
+            "SELECT service, batch, stage, done, total, message, at,
+                 stage NOT IN ('completed', 'failed') FROM progress_log
              WHERE service = ?1 AND at >= ?2 AND at <= ?3 ORDER BY at, seq LIMIT 10000",
         )?;
         collect(
             &mut stmt,
             params![service, from.millis(), to.millis()],
-            |r| {
-                let stage: String = r.get(2)?;
-                Ok(UpgradeRow {
-                    service: r.get(0)?,
-                    batch: r.get(1)?,
-                    open: stage != "completed" && stage != "failed",
-                    stage,
-                    done: r.get::<_, Option<i64>>(3)?.map(|d| d as u64),
-                    total: r.get::<_, Option<i64>>(4)?.map(|t| t as u64),
-                    message: r.get(5)?,
-                    updated_at: Ts(r.get(6)?),
-                })
-            },
+            upgrade_row,
         )
     }
 }
