@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -24,27 +24,14 @@ use tokio::sync::oneshot;
 
 use crate::app::{self, Ready, Runtime};
 use crate::config::Config;
+use crate::drill::ScaledClock;
 use crate::journal::SqliteJournal;
 use crate::journal::prelude::*;
 use crate::rule::RuleSet;
-use crate::time::{Clock, Dur, Ts};
+use crate::time::{Clock, Ts};
 
 /// Event time runs this many times faster than the wall.
 const SPEED: f64 = 60.0;
-
-/// A clock running `SPEED` times faster than the wall from `start`.
-#[derive(Debug, Clone)]
-pub struct FastClock {
-    start: Ts,
-    origin: Instant,
-}
-
-impl Clock for FastClock {
-    fn now(&self) -> Ts {
-        let ms = self.origin.elapsed().as_secs_f64() * 1000.0 * SPEED;
-        self.start.saturating_add(Dur(ms as i64))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -116,10 +103,7 @@ executors:
         .map_err(|e| DemoError::Setup(e.to_string()))?;
 
     let start = Ts(jiff::Timestamp::now().as_millisecond());
-    let clock = FastClock {
-        start,
-        origin: Instant::now(),
-    };
+    let clock = ScaledClock::new(start, SPEED);
     let (ready_tx, ready_rx) = oneshot::channel::<Ready>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut rt = Runtime::new(rules);
@@ -210,7 +194,7 @@ impl Script {
         &self,
         p: &ThreadedProducer<DefaultProducerContext>,
         topic: &str,
-        clock: &FastClock,
+        clock: &ScaledClock,
         world: &World,
         done: &AtomicBool,
     ) {

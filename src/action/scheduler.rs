@@ -187,16 +187,7 @@ impl Scheduler {
                 steps.len(),
                 hold.detail
             );
-            let (i, at) = (id.clone(), self.clock.now());
-            with_journal(&self.journal, move |j| {
-                j.add_timeline(
-                    &crate::decision::IncidentId::from_string(i.as_str()),
-                    at,
-                    "page",
-                    &text,
-                )
-            })
-            .await?;
+            self.note_page(&id, text).await?;
         } else if let Some(s) = steps.get(step) {
             if let (Some(out), Some(inc)) = (&self.output, incident.as_ref()) {
                 out.page_step(
@@ -244,21 +235,26 @@ impl Scheduler {
                     format!("sent via {}", sent.join(", "))
                 }
             );
-            let (i, at) = (id.clone(), self.clock.now());
-            with_journal(&self.journal, move |j| {
-                j.add_timeline(
-                    &crate::decision::IncidentId::from_string(i.as_str()),
-                    at,
-                    "page",
-                    &text,
-                )
-            })
-            .await?;
+            self.note_page(&id, text).await?;
         }
         if moved_on {
             return Ok(());
         }
         self.step_done(&id, e.step, next_due).await
+    }
+
+    /// Puts what became of a paging step on the incident's timeline.
+    async fn note_page(&self, id: &str, text: String) -> Result<(), JournalError> {
+        let (i, at) = (id.to_owned(), self.clock.now());
+        with_journal(&self.journal, move |j| {
+            j.add_timeline(
+                &crate::decision::IncidentId::from_string(i.as_str()),
+                at,
+                "page",
+                &text,
+            )
+        })
+        .await
     }
 
     /// Records `step` done; the next one is due at `next` (never in the past).
