@@ -7,10 +7,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -29,49 +27,6 @@ fn query(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
 
 fn count(url: &str, sql: &str) -> i64 {
     pg_count(url, sql)
-}
-
-/// A stand-in for chat, SMS and the health check: records each request's
-/// path and arrival time.
-struct Capture {
-    port: u16,
-    hits: Arc<Mutex<Vec<(String, Instant)>>>,
-}
-
-impl Capture {
-    fn start() -> Capture {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let hits = Arc::new(Mutex::new(Vec::new()));
-        let h = hits.clone();
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(mut c) = conn else { continue };
-                let h = h.clone();
-                std::thread::spawn(move || {
-                    use std::io::Write;
-                    let Some((path, _)) = support::read_request(&mut c) else {
-                        return;
-                    };
-                    h.lock().unwrap().push((path, Instant::now()));
-                    let _ = c.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    );
-                });
-            }
-        });
-        Capture { port, hits }
-    }
-
-    fn hits(&self, prefix: &str) -> Vec<Instant> {
-        self.hits
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, _)| p.starts_with(prefix))
-            .map(|(_, t)| *t)
-            .collect()
-    }
 }
 
 /// A rollback script: appends `<instance>` to `calls.log` when it starts,
@@ -122,7 +77,7 @@ struct Cluster {
     db: String,
     broker: Broker,
     topic: String,
-    capture: Capture,
+    capture: support::Capture,
     /// `rules/` for every replica; `None`: the shipped rules.
     rules: Option<&'static str>,
 }
@@ -194,7 +149,7 @@ impl Cluster {
             db: database(),
             broker,
             topic,
-            capture: Capture::start(),
+            capture: support::Capture::start(),
             rules: None,
         }
     }
@@ -339,15 +294,15 @@ fn a_paging_chain_of_a_dead_replica_goes_on_from_a_survivor_on_time() {
     let started = Instant::now();
     a.post_alerts(vec![alert("fp-b", "i-b", "high", "critical")]);
     let first = wait_until(Duration::from_secs(10), || {
-        !c.capture.hits("/chat").is_empty()
+        !c.capture.times("/chat").is_empty()
     });
     assert!(first, "the first step never went out:\n{}", a.stderr.text());
     a.kill9();
     let second = wait_until(Duration::from_secs(30), || {
-        !c.capture.hits("/sms").is_empty()
+        !c.capture.times("/sms").is_empty()
     });
     assert!(second, "the second step never went out");
-    let at = c.capture.hits("/sms")[0].duration_since(started);
+    let at = c.capture.times("/sms")[0].duration_since(started);
     // Due 10 s after paging started; a survivor's scheduler looks every
     // second or so.
     assert!(
@@ -355,7 +310,7 @@ fn a_paging_chain_of_a_dead_replica_goes_on_from_a_survivor_on_time() {
         "step 2 went out after {at:?}"
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(c.capture.hits("/sms").len(), 1, "step 2 sent once");
+    assert_eq!(c.capture.times("/sms").len(), 1, "step 2 sent once");
 }
 
 /// (c) The replica running a rollback dies mid-run: a survivor marks it
@@ -399,11 +354,11 @@ fn a_verification_due_on_a_dead_replica_runs_once_on_a_survivor() {
     assert!(done, "{:?}", c.action_states("rollback"));
     a.kill9();
     let checked = wait_until(Duration::from_secs(30), || {
-        !c.capture.hits("/verify/i-d").is_empty()
+        !c.capture.times("/verify/i-d").is_empty()
     });
     assert!(checked, "the verification never ran");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(c.capture.hits("/verify/i-d").len(), 1, "ran once");
+    assert_eq!(c.capture.times("/verify/i-d").len(), 1, "ran once");
     assert_eq!(count(&c.db, "SELECT count(*) FROM verifications"), 0);
 }
 

@@ -469,48 +469,6 @@ fn half_open_connections_are_shed_and_timed_out_and_a_rollback_still_runs() {
     let _ = child.wait();
 }
 
-/// A stand-in for chat providers: records every body, answers as DingTalk
-/// and WeCom (`errcode 0`) or Slack (`ok`) do.
-struct Capture {
-    port: u16,
-    bodies: Arc<std::sync::Mutex<Vec<(String, String)>>>,
-}
-
-impl Capture {
-    fn start() -> Capture {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let b = bodies.clone();
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                let Ok(mut c) = conn else { continue };
-                let b = b.clone();
-                std::thread::spawn(move || {
-                    use std::io::Write as _;
-                    let Some((path, body)) = support::read_request(&mut c) else {
-                        return;
-                    };
-                    let answer = if path.starts_with("/services/") {
-                        "ok"
-                    } else {
-                        "{\"errcode\":0,\"errmsg\":\"ok\"}"
-                    };
-                    b.lock().unwrap().push((path, body));
-                    let _ = c.write_all(
-                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len()).as_bytes(),
-                    );
-                });
-            }
-        });
-        Capture { port, bodies }
-    }
-
-    fn texts(&self) -> Vec<(String, String)> {
-        self.bodies.lock().unwrap().clone()
-    }
-}
-
 /// Every text a chat payload shows a person (DingTalk's markdown text,
 /// WeCom's markdown content, Slack's block and fallback text, a webhook's
 /// title and body), from the JSON body.
@@ -540,7 +498,7 @@ fn shown_texts(body: &str) -> Vec<(String, String)> {
 
 #[test]
 fn hostile_labels_never_forge_a_line_a_link_or_a_mention_in_any_chat() {
-    let cap = Capture::start();
+    let cap = support::Capture::start();
     let dir = tempfile::tempdir().unwrap();
     let base = format!("http://127.0.0.1:{}", cap.port);
     std::fs::write(
@@ -586,7 +544,7 @@ routing:
         .unwrap();
     assert_eq!(reply.status(), 200);
     let ok = wait_until(Duration::from_secs(20), || {
-        let t = cap.texts();
+        let t = cap.requests();
         ["/robot/", "/cgi-bin/", "/services/", "/hook"]
             .iter()
             .all(|p| t.iter().any(|(path, _)| path.starts_with(p)))
@@ -594,10 +552,10 @@ routing:
     assert!(
         ok,
         "not every channel got the message: {:?}\n{}",
-        cap.texts(),
+        cap.requests(),
         r.stderr.tail(20)
     );
-    for (path, body) in cap.texts() {
+    for (path, body) in cap.requests() {
         for (key, text) in shown_texts(&body) {
             for line in text.lines() {
                 let l = line.trim_start_matches(['#', ' ', '>', '*', '_']);

@@ -945,6 +945,20 @@ impl Capture {
         self.hits.lock().unwrap().clone()
     }
 
+    /// (path, body) of every request so far.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.all().into_iter().map(|(p, b, _)| (p, b)).collect()
+    }
+
+    /// When each request whose path starts with `prefix` arrived.
+    pub fn times(&self, prefix: &str) -> Vec<Instant> {
+        self.all()
+            .into_iter()
+            .filter(|(p, _, _)| p.starts_with(prefix))
+            .map(|(_, _, t)| t)
+            .collect()
+    }
+
     /// Bodies of the requests whose path starts with `prefix`.
     pub fn bodies(&self, prefix: &str) -> Vec<String> {
         self.all()
