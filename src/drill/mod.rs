@@ -89,17 +89,10 @@ pub struct DrillRun {
     pub incident: Option<String>,
     /// The drill's journal.
     pub journal: PathBuf,
-    /// When the scenario started (event time).
-    pub started: Ts,
-    /// The drill ended before the incident recovered.
-    pub timed_out: bool,
     /// When it ended, on the drill's clock (the review is drawn up then).
     pub ended: Ts,
     pub speed: f64,
-    pub tier: Tier,
     pub scenario: String,
-    /// Who approved (or `None`: no approval was needed, or none came).
-    pub approved_by: Option<String>,
     /// What the drill said along the way (phones muted, stand-ins, …).
     pub notes: Vec<String>,
     /// Kept alive while the run is read.
@@ -232,10 +225,8 @@ pub async fn run(
     let responder = app::run(cfg, rt, async {
         let _ = stop_rx.await;
     });
-    let started = Arc::new(std::sync::Mutex::new(start));
     let driver = drive(
         ready_rx,
-        started.clone(),
         stop_tx,
         scenario.clone(),
         clock,
@@ -245,54 +236,46 @@ pub async fn run(
     );
     let (ran, drove) = tokio::join!(responder, driver);
     ran?;
-    let (incident, timed_out, approved_by) = drove?;
+    let incident = drove?;
     let ended = end_clock.now();
     Ok(DrillRun {
         ended,
         incident,
         journal: state,
-        started: *started.lock().unwrap_or_else(|e| e.into_inner()),
-        timed_out,
         speed: opts.speed,
-        tier: opts.tier,
         scenario: scenario.name,
-        approved_by,
         notes,
         _dir: dir,
     })
 }
 
 /// Plays the scenario and follows the incident until it recovers; stops
-/// the responder at the end. Returns the incident, whether time ran out,
-/// and who approved.
+/// the responder at the end. Returns the incident (if one opened).
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     ready_rx: oneshot::Receiver<Ready>,
-    started: Arc<std::sync::Mutex<Ts>>,
     stop_tx: oneshot::Sender<()>,
     scenario: Scenario,
     clock: ScaledClock,
     state: PathBuf,
     opts: DrillOptions,
     say: Arc<dyn Fn(&str) + Send + Sync>,
-) -> Result<(Option<String>, bool, Option<String>), DrillError> {
-    let result = follow(ready_rx, started, scenario, clock, state, opts, say).await;
+) -> Result<Option<String>, DrillError> {
+    let result = follow(ready_rx, scenario, clock, state, opts, say).await;
     // Let the last messages settle, then stop the responder.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = stop_tx.send(());
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn follow(
     ready_rx: oneshot::Receiver<Ready>,
-    started: Arc<std::sync::Mutex<Ts>>,
     scenario: Scenario,
     clock: ScaledClock,
     state: PathBuf,
     opts: DrillOptions,
     say: Arc<dyn Fn(&str) + Send + Sync>,
-) -> Result<(Option<String>, bool, Option<String>), DrillError> {
+) -> Result<Option<String>, DrillError> {
     let ready = ready_rx
         .await
         .map_err(|_| DrillError::Setup("the responder did not start".into()))?;
@@ -322,11 +305,10 @@ async fn follow(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let origin = clock.now();
-    *started.lock().unwrap_or_else(|e| e.into_inner()) = origin;
     let services = scenario.services();
     let mut player = scenario.player(origin);
     let mut incident: Option<String> = None;
-    let mut approved_by: Option<String> = None;
+    let mut approved = false;
     let mut asked_human = false;
     let mut rollback_done_at: Option<Ts> = None;
     loop {
@@ -358,13 +340,13 @@ async fn follow(
             }
         }
         if let Some(id) = &incident {
-            if approved_by.is_none() {
+            if !approved {
                 if let Some(a) = journal.approval(id)? {
                     if a.state == "awaiting" {
                         match &opts.approve {
                             Approve::Auto { by } => {
                                 approve(&http, ready.http, id, by).await?;
-                                approved_by = Some(by.clone());
+                                approved = true;
                                 say(&format!("drill: rollback approved by {by} (auto)"));
                             }
                             Approve::Wait if !asked_human => {
@@ -383,7 +365,7 @@ async fn follow(
                             Approve::Wait => {}
                         }
                     } else if a.state == "approved" {
-                        approved_by = a.decided_by.clone();
+                        approved = true;
                     }
                 }
             }
@@ -401,7 +383,7 @@ async fn follow(
                 if inc.state == "resolved" {
                     say(&format!("drill: incident {id} recovered"));
                     let _ = producer.flush(Duration::from_secs(5));
-                    return Ok((incident, false, approved_by));
+                    return Ok(incident);
                 }
             }
         }
@@ -410,7 +392,7 @@ async fn follow(
         {
             say("drill: time is up before the incident recovered");
             let _ = producer.flush(Duration::from_secs(5));
-            return Ok((incident, true, approved_by));
+            return Ok(incident);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
