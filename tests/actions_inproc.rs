@@ -862,6 +862,45 @@ async fn an_approval_nobody_answers_releases_the_rollback_under_rollback() {
     h.finish().await;
 }
 
+/// The all-clear that withdraws a waiting approval says so on its first
+/// line: the one line a digest keeps of it, when the rate limit merges it
+/// with what waits (as it did on a slow CI run, where the withdrawal was
+/// lost from the chat).
+#[tokio::test(start_paused = true)]
+async fn a_recovery_says_on_its_first_line_that_the_approval_is_withdrawn() {
+    let (mut h, id, _) = approval_waiting("escalate").await;
+    h.run_until(secs(60)).await;
+    let ds = h
+        .alert(&json!({
+            "version": "4", "status": "resolved", "receiver": "ripcord",
+            "alerts": [{
+                "status": "resolved",
+                "labels": {"alertname": "ErrorsUp", "service": "pay", "instance": "i-0m", "tier": "medium", "severity": "warning"},
+                "annotations": {}, "startsAt": START.to_string(),
+                "endsAt": START.saturating_add(secs(50)).to_string(), "fingerprint": "fp-m",
+            }]
+        }))
+        .await;
+    assert!(ds.iter().any(|d| d.action == Action::Resolve), "{ds:?}");
+    h.dispatch().await;
+    let said = h.seen.about("/chat", Some("resolved"), &id);
+    assert_eq!(said.len(), 1, "{:?}", h.seen.all());
+    let first = said[0].body["body"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    assert!(
+        first.contains("approval request is withdrawn: no rollback will run"),
+        "{first}"
+    );
+    let i = id.clone();
+    let approval = h.read(move |j| j.approval(&i)).await.unwrap();
+    assert_eq!(approval.state, "withdrawn");
+    h.finish().await;
+}
+
 /// The dispatcher claims up to 32 actions at once and runs them together;
 /// each rollback checks the budget while the others are already `running`.
 #[tokio::test(start_paused = true)]

@@ -151,9 +151,11 @@ impl Responder {
         }
         let mut message = Message::for_decision(d, Vec::new());
         if withdrawn {
-            message
-                .body
-                .push_str("\nThe rollback approval request is withdrawn: no rollback will run.");
+            // First, so a digest (which keeps each part's first line) says it too.
+            message.body.insert_str(
+                0,
+                "The rollback approval request is withdrawn: no rollback will run. ",
+            );
         }
         let channels = self.cfg.route(d.tier).notify.clone();
         let queued = self.queue(d.tier, &channels, &message).await;
