@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
@@ -26,7 +26,7 @@ use crate::action::links::{LinkSigner, Verb};
 use crate::action::ops::{self, OpError};
 use crate::action::{SharedJournal, with_journal};
 use crate::journal::{Verdict, Via};
-use crate::time::Clock;
+use crate::time::{Clock, Ts};
 
 pub struct Api {
     pub journal: SharedJournal,
@@ -62,7 +62,7 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// The HTTP status for a refused human request.
-fn status_of(e: &OpError) -> StatusCode {
+pub(crate) fn status_of(e: &OpError) -> StatusCode {
     match e {
         OpError::NoIncident(_) | OpError::NoRollout(_) => StatusCode::NOT_FOUND,
         OpError::Conflict(_) => StatusCode::CONFLICT,
@@ -116,16 +116,18 @@ async fn show(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
     }
 }
 
+/// Who acts, and their note.
 #[derive(Deserialize, Default)]
-struct Who {
+pub(crate) struct Who {
     #[serde(default)]
-    by: String,
+    pub by: String,
     #[serde(default)]
-    note: String,
+    pub note: String,
 }
 
-/// Performs `verb` for `by`; shared by the API and the link form.
-async fn perform(
+/// Performs `verb` for `by`; shared by the API, the link form and the
+/// console.
+pub(crate) async fn perform(
     api: &Api,
     id: String,
     verb: Verb,
@@ -195,36 +197,26 @@ async fn resume(
 
 type LinkPath = Path<(String, String, i64, String)>;
 
+/// A link page: the console's look (its stylesheet, phone-sized), none of
+/// its navigation (the link is the only credential here).
 fn page(code: StatusCode, title: &str, body: &str) -> Response {
+    let body = if body.starts_with("<h1>") {
+        body.to_owned()
+    } else {
+        format!("<h1>{}</h1>{body}", escape(title))
+    };
     let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"robots\" content=\"noindex\">\
-         <title>ripcord: {t}</title></head><body style=\"font-family:sans-serif;max-width:40em;margin:2em auto\">\
-         <h2>{t}</h2>{body}</body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>ripcord: {t}</title>\
+         <link rel=\"stylesheet\" href=\"/console/style.css\"></head><body>\
+         <header class=\"top\"><span class=\"brand\">ripcord</span></header><main class=\"link\">{body}</main></body></html>",
         t = escape(title)
     );
-    let mut r = (code, Html(html)).into_response();
-    let h = r.headers_mut();
-    use axum::http::{HeaderValue, header};
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    // The link's signature is in its path: never in a Referer.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    // Never inside someone else's frame (clickjacking the approve button);
-    // no script, posts only to ripcord itself.
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    r
+    // The console's headers: no store, no referrer (the link's signature
+    // is in its path), no frame (clickjacking the approve button), no
+    // script, forms only to ripcord itself.
+    crate::console::html(code, html)
 }
 
 /// Whether a link POST comes from ripcord's own page: a browser says where
@@ -232,14 +224,21 @@ fn page(code: StatusCode, title: &str, body: &str) -> Response {
 /// site must not be able to act with a link it learned. Clients that say
 /// nothing (curl, a chat app's own fetch) pass: the signature is the
 /// credential, this only stops cross-site forms.
-fn same_origin(headers: &axum::http::HeaderMap, public_url: Option<&str>) -> Result<(), String> {
+pub(crate) fn same_origin(
+    headers: &axum::http::HeaderMap,
+    public_url: Option<&str>,
+) -> Result<(), String> {
     use axum::http::header;
+    // A browser sets Sec-Fetch-Site itself (no page can forge it), so when
+    // it is there it decides. It must: our pages send no Referer, and then
+    // Chrome's form posts carry `Origin: null`, even to the same site.
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if !matches!(site, "same-origin" | "none") {
-            return Err(format!(
-                "a form from another site (Sec-Fetch-Site: {site}) cannot act"
-            ));
+        if matches!(site, "same-origin" | "none") {
+            return Ok(());
         }
+        return Err(format!(
+            "a form from another site (Sec-Fetch-Site: {site}) cannot act"
+        ));
     }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(());
@@ -297,8 +296,9 @@ fn check_link(
     Ok(verb)
 }
 
-/// GET: shows what the link would do and asks for a name. Acts on nothing,
-/// so a link preview or a crawler cannot approve anything.
+/// GET: shows what the link would do and asks for a name (the console's
+/// phone-sized confirmation page). Acts on nothing, so a link preview or a
+/// crawler cannot approve anything.
 async fn confirm_page(
     State(api): State<Arc<Api>>,
     Path((id, verb, expires, sig)): LinkPath,
@@ -307,34 +307,17 @@ async fn confirm_page(
         Ok(v) => v,
         Err(r) => return *r,
     };
+    let now = api.clock.now();
     let lookup = id.clone();
-    let incident = with_journal(&api.journal, move |j| j.incident(&lookup))
-        .await
-        .ok()
-        .flatten();
-    let facts = match &incident {
-        Some(i) => format!(
-            "<p><b>{}</b>: rule {}, {} tier, {} severity, {} since {}.</p><pre>{}</pre>",
-            escape(&i.id),
-            escape(&i.rule),
-            escape(&i.tier),
-            escape(&i.severity),
-            escape(&i.state),
-            i.opened_at,
-            escape(&serde_json::to_string_pretty(&i.labels).unwrap_or_default())
-        ),
-        None => format!("<p>Incident {} is not known here.</p>", escape(&id)),
-    };
-    let what = match verb {
-        Verb::Approve => "Approve the rollback",
-        Verb::Reject => "Reject the rollback",
-        Verb::Ack => "Acknowledge (stop paging)",
-    };
-    let form = format!(
-        "{facts}<form method=\"post\"><label>Your name: <input name=\"by\" required maxlength=\"128\"></label> \
-         <label>Note: <input name=\"note\" maxlength=\"512\"></label> <button type=\"submit\">{what}</button></form>"
-    );
-    page(StatusCode::OK, what, &form)
+    let budgets = crate::report::Budgets::default();
+    let review = with_journal(&api.journal, move |j| {
+        Ok(crate::report::Review::build(j, &lookup, &budgets, now).ok())
+    })
+    .await
+    .ok()
+    .flatten();
+    let body = crate::console::pages::confirm(review.as_ref(), &id, verb, Ts(expires), now);
+    page(StatusCode::OK, &format!("{verb} {id}"), &body)
 }
 
 #[derive(Deserialize)]

@@ -330,7 +330,19 @@ pub async fn run(
         crate::api::protected(api.clone())
             .merge(crate::gate::http::protected_routes(gates.clone()))
             .merge(crate::silence::http::routes(silence_api)),
-        crate::api::public(api).merge(crate::gate::http::open_routes(gates)),
+        crate::api::public(api.clone())
+            .merge(crate::gate::http::open_routes(gates.clone()))
+            .merge(crate::console::routes(Arc::new(crate::console::Console {
+                api,
+                gates,
+                silence_limits: cfg.silences.limits,
+                budgets: cfg.budgets,
+                auth: crate::console::auth::Auth::new(
+                    cfg.http.token.clone(),
+                    &cfg.http.console,
+                    cfg.http.public_url.as_deref(),
+                ),
+            }))),
     );
     let max_connections = crate::server::connection_cap(cfg.http.limits.max_connections);
     if max_connections < cfg.http.limits.max_connections {

@@ -11,6 +11,7 @@ pub mod api;
 pub mod app;
 pub mod cases;
 pub mod config;
+pub mod console;
 pub mod decision;
 pub mod decode;
 pub mod demo;

@@ -204,9 +204,13 @@ async fn serve_one(
         phase: phase.clone(),
     });
     let tracked = phase.clone();
-    let service = tower::service_fn(move |req: axum::extract::Request| {
+    let service = tower::service_fn(move |mut req: axum::extract::Request| {
         let tracked = tracked.clone();
         let mut app = app.clone();
+        // Who is on the other end: the console opens reading to loopback
+        // peers and believes a user header only from trusted proxies.
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         async move {
             tracked.in_flight.fetch_add(1, Ordering::Relaxed);
             tracked.set(BUSY);

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Errors};
 pub use secret::Secret;
-pub use service::{HttpConfig, HttpLimits, JournalConfig, KafkaConfig, LogConfig, LogFormat};
+pub use service::{
+    ConsoleConfig, HttpConfig, HttpLimits, JournalConfig, KafkaConfig, LogConfig, LogFormat,
+};
 use yaml::{MapReader, Node};
 
 use crate::decision::{Action, Tier};

@@ -73,6 +73,28 @@ pub struct HttpConfig {
     /// `/healthz` turns 503 when the pipeline loop has not turned for this
     /// long (outside a warm-up).
     pub stall_after: crate::time::Dur,
+    /// Who may read and act in the web console.
+    pub console: ConsoleConfig,
+}
+
+/// `http.console`: who may see and use the console (see `crate::console`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConsoleConfig {
+    /// Lets a browser read (not act) after signing in with it, or a client
+    /// with it as bearer token.
+    pub read_token: Option<Secret>,
+    /// A reverse proxy's header naming the signed-in user (oauth2-proxy:
+    /// `X-Auth-Request-User` with `--set-xauthrequest`, or
+    /// `X-Forwarded-User` with `--pass-user-headers`). Trusted, to read
+    /// and act, only from `trusted_proxies`.
+    pub trusted_user_header: Option<String>,
+    /// Peers whose user header is believed (default: loopback only, the
+    /// proxy on the same host).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Reading without credentials from a loopback peer (default true; an
+    /// ssh tunnel or a proxy on the host). Off when a proxy on the same
+    /// host serves people the proxy has not signed in.
+    pub open_on_loopback: bool,
 }
 
 /// What clients may hold: defaults that suit Alertmanager (a handful of
@@ -113,6 +135,10 @@ impl Default for HttpConfig {
             public_url: None,
             limits: HttpLimits::default(),
             stall_after: crate::time::Dur::from_secs(20),
+            console: ConsoleConfig {
+                open_on_loopback: true,
+                ..ConsoleConfig::default()
+            },
         }
     }
 }
@@ -312,6 +338,42 @@ pub(super) fn read_http(mut m: MapReader<'_>, h: &mut HttpConfig, errs: &mut Err
     }
     if let Some(d) = m.dur("stall_after", Dur::from_secs(1)..=Dur::from_mins(60), errs) {
         h.stall_after = d;
+    }
+    if let Some(c) = m.map("console", errs) {
+        read_console(c, &mut h.console, errs);
+    }
+    m.finish(errs);
+}
+
+fn read_console(mut m: MapReader<'_>, c: &mut ConsoleConfig, errs: &mut Errors) {
+    c.read_token = read_secret(&mut m, "read_token", errs);
+    if let Some(h) = m.str("trusted_user_header", errs) {
+        let n = m.node_of("trusted_user_header").unwrap_or(m.node());
+        match axum::http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(_) => c.trusted_user_header = Some(h.to_ascii_lowercase()),
+            Err(_) => m.err(
+                errs,
+                n,
+                "trusted_user_header",
+                format!("`{h}` is not an HTTP header name"),
+            ),
+        }
+    }
+    if let Some(list) = m.str_list("trusted_proxies", errs) {
+        for (ip, node) in list {
+            match ip.parse::<std::net::IpAddr>() {
+                Ok(a) => c.trusted_proxies.push(a),
+                Err(_) => m.err(
+                    errs,
+                    node,
+                    "trusted_proxies",
+                    format!("`{ip}` is not an IP address"),
+                ),
+            }
+        }
+    }
+    if let Some(b) = m.bool("open_on_loopback", errs) {
+        c.open_on_loopback = b;
     }
     m.finish(errs);
 }

@@ -610,6 +610,8 @@ pub enum Via {
     Api,
     /// `ripcord approve|reject` on a host with the journal.
     Cli,
+    /// The web console (a signed-in user or a trusted proxy's).
+    Console,
 }
 
 impl Via {
@@ -618,11 +620,12 @@ impl Via {
             Via::Link => "link",
             Via::Api => "api",
             Via::Cli => "cli",
+            Via::Console => "console",
         }
     }
 
     pub fn parse(s: &str) -> Option<Via> {
-        [Via::Link, Via::Api, Via::Cli]
+        [Via::Link, Via::Api, Via::Cli, Via::Console]
             .into_iter()
             .find(|v| v.as_str() == s)
     }

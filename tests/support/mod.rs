@@ -182,9 +182,15 @@ impl Responder {
     /// Starts `ripcord run --listen 127.0.0.1:0 <args>` in `dir` and waits
     /// until it listens (and, with `wait_assigned`, owns partitions).
     pub fn start(dir: &Path, args: &[&str]) -> Responder {
+        Responder::start_on(dir, "127.0.0.1:0", args)
+    }
+
+    /// [`Responder::start`] on `listen` (a known port, for a config's
+    /// `public_url`).
+    pub fn start_on(dir: &Path, listen: &str, args: &[&str]) -> Responder {
         let mut child = Command::new(ripcord_bin())
             .arg("run")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .current_dir(dir)
             .env(
@@ -1017,7 +1023,12 @@ pub fn screenshot(page: &Path, dir: &Path, width: u32, height: u32) -> Shot {
         "chromium failed: {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&out).unwrap()));
+    decode_png(&out)
+}
+
+/// A PNG file decoded to RGB.
+pub fn decode_png(out: &Path) -> Shot {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(out).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
@@ -1027,7 +1038,7 @@ pub fn screenshot(page: &Path, dir: &Path, width: u32, height: u32) -> Shot {
         .flat_map(|p| [p[0], p[1], p[2]])
         .collect();
     Shot {
-        path: out,
+        path: out.to_path_buf(),
         width: info.width,
         rgb,
     }

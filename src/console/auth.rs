@@ -1,0 +1,411 @@
+//! Who is looking at the console, and what they may do.
+//!
+//! - Reading: a loopback peer (unless `open_on_loopback: false`), the read
+//!   token, the API token, a session, or a trusted proxy's user header.
+//! - Acting: the API token (a browser signs in with it once and gets a
+//!   session cookie), or a trusted proxy's user header. A signed one-click
+//!   link is its own credential (see `api`).
+//! - Every form carries a CSRF token bound to the user, and a form posted
+//!   from another site is refused by its `Sec-Fetch-Site` / `Origin`.
+//!
+//! Sessions and CSRF tokens are HMACs under a key derived from the API
+//! token, so every replica accepts them and rotating the token ends them.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::config::{ConsoleConfig, Secret};
+use crate::time::{Dur, Ts};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "ripcord_console";
+/// How long a browser stays signed in.
+pub const SESSION_TTL: Dur = Dur::from_mins(12 * 60);
+/// Longest user name kept (as the API's `by`).
+const MAX_USER: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum May {
+    Nothing,
+    Read,
+    Act,
+}
+
+/// The person (or client) behind a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    pub may: May,
+    /// Who acts: the session's or the proxy's user. `None` reading
+    /// anonymously or with a token.
+    pub user: Option<String>,
+    /// Signed in with a session (it can sign out).
+    pub session: bool,
+}
+
+impl Viewer {
+    fn new(may: May, user: Option<String>, session: bool) -> Viewer {
+        Viewer { may, user, session }
+    }
+
+    /// The user, when they may act.
+    pub fn actor(&self) -> Option<&str> {
+        (self.may == May::Act)
+            .then_some(self.user.as_deref())
+            .flatten()
+    }
+}
+
+pub struct Auth {
+    api_token: Option<Secret>,
+    read_token: Option<Secret>,
+    user_header: Option<String>,
+    proxies: Vec<IpAddr>,
+    open_on_loopback: bool,
+    key: [u8; 32],
+    /// Cookies marked `Secure` when ripcord is reached over https.
+    secure: bool,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("user_header", &self.user_header)
+            .field("proxies", &self.proxies)
+            .field("open_on_loopback", &self.open_on_loopback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    pub fn new(api_token: Option<Secret>, cfg: &ConsoleConfig, public_url: Option<&str>) -> Auth {
+        let key = match &api_token {
+            Some(t) => Sha256::new()
+                .chain_update(b"ripcord console v1\0")
+                .chain_update(t.expose().as_bytes())
+                .finalize()
+                .into(),
+            // No token: nobody can sign in to act, so the key only has to
+            // outlive the process (CSRF for proxy users).
+            None => {
+                let mut k = [0u8; 32];
+                let seed = format!(
+                    "{:?}{}{:p}",
+                    std::time::SystemTime::now(),
+                    std::process::id(),
+                    &k
+                );
+                k.copy_from_slice(&Sha256::digest(seed.as_bytes()));
+                k
+            }
+        };
+        Auth {
+            api_token,
+            read_token: cfg.read_token.clone(),
+            user_header: cfg.trusted_user_header.clone(),
+            proxies: cfg.trusted_proxies.clone(),
+            open_on_loopback: cfg.open_on_loopback,
+            key,
+            secure: public_url.is_some_and(|u| u.starts_with("https://")),
+        }
+    }
+
+    /// Whether signing in can ever give the right to act (an API token
+    /// exists).
+    pub fn can_sign_in(&self) -> bool {
+        self.api_token.is_some() || self.read_token.is_some()
+    }
+
+    pub fn proxy_header(&self) -> Option<&str> {
+        self.user_header.as_deref()
+    }
+
+    /// Who sends this request, from what it carries and where it comes from.
+    pub fn viewer(&self, headers: &HeaderMap, peer: Option<SocketAddr>, now: Ts) -> Viewer {
+        let peer_ip = peer.map(|p| p.ip());
+        if let (Some(name), Some(ip)) = (&self.user_header, peer_ip) {
+            let trusted = if self.proxies.is_empty() {
+                ip.is_loopback()
+            } else {
+                self.proxies.contains(&ip)
+            };
+            if trusted {
+                if let Some(user) = headers
+                    .get(name.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(valid_user)
+                {
+                    return Viewer::new(May::Act, Some(user.to_owned()), false);
+                }
+            }
+        }
+        if let Some(token) = bearer(headers) {
+            if self
+                .api_token
+                .as_ref()
+                .is_some_and(|t| t.matches(token.as_bytes()))
+            {
+                return Viewer::new(May::Act, None, false);
+            }
+            if self
+                .read_token
+                .as_ref()
+                .is_some_and(|t| t.matches(token.as_bytes()))
+            {
+                return Viewer::new(May::Read, None, false);
+            }
+        }
+        if let Some((may, user)) = cookie(headers).and_then(|c| self.check_session(c, now)) {
+            return Viewer::new(may, Some(user), true);
+        }
+        if self.open_on_loopback && peer_ip.is_some_and(|ip| ip.is_loopback()) {
+            return Viewer::new(May::Read, None, false);
+        }
+        Viewer::new(May::Nothing, None, false)
+    }
+
+    /// Checks a sign-in: the token decides what the session may do.
+    pub fn sign_in(&self, token: &str) -> Option<May> {
+        if self
+            .api_token
+            .as_ref()
+            .is_some_and(|t| t.matches(token.as_bytes()))
+        {
+            Some(May::Act)
+        } else if self
+            .read_token
+            .as_ref()
+            .is_some_and(|t| t.matches(token.as_bytes()))
+        {
+            Some(May::Read)
+        } else {
+            None
+        }
+    }
+
+    /// The `Set-Cookie` value of a session for `user`.
+    pub fn session_cookie(&self, may: May, user: &str, now: Ts) -> Option<String> {
+        let user = valid_user(user)?;
+        let role = if may == May::Act { "act" } else { "read" };
+        let expires = now.saturating_add(SESSION_TTL).0;
+        let payload = format!("v1.{role}.{expires}.{}", URL_SAFE_NO_PAD.encode(user));
+        let sig = self.sign(&payload);
+        Some(format!(
+            "{COOKIE}={payload}.{sig}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            SESSION_TTL.millis() / 1000,
+            if self.secure { "; Secure" } else { "" }
+        ))
+    }
+
+    /// The `Set-Cookie` value that ends a session.
+    pub fn end_session(&self) -> String {
+        format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    }
+
+    fn check_session(&self, value: &str, now: Ts) -> Option<(May, String)> {
+        let (payload, sig) = value.rsplit_once('.')?;
+        let expected = self.sign(payload);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            expected.as_bytes(),
+            sig.as_bytes(),
+        )) {
+            return None;
+        }
+        let mut parts = payload.split('.');
+        let (Some("v1"), Some(role), Some(expires), Some(user), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        if expires.parse::<i64>().ok()? <= now.0 {
+            return None;
+        }
+        let user = String::from_utf8(URL_SAFE_NO_PAD.decode(user).ok()?).ok()?;
+        let may = match role {
+            "act" => May::Act,
+            "read" => May::Read,
+            _ => return None,
+        };
+        Some((may, user))
+    }
+
+    /// The CSRF token of a viewer's forms: bound to who they are.
+    pub fn csrf(&self, viewer: &Viewer) -> String {
+        self.sign(&format!("csrf.{}", viewer.user.as_deref().unwrap_or("")))
+    }
+
+    pub fn csrf_ok(&self, viewer: &Viewer, given: &str) -> bool {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            self.csrf(viewer).as_bytes(),
+            given.as_bytes(),
+        ))
+    }
+
+    fn sign(&self, payload: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(payload.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+}
+
+/// A user name as it goes on the timeline: 1 to 128 bytes, no control
+/// characters.
+fn valid_user(s: &str) -> Option<&str> {
+    let s = s.trim();
+    (!s.is_empty() && s.len() <= MAX_USER && !s.chars().any(char::is_control)).then_some(s)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(cfg: ConsoleConfig) -> Auth {
+        Auth::new(Some(Secret::new("api-token")), &cfg, None)
+    }
+
+    fn loopback() -> Option<SocketAddr> {
+        Some("127.0.0.1:5000".parse().unwrap())
+    }
+
+    fn remote() -> Option<SocketAddr> {
+        Some("10.0.0.9:5000".parse().unwrap())
+    }
+
+    fn with(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn loopback_reads_a_remote_peer_sees_nothing() {
+        let a = auth(ConsoleConfig {
+            open_on_loopback: true,
+            ..Default::default()
+        });
+        assert_eq!(
+            a.viewer(&HeaderMap::new(), loopback(), Ts(0)).may,
+            May::Read
+        );
+        assert_eq!(
+            a.viewer(&HeaderMap::new(), remote(), Ts(0)).may,
+            May::Nothing
+        );
+        let closed = auth(ConsoleConfig::default());
+        assert_eq!(
+            closed.viewer(&HeaderMap::new(), loopback(), Ts(0)).may,
+            May::Nothing
+        );
+    }
+
+    #[test]
+    fn a_session_acts_until_it_expires_and_a_forged_one_does_not() {
+        let a = auth(ConsoleConfig::default());
+        let set = a.session_cookie(May::Act, "alice", Ts(0)).unwrap();
+        let value = set.split(';').next().unwrap();
+        let v = a.viewer(&with(&[("cookie", value)]), remote(), Ts(1000));
+        assert_eq!((v.may, v.user.as_deref()), (May::Act, Some("alice")));
+        let late = a.viewer(
+            &with(&[("cookie", value)]),
+            remote(),
+            Ts(SESSION_TTL.millis() + 1),
+        );
+        assert_eq!(late.may, May::Nothing);
+        // Another user's name under alice's signature.
+        let forged = value.replace(
+            &URL_SAFE_NO_PAD.encode("alice"),
+            &URL_SAFE_NO_PAD.encode("bob"),
+        );
+        assert_eq!(
+            a.viewer(&with(&[("cookie", &forged)]), remote(), Ts(1000))
+                .may,
+            May::Nothing
+        );
+        // A read session cannot be turned into an acting one.
+        let read = a.session_cookie(May::Read, "carol", Ts(0)).unwrap();
+        let promoted = read.split(';').next().unwrap().replace(".read.", ".act.");
+        assert_eq!(
+            a.viewer(&with(&[("cookie", &promoted)]), remote(), Ts(1000))
+                .may,
+            May::Nothing
+        );
+    }
+
+    #[test]
+    fn the_user_header_is_believed_only_from_a_trusted_proxy() {
+        let a = auth(ConsoleConfig {
+            trusted_user_header: Some("x-auth-request-user".into()),
+            ..Default::default()
+        });
+        let h = with(&[("X-Auth-Request-User", "dana")]);
+        let v = a.viewer(&h, loopback(), Ts(0));
+        assert_eq!((v.may, v.actor()), (May::Act, Some("dana")));
+        assert_eq!(a.viewer(&h, remote(), Ts(0)).may, May::Nothing);
+        let listed = auth(ConsoleConfig {
+            trusted_user_header: Some("x-auth-request-user".into()),
+            trusted_proxies: vec!["10.0.0.9".parse().unwrap()],
+            ..Default::default()
+        });
+        assert_eq!(listed.viewer(&h, remote(), Ts(0)).may, May::Act);
+        assert_eq!(listed.viewer(&h, loopback(), Ts(0)).may, May::Nothing);
+    }
+
+    #[test]
+    fn tokens_read_or_act_and_csrf_is_bound_to_the_user() {
+        let a = auth(ConsoleConfig {
+            read_token: Some(Secret::new("read-token")),
+            ..Default::default()
+        });
+        let act = a.viewer(
+            &with(&[("authorization", "Bearer api-token")]),
+            remote(),
+            Ts(0),
+        );
+        assert_eq!(act.may, May::Act);
+        let read = a.viewer(
+            &with(&[("authorization", "Bearer read-token")]),
+            remote(),
+            Ts(0),
+        );
+        assert_eq!(read.may, May::Read);
+        assert_eq!(a.sign_in("nope"), None);
+        let alice = Viewer::new(May::Act, Some("alice".into()), true);
+        let bob = Viewer::new(May::Act, Some("bob".into()), true);
+        assert!(a.csrf_ok(&alice, &a.csrf(&alice)));
+        assert!(!a.csrf_ok(&bob, &a.csrf(&alice)));
+        assert!(!a.csrf_ok(&alice, ""));
+    }
+}

@@ -1,0 +1,770 @@
+//! The web console: what ripcord is doing, for the people in the loop.
+//!
+//! Server-rendered pages from the journal (no separate server, nothing
+//! fetched from elsewhere; the stylesheet and the small script that keeps
+//! open pages fresh are compiled in). Every acting page works without
+//! JavaScript: plain forms, each with a CSRF token, each act on the
+//! incident's timeline with its actor.
+//!
+//! - `GET /`: open incidents by tier and severity, what waits for whom
+//! - `GET /incidents/{id}`: the incident, its chart, timeline and buttons
+//! - `GET /rollouts`: upgrades, batches, gate verdicts, paused rollouts
+//! - `GET /silences`: silences, a form with a preview of what it mutes
+//! - `GET|POST /signin`, `POST /signout`
+//!
+//! Who may read or act: see [`auth`].
+
+pub mod auth;
+pub mod pages;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::action::links::Verb;
+use crate::action::{ops, with_journal};
+use crate::api::{Api, Who, perform, same_origin, status_of};
+use crate::journal::{IncidentRow, Via};
+use crate::report::{Budgets, Review};
+use crate::silence::{self, MatcherSpec, PostableSilence, SilenceLimits, UntilBatch};
+use crate::time::Dur;
+use auth::{Auth, May, Viewer};
+use pages::Frame;
+
+const STYLE: &str = include_str!("style.css");
+const LIVE_JS: &str = include_str!("live.js");
+/// Forms are small; nothing bigger is read.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+pub struct Console {
+    pub api: Arc<Api>,
+    pub gates: Arc<crate::gate::http::Gates>,
+    pub silence_limits: SilenceLimits,
+    pub budgets: Budgets,
+    pub auth: Auth,
+}
+
+pub fn routes(c: Arc<Console>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/incidents/{id}", get(incident))
+        .route("/incidents/{id}/act", post(act))
+        .route("/rollouts", get(rollouts))
+        .route("/rollouts/{service}/resume", post(resume))
+        .route("/silences", get(silences).post(silence_post))
+        .route("/silences/{id}/expire", post(silence_expire))
+        .route("/signin", get(sign_in_page).post(sign_in))
+        .route("/signout", post(sign_out))
+        .route("/console/style.css", get(style))
+        .route("/console/live.js", get(live_js))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .with_state(c)
+}
+
+/// The request's viewer, from its credentials and its peer.
+pub struct Seen {
+    viewer: Viewer,
+    headers: HeaderMap,
+}
+
+impl FromRequestParts<Arc<Console>> for Seen {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        c: &Arc<Console>,
+    ) -> Result<Seen, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|ci| ci.0);
+        let viewer = c.auth.viewer(&parts.headers, peer, c.api.clock.now());
+        Ok(Seen {
+            viewer,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Console {
+    fn frame<'a>(&'a self, viewer: &'a Viewer, csrf: &'a str) -> Frame<'a> {
+        Frame {
+            viewer,
+            csrf,
+            now: self.api.clock.now(),
+            can_sign_in: self.auth.can_sign_in(),
+            proxy_header: self.auth.proxy_header(),
+        }
+    }
+
+    /// A page for `viewer`, or 401 when they may not read.
+    fn page(
+        &self,
+        seen: &Seen,
+        title: &str,
+        current: &str,
+        live: bool,
+        body: impl FnOnce(&Frame<'_>) -> String,
+    ) -> Response {
+        let csrf = self.auth.csrf(&seen.viewer);
+        let f = self.frame(&seen.viewer, &csrf);
+        if seen.viewer.may < May::Read {
+            let text = if self.auth.can_sign_in() {
+                "Sign in to see the console."
+            } else {
+                "The console is open only on loopback, with a token, or behind the configured proxy."
+            };
+            let main = pages::message("Sign in", text, Some(("/signin", "Sign in")));
+            return html(
+                StatusCode::UNAUTHORIZED,
+                pages::layout(&f, title, current, false, &main),
+            );
+        }
+        let main = body(&f);
+        html(
+            StatusCode::OK,
+            pages::layout(&f, title, current, live, &main),
+        )
+    }
+
+    /// A short page (a refusal, an error) in the console's frame.
+    fn say(&self, seen: &Seen, code: StatusCode, title: &str, text: &str, back: &str) -> Response {
+        let csrf = self.auth.csrf(&seen.viewer);
+        let f = self.frame(&seen.viewer, &csrf);
+        let main = pages::message(title, text, Some((back, "back")));
+        html(code, pages::layout(&f, title, "", false, &main))
+    }
+
+    /// The actor of a form post, or the page that says why not: may act,
+    /// CSRF token, same site, a name.
+    fn actor(
+        &self,
+        seen: &Seen,
+        csrf: &str,
+        by: &str,
+        back: &str,
+    ) -> Result<String, Box<Response>> {
+        let refuse = |code, text: &str| Box::new(self.say(seen, code, "Not done", text, back));
+        if seen.viewer.may < May::Act {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "You may not act here: sign in with ripcord's API token, or come through the configured proxy.",
+            ));
+        }
+        if !self.auth.csrf_ok(&seen.viewer, csrf) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "The form's CSRF token is missing or wrong: reload the page and try again.",
+            ));
+        }
+        if let Err(why) = same_origin(&seen.headers, self.api.links.as_ref().map(|l| l.base())) {
+            return Err(refuse(StatusCode::FORBIDDEN, &why));
+        }
+        let name = seen
+            .viewer
+            .user
+            .clone()
+            .unwrap_or_else(|| by.trim().to_owned());
+        if name.is_empty() {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "Say who you are: your name goes on the timeline.",
+            ));
+        }
+        Ok(name)
+    }
+}
+
+/// An HTML response with the headers every console page carries: no
+/// caching, no framing, no script but our own, forms only to ourselves.
+pub fn html(code: StatusCode, body: String) -> Response {
+    let mut r = (code, Html(body)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+fn journal_down(e: impl std::fmt::Display) -> String {
+    format!("The journal did not answer: {e}")
+}
+
+async fn index(
+    State(c): State<Arc<Console>>,
+    seen: Seen,
+    Query(filter): Query<pages::ListFilter>,
+) -> Response {
+    if seen.viewer.may < May::Read {
+        return c.page(&seen, "Incidents", "/", false, |_| String::new());
+    }
+    let rows = with_journal(&c.api.journal, |j| {
+        Ok((j.incidents(Some("open"))?, j.incidents(Some("resolved"))?))
+    })
+    .await;
+    match rows {
+        Ok((open, mut resolved)) => {
+            resolved.sort_by_key(|i| std::cmp::Reverse(i.resolved_at));
+            c.page(&seen, "Incidents", "/", true, |f| {
+                pages::list(f, &open, &resolved, &filter)
+            })
+        }
+        Err(e) => c.say(
+            &seen,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Incidents",
+            &journal_down(e),
+            "/",
+        ),
+    }
+}
+
+async fn incident(State(c): State<Arc<Console>>, seen: Seen, Path(id): Path<String>) -> Response {
+    if seen.viewer.may < May::Read {
+        return c.page(&seen, "Incident", "/", false, |_| String::new());
+    }
+    let now = c.api.clock.now();
+    let budgets = c.budgets;
+    let lookup = id.clone();
+    let found = with_journal(&c.api.journal, move |j| {
+        let review = match Review::build(j, &lookup, &budgets, now) {
+            Ok(r) => r,
+            Err(crate::report::ReportError::NoIncident(_)) => return Ok(None),
+            Err(crate::report::ReportError::Journal(e)) => return Err(e),
+        };
+        let paging = j.escalation(&lookup)?;
+        let actions: Vec<(String, String, String)> = j
+            .actions_of(&lookup)?
+            .into_iter()
+            .map(|a| {
+                (
+                    a.action.to_string(),
+                    a.state.as_str().to_owned(),
+                    a.detail.unwrap_or_default(),
+                )
+            })
+            .collect();
+        Ok(Some((review, paging, actions)))
+    })
+    .await;
+    match found {
+        Ok(Some((review, paging, actions))) => {
+            let title = format!(
+                "{} {}",
+                review.incident.rule,
+                pages::target(&review.incident)
+            );
+            c.page(&seen, &title, "/", true, |f| {
+                pages::incident(f, &review, paging.as_ref(), &actions)
+            })
+        }
+        Ok(None) => c.say(
+            &seen,
+            StatusCode::NOT_FOUND,
+            "No such incident",
+            &format!("No incident {id} in the journal."),
+            "/",
+        ),
+        Err(e) => c.say(
+            &seen,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Incident",
+            &journal_down(e),
+            "/",
+        ),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ActForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    verb: String,
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn act(
+    State(c): State<Arc<Console>>,
+    seen: Seen,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<ActForm>,
+) -> Response {
+    let back = format!("/incidents/{}", pages::seg(&id));
+    let by = match c.actor(&seen, &form.csrf, &form.by, &back) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let Ok(verb) = form.verb.parse::<Verb>() else {
+        return c.say(
+            &seen,
+            StatusCode::BAD_REQUEST,
+            "Not done",
+            "Expected approve, reject or ack.",
+            &back,
+        );
+    };
+    match perform(
+        &c.api,
+        id,
+        verb,
+        Who {
+            by,
+            note: form.note,
+        },
+        Via::Console,
+    )
+    .await
+    {
+        Ok(_) => see_other(&back),
+        Err(e) => c.say(&seen, status_of(&e), "Not done", &e.to_string(), &back),
+    }
+}
+
+async fn rollouts(State(c): State<Arc<Console>>, seen: Seen) -> Response {
+    if seen.viewer.may < May::Read {
+        return c.page(&seen, "Rollouts", "/rollouts", false, |_| String::new());
+    }
+    let rows = with_journal(&c.api.journal, |j| Ok((j.upgrades(false)?, j.rollouts()?))).await;
+    let (upgrades, paused) = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            return c.say(
+                &seen,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Rollouts",
+                &journal_down(e),
+                "/",
+            );
+        }
+    };
+    let mut with_gate = Vec::with_capacity(upgrades.len());
+    for u in upgrades {
+        let gate = if u.open {
+            let q = crate::gate::Question {
+                service: u.service.clone(),
+                batch: None,
+                revision: None,
+            };
+            crate::gate::http::answer(&c.gates, q).await.ok()
+        } else {
+            None
+        };
+        with_gate.push((u, gate));
+    }
+    with_gate.sort_by_key(|(u, _)| (!u.open, std::cmp::Reverse(u.updated_at)));
+    c.page(&seen, "Rollouts", "/rollouts", true, |f| {
+        pages::rollouts(f, &with_gate, &paused)
+    })
+}
+
+#[derive(Deserialize, Default)]
+struct ByForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    by: String,
+}
+
+async fn resume(
+    State(c): State<Arc<Console>>,
+    seen: Seen,
+    Path(service): Path<String>,
+    axum::Form(form): axum::Form<ByForm>,
+) -> Response {
+    let by = match c.actor(&seen, &form.csrf, &form.by, "/rollouts") {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match ops::resume(&c.api.journal, &c.api.cfg, &service, &by, c.api.clock.now()).await {
+        Ok(_) => see_other("/rollouts"),
+        Err(e) => c.say(
+            &seen,
+            status_of(&e),
+            "Not resumed",
+            &e.to_string(),
+            "/rollouts",
+        ),
+    }
+}
+
+async fn silences(State(c): State<Arc<Console>>, seen: Seen) -> Response {
+    silences_page(
+        &c,
+        &seen,
+        &pages::SilenceForm::default(),
+        None,
+        &[],
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn silences_page(
+    c: &Console,
+    seen: &Seen,
+    form: &pages::SilenceForm,
+    preview: Option<&[IncidentRow]>,
+    problems: &[String],
+    code: StatusCode,
+) -> Response {
+    if seen.viewer.may < May::Read {
+        return c.page(seen, "Silences", "/silences", false, |_| String::new());
+    }
+    let now = c.api.clock.now();
+    let all = match with_journal(&c.api.journal, move |j| j.silences(now, true)).await {
+        Ok(a) => a,
+        Err(e) => {
+            return c.say(
+                seen,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Silences",
+                &journal_down(e),
+                "/",
+            );
+        }
+    };
+    // A page with a filled-in form does not refresh itself over it.
+    let live = preview.is_none() && problems.is_empty();
+    let mut r = c.page(seen, "Silences", "/silences", live, |f| {
+        pages::silences(f, &all, form, preview, problems)
+    });
+    if r.status() == StatusCode::OK {
+        *r.status_mut() = code;
+    }
+    r
+}
+
+/// The form as Alertmanager's PostableSilence, or every problem with it.
+fn postable(
+    form: &pages::SilenceForm,
+    by: &str,
+    now: crate::time::Ts,
+) -> Result<PostableSilence, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut matchers = Vec::new();
+    for line in form
+        .matchers
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        match MatcherSpec::parse(line) {
+            Ok(m) => matchers.push(m),
+            Err(e) => problems.push(format!("matcher `{line}`: {e}")),
+        }
+    }
+    let (ends_at, until) = match (form.duration.trim(), form.until_batch.trim()) {
+        ("", "") => {
+            problems
+                .push("give a duration (like 2h) or a batch (service:batch) it lasts until".into());
+            (None, None)
+        }
+        (d, "") => match d.parse::<Dur>() {
+            Ok(d) => (Some(now.saturating_add(d).to_string()), None),
+            Err(e) => {
+                problems.push(format!("duration `{d}`: {e}"));
+                (None, None)
+            }
+        },
+        ("", u) => match u.split_once(':') {
+            Some((s, b)) if !s.trim().is_empty() && !b.trim().is_empty() => (
+                None,
+                Some(UntilBatch {
+                    service: s.trim().to_owned(),
+                    batch: b.trim().to_owned(),
+                }),
+            ),
+            _ => {
+                problems.push(format!(
+                    "until batch `{u}`: expected service:batch, like web:3"
+                ));
+                (None, None)
+            }
+        },
+        _ => {
+            problems.push("give a duration or a batch, not both".into());
+            (None, None)
+        }
+    };
+    let scope = match form.scope.as_str() {
+        "" => silence::Scope::Notify,
+        s => match silence::Scope::parse(s) {
+            Some(s) => s,
+            None => {
+                problems.push(format!("scope `{s}`: expected notify or all"));
+                silence::Scope::Notify
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(PostableSilence {
+        id: None,
+        matchers,
+        starts_at: now.to_string(),
+        ends_at,
+        until,
+        created_by: by.to_owned(),
+        comment: form.comment.clone(),
+        scope,
+    })
+}
+
+async fn silence_post(
+    State(c): State<Arc<Console>>,
+    seen: Seen,
+    axum::Form(form): axum::Form<pages::SilenceForm>,
+) -> Response {
+    let by = match c.actor(&seen, &form.csrf, &form.by, "/silences") {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let now = c.api.clock.now();
+    let post = match postable(&form, &by, now) {
+        Ok(p) => p,
+        Err(problems) => {
+            return silences_page(&c, &seen, &form, None, &problems, StatusCode::BAD_REQUEST).await;
+        }
+    };
+    if form.intent == "preview" {
+        let checked = match post.validate(&c.silence_limits, now) {
+            Ok(s) => s,
+            Err(e) => {
+                return silences_page(&c, &seen, &form, None, &e.0, StatusCode::BAD_REQUEST).await;
+            }
+        };
+        let Some(compiled) = silence::Compiled::new(checked) else {
+            return silences_page(
+                &c,
+                &seen,
+                &form,
+                None,
+                &["the matchers do not compile".into()],
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
+        };
+        let open = with_journal(&c.api.journal, |j| j.incidents(Some("open"))).await;
+        let hits: Vec<IncidentRow> = match open {
+            Ok(o) => o
+                .into_iter()
+                .filter(|i| compiled.matches(&silence::labels_of_incident(i)))
+                .collect(),
+            Err(e) => {
+                return c.say(
+                    &seen,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Silences",
+                    &journal_down(e),
+                    "/silences",
+                );
+            }
+        };
+        return silences_page(&c, &seen, &form, Some(&hits), &[], StatusCode::OK).await;
+    }
+    let limits = c.silence_limits;
+    match with_journal(&c.api.journal, move |j| {
+        Ok(silence::create(j, post, &limits, now))
+    })
+    .await
+    {
+        Ok(Ok(s)) => {
+            tracing::info!(silence = %s.id, by = %s.created_by, "silence created in the console");
+            see_other("/silences")
+        }
+        Ok(Err(silence::SilenceError::Invalid(e))) => {
+            silences_page(&c, &seen, &form, None, &e.0, StatusCode::BAD_REQUEST).await
+        }
+        Ok(Err(e)) => c.say(
+            &seen,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not created",
+            &e.to_string(),
+            "/silences",
+        ),
+        Err(e) => c.say(
+            &seen,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not created",
+            &journal_down(e),
+            "/silences",
+        ),
+    }
+}
+
+async fn silence_expire(
+    State(c): State<Arc<Console>>,
+    seen: Seen,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<ByForm>,
+) -> Response {
+    let by = match c.actor(&seen, &form.csrf, &form.by, "/silences") {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let now = c.api.clock.now();
+    match with_journal(&c.api.journal, move |j| {
+        Ok(silence::expire(j, &id, &by, now))
+    })
+    .await
+    {
+        Ok(Ok(_)) => see_other("/silences"),
+        Ok(Err(e)) => {
+            let code = match e {
+                silence::SilenceError::NotFound(_) => StatusCode::NOT_FOUND,
+                silence::SilenceError::AlreadyOver(_) => StatusCode::CONFLICT,
+                silence::SilenceError::Invalid(_) => StatusCode::BAD_REQUEST,
+                silence::SilenceError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            c.say(&seen, code, "Not expired", &e.to_string(), "/silences")
+        }
+        Err(e) => c.say(
+            &seen,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not expired",
+            &journal_down(e),
+            "/silences",
+        ),
+    }
+}
+
+async fn sign_in_page(State(c): State<Arc<Console>>, seen: Seen) -> Response {
+    let csrf = c.auth.csrf(&seen.viewer);
+    let f = c.frame(&seen.viewer, &csrf);
+    let main = if c.auth.can_sign_in() {
+        pages::sign_in(None, c.auth.proxy_header())
+    } else {
+        pages::message(
+            "Sign in",
+            "No token is configured (http.token, http.console.read_token): there is nothing to sign in with.",
+            Some(("/", "back")),
+        )
+    };
+    html(
+        StatusCode::OK,
+        pages::layout(&f, "Sign in", "", false, &main),
+    )
+}
+
+#[derive(Deserialize, Default)]
+struct SignInForm {
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    token: String,
+}
+
+async fn sign_in(
+    State(c): State<Arc<Console>>,
+    seen: Seen,
+    axum::Form(form): axum::Form<SignInForm>,
+) -> Response {
+    let csrf = c.auth.csrf(&seen.viewer);
+    let f = c.frame(&seen.viewer, &csrf);
+    let refuse = |code: StatusCode, why: &str| {
+        html(
+            code,
+            pages::layout(
+                &f,
+                "Sign in",
+                "",
+                false,
+                &pages::sign_in(Some(why), c.auth.proxy_header()),
+            ),
+        )
+    };
+    // Nobody signs someone in from another site.
+    if let Err(why) = same_origin(&seen.headers, c.api.links.as_ref().map(|l| l.base())) {
+        return refuse(StatusCode::FORBIDDEN, &why);
+    }
+    let Some(may) = c.auth.sign_in(form.token.trim()) else {
+        tracing::warn!("console sign-in refused: wrong token");
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "That token is not one of ripcord's.",
+        );
+    };
+    let Some(cookie) = c.auth.session_cookie(may, &form.by, c.api.clock.now()) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "Your name: 1 to 128 characters, on one line.",
+        );
+    };
+    tracing::info!(user = %form.by.trim(), may = ?may, "console sign-in");
+    let mut r = see_other("/");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn sign_out(
+    State(c): State<Arc<Console>>,
+    seen: Seen,
+    axum::Form(form): axum::Form<ByForm>,
+) -> Response {
+    if !c.auth.csrf_ok(&seen.viewer, &form.csrf) {
+        return c.say(
+            &seen,
+            StatusCode::FORBIDDEN,
+            "Not signed out",
+            "The form's CSRF token is wrong.",
+            "/",
+        );
+    }
+    let mut r = see_other("/");
+    if let Ok(v) = HeaderValue::from_str(&c.auth.end_session()) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    let mut r = ([(header::CONTENT_TYPE, kind)], body).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+async fn live_js() -> Response {
+    asset("text/javascript; charset=utf-8", LIVE_JS)
+}

@@ -1,0 +1,868 @@
+//! The console's pages, rendered from what the journal holds: pure
+//! functions from data to HTML, so they are tested without a server.
+//!
+//! Every piece of text from events (labels, annotations, notes, names) goes
+//! through [`esc`]; every path segment built from one through [`seg`].
+
+use std::fmt::Write;
+
+use crate::action::links::Verb;
+use crate::gate::Answer;
+use crate::journal::{ApprovalRow, EscalationRow, IncidentRow, RolloutRow, UpgradeRow};
+use crate::report::{Review, human};
+use crate::silence::{Scope, Silence, SilenceState};
+use crate::time::{Dur, Ts};
+
+use super::auth::{May, Viewer};
+
+/// Text from anywhere, for an HTML element or attribute.
+pub fn esc(s: &str) -> String {
+    crate::text::html(s)
+}
+
+/// A path segment from event text: percent-encoded, so a `/` or `..` in a
+/// label never names another route.
+pub fn seg(s: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let out = percent_encoding::utf8_percent_encode(s, SEGMENT).to_string();
+    if out == "." || out == ".." {
+        out.replace('.', "%2E")
+    } else {
+        out
+    }
+}
+
+/// What every page shares: who is looking, and their CSRF token.
+pub struct Frame<'a> {
+    pub viewer: &'a Viewer,
+    pub csrf: &'a str,
+    pub now: Ts,
+    /// Signing in can give the right to act (an API token exists).
+    pub can_sign_in: bool,
+    pub proxy_header: Option<&'a str>,
+}
+
+/// The page around `main`. `live` pages refresh themselves (live.js).
+pub fn layout(f: &Frame<'_>, title: &str, current: &str, live: bool, main: &str) -> String {
+    let mut o = String::with_capacity(main.len() + 2048);
+    let _ = write!(
+        o,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{} · ripcord</title>\
+         <link rel=\"stylesheet\" href=\"/console/style.css\">\
+         <script src=\"/console/live.js\" defer></script></head><body>",
+        esc(title)
+    );
+    o.push_str("<header class=\"top\"><a class=\"brand\" href=\"/\">ripcord</a><nav>");
+    for (href, label) in [
+        ("/", "Incidents"),
+        ("/rollouts", "Rollouts"),
+        ("/silences", "Silences"),
+    ] {
+        let cur = if href == current {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
+        let _ = write!(o, "<a href=\"{href}\"{cur}>{label}</a>");
+    }
+    o.push_str("</nav><span class=\"who\">");
+    match (&f.viewer.user, f.viewer.may) {
+        (Some(u), may) => {
+            let _ = write!(
+                o,
+                "{} <small>({})</small>",
+                esc(u),
+                if may == May::Act { "may act" } else { "reads" }
+            );
+            if f.viewer.session {
+                let _ = write!(
+                    o,
+                    "<form method=\"post\" action=\"/signout\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button class=\"link\">sign out</button></form>",
+                    esc(f.csrf)
+                );
+            }
+        }
+        (None, May::Act) => o.push_str("API token"),
+        (None, _) if f.can_sign_in => o.push_str("<a href=\"/signin\">sign in</a>"),
+        (None, _) => o.push_str("read only"),
+    }
+    o.push_str("</span></header>");
+    let _ = write!(
+        o,
+        "<main{}>{main}</main><footer><span id=\"live-state\">{}</span> · page drawn {}</footer></body></html>",
+        if live { " data-live" } else { "" },
+        if live { "updates by itself" } else { "" },
+        f.now
+    );
+    o
+}
+
+fn label<'a>(i: &'a IncidentRow, k: &str) -> &'a str {
+    i.labels.get(k).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+/// `pay/i-wd1`, or what there is of it.
+pub fn target(i: &IncidentRow) -> String {
+    match (label(i, "service"), label(i, "instance")) {
+        ("", "") => i.partition.clone(),
+        (s, "") => s.to_owned(),
+        ("", n) => n.to_owned(),
+        (s, n) => format!("{s}/{n}"),
+    }
+}
+
+/// `18:22:24` of a time (the full time is the cell's title).
+fn clock(t: Ts) -> String {
+    let s = t.to_string();
+    s.get(11..19).unwrap_or(&s).to_owned()
+}
+
+fn ago(now: Ts, t: Ts) -> String {
+    let d = now.since(t);
+    if d < Dur::ZERO {
+        "just now".into()
+    } else {
+        format!("{} ago", human(Dur::from_secs(d.millis() / 1000)))
+    }
+}
+
+/// What an attention entry (`rollback:running`) means for a person.
+fn waiting(entry: &str) -> String {
+    let (action, state) = entry.split_once(':').unwrap_or((entry, ""));
+    let action = action.replace('_', " ");
+    match state {
+        "awaiting_approval" => "waits for a human to approve the rollback".into(),
+        "running" => format!("{action} running"),
+        "pending" => format!("{action} about to start"),
+        "unknown" => format!("{action}: outcome unknown, check the host"),
+        "failed" => format!("{action} failed"),
+        "approved" => format!("{action} approved, starting"),
+        other => format!("{action}: {}", other.replace('_', " ")),
+    }
+}
+
+/// Filters of the incident list.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct ListFilter {
+    #[serde(default)]
+    pub tier: String,
+    #[serde(default)]
+    pub severity: String,
+    #[serde(default)]
+    pub q: String,
+}
+
+impl ListFilter {
+    fn keeps(&self, i: &IncidentRow) -> bool {
+        (self.tier.is_empty() || i.tier == self.tier)
+            && (self.severity.is_empty() || i.severity == self.severity)
+            && (self.q.is_empty() || {
+                let q = self.q.to_lowercase();
+                target(i).to_lowercase().contains(&q)
+                    || i.rule.to_lowercase().contains(&q)
+                    || i.id.contains(&q)
+            })
+    }
+}
+
+fn select(name: &str, current: &str, options: &[&str]) -> String {
+    let mut o = format!("<select name=\"{name}\"><option value=\"\">any {name}</option>");
+    for v in options {
+        let sel = if *v == current { " selected" } else { "" };
+        let _ = write!(o, "<option{sel}>{v}</option>");
+    }
+    o.push_str("</select>");
+    o
+}
+
+/// `/`: open incidents by tier and severity, what waits for whom; the
+/// recently resolved.
+pub fn list(
+    f: &Frame<'_>,
+    open: &[IncidentRow],
+    resolved: &[IncidentRow],
+    filter: &ListFilter,
+) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<form class=\"filters\" method=\"get\" action=\"/\">{}{}<input name=\"q\" value=\"{}\" placeholder=\"service, instance, rule\" aria-label=\"filter\"><button>Filter</button></form>",
+        select("tier", &filter.tier, &["high", "medium", "low"]),
+        select(
+            "severity",
+            &filter.severity,
+            &["critical", "functional", "minor"]
+        ),
+        esc(&filter.q)
+    );
+    let shown: Vec<&IncidentRow> = open.iter().filter(|i| filter.keeps(i)).collect();
+    let _ = write!(
+        o,
+        "<h1>Open incidents <span class=\"count\">{}</span></h1>",
+        shown.len()
+    );
+    if shown.is_empty() {
+        o.push_str("<p class=\"calm\">Nothing open.</p>");
+    }
+    for tier in ["high", "medium", "low"] {
+        let mut of_tier: Vec<&&IncidentRow> = shown.iter().filter(|i| i.tier == tier).collect();
+        if of_tier.is_empty() {
+            continue;
+        }
+        of_tier.sort_by_key(|i| (severity_rank(&i.severity), std::cmp::Reverse(i.opened_at)));
+        let _ = write!(
+            o,
+            "<h2 class=\"tier-{tier}\">{tier} risk</h2><ul class=\"incidents\">"
+        );
+        for i in of_tier {
+            o.push_str(&card(f, i));
+        }
+        o.push_str("</ul>");
+    }
+    let recent: Vec<&IncidentRow> = resolved
+        .iter()
+        .filter(|i| filter.keeps(i))
+        .take(20)
+        .collect();
+    if !recent.is_empty() {
+        o.push_str("<h2>Recently resolved</h2><ul class=\"incidents resolved\">");
+        for i in recent {
+            o.push_str(&card(f, i));
+        }
+        o.push_str("</ul>");
+    }
+    o
+}
+
+fn severity_rank(s: &str) -> u8 {
+    match s {
+        "critical" => 0,
+        "functional" => 1,
+        _ => 2,
+    }
+}
+
+fn card(f: &Frame<'_>, i: &IncidentRow) -> String {
+    let waits = if i.attention.is_empty() {
+        String::new()
+    } else {
+        let items: Vec<String> = i.attention.iter().map(|a| waiting(a)).collect();
+        format!("<p class=\"waits\">{}</p>", esc(&items.join("; ")))
+    };
+    let when = match i.resolved_at {
+        Some(r) => format!("resolved {}", ago(f.now, r)),
+        None => format!("open since {}", ago(f.now, i.opened_at)),
+    };
+    format!(
+        "<li class=\"incident sev-{sev}\"><a href=\"/incidents/{id_seg}\"><span class=\"badge tier-{tier}\">{tier}</span> \
+         <span class=\"badge sev-{sev}\">{sev}</span> <b>{target}</b> <span class=\"rule\">{rule}</span></a>\
+         <p class=\"meta\">{when} · <code>{id}</code></p>{waits}</li>",
+        sev = esc(&i.severity),
+        tier = esc(&i.tier),
+        id_seg = seg(&i.id),
+        id = esc(&i.id),
+        target = esc(&target(i)),
+        rule = esc(&i.rule),
+    )
+}
+
+/// The opening decision's message: the alert summary (`ErrorsUp firing on
+/// pay/i-1: 5xx above 5%`) or the rule's reading.
+pub fn summary(r: &Review) -> Option<&str> {
+    // The timeline says `rollback: <message>`.
+    r.journal.iter().find(|t| t.kind == "decision").map(|t| {
+        t.message
+            .split_once(": ")
+            .map_or(t.message.as_str(), |(_, m)| m)
+    })
+}
+
+/// What approving does, in words, for the confirmation page.
+pub fn consequence(verb: Verb, i: &IncidentRow) -> String {
+    let service = label(i, "service");
+    let instance = label(i, "instance");
+    let on = match (service, instance) {
+        ("", "") => format!("the group {}", i.partition),
+        (s, "") => format!("service {s}"),
+        ("", n) => format!("instance {n}"),
+        (s, n) => format!("service {s} on instance {n}"),
+    };
+    match verb {
+        Verb::Approve => {
+            let extra = match i.tier.as_str() {
+                "high" => " The staged rollout stays paused until someone resumes it.",
+                _ => "",
+            };
+            format!("ripcord rolls back {on} with the configured rollback, within seconds.{extra}")
+        }
+        Verb::Reject => format!("No rollback of {on} will run. The incident stays open."),
+        Verb::Ack => format!("Paging for {on} stops. Nothing is rolled back by this."),
+    }
+}
+
+fn approval_state(a: &ApprovalRow, now: Ts) -> String {
+    match (a.state.as_str(), &a.decided_by) {
+        ("awaiting", _) => format!(
+            "waiting for approval; expires in {} (at {})",
+            human(Dur::from_secs(
+                a.expires_at.since(now).millis().max(0) / 1000
+            )),
+            a.expires_at
+        ),
+        (state, Some(by)) => {
+            let via = a
+                .decided_via
+                .map(|v| format!(" via {}", v.as_str()))
+                .unwrap_or_default();
+            format!(
+                "{state} by {by}{via}{}",
+                a.decided_at.map(|t| format!(" at {t}")).unwrap_or_default()
+            )
+        }
+        (state, None) => state.to_owned(),
+    }
+}
+
+fn paging_state(p: &EscalationRow) -> String {
+    match (&p.acked_by, p.state.as_str()) {
+        (Some(by), _) => format!("acknowledged by {by}"),
+        (None, "active") => format!(
+            "paging: next step {} {}",
+            p.step + 1,
+            p.next_at.map(|t| format!("at {t}")).unwrap_or_default()
+        ),
+        (None, s) => format!("paging {s}"),
+    }
+}
+
+fn act_form(f: &Frame<'_>, action: &str, verb: &str, label: &str, class: &str) -> String {
+    let name = if f.viewer.user.is_none() {
+        "<label>Your name <input name=\"by\" required maxlength=\"128\" autocomplete=\"name\"></label>"
+    } else {
+        ""
+    };
+    format!(
+        "<form method=\"post\" action=\"{action}\" class=\"act\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"verb\" value=\"{verb}\">{name}<label>Note <input name=\"note\" maxlength=\"512\"></label>\
+         <button class=\"{class}\">{label}</button></form>",
+        esc(f.csrf)
+    )
+}
+
+/// `/incidents/{id}`.
+pub fn incident(
+    f: &Frame<'_>,
+    r: &Review,
+    paging: Option<&EscalationRow>,
+    actions: &[(String, String, String)],
+) -> String {
+    let i = &r.incident;
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<h1><span class=\"badge tier-{tier}\">{tier}</span> <span class=\"badge sev-{sev}\">{sev}</span> {target}</h1>\
+         <p class=\"meta\">{rule} · <code>{id}</code> · {state}, opened {opened}{resolved}</p>",
+        tier = esc(&i.tier),
+        sev = esc(&i.severity),
+        target = esc(&target(i)),
+        rule = esc(&i.rule),
+        id = esc(&i.id),
+        state = esc(&i.state),
+        opened = i.opened_at,
+        resolved = i
+            .resolved_at
+            .map(|t| format!(", resolved {t}"))
+            .unwrap_or_default(),
+    );
+    if let Some(s) = summary(r) {
+        let _ = write!(o, "<p class=\"summary\">{}</p>", esc(s));
+    }
+    if let Some(v) = r.value_vs_threshold() {
+        let _ = write!(o, "<p class=\"value\">value <b>{}</b></p>", esc(&v));
+    }
+    // What waits for whom, and the buttons.
+    o.push_str("<section class=\"state\">");
+    if let Some(a) = &r.approval {
+        let _ = write!(o, "<p>Approval: {}</p>", esc(&approval_state(a, f.now)));
+    }
+    if let Some(p) = paging {
+        let _ = write!(o, "<p>{}</p>", esc(&paging_state(p)));
+    }
+    for w in &i.attention {
+        let _ = write!(o, "<p class=\"waits\">{}</p>", esc(&waiting(w)));
+    }
+    let open = i.state == "open";
+    let awaiting = r.approval.as_ref().is_some_and(|a| a.state == "awaiting");
+    let paging_on = paging.is_some_and(|p| p.acked_by.is_none() && p.state == "active");
+    let path = format!("/incidents/{}", seg(&i.id));
+    if f.viewer.may == May::Act && (awaiting || (open && paging_on)) {
+        o.push_str("<div class=\"buttons\">");
+        if awaiting {
+            o.push_str(&act_form(
+                f,
+                &format!("{path}/act"),
+                "approve",
+                "Approve rollback",
+                "primary",
+            ));
+            o.push_str(&act_form(
+                f,
+                &format!("{path}/act"),
+                "reject",
+                "Reject",
+                "danger",
+            ));
+        }
+        if paging_on || awaiting {
+            o.push_str(&act_form(
+                f,
+                &format!("{path}/act"),
+                "ack",
+                "Acknowledge",
+                "plain",
+            ));
+        }
+        o.push_str("</div>");
+    } else if awaiting {
+        o.push_str(if f.can_sign_in {
+            "<p class=\"hint\"><a href=\"/signin\">Sign in</a> to approve, reject or acknowledge.</p>"
+        } else {
+            "<p class=\"hint\">Acting from the console needs http.token or a trusted proxy (http.console.trusted_user_header).</p>"
+        });
+    }
+    o.push_str("</section>");
+    o.push_str("<h2>Around the incident</h2><div class=\"chart\">");
+    o.push_str(&crate::report::html::chart(&r.chart));
+    o.push_str("</div>");
+    o.push_str("<h2>Labels</h2><table class=\"labels\">");
+    if let Some(obj) = i.labels.as_object() {
+        for (k, v) in obj {
+            let _ = write!(
+                o,
+                "<tr><th>{}</th><td>{}</td></tr>",
+                esc(k),
+                esc(v.as_str().unwrap_or_default())
+            );
+        }
+    }
+    o.push_str("</table>");
+    if !actions.is_empty() {
+        o.push_str("<h2>Actions</h2><table class=\"actions\"><tr><th>action</th><th>state</th><th>detail</th></tr>");
+        for (a, s, d) in actions {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td class=\"st-{}\">{}</td><td>{}</td></tr>",
+                esc(a),
+                esc(s),
+                esc(s),
+                esc(d)
+            );
+        }
+        o.push_str("</table>");
+    }
+    o.push_str("<h2>Timeline</h2><table class=\"timeline\">");
+    for t in &r.journal {
+        let _ = write!(
+            o,
+            "<tr><td class=\"at\" title=\"{}\">{}</td><td class=\"kind\">{}</td><td>{}</td></tr>",
+            t.at,
+            clock(t.at),
+            esc(&t.kind),
+            esc(&t.message)
+        );
+    }
+    o.push_str("</table>");
+    o
+}
+
+/// The one-click confirmation page, for a phone: what happens to which
+/// instance, the alert, value vs threshold, who else acted, time left,
+/// then one name and one big button. Posts to itself.
+pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -> String {
+    let what = match verb {
+        Verb::Approve => "Approve the rollback?",
+        Verb::Reject => "Reject the rollback?",
+        Verb::Ack => "Acknowledge the page?",
+    };
+    let button = match verb {
+        Verb::Approve => ("Approve rollback", "primary"),
+        Verb::Reject => ("Reject rollback", "danger"),
+        Verb::Ack => ("Acknowledge", "plain"),
+    };
+    let mut o = format!("<h1>{what}</h1>");
+    let Some(r) = r else {
+        let _ = write!(
+            o,
+            "<p>Incident <code>{}</code> is not known here.</p>",
+            esc(id)
+        );
+        return o;
+    };
+    let i = &r.incident;
+    let _ = write!(
+        o,
+        "<p class=\"big\"><span class=\"badge tier-{tier}\">{tier}</span> <span class=\"badge sev-{sev}\">{sev}</span> <b>{target}</b></p>\
+         <p class=\"consequence\">{}</p>",
+        esc(&consequence(verb, i)),
+        tier = esc(&i.tier),
+        sev = esc(&i.severity),
+        target = esc(&target(i)),
+    );
+    if let Some(s) = summary(r) {
+        let _ = write!(o, "<p class=\"summary\">{}</p>", esc(s));
+    }
+    if let Some(v) = r.value_vs_threshold() {
+        let _ = write!(
+            o,
+            "<p class=\"value\">value <b>{}</b> ({})</p>",
+            esc(&v),
+            esc(&i.rule)
+        );
+    }
+    let left = expires.since(now);
+    let _ = write!(
+        o,
+        "<p class=\"left\">This link works for <b>{}</b> more (until {expires}) and only once.</p>",
+        human(Dur::from_secs(left.millis().max(0) / 1000))
+    );
+    let mut acted = Vec::new();
+    if let Some(a) = &r.approval {
+        if a.state != "awaiting" {
+            acted.push(approval_state(a, now));
+        }
+    }
+    acted.extend(
+        r.journal
+            .iter()
+            .filter(|t| {
+                t.message.starts_with("acknowledged by ")
+                    || t.message.contains("approval request is withdrawn")
+            })
+            .map(|t| format!("{} ({})", t.message, t.at)),
+    );
+    if acted.is_empty() {
+        o.push_str("<p class=\"others\">Nobody else has acted yet.</p>");
+    } else {
+        o.push_str("<ul class=\"others\">");
+        for a in acted {
+            let _ = write!(o, "<li>{}</li>", esc(&a));
+        }
+        o.push_str("</ul>");
+    }
+    if i.state != "open" {
+        let _ = write!(
+            o,
+            "<p class=\"warn\">The incident is {} already.</p>",
+            esc(&i.state)
+        );
+    }
+    let _ = write!(
+        o,
+        "<form method=\"post\" class=\"confirm\"><label>Your name<input name=\"by\" required maxlength=\"128\" autocomplete=\"name\" autocapitalize=\"none\"></label>\
+         <label>Note (optional)<input name=\"note\" maxlength=\"512\"></label>\
+         <button type=\"submit\" class=\"{} huge\">{}</button></form>",
+        button.1, button.0
+    );
+    o
+}
+
+/// `/rollouts`: upgrades with their batches and gate verdicts; paused
+/// rollouts with a resume button.
+pub fn rollouts(
+    f: &Frame<'_>,
+    upgrades: &[(UpgradeRow, Option<Answer>)],
+    paused: &[RolloutRow],
+) -> String {
+    let mut o = String::from("<h1>Rollouts</h1>");
+    let held: Vec<&RolloutRow> = paused.iter().filter(|r| r.paused).collect();
+    if !held.is_empty() {
+        o.push_str("<h2>Paused by ripcord</h2><ul class=\"incidents\">");
+        for r in held {
+            let _ = write!(
+                o,
+                "<li class=\"incident sev-critical\"><b>{}</b> paused {} by {}{}",
+                esc(&r.service),
+                ago(f.now, r.changed_at),
+                esc(&r.changed_by),
+                r.incident
+                    .as_ref()
+                    .map(|i| format!(" for <a href=\"/incidents/{}\">{}</a>", seg(i), esc(i)))
+                    .unwrap_or_default()
+            );
+            if f.viewer.may == May::Act {
+                let _ = write!(
+                    o,
+                    "<form method=\"post\" action=\"/rollouts/{}/resume\" class=\"act\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{}<button class=\"primary\">Resume rollout</button></form>",
+                    seg(&r.service),
+                    esc(f.csrf),
+                    if f.viewer.user.is_none() {
+                        "<label>Your name <input name=\"by\" required maxlength=\"128\"></label>"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            o.push_str("</li>");
+        }
+        o.push_str("</ul>");
+    }
+    o.push_str("<h2>Upgrades</h2>");
+    if upgrades.is_empty() {
+        o.push_str("<p class=\"calm\">No upgrade has reported progress.</p>");
+        return o;
+    }
+    o.push_str("<table><tr><th>service</th><th>batch</th><th>stage</th><th>progress</th><th>updated</th><th>gate</th></tr>");
+    for (u, gate) in upgrades {
+        let progress = match (u.done, u.total) {
+            (Some(d), Some(t)) => format!("{d}/{t}"),
+            _ => String::new(),
+        };
+        let verdict = match gate {
+            Some(a) => format!(
+                "<span class=\"gate gate-{d}\">{d}</span> {}",
+                esc(&a.reasons.join("; ")),
+                d = a.decision.as_str()
+            ),
+            None => String::new(),
+        };
+        let _ = write!(
+            o,
+            "<tr><td><b>{}</b>{}</td><td>{}</td><td>{}</td><td>{progress}</td><td>{}</td><td>{verdict}</td></tr>",
+            esc(&u.service),
+            if u.open {
+                ""
+            } else {
+                " <small>(ended)</small>"
+            },
+            esc(u.batch.as_deref().unwrap_or("")),
+            esc(&u.stage),
+            ago(f.now, u.updated_at),
+        );
+    }
+    o.push_str("</table>");
+    o
+}
+
+/// What the silence form had in it (kept on a preview or an error).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct SilenceForm {
+    #[serde(default)]
+    pub matchers: String,
+    #[serde(default)]
+    pub duration: String,
+    #[serde(default)]
+    pub until_batch: String,
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub comment: String,
+    #[serde(default)]
+    pub by: String,
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub intent: String,
+}
+
+/// `/silences`: what is in force, the form (with the preview of what it
+/// would mute), the expired.
+pub fn silences(
+    f: &Frame<'_>,
+    all: &[Silence],
+    form: &SilenceForm,
+    preview: Option<&[IncidentRow]>,
+    problems: &[String],
+) -> String {
+    let mut o = String::from("<h1>Silences</h1>");
+    let (live, over): (Vec<&Silence>, Vec<&Silence>) = all
+        .iter()
+        .partition(|s| s.state(f.now) != SilenceState::Expired);
+    if live.is_empty() {
+        o.push_str("<p class=\"calm\">No silence in force.</p>");
+    } else {
+        o.push_str("<ul class=\"silences\">");
+        for s in live {
+            o.push_str(&silence_item(f, s, true));
+        }
+        o.push_str("</ul>");
+    }
+    if f.viewer.may == May::Act {
+        o.push_str("<h2>New silence</h2>");
+        for p in problems {
+            let _ = write!(o, "<p class=\"warn\">{}</p>", esc(p));
+        }
+        if let Some(hits) = preview {
+            let scope = Scope::parse(&form.scope).unwrap_or_default();
+            let _ = write!(
+                o,
+                "<div class=\"preview\"><p><b>Preview:</b> scope {} {}. It matches {} open incident(s) now:</p><ul>",
+                scope.as_str(),
+                match scope {
+                    Scope::Notify =>
+                        "mutes informational messages only; rollbacks, pages and approval requests still go",
+                    Scope::All =>
+                        "holds back actions too: rollbacks, pauses, pages and approval requests",
+                },
+                hits.len()
+            );
+            for i in hits {
+                let _ = write!(
+                    o,
+                    "<li><a href=\"/incidents/{}\">{}</a> {} ({})</li>",
+                    seg(&i.id),
+                    esc(&target(i)),
+                    esc(&i.rule),
+                    esc(&i.tier)
+                );
+            }
+            o.push_str("</ul><p>New breaches that match are held back the same way while it lasts.</p></div>");
+        }
+        let _ = write!(
+            o,
+            "<form method=\"post\" action=\"/silences\" class=\"silence\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <label>Matchers, one per line (<code>service=web</code>, <code>instance=~i-web-.*</code>, <code>tier!=high</code>)\
+             <textarea name=\"matchers\" rows=\"3\" required>{m}</textarea></label>\
+             <label>For <input name=\"duration\" value=\"{d}\" placeholder=\"2h\"></label>\
+             <label>or until batch (service:batch) completes <input name=\"until_batch\" value=\"{u}\" placeholder=\"web:3\"></label>\
+             <label>Scope <select name=\"scope\"><option value=\"notify\"{sn}>notify: messages only</option><option value=\"all\"{sa}>all: actions too</option></select></label>\
+             {by}<label>Comment <input name=\"comment\" value=\"{c}\" required maxlength=\"2000\"></label>\
+             <div class=\"buttons\"><button name=\"intent\" value=\"preview\" class=\"plain\">Preview</button>\
+             <button name=\"intent\" value=\"create\" class=\"primary\">Create silence</button></div></form>",
+            csrf = esc(f.csrf),
+            m = esc_block(&form.matchers),
+            d = esc(&form.duration),
+            u = esc(&form.until_batch),
+            sn = if form.scope == "all" { "" } else { " selected" },
+            sa = if form.scope == "all" { " selected" } else { "" },
+            by = if f.viewer.user.is_none() {
+                format!(
+                    "<label>Your name <input name=\"by\" value=\"{}\" required maxlength=\"128\"></label>",
+                    esc(&form.by)
+                )
+            } else {
+                String::new()
+            },
+            c = esc(&form.comment),
+        );
+    } else if f.can_sign_in {
+        o.push_str(
+            "<p class=\"hint\"><a href=\"/signin\">Sign in</a> to create or expire silences.</p>",
+        );
+    }
+    if !over.is_empty() {
+        o.push_str("<h2>Expired</h2><ul class=\"silences over\">");
+        for s in over.iter().rev().take(20) {
+            o.push_str(&silence_item(f, s, false));
+        }
+        o.push_str("</ul>");
+    }
+    o
+}
+
+/// Multi-line text for a textarea: each line escaped on its own.
+fn esc_block(s: &str) -> String {
+    s.lines().map(esc).collect::<Vec<_>>().join("\n")
+}
+
+fn silence_item(f: &Frame<'_>, s: &Silence, live: bool) -> String {
+    let matchers: Vec<String> = s.matchers.iter().map(ToString::to_string).collect();
+    let until = match &s.until {
+        Some(u) => format!(
+            "until batch {} of {} completes (at the latest {})",
+            u.batch, u.service, s.ends_at
+        ),
+        None => format!("until {}", s.ends_at),
+    };
+    let mut o = format!(
+        "<li><span class=\"badge scope-{scope}\">{scope}</span> <code>{m}</code> <span class=\"meta\">{state}, {until}, by {by}: {c}{expired}</span> <code class=\"id\">{id}</code>",
+        scope = s.scope.as_str(),
+        m = esc(&matchers.join(", ")),
+        state = s.state(f.now).as_str(),
+        until = esc(&until),
+        by = esc(&s.created_by),
+        c = esc(&s.comment),
+        expired = s
+            .expired_by
+            .as_ref()
+            .map(|b| format!(" (expired by {})", esc(b)))
+            .unwrap_or_default(),
+        id = esc(&s.id),
+    );
+    if live && f.viewer.may == May::Act {
+        let _ = write!(
+            o,
+            "<form method=\"post\" action=\"/silences/{}/expire\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{}<button class=\"danger small\">Expire</button></form>",
+            seg(&s.id),
+            esc(f.csrf),
+            if f.viewer.user.is_none() {
+                "<input name=\"by\" required maxlength=\"128\" placeholder=\"your name\" aria-label=\"your name\">"
+            } else {
+                ""
+            }
+        );
+    }
+    o.push_str("</li>");
+    o
+}
+
+/// `/signin`.
+pub fn sign_in(problem: Option<&str>, header: Option<&str>) -> String {
+    let mut o = String::from("<h1>Sign in</h1>");
+    if let Some(p) = problem {
+        let _ = write!(o, "<p class=\"warn\">{}</p>", esc(p));
+    }
+    o.push_str(
+        "<form method=\"post\" action=\"/signin\" class=\"confirm\"><label>Your name (it goes on the timeline of what you do)\
+         <input name=\"by\" required maxlength=\"128\" autocomplete=\"name\"></label>\
+         <label>Token (ripcord's API token to act, the read token to look)<input name=\"token\" type=\"password\" required autocomplete=\"current-password\"></label>\
+         <button class=\"primary huge\">Sign in</button></form>",
+    );
+    if let Some(h) = header {
+        let _ = write!(
+            o,
+            "<p class=\"hint\">Behind the configured proxy you are signed in by its <code>{}</code> header.</p>",
+            esc(h)
+        );
+    }
+    o
+}
+
+/// A short page saying what happened (or why not).
+pub fn message(title: &str, text: &str, back: Option<(&str, &str)>) -> String {
+    let mut o = format!("<h1>{}</h1><p>{}</p>", esc(title), esc(text));
+    if let Some((href, label)) = back {
+        let _ = write!(o, "<p><a href=\"{}\">{}</a></p>", esc(href), esc(label));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_segment_from_a_label_never_names_another_route() {
+        assert_eq!(seg("web"), "web");
+        assert_eq!(seg("../api/v1/alerts"), "..%2Fapi%2Fv1%2Falerts");
+        assert_eq!(seg(".."), "%2E%2E");
+        assert_eq!(seg("a b?c#d"), "a%20b%3Fc%23d");
+    }
+
+    #[test]
+    fn waiting_says_who_is_waited_for() {
+        assert_eq!(
+            waiting("request_approval:awaiting_approval"),
+            "waits for a human to approve the rollback"
+        );
+        assert_eq!(
+            waiting("rollback:unknown"),
+            "rollback: outcome unknown, check the host"
+        );
+    }
+}

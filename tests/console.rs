@@ -1,0 +1,642 @@
+//! The web console in a real browser: Debian's headless Chromium driven
+//! over WebDriver (chromedriver, Debian's `chromium-driver`) by fantoccini,
+//! against the real binary. Screenshots at phone and desktop width are kept
+//! under `target/test-artefacts/`.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use support::{Capture, Responder, free_port, now_millis, recorded_calls, rfc3339};
+
+const RULES: &str = r#"
+rules:
+  - name: errors
+    match: {metric: http_5xx_ratio}
+    group_by: [service, instance]
+    window: 30s
+    aggregate: last
+    condition: "> 5%"
+    for: 60s
+    clear_for: 0s
+"#;
+
+const TOKEN: &str = "console-test-api-token-0123456789";
+
+/// chromedriver on a free port, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "chromedriver is not installed ({e}): run `scripts/setup` (apt-get install chromium-driver chromium)"
+                )
+            });
+        let url = format!("http://127.0.0.1:{port}");
+        let ok = support::wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(ok, "chromedriver did not listen on {port}");
+        Driver { child, url }
+    }
+
+    /// A browser session: desktop (1280x900) or a phone (390x844, touch,
+    /// the page's own viewport).
+    async fn browser(&self, phone: bool) -> Client {
+        let mut opts = json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--hide-scrollbars", "--force-device-scale-factor=1", "--window-size=1280,900"],
+        });
+        if phone {
+            opts["mobileEmulation"] = json!({
+                "deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 1.0, "touch": true},
+                "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Mobile Safari/537.36",
+            });
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".into(), opts);
+        ClientBuilder::native()
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a WebDriver session on chromedriver")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The responder with a chat stand-in, one-click links, a recording
+/// rollback script and the fast rule.
+fn start(dir: &Path, chat: &Capture) -> Responder {
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/errors.yaml"), RULES).unwrap();
+    let record = dir.join("calls.bin");
+    let script = dir.join("rollback.sh");
+    std::fs::write(
+        &script,
+        format!("printf '%s\\0' CALL \"$@\" >> '{}'\n", record.display()),
+    )
+    .unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.join("ripcord.yaml"),
+        format!(
+            r#"http:
+  token: "{TOKEN}"
+  public_url: "http://127.0.0.1:{port}"
+channels:
+  chat: {{type: webhook, url: "{chat}/chat", rate: 100/s}}
+approvals:
+  link_secret: "console-test-link-secret"
+executors:
+  rollback:
+    command: {{argv: [/bin/sh, "{script}", "{{instance}}"], timeout: 30s}}
+"#,
+            chat = chat.base(),
+            script = script.display()
+        ),
+    )
+    .unwrap();
+    Responder::start_on(
+        dir,
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--config",
+            "ripcord.yaml",
+            "--rules",
+            "rules",
+            "--state",
+            "state.db",
+            "--no-kafka",
+        ],
+    )
+}
+
+fn rollbacks(dir: &Path, instance: &str) -> usize {
+    recorded_calls(&dir.join("calls.bin"))
+        .iter()
+        .filter(|c| c.first().map(String::as_str) == Some(instance))
+        .count()
+}
+
+/// Posts events (NDJSON) with the API token.
+async fn post_events(r: &Responder, events: &[Value]) {
+    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
+    let resp = reqwest::Client::new()
+        .post(r.url("/api/v1/events"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
+}
+
+/// Healthy readings of `service`/`instance` on `tier`, then 40% errors
+/// long enough to breach: the incident opens as they are posted.
+fn bad_batch(service: &str, instance: &str, tier: &str) -> Vec<Value> {
+    let t = now_millis() - 200_000;
+    (0..=190)
+        .step_by(10)
+        .map(|dt| {
+            json!({"metric": "http_5xx_ratio", "value": if dt >= 100 { 0.4 } else { 0.01 },
+                   "ts": rfc3339(t + dt * 1000),
+                   "labels": {"service": service, "instance": instance, "tier": tier}})
+        })
+        .collect()
+}
+
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{what}: not within {timeout:?}");
+}
+
+/// Polls `f` until it gives a value (30 s at most).
+async fn until_some<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{what}: not within 30 s");
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Saves the browser's screenshot as a test artefact and decodes it.
+async fn shot(c: &Client, dir: &Path, name: &str) -> support::Shot {
+    let png = c.screenshot().await.unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, png).unwrap();
+    support::keep_artefact(&path, name);
+    support::decode_png(&path)
+}
+
+/// The approve link the chat got for `incident`.
+fn link(chat: &Capture, incident: &str, verb: &str) -> Option<String> {
+    let part = format!("/l/{incident}/{verb}/");
+    chat.bodies("/chat").iter().find_map(|b| {
+        let v: Value = serde_json::from_str(b).ok()?;
+        v["links"]
+            .as_array()?
+            .iter()
+            .filter_map(|l| l["url"].as_str())
+            .find(|u| u.contains(&part))
+            .map(str::to_owned)
+    })
+}
+
+async fn api_json(r: &Responder, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(r.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn incident_of(r: &Responder, instance: &str) -> Option<String> {
+    let v = api_json(r, "/api/v1/incidents").await;
+    v["incidents"]
+        .as_array()?
+        .iter()
+        .find(|i| i["labels"]["instance"] == instance)
+        .and_then(|i| i["id"].as_str())
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_goes_live_the_chart_renders_and_a_phone_approval_rolls_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = Capture::start();
+    let r = start(dir.path(), &chat);
+    let driver = Driver::start();
+    let desk = driver.browser(false).await;
+
+    // The list, open before anything happens, shows the incident by itself.
+    desk.goto(&r.url("/")).await.unwrap();
+    assert!(text_of(&desk, "main").await.contains("Nothing open"));
+    post_events(&r, &bad_batch("pay", "i-pay-1", "medium")).await;
+    eventually(
+        "the open list shows pay/i-pay-1 without a reload",
+        Duration::from_secs(30),
+        || async { text_of(&desk, "ul.incidents").await.contains("pay/i-pay-1") },
+    )
+    .await;
+    let card = text_of(&desk, "li.incident").await;
+    assert!(
+        card.contains("waits for a human to approve the rollback"),
+        "{card}"
+    );
+    assert!(card.contains("MEDIUM") || card.contains("medium"), "{card}");
+
+    // The incident page: summary, value vs threshold, the chart; no
+    // buttons for a reader who has not signed in.
+    desk.find(Locator::Css("li.incident a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    desk.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(".chart svg polyline"))
+        .await
+        .expect("the chart's series");
+    let page = text_of(&desk, "main").await;
+    assert!(page.contains("value 0.4 vs 0.05"), "{page}");
+    assert!(page.contains("Sign in to approve"), "{page}");
+    assert!(
+        desk.find(Locator::Css("form.act")).await.is_err(),
+        "no act form for a reader"
+    );
+    let s = shot(&desk, dir.path(), "console-incident-desktop.png").await;
+    assert!(s.width >= 1200, "desktop width {}", s.width);
+    assert!(
+        s.count_near([0xe4, 0x57, 0x2e]) > 300,
+        "the series is drawn"
+    );
+    assert!(
+        s.count_near([0x1b, 0x6c, 0xa8]) > 150,
+        "the threshold is drawn"
+    );
+    let id = incident_of(&r, "i-pay-1").await.unwrap();
+
+    // Nothing acts without auth: no session, a forged CSRF token, another site.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let act = |csrf: &str, cookie: Option<&str>, site: &str| {
+        let mut req = http
+            .post(r.url(&format!("/incidents/{id}/act")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", site)
+            .body(format!("csrf={csrf}&verb=approve&by=mallory&note=x"));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.send()
+    };
+    assert_eq!(act("x", None, "same-origin").await.unwrap().status(), 403);
+    let signed = http
+        .post(r.url("/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("by=eve&token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        act("forged", Some(&cookie), "same-origin")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // eve's own token, from her page, posted by another site's form.
+    let page = http
+        .get(r.url(&format!("/incidents/{id}")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a CSRF token on eve's page")
+        .to_owned();
+    assert_eq!(
+        act(&csrf, Some(&cookie), "cross-site")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let wrong = http
+        .post(r.url("/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("by=eve&token=guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rollbacks(dir.path(), "i-pay-1"), 0, "nothing acted");
+    assert_eq!(
+        api_json(&r, &format!("/api/v1/incidents/{id}")).await["approval"]["state"],
+        "awaiting"
+    );
+
+    // The phone: the approve link from the chat message.
+    let url = link(&chat, &id, "approve").expect("an approve link in the chat");
+    let phone = driver.browser(true).await;
+    phone.goto(&url).await.unwrap();
+    let confirm = text_of(&phone, "main").await;
+    for want in [
+        "Approve the rollback?",
+        "rolls back service pay on instance i-pay-1",
+        "value 0.4 vs 0.05",
+        "This link works for",
+        "Nobody else has acted yet",
+    ] {
+        assert!(
+            confirm.contains(want),
+            "`{want}` on the confirmation page:\n{confirm}"
+        );
+    }
+    let s = shot(&phone, dir.path(), "console-approve-phone.png").await;
+    assert_eq!(s.width, 390, "phone width");
+    let button = phone.find(Locator::Css("button.huge")).await.unwrap();
+    let (_, _, bw, bh) = button.rectangle().await.unwrap();
+    assert!(bw >= 300.0 && bh >= 56.0, "a big touch target: {bw}x{bh}");
+    assert_eq!(rollbacks(dir.path(), "i-pay-1"), 0, "GET acts on nothing");
+    phone
+        .find(Locator::Css("input[name=by]"))
+        .await
+        .unwrap()
+        .send_keys("alice")
+        .await
+        .unwrap();
+    button.click().await.unwrap();
+    eventually("the rollback ran", Duration::from_secs(20), || async {
+        rollbacks(dir.path(), "i-pay-1") == 1
+    })
+    .await;
+    let done = text_of(&phone, "main").await;
+    assert!(done.contains("approved"), "{done}");
+    // Used once: a second tap is refused and nothing runs again.
+    phone.goto(&url).await.unwrap();
+    phone
+        .find(Locator::Css("input[name=by]"))
+        .await
+        .unwrap()
+        .send_keys("bob")
+        .await
+        .unwrap();
+    phone
+        .find(Locator::Css("button.huge"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(
+        "the second tap is refused",
+        Duration::from_secs(10),
+        || async {
+            text_of(&phone, "main").await.contains("Not done")
+                || text_of(&phone, "main").await.contains("not done")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rollbacks(dir.path(), "i-pay-1"), 1, "the rollback ran once");
+
+    // The desktop page (refreshing itself) shows who approved, and how.
+    desk.goto(&r.url(&format!("/incidents/{id}")))
+        .await
+        .unwrap();
+    eventually(
+        "the timeline names the approver",
+        Duration::from_secs(10),
+        || async {
+            text_of(&desk, "table.timeline")
+                .await
+                .contains("approved by alice via link")
+        },
+    )
+    .await;
+    phone.close().await.unwrap();
+    desk.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_made_in_the_console_mutes_a_breach_and_console_acts_are_on_the_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = Capture::start();
+    let r = start(dir.path(), &chat);
+    let driver = Driver::start();
+    let b = driver.browser(false).await;
+
+    // Sign in with the API token and a name.
+    b.goto(&r.url("/signin")).await.unwrap();
+    b.find(Locator::Css("input[name=by]"))
+        .await
+        .unwrap()
+        .send_keys("carol")
+        .await
+        .unwrap();
+    b.find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    b.find(Locator::Css("form.confirm button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("signed in", Duration::from_secs(10), || async {
+        text_of(&b, "header .who").await.contains("carol")
+    })
+    .await;
+
+    // A medium incident, approved from its console page.
+    post_events(&r, &bad_batch("shop", "i-shop-1", "medium")).await;
+    let id = until_some("an incident for i-shop-1", || incident_of(&r, "i-shop-1")).await;
+    b.goto(&r.url(&format!("/incidents/{id}"))).await.unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("form.act button.primary"))
+        .await
+        .expect("an approve button for a signed-in user");
+    b.find(Locator::Css("form.act button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(
+        "the console approval rolled back",
+        Duration::from_secs(20),
+        || async { rollbacks(dir.path(), "i-shop-1") == 1 },
+    )
+    .await;
+    let inc = api_json(&r, &format!("/api/v1/incidents/{id}")).await;
+    assert!(
+        inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["message"]
+                .as_str()
+                .unwrap()
+                .contains("approved by carol via console")),
+        "{inc}"
+    );
+
+    // A silence for service web, scope all, previewed then created.
+    b.goto(&r.url("/silences")).await.unwrap();
+    b.find(Locator::Css("textarea[name=matchers]"))
+        .await
+        .unwrap()
+        .send_keys("service=web")
+        .await
+        .unwrap();
+    b.find(Locator::Css("input[name=duration]"))
+        .await
+        .unwrap()
+        .send_keys("1h")
+        .await
+        .unwrap();
+    b.find(Locator::Css("select[name=scope] option[value=all]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.find(Locator::Css("input[name=comment]"))
+        .await
+        .unwrap()
+        .send_keys("kernel patch")
+        .await
+        .unwrap();
+    b.find(Locator::Css("button[value=preview]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(".preview"))
+        .await
+        .expect("a preview");
+    let preview = text_of(&b, ".preview").await;
+    assert!(preview.contains("holds back actions too"), "{preview}");
+    let listed: Value = api_json(&r, "/api/v1/silences").await;
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(0),
+        "a preview creates nothing: {listed}"
+    );
+    b.find(Locator::Css("button[value=create]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("the silence is listed", Duration::from_secs(10), || async {
+        text_of(&b, "ul.silences").await.contains("kernel patch")
+    })
+    .await;
+    let listed: Value = api_json(&r, "/api/v1/silences").await;
+    assert_eq!(listed[0]["createdBy"], "carol", "{listed}");
+    assert_eq!(listed[0]["scope"], "all", "{listed}");
+    let _ = shot(&b, dir.path(), "console-silences-desktop.png").await;
+
+    // A low-tier breach of web: muted (no rollback); shop is not.
+    post_events(&r, &bad_batch("web", "i-web-1", "low")).await;
+    post_events(&r, &bad_batch("shop", "i-shop-2", "low")).await;
+    eventually(
+        "shop/i-shop-2 rolled back",
+        Duration::from_secs(30),
+        || async { rollbacks(dir.path(), "i-shop-2") == 1 },
+    )
+    .await;
+    let web = until_some("web's rollback held back by the silence", || async {
+        let id = incident_of(&r, "i-web-1").await?;
+        let inc = api_json(&r, &format!("/api/v1/incidents/{id}")).await;
+        inc["timeline"]
+            .as_array()?
+            .iter()
+            .any(|t| {
+                t["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("held back by silence")
+            })
+            .then_some(inc)
+    })
+    .await;
+    assert_eq!(rollbacks(dir.path(), "i-web-1"), 0, "{web}");
+
+    // Sign out: the act form is gone.
+    b.goto(&r.url("/")).await.unwrap();
+    b.find(Locator::Css("header .who button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("signed out", Duration::from_secs(10), || async {
+        text_of(&b, "header .who").await.contains("sign in")
+    })
+    .await;
+    b.close().await.unwrap();
+}
