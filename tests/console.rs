@@ -111,6 +111,10 @@ approvals:
 executors:
   rollback:
     command: {{argv: [/bin/sh, "{script}", "{{instance}}"], timeout: 30s}}
+  pause_rollout:
+    command: {{argv: [/bin/sh, "{script}", "pause", "{{service}}"], timeout: 30s}}
+  resume_rollout:
+    command: {{argv: [/bin/sh, "{script}", "resume", "{{service}}"], timeout: 30s}}
 "#,
             chat = chat.base(),
             script = script.display()
@@ -137,6 +141,41 @@ fn rollbacks(dir: &Path, instance: &str) -> usize {
         .iter()
         .filter(|c| c.first().map(String::as_str) == Some(instance))
         .count()
+}
+
+/// Calls of the pause / resume script for `service`.
+fn rollout_calls(dir: &Path, verb: &str, service: &str) -> usize {
+    recorded_calls(&dir.join("calls.bin"))
+        .iter()
+        .filter(|c| c.len() == 2 && c[0] == verb && c[1] == service)
+        .count()
+}
+
+/// Signs `name` in with the API token through the sign-in page.
+async fn sign_in(b: &Client, r: &Responder, name: &str) {
+    b.goto(&r.url("/signin")).await.unwrap();
+    b.find(Locator::Css("input[name=by]"))
+        .await
+        .unwrap()
+        .send_keys(name)
+        .await
+        .unwrap();
+    b.find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    b.find(Locator::Css("form.confirm button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("signed in", Duration::from_secs(10), || async {
+        text_of(b, "header .who").await.contains(name)
+    })
+    .await;
 }
 
 /// Posts events (NDJSON) with the API token.
@@ -481,30 +520,7 @@ async fn a_silence_made_in_the_console_mutes_a_breach_and_console_acts_are_on_th
     let driver = Driver::start();
     let b = driver.browser(false).await;
 
-    // Sign in with the API token and a name.
-    b.goto(&r.url("/signin")).await.unwrap();
-    b.find(Locator::Css("input[name=by]"))
-        .await
-        .unwrap()
-        .send_keys("carol")
-        .await
-        .unwrap();
-    b.find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    b.find(Locator::Css("form.confirm button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    eventually("signed in", Duration::from_secs(10), || async {
-        text_of(&b, "header .who").await.contains("carol")
-    })
-    .await;
+    sign_in(&b, &r, "carol").await;
 
     // A medium incident, approved from its console page.
     post_events(&r, &bad_batch("shop", "i-shop-1", "medium")).await;
@@ -637,6 +653,83 @@ async fn a_silence_made_in_the_console_mutes_a_breach_and_console_acts_are_on_th
     eventually("signed out", Duration::from_secs(10), || async {
         text_of(&b, "header .who").await.contains("sign in")
     })
+    .await;
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollouts_show_batches_and_gate_verdicts_and_a_paused_rollout_resumes_from_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = Capture::start();
+    let r = start(dir.path(), &chat);
+    let driver = Driver::start();
+    let b = driver.browser(false).await;
+
+    let t = now_millis() - 300_000;
+    let progress = |dt: i64, service: &str, batch: &str, stage: &str| {
+        json!({"kind": "progress", "ts": rfc3339(t + dt * 1000), "stage": stage,
+               "labels": {"service": service, "tier": "high", "batch": batch}})
+    };
+    post_events(
+        &r,
+        &[
+            progress(0, "cart", "1", "batch_started"),
+            progress(30, "cart", "1", "batch_done"),
+            progress(60, "cart", "2", "batch_started"),
+            progress(0, "search", "1", "batch_started"),
+        ],
+    )
+    .await;
+    // Reading needs no sign-in on loopback: the upgrades and their gates.
+    b.goto(&r.url("/rollouts")).await.unwrap();
+    let page = text_of(&b, "main").await;
+    assert!(page.contains("cart") && page.contains("search"), "{page}");
+    assert!(page.contains("batch_started"), "{page}");
+    assert!(
+        b.find(Locator::Css(".gate")).await.is_ok(),
+        "a gate verdict: {page}"
+    );
+
+    // A high-tier breach of cart pauses its rollout.
+    post_events(&r, &bad_batch("cart", "i-cart-1", "high")).await;
+    eventually("cart's rollout paused", Duration::from_secs(30), || async {
+        rollout_calls(dir.path(), "pause", "cart") == 1
+    })
+    .await;
+    eventually(
+        "the page shows it paused, by itself",
+        Duration::from_secs(20),
+        || async { text_of(&b, "main").await.contains("Paused by ripcord") },
+    )
+    .await;
+    let gates = text_of(&b, "table").await;
+    assert!(
+        gates.to_lowercase().contains("nogo"),
+        "an open high incident is a nogo: {gates}"
+    );
+    assert!(
+        b.find(Locator::Css("form.act")).await.is_err(),
+        "no resume button for a reader"
+    );
+
+    sign_in(&b, &r, "dave").await;
+    b.goto(&r.url("/rollouts")).await.unwrap();
+    let _ = shot(&b, dir.path(), "console-rollouts-desktop.png").await;
+    b.find(Locator::Css("form.act button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("resumed", Duration::from_secs(20), || async {
+        rollout_calls(dir.path(), "resume", "cart") == 1
+    })
+    .await;
+    eventually(
+        "no longer listed as paused",
+        Duration::from_secs(10),
+        || async { !text_of(&b, "main").await.contains("Paused by ripcord") },
+    )
     .await;
     b.close().await.unwrap();
 }

@@ -311,6 +311,42 @@ mod tests {
     }
 
     #[test]
+    fn the_console_config_is_read_and_every_error_named_with_its_line() {
+        let path = std::path::Path::new("r.yaml");
+        let ok = "http:\n  console:\n    trusted_user_header: X-Auth-Request-User\n    trusted_proxies: [10.0.0.9]\n    open_on_loopback: false\n";
+        let c = crate::config::Config::parse(path, ok).unwrap().http.console;
+        assert_eq!(
+            c.trusted_user_header.as_deref(),
+            Some("x-auth-request-user")
+        );
+        assert_eq!(
+            c.trusted_proxies,
+            vec!["10.0.0.9".parse::<IpAddr>().unwrap()]
+        );
+        assert!(!c.open_on_loopback);
+        assert!(
+            crate::config::Config::parse(path, "http: {}\n")
+                .unwrap()
+                .http
+                .console
+                .open_on_loopback
+        );
+        let bad = "http:\n  console:\n    trusted_user_header: \"bad header\"\n    trusted_proxies: [proxy.local]\n    colour: red\n";
+        let errs = crate::config::Config::parse(path, bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errs.contains("r.yaml:3") && errs.contains("`bad header` is not an HTTP header name"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("r.yaml:4") && errs.contains("`proxy.local` is not an IP address"),
+            "{errs}"
+        );
+        assert!(errs.contains("colour"), "{errs}");
+    }
+
+    #[test]
     fn loopback_reads_a_remote_peer_sees_nothing() {
         let a = auth(ConsoleConfig {
             open_on_loopback: true,

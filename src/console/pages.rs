@@ -124,11 +124,11 @@ fn clock(t: Ts) -> String {
 }
 
 fn ago(now: Ts, t: Ts) -> String {
-    let d = now.since(t);
-    if d < Dur::ZERO {
-        "just now".into()
-    } else {
-        format!("{} ago", human(Dur::from_secs(d.millis() / 1000)))
+    let secs = now.since(t).millis() / 1000;
+    match secs {
+        ..=0 => "just now".into(),
+        1..60 => format!("{secs}s ago"),
+        _ => format!("{} ago", human(Dur::from_secs(secs))),
     }
 }
 
@@ -281,6 +281,23 @@ pub fn summary(r: &Review) -> Option<&str> {
             .split_once(": ")
             .map_or(t.message.as_str(), |(_, m)| m)
     })
+}
+
+/// The incident's labels, one row each.
+fn labels_table(i: &IncidentRow) -> String {
+    let mut o = String::from("<table class=\"labels\">");
+    if let Some(obj) = i.labels.as_object() {
+        for (k, v) in obj {
+            let _ = write!(
+                o,
+                "<tr><th>{}</th><td>{}</td></tr>",
+                esc(k),
+                esc(v.as_str().unwrap_or_default())
+            );
+        }
+    }
+    o.push_str("</table>");
+    o
 }
 
 /// What approving does, in words, for the confirmation page.
@@ -440,18 +457,8 @@ pub fn incident(
     o.push_str("<h2>Around the incident</h2><div class=\"chart\">");
     o.push_str(&crate::report::html::chart(&r.chart));
     o.push_str("</div>");
-    o.push_str("<h2>Labels</h2><table class=\"labels\">");
-    if let Some(obj) = i.labels.as_object() {
-        for (k, v) in obj {
-            let _ = write!(
-                o,
-                "<tr><th>{}</th><td>{}</td></tr>",
-                esc(k),
-                esc(v.as_str().unwrap_or_default())
-            );
-        }
-    }
-    o.push_str("</table>");
+    o.push_str("<h2>Labels</h2>");
+    o.push_str(&labels_table(i));
     if !actions.is_empty() {
         o.push_str("<h2>Actions</h2><table class=\"actions\"><tr><th>action</th><th>state</th><th>detail</th></tr>");
         for (a, s, d) in actions {
@@ -525,6 +532,11 @@ pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -
             esc(&i.rule)
         );
     }
+    let _ = write!(
+        o,
+        "<details class=\"labels\"><summary>All labels</summary>{}</details>",
+        labels_table(i)
+    );
     let left = expires.since(now);
     let _ = write!(
         o,
@@ -852,6 +864,57 @@ mod tests {
         assert_eq!(seg("../api/v1/alerts"), "..%2Fapi%2Fv1%2Falerts");
         assert_eq!(seg(".."), "%2E%2E");
         assert_eq!(seg("a b?c#d"), "a%20b%3Fc%23d");
+    }
+
+    fn hostile() -> IncidentRow {
+        IncidentRow {
+            id: "inc-1".into(),
+            rule: "errors<script>".into(),
+            partition: "p".into(),
+            tier: "high".into(),
+            severity: "critical".into(),
+            state: "open".into(),
+            opened_at: Ts(0),
+            resolved_at: None,
+            labels: serde_json::json!({
+                "service": "web\"><a href=\"https://evil.example\">x</a>",
+                "instance": "../../api/v1/alerts",
+                "note": "line one\n[approve](https://evil.example) @all",
+            }),
+            attention: vec!["request_approval:awaiting_approval".into()],
+        }
+    }
+
+    #[test]
+    fn text_from_events_never_becomes_markup_or_a_link() {
+        let viewer = Viewer {
+            may: May::Read,
+            user: Some("<b>eve</b>".into()),
+            session: true,
+        };
+        let f = Frame {
+            viewer: &viewer,
+            csrf: "t",
+            now: Ts(60_000),
+            can_sign_in: true,
+            proxy_header: None,
+        };
+        let page = layout(
+            &f,
+            "x",
+            "/",
+            true,
+            &list(&f, &[hostile()], &[], &ListFilter::default()),
+        );
+        assert!(!page.contains("<a href=\"https://evil.example"), "{page}");
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(!page.contains("<b>eve</b>"), "{page}");
+        assert!(page.contains("&lt;b&gt;eve&lt;/b&gt;"), "{page}");
+        // The incident's link is its id, never a label.
+        assert!(page.contains("href=\"/incidents/inc-1\""), "{page}");
+        let table = labels_table(&hostile());
+        assert!(!table.contains("<a "), "{table}");
+        assert!(!table.contains('\n'), "a label stays on its line: {table}");
     }
 
     #[test]
