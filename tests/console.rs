@@ -88,6 +88,11 @@ impl Drop for Driver {
 /// The responder with a chat stand-in, one-click links, a recording
 /// rollback script and the fast rule.
 fn start(dir: &Path, chat: &Capture) -> Responder {
+    start_with(dir, chat, "")
+}
+
+/// [`start`] with more under `http:` (indented two spaces).
+fn start_with(dir: &Path, chat: &Capture, http_extra: &str) -> Responder {
     std::fs::create_dir_all(dir.join("rules")).unwrap();
     std::fs::write(dir.join("rules/errors.yaml"), RULES).unwrap();
     let record = dir.join("calls.bin");
@@ -104,7 +109,7 @@ fn start(dir: &Path, chat: &Capture) -> Responder {
             r#"http:
   token: "{TOKEN}"
   public_url: "http://127.0.0.1:{port}"
-channels:
+{http_extra}channels:
   chat: {{type: webhook, url: "{chat}/chat", rate: 100/s}}
 approvals:
   link_secret: "console-test-link-secret"
@@ -494,6 +499,16 @@ async fn the_list_goes_live_the_chart_renders_and_a_phone_approval_rolls_back_on
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rollbacks(dir.path(), "i-pay-1"), 1, "the rollback ran once");
 
+    // The list at phone width says what ripcord did.
+    phone.goto(&r.url("/")).await.unwrap();
+    let card = text_of(&phone, "li.incident").await;
+    assert!(
+        card.contains("ripcord: ") && card.contains("rollback done"),
+        "{card}"
+    );
+    let s = shot(&phone, dir.path(), "console-list-phone.png").await;
+    assert_eq!(s.width, 390);
+
     // The desktop page (refreshing itself) shows who approved, and how.
     desk.goto(&r.url(&format!("/incidents/{id}")))
         .await
@@ -732,4 +747,102 @@ async fn rollouts_show_batches_and_gate_verdicts_and_a_paused_rollout_resumes_fr
     )
     .await;
     b.close().await.unwrap();
+}
+
+/// Who may read and act, over plain HTTP, with loopback reading turned off
+/// (so every request here must bring its credential): nothing without one,
+/// a read token reads and never acts, a trusted proxy's user acts by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_needs_a_credential_and_acting_a_named_user_when_loopback_is_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = Capture::start();
+    let r = start_with(
+        dir.path(),
+        &chat,
+        "  console:\n    read_token: \"console-read-token\"\n    trusted_user_header: X-Auth-Request-User\n    open_on_loopback: false\n",
+    );
+    post_events(&r, &bad_batch("pay", "i-auth-1", "medium")).await;
+    let id = until_some("an incident", || incident_of(&r, "i-auth-1")).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: String, creds: Option<(&'static str, String)>| {
+        let mut req = http.get(r.url(&path));
+        if let Some((k, v)) = creds {
+            req = req.header(k, v);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let page = format!("/incidents/{id}");
+    for path in ["/", page.as_str(), "/rollouts", "/silences"] {
+        let (code, body) = get(path.to_owned(), None).await;
+        assert_eq!(code, 401, "{path} without a credential");
+        assert!(!body.contains("i-auth-1"), "{path} shows nothing: {body}");
+    }
+    let read = Some(("authorization", "Bearer console-read-token".to_owned()));
+    let (code, body) = get(page.clone(), read.clone()).await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("i-auth-1") && !body.contains("form method=\"post\" action=\"/incidents/"),
+        "{body}"
+    );
+    let act = |creds: (&'static str, String), csrf: String| {
+        http.post(r.url(&format!("/incidents/{id}/act")))
+            .header(creds.0, creds.1)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}&verb=approve&by=mallory"))
+            .send()
+    };
+    let csrf_of = |body: &str| {
+        body.split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let status = act(read.clone().unwrap(), csrf_of(&body))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 403, "a read token never acts");
+
+    // The proxy's user (the test is the proxy, on loopback) acts by name.
+    let frank = ("x-auth-request-user", "frank".to_owned());
+    let (code, body) = get(page.clone(), Some(frank.clone())).await;
+    assert_eq!(code, 200);
+    assert!(body.contains("frank") && body.contains("may act"), "{body}");
+    assert_eq!(
+        act(frank.clone(), "wrong".into()).await.unwrap().status(),
+        403,
+        "CSRF"
+    );
+    assert_eq!(rollbacks(dir.path(), "i-auth-1"), 0);
+    let status = act(frank.clone(), csrf_of(&body)).await.unwrap().status();
+    assert_eq!(status, 303);
+    eventually(
+        "frank's approval rolled back",
+        Duration::from_secs(20),
+        || async { rollbacks(dir.path(), "i-auth-1") == 1 },
+    )
+    .await;
+    let inc = api_json(&r, &format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(
+        inc["approval"]["decided_by"], "frank",
+        "the proxy's user, not the form's `by`: {inc}"
+    );
+    assert!(
+        inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["message"]
+                .as_str()
+                .unwrap()
+                .contains("approved by frank via console")),
+        "{inc}"
+    );
 }

@@ -40,6 +40,10 @@ use pages::Frame;
 
 const STYLE: &str = include_str!("style.css");
 const LIVE_JS: &str = include_str!("live.js");
+/// Resolved incidents the list shows.
+const RECENT_RESOLVED: usize = 20;
+/// Incidents whose actions the list reads, newest first.
+const MAX_DETAILED: usize = 200;
 /// Forms are small; nothing bigger is read.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
@@ -223,16 +227,26 @@ async fn index(
         return c.page(&seen, "Incidents", "/", false, |_| String::new());
     }
     let rows = with_journal(&c.api.journal, |j| {
-        Ok((j.incidents(Some("open"))?, j.incidents(Some("resolved"))?))
+        let open = j.incidents(Some("open"))?;
+        let mut resolved = j.incidents(Some("resolved"))?;
+        resolved.sort_by_key(|i| std::cmp::Reverse(i.resolved_at));
+        resolved.truncate(RECENT_RESOLVED);
+        // What ripcord did, for the newest incidents (a storm's thousands
+        // are listed with what waits, not read action by action).
+        let mut newest: Vec<&IncidentRow> = open.iter().chain(&resolved).collect();
+        newest.sort_by_key(|i| std::cmp::Reverse(i.opened_at));
+        let mut progress = std::collections::HashMap::new();
+        for i in newest.into_iter().take(MAX_DETAILED) {
+            let p = pages::Progress::of(&j.actions_of(&i.id)?, j.escalation(&i.id)?.as_ref());
+            progress.insert(i.id.clone(), p);
+        }
+        Ok((open, resolved, progress))
     })
     .await;
     match rows {
-        Ok((open, mut resolved)) => {
-            resolved.sort_by_key(|i| std::cmp::Reverse(i.resolved_at));
-            c.page(&seen, "Incidents", "/", true, |f| {
-                pages::list(f, &open, &resolved, &filter)
-            })
-        }
+        Ok((open, resolved, progress)) => c.page(&seen, "Incidents", "/", true, |f| {
+            pages::list(f, &open, &resolved, &progress, &filter)
+        }),
         Err(e) => c.say(
             &seen,
             StatusCode::SERVICE_UNAVAILABLE,

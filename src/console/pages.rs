@@ -132,11 +132,16 @@ fn ago(now: Ts, t: Ts) -> String {
     }
 }
 
-/// What an attention entry (`rollback:running`) means for a person.
-fn waiting(entry: &str) -> String {
+/// What an attention entry (`rollback:running`) means for a person;
+/// `None` when it waits for nobody (an approval request already approved:
+/// its rollback speaks for itself).
+fn waiting(entry: &str) -> Option<String> {
     let (action, state) = entry.split_once(':').unwrap_or((entry, ""));
+    if (action, state) == ("request_approval", "approved") {
+        return None;
+    }
     let action = action.replace('_', " ");
-    match state {
+    Some(match state {
         "awaiting_approval" => "waits for a human to approve the rollback".into(),
         "running" => format!("{action} running"),
         "pending" => format!("{action} about to start"),
@@ -144,7 +149,7 @@ fn waiting(entry: &str) -> String {
         "failed" => format!("{action} failed"),
         "approved" => format!("{action} approved, starting"),
         other => format!("{action}: {}", other.replace('_', " ")),
-    }
+    })
 }
 
 /// Filters of the incident list.
@@ -181,12 +186,49 @@ fn select(name: &str, current: &str, options: &[&str]) -> String {
     o
 }
 
-/// `/`: open incidents by tier and severity, what waits for whom; the
-/// recently resolved.
+/// What ripcord did for an incident and whether paging waits for an ack,
+/// for its card on the list.
+#[derive(Debug, Default, Clone)]
+pub struct Progress {
+    /// `rollback done`, `pause rollout done`, `notify skipped`, …
+    pub did: Vec<String>,
+    /// Paging runs and nobody acknowledged yet.
+    pub awaits_ack: bool,
+}
+
+impl Progress {
+    pub fn of(actions: &[crate::journal::ActionRow], paging: Option<&EscalationRow>) -> Progress {
+        use crate::journal::ActionState as S;
+        let did = actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.state,
+                    S::Done | S::Failed | S::Skipped | S::Rejected | S::Withdrawn
+                )
+            })
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a.action.as_str().replace('_', " "),
+                    a.state.as_str()
+                )
+            })
+            .collect();
+        Progress {
+            did,
+            awaits_ack: paging.is_some_and(|p| p.acked_by.is_none() && p.state == "active"),
+        }
+    }
+}
+
+/// `/`: open incidents by tier and severity, what ripcord did and what waits
+/// for whom; the recently resolved.
 pub fn list(
     f: &Frame<'_>,
     open: &[IncidentRow],
     resolved: &[IncidentRow],
+    progress: &std::collections::HashMap<String, Progress>,
     filter: &ListFilter,
 ) -> String {
     let mut o = String::new();
@@ -221,7 +263,7 @@ pub fn list(
             "<h2 class=\"tier-{tier}\">{tier} risk</h2><ul class=\"incidents\">"
         );
         for i in of_tier {
-            o.push_str(&card(f, i));
+            o.push_str(&card(f, i, progress.get(&i.id)));
         }
         o.push_str("</ul>");
     }
@@ -233,7 +275,7 @@ pub fn list(
     if !recent.is_empty() {
         o.push_str("<h2>Recently resolved</h2><ul class=\"incidents resolved\">");
         for i in recent {
-            o.push_str(&card(f, i));
+            o.push_str(&card(f, i, progress.get(&i.id)));
         }
         o.push_str("</ul>");
     }
@@ -248,12 +290,21 @@ fn severity_rank(s: &str) -> u8 {
     }
 }
 
-fn card(f: &Frame<'_>, i: &IncidentRow) -> String {
-    let waits = if i.attention.is_empty() {
+fn card(f: &Frame<'_>, i: &IncidentRow, progress: Option<&Progress>) -> String {
+    let mut items: Vec<String> = i.attention.iter().filter_map(|a| waiting(a)).collect();
+    if progress.is_some_and(|p| p.awaits_ack) {
+        items.push("paging: waits for on-call to acknowledge".into());
+    }
+    let waits = if items.is_empty() {
         String::new()
     } else {
-        let items: Vec<String> = i.attention.iter().map(|a| waiting(a)).collect();
         format!("<p class=\"waits\">{}</p>", esc(&items.join("; ")))
+    };
+    let did = match progress {
+        Some(p) if !p.did.is_empty() => {
+            format!("<p class=\"did\">ripcord: {}</p>", esc(&p.did.join(", ")))
+        }
+        _ => String::new(),
     };
     let when = match i.resolved_at {
         Some(r) => format!("resolved {}", ago(f.now, r)),
@@ -262,7 +313,7 @@ fn card(f: &Frame<'_>, i: &IncidentRow) -> String {
     format!(
         "<li class=\"incident sev-{sev}\"><a href=\"/incidents/{id_seg}\"><span class=\"badge tier-{tier}\">{tier}</span> \
          <span class=\"badge sev-{sev}\">{sev}</span> <b>{target}</b> <span class=\"rule\">{rule}</span></a>\
-         <p class=\"meta\">{when} · <code>{id}</code></p>{waits}</li>",
+         <p class=\"meta\">{when} · <code>{id}</code></p>{did}{waits}</li>",
         sev = esc(&i.severity),
         tier = esc(&i.tier),
         id_seg = seg(&i.id),
@@ -411,8 +462,8 @@ pub fn incident(
     if let Some(p) = paging {
         let _ = write!(o, "<p>{}</p>", esc(&paging_state(p)));
     }
-    for w in &i.attention {
-        let _ = write!(o, "<p class=\"waits\">{}</p>", esc(&waiting(w)));
+    for w in i.attention.iter().filter_map(|a| waiting(a)) {
+        let _ = write!(o, "<p class=\"waits\">{}</p>", esc(&w));
     }
     let open = i.state == "open";
     let awaiting = r.approval.as_ref().is_some_and(|a| a.state == "awaiting");
@@ -904,7 +955,13 @@ mod tests {
             "x",
             "/",
             true,
-            &list(&f, &[hostile()], &[], &ListFilter::default()),
+            &list(
+                &f,
+                &[hostile()],
+                &[],
+                &Default::default(),
+                &ListFilter::default(),
+            ),
         );
         assert!(!page.contains("<a href=\"https://evil.example"), "{page}");
         assert!(!page.contains("<script>"), "{page}");
@@ -920,12 +977,13 @@ mod tests {
     #[test]
     fn waiting_says_who_is_waited_for() {
         assert_eq!(
-            waiting("request_approval:awaiting_approval"),
-            "waits for a human to approve the rollback"
+            waiting("request_approval:awaiting_approval").as_deref(),
+            Some("waits for a human to approve the rollback")
         );
         assert_eq!(
-            waiting("rollback:unknown"),
-            "rollback: outcome unknown, check the host"
+            waiting("rollback:unknown").as_deref(),
+            Some("rollback: outcome unknown, check the host")
         );
+        assert_eq!(waiting("request_approval:approved"), None);
     }
 }
