@@ -33,6 +33,7 @@ ALL_TARGETS=(
     replay
     silence_post
     drill_scenario
+    console_request
 )
 
 die() {

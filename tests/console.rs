@@ -657,6 +657,28 @@ async fn a_silence_made_in_the_console_mutes_a_breach_and_console_acts_are_on_th
     .await;
     assert_eq!(rollbacks(dir.path(), "i-web-1"), 0, "{web}");
 
+    // Expired from the console: it moves to the expired list, with who.
+    b.goto(&r.url("/silences")).await.unwrap();
+    b.find(Locator::Css("ul.silences form button.danger"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(
+        "the silence is expired",
+        Duration::from_secs(10),
+        || async {
+            text_of(&b, "ul.silences.over")
+                .await
+                .contains("expired by carol")
+        },
+    )
+    .await;
+    let listed: Value = api_json(&r, "/api/v1/silences").await;
+    assert_eq!(listed[0]["status"]["state"], "expired", "{listed}");
+    assert_eq!(listed[0]["expiredBy"], "carol", "{listed}");
+
     // Sign out: the act form is gone.
     b.goto(&r.url("/")).await.unwrap();
     b.find(Locator::Css("header .who button"))

@@ -276,3 +276,58 @@ pub fn check_drill_scenario(data: &[u8]) {
         assert!(v["ts"].as_i64().is_some_and(|t| t >= start.0), "{}", l.payload);
     }
 }
+
+/// A console request from arbitrary bytes (NUL-separated: session cookie,
+/// a proxy's user header, a bearer token, then the silence form's fields):
+/// never a panic; from a peer that is no trusted proxy, nothing but the real
+/// tokens reads or acts (a cookie ripcord did not sign never does); a form
+/// the console accepts is one the silences API validates without panic.
+pub fn check_console_request(data: &[u8]) {
+    use http::{HeaderMap, HeaderValue, header};
+    use ripcord::config::{ConsoleConfig, Secret};
+    use ripcord::console::auth::{Auth, May};
+    use ripcord::console::pages::SilenceForm;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut parts = text.split('\0');
+    let mut next = || parts.next().unwrap_or("").to_owned();
+    let (cookie, user, bearer) = (next(), next(), next());
+    let cfg = ConsoleConfig {
+        read_token: Some(Secret::new("read-token")),
+        trusted_user_header: Some("x-user".into()),
+        trusted_proxies: Vec::new(),
+        open_on_loopback: false,
+    };
+    let auth = Auth::new(Some(Secret::new("api-token")), &cfg, None);
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("ripcord_console={cookie}")) {
+        h.insert(header::COOKIE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {bearer}")) {
+        h.insert(header::AUTHORIZATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&user) {
+        h.insert("x-user", v);
+    }
+    let now = Ts(1_795_255_200_000);
+    let remote = "10.1.2.3:40000".parse().ok();
+    let v = auth.viewer(&h, remote, now);
+    match v.may {
+        May::Act => assert_eq!(bearer.trim(), "api-token", "{v:?}"),
+        May::Read => assert_eq!(bearer.trim(), "read-token", "{v:?}"),
+        May::Nothing => {}
+    }
+    assert!(v.user.is_none(), "a remote peer named itself: {v:?}");
+    let form = SilenceForm {
+        matchers: next(),
+        duration: next(),
+        until_batch: next(),
+        scope: next(),
+        comment: next(),
+        ..SilenceForm::default()
+    };
+    if let Ok(post) = ripcord::console::postable(&form, "fuzz", now) {
+        let _ = post.validate(&ripcord::silence::SilenceLimits::default(), now);
+    }
+}

@@ -91,17 +91,7 @@ impl Auth {
                 .into(),
             // No token: nobody can sign in to act, so the key only has to
             // outlive the process (CSRF for proxy users).
-            None => {
-                let mut k = [0u8; 32];
-                let seed = format!(
-                    "{:?}{}{:p}",
-                    std::time::SystemTime::now(),
-                    std::process::id(),
-                    &k
-                );
-                k.copy_from_slice(&Sha256::digest(seed.as_bytes()));
-                k
-            }
+            None => process_key(),
         };
         Auth {
             api_token,
@@ -254,6 +244,25 @@ impl Auth {
         mac.update(payload.as_bytes());
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
+}
+
+/// A key for this process alone: 32 bytes from the kernel's generator.
+fn process_key() -> [u8; 32] {
+    use std::io::Read;
+    let mut k = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut k));
+    if read.is_err() {
+        // Never expected on Linux; still unguessable enough for CSRF
+        // tokens that live as long as the process.
+        let seed = format!(
+            "{:?}{}{:p}",
+            std::time::SystemTime::now(),
+            std::process::id(),
+            &k
+        );
+        k.copy_from_slice(&Sha256::digest(seed.as_bytes()));
+    }
+    k
 }
 
 /// A user name as it goes on the timeline: 1 to 128 bytes, no control

@@ -476,8 +476,9 @@ async fn silences_page(
     r
 }
 
-/// The form as Alertmanager's PostableSilence, or every problem with it.
-fn postable(
+/// The silence form as Alertmanager's PostableSilence, or every problem
+/// with it (fuzzed: `fuzz/fuzz_targets/console_request.rs`).
+pub fn postable(
     form: &pages::SilenceForm,
     by: &str,
     now: crate::time::Ts,
