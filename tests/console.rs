@@ -768,6 +768,36 @@ async fn rollouts_show_batches_and_gate_verdicts_and_a_paused_rollout_resumes_fr
         || async { !text_of(&b, "main").await.contains("Paused by ripcord") },
     )
     .await;
+
+    // The high-tier incident pages on-call: its chain is on the page, and
+    // an ack from the console stops it, by name.
+    let id = incident_of(&r, "i-cart-1").await.unwrap();
+    b.goto(&r.url(&format!("/incidents/{id}"))).await.unwrap();
+    let state = text_of(&b, "section.state").await;
+    assert!(
+        state.contains("Paging: every step sent; nobody has acknowledged yet"),
+        "the test's chain is chat at once: {state}"
+    );
+    assert!(
+        text_of(&b, "ol.chain")
+            .await
+            .contains("at once: chat (sent)"),
+        "{state}"
+    );
+    b.find(Locator::Css("form.act button.plain"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("acknowledged by dave", Duration::from_secs(10), || async {
+        text_of(&b, "section.state")
+            .await
+            .contains("acknowledged by dave")
+    })
+    .await;
+    let inc = api_json(&r, &format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(inc["paging"]["acked_by"], "dave", "{inc}");
     b.close().await.unwrap();
 }
 

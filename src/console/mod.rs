@@ -293,7 +293,18 @@ async fn incident(State(c): State<Arc<Console>>, seen: Seen, Path(id): Path<Stri
                 pages::target(&review.incident)
             );
             c.page(&seen, &title, "/", true, |f| {
-                pages::incident(f, &review, paging.as_ref(), &actions)
+                let tier = review
+                    .incident
+                    .tier
+                    .parse()
+                    .unwrap_or(crate::decision::Tier::Medium);
+                pages::incident(
+                    f,
+                    &review,
+                    paging.as_ref(),
+                    c.api.cfg.escalation(tier),
+                    &actions,
+                )
             })
         }
         Ok(None) => c.say(

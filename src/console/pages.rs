@@ -6,6 +6,7 @@
 
 use std::fmt::Write;
 
+use crate::action::config::Step;
 use crate::action::links::Verb;
 use crate::gate::Answer;
 use crate::journal::{ApprovalRow, EscalationRow, IncidentRow, RolloutRow, UpgradeRow};
@@ -217,7 +218,7 @@ impl Progress {
             .collect();
         Progress {
             did,
-            awaits_ack: paging.is_some_and(|p| p.acked_by.is_none() && p.state == "active"),
+            awaits_ack: paging.is_some_and(awaits_ack),
         }
     }
 }
@@ -397,16 +398,50 @@ fn approval_state(a: &ApprovalRow, now: Ts) -> String {
     }
 }
 
-fn paging_state(p: &EscalationRow) -> String {
-    match (&p.acked_by, p.state.as_str()) {
-        (Some(by), _) => format!("acknowledged by {by}"),
+/// Paging runs, or ran every step, and nobody acknowledged it.
+fn awaits_ack(p: &EscalationRow) -> bool {
+    p.acked_by.is_none() && matches!(p.state.as_str(), "active" | "exhausted")
+}
+
+/// Paging's state and its chain: each step with its delay and channels,
+/// the ones that ran, the next one and when.
+fn paging_block(p: &EscalationRow, chain: &[Step]) -> String {
+    let mut o = match (&p.acked_by, p.state.as_str()) {
+        (Some(by), _) => format!("<p>Paging: acknowledged by {}</p>", esc(by)),
         (None, "active") => format!(
-            "paging: next step {} {}",
+            "<p class=\"waits\">Paging: waits for on-call to acknowledge; next step {} of {}{}</p>",
             p.step + 1,
-            p.next_at.map(|t| format!("at {t}")).unwrap_or_default()
+            chain.len(),
+            p.next_at.map(|t| format!(" at {t}")).unwrap_or_default()
         ),
-        (None, s) => format!("paging {s}"),
+        (None, "exhausted") => {
+            "<p class=\"waits\">Paging: every step sent; nobody has acknowledged yet</p>".to_owned()
+        }
+        (None, s) => format!("<p>Paging {}</p>", esc(s)),
+    };
+    if !chain.is_empty() {
+        o.push_str("<ol class=\"chain\">");
+        for (k, step) in chain.iter().enumerate() {
+            let state = match (k as u32).cmp(&p.step) {
+                std::cmp::Ordering::Less => "sent",
+                std::cmp::Ordering::Equal if p.state == "active" && p.acked_by.is_none() => "next",
+                _ => "not needed",
+            };
+            let _ = write!(
+                o,
+                "<li class=\"step-{}\">{}: {} <small>({state})</small></li>",
+                state.replace(' ', "-"),
+                if step.after == Dur::ZERO {
+                    "at once".to_owned()
+                } else {
+                    format!("after {}", human(step.after))
+                },
+                esc(&step.channels.join(", "))
+            );
+        }
+        o.push_str("</ol>");
     }
+    o
 }
 
 fn act_form(f: &Frame<'_>, action: &str, verb: &str, label: &str, class: &str) -> String {
@@ -428,6 +463,7 @@ pub fn incident(
     f: &Frame<'_>,
     r: &Review,
     paging: Option<&EscalationRow>,
+    chain: &[Step],
     actions: &[(String, String, String)],
 ) -> String {
     let i = &r.incident;
@@ -460,14 +496,14 @@ pub fn incident(
         let _ = write!(o, "<p>Approval: {}</p>", esc(&approval_state(a, f.now)));
     }
     if let Some(p) = paging {
-        let _ = write!(o, "<p>{}</p>", esc(&paging_state(p)));
+        o.push_str(&paging_block(p, chain));
     }
     for w in i.attention.iter().filter_map(|a| waiting(a)) {
         let _ = write!(o, "<p class=\"waits\">{}</p>", esc(&w));
     }
     let open = i.state == "open";
     let awaiting = r.approval.as_ref().is_some_and(|a| a.state == "awaiting");
-    let paging_on = paging.is_some_and(|p| p.acked_by.is_none() && p.state == "active");
+    let paging_on = paging.is_some_and(awaits_ack);
     let path = format!("/incidents/{}", seg(&i.id));
     if f.viewer.may == May::Act && (awaiting || (open && paging_on)) {
         o.push_str("<div class=\"buttons\">");
@@ -972,6 +1008,33 @@ mod tests {
         let table = labels_table(&hostile());
         assert!(!table.contains("<a "), "{table}");
         assert!(!table.contains('\n'), "a label stays on its line: {table}");
+    }
+
+    #[test]
+    fn the_paging_chain_marks_what_was_sent_and_what_is_next() {
+        let step = |after: i64, ch: &str| Step {
+            after: Dur::from_secs(after),
+            channels: vec![ch.to_owned()],
+        };
+        let chain = [step(0, "chat"), step(300, "sms"), step(600, "voice")];
+        let mut p = EscalationRow {
+            incident: "inc-1".into(),
+            tier: crate::decision::Tier::High,
+            step: 1,
+            started_at: Ts(0),
+            next_at: Some(Ts(300_000)),
+            state: "active".into(),
+            acked_by: None,
+        };
+        let html = paging_block(&p, &chain);
+        assert!(html.contains("next step 2 of 3"), "{html}");
+        assert!(html.contains("at once: chat <small>(sent)"), "{html}");
+        assert!(html.contains("after 5m: sms <small>(next)"), "{html}");
+        assert!(html.contains("after 10m: voice <small>(not needed)"), "{html}");
+        assert!(awaits_ack(&p));
+        p.acked_by = Some("dana".into());
+        assert!(paging_block(&p, &chain).contains("acknowledged by dana"));
+        assert!(!awaits_ack(&p));
     }
 
     #[test]
