@@ -203,7 +203,7 @@ fn page(code: StatusCode, title: &str, body: &str) -> Response {
     let body = if body.starts_with("<h1>") {
         body.to_owned()
     } else {
-        format!("<h1>{}</h1>{body}", escape(title))
+        format!("<h1>{}</h1>{body}", crate::text::html(title))
     };
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -211,7 +211,7 @@ fn page(code: StatusCode, title: &str, body: &str) -> Response {
          <meta name=\"robots\" content=\"noindex\"><title>ripcord: {t}</title>\
          <link rel=\"stylesheet\" href=\"/console/style.css\"></head><body>\
          <header class=\"top\"><span class=\"brand\">ripcord</span></header><main class=\"link\">{body}</main></body></html>",
-        t = escape(title)
+        t = crate::text::html(title)
     );
     // The console's headers: no store, no referrer (the link's signature
     // is in its path), no frame (clickjacking the approve button), no
@@ -254,14 +254,6 @@ pub(crate) fn same_origin(
     Err("a form from another site (Origin) cannot act".to_owned())
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// Checks a link; the page to show when it is not good.
 fn check_link(
     api: &Api,
@@ -290,7 +282,7 @@ fn check_link(
             Box::new(page(
                 StatusCode::FORBIDDEN,
                 "link refused",
-                &format!("<p>{}</p>", escape(&e.to_string())),
+                &format!("<p>{}</p>", crate::text::html(&e.to_string())),
             ))
         })?;
     Ok(verb)
@@ -343,7 +335,7 @@ async fn link_act(
         return page(
             StatusCode::FORBIDDEN,
             "not done",
-            &format!("<p>{}</p>", escape(&why)),
+            &format!("<p>{}</p>", crate::text::html(&why)),
         );
     }
     let form: LinkForm = serde_urlencoded_form(&body);
@@ -362,12 +354,12 @@ async fn link_act(
         Ok(done) => page(
             StatusCode::OK,
             &format!("{}: {}", done.incident, done.result),
-            &format!("<p>{}</p>", escape(&done.detail)),
+            &format!("<p>{}</p>", crate::text::html(&done.detail)),
         ),
         Err(e) => page(
             status_of(&e),
             "not done",
-            &format!("<p>{}</p>", escape(&e.to_string())),
+            &format!("<p>{}</p>", crate::text::html(&e.to_string())),
         ),
     }
 }

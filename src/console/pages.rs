@@ -1030,7 +1030,10 @@ mod tests {
         assert!(html.contains("next step 2 of 3"), "{html}");
         assert!(html.contains("at once: chat <small>(sent)"), "{html}");
         assert!(html.contains("after 5m: sms <small>(next)"), "{html}");
-        assert!(html.contains("after 10m: voice <small>(not needed)"), "{html}");
+        assert!(
+            html.contains("after 10m: voice <small>(not needed)"),
+            "{html}"
+        );
         assert!(awaits_ack(&p));
         p.acked_by = Some("dana".into());
         assert!(paging_block(&p, &chain).contains("acknowledged by dana"));
