@@ -292,6 +292,9 @@ pub struct EvidenceSeries {
     pub breach_from: Ts,
     /// (time, value), oldest first.
     pub points: Vec<(Ts, f64)>,
+    /// An alert's annotations (name, text), as it fired: the summary,
+    /// description and runbook a person reads first. Bounded.
+    pub annotations: Vec<(String, String)>,
 }
 
 impl PartialEq for Evidence {

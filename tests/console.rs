@@ -23,6 +23,8 @@ rules:
     condition: "> 5%"
     for: 60s
     clear_for: 0s
+  - name: alerts
+    match: {alertname: "*"}
 "#;
 
 const TOKEN: &str = "console-test-api-token-0123456789";
@@ -881,6 +883,43 @@ async fn reading_needs_a_credential_and_acting_a_named_user_when_loopback_is_not
         || async { rollbacks(dir.path(), "i-auth-1") == 1 },
     )
     .await;
+    // An Alertmanager alert's annotations: on the incident page as data
+    // (a URL stays text), its summary and description on the phone page.
+    let alert = json!({"version": "4", "status": "firing", "receiver": "ripcord", "alerts": [{
+        "status": "firing",
+        "labels": {"alertname": "ErrorsUp", "service": "pay", "instance": "i-am-1", "tier": "medium", "severity": "warning"},
+        "annotations": {"summary": "5xx above 5% after the upgrade of batch 2",
+                        "description": "error ratio 7.2% on i-am-1 since 10:02",
+                        "runbook_url": "https://runbooks.example/pay-5xx"},
+        "startsAt": rfc3339(now_millis() - 5_000), "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "fp-am-1"}]});
+    let posted = http
+        .post(r.url("/api/v1/alerts"))
+        .bearer_auth(TOKEN)
+        .json(&alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    let am = until_some("the alert's incident", || incident_of(&r, "i-am-1")).await;
+    let (code, body) = get(format!("/incidents/{am}"), read.clone()).await;
+    assert_eq!(code, 200);
+    for want in [
+        "<h2>Annotations</h2>",
+        "error ratio 7.2% on i-am-1 since 10:02",
+        "<td>https://runbooks.example/pay-5xx</td>",
+        "<p class=\"summary\">5xx above 5% after the upgrade of batch 2</p>",
+    ] {
+        assert!(body.contains(want), "`{want}` in {body}");
+    }
+    assert!(!body.contains("href=\"https://runbooks"), "{body}");
+    let link = until_some("the approve link", || async { link(&chat, &am, "approve") }).await;
+    let page = http.get(&link).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("5xx above 5% after the upgrade of batch 2")
+            && page.contains("error ratio 7.2% on i-am-1 since 10:02"),
+        "{page}"
+    );
+
     let inc = api_json(&r, &format!("/api/v1/incidents/{id}")).await;
     assert_eq!(
         inc["approval"]["decided_by"], "frank",

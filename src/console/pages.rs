@@ -324,15 +324,35 @@ fn card(f: &Frame<'_>, i: &IncidentRow, progress: Option<&Progress>) -> String {
     )
 }
 
-/// The opening decision's message: the alert summary (`ErrorsUp firing on
-/// pay/i-1: 5xx above 5%`) or the rule's reading.
+/// What the alert says in one line: its `summary` annotation, else its
+/// `description`, else the opening decision's message (`pay/i-1:
+/// http_5xx_ratio last over 30s is 0.4 (> 0.05) for 1m`).
 pub fn summary(r: &Review) -> Option<&str> {
-    // The timeline says `rollback: <message>`.
-    r.journal.iter().find(|t| t.kind == "decision").map(|t| {
-        t.message
-            .split_once(": ")
-            .map_or(t.message.as_str(), |(_, m)| m)
+    let note = |k: &str| {
+        r.annotations
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.as_str())
+    };
+    note("summary").or_else(|| note("description")).or_else(|| {
+        // The timeline says `rollback: <message>`.
+        r.journal.iter().find(|t| t.kind == "decision").map(|t| {
+            t.message
+                .split_once(": ")
+                .map_or(t.message.as_str(), |(_, m)| m)
+        })
     })
+}
+
+/// The alert's annotations, one row each (links stay text: data, never a
+/// link a page would follow).
+fn annotations_table(r: &Review) -> String {
+    let mut o = String::from("<table class=\"annotations\">");
+    for (k, v) in &r.annotations {
+        let _ = write!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
+    }
+    o.push_str("</table>");
+    o
 }
 
 /// The incident's labels, one row each.
@@ -541,6 +561,10 @@ pub fn incident(
         });
     }
     o.push_str("</section>");
+    if !r.annotations.is_empty() {
+        o.push_str("<h2>Annotations</h2>");
+        o.push_str(&annotations_table(r));
+    }
     o.push_str("<h2>Around the incident</h2><div class=\"chart\">");
     o.push_str(&crate::report::html::chart(&r.chart));
     o.push_str("</div>");
@@ -619,10 +643,29 @@ pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -
             esc(&i.rule)
         );
     }
+    let description = r
+        .annotations
+        .iter()
+        .find(|(k, _)| k == "description")
+        .map(|(_, v)| v.as_str())
+        .filter(|d| Some(*d) != summary(r));
+    if let Some(d) = description {
+        let _ = write!(o, "<p class=\"description\">{}</p>", esc(d));
+    }
     let _ = write!(
         o,
-        "<details class=\"labels\"><summary>All labels</summary>{}</details>",
-        labels_table(i)
+        "<details class=\"labels\"><summary>All labels{}</summary>{}{}</details>",
+        if r.annotations.is_empty() {
+            ""
+        } else {
+            " and annotations"
+        },
+        labels_table(i),
+        if r.annotations.is_empty() {
+            String::new()
+        } else {
+            annotations_table(r)
+        }
     );
     let left = expires.since(now);
     let _ = write!(

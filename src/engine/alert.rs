@@ -37,6 +37,42 @@ pub(crate) struct AlertState {
 /// the least telling labels are dropped whole, and the incident says so
 /// with `ripcord_labels_cut`.
 pub const LABEL_BUDGET: usize = 4096;
+/// Annotations an incident keeps, each cut to [`MAX_KEPT_VALUE`].
+const MAX_KEPT_ANNOTATIONS: usize = 16;
+
+/// Annotations a person reads first, kept before any other.
+const TELLING_ANNOTATIONS: [&str; 5] = [
+    "summary",
+    "description",
+    "message",
+    "runbook_url",
+    "dashboard",
+];
+
+/// An alert's annotations as its incident keeps them: the telling ones
+/// first, then the others, [`MAX_KEPT_ANNOTATIONS`] in all, each text cut
+/// to [`MAX_KEPT_VALUE`] bytes.
+fn kept_annotations(a: &crate::event::Labels<'_>) -> Vec<(String, String)> {
+    let rank = |k: &str| {
+        TELLING_ANNOTATIONS
+            .iter()
+            .position(|t| *t == k)
+            .unwrap_or(TELLING_ANNOTATIONS.len())
+    };
+    let mut all: Vec<&(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> =
+        a.0.iter().collect();
+    all.sort_by_key(|(k, _)| rank(k));
+    all.into_iter()
+        .take(MAX_KEPT_ANNOTATIONS)
+        .map(|(k, v)| {
+            (
+                crate::text::clip_bytes(k, MAX_KEPT_VALUE).to_owned(),
+                crate::text::clip_bytes(v, MAX_KEPT_VALUE).to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// An annotation quoted in a decision's message is cut to this.
 const MAX_KEPT_VALUE: usize = 512;
 /// Labels kept first when the budget is tight.
@@ -238,6 +274,7 @@ impl AlertState {
                     alert.alertname(),
                     describe(&inc.labels)
                 );
+                let first = out.len();
                 inc.fire_policy(
                     &cfg.policy,
                     &self.rule.actions,
@@ -246,6 +283,18 @@ impl AlertState {
                     &msg,
                     out,
                 );
+                // The annotations go with the decisions to the journal (the
+                // console shows them); the engine keeps none of them.
+                if !alert.annotations.0.is_empty() {
+                    let ev = std::sync::Arc::new(crate::decision::EvidenceSeries {
+                        breach_from: alert.starts_at,
+                        points: Vec::new(),
+                        annotations: kept_annotations(&alert.annotations),
+                    });
+                    for d in &mut out[first..] {
+                        d.evidence = crate::decision::Evidence(Some(ev.clone()));
+                    }
+                }
                 self.bytes = self.bytes - replaced + bytes;
                 self.entries.insert(
                     fp.into(),

@@ -388,6 +388,54 @@ fn an_alerts_labels_are_kept_within_a_byte_budget_telling_ones_first() {
     assert_eq!(e.stats().labels_truncated, 1);
 }
 
+/// An alert's annotations travel with its decisions (for the console),
+/// bounded in count and length; the engine keeps none of them.
+#[test]
+fn an_alerts_annotations_go_with_its_decisions_bounded() {
+    let mut e = engine_with(ALERTS, EngineConfig::default());
+    let mut annotations = serde_json::Map::new();
+    annotations.insert("summary".into(), "5xx above 5% after batch 2".into());
+    annotations.insert("description".into(), "d".repeat(5000).into());
+    for i in 0..40 {
+        annotations.insert(format!("a{i:02}"), "x".into());
+    }
+    let payload = serde_json::json!({
+        "version": "4",
+        "alerts": [{"status": "firing", "labels": {"alertname": "ErrorsUp", "service": "web", "instance": "i-1"},
+                    "annotations": annotations, "startsAt": "2026-11-21T10:00:00Z",
+                    "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "fp-ann"}]
+    });
+    let text = payload.to_string();
+    let mut events = Vec::new();
+    crate::decode::decode(text.as_bytes(), &mut events).unwrap();
+    let mut out = Vec::new();
+    for ev in &events {
+        e.process(ev, &mut out);
+    }
+    assert!(!out.is_empty());
+    for d in &out {
+        let ev = d.evidence.0.as_ref().expect("annotations as evidence");
+        assert!(ev.points.is_empty(), "an alert has no readings");
+        assert_eq!(ev.annotations.len(), 16, "{:?}", ev.annotations);
+        let summary = ev.annotations.iter().find(|(k, _)| k == "summary");
+        assert_eq!(
+            summary.map(|(_, v)| v.as_str()),
+            Some("5xx above 5% after batch 2")
+        );
+        assert!(ev.annotations.iter().all(|(_, v)| v.len() <= 512));
+    }
+    // Without annotations, nothing rides along.
+    let mut plain = Vec::new();
+    alert(
+        &mut e,
+        "fp-plain",
+        "firing",
+        serde_json::json!({"alertname": "B", "service": "s"}),
+        &mut plain,
+    );
+    assert!(plain.iter().all(|d| d.evidence.0.is_none()));
+}
+
 #[test]
 fn remembered_alerts_stay_within_their_byte_budget() {
     let cfg = EngineConfig {

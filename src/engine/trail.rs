@@ -81,6 +81,7 @@ impl Trail {
             points.push((t, v));
         }
         Arc::new(EvidenceSeries {
+            annotations: Vec::new(),
             breach_from: self.breach_from,
             points,
         })

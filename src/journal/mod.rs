@@ -634,11 +634,14 @@ impl Via {
 /// Progress history is kept this long (a quarter's reviews need it).
 pub const PROGRESS_RETENTION: Dur = Dur::from_mins(100 * 24 * 60);
 
-/// Evidence as stored: `{"from": millis, "points": [[millis, value], …]}`.
+/// Evidence as stored: `{"from": millis, "points": [[millis, value], …]}`,
+/// plus `"annotations": [[name, text], …]` for an alert.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredEvidence {
     from: i64,
     points: Vec<(i64, f64)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    annotations: Vec<(String, String)>,
 }
 
 fn evidence_json(e: &crate::decision::EvidenceSeries) -> String {
@@ -650,6 +653,7 @@ fn evidence_json(e: &crate::decision::EvidenceSeries) -> String {
             .filter(|(_, v)| v.is_finite())
             .map(|(t, v)| (t.millis(), *v))
             .collect(),
+        annotations: e.annotations.clone(),
     };
     serde_json::to_string(&stored).unwrap_or_else(|_| "{\"from\":0,\"points\":[]}".into())
 }
@@ -661,15 +665,20 @@ fn merge_evidence(
 ) -> Result<Option<crate::decision::EvidenceSeries>, JournalError> {
     let mut all = std::collections::BTreeMap::new();
     let mut from: Option<i64> = None;
+    let mut annotations = Vec::new();
     for r in rows {
         let e: StoredEvidence =
             serde_json::from_str(r).map_err(|e| JournalError::Corrupt(format!("evidence: {e}")))?;
         from = Some(from.map_or(e.from, |f| f.min(e.from)));
+        if annotations.is_empty() {
+            annotations = e.annotations;
+        }
         for (t, v) in e.points {
             all.insert(t, v);
         }
     }
     Ok(from.map(|f| crate::decision::EvidenceSeries {
+        annotations,
         breach_from: Ts(f),
         points: all.into_iter().map(|(t, v)| (Ts(t), v)).collect(),
     }))
@@ -772,4 +781,30 @@ pub struct UpgradeRow {
     pub updated_at: Ts,
     /// Still running (not completed or failed).
     pub open: bool,
+}
+
+#[cfg(test)]
+mod evidence_tests {
+    use super::*;
+    use crate::decision::EvidenceSeries;
+
+    #[test]
+    fn stored_evidence_keeps_an_alerts_annotations_and_reads_old_rows() {
+        let e = EvidenceSeries {
+            breach_from: Ts(1000),
+            points: vec![(Ts(1000), 0.5)],
+            annotations: vec![("summary".into(), "5xx \"up\"\n<b>".into())],
+        };
+        let back = merge_evidence(&[evidence_json(&e)]).unwrap().unwrap();
+        assert_eq!(back, e);
+        // Rows written before annotations existed still read.
+        let old = merge_evidence(&["{\"from\":5,\"points\":[[5,1.0]]}".into()])
+            .unwrap()
+            .unwrap();
+        assert!(old.annotations.is_empty());
+        assert!(
+            !evidence_json(&old).contains("annotations"),
+            "nothing added to plain rows"
+        );
+    }
 }

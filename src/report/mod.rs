@@ -137,6 +137,8 @@ pub struct Review {
     pub spans: Vec<Span>,
     pub budgets: Vec<BudgetCheck>,
     pub chart: Chart,
+    /// The alert's annotations (summary, description, runbook…), if any.
+    pub annotations: Vec<(String, String)>,
     pub approval: Option<ApprovalRow>,
     /// The journal's own lines for the incident, as recorded.
     pub journal: Vec<TimelineEntry>,
@@ -251,7 +253,10 @@ impl Review {
             .min_by_key(|d| (d.at, d.seq));
         let chart = Chart {
             metric: inc.rule.clone(),
-            series: evidence.map(|e| e.points).unwrap_or_default(),
+            series: evidence
+                .as_ref()
+                .map(|e| e.points.clone())
+                .unwrap_or_default(),
             threshold: opening.and_then(|d| d.threshold),
             opening_value: opening.and_then(|d| d.value),
             baseline: opening.and_then(|d| d.baseline),
@@ -274,6 +279,7 @@ impl Review {
             spans,
             budgets,
             chart,
+            annotations: evidence.map(|e| e.annotations).unwrap_or_default(),
             approval,
             journal,
             drawn_at: now,
