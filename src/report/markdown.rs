@@ -58,6 +58,10 @@ pub fn render(r: &Review) -> String {
     ] {
         let _ = writeln!(o, "| {k} | {v} |");
     }
+    // The alert's own words (summary, description, runbook), as data.
+    for (k, v) in &r.annotations {
+        let _ = writeln!(o, "| {} | {} |", md(k), md(v));
+    }
 
     let _ = writeln!(o, "\n## Timeline (UTC, from the journal)\n");
     let _ = writeln!(o, "| time | what |\n|---|---|");

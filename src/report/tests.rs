@@ -115,3 +115,45 @@ fn spans_measure_between_the_marks_that_came() {
     assert_eq!(took("to roll back"), None);
     assert_eq!(took("to recover"), Some(Dur::from_mins(30)));
 }
+
+#[test]
+fn the_markdown_review_carries_the_alerts_annotations_as_data() {
+    let r = Review {
+        incident: crate::journal::IncidentRow {
+            id: "inc-1".into(),
+            rule: "alerts".into(),
+            partition: "p".into(),
+            tier: "medium".into(),
+            severity: "functional".into(),
+            state: "open".into(),
+            opened_at: Ts(0),
+            resolved_at: None,
+            labels: serde_json::json!({"service": "pay"}),
+            attention: Vec::new(),
+        },
+        drill: None,
+        marks: Marks::default(),
+        timeline: Vec::new(),
+        spans: Vec::new(),
+        budgets: Vec::new(),
+        chart: Chart::default(),
+        annotations: vec![
+            ("summary".into(), "5xx above 5%".into()),
+            (
+                "runbook_url".into(),
+                "https://x.example/a | b\n# heading".into(),
+            ),
+        ],
+        approval: None,
+        journal: Vec::new(),
+        drawn_at: Ts(0),
+    };
+    let text = super::markdown::render(&r);
+    assert!(text.contains("| summary | 5xx above 5% |"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| runbook\\_url |") || l.starts_with("| runbook_url |"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(!text.lines().any(|l| l.starts_with("# heading")), "{text}");
+    assert_eq!(row.matches(" | ").count(), 1, "one cell boundary: {row}");
+}
