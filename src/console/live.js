@@ -18,7 +18,7 @@
   function tick() {
     var main = document.querySelector("main[data-live]");
     if (!main || document.hidden || busy()) { return; }
-    fetch(location.href, { credentials: "same-origin", headers: { "X-Ripcord-Live": "1" } })
+    fetch(location.href, { credentials: "same-origin" })
       .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.text(); })
       .then(function (text) {
         var fresh = new DOMParser().parseFromString(text, "text/html").querySelector("main[data-live]");

@@ -88,6 +88,10 @@ pub fn render(r: &Review) -> String {
     ] {
         let _ = write!(o, "<tr><th>{k}</th><td>{v}</td></tr>");
     }
+    // The alert's own words (summary, description, runbook), as data.
+    for (k, v) in &r.annotations {
+        let _ = write!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
+    }
     o.push_str("</table>");
 
     o.push_str("<h2>Evidence</h2>");

@@ -156,4 +156,10 @@ fn the_markdown_review_carries_the_alerts_annotations_as_data() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(!text.lines().any(|l| l.starts_with("# heading")), "{text}");
     assert_eq!(row.matches(" | ").count(), 1, "one cell boundary: {row}");
+    let page = super::html::render(&r);
+    assert!(
+        page.contains("<th>runbook_url</th><td>https://x.example/a | b"),
+        "{page}"
+    );
+    assert!(!page.contains("<a "), "{page}");
 }
