@@ -187,6 +187,9 @@ fn select(name: &str, current: &str, options: &[&str]) -> String {
     o
 }
 
+/// Open incidents the list draws (the rest are counted).
+const MAX_CARDS: usize = 200;
+
 /// What ripcord did for an incident and whether paging waits for an ack,
 /// for its card on the list.
 #[derive(Debug, Default, Clone)]
@@ -253,9 +256,12 @@ pub fn list(
     if shown.is_empty() {
         o.push_str("<p class=\"calm\">Nothing open.</p>");
     }
+    // A storm's thousands would make a page too heavy for a phone that
+    // reloads it every 5 s: the most urgent MAX_CARDS, then a count.
+    let mut room = MAX_CARDS;
     for tier in ["high", "medium", "low"] {
         let mut of_tier: Vec<&&IncidentRow> = shown.iter().filter(|i| i.tier == tier).collect();
-        if of_tier.is_empty() {
+        if of_tier.is_empty() || room == 0 {
             continue;
         }
         of_tier.sort_by_key(|i| (severity_rank(&i.severity), std::cmp::Reverse(i.opened_at)));
@@ -263,10 +269,18 @@ pub fn list(
             o,
             "<h2 class=\"tier-{tier}\">{tier} risk</h2><ul class=\"incidents\">"
         );
-        for i in of_tier {
+        for i in of_tier.into_iter().take(room) {
             o.push_str(&card(f, i, progress.get(&i.id)));
+            room -= 1;
         }
         o.push_str("</ul>");
+    }
+    if shown.len() > MAX_CARDS {
+        let _ = write!(
+            o,
+            "<p class=\"hint more\">… and {} more open incidents, less urgent: filter by tier, severity or text to see them.</p>",
+            shown.len() - MAX_CARDS
+        );
     }
     let recent: Vec<&IncidentRow> = resolved
         .iter()
@@ -1081,6 +1095,39 @@ mod tests {
         p.acked_by = Some("dana".into());
         assert!(paging_block(&p, &chain).contains("acknowledged by dana"));
         assert!(!awaits_ack(&p));
+    }
+
+    #[test]
+    fn a_storm_lists_the_most_urgent_and_counts_the_rest() {
+        let viewer = Viewer {
+            may: May::Read,
+            user: None,
+            session: false,
+        };
+        let f = Frame {
+            viewer: &viewer,
+            csrf: "t",
+            now: Ts(60_000),
+            can_sign_in: false,
+            proxy_header: None,
+        };
+        let mut open: Vec<IncidentRow> = (0..250)
+            .map(|k| {
+                let mut i = hostile();
+                i.id = format!("inc-{k}");
+                i.tier = if k == 249 { "high" } else { "low" }.into();
+                i
+            })
+            .collect();
+        open[0].severity = "minor".into();
+        let page = list(&f, &open, &[], &Default::default(), &ListFilter::default());
+        assert_eq!(page.matches("<li class=\"incident").count(), MAX_CARDS);
+        assert!(page.contains("and 50 more open incidents"), "{page}");
+        assert!(
+            page.contains("href=\"/incidents/inc-249\""),
+            "the high one first"
+        );
+        assert!(page.contains("<span class=\"count\">250</span>"), "{page}");
     }
 
     #[test]
