@@ -115,6 +115,21 @@ pub fn clip_bytes(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// RFC 3986 unreserved characters (`A-Z a-z 0-9 - _ . ~`) stay; everything
+/// else is `%XX` of its UTF-8 bytes, upper-case hex.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Text percent-encoded for a URL (a path segment, a query value, a form
+/// field): `/`, `?`, `#`, `&` and `=` stay inside it. Also Aliyun's POP
+/// encoding (space `%20`, `*` `%2A`, `~` kept).
+pub fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,12 +24,7 @@ pub fn esc(s: &str) -> String {
 /// A path segment from event text: percent-encoded, so a `/` or `..` in a
 /// label never names another route.
 pub fn seg(s: &str) -> String {
-    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    let out = percent_encoding::utf8_percent_encode(s, SEGMENT).to_string();
+    let out = crate::text::percent_encode(s);
     if out == "." || out == ".." {
         out.replace('.', "%2E")
     } else {

@@ -83,7 +83,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::Digest as _;
 
 use super::{SendContext, SendOutcome, retry_after, without_url};
@@ -91,6 +90,7 @@ use crate::action::message::{Link, Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret, secret_from_node};
 use crate::config::yaml::MapReader;
+use crate::text::percent_encode;
 use crate::time::Ts;
 
 /// The longest SMS text, in bytes.
@@ -629,18 +629,8 @@ fn short(body: &str) -> String {
 
 // --- form and percent encoding ------------------------------------------------
 
-/// RFC 3986 unreserved characters stay; everything else is `%XX` (UTF-8,
-/// upper-case hex): Aliyun's POP encoding (space `%20`, `*` `%2A`, `~`
-/// kept), also valid `application/x-www-form-urlencoded`.
-const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-pub fn percent_encode(s: &str) -> String {
-    utf8_percent_encode(s, RFC3986).to_string()
-}
+// RFC 3986 encoding, Aliyun's POP encoding and valid
+// `application/x-www-form-urlencoded`: `crate::text::percent_encode`.
 
 fn form_encode(pairs: &[(&str, &str)]) -> String {
     pairs

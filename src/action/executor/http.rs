@@ -19,8 +19,6 @@
 
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-
 use super::{ExecOutcome, Patterns, Template, Vars};
 use crate::action::channel::without_url;
 use crate::action::message::truncate_utf8;
@@ -28,13 +26,6 @@ use crate::config::Errors;
 use crate::config::secret::{Secret, secret_from_node};
 use crate::config::yaml::{MapReader, Value};
 use crate::time::Dur;
-
-/// Unreserved characters stay; everything else in a value is encoded.
-const VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 #[derive(Debug)]
 enum HeaderValue {
@@ -265,7 +256,7 @@ fn url_value(v: &str) -> Result<String, String> {
             "= {v:?} would be resolved away as a URL path segment"
         ));
     }
-    Ok(utf8_percent_encode(v, VALUE).to_string())
+    Ok(crate::text::percent_encode(v))
 }
 
 #[cfg(test)]
