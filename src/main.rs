@@ -596,18 +596,10 @@ fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
                 Some(s) => Ts::parse_rfc3339_general(s)?,
                 None => now,
             };
-            let until_batch = match until_batch {
-                None => None,
-                Some(sb) => {
-                    let (service, batch) = sb.split_once(':').ok_or_else(|| {
-                        anyhow::anyhow!("--until-batch {sb}: expected SERVICE:BATCH")
-                    })?;
-                    Some(UntilBatch {
-                        service: service.to_owned(),
-                        batch: batch.to_owned(),
-                    })
-                }
-            };
+            let until_batch = until_batch
+                .map(|sb| UntilBatch::parse(&sb))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--until-batch {e}"))?;
             let ends_at = match (duration, until, &until_batch) {
                 (Some(d), _, _) => Some(starts.saturating_add(d.parse::<Dur>()?).to_string()),
                 (None, Some(u), _) => Some(u),

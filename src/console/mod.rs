@@ -520,18 +520,10 @@ pub fn postable(
                 (None, None)
             }
         },
-        ("", u) => match u.split_once(':') {
-            Some((s, b)) if !s.trim().is_empty() && !b.trim().is_empty() => (
-                None,
-                Some(UntilBatch {
-                    service: s.trim().to_owned(),
-                    batch: b.trim().to_owned(),
-                }),
-            ),
-            _ => {
-                problems.push(format!(
-                    "until batch `{u}`: expected service:batch, like web:3"
-                ));
+        ("", u) => match UntilBatch::parse(u) {
+            Ok(u) => (None, Some(u)),
+            Err(e) => {
+                problems.push(format!("until batch {e}"));
                 (None, None)
             }
         },
@@ -632,7 +624,7 @@ async fn silence_post(
         }
         Ok(Err(e)) => c.say(
             &seen,
-            StatusCode::SERVICE_UNAVAILABLE,
+            silence::http::status_of(&e),
             "Not created",
             &e.to_string(),
             "/silences",
@@ -664,15 +656,13 @@ async fn silence_expire(
     .await
     {
         Ok(Ok(_)) => see_other("/silences"),
-        Ok(Err(e)) => {
-            let code = match e {
-                silence::SilenceError::NotFound(_) => StatusCode::NOT_FOUND,
-                silence::SilenceError::AlreadyOver(_) => StatusCode::CONFLICT,
-                silence::SilenceError::Invalid(_) => StatusCode::BAD_REQUEST,
-                silence::SilenceError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            c.say(&seen, code, "Not expired", &e.to_string(), "/silences")
-        }
+        Ok(Err(e)) => c.say(
+            &seen,
+            silence::http::status_of(&e),
+            "Not expired",
+            &e.to_string(),
+            "/silences",
+        ),
         Err(e) => c.say(
             &seen,
             StatusCode::SERVICE_UNAVAILABLE,

@@ -10,6 +10,7 @@ use crate::action::config::Step;
 use crate::action::links::Verb;
 use crate::gate::Answer;
 use crate::journal::{ApprovalRow, EscalationRow, IncidentRow, RolloutRow, UpgradeRow};
+use crate::report::html::clock;
 use crate::report::{Review, human};
 use crate::silence::{Scope, Silence, SilenceState};
 use crate::time::{Dur, Ts};
@@ -111,12 +112,6 @@ pub fn target(i: &IncidentRow) -> String {
         ("", n) => n.to_owned(),
         (s, n) => format!("{s}/{n}"),
     }
-}
-
-/// `18:22:24` of a time (the full time is the cell's title).
-fn clock(t: Ts) -> String {
-    let s = t.to_string();
-    s.get(11..19).unwrap_or(&s).to_owned()
 }
 
 fn ago(now: Ts, t: Ts) -> String {

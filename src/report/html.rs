@@ -155,8 +155,8 @@ pub fn render(r: &Review) -> String {
     o
 }
 
-/// `HH:MM:SS` of a time, for the axis.
-fn clock(t: Ts) -> String {
+/// `HH:MM:SS` of a time, for the axis (and the console's timeline).
+pub fn clock(t: Ts) -> String {
     let s = t.to_string();
     s.get(11..19).unwrap_or(&s).to_owned()
 }

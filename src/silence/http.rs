@@ -56,14 +56,18 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, axum::Json(json!({ "error": msg.into() }))).into_response()
 }
 
-fn error_response(e: SilenceError) -> Response {
-    let code = match &e {
+/// The HTTP status for a refused silence request (the API and the console).
+pub fn status_of(e: &SilenceError) -> StatusCode {
+    match e {
         SilenceError::Invalid(_) => StatusCode::BAD_REQUEST,
         SilenceError::NotFound(_) => StatusCode::NOT_FOUND,
         SilenceError::AlreadyOver(_) => StatusCode::CONFLICT,
         SilenceError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    err(code, e.to_string())
+    }
+}
+
+fn error_response(e: SilenceError) -> Response {
+    err(status_of(&e), e.to_string())
 }
 
 async fn create(State(api): State<Arc<SilenceApi>>, body: Bytes) -> Response {

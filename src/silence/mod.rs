@@ -131,6 +131,21 @@ pub struct UntilBatch {
     pub batch: String,
 }
 
+impl UntilBatch {
+    /// `web:3`, as the CLI's `--until-batch` and the console's form take it.
+    pub fn parse(s: &str) -> Result<UntilBatch, String> {
+        match s.split_once(':') {
+            Some((service, batch)) if !service.trim().is_empty() && !batch.trim().is_empty() => {
+                Ok(UntilBatch {
+                    service: service.trim().to_owned(),
+                    batch: batch.trim().to_owned(),
+                })
+            }
+            _ => Err(format!("`{s}`: expected SERVICE:BATCH, like web:3")),
+        }
+    }
+}
+
 /// A silence as the journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Silence {

@@ -324,3 +324,18 @@ fn a_freeze_window_names_the_services_it_freezes() {
     let d = decision(Action::Notify, Tier::Low, &[("service", "shop")]);
     assert!(hold_for(Action::Notify, "k", &labels_of(&d), &[], &w, NOW).is_none());
 }
+
+#[test]
+fn until_batch_is_service_colon_batch() {
+    assert_eq!(
+        UntilBatch::parse(" web : 3 "),
+        Ok(UntilBatch {
+            service: "web".into(),
+            batch: "3".into()
+        })
+    );
+    for bad in ["web", "web:", ":3", ""] {
+        let e = UntilBatch::parse(bad).unwrap_err();
+        assert!(e.contains("expected SERVICE:BATCH"), "{bad}: {e}");
+    }
+}
