@@ -16,11 +16,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Lines, free_port, now_millis, rfc3339, ripcord_bin, wait_until};
+use support::{free_port, now_millis, rfc3339, wait_until};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -52,29 +51,8 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(ripcord_bin())
-        .args(["run", "--dry-run", "--output", "json", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ripcord run");
-    let stderr = Lines::of(child.stderr.take().unwrap());
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let up = wait_until(Duration::from_secs(60), || {
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .is_ok_and(|r| r.status() == 200)
-    });
-    assert!(up, "ripcord did not get ready:\n{}", stderr.text());
+    let run = support::DryRun::start(dir.path(), &config, port);
+    let (client, base) = (run.client.clone(), run.base.clone());
     for chunk in (0..incidents).collect::<Vec<_>>().chunks(100) {
         let alerts: Vec<_> = chunk
             .iter()
@@ -163,6 +141,5 @@ fn main() {
             }
         );
     }
-    support::signal(child.id(), "-TERM");
-    let _ = child.wait();
+    run.stop();
 }

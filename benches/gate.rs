@@ -20,15 +20,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ripcord::decision::Tier;
 use ripcord::gate::TallyRow;
 use ripcord::journal::{Batch, Ingest, UpgradeRow};
 use ripcord::time::Ts;
 use serde_json::json;
-use support::{Lines, free_port, now_millis, rfc3339, ripcord_bin, wait_until};
+use support::{free_port, now_millis, rfc3339};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -125,29 +124,8 @@ fn run(journal: &str, services: usize, requests: usize) -> Outcome {
         started.elapsed()
     );
     std::fs::write(&config, cfg).unwrap();
-    let mut child = Command::new(ripcord_bin())
-        .args(["run", "--dry-run", "--output", "json", "--config"])
-        .arg(&config)
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ripcord run");
-    let stderr = Lines::of(child.stderr.take().unwrap());
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let up = wait_until(Duration::from_secs(60), || {
-        client
-            .get(format!("{base}/readyz"))
-            .send()
-            .is_ok_and(|r| r.status() == 200)
-    });
-    assert!(up, "ripcord did not get ready:\n{}", stderr.text());
+    let run = support::DryRun::start(dir.path(), &config, port);
+    let (client, base) = (run.client.clone(), run.base.clone());
     // 100 open incidents, one per service.
     let alerts: Vec<_> = (0..100.min(services))
         .map(|s| {
@@ -213,8 +191,7 @@ fn run(journal: &str, services: usize, requests: usize) -> Outcome {
         eprintln!("gate: {journal}: a {d}: {}", r.as_deref().unwrap_or("-"));
     }
     latencies.sort_by(f64::total_cmp);
-    support::signal(child.id(), "-TERM");
-    let _ = child.wait();
+    run.stop();
     Outcome {
         journal: journal.to_owned(),
         ok,

@@ -838,14 +838,7 @@ fn hostile_instance_labels_are_refused_paged_and_never_reach_the_script() {
         assert!(detail.starts_with("refused: `instance`"), "{v:?}: {detail}");
         let inc = r.incident(&id);
         assert!(
-            inc["timeline"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| t["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("rollback failed: refused")),
+            support::timeline_says(&inc, "rollback failed: refused"),
             "the refusal is on the timeline: {inc}"
         );
         assert!(!inc["paging"].is_null(), "{v:?}: a human is paged: {inc}");
@@ -1381,14 +1374,7 @@ fn silences_hold_back_what_their_scope_says_across_a_restart_until_expired_or_th
         standin.all()
     );
     assert!(
-        r.incident(&id)["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["message"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("held back by silence {quiet}"))),
+        support::timeline_says(&r.incident(&id), &format!("held back by silence {quiet}")),
         "the timeline names the silence"
     );
     assert!(wait_until(Duration::from_secs(10), || r

@@ -13,17 +13,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use support::{Capture, Responder, free_port, now_millis, recorded_calls, rfc3339};
 
-const RULES: &str = r#"
-rules:
-  - name: errors
-    match: {metric: http_5xx_ratio}
-    group_by: [service, instance]
-    window: 30s
-    aggregate: last
-    condition: "> 5%"
-    for: 60s
-    clear_for: 0s
-  - name: alerts
+/// Beside the fast metric rule: every Alertmanager alert.
+const ALERT_RULE: &str = r#"  - name: alerts
     match: {alertname: "*"}
 "#;
 
@@ -96,7 +87,11 @@ fn start(dir: &Path, chat: &Capture) -> Responder {
 /// [`start`] with more under `http:` (indented two spaces).
 fn start_with(dir: &Path, chat: &Capture, http_extra: &str) -> Responder {
     std::fs::create_dir_all(dir.join("rules")).unwrap();
-    std::fs::write(dir.join("rules/errors.yaml"), RULES).unwrap();
+    std::fs::write(
+        dir.join("rules/errors.yaml"),
+        format!("{}{ALERT_RULE}", support::FAST_ERRORS_RULES),
+    )
+    .unwrap();
     let record = dir.join("calls.bin");
     let script = dir.join("rollback.sh");
     std::fs::write(
@@ -150,6 +145,38 @@ fn rollbacks(dir: &Path, instance: &str) -> usize {
         .count()
 }
 
+/// The first form's CSRF token on a page.
+fn csrf_of(page: &str) -> Option<String> {
+    let rest = page.split("name=\"csrf\" value=\"").nth(1)?;
+    rest.split('"').next().map(str::to_owned)
+}
+
+/// An HTTP client that shows a redirect (303 after a form) as it is.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Clicks what `css` finds.
+async fn click(c: &Client, css: &str) {
+    let e = c.find(Locator::Css(css)).await;
+    e.unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Types `text` into what `css` finds.
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let e = c.find(Locator::Css(css)).await;
+    e.unwrap_or_else(|e| panic!("{css}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
 /// Calls of the pause / resume script for `service`.
 fn rollout_calls(dir: &Path, verb: &str, service: &str) -> usize {
     recorded_calls(&dir.join("calls.bin"))
@@ -161,24 +188,9 @@ fn rollout_calls(dir: &Path, verb: &str, service: &str) -> usize {
 /// Signs `name` in with the API token through the sign-in page.
 async fn sign_in(b: &Client, r: &Responder, name: &str) {
     b.goto(&r.url("/signin")).await.unwrap();
-    b.find(Locator::Css("input[name=by]"))
-        .await
-        .unwrap()
-        .send_keys(name)
-        .await
-        .unwrap();
-    b.find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    b.find(Locator::Css("form.confirm button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(b, "input[name=by]", name).await;
+    type_into(b, "input[name=token]", TOKEN).await;
+    click(b, "form.confirm button").await;
     eventually("signed in", Duration::from_secs(10), || async {
         text_of(b, "header .who").await.contains(name)
     })
@@ -328,12 +340,7 @@ async fn the_list_goes_live_the_chart_renders_and_a_phone_approval_rolls_back_on
 
     // The incident page: summary, value vs threshold, the chart; no
     // buttons for a reader who has not signed in.
-    desk.find(Locator::Css("li.incident a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&desk, "li.incident a").await;
     desk.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css(".chart svg polyline"))
@@ -359,10 +366,7 @@ async fn the_list_goes_live_the_chart_renders_and_a_phone_approval_rolls_back_on
     let id = incident_of(&r, "i-pay-1").await.unwrap();
 
     // Nothing acts without auth: no session, a forged CSRF token, another site.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let act = |csrf: &str, cookie: Option<&str>, site: &str| {
         let mut req = http
             .post(r.url(&format!("/incidents/{id}/act")))
@@ -407,12 +411,7 @@ async fn the_list_goes_live_the_chart_renders_and_a_phone_approval_rolls_back_on
         .text()
         .await
         .unwrap();
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("a CSRF token on eve's page")
-        .to_owned();
+    let csrf = csrf_of(&page).expect("a CSRF token on eve's page");
     assert_eq!(
         act(&csrf, Some(&cookie), "cross-site")
             .await
@@ -459,13 +458,7 @@ async fn the_list_goes_live_the_chart_renders_and_a_phone_approval_rolls_back_on
     let (_, _, bw, bh) = button.rectangle().await.unwrap();
     assert!(bw >= 300.0 && bh >= 56.0, "a big touch target: {bw}x{bh}");
     assert_eq!(rollbacks(dir.path(), "i-pay-1"), 0, "GET acts on nothing");
-    phone
-        .find(Locator::Css("input[name=by]"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
+    type_into(&phone, "input[name=by]", "alice").await;
     button.click().await.unwrap();
     eventually("the rollback ran", Duration::from_secs(20), || async {
         rollbacks(dir.path(), "i-pay-1") == 1
@@ -475,20 +468,8 @@ async fn the_list_goes_live_the_chart_renders_and_a_phone_approval_rolls_back_on
     assert!(done.contains("approved"), "{done}");
     // Used once: a second tap is refused and nothing runs again.
     phone.goto(&url).await.unwrap();
-    phone
-        .find(Locator::Css("input[name=by]"))
-        .await
-        .unwrap()
-        .send_keys("bob")
-        .await
-        .unwrap();
-    phone
-        .find(Locator::Css("button.huge"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&phone, "input[name=by]", "bob").await;
+    click(&phone, "button.huge").await;
     eventually(
         "the second tap is refused",
         Duration::from_secs(10),
@@ -548,12 +529,7 @@ async fn a_silence_made_in_the_console_mutes_a_breach_and_console_acts_are_on_th
         .for_element(Locator::Css("form.act button.primary"))
         .await
         .expect("an approve button for a signed-in user");
-    b.find(Locator::Css("form.act button.primary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "form.act button.primary").await;
     eventually(
         "the console approval rolled back",
         Duration::from_secs(20),
@@ -562,49 +538,17 @@ async fn a_silence_made_in_the_console_mutes_a_breach_and_console_acts_are_on_th
     .await;
     let inc = api_json(&r, &format!("/api/v1/incidents/{id}")).await;
     assert!(
-        inc["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["message"]
-                .as_str()
-                .unwrap()
-                .contains("approved by carol via console")),
+        support::timeline_says(&inc, "approved by carol via console"),
         "{inc}"
     );
 
     // A silence for service web, scope all, previewed then created.
     b.goto(&r.url("/silences")).await.unwrap();
-    b.find(Locator::Css("textarea[name=matchers]"))
-        .await
-        .unwrap()
-        .send_keys("service=web")
-        .await
-        .unwrap();
-    b.find(Locator::Css("input[name=duration]"))
-        .await
-        .unwrap()
-        .send_keys("1h")
-        .await
-        .unwrap();
-    b.find(Locator::Css("select[name=scope] option[value=all]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    b.find(Locator::Css("input[name=comment]"))
-        .await
-        .unwrap()
-        .send_keys("kernel patch")
-        .await
-        .unwrap();
-    b.find(Locator::Css("button[value=preview]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&b, "textarea[name=matchers]", "service=web").await;
+    type_into(&b, "input[name=duration]", "1h").await;
+    click(&b, "select[name=scope] option[value=all]").await;
+    type_into(&b, "input[name=comment]", "kernel patch").await;
+    click(&b, "button[value=preview]").await;
     b.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Css(".preview"))
@@ -618,12 +562,7 @@ async fn a_silence_made_in_the_console_mutes_a_breach_and_console_acts_are_on_th
         Some(0),
         "a preview creates nothing: {listed}"
     );
-    b.find(Locator::Css("button[value=create]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "button[value=create]").await;
     eventually("the silence is listed", Duration::from_secs(10), || async {
         text_of(&b, "ul.silences").await.contains("kernel patch")
     })
@@ -645,28 +584,14 @@ async fn a_silence_made_in_the_console_mutes_a_breach_and_console_acts_are_on_th
     let web = until_some("web's rollback held back by the silence", || async {
         let id = incident_of(&r, "i-web-1").await?;
         let inc = api_json(&r, &format!("/api/v1/incidents/{id}")).await;
-        inc["timeline"]
-            .as_array()?
-            .iter()
-            .any(|t| {
-                t["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("held back by silence")
-            })
-            .then_some(inc)
+        support::timeline_says(&inc, "held back by silence").then_some(inc)
     })
     .await;
     assert_eq!(rollbacks(dir.path(), "i-web-1"), 0, "{web}");
 
     // Expired from the console: it moves to the expired list, with who.
     b.goto(&r.url("/silences")).await.unwrap();
-    b.find(Locator::Css("ul.silences form button.danger"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "ul.silences form button.danger").await;
     eventually(
         "the silence is expired",
         Duration::from_secs(10),
@@ -683,12 +608,7 @@ async fn a_silence_made_in_the_console_mutes_a_breach_and_console_acts_are_on_th
 
     // Sign out: the act form is gone.
     b.goto(&r.url("/")).await.unwrap();
-    b.find(Locator::Css("header .who button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "header .who button").await;
     eventually("signed out", Duration::from_secs(10), || async {
         text_of(&b, "header .who").await.contains("sign in")
     })
@@ -754,12 +674,7 @@ async fn rollouts_show_batches_and_gate_verdicts_and_a_paused_rollout_resumes_fr
     sign_in(&b, &r, "dave").await;
     b.goto(&r.url("/rollouts")).await.unwrap();
     let _ = shot(&b, dir.path(), "console-rollouts-desktop.png").await;
-    b.find(Locator::Css("form.act button.primary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "form.act button.primary").await;
     eventually("resumed", Duration::from_secs(20), || async {
         rollout_calls(dir.path(), "resume", "cart") == 1
     })
@@ -786,12 +701,7 @@ async fn rollouts_show_batches_and_gate_verdicts_and_a_paused_rollout_resumes_fr
             .contains("at once: chat (sent)"),
         "{state}"
     );
-    b.find(Locator::Css("form.act button.plain"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, "form.act button.plain").await;
     eventually("acknowledged by dave", Duration::from_secs(10), || async {
         text_of(&b, "section.state")
             .await
@@ -817,10 +727,7 @@ async fn reading_needs_a_credential_and_acting_a_named_user_when_loopback_is_not
     );
     post_events(&r, &bad_batch("pay", "i-auth-1", "medium")).await;
     let id = until_some("an incident", || incident_of(&r, "i-auth-1")).await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = no_redirects();
     let get = |path: String, creds: Option<(&'static str, String)>| {
         let mut req = http.get(r.url(&path));
         if let Some((k, v)) = creds {
@@ -851,14 +758,7 @@ async fn reading_needs_a_credential_and_acting_a_named_user_when_loopback_is_not
             .body(format!("csrf={csrf}&verb=approve&by=mallory"))
             .send()
     };
-    let csrf_of = |body: &str| {
-        body.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let status = act(read.clone().unwrap(), csrf_of(&body))
+    let status = act(read.clone().unwrap(), csrf_of(&body).unwrap_or_default())
         .await
         .unwrap()
         .status();
@@ -875,7 +775,13 @@ async fn reading_needs_a_credential_and_acting_a_named_user_when_loopback_is_not
         "CSRF"
     );
     assert_eq!(rollbacks(dir.path(), "i-auth-1"), 0);
-    let status = act(frank.clone(), csrf_of(&body)).await.unwrap().status();
+    let status = act(
+        frank.clone(),
+        csrf_of(&body).expect("frank may act: his page has forms"),
+    )
+    .await
+    .unwrap()
+    .status();
     assert_eq!(status, 303);
     eventually(
         "frank's approval rolled back",
@@ -926,14 +832,7 @@ async fn reading_needs_a_credential_and_acting_a_named_user_when_loopback_is_not
         "the proxy's user, not the form's `by`: {inc}"
     );
     assert!(
-        inc["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["message"]
-                .as_str()
-                .unwrap()
-                .contains("approved by frank via console")),
+        support::timeline_says(&inc, "approved by frank via console"),
         "{inc}"
     );
 }

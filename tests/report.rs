@@ -13,18 +13,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{Responder, ripcord_bin, wait_until};
 
-const RULES: &str = r#"
-rules:
-  - name: errors
-    match: {metric: http_5xx_ratio}
-    group_by: [service, instance]
-    window: 30s
-    aggregate: last
-    condition: "> 5%"
-    for: 60s
-    clear_for: 0s
-"#;
-
 fn post_events(r: &Responder, events: &[Value]) {
     let body: String = events.iter().map(|e| format!("{e}\n")).collect();
     let resp = reqwest::blocking::Client::new()
@@ -70,7 +58,7 @@ fn when(review: &str, what: &str) -> i64 {
 
 #[test]
 fn the_review_has_the_scripted_timeline_to_the_second_and_its_chart_renders() {
-    let dir = support::workdir_with_rules(RULES);
+    let dir = support::workdir_with_rules(support::FAST_ERRORS_RULES);
     let stamp = dir.path().join("rollback.stamp");
     let script = dir.path().join("rollback.sh");
     std::fs::write(&script, format!("date +%s.%N >> '{}'\n", stamp.display())).unwrap();

@@ -900,6 +900,80 @@ pub fn recorded_calls(record: &Path) -> Vec<Vec<String>> {
     out
 }
 
+/// `ripcord run --dry-run --output json --config CONFIG` in `dir`, ready
+/// (`/readyz` 200 on `port`, where its config listens): for benchmarks.
+pub struct DryRun {
+    pub child: Child,
+    pub stderr: Lines,
+    pub client: reqwest::blocking::Client,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl DryRun {
+    pub fn start(dir: &Path, config: &Path, port: u16) -> DryRun {
+        let mut child = Command::new(ripcord_bin())
+            .args(["run", "--dry-run", "--output", "json", "--config"])
+            .arg(config)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ripcord run");
+        let stderr = Lines::of(child.stderr.take().unwrap());
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let up = wait_until(Duration::from_secs(60), || {
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        });
+        assert!(up, "ripcord did not get ready:\n{}", stderr.text());
+        DryRun {
+            child,
+            stderr,
+            client,
+            base,
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(mut self) {
+        signal(self.child.id(), "-TERM");
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether an incident (the API's `GET /api/v1/incidents/{id}`) has a
+/// timeline line containing `text`.
+pub fn timeline_says(incident: &Value, text: &str) -> bool {
+    incident["timeline"].as_array().is_some_and(|t| {
+        t.iter()
+            .any(|t| t["message"].as_str().is_some_and(|m| m.contains(text)))
+    })
+}
+
+/// A rule that opens an incident one minute after a `service`/`instance`
+/// answers more than 5% 5xx (`last` of a 30 s window), and clears at once:
+/// scripted incidents with timings to the second.
+pub const FAST_ERRORS_RULES: &str = r#"
+rules:
+  - name: errors
+    match: {metric: http_5xx_ratio}
+    group_by: [service, instance]
+    window: 30s
+    aggregate: last
+    condition: "> 5%"
+    for: 60s
+    clear_for: 0s
+"#;
+
 /// A stand-in HTTP server for chat, SMS and cloud APIs: answers every
 /// request 200 (`ok` for Slack's `/services/…`, a DingTalk/WeCom-style
 /// `{"errcode":0}` otherwise) and keeps its path, body and arrival time.
