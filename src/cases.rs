@@ -305,6 +305,15 @@ fn differences(want: &Expect, d: &Decision) -> Vec<String> {
             format!("{:?}", d.threshold),
         );
     }
+    if let Some(want) = &want.instances {
+        let got: Vec<&str> = d.batch.as_ref().map(|b| b.instances()).unwrap_or_default();
+        check(
+            "instances",
+            got == *want,
+            format!("{want:?}"),
+            format!("{got:?}"),
+        );
+    }
     for (k, v) in &want.labels {
         let got = d.label(k);
         check(
@@ -352,6 +361,9 @@ pub fn show(d: &Decision) -> String {
     }
     if let Some(t) = d.threshold {
         s.push_str(&format!(" threshold={t}"));
+    }
+    if let Some(b) = &d.batch {
+        s.push_str(&format!(" instances={:?}", b.instances()));
     }
     s
 }

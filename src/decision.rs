@@ -9,8 +9,8 @@ use std::hash::Hasher;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::time::Ts;
 
@@ -54,7 +54,7 @@ impl fmt::Display for Tier {
 }
 
 /// How bad a fault is, independent of tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// No business impact: record, keep watching, notify only.
@@ -274,6 +274,78 @@ pub struct Decision {
     /// The window's values leading to the decision (see
     /// [`crate::engine::Trail`]), journaled for the review's chart.
     pub evidence: Evidence,
+    /// Set on the decisions of a batch incident (see
+    /// [`crate::engine::Grouping`]): the batch, its breaching members and
+    /// what else is known about it, as of this decision.
+    pub batch: Option<Arc<BatchInfo>>,
+}
+
+/// A batch incident as one of its decisions saw it: the unit of response
+/// for a staged upgrade is the batch, not the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchInfo {
+    pub service: Box<str>,
+    pub batch: Box<str>,
+    /// The breaching instances of the batch, by instance name. A rule
+    /// grouped by batch (no instance) is a member named "".
+    pub members: Vec<Member>,
+    /// How many instances the batch has: as the orchestrator named them,
+    /// else as seen with the batch's label (0: unknown).
+    pub size: u32,
+    /// Instances of the same service outside the batch (not upgraded, or
+    /// in a batch not yet started) breaching the same rules meanwhile,
+    /// sorted: the fault may not be the upgrade.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside: Vec<Box<str>>,
+    /// Instances of the service outside the batch ripcord has seen.
+    #[serde(default)]
+    pub outside_seen: u32,
+    /// The members reached `grouping.batch_failed`: the whole batch failed.
+    #[serde(default)]
+    pub failed: bool,
+    /// The instances this decision is about, when not the whole incident
+    /// (a late member joining, one member's rollback).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub about: Vec<Box<str>>,
+}
+
+/// One breaching instance of a batch incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub instance: Box<str>,
+    /// The rule it breached first.
+    pub rule: Box<str>,
+    /// The per-rule incident behind the membership (kept by the engine,
+    /// never journaled on its own).
+    pub incident: Box<str>,
+    pub severity: Severity,
+    /// When it joined the batch incident.
+    pub joined: Ts,
+    /// Its rules' windows are clear again.
+    #[serde(default)]
+    pub recovered: bool,
+}
+
+impl BatchInfo {
+    /// The breaching instances' names, sorted (a breach of the batch as a
+    /// whole, from a rule grouped by batch, names none).
+    pub fn instances(&self) -> Vec<&str> {
+        self.members
+            .iter()
+            .map(|m| &*m.instance)
+            .filter(|i| !i.is_empty())
+            .collect()
+    }
+
+    /// Members still breaching.
+    pub fn breaching(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| !m.recovered)
+    }
+
+    /// "shop-web batch 2".
+    pub fn name(&self) -> String {
+        format!("{} batch {}", self.service, self.batch)
+    }
 }
 
 /// A decision's evidence (see [`EvidenceSeries`]). Not part of what a
@@ -345,7 +417,7 @@ fn finite(v: Option<f64>) -> Option<f64> {
 
 impl Serialize for Decision {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("Decision", 14)?;
+        let mut st = s.serialize_struct("Decision", 18)?;
         st.serialize_field("at", &self.at)?;
         st.serialize_field("action", &self.action)?;
         st.serialize_field("tier", &self.tier)?;
@@ -367,6 +439,18 @@ impl Serialize for Decision {
         }
         if let Some(from) = &self.escalated_from {
             st.serialize_field("escalated_from", from)?;
+        }
+        if let Some(b) = &self.batch {
+            st.serialize_field("instances", &b.instances())?;
+            if !b.about.is_empty() {
+                st.serialize_field("about", &b.about)?;
+            }
+            if !b.outside.is_empty() {
+                st.serialize_field("outside", &b.outside)?;
+            }
+            if b.failed {
+                st.serialize_field("batch_failed", &true)?;
+            }
         }
         st.serialize_field("message", &self.message)?;
         st.serialize_field("key", &self.key)?;

@@ -181,6 +181,9 @@ pub struct Progress<'a> {
     pub stage: Stage,
     pub done: Option<u64>,
     pub total: Option<u64>,
+    /// The batch's instances, when the orchestrator names them (sorted,
+    /// each once): the whole batch a human may choose to roll back.
+    pub instances: Vec<Cow<'a, str>>,
     pub message: Option<Cow<'a, str>>,
 }
 

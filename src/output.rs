@@ -378,6 +378,7 @@ impl Output {
             fingerprint: None,
             escalated_from: None,
             evidence: Default::default(),
+            batch: inc.batch.clone(),
         };
         self.released(&d, what);
     }
@@ -486,6 +487,7 @@ mod tests {
             fingerprint: None,
             escalated_from: None,
             evidence: Default::default(),
+            batch: None,
         }
     }
 

@@ -459,15 +459,12 @@ impl Pipeline {
     /// wall clock minus the allowed lateness, so producers running that far
     /// behind still count.
     pub fn tick(&mut self, p: PartitionId) {
-        let to = self
-            .clock
-            .now()
-            .saturating_sub(self.engine_cfg.allowed_lateness);
+        let now = self.clock.now();
         let Some(engine) = self.engines.get_mut(&p) else {
             return;
         };
         let mut out = Vec::new();
-        engine.advance(to, &mut out);
+        engine.tick(now, &mut out);
         self.decisions.extend(out.into_iter().map(|d| (p, d)));
     }
 

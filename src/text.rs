@@ -130,9 +130,94 @@ pub fn percent_encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
+/// Instance names for people, compactly and within `max_bytes`: runs of
+/// names that differ only in a counting number of the same width collapse
+/// (`i-p06..i-p10`), and past the budget the rest are counted
+/// (`i-p06, i-p09 and 12 more`). `names` sorted; each name is one line.
+pub fn compact_names(names: &[&str], max_bytes: usize) -> String {
+    // Split a name into (stem, digits) when it ends in a number.
+    fn split(n: &str) -> Option<(&str, &str)> {
+        let digits = n.len() - n.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        (digits > 0 && digits <= 18).then(|| n.split_at(n.len() - digits))
+    }
+    let mut parts: Vec<(String, usize)> = Vec::new(); // (text, names covered)
+    let mut i = 0;
+    while i < names.len() {
+        let mut j = i;
+        if let Some((stem, digits)) = split(names[i]) {
+            let mut prev: u64 = digits.parse().unwrap_or(0);
+            while j + 1 < names.len() {
+                match split(names[j + 1]) {
+                    Some((s, d))
+                        if s == stem
+                            && d.len() == digits.len()
+                            && d.parse::<u64>().ok() == prev.checked_add(1) =>
+                    {
+                        prev += 1;
+                        j += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let text = match j - i {
+            0 => one_line(names[i]).into_owned(),
+            1 => format!("{}, {}", one_line(names[i]), one_line(names[j])),
+            _ => format!("{}..{}", one_line(names[i]), one_line(names[j])),
+        };
+        parts.push((text, j - i + 1));
+        i = j + 1;
+    }
+    let total: usize = parts.iter().map(|(_, n)| n).sum();
+    let mut out = String::new();
+    let mut shown = 0;
+    for (k, (text, n)) in parts.iter().enumerate() {
+        let sep = if k == 0 { "" } else { ", " };
+        // Room for the text and, if more follow, " and N more".
+        let tail = if k + 1 < parts.len() { 16 } else { 0 };
+        if out.len() + sep.len() + text.len() + tail > max_bytes && k > 0 {
+            out.push_str(&format!(" and {} more", total - shown));
+            return out;
+        }
+        if k == 0 && text.len() + tail > max_bytes {
+            let cut = clip_bytes(text, max_bytes.saturating_sub(tail + 3));
+            out.push_str(cut);
+            out.push_str("...");
+        } else {
+            out.push_str(sep);
+            out.push_str(text);
+        }
+        shown += n;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_lists_collapse_runs_and_count_what_does_not_fit() {
+        let names = ["i-p06", "i-p07", "i-p08", "i-p09", "i-p10"];
+        assert_eq!(compact_names(&names, 200), "i-p06..i-p10");
+        assert_eq!(
+            compact_names(&["i-p06", "i-p07", "i-p09"], 200),
+            "i-p06, i-p07, i-p09"
+        );
+        assert_eq!(compact_names(&["a", "b"], 200), "a, b");
+        assert_eq!(compact_names(&["web-9", "web-10"], 200), "web-9, web-10");
+        let many: Vec<String> = (0..14).map(|i| format!("host-{}", i * 3)).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let s = compact_names(&many, 40);
+        assert!(s.len() <= 40, "{s}");
+        assert!(
+            s.starts_with("host-0, host-3") && s.ends_with("more"),
+            "{s}"
+        );
+        // A forging name stays on its line.
+        assert_eq!(compact_names(&["x\n[LOW] y"], 100), "x\\u{a}[LOW] y");
+        assert_eq!(compact_names(&[], 100), "");
+    }
 
     #[test]
     fn markdown_text_forms_no_link_mention_heading_or_line() {

@@ -157,6 +157,23 @@ impl Serialize for Ts {
     }
 }
 
+/// Reads what [`Ts`]'s `Serialize` writes (RFC 3339), or Unix milliseconds.
+impl<'de> Deserialize<'de> for Ts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either<'a> {
+            Millis(i64),
+            Text(std::borrow::Cow<'a, str>),
+        }
+        match Either::deserialize(d)? {
+            Either::Millis(ms) => Ts::from_millis(ms)
+                .ok_or_else(|| serde::de::Error::custom(TimeError::OutOfRange(ms))),
+            Either::Text(s) => Ts::parse_rfc3339(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// A span of time in milliseconds. Written in config as `30s`, `10m`,
 /// `1h30m`, `500ms`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

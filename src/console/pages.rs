@@ -1016,6 +1016,7 @@ mod tests {
                 "note": "line one\n[approve](https://evil.example) @all",
             }),
             attention: vec!["request_approval:awaiting_approval".into()],
+            batch: None,
         }
     }
 

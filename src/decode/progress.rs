@@ -1,5 +1,6 @@
 //! Upgrade progress from the rollout orchestrator:
-//! `{"kind":"progress","ts":…,"labels":{"service":…,"batch":…},"stage":"batch_done","done":10,"total":100,"message":"…"}`.
+//! `{"kind":"progress","ts":…,"labels":{"service":…,"batch":…},"stage":"batch_done","done":10,"total":100,"message":"…"}`,
+//! optionally with `"instances": ["i-1", …]`, the batch's instances.
 
 use super::DecodeError;
 use super::fields::{Fields, LabelKind};
@@ -35,6 +36,10 @@ pub(super) fn decode(mut f: Fields<'_>) -> Result<Progress<'_>, DecodeError> {
             ));
         }
     }
+    let instances = match f.take("instances") {
+        None => Vec::new(),
+        Some(v) => instances(v, &f.path("instances"))?,
+    };
     let message = f.opt_str("message")?;
     if message
         .as_ref()
@@ -49,6 +54,53 @@ pub(super) fn decode(mut f: Fields<'_>) -> Result<Progress<'_>, DecodeError> {
         stage,
         done,
         total,
+        instances,
         message,
     })
+}
+
+/// Most instances one progress event may name (a batch of a large fleet).
+pub const MAX_INSTANCES: usize = 10_000;
+
+/// The batch's instances, when the orchestrator names them: strings that
+/// are valid label values, each named once.
+fn instances<'a>(
+    v: super::json::Json<'a>,
+    path: &str,
+) -> Result<Vec<std::borrow::Cow<'a, str>>, DecodeError> {
+    let super::json::Json::Array(items) = v else {
+        return Err(DecodeError::field(
+            path,
+            format!("expected an array of instance names, got {}", v.describe()),
+        ));
+    };
+    if items.len() > MAX_INSTANCES {
+        return Err(DecodeError::field(
+            path,
+            format!("names {} instances, more than {MAX_INSTANCES}", items.len()),
+        ));
+    }
+    let mut out: Vec<std::borrow::Cow<'a, str>> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let s = super::fields::as_str(item, &at)?;
+        if s.is_empty() || s.len() > super::limits::MAX_LABEL_VALUE_BYTES {
+            return Err(DecodeError::field(
+                &at,
+                "must be a non-empty instance name of at most 1024 bytes",
+            ));
+        }
+        out.push(s);
+    }
+    out.sort_unstable();
+    if let Some(w) = out.windows(2).find(|w| w[0] == w[1]) {
+        return Err(DecodeError::field(
+            path,
+            format!(
+                "names instance {:?} twice",
+                crate::text::clip_bytes(&w[0], 64)
+            ),
+        ));
+    }
+    Ok(out)
 }

@@ -349,11 +349,16 @@ impl AlertState {
 
     /// Installs journaled incidents and drops ones the journal never
     /// recorded (see `MetricState::reconcile`).
-    pub fn reconcile(&mut self, journal: &[Incident], resolved: &[(Incident, Ts)]) {
+    pub fn reconcile(
+        &mut self,
+        journal: &[Incident],
+        resolved: &[(Incident, Ts)],
+        keep: &std::collections::HashSet<crate::decision::IncidentId>,
+    ) {
         for e in self.entries.values_mut() {
             if e.incident
                 .as_ref()
-                .is_some_and(|i| !journal.iter().any(|j| j.id == i.id))
+                .is_some_and(|i| !journal.iter().any(|j| j.id == i.id) && !keep.contains(&i.id))
             {
                 e.incident = None;
             }

@@ -23,6 +23,8 @@ pub struct Incident {
     pub seq: u32,
     /// For incidents that follow an Alertmanager alert: its fingerprint.
     pub fingerprint: Option<Box<str>>,
+    /// For a batch incident: its batch and members, as last decided.
+    pub batch: Option<Arc<crate::decision::BatchInfo>>,
 }
 
 /// What a decision reports about the reading that caused it.
@@ -51,6 +53,7 @@ impl Incident {
             fired: 0,
             seq: 0,
             fingerprint: None,
+            batch: None,
         }
     }
 
@@ -70,6 +73,7 @@ impl Incident {
             fingerprint: self.fingerprint.clone(),
             escalated_from: None,
             evidence: Default::default(),
+            batch: self.batch.clone(),
             at,
             action,
             tier: self.tier,

@@ -40,6 +40,9 @@ pub(crate) struct Group {
     key: [u64; 2],
     /// `group_by` label values joined by U+001F.
     values: Box<str>,
+    /// The upgrade batch its newest sample named, when batch grouping is on
+    /// and `group_by` leaves the batch label out: decisions carry it.
+    batch: Option<Box<str>>,
     tier: Tier,
     /// The group's clock: the newest time it has seen or been advanced to.
     now: Ts,
@@ -185,6 +188,8 @@ pub(crate) struct MetricState {
     hasher: (u64, u64),
     sweep_cursor: usize,
     idle_after: Dur,
+    /// The batch label groups remember (see `Group::batch`).
+    batch_label: Option<Box<str>>,
 }
 
 /// A timer the state wants the engine to schedule.
@@ -205,6 +210,11 @@ impl MetricState {
             + m.hold_for.millis()
             + cfg.allowed_lateness.millis()));
         let seed = std::collections::hash_map::RandomState::new();
+        let batch_label = cfg
+            .grouping
+            .as_ref()
+            .map(|g| g.batch_label.clone())
+            .filter(|b| !rule.group_by.contains(b));
         MetricState {
             main: Rings::new(m.agg.store()),
             base: m.baseline.as_ref().map(|b| Rings::new(b.agg.store())),
@@ -216,6 +226,7 @@ impl MetricState {
             live: 0,
             sweep_cursor: 0,
             idle_after,
+            batch_label,
         }
     }
 
@@ -290,6 +301,12 @@ impl MetricState {
         };
         let g = &mut self.groups[s];
         g.now = g.now.max(ts);
+        if let Some(label) = self.batch_label.as_deref() {
+            let b = labels.get(label);
+            if g.batch.as_deref() != b && ts >= g.last_ts {
+                g.batch = b.map(Box::from);
+            }
+        }
         let now = g.now;
         let in_main = self.main.insert(s, main_spec, now, ts, value);
         let in_base = match (&mut self.base, base_spec) {
@@ -334,6 +351,7 @@ impl MetricState {
         let group = Group {
             key,
             values: values.join("\u{1f}").into_boxed_str(),
+            batch: None,
             tier,
             now: ts,
             last_ts: Ts::MIN,
@@ -641,14 +659,18 @@ impl MetricState {
 
     fn labels_of(&self, s: usize) -> GroupLabels {
         let g = &self.groups[s];
-        self.rule
+        let mut labels: Vec<(Box<str>, Box<str>)> = self
+            .rule
             .group_by
             .iter()
             .zip(g.values.split('\u{1f}'))
             .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.clone(), Box::<str>::from(v)))
-            .collect::<Vec<_>>()
-            .into()
+            .collect();
+        if let (Some(k), Some(b)) = (&self.batch_label, &g.batch) {
+            labels.push((k.clone(), b.clone()));
+        }
+        labels.into()
     }
 
     fn describe(&self, s: usize, facts: &Facts) -> String {
@@ -785,6 +807,7 @@ impl MetricState {
         &mut self,
         journal: &[Incident],
         resolved: &[(Incident, Ts)],
+        keep: &std::collections::HashSet<crate::decision::IncidentId>,
         at: Ts,
         cfg: &EngineConfig,
         stats: &mut Stats,
@@ -799,7 +822,8 @@ impl MetricState {
             .map(|(inc, t)| (self.key_of(&labels_view(&inc.labels)), *t))
             .collect();
         for g in self.groups.iter_mut().filter(|g| g.live) {
-            if !keys.contains(&g.key) {
+            if !keys.contains(&g.key) && !g.incident.as_ref().is_some_and(|i| keep.contains(&i.id))
+            {
                 if let Some(inc) = g.incident.take() {
                     let handled_already =
                         handled.iter().any(|(k, t)| *k == g.key && *t >= inc.opened);

@@ -17,6 +17,7 @@
 //! samples counts as clear ("series gone").
 
 mod alert;
+mod batch;
 mod incident;
 mod metric;
 mod trail;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use batch::{GroupStats, Grouping};
 pub use incident::{Facts, Incident};
 pub(crate) use metric::fmt_num;
 pub use trail::Trail;
@@ -58,6 +60,9 @@ pub struct EngineConfig {
     pub alert_memory_bytes: usize,
     pub tiers: TierResolver,
     pub policy: Policy,
+    /// Batch incidents (see [`Grouping`]); `None`: one incident per
+    /// instance, as without batches.
+    pub grouping: Option<Grouping>,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +75,7 @@ impl Default for EngineConfig {
             alert_memory_bytes: 64 << 20,
             tiers: TierResolver::default(),
             policy: Policy::default(),
+            grouping: Some(Grouping::default()),
         }
     }
 }
@@ -119,6 +125,7 @@ pub struct Engine {
     scheduled: Vec<Schedule>,
     stats: Stats,
     alert_sweep_at: Ts,
+    grouper: Option<batch::Grouper>,
 }
 
 impl Engine {
@@ -136,13 +143,14 @@ impl Engine {
             .collect();
         Engine {
             rules,
-            cfg,
             states,
             watermark: None,
             timers: BinaryHeap::new(),
             scheduled: Vec::new(),
             stats: Stats::default(),
             alert_sweep_at: Ts::MIN,
+            grouper: cfg.grouping.clone().map(batch::Grouper::new),
+            cfg,
         }
     }
 
@@ -184,8 +192,20 @@ impl Engine {
             .sum()
     }
 
+    /// What batch grouping did (zeros with grouping off).
+    pub fn group_stats(&self) -> GroupStats {
+        self.grouper
+            .as_ref()
+            .map(|g| g.stats.clone())
+            .unwrap_or_default()
+    }
+
     /// Bytes of rule state (windows, group tables, incidents, timers).
     pub fn state_bytes(&self) -> usize {
+        self.grouper.as_ref().map_or(0, batch::Grouper::state_bytes) + self.rule_state_bytes()
+    }
+
+    fn rule_state_bytes(&self) -> usize {
         self.states
             .iter()
             .map(|s| match s {
@@ -199,6 +219,12 @@ impl Engine {
     /// Feeds one event; decisions are appended to `out`.
     pub fn process(&mut self, event: &Event<'_>, out: &mut Vec<Decision>) {
         let start = out.len();
+        if let Some(g) = &mut self.grouper {
+            match event {
+                Event::Progress(p) => g.observe_progress(p),
+                e => g.observe_labels(e.labels(), e.ts()),
+            }
+        }
         match event {
             Event::Sample(s) => self.on_sample(s.metric.as_ref(), s.value, s.ts, &s.labels, out),
             Event::Alert(a) => {
@@ -221,7 +247,17 @@ impl Engine {
                 out.push(self.progress_decision(p));
             }
         }
+        self.group(start, self.watermark.unwrap_or(Ts::MIN), out);
         self.stats.decisions += (out.len() - start) as u64;
+    }
+
+    /// Batch grouping of the decisions appended from `start` on, then what
+    /// falls due at `now` (see [`Grouping`]).
+    fn group(&mut self, start: usize, now: Ts, out: &mut Vec<Decision>) {
+        if let Some(g) = &mut self.grouper {
+            g.route(&self.rules, &self.cfg.policy, out, start);
+            g.fire_due(&self.cfg.policy, now, out);
+        }
     }
 
     fn on_sample(
@@ -325,23 +361,51 @@ impl Engine {
     pub fn advance(&mut self, to: Ts, out: &mut Vec<Decision>) {
         let start = out.len();
         self.observe(to, out);
+        self.group(start, self.watermark.unwrap_or(Ts::MIN), out);
+        self.stats.decisions += (out.len() - start) as u64;
+    }
+
+    /// The live responder's tick at wall time `now`: moves the clock to
+    /// `now` minus the allowed lateness (see [`Engine::advance`]), and runs
+    /// batch incidents' waits due by `now` (a wait is not about late
+    /// samples: the people waiting for the page are on the wall clock).
+    pub fn tick(&mut self, now: Ts, out: &mut Vec<Decision>) {
+        let start = out.len();
+        self.observe(now.saturating_sub(self.cfg.allowed_lateness), out);
+        self.group(start, now.max(self.watermark.unwrap_or(Ts::MIN)), out);
         self.stats.decisions += (out.len() - start) as u64;
     }
 
     /// End of input: runs every timer up to the newest event time, without
-    /// waiting for the lateness allowance (no more events are coming).
+    /// waiting for the lateness allowance (no more events are coming), and
+    /// every batch incident's wait.
     pub fn flush(&mut self, out: &mut Vec<Decision>) {
         let start = out.len();
         if let Some(w) = self.watermark {
             self.run_timers(w, out);
         }
+        self.group(start, crate::time::MAX_TS, out);
         self.stats.decisions += (out.len() - start) as u64;
     }
 
     /// Open incidents, for snapshots and for the journal to compare with.
+    /// Open incidents as the journal holds them: batch incidents, and the
+    /// per-rule incidents that are not a batch's members.
     pub fn open_incidents(&self) -> Vec<Incident> {
         let mut v: Vec<Incident> = self
-            .states
+            .rule_incidents()
+            .filter(|i| self.grouper.as_ref().is_none_or(|g| !g.absorbs(&i.id)))
+            .cloned()
+            .collect();
+        if let Some(g) = &self.grouper {
+            v.extend(g.open_incidents());
+        }
+        v.sort_by(|a, b| (a.opened, &a.id).cmp(&(b.opened, &b.id)));
+        v
+    }
+
+    fn rule_incidents(&self) -> impl Iterator<Item = &Incident> {
+        self.states
             .iter()
             .flat_map(|s| -> Box<dyn Iterator<Item = &Incident>> {
                 match s {
@@ -349,10 +413,6 @@ impl Engine {
                     State::Alert(a) => Box::new(a.open_incidents()),
                 }
             })
-            .cloned()
-            .collect();
-        v.sort_by(|a, b| (a.opened, &a.id).cmp(&(b.opened, &b.id)));
-        v
     }
 
     /// After a warm-up: make the journal's view of incidents the engine's.
@@ -371,6 +431,14 @@ impl Engine {
         resolved: &[(Incident, Ts)],
         at: Ts,
     ) -> Vec<Incident> {
+        // Batch incidents first: their members' rule incidents are kept as
+        // if journaled.
+        let keep: std::collections::HashSet<crate::decision::IncidentId> = match &mut self.grouper {
+            Some(g) => g.restore(open, at).into_iter().collect(),
+            None => Default::default(),
+        };
+        let open: Vec<Incident> = open.iter().filter(|i| i.batch.is_none()).cloned().collect();
+        let open = &open[..];
         let mut orphans = Vec::new();
         let n = self.states.len();
         let mut open_by_rule: Vec<Vec<Incident>> = vec![Vec::new(); n];
@@ -399,6 +467,7 @@ impl Engine {
                     m.reconcile(
                         &mine,
                         &gone,
+                        &keep,
                         at,
                         &self.cfg,
                         &mut self.stats,
@@ -411,8 +480,15 @@ impl Engine {
                 }
                 State::Alert(a) => {
                     self.stats.incidents_restored += mine.len() as u64;
-                    a.reconcile(&mine, &gone);
+                    a.reconcile(&mine, &gone, &keep);
                 }
+            }
+        }
+        if self.grouper.is_some() {
+            let still: std::collections::HashSet<crate::decision::IncidentId> =
+                self.rule_incidents().map(|i| i.id.clone()).collect();
+            if let Some(g) = &mut self.grouper {
+                g.settle(&still);
             }
         }
         orphans
@@ -456,6 +532,7 @@ impl Engine {
             fingerprint: None,
             escalated_from: None,
             evidence: Default::default(),
+            batch: None,
         }
     }
 }

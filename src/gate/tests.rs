@@ -47,6 +47,7 @@ fn incident(tier: &str, severity: &str, attention: &[&str]) -> IncidentRow {
         resolved_at: None,
         labels: serde_json::json!({"service": "web"}),
         attention: attention.iter().map(|s| s.to_string()).collect(),
+        batch: None,
     }
 }
 

@@ -244,6 +244,9 @@ pub struct IncidentRow {
     pub labels: serde_json::Value,
     /// Actions of the incident that wait for someone or need a look.
     pub attention: Vec<String>,
+    /// A batch incident's batch and members, as last decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<std::sync::Arc<crate::decision::BatchInfo>>,
 }
 
 /// One line of an incident's timeline.

@@ -21,7 +21,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::Row;
 
 use super::rows::{
-    HOLD_COLS, SILENCE_COLS, SilenceCols, hold_from, labels_from, labels_json, matchers_json, parse,
+    HOLD_COLS, SILENCE_COLS, SilenceCols, batch_from, batch_json, hold_from, labels_from,
+    labels_json, matchers_json, parse,
 };
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
@@ -47,6 +48,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/postgres/0003_silences.sql"),
     ),
     (4, include_str!("../../migrations/postgres/0004_review.sql")),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_batches.sql"),
+    ),
 ];
 
 /// Any key, for the advisory locks that serialize migrations and the
@@ -268,13 +273,15 @@ fn incident_from(r: &Row) -> Result<Incident, JournalError> {
         fingerprint: r
             .try_get::<_, Option<String>>("fingerprint")?
             .map(String::into_boxed_str),
+        batch: batch_from(r.try_get("batch")?)?,
     })
 }
 
 /// An incident with the actions that wait for someone or need a look.
 const INCIDENT_ROW: &str = "SELECT i.id, i.rule, i.partition, i.tier, i.severity, i.state, i.opened_at, i.resolved_at, i.labels,
         (SELECT string_agg(a.action || ':' || a.state, ',' ORDER BY a.seq) FROM actions a
-          WHERE a.incident_id = i.id AND a.state IN ('awaiting_approval', 'approved', 'unknown', 'failed', 'running', 'pending'))
+          WHERE a.incident_id = i.id AND a.state IN ('awaiting_approval', 'approved', 'unknown', 'failed', 'running', 'pending')),
+        i.batch
      FROM incidents i";
 
 fn incident_row(r: &Row) -> Result<IncidentRow, JournalError> {
@@ -298,13 +305,14 @@ fn incident_row(r: &Row) -> Result<IncidentRow, JournalError> {
         attention: attention
             .map(|s| s.split(',').map(str::to_owned).collect())
             .unwrap_or_default(),
+        batch: batch_from(r.try_get(10)?)?,
     })
 }
 
 const ACTION_COLUMNS: &str =
     "a.key, a.incident_id, a.action, a.state, a.attempts, a.owner, a.detail,
      d.seq, d.at, d.tier, d.severity, d.rule, d.labels, d.value, d.threshold, d.baseline,
-     d.fingerprint, d.message, d.escalated_from, a.started_at, a.finished_at";
+     d.fingerprint, d.message, d.escalated_from, a.started_at, a.finished_at, d.batch";
 
 fn action_from(r: &Row) -> Result<ActionRow, JournalError> {
     let key: String = r.try_get(0)?;
@@ -334,6 +342,7 @@ fn action_from(r: &Row) -> Result<ActionRow, JournalError> {
             None => None,
         },
         evidence: Default::default(),
+        batch: batch_from(r.try_get(21)?)?,
     };
     Ok(ActionRow {
         key,
@@ -496,17 +505,18 @@ impl Ingest for PgJournal {
                 .prepare_cached(
                     "INSERT INTO decisions (key, incident_id, seq, at, action, tier, severity, rule,
                          labels, value, threshold, baseline, fingerprint, message, partition, recorded_at,
-                         escalated_from, service)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                         escalated_from, service, batch)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
                      ON CONFLICT (key) DO NOTHING",
                 )
                 .await?;
             let upsert_incident = tx
                 .prepare_cached(
                     "INSERT INTO incidents AS i (id, rule, partition, labels, tier, severity, severity_rank, opened_at,
-                         state, resolved_at, fingerprint, seq, fired, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                         state, resolved_at, fingerprint, seq, fired, updated_at, batch)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                      ON CONFLICT (id) DO UPDATE SET
+                         batch = CASE WHEN excluded.seq >= i.seq THEN coalesce(excluded.batch, i.batch) ELSE i.batch END,
                          severity = CASE WHEN excluded.severity_rank > i.severity_rank THEN excluded.severity ELSE i.severity END,
                          severity_rank = GREATEST(i.severity_rank, excluded.severity_rank),
                          seq = GREATEST(i.seq, excluded.seq),
@@ -526,6 +536,7 @@ impl Ingest for PgJournal {
                 let labels = labels_json(&d.labels);
                 let incident = d.incident.as_ref().map(IncidentId::as_str);
                 let seq = d.seq as i32;
+                let batch_info = batch_json(d.batch.as_ref());
                 let inserted = tx
                     .execute(
                         &insert_decision,
@@ -548,6 +559,7 @@ impl Ingest for PgJournal {
                             &now,
                             &d.escalated_from.map(Severity::as_str),
                             &d.label("service"),
+                            &batch_info,
                         ],
                     )
                     .await?
@@ -575,6 +587,7 @@ impl Ingest for PgJournal {
                             &(seq + 1),
                             &i32::from(d.action.bit()),
                             &now,
+                            &batch_info,
                         ],
                     )
                     .await?;

@@ -19,6 +19,22 @@ pub fn labels_from(json: &str) -> Result<GroupLabels, JournalError> {
         .into())
 }
 
+/// A batch incident's facts as stored (JSON), `None` for other incidents.
+pub fn batch_json(b: Option<&std::sync::Arc<crate::decision::BatchInfo>>) -> Option<String> {
+    b.and_then(|b| serde_json::to_string(&**b).ok())
+}
+
+pub fn batch_from(
+    json: Option<String>,
+) -> Result<Option<std::sync::Arc<crate::decision::BatchInfo>>, JournalError> {
+    match json {
+        None => Ok(None),
+        Some(j) => serde_json::from_str(&j)
+            .map(|b| Some(std::sync::Arc::new(b)))
+            .map_err(|e| JournalError::Corrupt(format!("batch incident: {e}"))),
+    }
+}
+
 pub fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, JournalError> {
     s.parse()
         .map_err(|_| JournalError::Corrupt(format!("{what} {s:?}")))

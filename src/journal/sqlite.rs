@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rows::{
-    HOLD_COLS, SILENCE_COLS, SilenceCols, hold_from, labels_from, labels_json, matchers_json, parse,
+    HOLD_COLS, SILENCE_COLS, SilenceCols, batch_from, batch_json, hold_from, labels_from,
+    labels_json, matchers_json, parse,
 };
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
@@ -28,8 +29,9 @@ use crate::time::{Clock, Dur, SystemClock, Ts};
 /// 2: `actions.admitted_at` (the rollback budget). 3: `partition_owners`
 /// (fencing). 4: `inbox.origin` (replicas follow each other's bodies).
 /// 5: `silences`, `silence_holds`, `evidence`, `progress_log`,
-/// `approvals.decided_via`.
-const SCHEMA_VERSION: i64 = 5;
+/// `approvals.decided_via`. 6: batch incidents (`incidents.batch`,
+/// `decisions.batch`, `approvals.scope`).
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS incidents (
@@ -46,7 +48,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     fingerprint TEXT,
     seq INTEGER NOT NULL,
     fired INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    batch TEXT
 );
 CREATE INDEX IF NOT EXISTS incidents_by_partition ON incidents(partition, state);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -67,7 +70,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     service TEXT,
     message TEXT NOT NULL,
     partition TEXT NOT NULL,
-    recorded_at INTEGER NOT NULL
+    recorded_at INTEGER NOT NULL,
+    batch TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_by_incident ON decisions(incident_id);
 CREATE TABLE IF NOT EXISTS actions (
@@ -126,7 +130,9 @@ CREATE TABLE IF NOT EXISTS approvals (
     expires_at INTEGER NOT NULL,
     decided_by TEXT,
     decided_at INTEGER,
-    note TEXT
+    note TEXT,
+    decided_via TEXT,
+    scope TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_due ON approvals(state, expires_at);
 CREATE TABLE IF NOT EXISTS escalations (
@@ -308,6 +314,9 @@ impl SqliteJournal {
             add_column(&conn, "actions", "admitted_at", "INTEGER")?;
             add_column(&conn, "inbox", "origin", "TEXT")?;
             add_column(&conn, "approvals", "decided_via", "TEXT")?;
+            add_column(&conn, "incidents", "batch", "TEXT")?;
+            add_column(&conn, "decisions", "batch", "TEXT")?;
+            add_column(&conn, "approvals", "scope", "TEXT")?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteJournal {
@@ -444,13 +453,15 @@ fn incident_from(row: &Row<'_>) -> Result<Incident, JournalError> {
         fingerprint: row
             .get::<_, Option<String>>("fingerprint")?
             .map(String::into_boxed_str),
+        batch: batch_from(row.get("batch")?)?,
     })
 }
 
 /// An incident with the actions that wait for someone or need a look.
 const INCIDENT_ROW: &str = "SELECT i.id, i.rule, i.partition, i.tier, i.severity, i.state, i.opened_at, i.resolved_at, i.labels,
         (SELECT group_concat(a.action || ':' || a.state, ',') FROM actions a
-          WHERE a.incident_id = i.id AND a.state IN ('awaiting_approval', 'approved', 'unknown', 'failed', 'running', 'pending'))
+          WHERE a.incident_id = i.id AND a.state IN ('awaiting_approval', 'approved', 'unknown', 'failed', 'running', 'pending')),
+        i.batch
      FROM incidents i";
 
 fn incident_row(r: &Row<'_>) -> Result<IncidentRow, JournalError> {
@@ -474,13 +485,14 @@ fn incident_row(r: &Row<'_>) -> Result<IncidentRow, JournalError> {
         attention: attention
             .map(|s| s.split(',').map(str::to_owned).collect())
             .unwrap_or_default(),
+        batch: batch_from(r.get(10)?)?,
     })
 }
 
 const ACTION_COLUMNS: &str =
     "a.key, a.incident_id, a.action, a.state, a.attempts, a.owner, a.detail,
      d.seq, d.at, d.tier, d.severity, d.rule, d.labels, d.value, d.threshold, d.baseline,
-     d.fingerprint, d.message, d.escalated_from, a.started_at, a.finished_at";
+     d.fingerprint, d.message, d.escalated_from, a.started_at, a.finished_at, d.batch";
 
 fn action_from(row: &Row<'_>) -> Result<ActionRow, JournalError> {
     let key: String = row.get(0)?;
@@ -511,6 +523,7 @@ fn action_from(row: &Row<'_>) -> Result<ActionRow, JournalError> {
             None => None,
         },
         evidence: Default::default(),
+        batch: batch_from(row.get(21)?)?,
     };
     Ok(ActionRow {
         key,
@@ -579,14 +592,15 @@ impl Ingest for SqliteJournal {
             let mut insert_decision = tx.prepare_cached(
                 "INSERT OR IGNORE INTO decisions (key, incident_id, seq, at, action, tier, severity, rule,
                      labels, value, threshold, baseline, fingerprint, message, partition, recorded_at,
-                     escalated_from, service)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                     escalated_from, service, batch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?;
             let mut upsert_incident = tx.prepare_cached(
                 "INSERT INTO incidents (id, rule, partition, labels, tier, severity, severity_rank, opened_at,
-                     state, resolved_at, fingerprint, seq, fired, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     state, resolved_at, fingerprint, seq, fired, updated_at, batch)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT(id) DO UPDATE SET
+                     batch = CASE WHEN excluded.seq >= seq THEN coalesce(excluded.batch, batch) ELSE batch END,
                      severity = CASE WHEN excluded.severity_rank > severity_rank THEN excluded.severity ELSE severity END,
                      severity_rank = max(severity_rank, excluded.severity_rank),
                      seq = max(seq, excluded.seq),
@@ -623,6 +637,7 @@ impl Ingest for SqliteJournal {
                     now,
                     d.escalated_from.map(Severity::as_str),
                     d.label("service"),
+                    batch_json(d.batch.as_ref()),
                 ])? == 1;
                 fresh.push(inserted);
                 if !inserted {
@@ -645,6 +660,7 @@ impl Ingest for SqliteJournal {
                         d.seq + 1,
                         i64::from(d.action.bit()),
                         now,
+                        batch_json(d.batch.as_ref()),
                     ])?;
                     insert_timeline.execute(params![
                         id,

@@ -130,6 +130,7 @@ fn the_markdown_review_carries_the_alerts_annotations_as_data() {
             resolved_at: None,
             labels: serde_json::json!({"service": "pay"}),
             attention: Vec::new(),
+            batch: None,
         },
         drill: None,
         marks: Marks::default(),

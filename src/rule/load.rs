@@ -58,6 +58,9 @@ pub struct Expect {
     pub threshold: Option<f64>,
     /// Set on a worsening's decisions: the severity it rose from.
     pub escalated_from: Option<Severity>,
+    /// A batch incident's breaching instances, all of them, sorted
+    /// (`[]`: a decision outside any batch incident).
+    pub instances: Option<Vec<String>>,
 }
 
 /// Reads every `*.yaml` / `*.yml` file in `dir` (sorted by name).
@@ -1164,6 +1167,11 @@ fn parse_expect(path: &Path, case: &str, node: &Node, errs: &mut Errors) -> Opti
     e.rule = m.str("rule", errs).map(str::to_owned);
     e.value = m.f64("value", errs);
     e.threshold = m.f64("threshold", errs);
+    e.instances = m.str_list("instances", errs).map(|list| {
+        let mut v: Vec<String> = list.into_iter().map(|(s, _)| s.to_owned()).collect();
+        v.sort();
+        v
+    });
     if let Some(mut lm) = m.map("labels", errs) {
         for (k, _, v) in lm.take_all() {
             match v.as_str() {

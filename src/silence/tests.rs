@@ -23,6 +23,7 @@ fn decision(action: Action, tier: Tier, labels: &[(&str, &str)]) -> Decision {
         fingerprint: None,
         escalated_from: None,
         evidence: Default::default(),
+        batch: None,
     }
 }
 
