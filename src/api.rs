@@ -66,7 +66,7 @@ pub(crate) fn status_of(e: &OpError) -> StatusCode {
     match e {
         OpError::NoIncident(_) | OpError::NoRollout(_) => StatusCode::NOT_FOUND,
         OpError::Conflict(_) => StatusCode::CONFLICT,
-        OpError::Anonymous | OpError::NoteTooLong => StatusCode::BAD_REQUEST,
+        OpError::Anonymous | OpError::NoteTooLong | OpError::BadScope(_) => StatusCode::BAD_REQUEST,
         OpError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -116,13 +116,26 @@ async fn show(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
     }
 }
 
-/// Who acts, and their note.
+/// Who acts, their note and, approving a batch incident's rollback, the
+/// blast radius (`"breaching"`, `"batch"` or `{"instances": [...]}`).
 #[derive(Deserialize, Default)]
 pub(crate) struct Who {
     #[serde(default)]
     pub by: String,
     #[serde(default)]
     pub note: String,
+    #[serde(default, deserialize_with = "scope_json")]
+    pub scope: Option<ops::Scope>,
+}
+
+fn scope_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ops::Scope>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    ops::Scope::from_json(&v)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Performs `verb` for `by`; shared by the API, the link form and the
@@ -135,15 +148,38 @@ pub(crate) async fn perform(
     via: Via,
 ) -> Result<ops::Done, OpError> {
     let now = api.clock.now();
+    // A link's verb says its blast radius unless the page chose another.
+    let scope = who.scope.clone().unwrap_or(match verb {
+        Verb::ApproveBatch => ops::Scope::Batch,
+        _ => ops::Scope::Breaching,
+    });
     let done = with_journal(&api.journal, move |j| {
         Ok(match verb {
-            Verb::Approve => ops::decide(j, &id, Verdict::Approve, &who.by, &who.note, via, now),
-            Verb::Reject => ops::decide(j, &id, Verdict::Reject, &who.by, &who.note, via, now),
+            Verb::Approve | Verb::ApproveBatch => ops::decide(
+                j,
+                &id,
+                Verdict::Approve,
+                &who.by,
+                &who.note,
+                via,
+                now,
+                &scope,
+            ),
+            Verb::Reject => ops::decide(
+                j,
+                &id,
+                Verdict::Reject,
+                &who.by,
+                &who.note,
+                via,
+                now,
+                &ops::Scope::Breaching,
+            ),
             Verb::Ack => ops::ack(j, &id, &who.by, now),
         })
     })
     .await??;
-    if verb == Verb::Approve {
+    if verb.approves() {
         api.wake.notify_one();
     }
     Ok(done)
@@ -165,7 +201,10 @@ async fn act(
         Err(e) => {
             return err(
                 StatusCode::BAD_REQUEST,
-                format!("expected {{\"by\": \"your name\", \"note\": \"...\"}}: {e}"),
+                format!(
+                    "expected {{\"by\": \"your name\", \"note\": \"...\"}} (approving a batch incident, \
+                     optionally \"scope\": \"breaching\" | \"batch\" | {{\"instances\": [...]}}): {e}"
+                ),
             );
         }
     };
@@ -312,12 +351,50 @@ async fn confirm_page(
     page(StatusCode::OK, &format!("{verb} {id}"), &body)
 }
 
-#[derive(Deserialize)]
+/// What the confirmation page's form sends.
+#[derive(Default)]
 struct LinkForm {
-    #[serde(default)]
     by: String,
-    #[serde(default)]
     note: String,
+    /// `breaching`, `batch` or `chosen` (a batch incident's approval).
+    scope: String,
+    /// The instances ticked, with `chosen`.
+    instances: Vec<String>,
+}
+
+impl LinkForm {
+    /// The blast radius the page chose (`None`: the link's own).
+    fn scope(&self) -> Result<Option<ops::Scope>, String> {
+        scope_of_form(&self.scope, &self.instances)
+    }
+}
+
+/// The blast radius a form chose: `scope` is `breaching`, `batch` or
+/// `chosen` (then `instances`, each maybe a comma-separated list); empty:
+/// none chosen.
+pub(crate) fn scope_of_form(
+    scope: &str,
+    instances: &[String],
+) -> Result<Option<ops::Scope>, String> {
+    match scope {
+        "" => Ok(None),
+        "breaching" => Ok(Some(ops::Scope::Breaching)),
+        "batch" => Ok(Some(ops::Scope::Batch)),
+        "chosen" => ops::Scope::chosen(
+            instances
+                .iter()
+                .flat_map(|i| i.split(','))
+                .map(str::trim)
+                .filter(|i| !i.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+        .map(Some),
+        other => Err(format!(
+            "scope {:?}: expected breaching, batch or chosen",
+            crate::text::clip_bytes(other, 32)
+        )),
+    }
 }
 
 /// POST from the confirmation page: acts.
@@ -339,6 +416,16 @@ async fn link_act(
         );
     }
     let form: LinkForm = serde_urlencoded_form(&body);
+    let scope = match form.scope() {
+        Ok(s) => s,
+        Err(why) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "not done",
+                &format!("<p>{}</p>", crate::text::html(&why)),
+            );
+        }
+    };
     match perform(
         &api,
         id,
@@ -346,6 +433,7 @@ async fn link_act(
         Who {
             by: form.by,
             note: form.note,
+            scope,
         },
         Via::Link,
     )
@@ -364,12 +452,10 @@ async fn link_act(
     }
 }
 
-/// Parses an `application/x-www-form-urlencoded` body of `by` and `note`.
+/// Parses an `application/x-www-form-urlencoded` body of `by`, `note`,
+/// `scope` and `instances` (repeated: one per ticked box).
 fn serde_urlencoded_form(body: &[u8]) -> LinkForm {
-    let mut form = LinkForm {
-        by: String::new(),
-        note: String::new(),
-    };
+    let mut form = LinkForm::default();
     for pair in body.split(|b| *b == b'&') {
         let mut kv = pair.splitn(2, |b| *b == b'=');
         let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
@@ -387,6 +473,11 @@ fn serde_urlencoded_form(body: &[u8]) -> LinkForm {
         match k {
             b"by" => form.by = decode(v),
             b"note" => form.note = decode(v),
+            b"scope" => form.scope = decode(v),
+            // Bounded: a form cannot make ripcord hold more than a batch.
+            b"instances" if form.instances.len() < ops::MAX_SCOPE_INSTANCES => {
+                form.instances.push(decode(v))
+            }
             _ => {}
         }
     }

@@ -307,6 +307,11 @@ pub struct BatchInfo {
     /// (a late member joining, one member's rollback).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub about: Vec<Box<str>>,
+    /// Every instance of the batch ripcord knows of (the orchestrator
+    /// named them, or they reported with the batch's label), members
+    /// included, sorted and bounded: "the whole batch" a human may choose.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch_instances: Vec<Box<str>>,
 }
 
 /// One breaching instance of a batch incident.
@@ -340,6 +345,21 @@ impl BatchInfo {
     /// Members still breaching.
     pub fn breaching(&self) -> impl Iterator<Item = &Member> {
         self.members.iter().filter(|m| !m.recovered)
+    }
+
+    /// What rolling back "the breaching instances" means: the named
+    /// breaching members, and every instance of the batch when the batch
+    /// breached as a whole (a rule grouped by batch). Sorted.
+    pub fn breaching_targets(&self) -> Vec<String> {
+        let mut out: std::collections::BTreeSet<String> = self
+            .breaching()
+            .filter(|m| !m.instance.is_empty())
+            .map(|m| m.instance.to_string())
+            .collect();
+        if self.breaching().any(|m| m.instance.is_empty()) {
+            out.extend(self.batch_instances.iter().map(|i| i.to_string()));
+        }
+        out.into_iter().collect()
     }
 
     /// "shop-web batch 2".

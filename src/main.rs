@@ -273,6 +273,11 @@ struct VerdictArgs {
     by: String,
     #[arg(long, default_value = "")]
     note: String,
+    /// Approving a batch incident: the blast radius to roll back:
+    /// `breaching` (the breaching instances, the default), `batch` (every
+    /// instance of the batch) or instance names separated by commas.
+    #[arg(long, default_value = "breaching")]
+    scope: String,
     #[command(flatten)]
     at: JournalArgs,
 }
@@ -842,6 +847,17 @@ fn show(id: &str, at: &JournalArgs) -> Result<ExitCode> {
 fn verdict(v: VerdictArgs, verdict: Option<Verdict>) -> Result<ExitCode> {
     let (_, mut j) = open_journal(&v.at)?;
     let now = ripcord::time::Clock::now(&ripcord::time::SystemClock);
+    let scope = match ops::Scope::parse(&v.scope) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ripcord: --scope: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if verdict != Some(Verdict::Approve) && scope != ops::Scope::Breaching {
+        eprintln!("ripcord: --scope only goes with approve");
+        return Ok(ExitCode::from(2));
+    }
     let result = match verdict {
         Some(verdict) => ops::decide(
             &mut *j,
@@ -851,6 +867,7 @@ fn verdict(v: VerdictArgs, verdict: Option<Verdict>) -> Result<ExitCode> {
             &v.note,
             ripcord::journal::Via::Cli,
             now,
+            &scope,
         ),
         None => ops::ack(&mut *j, &v.id, &v.by, now),
     };

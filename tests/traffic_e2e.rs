@@ -506,6 +506,7 @@ fn a_switch_lost_between_the_approval_and_its_recording_is_recorded_when_the_rol
             "",
             ripcord::journal::Via::Api,
             now,
+            None,
         )
         .unwrap();
     }

@@ -19,7 +19,11 @@ use crate::time::{Dur, Ts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
+    /// Approve the rollback (of a batch incident: its breaching instances).
     Approve,
+    /// Approve the rollback of a batch incident's whole batch: a link of
+    /// its own, signed for that blast radius.
+    ApproveBatch,
     Reject,
     Ack,
 }
@@ -28,6 +32,7 @@ impl Verb {
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Approve => "approve",
+            Verb::ApproveBatch => "approve-batch",
             Verb::Reject => "reject",
             Verb::Ack => "ack",
         }
@@ -36,9 +41,15 @@ impl Verb {
     fn label(self) -> &'static str {
         match self {
             Verb::Approve => "Approve rollback",
+            Verb::ApproveBatch => "Approve rollback of the whole batch",
             Verb::Reject => "Reject",
             Verb::Ack => "Acknowledge",
         }
+    }
+
+    /// Whether the verb approves a rollback.
+    pub fn approves(self) -> bool {
+        matches!(self, Verb::Approve | Verb::ApproveBatch)
     }
 }
 
@@ -47,6 +58,7 @@ impl FromStr for Verb {
     fn from_str(s: &str) -> Result<Verb, ()> {
         match s {
             "approve" => Ok(Verb::Approve),
+            "approve-batch" => Ok(Verb::ApproveBatch),
             "reject" => Ok(Verb::Reject),
             "ack" => Ok(Verb::Ack),
             _ => Err(()),

@@ -74,6 +74,21 @@ impl Message {
         if !whom.is_empty() {
             let _ = writeln!(body, "where: {}", whom.join(", "));
         }
+        if let Some(b) = &d.batch {
+            let names = b.instances();
+            if !names.is_empty() {
+                let _ = writeln!(
+                    body,
+                    "breaching: {}{}",
+                    crate::text::compact_names(&names, 200),
+                    if b.size > 0 {
+                        format!(" ({} of {} instances of the batch)", names.len(), b.size)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
         if let (Some(v), Some(t)) = (d.value, d.threshold) {
             let _ = writeln!(body, "value: {} (threshold {})", num(v), num(t));
         }
@@ -218,10 +233,15 @@ fn title(d: &Decision) -> String {
         .iter()
         .filter_map(|k| d.label(k))
         .collect();
-    let whom = if whom.is_empty() {
-        d.rule.to_string()
-    } else {
-        whom.join("/")
+    let whom = match &d.batch {
+        // One thing for people: the batch, and for one member's rollback,
+        // the member.
+        Some(b) => match d.label("instance") {
+            Some(i) => format!("{} {i}", b.name()),
+            None => b.name(),
+        },
+        None if whom.is_empty() => d.rule.to_string(),
+        None => whom.join("/"),
     };
     match d.action {
         Action::Resolve => format!(

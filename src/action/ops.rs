@@ -9,8 +9,10 @@ use serde::Serialize;
 
 use super::config::ActionsConfig;
 use super::executor::{ExecOutcome, Vars};
-use crate::decision::{Action, IncidentId, Severity, Tier};
-use crate::journal::{ActionState, ApprovalDecided, Journal, JournalError, Verdict, Via};
+use crate::decision::{Action, BatchInfo, IncidentId, Severity, Tier};
+use crate::journal::{
+    ActionState, ApprovalDecided, ApprovedScope, Journal, JournalError, Verdict, Via,
+};
 use crate::time::Ts;
 
 /// The outcome of a human's request, as the API and CLI report it.
@@ -34,6 +36,9 @@ pub enum OpError {
     Anonymous,
     #[error("the note is longer than {MAX_NOTE_CHARS} characters")]
     NoteTooLong,
+    /// The blast radius asked for is not one ripcord can roll back.
+    #[error("{0}")]
+    BadScope(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
 }
@@ -59,6 +64,140 @@ fn checked_note(note: &str) -> Result<String, OpError> {
     Ok(crate::text::one_line(note).into_owned())
 }
 
+/// Most instances a chosen blast radius may name.
+pub const MAX_SCOPE_INSTANCES: usize = 2_000;
+
+/// The blast radius a human chooses for a batch incident's rollback (the
+/// plan: "a human confirms the blast radius (one host or many?)").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// The instances breaching when approved (the default).
+    #[default]
+    Breaching,
+    /// Every instance of the batch ripcord has seen or the orchestrator
+    /// named.
+    Batch,
+    /// These instances, each one the batch is known to have.
+    Instances(Vec<String>),
+}
+
+impl Scope {
+    /// The API's form: `"breaching"`, `"batch"` or `{"instances": [...]}`.
+    pub fn from_json(v: &serde_json::Value) -> Result<Scope, String> {
+        match v {
+            serde_json::Value::String(s) => match s.as_str() {
+                "breaching" => Ok(Scope::Breaching),
+                "batch" => Ok(Scope::Batch),
+                other => Err(format!(
+                    "scope {:?}: expected \"breaching\", \"batch\" or {{\"instances\": [...]}}",
+                    crate::text::clip_bytes(other, 64)
+                )),
+            },
+            serde_json::Value::Object(m) => {
+                if let Some(k) = m.keys().find(|k| *k != "instances") {
+                    return Err(format!(
+                        "scope: unknown field {:?}; expected {{\"instances\": [...]}}",
+                        crate::text::clip_bytes(k, 64)
+                    ));
+                }
+                let Some(serde_json::Value::Array(items)) = m.get("instances") else {
+                    return Err("scope.instances: expected an array of instance names".into());
+                };
+                let mut names = Vec::with_capacity(items.len().min(MAX_SCOPE_INSTANCES));
+                for (i, item) in items.iter().enumerate() {
+                    let Some(s) = item.as_str() else {
+                        return Err(format!("scope.instances[{i}]: expected a string"));
+                    };
+                    names.push(s.to_owned());
+                }
+                Scope::chosen(names)
+            }
+            _ => Err("scope: expected \"breaching\", \"batch\" or {\"instances\": [...]}".into()),
+        }
+    }
+
+    /// The CLI's and forms' form: `breaching`, `batch`, or instance names
+    /// separated by commas.
+    pub fn parse(s: &str) -> Result<Scope, String> {
+        match s.trim() {
+            "" | "breaching" => Ok(Scope::Breaching),
+            "batch" => Ok(Scope::Batch),
+            list => Scope::chosen(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Chosen instances, checked: at least one, each a plausible name.
+    pub fn chosen(mut names: Vec<String>) -> Result<Scope, String> {
+        if names.is_empty() {
+            return Err("scope: choose at least one instance".into());
+        }
+        if names.len() > MAX_SCOPE_INSTANCES {
+            return Err(format!(
+                "scope: {} instances chosen, more than {MAX_SCOPE_INSTANCES}",
+                names.len()
+            ));
+        }
+        for n in &names {
+            if n.is_empty() || n.len() > 1024 || n.chars().any(char::is_control) {
+                return Err(format!(
+                    "scope: {:?} is not an instance name",
+                    crate::text::clip_bytes(n, 64)
+                ));
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(Scope::Instances(names))
+    }
+
+    /// What the scope rolls back of batch incident `b`: refused if it names
+    /// an instance the batch is not known to have (a typo must never roll
+    /// back another host).
+    pub fn resolve(&self, b: &BatchInfo) -> Result<ApprovedScope, OpError> {
+        let whole = || -> Vec<String> {
+            let mut all: std::collections::BTreeSet<String> =
+                b.batch_instances.iter().map(|i| i.to_string()).collect();
+            all.extend(b.instances().into_iter().map(str::to_owned));
+            all.into_iter().collect()
+        };
+        let (scope, instances) = match self {
+            Scope::Breaching => ("breaching", b.breaching_targets()),
+            Scope::Batch => ("batch", whole()),
+            Scope::Instances(names) => {
+                let known = whole();
+                if let Some(unknown) = names.iter().find(|n| known.binary_search(n).is_err()) {
+                    return Err(OpError::BadScope(format!(
+                        "{:?} is not an instance of {} that ripcord knows of; known: {}",
+                        crate::text::one_line(crate::text::clip_bytes(unknown, 64)),
+                        b.name(),
+                        crate::text::compact_names(
+                            &known.iter().map(String::as_str).collect::<Vec<_>>(),
+                            300
+                        )
+                    )));
+                }
+                ("chosen", names.clone())
+            }
+        };
+        if instances.is_empty() {
+            return Err(OpError::BadScope(format!(
+                "{} has no instance ripcord knows of to roll back; choose the instances",
+                b.name()
+            )));
+        }
+        Ok(ApprovedScope {
+            scope: scope.to_owned(),
+            instances,
+        })
+    }
+}
+
 fn known(j: &dyn Journal, incident: &str) -> Result<(), OpError> {
     match j.incident(incident)? {
         Some(_) => Ok(()),
@@ -66,7 +205,10 @@ fn known(j: &dyn Journal, incident: &str) -> Result<(), OpError> {
     }
 }
 
-/// Approves or rejects the incident's waiting rollback request.
+/// Approves or rejects the incident's waiting rollback request. For a
+/// batch incident, `scope` is the blast radius approved: one rollback runs
+/// per instance it covers.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     j: &mut dyn Journal,
     incident: &str,
@@ -75,48 +217,75 @@ pub fn decide(
     note: &str,
     via: Via,
     now: Ts,
+    scope: &Scope,
 ) -> Result<Done, OpError> {
     let by = who(by)?;
     let note = checked_note(note)?;
-    known(j, incident)?;
-    let result = match j.decide_approval(incident, verdict, by, &note, via, now)? {
-        ApprovalDecided::Approved { rollback_key } => Done {
-            incident: incident.to_owned(),
-            result: "approved".into(),
-            detail: match rollback_key {
-                Some(k) => {
-                    let mut detail = format!("rollback released ({k}); it starts within seconds");
-                    for (action, key) in release_with_rollback(j, incident, &k, by, now)? {
+    let Some(row) = j.incident(incident)? else {
+        return Err(OpError::NoIncident(incident.to_owned()));
+    };
+    let approved = match (&row.batch, verdict) {
+        (Some(b), Verdict::Approve) => Some(scope.resolve(b)?),
+        (None, Verdict::Approve) if *scope != Scope::Breaching => {
+            return Err(OpError::BadScope(format!(
+                "{incident} is not a batch incident: approving rolls back its own instance; \
+                 leave the scope out"
+            )));
+        }
+        _ => None,
+    };
+    let result =
+        match j.decide_approval(incident, verdict, by, &note, via, now, approved.as_ref())? {
+            ApprovalDecided::Approved {
+                request_key,
+                rollback_keys,
+            } => Done {
+                incident: incident.to_owned(),
+                result: "approved".into(),
+                detail: if rollback_keys.is_empty() {
+                    "rollback was already released".into()
+                } else {
+                    let mut detail = match &approved {
+                        Some(s) => format!(
+                            "rollback of {} released; it starts within seconds",
+                            s.describe()
+                        ),
+                        None => format!(
+                            "rollback released ({}); it starts within seconds",
+                            rollback_keys[0]
+                        ),
+                    };
+                    for (action, key) in release_with_rollback(j, incident, &request_key, by, now)?
+                    {
                         detail.push_str(&format!("; {action} released beside it ({key})"));
                     }
                     detail
-                }
-                None => "rollback was already released".into(),
+                },
             },
-        },
-        ApprovalDecided::Rejected => Done {
-            incident: incident.to_owned(),
-            result: "rejected".into(),
-            detail: "no rollback will run for this request".into(),
-        },
-        ApprovalDecided::NotWaiting(state) => {
-            return Err(OpError::Conflict(format!(
-                "the approval request of {incident} is {state}, not waiting for a decision"
-            )));
-        }
-        ApprovalDecided::NoSuchApproval => {
-            return Err(OpError::Conflict(format!(
-                "{incident} has no rollback waiting for approval"
-            )));
-        }
-    };
+            ApprovalDecided::Rejected => Done {
+                incident: incident.to_owned(),
+                result: "rejected".into(),
+                detail: "no rollback will run for this request".into(),
+            },
+            ApprovalDecided::NotWaiting(state) => {
+                return Err(OpError::Conflict(format!(
+                    "the approval request of {incident} is {state}, not waiting for a decision"
+                )));
+            }
+            ApprovalDecided::NoSuchApproval => {
+                return Err(OpError::Conflict(format!(
+                    "{incident} has no rollback waiting for approval"
+                )));
+            }
+        };
     Ok(result)
 }
 
 /// Records what the approval of `incident`'s rollback releases beside it
 /// (see [`crate::rule::policy::on_approval`]): each action derived from the
-/// rollback's decision `rollback_key` as `<rollback_key>/<action>`, so it is
-/// recorded once however often this runs. Recorded after the rollback, so
+/// approved request `request_key` as `<request_key>/approved/<action>`, so
+/// it is recorded once however often this runs (and once for a batch
+/// incident, however many instances roll back). Recorded after the rollback, so
 /// it is claimed after it, and runs beside it (its own executor slot),
 /// never waiting for the rollback to end. Called again when the rollback
 /// starts, so a process that died between the approval's commit and this
@@ -124,7 +293,7 @@ pub fn decide(
 pub(crate) fn release_with_rollback(
     j: &mut dyn Journal,
     incident: &str,
-    rollback_key: &str,
+    request_key: &str,
     by: &str,
     now: Ts,
 ) -> Result<Vec<(Action, String)>, JournalError> {
@@ -142,7 +311,8 @@ pub(crate) fn release_with_rollback(
             "{severity} {tier}-risk incident: the rollback approved by {by} goes with {}",
             super::message::doing(action)
         );
-        if let Some(key) = j.derive_action(rollback_key, action, action.as_str(), &message, now)? {
+        let suffix = format!("approved/{}", action.as_str());
+        if let Some(key) = j.derive_action(request_key, action, &suffix, &message, now)? {
             out.push((action, key));
         }
     }

@@ -229,11 +229,50 @@ impl Responder {
         }
     }
 
+    /// Members that joined a batch incident after its request: nothing to
+    /// ask while the request waits (approving its breaching instances
+    /// covers them), nothing to do if the approved blast radius named them
+    /// (their rollback went out with the approval); `None`: ask again.
+    async fn joiners_covered(&self, id: &str, joiners: &[String]) -> Option<Outcome> {
+        let lookup = id.to_owned();
+        let approval = with_journal(&self.journal, move |j| j.approval(&lookup))
+            .await
+            .ok()
+            .flatten()?;
+        let names = crate::text::compact_names(
+            &joiners.iter().map(String::as_str).collect::<Vec<_>>(),
+            160,
+        );
+        match (approval.state.as_str(), &approval.scope) {
+            ("awaiting", _) => Some(Outcome::skipped(format!(
+                "{names} joined while the request waits: approving the breaching instances covers them"
+            ))),
+            ("approved", Some(scope)) if joiners.iter().all(|j| scope.covers(j)) => {
+                Some(Outcome::skipped(format!(
+                    "{names} joined; the approved blast radius ({}) named {}: its rollback went out with the approval",
+                    scope.describe(),
+                    if joiners.len() == 1 { "it" } else { "them" }
+                )))
+            }
+            _ => None,
+        }
+    }
+
     async fn request_approval<'a>(&'a self, a: &'a ActionRow) -> Handled<'a> {
         let d = &a.decision;
         let Some(id) = d.incident.as_ref().map(|i| i.to_string()) else {
             return Handled::Done(Outcome::skipped("not an incident"));
         };
+        let joiners: Vec<String> = d
+            .batch
+            .as_ref()
+            .map(|b| b.about.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default();
+        if !joiners.is_empty() {
+            if let Some(done) = self.joiners_covered(&id, &joiners).await {
+                return Handled::Done(done);
+            }
+        }
         let now = self.clock.now();
         let expires = now.saturating_add(self.cfg.approvals.expire_after);
         let (i, key, tier) = (id.clone(), a.key.clone(), d.tier);
@@ -257,15 +296,40 @@ impl Responder {
                 detail: "the incident recovered before the request went out".into(),
             });
         }
+        let verbs: &[Verb] = if d.batch.is_some() {
+            &[Verb::Approve, Verb::ApproveBatch, Verb::Reject, Verb::Ack]
+        } else {
+            &[Verb::Approve, Verb::Reject, Verb::Ack]
+        };
         let links = self
             .links
             .as_ref()
-            .map(|l| l.links(&id, &[Verb::Approve, Verb::Reject, Verb::Ack], now))
+            .map(|l| l.links(&id, verbs, now))
             .unwrap_or_default();
         let mut message = Message::for_decision(d, links);
-        message.body.push_str(&format!(
-            "\nConfirm the blast radius, then approve before {expires}:\n  ripcord approve {id} --by <you>   (or reject / ack)"
-        ));
+        match &d.batch {
+            Some(b) => {
+                let breaching = b.breaching_targets();
+                let whole = b.batch_instances.len().max(b.instances().len());
+                let names = crate::text::compact_names(
+                    &breaching.iter().map(String::as_str).collect::<Vec<_>>(),
+                    160,
+                );
+                message.body.push_str(&format!(
+                    "\nChoose the blast radius, then approve before {expires}:\
+                     \n  - the {} breaching instance{} ({names}): ripcord approve {id} --by <you>\
+                     \n  - the whole batch ({whole} instance{}): ripcord approve {id} --by <you> --scope batch\
+                     \n  - chosen instances: on the approve page, or --scope i-1,i-2\
+                     \n  (or reject / ack)",
+                    breaching.len(),
+                    if breaching.len() == 1 { "" } else { "s" },
+                    if whole == 1 { "" } else { "s" },
+                ));
+            }
+            None => message.body.push_str(&format!(
+                "\nConfirm the blast radius, then approve before {expires}:\n  ripcord approve {id} --by <you>   (or reject / ack)"
+            )),
+        }
         let channels = self.cfg.route(d.tier).approve.clone();
         let queued = self.queue(d.tier, &channels, &message).await;
         Handled::Queued(Box::pin(async move {
@@ -327,12 +391,17 @@ impl Responder {
     /// records that right after the approval; recording it again here
     /// (once: it is keyed) covers a process that died in between.
     async fn release_beside_approved(&self, a: &ActionRow) {
-        let Some(incident) = a.incident.clone().filter(|_| a.key.ends_with("/approved")) else {
+        let approved = a.key.ends_with("/approved") || a.key.contains("/approved@");
+        let (Some(incident), Some(request), true) = (
+            a.incident.clone(),
+            crate::journal::request_of_rollback(&a.key).map(str::to_owned),
+            approved,
+        ) else {
             return;
         };
-        let (key, now) = (a.key.clone(), self.clock.now());
+        let now = self.clock.now();
         let released = with_journal(&self.journal, move |j| {
-            super::ops::release_with_rollback(j, &incident, &key, "its approver", now)
+            super::ops::release_with_rollback(j, &incident, &request, "its approver", now)
         })
         .await;
         match released {
@@ -425,6 +494,11 @@ impl Responder {
                     j.set_action(&key, ActionState::Done, &done)
                 })
                 .await;
+                if d.batch.is_some() {
+                    // One message for the batch once its rollbacks are over.
+                    self.tell_batch_rolled_back(d, executor.is_dry_run()).await;
+                    return Outcome::done(detail);
+                }
                 let title = format!(
                     "[{}] {} {}",
                     d.tier.as_str().to_uppercase(),
@@ -447,6 +521,68 @@ impl Responder {
                 Outcome::failed(detail)
             }
         }
+    }
+
+    /// After one of a batch incident's rollbacks: when none is left to
+    /// run, one message counts them ("5 of 10 instances of shop batch 2
+    /// rolled back"), sent once however many processes finish the last ones
+    /// together. Failures paged already, one by one.
+    async fn tell_batch_rolled_back(&self, d: &Decision, dry_run: bool) {
+        let (Some(id), Some(b)) = (d.incident.as_ref().map(|i| i.to_string()), &d.batch) else {
+            return;
+        };
+        let lookup = id.clone();
+        let Ok(actions) = with_journal(&self.journal, move |j| j.actions_of(&lookup)).await else {
+            return;
+        };
+        let rollbacks: Vec<&ActionRow> = actions
+            .iter()
+            .filter(|a| a.action == Action::Rollback)
+            .collect();
+        if rollbacks.iter().any(|a| !a.state.is_final()) {
+            return;
+        }
+        let mut done: Vec<&str> = rollbacks
+            .iter()
+            .filter(|a| a.state == ActionState::Done)
+            .filter_map(|a| a.decision.label("instance"))
+            .collect();
+        done.sort_unstable();
+        done.dedup();
+        let failed = rollbacks
+            .iter()
+            .filter(|a| a.state != ActionState::Done)
+            .count();
+        let (lease, owner, now) = (
+            format!("batch-rolled-back/{id}/{}", rollbacks.len()),
+            d.key.clone(),
+            self.clock.now(),
+        );
+        let first = with_journal(&self.journal, move |j| {
+            j.take_lease(&lease, &owner, crate::time::MAX_TS, now)
+        })
+        .await
+        .unwrap_or(false);
+        if !first || done.is_empty() {
+            return;
+        }
+        let size = b.size.max(b.batch_instances.len() as u32);
+        let of = if size > 0 {
+            format!("{} of {size}", done.len())
+        } else {
+            done.len().to_string()
+        };
+        let title = format!(
+            "[{}] {}{of} instances of {} rolled back",
+            d.tier.as_str().to_uppercase(),
+            if dry_run { "dry run: " } else { "" },
+            b.name()
+        );
+        let mut detail = crate::text::compact_names(&done, 300);
+        if failed > 0 {
+            detail.push_str(&format!("; {failed} not rolled back (see the incident)"));
+        }
+        self.tell_success(d, title, &detail).await;
     }
 
     /// Verifications running at once.

@@ -328,7 +328,7 @@ impl Scheduler {
         })
         .await?;
         for x in expired {
-            let (title, body) = match &x.rollback_key {
+            let (title, body) = match x.rollback_keys.first() {
                 Some(_) => {
                     self.wake.notify_one();
                     (

@@ -124,6 +124,9 @@ impl Config {
             if let Some(m) = top.map("policy", &mut errs) {
                 read_policy(m, &mut cfg.engine, &mut errs);
             }
+            if let Some(m) = top.map("grouping", &mut errs) {
+                read_grouping(m, &mut cfg.engine, &mut errs);
+            }
             if let Some(dir) = top.str("rules", &mut errs) {
                 cfg.rules_dir = Some(relative_to(path, dir));
             }
@@ -285,6 +288,58 @@ fn read_tiers(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
     m.finish(errs);
 }
 
+/// `grouping:`: batch incidents (see [`crate::engine::Grouping`]).
+fn read_grouping(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
+    let mut g = e.grouping.clone().unwrap_or_default();
+    let enabled = m.bool("enabled", errs).unwrap_or(true);
+    if let Some(list) = m.str_list("by", errs) {
+        let n = m.node_of("by").unwrap_or(m.node());
+        match list.as_slice() {
+            [(service, _), (batch, _)] => {
+                for (l, node) in &list {
+                    if !crate::decode::is_label_name(l) {
+                        m.err(errs, node, "by", format!("`{l}` is not a valid label name"));
+                    }
+                }
+                if service == batch {
+                    m.err(
+                        errs,
+                        n,
+                        "by",
+                        "the service label and the batch label must differ",
+                    );
+                }
+                g.service_label = (*service).into();
+                g.batch_label = (*batch).into();
+            }
+            _ => m.err(
+                errs,
+                n,
+                "by",
+                "expected two labels: the service's and the batch's, e.g. [service, batch]",
+            ),
+        }
+    }
+    if let Some(d) = m.dur("wait", Dur::ZERO..=Dur::from_mins(30), errs) {
+        g.wait = d;
+    }
+    if let Some(n) = m.int("batch_failed", 1..=1_000_000, errs) {
+        g.batch_failed = Some(n as u32);
+    }
+    if let Some(b) = m.bool("attribute", errs) {
+        g.attribute = b;
+    }
+    if let Some(d) = m.dur(
+        "attribute_window",
+        Dur::ZERO..=Dur::from_mins(24 * 60),
+        errs,
+    ) {
+        g.attribute_window = d;
+    }
+    m.finish(errs);
+    e.grouping = enabled.then_some(g);
+}
+
 fn read_policy(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
     for key in ["low", "medium", "high", "minor"] {
         let Some(list) = m.str_list(key, errs) else {
@@ -316,4 +371,41 @@ fn read_policy(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
         }
     }
     m.finish(errs);
+}
+
+#[cfg(test)]
+mod grouping_tests {
+    use super::*;
+
+    #[test]
+    fn grouping_reads_its_knobs_and_names_each_bad_one_with_its_line() {
+        let cfg = Config::parse(
+            Path::new("r.yaml"),
+            "grouping:\n  by: [svc, wave]\n  wait: 5s\n  batch_failed: 4\n  attribute: false\n",
+        )
+        .unwrap();
+        let g = cfg.engine.grouping.expect("on");
+        assert_eq!((&*g.service_label, &*g.batch_label), ("svc", "wave"));
+        assert_eq!(g.wait, Dur::from_secs(5));
+        assert_eq!(g.batch_failed, Some(4));
+        assert!(!g.attribute);
+        let off = Config::parse(Path::new("r.yaml"), "grouping: {enabled: false}\n").unwrap();
+        assert!(
+            off.engine.grouping.is_none(),
+            "off: one incident per instance"
+        );
+        assert!(Config::default().engine.grouping.is_some(), "on by default");
+        let errs = Config::parse(
+            Path::new("r.yaml"),
+            "grouping:\n  by: [service]\n  wait: 2h\n  bogus: 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errs.contains("r.yaml:2") && errs.contains("two labels"),
+            "{errs}"
+        );
+        assert!(errs.contains("r.yaml:3") && errs.contains("wait"), "{errs}");
+        assert!(errs.contains("bogus"), "{errs}");
+    }
 }

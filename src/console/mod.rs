@@ -334,6 +334,12 @@ struct ActForm {
     by: String,
     #[serde(default)]
     note: String,
+    /// A batch incident's blast radius: breaching, batch or chosen.
+    #[serde(default)]
+    scope: String,
+    /// With `chosen`: instance names, separated by commas.
+    #[serde(default)]
+    instances: String,
 }
 
 async fn act(
@@ -356,6 +362,11 @@ async fn act(
             &back,
         );
     };
+    let scope = match crate::api::scope_of_form(&form.scope, std::slice::from_ref(&form.instances))
+    {
+        Ok(s) => s,
+        Err(why) => return c.say(&seen, StatusCode::BAD_REQUEST, "Not done", &why, &back),
+    };
     match perform(
         &c.api,
         id,
@@ -363,6 +374,7 @@ async fn act(
         Who {
             by,
             note: form.note,
+            scope,
         },
         Via::Console,
     )

@@ -106,6 +106,9 @@ fn label<'a>(i: &'a IncidentRow, k: &str) -> &'a str {
 
 /// `pay/i-wd1`, or what there is of it.
 pub fn target(i: &IncidentRow) -> String {
+    if let Some(b) = &i.batch {
+        return b.name();
+    }
     match (label(i, "service"), label(i, "instance")) {
         ("", "") => i.partition.clone(),
         (s, "") => s.to_owned(),
@@ -386,17 +389,80 @@ pub fn consequence(verb: Verb, i: &IncidentRow) -> String {
         ("", n) => format!("instance {n}"),
         (s, n) => format!("service {s} on instance {n}"),
     };
-    match verb {
-        Verb::Approve => {
-            let extra = match i.tier.as_str() {
-                "high" => " The staged rollout stays paused until someone resumes it.",
-                _ => "",
-            };
-            format!("ripcord rolls back {on} with the configured rollback, within seconds.{extra}")
+    let on = match &i.batch {
+        Some(b) => b.name(),
+        None => on,
+    };
+    let paused = match i.tier.as_str() {
+        "high" => " The staged rollout stays paused until someone resumes it.",
+        _ => "",
+    };
+    match (verb, &i.batch) {
+        (Verb::Approve | Verb::ApproveBatch, Some(_)) => format!(
+            "ripcord rolls back the instances of {on} you choose below, each with the configured \
+             rollback, within seconds.{paused}"
+        ),
+        (Verb::Approve | Verb::ApproveBatch, None) => {
+            format!("ripcord rolls back {on} with the configured rollback, within seconds.{paused}")
         }
-        Verb::Reject => format!("No rollback of {on} will run. The incident stays open."),
-        Verb::Ack => format!("Paging for {on} stops. Nothing is rolled back by this."),
+        (Verb::Reject, _) => format!("No rollback of {on} will run. The incident stays open."),
+        (Verb::Ack, _) => format!("Paging for {on} stops. Nothing is rolled back by this."),
     }
+}
+
+/// The blast radius of a batch incident's approval, for a thumb: three
+/// large choices with their counts (the breaching instances, the whole
+/// batch, chosen instances, each of the batch's instances a checkbox).
+/// `chosen` preselects one (`breaching` or `batch`).
+pub fn scope_choice(b: &crate::decision::BatchInfo, chosen: &str) -> String {
+    let breaching = b.breaching_targets();
+    let names = |v: &[String]| {
+        crate::text::compact_names(&v.iter().map(String::as_str).collect::<Vec<_>>(), 120)
+    };
+    let mut whole: std::collections::BTreeSet<String> =
+        b.batch_instances.iter().map(|i| i.to_string()).collect();
+    whole.extend(b.instances().into_iter().map(str::to_owned));
+    let whole: Vec<String> = whole.into_iter().collect();
+    let check = |v: &str| if v == chosen { " checked" } else { "" };
+    let mut o = String::from("<fieldset class=\"scope\"><legend>Roll back</legend>");
+    let _ = write!(
+        o,
+        "<label class=\"choice\"><input type=\"radio\" name=\"scope\" value=\"breaching\"{}>\
+         <span><b>The {} breaching instance{}</b> <small>{}</small></span></label>",
+        check("breaching"),
+        breaching.len(),
+        if breaching.len() == 1 { "" } else { "s" },
+        esc(&names(&breaching))
+    );
+    let _ = write!(
+        o,
+        "<label class=\"choice\"><input type=\"radio\" name=\"scope\" value=\"batch\"{}>\
+         <span><b>The whole batch: {} instance{}</b> <small>{}</small></span></label>",
+        check("batch"),
+        whole.len(),
+        if whole.len() == 1 { "" } else { "s" },
+        esc(&names(&whole))
+    );
+    let _ = write!(
+        o,
+        "<label class=\"choice\"><input type=\"radio\" name=\"scope\" value=\"chosen\"{}>\
+         <span><b>Only the instances ticked below</b></span></label><div class=\"instances\">",
+        check("chosen")
+    );
+    for n in whole.iter().take(500) {
+        let breach = if breaching.contains(n) {
+            " breaching"
+        } else {
+            ""
+        };
+        let _ = write!(
+            o,
+            "<label class=\"tick{breach}\"><input type=\"checkbox\" name=\"instances\" value=\"{v}\">{v}</label>",
+            v = esc(n)
+        );
+    }
+    o.push_str("</div></fieldset>");
+    o
 }
 
 fn approval_state(a: &ApprovalRow, now: Ts) -> String {
@@ -608,12 +674,12 @@ pub fn incident(
 /// then one name and one big button. Posts to itself.
 pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -> String {
     let what = match verb {
-        Verb::Approve => "Approve the rollback?",
+        Verb::Approve | Verb::ApproveBatch => "Approve the rollback?",
         Verb::Reject => "Reject the rollback?",
         Verb::Ack => "Acknowledge the page?",
     };
     let button = match verb {
-        Verb::Approve => ("Approve rollback", "primary"),
+        Verb::Approve | Verb::ApproveBatch => ("Approve rollback", "primary"),
         Verb::Reject => ("Reject rollback", "danger"),
         Verb::Ack => ("Acknowledge", "plain"),
     };
@@ -708,9 +774,14 @@ pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -
             esc(&i.state)
         );
     }
+    let scope = match (&i.batch, verb) {
+        (Some(b), Verb::Approve) => scope_choice(b, "breaching"),
+        (Some(b), Verb::ApproveBatch) => scope_choice(b, "batch"),
+        _ => String::new(),
+    };
     let _ = write!(
         o,
-        "<form method=\"post\" class=\"confirm\"><label>Your name<input name=\"by\" required maxlength=\"128\" autocomplete=\"name\" autocapitalize=\"none\"></label>\
+        "<form method=\"post\" class=\"confirm\">{scope}<label>Your name<input name=\"by\" required maxlength=\"128\" autocomplete=\"name\" autocapitalize=\"none\"></label>\
          <label>Note (optional)<input name=\"note\" maxlength=\"512\"></label>\
          <button type=\"submit\" class=\"{} huge\">{}</button></form>",
         button.1, button.0

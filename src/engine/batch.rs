@@ -212,6 +212,29 @@ impl ServiceView {
     }
 }
 
+/// What the service's view says about one batch, for a snapshot.
+#[derive(Default)]
+struct Known {
+    size: u32,
+    outside_seen: u32,
+    /// The batch's instances (bounded), for "the whole batch".
+    instances: Vec<Box<str>>,
+}
+
+impl Known {
+    fn of(view: Option<&ServiceView>, batch: &str) -> Known {
+        view.map_or_else(Known::default, |v| {
+            let mut instances = v.batch_instances(batch);
+            instances.truncate(MAX_MEMBERS);
+            Known {
+                size: v.batch_size(batch),
+                outside_seen: v.outside_seen(batch),
+                instances,
+            }
+        })
+    }
+}
+
 /// Counts for `/metrics` and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GroupStats {
@@ -589,10 +612,7 @@ impl Grouper {
         out: &mut Vec<Decision>,
     ) {
         let threshold = self.threshold(self.services.get(&key.0), &key.1);
-        let view = self.services.get(&key.0);
-        let (size, outside_seen) =
-            view.map_or((0, 0), |v| (v.batch_size(&key.1), v.outside_seen(&key.1)));
-        let whole = view.map(|v| v.batch_instances(&key.1)).unwrap_or_default();
+        let known = Known::of(self.services.get(&key.0), &key.1);
         let Some(group) = self.batches.get_mut(key) else {
             return;
         };
@@ -612,7 +632,7 @@ impl Grouper {
         }
         let pause_now = (group.incident.severity >= Severity::Functional || group.failed)
             && !group.incident.has_fired(Action::PauseRollout);
-        let info = snapshot(group, size, outside_seen, Vec::new());
+        let info = snapshot(group, &known, Vec::new());
         if pause_now {
             let msg = headline(group, &info, "rollout paused");
             push(group, out, d.at, Action::PauseRollout, &info, msg, None);
@@ -625,7 +645,16 @@ impl Grouper {
                 headline(group, &info, "breaching")
             );
             let start = out.len();
-            emit(group, out, d.at, &actions, &info, &msg, true, &whole);
+            emit(
+                group,
+                out,
+                d.at,
+                &actions,
+                &info,
+                &msg,
+                true,
+                &known.instances,
+            );
             push(group, out, d.at, Action::Notify, &info, msg, None);
             for x in &mut out[start..] {
                 x.escalated_from = Some(from);
@@ -676,10 +705,7 @@ impl Grouper {
 
     /// Resolves the batch incident if every member is back.
     fn resolve_ready(&mut self, key: &(Box<str>, Box<str>), at: Ts, out: &mut Vec<Decision>) {
-        let (size, outside_seen) = self
-            .services
-            .get(&key.0)
-            .map_or((0, 0), |v| (v.batch_size(&key.1), v.outside_seen(&key.1)));
+        let known = Known::of(self.services.get(&key.0), &key.1);
         let Some(g) = self.batches.get_mut(key) else {
             return;
         };
@@ -687,7 +713,7 @@ impl Grouper {
             return;
         }
         if g.incident.seq > 0 {
-            let info = snapshot(g, size, outside_seen, Vec::new());
+            let info = snapshot(g, &known, Vec::new());
             let msg = format!(
                 "{}: every member recovered ({})",
                 info.name(),
@@ -772,17 +798,14 @@ impl Grouper {
         at: Ts,
         out: &mut Vec<Decision>,
     ) {
-        let (size, outside_seen) = self
-            .services
-            .get(&key.0)
-            .map_or((0, 0), |v| (v.batch_size(&key.1), v.outside_seen(&key.1)));
+        let known = Known::of(self.services.get(&key.0), &key.1);
         let Some(g) = self.batches.get_mut(key) else {
             return;
         };
         let first = g.outside.is_empty();
         g.outside.insert(instance.into());
         if g.phase == Phase::Fired && first {
-            let info = snapshot(g, size, outside_seen, Vec::new());
+            let info = snapshot(g, &known, Vec::new());
             let actions = plan(policy, g, &info, true);
             let msg = headline(g, &info, "breaching");
             emit(g, out, at, &actions, &info, &msg, true, &[]);
@@ -829,10 +852,7 @@ impl Grouper {
         }
         let keys: Vec<(Box<str>, Box<str>)> = self.batches.keys().cloned().collect();
         for key in keys {
-            let view = self.services.get(&key.0);
-            let (size, outside_seen) =
-                view.map_or((0, 0), |v| (v.batch_size(&key.1), v.outside_seen(&key.1)));
-            let whole = view.map(|v| v.batch_instances(&key.1)).unwrap_or_default();
+            let known = Known::of(self.services.get(&key.0), &key.1);
             let attribute = self.cfg.attribute;
             let Some(g) = self.batches.get_mut(&key) else {
                 continue;
@@ -840,10 +860,10 @@ impl Grouper {
             if let Phase::Forming { due } = g.phase {
                 if due <= now {
                     g.phase = Phase::Fired;
-                    let info = snapshot(g, size, outside_seen, Vec::new());
+                    let info = snapshot(g, &known, Vec::new());
                     let actions = plan(policy, g, &info, attribute);
                     let msg = headline(g, &info, "breaching");
-                    emit(g, out, due, &actions, &info, &msg, false, &whole);
+                    emit(g, out, due, &actions, &info, &msg, false, &known.instances);
                     g.joiners.clear();
                 }
             }
@@ -855,7 +875,7 @@ impl Grouper {
                     newcomers.dedup();
                     newcomers.retain(|n| g.members.get(n).is_some_and(|m| !m.recovered));
                     if !newcomers.is_empty() {
-                        let info = snapshot(g, size, outside_seen, newcomers.clone());
+                        let info = snapshot(g, &known, newcomers.clone());
                         let suspect = attribute && !g.outside.is_empty();
                         if g.incident.has_fired(Action::Rollback) && !suspect {
                             for n in &newcomers {
@@ -967,10 +987,9 @@ impl Grouper {
     /// Open batch incidents, for snapshots.
     pub fn open_incidents(&self) -> impl Iterator<Item = Incident> + '_ {
         self.batches.iter().map(|((s, b), g)| {
-            let size = self.services.get(s).map_or(0, |v| v.batch_size(b));
-            let outside = self.services.get(s).map_or(0, |v| v.outside_seen(b));
+            let known = Known::of(self.services.get(s), b);
             let mut inc = g.incident.clone();
-            inc.batch = Some(snapshot(g, size, outside, Vec::new()));
+            inc.batch = Some(snapshot(g, &known, Vec::new()));
             inc
         })
     }
@@ -1068,7 +1087,8 @@ fn as_strs(v: &[Box<str>]) -> Vec<&str> {
 }
 
 /// The batch incident as its next decision describes it.
-fn snapshot(g: &BatchGroup, size: u32, outside_seen: u32, about: Vec<Box<str>>) -> Arc<BatchInfo> {
+fn snapshot(g: &BatchGroup, known: &Known, about: Vec<Box<str>>) -> Arc<BatchInfo> {
+    let (size, outside_seen) = (known.size, known.outside_seen);
     Arc::new(BatchInfo {
         service: g.service.clone(),
         batch: g.batch.clone(),
@@ -1089,6 +1109,11 @@ fn snapshot(g: &BatchGroup, size: u32, outside_seen: u32, about: Vec<Box<str>>) 
         outside_seen: outside_seen.max(g.outside.len() as u32),
         failed: g.failed,
         about,
+        batch_instances: {
+            let mut all: BTreeSet<Box<str>> = known.instances.iter().cloned().collect();
+            all.extend(g.members.keys().filter(|i| !i.is_empty()).cloned());
+            all.into_iter().take(MAX_MEMBERS).collect()
+        },
     })
 }
 

@@ -170,6 +170,7 @@ conformance!(
     silences_are_kept_expire_on_time_and_end_with_their_batch,
     a_hold_skips_a_running_action_once_and_is_audited,
     the_evidence_and_progress_history_for_the_review_are_kept,
+    a_batch_incident_keeps_its_members_and_rolls_back_each_instance_approved,
 );
 
 const RULES: &str = r#"
@@ -404,9 +405,7 @@ fn approvals_release_one_rollback_and_expire_by_policy(store: &dyn Store) {
             .unwrap(),
         ApprovalOpened::AlreadyOpen
     );
-    let ApprovalDecided::Approved {
-        rollback_key: Some(key),
-    } = j
+    let ApprovalDecided::Approved { rollback_keys, .. } = j
         .decide_approval(
             inc,
             Verdict::Approve,
@@ -414,11 +413,16 @@ fn approvals_release_one_rollback_and_expire_by_policy(store: &dyn Store) {
             "one host only",
             Via::Link,
             Ts(1500),
+            None,
         )
         .unwrap()
     else {
         panic!("not approved")
     };
+    let [key] = &rollback_keys[..] else {
+        panic!("one rollback: {rollback_keys:?}")
+    };
+    let key = key.clone();
     let row = j.approval(inc).unwrap().unwrap();
     assert_eq!(
         (row.decided_by.as_deref(), row.decided_via),
@@ -426,7 +430,7 @@ fn approvals_release_one_rollback_and_expire_by_policy(store: &dyn Store) {
         "who, and how the verdict came"
     );
     assert_eq!(
-        j.decide_approval(inc, Verdict::Reject, "bob", "", Via::Api, Ts(1600))
+        j.decide_approval(inc, Verdict::Reject, "bob", "", Via::Api, Ts(1600), None)
             .unwrap(),
         ApprovalDecided::NotWaiting("approved".into())
     );
@@ -482,7 +486,7 @@ fn approval_timeouts_follow_the_tier_policy(store: &dyn Store) {
     let expired = j.expire_approvals(Ts(2000), &[Tier::Medium]).unwrap();
     assert_eq!(expired.len(), 1);
     assert!(
-        expired[0].rollback_key.is_some(),
+        expired[0].rollback_keys.len() == 1,
         "medium rolls back on timeout here"
     );
     assert!(
@@ -512,7 +516,7 @@ fn withdrawn_when_the_incident_recovers(store: &dyn Store) {
     assert!(j.withdraw_approval(inc, "recovered", Ts(1200)).unwrap());
     assert!(!j.withdraw_approval(inc, "recovered", Ts(1300)).unwrap());
     assert_eq!(
-        j.decide_approval(inc, Verdict::Approve, "alice", "", Via::Api, Ts(1400))
+        j.decide_approval(inc, Verdict::Approve, "alice", "", Via::Api, Ts(1400), None)
             .unwrap(),
         ApprovalDecided::NotWaiting("withdrawn".into())
     );
@@ -815,7 +819,7 @@ fn a_human_verdict_beats_a_late_state(store: &dyn Store) {
     assert!(claimed.iter().any(|a| a.key == req.key));
     j.open_approval(inc, &req.key, Tier::Medium, Ts(1000), Ts(9000))
         .unwrap();
-    j.decide_approval(inc, Verdict::Approve, "alice", "", Via::Api, Ts(1100))
+    j.decide_approval(inc, Verdict::Approve, "alice", "", Via::Api, Ts(1100), None)
         .unwrap();
     j.set_action(&req.key, ActionState::AwaitingApproval, "request sent")
         .unwrap();
@@ -1331,5 +1335,136 @@ fn the_evidence_and_progress_history_for_the_review_are_kept(store: &dyn Store) 
         b.progress_log("other", Ts(0), Ts(i64::MAX))
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A high-tier batch of three whose instances i-2 and i-3 breach.
+fn batch_decisions() -> (Vec<Decision>, Engine) {
+    let mut errs = Errors::default();
+    let file = parse_file(Path::new("t.yaml"), RULES, &mut errs).unwrap();
+    let mut engine = Engine::new(
+        std::sync::Arc::new(rule_set(&[file])),
+        EngineConfig::default(),
+    );
+    let mut out = Vec::new();
+    for t in (0..=120).step_by(10) {
+        for i in 1..=3 {
+            let v = if t >= 10 && i > 1 { 0.6 } else { 0.1 };
+            let line = format!(
+                r#"{{"metric":"m","value":{v},"ts":{},"labels":{{"service":"s","instance":"i-{i}","batch":"b1","tier":"high"}}}}"#,
+                1_795_255_200_000i64 + t * 1000
+            );
+            let mut ev = Vec::new();
+            crate::decode::decode(line.as_bytes(), &mut ev).unwrap();
+            engine.process(&ev[0], &mut out);
+        }
+    }
+    (out, engine)
+}
+
+fn a_batch_incident_keeps_its_members_and_rolls_back_each_instance_approved(store: &dyn Store) {
+    let mut j = store.connect();
+    let (ds, engine) = batch_decisions();
+    assert!(ds.iter().all(|d| d.batch.is_some()), "{ds:?}");
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    // The batch and its members come back as the engine had them.
+    let from_engine = engine.open_incidents();
+    assert_eq!(from_engine.len(), 1);
+    let back = j.open_incidents("t/0").unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        back[0].batch.as_ref().unwrap().instances(),
+        ["i-2", "i-3"],
+        "the members as last decided"
+    );
+    let inc = back[0].id.as_str();
+    let row = j.incident(inc).unwrap().unwrap();
+    assert_eq!(row.batch.as_ref().unwrap().batch_instances.len(), 3);
+    // One approval for the batch; the whole batch approved rolls each of
+    // its three instances back once.
+    let req = ds
+        .iter()
+        .find(|d| d.action == Action::RequestApproval)
+        .unwrap();
+    j.open_approval(inc, &req.key, Tier::High, Ts(1000), Ts(9000))
+        .unwrap();
+    let scope = super::ApprovedScope {
+        scope: "batch".into(),
+        instances: vec!["i-1".into(), "i-2".into(), "i-3".into()],
+    };
+    let ApprovalDecided::Approved { rollback_keys, .. } = j
+        .decide_approval(
+            inc,
+            Verdict::Approve,
+            "carol",
+            "",
+            Via::Link,
+            Ts(1100),
+            Some(&scope),
+        )
+        .unwrap()
+    else {
+        panic!("not approved")
+    };
+    assert_eq!(rollback_keys.len(), 3);
+    let approval = j.approval(inc).unwrap().unwrap();
+    assert_eq!(
+        approval.scope.as_ref(),
+        Some(&scope),
+        "the blast radius is kept"
+    );
+    let claimed = j.claim_actions("me", &[Action::Rollback], 100).unwrap();
+    let mut instances: Vec<&str> = claimed
+        .iter()
+        .filter(|a| rollback_keys.contains(&a.key))
+        .map(|a| a.decision.label("instance").unwrap())
+        .collect();
+    instances.sort_unstable();
+    assert_eq!(
+        instances,
+        ["i-1", "i-2", "i-3"],
+        "one rollback per instance"
+    );
+    assert!(claimed.iter().all(|a| a.decision.batch.is_some()));
+    assert!(
+        j.timeline(inc).unwrap().iter().any(|t| t
+            .message
+            .contains("approved by carol via link; the whole batch: 3 instances")),
+        "the scope is on the timeline"
+    );
+    // Again, the same rollbacks: nothing new.
+    assert!(
+        j.derive_rollbacks(&req.key, "approved", &["i-2".into()], "again", Ts(1200))
+            .unwrap()
+            .is_empty()
+    );
+    // A member that joins later asks again: a new request reopens it,
+    // the same request again does not.
+    assert_eq!(
+        j.open_approval(inc, &req.key, Tier::High, Ts(1300), Ts(9300))
+            .unwrap(),
+        ApprovalOpened::AlreadyOpen
+    );
+    assert_eq!(
+        j.open_approval(inc, "later-request", Tier::High, Ts(1300), Ts(2000))
+            .unwrap(),
+        ApprovalOpened::Opened
+    );
+    let reopened = j.approval(inc).unwrap().unwrap();
+    assert_eq!(
+        (reopened.state.as_str(), reopened.scope.is_none()),
+        ("awaiting", true)
+    );
+    // Timed out on a tier that rolls back then: each breaching member.
+    let expired = j.expire_approvals(Ts(2000), &[Tier::High]).unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        expired[0].rollback_keys.len(),
+        0,
+        "no decision `later-request` to derive from"
     );
 }

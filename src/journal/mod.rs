@@ -399,6 +399,20 @@ pub trait Work {
         at: Ts,
     ) -> Result<Option<String>, JournalError>;
 
+    /// Records the rollback of each of `instances` derived from decision
+    /// `from_key` (a batch incident's approval request): keyed
+    /// [`instance_rollback_key`]`(from_key, suffix, instance)`, each with
+    /// the instance among its labels. Returns the keys recorded now (those
+    /// recorded before are left out).
+    fn derive_rollbacks(
+        &mut self,
+        from_key: &str,
+        suffix: &str,
+        instances: &[String],
+        message: &str,
+        at: Ts,
+    ) -> Result<Vec<String>, JournalError>;
+
     /// Starts paging for an incident, first step due at `first`. False if
     /// one already runs (or ran) for it.
     fn start_escalation(
@@ -469,7 +483,9 @@ pub trait Work {
 
 /// What humans decide: approvals and acknowledgements.
 pub trait Verdicts {
-    /// Opens the approval a `request_approval` decision asks for.
+    /// Opens the approval a `request_approval` decision asks for. A batch
+    /// incident asks again about members that joined after its request was
+    /// decided: a new `request_key` reopens a decided request.
     fn open_approval(
         &mut self,
         incident: &str,
@@ -481,7 +497,8 @@ pub trait Verdicts {
 
     /// A human's verdict, and how it reached ripcord. Approving also
     /// records the rollback it releases (a pending action), in the same
-    /// transaction.
+    /// transaction: one per instance of `scope` for a batch incident.
+    #[allow(clippy::too_many_arguments)]
     fn decide_approval(
         &mut self,
         incident: &str,
@@ -490,6 +507,7 @@ pub trait Verdicts {
         note: &str,
         via: Via,
         at: Ts,
+        scope: Option<&ApprovedScope>,
     ) -> Result<ApprovalDecided, JournalError>;
 
     /// The incident recovered while the request waited: withdraws it.
@@ -717,7 +735,11 @@ pub enum ApprovalOpened {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApprovalDecided {
     Approved {
-        rollback_key: Option<String>,
+        /// The request approved.
+        request_key: String,
+        /// The rollbacks it released (one per instance of a batch
+        /// incident's approved scope); empty if released before.
+        rollback_keys: Vec<String>,
     },
     Rejected,
     /// There is a request, but it no longer waits (its state).
@@ -739,6 +761,73 @@ pub struct ApprovalRow {
     pub note: Option<String>,
     /// How the verdict came (link, api, cli).
     pub decided_via: Option<Via>,
+    /// The blast radius approved, for a batch incident.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ApprovedScope>,
+}
+
+/// The blast radius a human approved for a batch incident's rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ApprovedScope {
+    /// `breaching`, `batch` or `chosen`.
+    pub scope: String,
+    /// The instances it rolls back, sorted.
+    pub instances: Vec<String>,
+}
+
+impl ApprovedScope {
+    /// "the whole batch: 10 instances (i-p01..i-p10)".
+    pub fn describe(&self) -> String {
+        let what = match self.scope.as_str() {
+            "breaching" => "the breaching instances",
+            "batch" => "the whole batch",
+            _ => "chosen instances",
+        };
+        let names: Vec<&str> = self.instances.iter().map(String::as_str).collect();
+        let n = names.len();
+        format!(
+            "{what}: {n} instance{} ({})",
+            if n == 1 { "" } else { "s" },
+            crate::text::compact_names(&names, 200)
+        )
+    }
+
+    pub fn covers(&self, instance: &str) -> bool {
+        self.instances.iter().any(|i| i == instance)
+    }
+
+    fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn from_json(s: Option<String>) -> Result<Option<ApprovedScope>, JournalError> {
+        match s {
+            None => Ok(None),
+            Some(j) => serde_json::from_str(&j)
+                .map(Some)
+                .map_err(|e| JournalError::Corrupt(format!("approval scope: {e}"))),
+        }
+    }
+}
+
+/// The key of an approved (or timed-out) rollback of one instance of a
+/// batch incident: `<request>/<suffix>@<instance>`. A plain incident's is
+/// `<request>/<suffix>`.
+pub fn instance_rollback_key(request_key: &str, suffix: &str, instance: &str) -> String {
+    format!("{request_key}/{suffix}@{instance}")
+}
+
+/// The approval request an approved or timed-out rollback came from.
+pub fn request_of_rollback(key: &str) -> Option<&str> {
+    for suffix in ["/approved", "/timeout"] {
+        if let Some(r) = key.strip_suffix(suffix) {
+            return Some(r);
+        }
+        if let Some((r, _)) = key.split_once(&format!("{suffix}@")) {
+            return Some(r);
+        }
+    }
+    None
 }
 
 /// A request that waited too long.
@@ -747,8 +836,9 @@ pub struct Expired {
     pub incident: String,
     pub request_key: String,
     pub tier: Tier,
-    /// The rollback recorded by the timeout policy, if it rolls back.
-    pub rollback_key: Option<String>,
+    /// The rollbacks recorded by the timeout policy, if it rolls back
+    /// (one per breaching instance of a batch incident).
+    pub rollback_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -359,6 +359,81 @@ fn action_from(r: &Row) -> Result<ActionRow, JournalError> {
     })
 }
 
+/// [`derive`] once per instance: the rollback of each of `instances`,
+/// keyed [`super::instance_rollback_key`], with the instance among its
+/// labels. The keys recorded now.
+#[allow(clippy::too_many_arguments)]
+async fn derive_each(
+    tx: &Tx<'_>,
+    from: &str,
+    suffix: &str,
+    instances: &[String],
+    message: &str,
+    at: Ts,
+    now: i64,
+) -> Result<Vec<String>, JournalError> {
+    let Some(row) = tx
+        .query_opt("SELECT labels FROM decisions WHERE key = $1", &[&from])
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let base = labels_from(row.try_get::<_, &str>(0)?)?;
+    let mut out = Vec::new();
+    for instance in instances {
+        let key = super::instance_rollback_key(from, suffix, instance);
+        let labels = labels_json(&super::rows::with_instance(&base, instance));
+        let inserted = tx
+            .execute(
+                "INSERT INTO decisions (key, incident_id, seq, at, action, tier, severity, rule, labels,
+                     value, threshold, baseline, fingerprint, message, partition, recorded_at, escalated_from, service, batch)
+                 SELECT $1, incident_id, seq, $2, 'rollback', tier, severity, rule, $3, value, threshold, baseline,
+                     fingerprint, $4, partition, $5, NULL, service, batch FROM decisions WHERE key = $6
+                 ON CONFLICT (key) DO NOTHING",
+                &[&key, &at.millis(), &labels, &message, &now, &from],
+            )
+            .await?
+            == 1;
+        if !inserted {
+            continue;
+        }
+        let incident: Option<String> = tx
+            .query_one("SELECT incident_id FROM decisions WHERE key = $1", &[&key])
+            .await?
+            .try_get(0)?;
+        tx.execute(
+            "INSERT INTO actions (key, incident_id, action, state, created_at) VALUES ($1, $2, 'rollback', 'pending', $3)",
+            &[&key, &incident, &now],
+        )
+        .await?;
+        if let Some(inc) = incident {
+            timeline(
+                tx,
+                &inc,
+                at,
+                "decision",
+                &format!("rollback of {instance}: {message}"),
+            )
+            .await?;
+        }
+        out.push(key);
+    }
+    Ok(out)
+}
+
+/// What a timed-out request of `incident` rolls back: each breaching
+/// member of a batch incident, `None` for a plain incident.
+async fn timeout_targets(tx: &Tx<'_>, incident: &str) -> Result<Option<Vec<String>>, JournalError> {
+    let batch: Option<String> = match tx
+        .query_opt("SELECT batch FROM incidents WHERE id = $1", &[&incident])
+        .await?
+    {
+        Some(r) => r.try_get(0)?,
+        None => None,
+    };
+    Ok(batch_from(batch)?.map(|b| b.breaching_targets()))
+}
+
 fn approval_row(r: &Row) -> Result<ApprovalRow, JournalError> {
     Ok(ApprovalRow {
         incident: r.try_get("incident_id")?,
@@ -374,6 +449,7 @@ fn approval_row(r: &Row) -> Result<ApprovalRow, JournalError> {
             .try_get::<_, Option<String>>("decided_via")?
             .as_deref()
             .and_then(Via::parse),
+        scope: super::ApprovedScope::from_json(r.try_get("scope")?)?,
     })
 }
 
@@ -443,9 +519,9 @@ async fn derive(
     let inserted = tx
         .execute(
             "INSERT INTO decisions (key, incident_id, seq, at, action, tier, severity, rule, labels,
-                 value, threshold, baseline, fingerprint, message, partition, recorded_at, escalated_from, service)
+                 value, threshold, baseline, fingerprint, message, partition, recorded_at, escalated_from, service, batch)
              SELECT $1, incident_id, seq, $2, $3, tier, severity, rule, labels, value, threshold, baseline,
-                 fingerprint, $4, partition, $5, NULL, service FROM decisions WHERE key = $6
+                 fingerprint, $4, partition, $5, NULL, service, batch FROM decisions WHERE key = $6
              ON CONFLICT (key) DO NOTHING",
             &[&key, &at.millis(), &action.as_str(), &message, &now, &from],
         )
@@ -1058,7 +1134,7 @@ impl Work for PgJournal {
                     &[&request_key, &wall],
                 )
                 .await?;
-                let rollback_key = if rollback_tiers.contains(&tier) {
+                let rollback_keys = if rollback_tiers.contains(&tier) {
                     timeline(
                         &tx,
                         &incident,
@@ -1067,26 +1143,27 @@ impl Work for PgJournal {
                         "approval timed out: rolling back, as the tier's policy says",
                     )
                     .await?;
-                    derive(
-                        &tx,
-                        &request_key,
-                        Action::Rollback,
-                        "timeout",
-                        "approval timed out; rolling back per policy",
-                        now,
-                        wall,
-                    )
-                    .await?
+                    let message = "approval timed out; rolling back per policy";
+                    match timeout_targets(&tx, &incident).await? {
+                        Some(instances) => {
+                            derive_each(&tx, &request_key, "timeout", &instances, message, now, wall)
+                                .await?
+                        }
+                        None => derive(&tx, &request_key, Action::Rollback, "timeout", message, now, wall)
+                            .await?
+                            .into_iter()
+                            .collect(),
+                    }
                 } else {
                     timeline(&tx, &incident, now, "approval", "approval timed out: escalating")
                         .await?;
-                    None
+                    Vec::new()
                 };
                 out.push(Expired {
                     incident,
                     request_key,
                     tier,
-                    rollback_key,
+                    rollback_keys,
                 });
             }
             tx.commit().await?;
@@ -1109,6 +1186,24 @@ impl Work for PgJournal {
             let key = derive(&tx, from_key, action, suffix, message, at, now).await?;
             tx.commit().await?;
             Ok(key)
+        })
+    }
+
+    fn derive_rollbacks(
+        &mut self,
+        from_key: &str,
+        suffix: &str,
+        instances: &[String],
+        message: &str,
+        at: Ts,
+    ) -> Result<Vec<String>, JournalError> {
+        let now = self.now();
+        self.block(async {
+            let mut c = self.conn().await?;
+            let tx = c.transaction().await?;
+            let keys = derive_each(&tx, from_key, suffix, instances, message, at, now).await?;
+            tx.commit().await?;
+            Ok(keys)
         })
     }
 
@@ -1320,8 +1415,12 @@ impl Verdicts for PgJournal {
             }
             let inserted = tx
                 .execute(
-                    "INSERT INTO approvals (incident_id, request_key, tier, state, requested_at, expires_at)
-                     VALUES ($1, $2, $3, 'awaiting', $4, $5) ON CONFLICT (incident_id) DO NOTHING",
+                    "INSERT INTO approvals AS a (incident_id, request_key, tier, state, requested_at, expires_at)
+                     VALUES ($1, $2, $3, 'awaiting', $4, $5)
+                     ON CONFLICT (incident_id) DO UPDATE SET request_key = excluded.request_key,
+                         state = 'awaiting', requested_at = excluded.requested_at, expires_at = excluded.expires_at,
+                         decided_by = NULL, decided_at = NULL, note = NULL, decided_via = NULL, scope = NULL
+                     WHERE a.state <> 'awaiting' AND a.request_key <> excluded.request_key",
                     &[&incident, &request_key, &tier.as_str(), &at.millis(), &expires.millis()],
                 )
                 .await?
@@ -1353,8 +1452,11 @@ impl Verdicts for PgJournal {
         note: &str,
         via: Via,
         at: Ts,
+        scope: Option<&super::ApprovedScope>,
     ) -> Result<ApprovalDecided, JournalError> {
         let now = self.now();
+        let scope = scope.filter(|_| verdict == Verdict::Approve);
+        let scope_json = scope.map(|s| s.json());
         self.block(async {
             let mut c = self.conn().await?;
             let tx = c.transaction().await?;
@@ -1377,7 +1479,7 @@ impl Verdicts for PgJournal {
             };
             tx.execute(
                 "UPDATE approvals SET state = $2, decided_by = $3, decided_at = $4, note = $5,
-                     decided_via = $6
+                     decided_via = $6, scope = $7
                  WHERE incident_id = $1 AND state = 'awaiting'",
                 &[
                     &incident,
@@ -1386,6 +1488,7 @@ impl Verdicts for PgJournal {
                     &at.millis(),
                     &note,
                     &via.as_str(),
+                    &scope_json,
                 ],
             )
             .await?;
@@ -1404,26 +1507,47 @@ impl Verdicts for PgJournal {
             } else {
                 format!(": {note}")
             };
+            let scope_text = scope
+                .map(|s| format!("; {}", s.describe()))
+                .unwrap_or_default();
             timeline(
                 &tx,
                 incident,
                 at,
                 "approval",
-                &format!("{word} by {by} via {}{note_text}", via.as_str()),
+                &format!("{word} by {by} via {}{note_text}{scope_text}", via.as_str()),
             )
             .await?;
+            let message = format!("rollback approved by {by}{note_text}");
             let result = match verdict {
                 Verdict::Approve => ApprovalDecided::Approved {
-                    rollback_key: derive(
-                        &tx,
-                        &request_key,
-                        Action::Rollback,
-                        "approved",
-                        &format!("rollback approved by {by}{note_text}"),
-                        at,
-                        now,
-                    )
-                    .await?,
+                    rollback_keys: match scope {
+                        Some(s) => {
+                            derive_each(
+                                &tx,
+                                &request_key,
+                                "approved",
+                                &s.instances,
+                                &message,
+                                at,
+                                now,
+                            )
+                            .await?
+                        }
+                        None => derive(
+                            &tx,
+                            &request_key,
+                            Action::Rollback,
+                            "approved",
+                            &message,
+                            at,
+                            now,
+                        )
+                        .await?
+                        .into_iter()
+                        .collect(),
+                    },
+                    request_key,
                 },
                 Verdict::Reject => ApprovalDecided::Rejected,
             };

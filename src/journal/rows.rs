@@ -35,6 +35,18 @@ pub fn batch_from(
     }
 }
 
+/// `labels` with `instance` set to `instance` (replacing any), sorted.
+pub fn with_instance(labels: &GroupLabels, instance: &str) -> GroupLabels {
+    let mut v: Vec<(Box<str>, Box<str>)> = labels
+        .iter()
+        .filter(|(k, _)| &**k != "instance")
+        .cloned()
+        .collect();
+    v.push(("instance".into(), instance.into()));
+    v.sort();
+    v.into()
+}
+
 pub fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, JournalError> {
     s.parse()
         .map_err(|_| JournalError::Corrupt(format!("{what} {s:?}")))

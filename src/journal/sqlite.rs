@@ -1021,7 +1021,7 @@ impl Work for SqliteJournal {
                 "UPDATE actions SET state = 'expired', detail = 'nobody decided in time', finished_at = ?2 WHERE key = ?1",
                 params![request_key, wall],
             )?;
-            let rollback_key = if rollback_tiers.contains(&tier) {
+            let rollback_keys = if rollback_tiers.contains(&tier) {
                 timeline(
                     &tx,
                     &incident,
@@ -1029,15 +1029,23 @@ impl Work for SqliteJournal {
                     "approval",
                     "approval timed out: rolling back, as the tier's policy says",
                 )?;
-                derive(
-                    &tx,
-                    &request_key,
-                    Action::Rollback,
-                    "timeout",
-                    "approval timed out; rolling back per policy",
-                    now,
-                    wall,
-                )?
+                let message = "approval timed out; rolling back per policy";
+                match timeout_targets(&tx, &incident)? {
+                    Some(instances) => {
+                        derive_each(&tx, &request_key, "timeout", &instances, message, now, wall)?
+                    }
+                    None => derive(
+                        &tx,
+                        &request_key,
+                        Action::Rollback,
+                        "timeout",
+                        message,
+                        now,
+                        wall,
+                    )?
+                    .into_iter()
+                    .collect(),
+                }
             } else {
                 timeline(
                     &tx,
@@ -1046,13 +1054,13 @@ impl Work for SqliteJournal {
                     "approval",
                     "approval timed out: escalating",
                 )?;
-                None
+                Vec::new()
             };
             out.push(Expired {
                 incident,
                 request_key,
                 tier,
-                rollback_key,
+                rollback_keys,
             });
         }
         tx.commit()?;
@@ -1072,6 +1080,21 @@ impl Work for SqliteJournal {
         let key = derive(&tx, from_key, action, suffix, message, at, now)?;
         tx.commit()?;
         Ok(key)
+    }
+
+    fn derive_rollbacks(
+        &mut self,
+        from_key: &str,
+        suffix: &str,
+        instances: &[String],
+        message: &str,
+        at: Ts,
+    ) -> Result<Vec<String>, JournalError> {
+        let now = self.now();
+        let tx = self.conn.transaction()?;
+        let keys = derive_each(&tx, from_key, suffix, instances, message, at, now)?;
+        tx.commit()?;
+        Ok(keys)
     }
 
     fn start_escalation(
@@ -1241,9 +1264,16 @@ impl Verdicts for SqliteJournal {
         if state.as_deref() == Some("resolved") {
             return Ok(ApprovalOpened::IncidentOver);
         }
+        // A new request of a batch incident (members joined after the
+        // first was decided) reopens it; the same request again is a
+        // redelivery and changes nothing.
         let inserted = tx.execute(
-            "INSERT OR IGNORE INTO approvals (incident_id, request_key, tier, state, requested_at, expires_at)
-             VALUES (?1, ?2, ?3, 'awaiting', ?4, ?5)",
+            "INSERT INTO approvals (incident_id, request_key, tier, state, requested_at, expires_at)
+             VALUES (?1, ?2, ?3, 'awaiting', ?4, ?5)
+             ON CONFLICT(incident_id) DO UPDATE SET request_key = excluded.request_key,
+                 state = 'awaiting', requested_at = excluded.requested_at, expires_at = excluded.expires_at,
+                 decided_by = NULL, decided_at = NULL, note = NULL, decided_via = NULL, scope = NULL
+             WHERE approvals.state <> 'awaiting' AND approvals.request_key <> excluded.request_key",
             params![incident, request_key, tier.as_str(), at.millis(), expires.millis()],
         )? == 1;
         if inserted {
@@ -1271,6 +1301,7 @@ impl Verdicts for SqliteJournal {
         note: &str,
         via: Via,
         at: Ts,
+        scope: Option<&super::ApprovedScope>,
     ) -> Result<ApprovalDecided, JournalError> {
         let now = self.now();
         let tx = self.conn.transaction()?;
@@ -1291,10 +1322,11 @@ impl Verdicts for SqliteJournal {
             Verdict::Approve => ("approved", ActionState::Approved, "approved"),
             Verdict::Reject => ("rejected", ActionState::Rejected, "rejected"),
         };
+        let scope = scope.filter(|_| verdict == Verdict::Approve);
         tx.execute(
-            "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, note = ?5, decided_via = ?6
+            "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, note = ?5, decided_via = ?6, scope = ?7
              WHERE incident_id = ?1 AND state = 'awaiting'",
-            params![incident, new_state, by, at.millis(), note, via.as_str()],
+            params![incident, new_state, by, at.millis(), note, via.as_str(), scope.map(|s| s.json())],
         )?;
         tx.execute(
             "UPDATE actions SET state = ?2, detail = ?3, finished_at = ?4 WHERE key = ?1",
@@ -1310,24 +1342,42 @@ impl Verdicts for SqliteJournal {
         } else {
             format!(": {note}")
         };
+        let scope_text = scope
+            .map(|s| format!("; {}", s.describe()))
+            .unwrap_or_default();
         timeline(
             &tx,
             incident,
             at,
             "approval",
-            &format!("{word} by {by} via {}{note_text}", via.as_str()),
+            &format!("{word} by {by} via {}{note_text}{scope_text}", via.as_str()),
         )?;
+        let message = format!("rollback approved by {by}{note_text}");
         let result = match verdict {
             Verdict::Approve => ApprovalDecided::Approved {
-                rollback_key: derive(
-                    &tx,
-                    &request_key,
-                    Action::Rollback,
-                    "approved",
-                    &format!("rollback approved by {by}{note_text}"),
-                    at,
-                    now,
-                )?,
+                rollback_keys: match scope {
+                    Some(s) => derive_each(
+                        &tx,
+                        &request_key,
+                        "approved",
+                        &s.instances,
+                        &message,
+                        at,
+                        now,
+                    )?,
+                    None => derive(
+                        &tx,
+                        &request_key,
+                        Action::Rollback,
+                        "approved",
+                        &message,
+                        at,
+                        now,
+                    )?
+                    .into_iter()
+                    .collect(),
+                },
+                request_key,
             },
             Verdict::Reject => ApprovalDecided::Rejected,
         };
@@ -1770,9 +1820,9 @@ fn derive(
     let key = format!("{from}/{suffix}");
     let inserted = conn.execute(
         "INSERT OR IGNORE INTO decisions (key, incident_id, seq, at, action, tier, severity, rule, labels,
-             value, threshold, baseline, fingerprint, message, partition, recorded_at, escalated_from, service)
+             value, threshold, baseline, fingerprint, message, partition, recorded_at, escalated_from, service, batch)
          SELECT ?1, incident_id, seq, ?2, ?3, tier, severity, rule, labels, value, threshold, baseline,
-             fingerprint, ?4, partition, ?5, NULL, service FROM decisions WHERE key = ?6",
+             fingerprint, ?4, partition, ?5, NULL, service, batch FROM decisions WHERE key = ?6",
         params![key, at.millis(), action.as_str(), message, now, from],
     )? == 1;
     if !inserted {
@@ -1793,6 +1843,78 @@ fn derive(
     Ok(Some(key))
 }
 
+/// [`derive`] once per instance: the rollback of each of `instances`,
+/// keyed [`super::instance_rollback_key`], with the instance among its
+/// labels. The keys recorded now.
+#[allow(clippy::too_many_arguments)]
+fn derive_each(
+    conn: &Connection,
+    from: &str,
+    suffix: &str,
+    instances: &[String],
+    message: &str,
+    at: Ts,
+    now: i64,
+) -> Result<Vec<String>, JournalError> {
+    let labels: Option<String> = conn
+        .query_row("SELECT labels FROM decisions WHERE key = ?1", [from], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(labels) = labels else {
+        return Ok(Vec::new());
+    };
+    let base = labels_from(&labels)?;
+    let mut out = Vec::new();
+    for instance in instances {
+        let key = super::instance_rollback_key(from, suffix, instance);
+        let labels = labels_json(&super::rows::with_instance(&base, instance));
+        let inserted = conn.execute(
+            "INSERT OR IGNORE INTO decisions (key, incident_id, seq, at, action, tier, severity, rule, labels,
+                 value, threshold, baseline, fingerprint, message, partition, recorded_at, escalated_from, service, batch)
+             SELECT ?1, incident_id, seq, ?2, 'rollback', tier, severity, rule, ?3, value, threshold, baseline,
+                 fingerprint, ?4, partition, ?5, NULL, service, batch FROM decisions WHERE key = ?6",
+            params![key, at.millis(), labels, message, now, from],
+        )? == 1;
+        if !inserted {
+            continue;
+        }
+        let incident: Option<String> = conn.query_row(
+            "SELECT incident_id FROM decisions WHERE key = ?1",
+            [&key],
+            |r| r.get(0),
+        )?;
+        conn.execute(
+            "INSERT INTO actions (key, incident_id, action, state, created_at) VALUES (?1, ?2, 'rollback', 'pending', ?3)",
+            params![key, incident, now],
+        )?;
+        if let Some(inc) = incident {
+            timeline(
+                conn,
+                &inc,
+                at,
+                "decision",
+                &format!("rollback of {instance}: {message}"),
+            )?;
+        }
+        out.push(key);
+    }
+    Ok(out)
+}
+
+/// What a timed-out request of `incident` rolls back: each breaching
+/// member of a batch incident, `None` for a plain incident.
+fn timeout_targets(conn: &Connection, incident: &str) -> Result<Option<Vec<String>>, JournalError> {
+    let batch: Option<Option<String>> = conn
+        .query_row(
+            "SELECT batch FROM incidents WHERE id = ?1",
+            [incident],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(batch_from(batch.flatten())?.map(|b| b.breaching_targets()))
+}
+
 fn approval_row(r: &Row<'_>) -> Result<ApprovalRow, JournalError> {
     Ok(ApprovalRow {
         incident: r.get("incident_id")?,
@@ -1808,6 +1930,7 @@ fn approval_row(r: &Row<'_>) -> Result<ApprovalRow, JournalError> {
             .get::<_, Option<String>>("decided_via")?
             .as_deref()
             .and_then(Via::parse),
+        scope: super::ApprovedScope::from_json(r.get("scope")?)?,
     })
 }
 

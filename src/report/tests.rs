@@ -75,6 +75,7 @@ fn budgets_follow_the_tier_and_what_happened() {
         decided_at: m(-1),
         note: None,
         decided_via: None,
+        scope: None,
     };
     let marks = Marks {
         approved: m(-1),

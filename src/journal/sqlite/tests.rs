@@ -66,6 +66,35 @@ fn a_version_1_journal_gains_the_budget_column() {
 }
 
 #[test]
+fn a_version_5_journal_gains_the_batch_columns_and_keeps_its_incidents() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let (ds, _) = decisions();
+    {
+        let mut j = SqliteJournal::open(&path, false).unwrap();
+        j.commit(&Batch {
+            decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+            ..Batch::default()
+        })
+        .unwrap();
+        j.conn
+            .execute_batch(
+                "ALTER TABLE incidents DROP COLUMN batch; ALTER TABLE decisions DROP COLUMN batch;
+                 ALTER TABLE approvals DROP COLUMN scope; PRAGMA user_version = 5;",
+            )
+            .unwrap();
+    }
+    let mut j = SqliteJournal::open(&path, false).unwrap();
+    let open = j.open_incidents("t/0").unwrap();
+    assert!(!open.is_empty(), "the incidents of version 5 read");
+    assert!(open.iter().all(|i| i.batch.is_none()));
+    assert!(!j.claim_actions("me", &Action::ALL, 100).unwrap().is_empty());
+    j.conn
+        .execute_batch("SELECT i.batch, d.batch FROM incidents i, decisions d LIMIT 0; SELECT scope FROM approvals LIMIT 0")
+        .expect("the batch columns are there");
+}
+
+#[test]
 fn a_writer_waits_for_another_connections_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = journal(&dir);
