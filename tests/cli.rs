@@ -95,6 +95,41 @@ fn check_validates_kafka_properties_and_log_filter_without_printing_secrets() {
     );
 }
 
+/// `kafka.group_protocol: consumer` (KIP-848) and the classic protocol's
+/// client settings cannot go together: each is named, with its line, at
+/// `check`; an unknown protocol is named too.
+#[test]
+fn check_refuses_classic_group_settings_with_the_consumer_protocol() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ripcord"))
+        .args(["check", "--config", "tests/fixtures/config-kafka-848.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs ripcord");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for want in [
+        "tests/fixtures/config-kafka-848.yaml:8:25: config: kafka: properties: session.timeout.ms: applies to kafka.group_protocol: classic only",
+        "tests/fixtures/config-kafka-848.yaml:9:36: config: kafka: properties: partition.assignment.strategy: applies to kafka.group_protocol: classic only",
+        "tests/fixtures/config-kafka-848.yaml:10:21: config: kafka: properties: group.protocol: is set by ripcord: use kafka.group_protocol",
+        "ripcord: 3 errors",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ripcord.yaml");
+    std::fs::write(&config, "kafka:\n  group_protocol: cooperative\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ripcord"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs ripcord");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("2:19: config: kafka: group_protocol: `cooperative` is not a group protocol: classic or consumer (KIP-848)"),
+        "{err}"
+    );
+}
+
 /// An executor whose program is missing or cannot be executed is a config
 /// error at `check` (and before `run` binds a port), not a failed rollback
 /// in the middle of an incident. Programs that exist pass.
