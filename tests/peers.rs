@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Responder, now_millis, repo, wait_until};
+use support::{Responder, now_millis, post_events, repo, wait_until};
 
 const TOKEN: &str = "peers-t0ken";
 const SERVICE: &str = "payments";
@@ -96,18 +96,6 @@ fn ask(harness: &Path, base: &str) -> Verdicts {
     }
 }
 
-fn post_events(r: &Responder, events: &[Value]) {
-    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-    let resp = reqwest::blocking::Client::new()
-        .post(r.url("/api/v1/events"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
-}
-
 fn progress(batch: u32, stage: &str, ts: i64) -> Value {
     json!({"kind": "progress", "ts": ts, "stage": stage, "done": batch * 10, "total": 100,
            "labels": {"service": SERVICE, "batch": batch.to_string(), "batches": "3"}})
@@ -162,7 +150,7 @@ fn argo_and_flaggers_own_code_read_go_hold_nogo_and_down_as_documented() {
     let base = format!("http://{}", r.http);
 
     // hold: batch 1 is being upgraded.
-    post_events(&r, &[progress(1, "batch_started", now_millis())]);
+    post_events(&r, TOKEN, &[progress(1, "batch_started", now_millis())]);
     assert_eq!(gate(&r), "hold");
     let v = ask(&peers, &base);
     assert_eq!(v.argo, "Inconclusive", "Argo pauses the rollout on hold");
@@ -180,7 +168,7 @@ fn argo_and_flaggers_own_code_read_go_hold_nogo_and_down_as_documented() {
     let t = now_millis();
     let mut events = vec![progress(1, "batch_done", t)];
     events.extend(success(1, 0.9999, t));
-    post_events(&r, &events);
+    post_events(&r, TOKEN, &events);
     assert!(wait_until(Duration::from_secs(10), || gate(&r) == "go"));
     let v = ask(&peers, &base);
     assert_eq!(v.argo, "Successful", "Argo's step goes on at go");
@@ -198,7 +186,7 @@ fn argo_and_flaggers_own_code_read_go_hold_nogo_and_down_as_documented() {
     let t = now_millis();
     let mut events = vec![progress(2, "batch_done", t)];
     events.extend(success(2, 0.95, t));
-    post_events(&r, &events);
+    post_events(&r, TOKEN, &events);
     assert_eq!(gate(&r), "nogo");
     let v = ask(&peers, &base);
     assert_eq!(v.argo, "Failed", "Argo aborts the rollout on nogo");

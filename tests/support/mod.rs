@@ -146,6 +146,23 @@ impl Lines {
     }
 }
 
+/// POSTs events (JSON lines) to `/api/v1/events` with the bearer `token`;
+/// they are journaled once it answers 200.
+pub fn post_events(r: &Responder, token: &str, events: &[Value]) {
+    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .post(r.url("/api/v1/events"))
+        .bearer_auth(token)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+}
+
 /// `/metrics` text as series -> value (comments and blank lines skipped).
 pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     text.lines()
