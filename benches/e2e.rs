@@ -1,10 +1,11 @@
-//! End-to-end benchmark: a real broker (tansu; librdkafka's mock cluster
-//! for comparison), a release-built `ripcord run`, real TCP. Not a test: it
+//! End-to-end benchmark: a real broker (Apache Kafka, from
+//! `scripts/with-kafka`; librdkafka's mock cluster for comparison), a
+//! release-built `ripcord run`, real TCP. Not a test: it
 //! measures and reports, and prints one summary at the end.
 //!
 //! ```sh
-//! cargo bench --bench e2e
-//! E2E_EVENTS=5000000 E2E_PARTITIONS=1,2,4 cargo bench --bench e2e
+//! scripts/with-kafka cargo bench --bench e2e
+//! E2E_EVENTS=5000000 E2E_PARTITIONS=1,2,4 scripts/with-kafka cargo bench --bench e2e
 //! ```
 //!
 //! Product issue: "events produced to a local broker, consumed and decided
@@ -58,8 +59,8 @@
 //!   `E2E_WARMUP_SECS` [3] of the same load without probes
 //! - `E2E_PROBE_EVERY` [100]: one probe per this many messages
 //! - `E2E_LATENCY_PARTITIONS` [1]: partitions of the latency topic
-//! - `E2E_LATENCY_RUNS` [tansu:default:5,tansu:1:5,mock:1:0]: latency runs
-//!   as `broker:fetch_wait:linger`: the broker (`tansu`, or `mock` for
+//! - `E2E_LATENCY_RUNS` [kafka:default:5,kafka:1:5,mock:1:0]: latency runs
+//!   as `broker:fetch_wait:linger`: the broker (`kafka`, or `mock` for
 //!   librdkafka's mock cluster in its own process), ripcord's
 //!   `fetch.wait.max.ms` (`default` leaves ripcord's own) and the
 //!   producer's `linger.ms`
@@ -73,7 +74,8 @@
 //! - `E2E_RIPCORD_BIN` [the bench build]: another `ripcord` binary to run,
 //!   to compare two builds
 //!
-//! Needs tansu on PATH (`scripts/setup` installs it).
+//! Needs the Apache Kafka `scripts/with-kafka` starts (`scripts/setup`
+//! fetches it).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -95,7 +97,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use support::{
-    Lines, MockBroker, Tansu, now_millis, pg_ca, pg_count, pg_database, ripcord_bin, wait_until,
+    Kafka, Lines, MockBroker, now_millis, pg_ca, pg_count, pg_database, ripcord_bin, wait_until,
 };
 
 const TOKEN: &str = "e2e-bench-token";
@@ -173,7 +175,7 @@ impl Settings {
             warmup_secs: env_or("E2E_WARMUP_SECS", 3),
             probe_every: env_or("E2E_PROBE_EVERY", 100).max(2),
             latency_partitions: env_or("E2E_LATENCY_PARTITIONS", 1),
-            latency_runs: env_list("E2E_LATENCY_RUNS", "tansu:default:5,tansu:1:5,mock:1:0")
+            latency_runs: env_list("E2E_LATENCY_RUNS", "kafka:default:5,kafka:1:5,mock:1:0")
                 .iter()
                 .map(|r| LatencyRun::parse(r))
                 .collect(),
@@ -324,10 +326,6 @@ fn find_pid(needles: &[&str]) -> Option<u32> {
     })
 }
 
-fn tansu_pid(brokers: &str) -> Option<u32> {
-    find_pid(&["tansu\0broker\0", &format!("tcp://{brokers}\0")])
-}
-
 /// CPU use of the processes that share the machine during one window.
 struct CpuWindow {
     started: Instant,
@@ -343,7 +341,7 @@ struct CpuUse {
     ripcord: f64,
     /// The busiest ripcord threads, by name.
     ripcord_threads: Vec<(String, f64)>,
-    /// The broker process (tansu, or the mock cluster's host).
+    /// The broker process (Kafka's JVM, or the mock cluster's host).
     broker: f64,
     harness: f64,
 }
@@ -777,9 +775,9 @@ impl Throughput {
     }
 }
 
-fn throughput(s: &Settings, tansu: &Tansu, partitions: i32, journal: &str) -> Throughput {
-    let topic = format!("bench-backlog-p{partitions}-{journal}");
-    tansu.create_topic(&topic, partitions);
+fn throughput(s: &Settings, kafka: &Kafka, partitions: i32, journal: &str) -> Throughput {
+    let topic = support::unique(&format!("bench-backlog-p{partitions}-{journal}"));
+    kafka.create_topic(&topic, partitions);
     let fleet = Fleet {
         services: s.services,
         instances: s.instances,
@@ -794,7 +792,7 @@ fn throughput(s: &Settings, tansu: &Tansu, partitions: i32, journal: &str) -> Th
         fleet.series()
     );
     let p = producer(
-        &tansu.brokers,
+        &kafka.brokers,
         &[
             ("linger.ms", "20"),
             ("batch.num.messages", "10000"),
@@ -824,7 +822,7 @@ fn throughput(s: &Settings, tansu: &Tansu, partitions: i32, journal: &str) -> Th
     let counted = decisions.clone();
     let pg = (journal == "postgres").then(|| (fresh_database(&topic), pg_ca()));
     let r = Ripcord::start_with(
-        &tansu.brokers,
+        &kafka.brokers,
         &topic,
         partitions,
         &[],
@@ -833,7 +831,7 @@ fn throughput(s: &Settings, tansu: &Tansu, partitions: i32, journal: &str) -> Th
         }),
         pg.as_ref().map(|(u, c)| (u.as_str(), c.as_str())),
     );
-    let tansu_pid = tansu_pid(&tansu.brokers);
+    let broker_pid = kafka.pid;
 
     // Poll often: 10 ms is 0.1 % of a 10 s run.
     let poll = Duration::from_millis(10);
@@ -842,7 +840,7 @@ fn throughput(s: &Settings, tansu: &Tansu, partitions: i32, journal: &str) -> Th
     while first.is_none() && Instant::now() < give_up {
         let n = r.metrics().kafka_processed();
         if n > 0 {
-            first = Some((Instant::now(), n, CpuWindow::start(r.pid(), tansu_pid)));
+            first = Some((Instant::now(), n, CpuWindow::start(r.pid(), broker_pid)));
         } else {
             std::thread::sleep(poll);
         }
@@ -1030,8 +1028,8 @@ const RIPCORD_FETCH_WAIT_MS: u64 = 10;
 /// The broker a latency run goes through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BrokerKind {
-    /// The shared tansu process.
-    Tansu,
+    /// The test command's Apache Kafka (`scripts/with-kafka`).
+    Kafka,
     /// librdkafka's mock cluster in its own process (`ripcord mock-broker`),
     /// the broker `scripts/run` embeds.
     Mock,
@@ -1040,7 +1038,7 @@ enum BrokerKind {
 impl BrokerKind {
     fn name(self) -> &'static str {
         match self {
-            BrokerKind::Tansu => "tansu",
+            BrokerKind::Kafka => "Apache Kafka",
             BrokerKind::Mock => "librdkafka mock cluster",
         }
     }
@@ -1057,14 +1055,14 @@ struct LatencyRun {
 }
 
 impl LatencyRun {
-    /// `broker[:fetch_wait[:linger]]`, e.g. `tansu:default:5` or `mock:1:0`.
+    /// `broker[:fetch_wait[:linger]]`, e.g. `kafka:default:5` or `mock:1:0`.
     fn parse(spec: &str) -> LatencyRun {
         let bad = || -> ! {
             panic!("E2E_LATENCY_RUNS: {spec:?} is not broker[:fetch_wait_ms|default[:linger_ms]]")
         };
         let mut parts = spec.split(':');
         let broker = match parts.next() {
-            Some("tansu") => BrokerKind::Tansu,
+            Some("kafka") => BrokerKind::Kafka,
             Some("mock") => BrokerKind::Mock,
             _ => bad(),
         };
@@ -1083,7 +1081,7 @@ impl LatencyRun {
     }
 }
 
-fn latency(s: &Settings, tansu: &Tansu, run: LatencyRun) -> Latency {
+fn latency(s: &Settings, kafka: &Kafka, run: LatencyRun) -> Latency {
     let fetch_wait = run.fetch_wait;
     let topic = &format!(
         "bench-latency-{:?}-{}",
@@ -1094,9 +1092,9 @@ fn latency(s: &Settings, tansu: &Tansu, run: LatencyRun) -> Latency {
     // The mock broker process lives as long as this run.
     let mut _mock = None;
     let (brokers, broker_pid) = match run.broker {
-        BrokerKind::Tansu => {
-            tansu.create_topic(topic, s.latency_partitions);
-            (tansu.brokers.clone(), tansu_pid(&tansu.brokers))
+        BrokerKind::Kafka => {
+            kafka.create_topic(topic, s.latency_partitions);
+            (kafka.brokers.clone(), kafka.pid)
         }
         BrokerKind::Mock => {
             let m = MockBroker::start(topic, s.latency_partitions);
@@ -1282,14 +1280,14 @@ struct Http {
     cpu: CpuUse,
 }
 
-fn http(s: &Settings, tansu: &Tansu, mode: HttpMode) -> Http {
+fn http(s: &Settings, kafka: &Kafka, mode: HttpMode) -> Http {
     // ripcord always runs a Kafka source; give it an idle topic.
-    let topic = &format!("bench-http-idle-{mode:?}").to_lowercase();
-    tansu.create_topic(topic, 1);
+    let topic = &support::unique(&format!("bench-http-idle-{mode:?}").to_lowercase());
+    kafka.create_topic(topic, 1);
     let decisions = Arc::new(AtomicU64::new(0));
     let counted = decisions.clone();
     let r = Ripcord::start(
-        &tansu.brokers,
+        &kafka.brokers,
         topic,
         1,
         &[],
@@ -1297,7 +1295,7 @@ fn http(s: &Settings, tansu: &Tansu, mode: HttpMode) -> Http {
             counted.fetch_add(1, Ordering::Relaxed);
         }),
     );
-    let tansu_pid = tansu_pid(&tansu.brokers);
+    let broker_pid = kafka.pid;
     let url = format!("http://{}/api/v1/alerts", r.http);
     eprintln!(
         "e2e: http: {} clients posting {} alerts per payload for {} s, {}",
@@ -1314,7 +1312,7 @@ fn http(s: &Settings, tansu: &Tansu, mode: HttpMode) -> Http {
         .build()
         .unwrap();
     let client = reqwest::Client::new();
-    let cpu = CpuWindow::start(r.pid(), tansu_pid);
+    let cpu = CpuWindow::start(r.pid(), broker_pid);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(s.http_secs);
     let results: Vec<(BTreeMap<String, u64>, Vec<Duration>)> = rt.block_on(async {
@@ -1436,39 +1434,35 @@ fn main() {
     let bin = ripcord_path();
     let load_before = loadavg();
     eprintln!("e2e: ripcord binary {bin}");
-    let tansu = Tansu::start();
-    let tansu_version = Command::new("tansu")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
+    let kafka = Kafka::get();
+    let broker_name = kafka.name();
     let started = Instant::now();
 
     let mut tp = Vec::new();
     if s.runs("throughput") {
         for journal in &s.journals {
             for &p in &s.partitions {
-                tp.push(throughput(&s, &tansu, p, journal));
+                tp.push(throughput(&s, &kafka, p, journal));
             }
         }
     }
     let mut lat = Vec::new();
     if s.runs("latency") {
         for &run in &s.latency_runs {
-            lat.push(latency(&s, &tansu, run));
+            lat.push(latency(&s, &kafka, run));
         }
     }
     let mut web = Vec::new();
     if s.runs("http") {
         for &mode in &s.http_modes {
-            web.push(http(&s, &tansu, mode));
+            web.push(http(&s, &kafka, mode));
         }
     }
     let report = Report {
         settings: s,
         bin,
         load_before,
-        tansu_version,
+        broker_name,
         total: started.elapsed(),
         throughput: tp,
         latency: lat,
@@ -1482,7 +1476,7 @@ struct Report {
     settings: Settings,
     bin: String,
     load_before: String,
-    tansu_version: String,
+    broker_name: String,
     total: Duration,
     throughput: Vec<Throughput>,
     latency: Vec<Latency>,
@@ -1495,7 +1489,7 @@ impl std::fmt::Display for Report {
             settings: s,
             bin,
             load_before,
-            tansu_version,
+            broker_name,
             total,
             throughput: tp,
             latency: lat,
@@ -1522,7 +1516,7 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             w,
-            "brokers:  {tansu_version} (memory storage); librdkafka's mock cluster (`ripcord mock-broker`) \
+            "brokers:  {broker_name} (one KRaft node, JVM); librdkafka's mock cluster (`ripcord mock-broker`) \
              for the `mock` latency runs; each in its own process on this machine"
         )?;
         writeln!(
@@ -1562,7 +1556,7 @@ impl std::fmt::Display for Report {
                 writeln!(w, "      cpu: {}", t.cpu)?;
                 writeln!(
                     w,
-                    "      (producing the backlog into tansu ran at {:.0} events/s)",
+                    "      (producing the backlog into Kafka ran at {:.0} events/s)",
                     t.produce_rate
                 )?;
             }

@@ -66,32 +66,77 @@ fn check_reports_every_error_with_file_and_line() {
     }
 }
 
-/// librdkafka judges `kafka.properties` at `check` time (names, values,
-/// and what this build supports: TLS and SCRAM need OpenSSL), the log
-/// filter is parsed as `run` parses it, and a credential never appears.
-#[test]
-fn check_validates_kafka_properties_and_log_filter_without_printing_secrets() {
+/// `ripcord check --config CONFIG` (from the repository, with `env`) must
+/// fail with each of `want` on stderr; its output and stderr.
+fn check_fails(
+    config: &str,
+    env: &[(&str, &str)],
+    want: &[&str],
+) -> (std::process::Output, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ripcord"))
-        .args(["check", "--config", "tests/fixtures/config-kafka.yaml"])
-        .env("RIPCORD_TEST_KAFKA_PASSWORD", "hunter2-do-not-print")
+        .args(["check", "--config", config])
+        .envs(env.iter().copied())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("runs ripcord");
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    for want in [
-        "tests/fixtures/config-kafka.yaml:12:26: config: kafka: properties: fetch.wait.max.msec: librdkafka rejects it: No such configuration property",
-        "tests/fixtures/config-kafka.yaml:13:22: config: kafka: properties: fetch.min.bytes: librdkafka rejects it: Invalid value",
-        "tests/fixtures/config-kafka.yaml:15:10: config: log: level: `ripcord=loud` is not a log filter",
-        "ripcord: 3 errors",
-    ] {
-        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    for w in want {
+        assert!(err.contains(w), "missing {w:?} in:\n{err}");
     }
+    (out, err)
+}
+
+/// librdkafka judges `kafka.properties` at `check` time (names, values,
+/// and what this build supports: TLS and SCRAM need OpenSSL), the log
+/// filter is parsed as `run` parses it, and a credential never appears.
+#[test]
+fn check_validates_kafka_properties_and_log_filter_without_printing_secrets() {
+    let (out, err) = check_fails(
+        "tests/fixtures/config-kafka.yaml",
+        &[("RIPCORD_TEST_KAFKA_PASSWORD", "hunter2-do-not-print")],
+        &[
+            "tests/fixtures/config-kafka.yaml:12:26: config: kafka: properties: fetch.wait.max.msec: librdkafka rejects it: No such configuration property",
+            "tests/fixtures/config-kafka.yaml:13:22: config: kafka: properties: fetch.min.bytes: librdkafka rejects it: Invalid value",
+            "tests/fixtures/config-kafka.yaml:15:10: config: log: level: `ripcord=loud` is not a log filter",
+            "ripcord: 3 errors",
+        ],
+    );
     let all = format!("{err}{}", text(&out.stdout));
     assert!(!all.contains("hunter2"), "the password leaked:\n{all}");
     assert!(
         !all.contains("sasl_ssl"),
         "TLS/SASL must be supported by this build:\n{all}"
+    );
+}
+
+/// `kafka.group_protocol: consumer` (KIP-848) and the classic protocol's
+/// client settings cannot go together: each is named, with its line, at
+/// `check`; an unknown protocol is named too.
+#[test]
+fn check_refuses_classic_group_settings_with_the_consumer_protocol() {
+    check_fails(
+        "tests/fixtures/config-kafka-848.yaml",
+        &[],
+        &[
+            "tests/fixtures/config-kafka-848.yaml:8:25: config: kafka: properties: session.timeout.ms: applies to kafka.group_protocol: classic only",
+            "tests/fixtures/config-kafka-848.yaml:9:36: config: kafka: properties: partition.assignment.strategy: applies to kafka.group_protocol: classic only",
+            "tests/fixtures/config-kafka-848.yaml:10:21: config: kafka: properties: group.protocol: is set by ripcord: use kafka.group_protocol",
+            "ripcord: 3 errors",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ripcord.yaml");
+    std::fs::write(&config, "kafka:\n  group_protocol: cooperative\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ripcord"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs ripcord");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("2:19: config: kafka: group_protocol: `cooperative` is not a group protocol: classic or consumer (KIP-848)"),
+        "{err}"
     );
 }
 

@@ -1,7 +1,8 @@
 //! ripcord as a cluster: two or three `ripcord run` replicas sharing a
 //! PostgreSQL journal (the private cluster `scripts/with-postgres` starts;
-//! each test gets a database of its own) and a Kafka broker (tansu, in its
-//! own process). One replica is killed (`kill -9`) or stopped (`SIGSTOP`)
+//! each test gets a database of its own) and Apache Kafka (the test
+//! command's KRaft node, from `scripts/with-kafka`; each test has its own
+//! topic and group). One replica is killed (`kill -9`) or stopped (`SIGSTOP`)
 //! while it holds something; the others carry on, and nothing runs twice.
 
 mod support;
@@ -55,28 +56,12 @@ fn calls(dir: &Path) -> HashMap<String, usize> {
     out
 }
 
-/// The broker, in its own process: tansu, or librdkafka's mock cluster
-/// (`ripcord mock-broker`) where tansu falls short (it never evicts a
-/// member that stops past its session timeout).
-enum Broker {
-    Tansu(Tansu),
-    Mock(MockBroker),
-}
-
-impl Broker {
-    fn brokers(&self) -> &str {
-        match self {
-            Broker::Tansu(t) => &t.brokers,
-            Broker::Mock(m) => &m.brokers,
-        }
-    }
-}
-
 struct Cluster {
     dir: tempfile::TempDir,
     db: String,
-    broker: Broker,
+    kafka: Kafka,
     topic: String,
+    group: String,
     capture: support::Capture,
     /// `rules/` for every replica; `None`: the shipped rules.
     rules: Option<&'static str>,
@@ -131,24 +116,15 @@ impl Replica {
 
 impl Cluster {
     fn new(partitions: i32) -> Cluster {
-        let tansu = Tansu::start();
-        let topic = format!("cluster-{}", free_port());
-        tansu.create_topic(&topic, partitions);
-        Cluster::with(Broker::Tansu(tansu), topic)
-    }
-
-    fn on_mock_broker(partitions: i32) -> Cluster {
-        let topic = format!("cluster-{}", free_port());
-        let mock = MockBroker::start(&topic, partitions);
-        Cluster::with(Broker::Mock(mock), topic)
-    }
-
-    fn with(broker: Broker, topic: String) -> Cluster {
+        let kafka = Kafka::get();
+        let topic = unique("cluster");
+        kafka.create_topic(&topic, partitions);
         Cluster {
             dir: tempfile::tempdir().unwrap(),
             db: database(),
-            broker,
+            kafka,
             topic,
+            group: unique("cluster"),
             capture: support::Capture::start(),
             rules: None,
         }
@@ -172,7 +148,7 @@ impl Cluster {
 {rules}kafka:
   brokers: ["{brokers}"]
   topics: [{topic}]
-  group: cluster
+  group: {group}
   properties: {{session.timeout.ms: "6000", auto.offset.reset: earliest}}
 http: {{public_url: "http://127.0.0.1:{port}"}}
 channels:
@@ -192,7 +168,8 @@ executors:
 "#,
                 db = self.db,
                 ca = pg_ca(),
-                brokers = self.broker.brokers(),
+                brokers = self.kafka.brokers,
+                group = self.group,
                 topic = self.topic,
                 script = script(self.dir.path()).display(),
                 rules = if self.rules.is_some() { "rules: rules\n" } else { "" },
@@ -368,7 +345,7 @@ fn a_verification_due_on_a_dead_replica_runs_once_on_a_survivor() {
 /// after the stop the survivor acts.
 #[test]
 fn a_replica_stopped_past_its_session_commits_and_acts_on_nothing_it_lost() {
-    let c = Cluster::on_mock_broker(1);
+    let c = Cluster::new(1);
     let a = c.start("a", 0);
     let b = c.start("b", 0);
     // Alertmanager payloads over Kafka: decided by the partition's owner.
@@ -376,7 +353,7 @@ fn a_replica_stopped_past_its_session_commits_and_acts_on_nothing_it_lost() {
         let payload = json!({"version": "4", "alerts": [alert(&format!("fp-{instance}"), instance, "low", "critical")]});
         ("pay".to_owned(), payload.to_string())
     };
-    produce(c.broker.brokers(), &c.topic, &[firing("i-before")]);
+    produce(&c.kafka.brokers, &c.topic, &[firing("i-before")]);
     assert!(
         wait_until(Duration::from_secs(30), || calls(c.dir.path())
             .contains_key("i-before")),
@@ -393,7 +370,7 @@ fn a_replica_stopped_past_its_session_commits_and_acts_on_nothing_it_lost() {
     let mark = stopped.stdout.all().len();
     stopped.signal("-STOP");
     let stop_at = Instant::now();
-    produce(c.broker.brokers(), &c.topic, &[firing("i-during")]);
+    produce(&c.kafka.brokers, &c.topic, &[firing("i-during")]);
     let acted = wait_until(Duration::from_secs(40), || {
         calls(c.dir.path()).contains_key("i-during")
     });
@@ -410,7 +387,7 @@ fn a_replica_stopped_past_its_session_commits_and_acts_on_nothing_it_lost() {
     assert!(failover <= Duration::from_secs(6 + 5 + 5), "{failover:?}");
     stopped.signal("-CONT");
     std::thread::sleep(Duration::from_secs(8));
-    produce(c.broker.brokers(), &c.topic, &[firing("i-after")]);
+    produce(&c.kafka.brokers, &c.topic, &[firing("i-after")]);
     assert!(wait_until(Duration::from_secs(30), || calls(c.dir.path())
         .contains_key("i-after")));
     std::thread::sleep(Duration::from_secs(3));

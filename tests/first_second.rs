@@ -13,11 +13,15 @@ use std::time::Duration;
 use support::*;
 
 fn config(dir: &Path, brokers: Option<&str>, topic: &str) -> String {
+    config_in(dir, brokers, topic, "first-second")
+}
+
+fn config_in(dir: &Path, brokers: Option<&str>, topic: &str, group: &str) -> String {
     let brokers = brokers
         .map(|b| format!("  brokers: [\"{b}\"]\n"))
         .unwrap_or_else(|| "  embedded_listen: 127.0.0.1:0\n".into());
     let cfg = format!(
-        "rules: rules\nkafka:\n{brokers}  topics: [{topic}]\n  group: first-second\n  properties:\n    session.timeout.ms: \"6000\"\n"
+        "rules: rules\nkafka:\n{brokers}  topics: [{topic}]\n  group: {group}\n  properties:\n    session.timeout.ms: \"6000\"\n"
     );
     let path = dir.join("ripcord.yaml");
     std::fs::write(&path, cfg).unwrap();
@@ -94,22 +98,22 @@ fn embedded_broker_acts_on_events_sent_before_the_group_formed() {
 }
 
 #[test]
-fn tansu_acts_on_events_sent_before_the_group_formed() {
-    let tansu = Tansu::start();
-    let topic = format!("first-{}", free_port());
-    tansu.create_topic(&topic, 2);
+fn kafka_acts_on_events_sent_before_the_group_formed() {
+    let kafka = Kafka::get();
+    let topic = unique("first");
+    kafka.create_topic(&topic, 2);
     // History from before the start only warms: an outage that ended
     // before ripcord started is never acted on.
     produce(
-        &tansu.brokers,
+        &kafka.brokers,
         &topic,
         &outage(now_millis() - 20_000, "i-old"),
     );
     std::thread::sleep(Duration::from_millis(50));
     let dir = workdir_with_rules(DOWN_RULES);
-    let cfg = config(dir.path(), Some(&tansu.brokers), &topic);
+    let cfg = config_in(dir.path(), Some(&kafka.brokers), &topic, &unique("first"));
     let r = Responder::start(dir.path(), &["--config", &cfg, "--state", "state.db"]);
-    both_outages_are_acted_on(&r, &tansu.brokers, &topic);
+    both_outages_are_acted_on(&r, &kafka.brokers, &topic);
     assert!(!rolled_back(&r, "i-old"), "{:?}", r.decisions());
 }
 

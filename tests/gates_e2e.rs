@@ -80,15 +80,7 @@ fn client() -> reqwest::blocking::Client {
 
 /// Posts events (JSON lines) with the token; they are journaled when it answers.
 fn post_events(r: &Responder, events: &[Value]) {
-    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
-    let resp = client()
-        .post(r.url("/api/v1/events"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+    support::post_events(r, TOKEN, events);
 }
 
 fn progress(service: &str, batch: u32, stage: &str, ts: i64) -> Value {

@@ -1,7 +1,9 @@
 //! `ripcord run` as its own process against a real, separate broker
-//! process: tansu (an Apache Kafka-compatible broker) and librdkafka's mock
-//! cluster hosted by `ripcord mock-broker`. Crashes, restarts, rebalances,
-//! poison messages, a broker going away.
+//! process: Apache Kafka (the KRaft node `scripts/with-kafka` starts for
+//! the test command, shared: every test has its own topics and group) and
+//! librdkafka's mock cluster hosted by `ripcord mock-broker`. Crashes,
+//! restarts, rebalances with both group protocols, poison messages, a
+//! broker going away (the mock cluster: the shared Kafka is never stopped).
 //!
 //! Every test compares what the live responder decided with what
 //! `ripcord replay` decides on the same events: the engine is the same
@@ -16,21 +18,34 @@ use std::time::Duration;
 
 use support::*;
 
-fn config(dir: &Path, topic: &str, group: &str) -> String {
-    config_with_session(dir, topic, group, 6000)
+/// The consumer group protocol a test runs with.
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    /// The classic protocol; a 6 s session.
+    Classic,
+    /// KIP-848's: the broker sets the session (6 s in scripts/with-kafka).
+    Consumer,
 }
 
-fn config_with_session(dir: &Path, topic: &str, group: &str, session_ms: u32) -> String {
+fn config(dir: &Path, topic: &str, group: &str) -> String {
+    config_with(dir, topic, group, Protocol::Classic)
+}
+
+fn config_with(dir: &Path, topic: &str, group: &str, protocol: Protocol) -> String {
+    let (protocol, session) = match protocol {
+        Protocol::Classic => ("classic", "    session.timeout.ms: \"6000\"\n"),
+        Protocol::Consumer => ("consumer", ""),
+    };
     let cfg = format!(
         r#"
 rules: rules
 kafka:
   topics: [{topic}]
   group: {group}
+  group_protocol: {protocol}
   dead_letter_topic: {topic}-dead
   properties:
-    session.timeout.ms: "{session_ms}"
-    auto.offset.reset: earliest
+{session}    auto.offset.reset: earliest
 {debug}"#,
         // RIPCORD_TEST_KAFKA_DEBUG=cgrp,fetch turns on librdkafka's debug log.
         debug = std::env::var("RIPCORD_TEST_KAFKA_DEBUG")
@@ -128,11 +143,17 @@ fn journal_actions(db: &Path) -> usize {
         .unwrap() as usize
 }
 
-fn kill_and_restart(brokers: &str, topic: &str, partitions: i32, create: impl Fn(&str, i32)) {
+fn kill_and_restart(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    protocol: Protocol,
+    create: impl Fn(&str, i32),
+) {
     let dir = workdir_with_rules(DOWN_RULES);
     create(topic, partitions);
     create(&format!("{topic}-dead"), 1);
-    let cfg = config(dir.path(), topic, "e2e-restart");
+    let cfg = config_with(dir.path(), topic, &unique("e2e-restart"), protocol);
     let args = [
         "--brokers",
         brokers,
@@ -198,11 +219,29 @@ fn kill_and_restart(brokers: &str, topic: &str, partitions: i32, create: impl Fn
 }
 
 #[test]
-fn tansu_kill_minus_nine_mid_stream_loses_nothing_and_repeats_nothing() {
-    let t = Tansu::start();
-    kill_and_restart(&t.brokers, "ev-restart", 2, |topic, n| {
-        t.create_topic(topic, n)
-    });
+fn kafka_kill_minus_nine_mid_stream_loses_nothing_and_repeats_nothing() {
+    let k = Kafka::get();
+    kill_and_restart(
+        &k.brokers,
+        &unique("ev-restart"),
+        2,
+        Protocol::Classic,
+        |topic, n| k.create_topic(topic, n),
+    );
+}
+
+/// The same with KIP-848's group protocol: the restarted member is handed
+/// the dead one's partitions once the broker expires its session.
+#[test]
+fn kafka_consumer_protocol_kill_minus_nine_loses_nothing_and_repeats_nothing() {
+    let k = Kafka::get();
+    kill_and_restart(
+        &k.brokers,
+        &unique("ev-restart-848"),
+        2,
+        Protocol::Consumer,
+        |topic, n| k.create_topic(topic, n),
+    );
 }
 
 #[test]
@@ -210,21 +249,23 @@ fn mock_cluster_kill_minus_nine_mid_stream_loses_nothing_and_repeats_nothing() {
     // The mock cluster creates topics on demand; the first stream needs two
     // partitions, which the mock broker was started with.
     let m = MockBroker::start("ev-restart", 2);
-    kill_and_restart(&m.brokers, "ev-restart", 2, |_, _| {});
+    kill_and_restart(&m.brokers, "ev-restart", 2, Protocol::Classic, |_, _| {});
 }
 
-#[test]
-fn tansu_two_consumers_split_the_work_and_rebalance() {
-    let t = Tansu::start();
-    let topic = "ev-split";
-    t.create_topic(topic, 2);
-    t.create_topic("ev-split-dead", 1);
+/// Two members of one group: the second takes a partition from the first
+/// (classic: everything is revoked and handed out again; KIP-848: only the
+/// partition that moves), then the first leaves and the second takes all.
+fn two_consumers_split_the_work_and_rebalance(protocol: Protocol) {
+    let k = Kafka::get();
+    let topic = &unique("ev-split");
+    k.create_topic(topic, 2);
+    k.create_topic(&format!("{topic}-dead"), 1);
     let dir = workdir_with_rules(DOWN_RULES);
-    let cfg = config(dir.path(), topic, "e2e-split");
+    let cfg = config_with(dir.path(), topic, &unique("e2e-split"), protocol);
     // Two processes, one group, one journal file (shared, as on one host).
     let args = [
         "--brokers",
-        t.brokers.as_str(),
+        k.brokers.as_str(),
         "--config",
         &cfg,
         "--state",
@@ -236,25 +277,35 @@ fn tansu_two_consumers_split_the_work_and_rebalance() {
 
     let a = Responder::start(dir.path(), &args);
     a.wait_warmed(Duration::from_secs(30));
-    produce_spread(&t.brokers, topic, Some(2), &events[..p1]);
+    produce_spread(&k.brokers, topic, Some(2), &events[..p1]);
     assert!(wait_until(Duration::from_secs(20), || !a
         .decisions()
         .is_empty()));
 
     let mut b = Responder::start(dir.path(), &args);
-    // The group rebalances: each gets one partition.
+    // The group rebalances: each gets one partition. A gives one up (and,
+    // with the classic protocol, is handed the other back).
     b.wait_warmed(Duration::from_secs(40));
     assert!(
-        wait_until(Duration::from_secs(20), || a
-            .stderr
-            .text()
-            .matches("partitions assigned")
-            .count()
-            >= 2),
+        wait_until(Duration::from_secs(20), || {
+            let log = a.stderr.text();
+            log.contains("partitions revoked")
+                && match protocol {
+                    Protocol::Classic => log.matches("partitions assigned").count() >= 2,
+                    Protocol::Consumer => true,
+                }
+        }),
         "A was not reassigned:\n{}",
         a.stderr.text()
     );
-    produce_spread(&t.brokers, topic, Some(2), &events[p1..p2]);
+    let a_before = a.decisions().len();
+    produce_spread(&k.brokers, topic, Some(2), &events[p1..p2]);
+    // A still decides on the partition it kept.
+    assert!(
+        wait_until(Duration::from_secs(20), || a.decisions().len() > a_before),
+        "A lost the partition it kept:\n{}",
+        a.stderr.text()
+    );
     assert!(
         wait_until(Duration::from_secs(20), || !b.decisions().is_empty()),
         "B decided nothing (exit: {:?}):\n{}\n--- A:\n{}\n{}",
@@ -267,7 +318,7 @@ fn tansu_two_consumers_split_the_work_and_rebalance() {
     // A leaves gracefully; B takes over everything.
     let (status, _, a_out, a_err) = a.terminate(Duration::from_secs(20));
     assert!(status.success(), "{}", a_err.text());
-    produce_spread(&t.brokers, topic, Some(2), &events[p2..]);
+    produce_spread(&k.brokers, topic, Some(2), &events[p2..]);
     let a_keys: Vec<String> = a_out
         .all()
         .iter()
@@ -290,18 +341,29 @@ fn tansu_two_consumers_split_the_work_and_rebalance() {
 }
 
 #[test]
-fn tansu_poison_messages_are_skipped_counted_and_dead_lettered() {
-    let t = Tansu::start();
-    let topic = "ev-poison";
-    t.create_topic(topic, 1);
-    t.create_topic("ev-poison-dead", 1);
+fn kafka_two_consumers_split_the_work_and_rebalance() {
+    two_consumers_split_the_work_and_rebalance(Protocol::Classic);
+}
+
+#[test]
+fn kafka_consumer_protocol_two_consumers_split_the_work_and_rebalance() {
+    two_consumers_split_the_work_and_rebalance(Protocol::Consumer);
+}
+
+#[test]
+fn kafka_poison_messages_are_skipped_counted_and_dead_lettered() {
+    let k = Kafka::get();
+    let topic = &unique("ev-poison");
+    let dead_topic = format!("{topic}-dead");
+    k.create_topic(topic, 1);
+    k.create_topic(&dead_topic, 1);
     let dir = workdir_with_rules(DOWN_RULES);
-    let cfg = config(dir.path(), topic, "e2e-poison");
+    let cfg = config(dir.path(), topic, &unique("e2e-poison"));
     let r = Responder::start(
         dir.path(),
         &[
             "--brokers",
-            &t.brokers,
+            &k.brokers,
             "--config",
             &cfg,
             "--state",
@@ -332,7 +394,7 @@ fn tansu_poison_messages_are_skipped_counted_and_dead_lettered() {
         ("svc".into(), String::new()),
         good(3000, 1.0),
     ];
-    produce(&t.brokers, topic, &messages);
+    produce(&k.brokers, topic, &messages);
     // The poison never blocks the partition: the incident opens and resolves.
     assert!(
         wait_until(Duration::from_secs(20), || r
@@ -364,7 +426,7 @@ fn tansu_poison_messages_are_skipped_counted_and_dead_lettered() {
         metrics.contains(r#"ripcord_events_total{source="Kafka",outcome="FromTheFuture"} 1"#),
         "{metrics}"
     );
-    let dead = consume_all(&t.brokers, "ev-poison-dead", 4, Duration::from_secs(20));
+    let dead = consume_all(&k.brokers, &dead_topic, 4, Duration::from_secs(20));
     assert_eq!(dead.len(), 4, "{dead:?}");
     assert_eq!(dead[0].0, "{\"metric\":");
     let headers: BTreeMap<String, String> = dead[1].1.iter().cloned().collect();
@@ -375,64 +437,8 @@ fn tansu_poison_messages_are_skipped_counted_and_dead_lettered() {
     );
 }
 
-/// The broker stalls (SIGSTOP, as on a network partition) for less than
-/// the session timeout. A stall longer than the session timeout is covered
-/// with the mock cluster below: tansu 0.6 never answers the consumer's
-/// JoinGroup after its session expired during a stall (seen here: no
-/// rejoin within a minute), which is tansu's shortfall, not Kafka's
-/// semantics.
-#[test]
-fn tansu_broker_paused_then_back() {
-    let t = Tansu::start();
-    let topic = "ev-pause";
-    t.create_topic(topic, 1);
-    t.create_topic("ev-pause-dead", 1);
-    let dir = workdir_with_rules(DOWN_RULES);
-    let cfg = config_with_session(dir.path(), topic, "e2e-pause", 15000);
-    let r = Responder::start(
-        dir.path(),
-        &[
-            "--brokers",
-            &t.brokers,
-            "--config",
-            &cfg,
-            "--state",
-            "state.db",
-        ],
-    );
-    r.wait_warmed(Duration::from_secs(30));
-    let base = now_millis();
-    let ev = |t: i64, v: f64| {
-        (
-            "svc".to_owned(),
-            sample("up", v, base + t, "svc", "i-1", "low"),
-        )
-    };
-    produce(
-        &t.brokers,
-        topic,
-        &[ev(0, 1.0), ev(500, 0.0), ev(1000, 0.0)],
-    );
-    // The broker freezes for 6 s.
-    t.pause();
-    std::thread::sleep(Duration::from_secs(6));
-    // Meanwhile ripcord is alive and its HTTP intake still answers.
-    let ready = reqwest::blocking::get(r.url("/readyz")).unwrap();
-    assert_eq!(ready.status(), 200);
-    t.resume();
-    produce(&t.brokers, topic, &[ev(2200, 0.0), ev(3000, 1.0)]);
-    assert!(
-        wait_until(Duration::from_secs(40), || r
-            .decisions()
-            .iter()
-            .any(|d| d["action"] == "resolve")),
-        "{}",
-        r.stderr.text()
-    );
-    let (status, _, _, err) = r.terminate(Duration::from_secs(20));
-    assert!(status.success(), "{}", err.text());
-}
-
+/// The broker goes away and comes back (librdkafka's mock cluster: the
+/// test command's Apache Kafka is shared by every test, so it stays up).
 #[test]
 fn mock_cluster_broker_down_then_up() {
     let mut m = MockBroker::start("ev-down", 1);

@@ -1,21 +1,14 @@
-//! `ripcord run` consuming from Kafka over TLS, for real: tansu (an Apache
-//! Kafka-compatible broker with no TLS listener of its own) behind socat as
-//! the TLS terminator, with a private CA made by the `openssl` CLI. Also
-//! compressed batches (zstd, lz4, ...) through plain tansu, which exercise
-//! the codecs librdkafka was built with.
-//!
-//! One TLS test is ignored: it pins a product bug (the warm-up reader and
-//! the dead-letter producer ignore `kafka.properties`, so they speak
-//! plaintext to a TLS broker); its plaintext twin passes as the control.
-//!
-//! SASL_SSL is not covered: tansu speaks no SASL, and socat terminates TLS
-//! only. Config-level checks of SASL properties live in tests/cli.rs.
+//! `ripcord run` consuming from Apache Kafka over TLS and over SASL_SSL
+//! with SCRAM, for real: the broker `scripts/with-kafka` starts has a TLS
+//! listener (a certificate from a private CA made by the `openssl` CLI) and
+//! a SASL_SSL listener that knows one SCRAM user. Also compressed batches
+//! (zstd, lz4, ...) through the plaintext listener, which exercise the
+//! codecs librdkafka was built with.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,86 +20,14 @@ use serde_json::Value;
 
 use support::*;
 
-/// A private CA with a server certificate for 127.0.0.1 / localhost, and a
-/// second, unrelated CA that must not be able to vouch for that server.
-struct Certs {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    other_ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-}
-
-fn certs() -> Certs {
+/// A CA that did not sign the broker's certificate, with the same subject
+/// as the one that did: only the key tells them apart, as with a CA that
+/// was rotated or belongs to another environment.
+fn other_ca() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    make_ca(d, "ca", "ripcord test CA");
-    // Same subject as the real CA: only the key tells them apart, as with
-    // a CA that was rotated or belongs to another environment.
-    make_ca(d, "other-ca", "ripcord test CA");
-    make_server_cert(d);
-    Certs {
-        ca: d.join("ca.pem"),
-        other_ca: d.join("other-ca.pem"),
-        server_cert: d.join("server.pem"),
-        server_key: d.join("server.key"),
-        _dir: dir,
-    }
-}
-
-/// tansu on a plain port, reachable by clients only through socat's TLS
-/// port: tansu advertises the TLS port, so after bootstrap every client
-/// connection (metadata, group coordinator, fetch) goes through TLS too.
-struct TlsKafka {
-    tansu: Tansu,
-    socat: Child,
-    socat_log: Lines,
-    /// `127.0.0.1:T`, the TLS bootstrap.
-    tls: String,
-}
-
-impl TlsKafka {
-    fn start(certs: &Certs) -> TlsKafka {
-        if Command::new("socat").arg("-V").output().is_err() {
-            panic!(
-                "socat is not installed: run `scripts/setup` (it installs the Debian \
-                 package socat, the TLS terminator these tests put in front of tansu)"
-            );
-        }
-        let port = free_port();
-        let tansu = Tansu::start_advertising(&format!("tcp://127.0.0.1:{port}"));
-        let mut socat = Command::new("socat")
-            .arg(format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
-                path_str(&certs.server_cert),
-                path_str(&certs.server_key),
-            ))
-            .arg(format!("TCP:{}", tansu.brokers))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn socat");
-        let socat_log = Lines::of(socat.stderr.take().unwrap());
-        let tls = format!("127.0.0.1:{port}");
-        let ok = wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(&tls).is_ok()
-        });
-        assert!(ok, "socat did not start:\n{}", socat_log.text());
-        TlsKafka {
-            tansu,
-            socat,
-            socat_log,
-            tls,
-        }
-    }
-}
-
-impl Drop for TlsKafka {
-    fn drop(&mut self) {
-        let _ = self.socat.kill();
-        let _ = self.socat.wait();
-    }
+    make_ca(dir.path(), "other-ca", "ripcord test Kafka CA");
+    let path = dir.path().join("other-ca.pem");
+    (dir, path)
 }
 
 /// librdkafka client properties for TLS, trusting `ca` only.
@@ -114,6 +35,18 @@ fn tls(ca: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("security.protocol", "ssl".to_owned()),
         ("ssl.ca.location", path_str(ca)),
+    ]
+}
+
+/// librdkafka client properties for SASL_SSL with SCRAM (`mechanism`),
+/// as the broker's SCRAM user.
+fn sasl_ssl(k: &Kafka, mechanism: &str, password: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("security.protocol", "sasl_ssl".to_owned()),
+        ("ssl.ca.location", path_str(&k.ca)),
+        ("sasl.mechanism", mechanism.to_owned()),
+        ("sasl.username", k.scram_user.clone()),
+        ("sasl.password", password.to_owned()),
     ]
 }
 
@@ -173,17 +106,17 @@ fn actions(decisions: &[Value]) -> Vec<String> {
 }
 
 /// Events produced over TLS come out as decisions; SIGTERM ends it cleanly.
-/// tansu is reachable only through the TLS port (it advertises it), so a
-/// ripcord that ignored `security.protocol` would decide nothing.
+/// The TLS listener advertises itself, so after bootstrap every connection
+/// (metadata, group coordinator, fetch) is TLS too: a ripcord that ignored
+/// `security.protocol` would decide nothing.
 #[test]
 fn tls_events_in_decisions_out_and_clean_shutdown() {
-    let certs = certs();
-    let kafka = TlsKafka::start(&certs);
-    let topic = "ev-tls";
-    kafka.tansu.create_topic(topic, 1);
-    kafka.tansu.create_topic("ev-tls-dead", 1);
+    let kafka = Kafka::get();
+    let topic = &unique("ev-tls");
+    kafka.create_topic(topic, 1);
+    kafka.create_topic(&format!("{topic}-dead"), 1);
     let dir = workdir_with_rules(DOWN_RULES);
-    let cfg = config(dir.path(), topic, "tls-ok", &tls(&certs.ca));
+    let cfg = config(dir.path(), topic, &unique("tls-ok"), &tls(&kafka.ca));
     let r = Responder::start(
         dir.path(),
         &[
@@ -196,7 +129,7 @@ fn tls_events_in_decisions_out_and_clean_shutdown() {
         ],
     );
     r.wait_warmed(Duration::from_secs(45));
-    let props = tls(&certs.ca);
+    let props = tls(&kafka.ca);
     produce_with(
         &kafka.tls,
         topic,
@@ -208,9 +141,9 @@ fn tls_events_in_decisions_out_and_clean_shutdown() {
             .decisions()
             .iter()
             .any(|d| d["action"] == "resolve")),
-        "no resolve decision over TLS:\n{}\n--- socat:\n{}",
+        "no resolve decision over TLS from {}:\n{}",
+        kafka.name(),
         r.stderr.text(),
-        kafka.socat_log.text()
     );
     let decisions = r.decisions();
     assert_eq!(actions(&decisions), ["rollback", "notify", "resolve"]);
@@ -221,7 +154,6 @@ fn tls_events_in_decisions_out_and_clean_shutdown() {
     let (status, took, _, err) = r.terminate(Duration::from_secs(20));
     // Shown only if the test fails.
     println!("--- ripcord's log:\n{}", err.text());
-    println!("--- socat:\n{}", kafka.socat_log.text());
     assert!(status.success(), "{}", err.text());
     assert!(
         took < Duration::from_secs(11),
@@ -236,14 +168,14 @@ fn tls_events_in_decisions_out_and_clean_shutdown() {
 /// default. It still shuts down promptly.
 #[test]
 fn tls_with_the_wrong_ca_consumes_nothing_and_says_why() {
-    let certs = certs();
-    let kafka = TlsKafka::start(&certs);
-    let topic = "ev-tls-bad-ca";
-    kafka.tansu.create_topic(topic, 1);
-    kafka.tansu.create_topic("ev-tls-bad-ca-dead", 1);
+    let kafka = Kafka::get();
+    let (_other_dir, other_ca) = other_ca();
+    let topic = &unique("ev-tls-bad-ca");
+    kafka.create_topic(topic, 1);
+    kafka.create_topic(&format!("{topic}-dead"), 1);
     // Something to consume, produced with the right CA: ripcord reads from
     // the earliest offset, so it would decide on these if it got in.
-    let props = tls(&certs.ca);
+    let props = tls(&kafka.ca);
     produce_with(
         &kafka.tls,
         topic,
@@ -251,7 +183,7 @@ fn tls_with_the_wrong_ca_consumes_nothing_and_says_why() {
         &incident(now_millis(), "svc", "i-1"),
     );
     let dir = workdir_with_rules(DOWN_RULES);
-    let cfg = config(dir.path(), topic, "tls-bad-ca", &tls(&certs.other_ca));
+    let cfg = config(dir.path(), topic, &unique("tls-bad-ca"), &tls(&other_ca));
     let started = Instant::now();
     let r = Responder::start(
         dir.path(),
@@ -269,9 +201,8 @@ fn tls_with_the_wrong_ca_consumes_nothing_and_says_why() {
     });
     assert!(
         said,
-        "no certificate verification failure in ripcord's log within 30 s:\n{}\n--- socat:\n{}",
+        "no certificate verification failure in ripcord's log within 30 s:\n{}",
         r.stderr.text(),
-        kafka.socat_log.text()
     );
     // Shown at a level an operator sees with the default filter.
     let log = r.stderr.all();
@@ -312,7 +243,6 @@ fn tls_with_the_wrong_ca_consumes_nothing_and_says_why() {
     let (status, took, out, err) = r.terminate(Duration::from_secs(20));
     // Shown only if the test fails.
     println!("--- ripcord's log:\n{}", err.text());
-    println!("--- socat:\n{}", kafka.socat_log.text());
     assert!(status.success(), "{}", err.text());
     assert!(
         took < Duration::from_secs(11),
@@ -341,7 +271,7 @@ fn restart_warms_up_and_dead_letters(
     create_topic(topic);
     create_topic(&dead_topic);
     let dir = workdir_with_rules(DOWN_RULES);
-    let cfg = config(dir.path(), topic, "restart", client);
+    let cfg = config(dir.path(), topic, &unique("restart"), client);
     let args = [
         "--brokers",
         brokers,
@@ -426,11 +356,11 @@ fn restart_warms_up_and_dead_letters(
 /// The control for the TLS case below: the same scenario in clear.
 #[test]
 fn plain_restart_warms_up_and_dead_letters() {
-    let t = Tansu::start();
+    let k = Kafka::get();
     restart_warms_up_and_dead_letters(
-        &t.brokers,
-        "ev-plain-restart",
-        |n| t.create_topic(n, 1),
+        &k.brokers,
+        &unique("ev-plain-restart"),
+        |n| k.create_topic(n, 1),
         &[],
     );
 }
@@ -439,13 +369,97 @@ fn plain_restart_warms_up_and_dead_letters() {
 /// too.
 #[test]
 fn tls_restart_warms_up_and_dead_letters() {
-    let certs = certs();
-    let kafka = TlsKafka::start(&certs);
+    let k = Kafka::get();
     restart_warms_up_and_dead_letters(
-        &kafka.tls,
-        "ev-tls-restart",
-        |n| kafka.tansu.create_topic(n, 1),
-        &tls(&certs.ca),
+        &k.tls,
+        &unique("ev-tls-restart"),
+        |n| k.create_topic(n, 1),
+        &tls(&k.ca),
+    );
+}
+
+/// Over SASL_SSL with SCRAM-SHA-512: the consumer, the warm-up reader and
+/// the dead-letter producer all authenticate (the listener takes nothing
+/// else), and the password comes from the environment, never the file.
+#[test]
+fn sasl_ssl_scram_restart_warms_up_and_dead_letters() {
+    let k = Kafka::get();
+    restart_warms_up_and_dead_letters(
+        &k.sasl_ssl,
+        &unique("ev-scram-restart"),
+        |n| k.create_topic(n, 1),
+        &sasl_ssl(&k, "SCRAM-SHA-512", &k.scram_password),
+    );
+}
+
+/// A wrong SCRAM password: ripcord consumes nothing, says the broker
+/// refused its credentials at a level shown by default, never prints the
+/// password, and still shuts down promptly.
+#[test]
+fn sasl_ssl_with_a_wrong_password_consumes_nothing_and_says_why() {
+    let k = Kafka::get();
+    let topic = &unique("ev-scram-bad");
+    k.create_topic(topic, 1);
+    k.create_topic(&format!("{topic}-dead"), 1);
+    let good = sasl_ssl(&k, "SCRAM-SHA-256", &k.scram_password);
+    produce_with(
+        &k.sasl_ssl,
+        topic,
+        &borrowed(&good),
+        &incident(now_millis(), "svc", "i-1"),
+    );
+    let wrong = "not-the-password-4f1d";
+    let dir = workdir_with_rules(DOWN_RULES);
+    let cfg = config(
+        dir.path(),
+        topic,
+        &unique("scram-bad"),
+        &sasl_ssl(&k, "SCRAM-SHA-256", wrong),
+    );
+    let r = Responder::start(
+        dir.path(),
+        &[
+            "--brokers",
+            &k.sasl_ssl,
+            "--config",
+            &cfg,
+            "--state",
+            "state.db",
+        ],
+    );
+    let said = wait_until(Duration::from_secs(30), || {
+        r.stderr.text().contains("SASL authentication error")
+    });
+    assert!(
+        said,
+        "no authentication failure in ripcord's log within 30 s ({}):\n{}",
+        k.name(),
+        r.stderr.text()
+    );
+    let log = r.stderr.all();
+    let line = log
+        .iter()
+        .find(|l| l.contains("SASL authentication error"))
+        .unwrap();
+    assert!(
+        line.contains("ERROR") || line.contains("WARN"),
+        "the authentication failure is logged below warning: {line}"
+    );
+    let (status, took, out, err) = r.terminate(Duration::from_secs(20));
+    println!("--- ripcord's log:\n{}", err.text());
+    assert!(status.success(), "{}", err.text());
+    assert!(took < Duration::from_secs(11), "shutdown took {took:?}");
+    let all = format!("{}\n{}", out.text(), err.text());
+    assert!(!all.contains(wrong), "the password reached the log:\n{all}");
+    assert!(
+        out.all().iter().all(|l| !l.starts_with('{')),
+        "decided without authenticating: {}",
+        out.text()
+    );
+    assert!(
+        !err.text().contains("partitions assigned"),
+        "joined the group without authenticating:\n{}",
+        err.text()
     );
 }
 
@@ -521,12 +535,12 @@ fn produce_compressed(
 /// compressed rather than quietly sent plain.
 #[test]
 fn compressed_batches_are_consumed() {
-    let t = Tansu::start();
-    let topic = "ev-compressed";
+    let t = Kafka::get();
+    let topic = &unique("ev-compressed");
     t.create_topic(topic, 1);
-    t.create_topic("ev-compressed-dead", 1);
+    t.create_topic(&format!("{topic}-dead"), 1);
     let dir = workdir_with_rules(DOWN_RULES);
-    let cfg = config(dir.path(), topic, "compressed", &[]);
+    let cfg = config(dir.path(), topic, &unique("compressed"), &[]);
     let r = Responder::start(
         dir.path(),
         &[

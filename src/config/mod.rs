@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 pub use error::{ConfigError, Errors};
 pub use secret::Secret;
 pub use service::{
-    ConsoleConfig, HttpConfig, HttpLimits, JournalConfig, KafkaConfig, LogConfig, LogFormat,
+    ConsoleConfig, GroupProtocol, HttpConfig, HttpLimits, JournalConfig, KafkaConfig, LogConfig,
+    LogFormat,
 };
 use yaml::{MapReader, Node};
 

@@ -18,6 +18,8 @@ pub struct KafkaConfig {
     pub brokers: Option<String>,
     pub topics: Vec<String>,
     pub group: String,
+    /// Which consumer group protocol the consumer speaks.
+    pub group_protocol: GroupProtocol,
     /// Poison messages are copied here (with their error) when set.
     pub dead_letter_topic: Option<String>,
     /// Extra librdkafka consumer properties; they win over ripcord's.
@@ -46,6 +48,7 @@ impl Default for KafkaConfig {
             brokers: None,
             topics: vec!["ripcord-events".into()],
             group: "ripcord".into(),
+            group_protocol: GroupProtocol::Classic,
             dead_letter_topic: None,
             properties: Vec::new(),
             warm_up: true,
@@ -56,6 +59,40 @@ impl Default for KafkaConfig {
         }
     }
 }
+
+/// `kafka.group_protocol`: how the consumer group shares partitions out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// The original protocol: every member rejoins on each rebalance
+    /// (eager: all partitions are revoked, then handed out again); the
+    /// client sets `session.timeout.ms` and `heartbeat.interval.ms`.
+    #[default]
+    Classic,
+    /// KIP-848 (`group.protocol=consumer`, Kafka 4.x brokers): the broker
+    /// assigns, members take and give partitions incrementally (no
+    /// stop-the-world), and the broker sets sessions and heartbeats
+    /// (`group.consumer.session.timeout.ms`).
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// librdkafka's name for it (`group.protocol`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
+/// Consumer properties the KIP-848 protocol takes from the broker instead
+/// (librdkafka refuses to start with them set).
+const CLASSIC_ONLY_PROPERTIES: [&str; 4] = [
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
@@ -227,6 +264,21 @@ pub(super) fn read_kafka(mut m: MapReader<'_>, k: &mut KafkaConfig, errs: &mut E
     if let Some(g) = m.str("group", errs) {
         k.group = g.to_owned();
     }
+    if let Some(p) = m.str("group_protocol", errs) {
+        match p {
+            "classic" => k.group_protocol = GroupProtocol::Classic,
+            "consumer" => k.group_protocol = GroupProtocol::Consumer,
+            other => {
+                let n = m.node_of("group_protocol").unwrap_or(m.node());
+                m.err(
+                    errs,
+                    n,
+                    "group_protocol",
+                    format!("`{other}` is not a group protocol: classic or consumer (KIP-848)"),
+                );
+            }
+        }
+    }
     k.dead_letter_topic = m.str("dead_letter_topic", errs).map(str::to_owned);
     if let Some(mut pm) = m.map("properties", errs) {
         for (key, _, v) in pm.take_all() {
@@ -255,6 +307,20 @@ pub(super) fn read_kafka(mut m: MapReader<'_>, k: &mut KafkaConfig, errs: &mut E
                 "enable.auto.offset.store" | "group.id" | "bootstrap.servers"
             ) {
                 pm.err(errs, v, key, "is set by ripcord (use kafka.group / kafka.brokers; offsets are stored only after journaling)");
+                continue;
+            }
+            if key == "group.protocol" {
+                pm.err(errs, v, key, "is set by ripcord: use kafka.group_protocol");
+                continue;
+            }
+            if k.group_protocol == GroupProtocol::Consumer && CLASSIC_ONLY_PROPERTIES.contains(&key)
+            {
+                pm.err(
+                    errs,
+                    v,
+                    key,
+                    "applies to kafka.group_protocol: classic only; with `consumer` the broker sets it (group.consumer.session.timeout.ms, group.consumer.heartbeat.interval.ms, group.consumer.assignors)",
+                );
                 continue;
             }
             if let Err(why) = check_kafka_property(key, &value) {

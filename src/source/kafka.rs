@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -34,7 +34,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::config::KafkaConfig;
+use crate::config::{GroupProtocol, KafkaConfig};
 use crate::health::Health;
 use crate::pipeline::{PartitionId, Pipeline, Rejected};
 use crate::telemetry::{Metrics, Outcome, Source};
@@ -242,9 +242,12 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
-    /// Eager rebalancing, done by hand so assigned partitions start where
-    /// the journal says and stay paused until warmed, and revoked ones have
+    /// Rebalancing done by hand so assigned partitions start where the
+    /// journal says and stay paused until warmed, and revoked ones have
     /// their in-flight batch journaled before another member takes over.
+    /// The classic protocol is eager (everything is revoked, then the new
+    /// assignment handed over whole); KIP-848's is incremental (only the
+    /// partitions that move are named, and the rest keep consuming).
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -291,7 +294,12 @@ impl ConsumerContext for Context {
                         });
                     }
                 }
-                if let Err(e) = consumer.assign(&assign) {
+                let assigned_ok = if incremental(consumer) {
+                    consumer.incremental_assign(&assign)
+                } else {
+                    consumer.assign(&assign)
+                };
+                if let Err(e) = assigned_ok {
                     tracing::error!(error = %e, "assign failed");
                     return;
                 }
@@ -341,16 +349,34 @@ impl ConsumerContext for Context {
                     .unwrap_or_else(|e| e.into_inner())
                     .extend(lost);
                 tracing::info!(count = tpl.count(), "partitions revoked");
-                if let Err(e) = consumer.unassign() {
+                let unassigned = if incremental(consumer) {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
                     tracing::error!(error = %e, "unassign failed");
                 }
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error");
-                let _ = consumer.unassign();
+                let _ = if incremental(consumer) {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
             }
         }
     }
+}
+
+/// Whether the group hands partitions over incrementally (KIP-848's
+/// protocol, or a cooperative assignor) rather than all at once.
+fn incremental<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    )
 }
 
 impl Context {
@@ -628,17 +654,21 @@ fn consumer_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", "latest")
-        .set("partition.assignment.strategy", "range,roundrobin")
         .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "10")
         .set("fetch.min.bytes", "1")
         .set("queued.min.messages", "100000")
         .set("fetch.queue.backoff.ms", "1")
         .set("statistics.interval.ms", "5000")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
         .set("max.poll.interval.ms", "600000")
+        .set("group.protocol", cfg.group_protocol.as_str())
         .set_log_level(RDKafkaLogLevel::Warning);
+    if cfg.group_protocol == GroupProtocol::Classic {
+        // With KIP-848 the broker decides these (and librdkafka refuses them).
+        c.set("partition.assignment.strategy", "range,roundrobin")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+    }
     for (k, v) in &cfg.properties {
         c.set(k, v.expose());
     }

@@ -1,5 +1,5 @@
-//! Shared helpers for the end-to-end tests: real processes (ripcord, a
-//! Kafka-protocol broker), real TCP, real HTTP.
+//! Shared helpers for the end-to-end tests: real processes (ripcord,
+//! Apache Kafka, librdkafka's mock cluster), real TCP, real HTTP.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -146,6 +146,23 @@ impl Lines {
     }
 }
 
+/// POSTs events (JSON lines) to `/api/v1/events` with the bearer `token`;
+/// they are journaled once it answers 200.
+pub fn post_events(r: &Responder, token: &str, events: &[Value]) {
+    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .post(r.url("/api/v1/events"))
+        .bearer_auth(token)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+}
+
 /// `/metrics` text as series -> value (comments and blank lines skipped).
 pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     text.lines()
@@ -290,94 +307,118 @@ impl Drop for Responder {
     }
 }
 
-/// A tansu broker (Apache Kafka-compatible) in its own process, memory storage.
-pub struct Tansu {
-    child: Child,
+/// The Apache Kafka broker of the test command: `scripts/with-kafka`
+/// starts one KRaft node (broker and controller) for the whole run and
+/// exports where it listens. Tests share it and isolate themselves with
+/// names from [`unique`].
+pub struct Kafka {
+    /// Plaintext bootstrap, `127.0.0.1:PORT`.
     pub brokers: String,
-    log: Lines,
+    /// The TLS listener (a certificate for 127.0.0.1 signed by `ca`).
+    pub tls: String,
+    /// The SASL_SSL listener (SCRAM-SHA-256 and SCRAM-SHA-512).
+    pub sasl_ssl: String,
+    /// The CA (PEM) that signed the broker's certificate.
+    pub ca: PathBuf,
+    /// A SCRAM user the broker knows, and its password.
+    pub scram_user: String,
+    pub scram_password: String,
+    /// e.g. `4.4.0`.
+    pub version: String,
+    /// The broker's JVM (for benchmarks' CPU figures).
+    pub pid: Option<u32>,
 }
 
-impl Tansu {
-    pub fn start() -> Tansu {
-        let port = free_port();
-        Tansu::spawn(port, &format!("tcp://127.0.0.1:{port}"))
+/// The environment variable `scripts/with-kafka` sets to the plaintext bootstrap.
+pub const KAFKA_ENV: &str = "RIPCORD_TEST_KAFKA";
+
+impl Kafka {
+    /// The test command's broker; fails, saying how to get one, without it.
+    /// Says which broker the test runs on (shown with `--nocapture`, and
+    /// with a failure).
+    pub fn get() -> Kafka {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "{name} is not set: this test needs Apache Kafka. `scripts/test` (or \
+                     `scripts/with-kafka CMD`, e.g. `scripts/with-kafka cargo test --test \
+                     kafka_e2e`) starts a private broker; scripts/setup fetches it with Maven"
+                )
+            })
+        };
+        let k = Kafka {
+            brokers: var(KAFKA_ENV),
+            tls: var("RIPCORD_TEST_KAFKA_SSL"),
+            sasl_ssl: var("RIPCORD_TEST_KAFKA_SASL_SSL"),
+            ca: PathBuf::from(var("RIPCORD_TEST_KAFKA_CA")),
+            scram_user: var("RIPCORD_TEST_KAFKA_SCRAM_USER"),
+            scram_password: var("RIPCORD_TEST_KAFKA_SCRAM_PASSWORD"),
+            version: var("RIPCORD_TEST_KAFKA_VERSION"),
+            pid: std::env::var("RIPCORD_TEST_KAFKA_PID")
+                .ok()
+                .and_then(|p| p.parse().ok()),
+        };
+        println!("broker: {}", k.name());
+        k
     }
 
-    /// Listens on a free plain port (`brokers`, for topic admin) but tells
-    /// clients to connect to `advertised` (`tcp://HOST:PORT`): e.g. a TLS
-    /// terminator in front of it.
-    pub fn start_advertising(advertised: &str) -> Tansu {
-        Tansu::spawn(free_port(), advertised)
+    /// What the broker is, for a test's output: `Apache Kafka 4.4.0 (KRaft) at 127.0.0.1:PORT`.
+    pub fn name(&self) -> String {
+        format!("Apache Kafka {} (KRaft) at {}", self.version, self.brokers)
     }
 
-    fn spawn(port: u16, advertised: &str) -> Tansu {
-        if Command::new("tansu").arg("--version").output().is_err() {
-            panic!(
-                "tansu is not installed: run `scripts/setup` \
-                 (it does `cargo install tansu --locked --features dynostore`)"
-            );
-        }
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                advertised,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tansu");
-        let log = Lines::default().follow(child.stdout.take().unwrap());
-        let _ = Lines::default().follow(child.stderr.take().unwrap());
-        let brokers = format!("127.0.0.1:{port}");
-        let ok = wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(&brokers).is_ok()
-        });
-        assert!(ok, "tansu did not start:\n{}", log.text());
-        Tansu {
-            child,
-            brokers,
-            log,
-        }
-    }
-
+    /// Creates `name` with `partitions` partitions (one replica) and waits
+    /// until every partition has a leader.
     pub fn create_topic(&self, name: &str, partitions: i32) {
-        let out = Command::new("tansu")
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://{}", self.brokers),
-            ])
-            .args(["--partitions", &partitions.to_string(), name])
-            .output()
-            .expect("tansu topic create");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    pub fn pause(&self) {
-        signal(self.child.id(), "-STOP");
-    }
-
-    pub fn resume(&self) {
-        signal(self.child.id(), "-CONT");
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .expect("admin client");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = rt
+            .block_on(admin.create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            ))
+            .expect("create topics");
+        for r in results {
+            if let Err((t, e)) = r {
+                panic!("creating topic {t} on {}: {e}", self.name());
+            }
+        }
+        let led = wait_until(Duration::from_secs(30), || {
+            admin
+                .inner()
+                .fetch_metadata(Some(name), Duration::from_secs(5))
+                .is_ok_and(|m| {
+                    m.topics().iter().any(|t| {
+                        t.name() == name
+                            && t.partitions().len() == partitions as usize
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                })
+        });
+        assert!(led, "topic {name} has no leader on {}", self.name());
     }
 }
 
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        signal(self.child.id(), "-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A name no other test (nor an earlier run on the same broker) uses:
+/// `prefix-PID-N-MICROS`.
+pub fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        % 1_000_000_000;
+    format!("{prefix}-{}-{n}-{micros}", std::process::id())
 }
 
 /// `ripcord mock-broker`: librdkafka's mock cluster in its own process.
