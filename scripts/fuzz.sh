@@ -34,6 +34,7 @@ ALL_TARGETS=(
     silence_post
     drill_scenario
     console_request
+    approval_scope
 )
 
 die() {

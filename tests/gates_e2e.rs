@@ -52,7 +52,8 @@ fn start_with(dir: &Path, name: &str, extra: &str) -> Responder {
         format!(
             "http:\n  token: {{file: token}}\n\
              tiers:\n  services: {{web: low, pay: high}}\n\
-             gates:\n  min_soak: {{low: 3s, high: 1h}}\n  min_samples: 5\n{extra}"
+             gates:\n  min_soak: {{low: 3s, high: 1h}}\n  min_samples: 5\n\
+             grouping: {{wait: 1s}}\n{extra}"
         ),
     )
     .unwrap();
@@ -216,12 +217,17 @@ fn a_staged_rollout_goes_holds_while_soaking_stops_on_a_breach_and_goes_again_af
     );
     let (code, out, _) = ripcord_gate(&r, &["web"]);
     assert_eq!(code, 1, "{out}");
-    // The low tier's policy rolled the instance back (a dry run here).
-    assert!(
+    // The low tier's policy rolls the batch's member back (a dry run here)
+    // once the batch incident's grouping wait is over, the rollout paused.
+    let rolled = wait_until(Duration::from_secs(20), || {
         r.decisions()
             .iter()
-            .any(|d| d["action"] == "rollback" && d["labels"]["instance"] == "i-2"),
-        "{:?}",
+            .any(|d| d["action"] == "rollback" && d["labels"]["instance"] == "i-2")
+    });
+    assert!(rolled, "{:?}", r.decisions());
+    assert!(
+        r.decisions().iter().any(|d| d["action"] == "pause_rollout"),
+        "a functional fault pauses the rollout on every tier: {:?}",
         r.decisions()
     );
 
@@ -236,6 +242,28 @@ fn a_staged_rollout_goes_holds_while_soaking_stops_on_a_breach_and_goes_again_af
             t + 5000,
             4,
         ),
+    );
+    // The incident is over, but the rollout stays paused until a human
+    // resumes it: hold, saying so; resumed, go again.
+    let over = wait_until(Duration::from_secs(10), || {
+        reasons(&argo(&r, "web", "")).contains("paused by ripcord")
+            && !reasons(&argo(&r, "web", "")).contains("is open")
+    });
+    let a = argo(&r, "web", "");
+    assert!(over, "{a}");
+    assert_eq!(decision(&a), "hold", "{a}");
+    let resumed = client()
+        .post(r.url("/api/v1/rollouts/web/resume"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(r#"{"by": "ops"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(
+        resumed.status(),
+        200,
+        "{}",
+        resumed.text().unwrap_or_default()
     );
     let again = wait_until(Duration::from_secs(10), || {
         decision(&argo(&r, "web", "")) == "go"

@@ -331,3 +331,55 @@ pub fn check_console_request(data: &[u8]) {
         let _ = post.validate(&ripcord::silence::SilenceLimits::default(), now);
     }
 }
+
+/// The blast radius of a batch incident's approval, as the API (JSON), the
+/// CLI and forms (text) give it: parsing never panics, and a scope that
+/// resolves names only instances the batch is known to have, at least one,
+/// sorted and each once (a typo must never roll back another host).
+pub fn check_approval_scope(data: &[u8]) {
+    use ripcord::action::ops::Scope;
+    use ripcord::decision::{BatchInfo, Member, Severity};
+    let Some((form, rest)) = data.split_first() else {
+        return;
+    };
+    let scope = if form % 2 == 0 {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(rest) else {
+            return;
+        };
+        Scope::from_json(&v)
+    } else {
+        Scope::parse(&String::from_utf8_lossy(rest))
+    };
+    let Ok(scope) = scope else {
+        return;
+    };
+    let member = |i: &str, recovered: bool| Member {
+        instance: i.into(),
+        rule: "r".into(),
+        incident: format!("inc-{i}").into(),
+        severity: Severity::Functional,
+        joined: Ts(0),
+        recovered,
+    };
+    let batch = BatchInfo {
+        service: "shop".into(),
+        batch: "2".into(),
+        members: vec![member("i-2", false), member("i-3", true), member("", form % 3 == 0)],
+        size: 4,
+        outside: Vec::new(),
+        outside_seen: 0,
+        failed: false,
+        about: Vec::new(),
+        batch_instances: ["i-1", "i-2", "i-3", "i-4"].map(Box::from).to_vec(),
+    };
+    let known = ["i-1", "i-2", "i-3", "i-4"];
+    if let Ok(approved) = scope.resolve(&batch) {
+        assert!(!approved.instances.is_empty(), "{approved:?}");
+        assert!(
+            approved.instances.iter().all(|i| known.contains(&i.as_str())),
+            "an unknown instance approved: {approved:?}"
+        );
+        assert!(approved.instances.windows(2).all(|w| w[0] < w[1]), "{approved:?}");
+        assert!(!approved.describe().contains('\n'));
+    }
+}

@@ -436,9 +436,20 @@ impl Responder {
         let service = d.label("service").map(str::to_owned);
         let (key, svc) = (a.key.clone(), service.clone());
         let owner = a.owner.clone().unwrap_or_default();
-        let limits = RollbackLimits {
-            per_service: budget.per_service,
-            overall: budget.overall,
+        // A human who approved this rollback chose its blast radius: it
+        // counts against the budget, but the budget (a guard against a
+        // runaway of automatic rollbacks) never withholds it.
+        let approved = a.key.ends_with("/approved") || a.key.contains("/approved@");
+        let limits = if approved {
+            RollbackLimits {
+                per_service: u32::MAX,
+                overall: u32::MAX,
+            }
+        } else {
+            RollbackLimits {
+                per_service: budget.per_service,
+                overall: budget.overall,
+            }
         };
         let admission = with_journal(&self.journal, move |j| {
             j.admit_rollback(&key, &owner, svc.as_deref(), since, limits)

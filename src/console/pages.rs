@@ -318,10 +318,34 @@ fn card(f: &Frame<'_>, i: &IncidentRow, progress: Option<&Progress>) -> String {
         Some(r) => format!("resolved {}", ago(f.now, r)),
         None => format!("open since {}", ago(f.now, i.opened_at)),
     };
+    // A batch incident is one card: its members, compactly.
+    let members = match &i.batch {
+        Some(b) => {
+            let names = b.instances();
+            let back = b.members.iter().filter(|m| m.recovered).count();
+            let mut line = format!(
+                "{} of {} instances breached: {}",
+                names.len(),
+                b.size.max(b.batch_instances.len() as u32),
+                crate::text::compact_names(&names, 120)
+            );
+            if back > 0 {
+                line.push_str(&format!(" ({back} recovered)"));
+            }
+            if !b.outside.is_empty() {
+                line.push_str(&format!(
+                    "; also {} not upgraded: maybe not the upgrade",
+                    b.outside.len()
+                ));
+            }
+            format!("<p class=\"members\">{}</p>", esc(&line))
+        }
+        None => String::new(),
+    };
     format!(
         "<li class=\"incident sev-{sev}\"><a href=\"/incidents/{id_seg}\"><span class=\"badge tier-{tier}\">{tier}</span> \
          <span class=\"badge sev-{sev}\">{sev}</span> <b>{target}</b> <span class=\"rule\">{rule}</span></a>\
-         <p class=\"meta\">{when} · <code>{id}</code></p>{did}{waits}</li>",
+         <p class=\"meta\">{when} · <code>{id}</code></p>{members}{did}{waits}</li>",
         sev = esc(&i.severity),
         tier = esc(&i.tier),
         id_seg = seg(&i.id),
@@ -413,8 +437,10 @@ pub fn consequence(verb: Verb, i: &IncidentRow) -> String {
 /// The blast radius of a batch incident's approval, for a thumb: three
 /// large choices with their counts (the breaching instances, the whole
 /// batch, chosen instances, each of the batch's instances a checkbox).
-/// `chosen` preselects one (`breaching` or `batch`).
-pub fn scope_choice(b: &crate::decision::BatchInfo, chosen: &str) -> String {
+/// `chosen` preselects one (`breaching` or `batch`). `ticks`: the batch's
+/// instances as checkboxes (the phone page); else one text field of names
+/// separated by commas (the console's form).
+pub fn scope_choice(b: &crate::decision::BatchInfo, chosen: &str, ticks: bool) -> String {
     let breaching = b.breaching_targets();
     let names = |v: &[String]| {
         crate::text::compact_names(&v.iter().map(String::as_str).collect::<Vec<_>>(), 120)
@@ -449,19 +475,71 @@ pub fn scope_choice(b: &crate::decision::BatchInfo, chosen: &str) -> String {
          <span><b>Only the instances ticked below</b></span></label><div class=\"instances\">",
         check("chosen")
     );
-    for n in whole.iter().take(500) {
-        let breach = if breaching.contains(n) {
-            " breaching"
-        } else {
-            ""
-        };
+    if ticks {
+        for n in whole.iter().take(500) {
+            let breach = if breaching.contains(n) {
+                " breaching"
+            } else {
+                ""
+            };
+            let _ = write!(
+                o,
+                "<label class=\"tick{breach}\"><input type=\"checkbox\" name=\"instances\" value=\"{v}\">{v}</label>",
+                v = esc(n)
+            );
+        }
+    } else {
         let _ = write!(
             o,
-            "<label class=\"tick{breach}\"><input type=\"checkbox\" name=\"instances\" value=\"{v}\">{v}</label>",
-            v = esc(n)
+            "<label>Instances, separated by commas <input name=\"instances\" maxlength=\"65536\" placeholder=\"{}\"></label>",
+            esc(&names(&whole))
         );
     }
     o.push_str("</div></fieldset>");
+    o
+}
+
+/// A batch incident's members: who breaches, who is back, and the
+/// instances outside the batch that breach too.
+fn members_block(b: &crate::decision::BatchInfo) -> String {
+    let mut o = format!(
+        "<h2>Members</h2><p class=\"meta\">{} of {} instances of {} breached</p>\
+         <table class=\"members\"><tr><th>instance</th><th>rule</th><th>severity</th><th>joined</th><th>state</th></tr>",
+        b.instances().len(),
+        b.size.max(b.batch_instances.len() as u32),
+        esc(&b.name())
+    );
+    for m in &b.members {
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td class=\"st-{st}\">{st}</td></tr>",
+            if m.instance.is_empty() {
+                "(the batch as a whole)".to_owned()
+            } else {
+                esc(&m.instance)
+            },
+            esc(&m.rule),
+            m.severity,
+            m.joined,
+            clock(m.joined),
+            st = if m.recovered {
+                "recovered"
+            } else {
+                "breaching"
+            },
+        );
+    }
+    o.push_str("</table>");
+    if !b.outside.is_empty() {
+        let names: Vec<&str> = b.outside.iter().map(|s| &**s).collect();
+        let _ = write!(
+            o,
+            "<p class=\"warn\">Also breaching on {} of {} instances not upgraded ({}): the fault may not be the upgrade.</p>",
+            b.outside.len(),
+            b.outside_seen.max(b.outside.len() as u32),
+            esc(&crate::text::compact_names(&names, 200))
+        );
+    }
     o
 }
 
@@ -535,6 +613,18 @@ fn paging_block(p: &EscalationRow, chain: &[Step]) -> String {
 }
 
 fn act_form(f: &Frame<'_>, action: &str, verb: &str, label: &str, class: &str) -> String {
+    act_form_with(f, action, verb, label, class, "")
+}
+
+/// [`act_form`] with more fields (`extra`, markup) before the name.
+fn act_form_with(
+    f: &Frame<'_>,
+    action: &str,
+    verb: &str,
+    label: &str,
+    class: &str,
+    extra: &str,
+) -> String {
     let name = if f.viewer.user.is_none() {
         "<label>Your name <input name=\"by\" required maxlength=\"128\" autocomplete=\"name\"></label>"
     } else {
@@ -542,7 +632,7 @@ fn act_form(f: &Frame<'_>, action: &str, verb: &str, label: &str, class: &str) -
     };
     format!(
         "<form method=\"post\" action=\"{action}\" class=\"act\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <input type=\"hidden\" name=\"verb\" value=\"{verb}\">{name}<label>Note <input name=\"note\" maxlength=\"512\"></label>\
+         <input type=\"hidden\" name=\"verb\" value=\"{verb}\">{extra}{name}<label>Note <input name=\"note\" maxlength=\"512\"></label>\
          <button class=\"{class}\">{label}</button></form>",
         esc(f.csrf)
     )
@@ -598,12 +688,18 @@ pub fn incident(
     if f.viewer.may == May::Act && (awaiting || (open && paging_on)) {
         o.push_str("<div class=\"buttons\">");
         if awaiting {
-            o.push_str(&act_form(
+            let scope = i
+                .batch
+                .as_ref()
+                .map(|b| scope_choice(b, "breaching", false))
+                .unwrap_or_default();
+            o.push_str(&act_form_with(
                 f,
                 &format!("{path}/act"),
                 "approve",
                 "Approve rollback",
                 "primary",
+                &scope,
             ));
             o.push_str(&act_form(
                 f,
@@ -631,6 +727,9 @@ pub fn incident(
         });
     }
     o.push_str("</section>");
+    if let Some(b) = &i.batch {
+        o.push_str(&members_block(b));
+    }
     if !r.annotations.is_empty() {
         o.push_str("<h2>Annotations</h2>");
         o.push_str(&annotations_table(r));
@@ -775,8 +874,8 @@ pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -
         );
     }
     let scope = match (&i.batch, verb) {
-        (Some(b), Verb::Approve) => scope_choice(b, "breaching"),
-        (Some(b), Verb::ApproveBatch) => scope_choice(b, "batch"),
+        (Some(b), Verb::Approve) => scope_choice(b, "breaching", true),
+        (Some(b), Verb::ApproveBatch) => scope_choice(b, "batch", true),
         _ => String::new(),
     };
     let _ = write!(

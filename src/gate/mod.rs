@@ -399,6 +399,22 @@ pub fn evaluate(
                     | "request_approval:awaiting_approval"
             )
         });
+        // A batch incident whose fault shows outside the batch too (not
+        // upgraded instances breaching the same rule): rolling the batch
+        // back may not cure it, so a human decides; the orchestrator must
+        // neither go on nor abort.
+        if let Some(b) = i.batch.as_ref().filter(|b| !b.outside.is_empty()) {
+            hold.push(format!(
+                "incident {} ({}, {}): also breaching on {} of {} instances not upgraded: \
+                 the fault may not be the upgrade; a human decides",
+                i.id,
+                b.name(),
+                i.severity,
+                b.outside.len(),
+                b.outside_seen.max(b.outside.len() as u32)
+            ));
+            continue;
+        }
         if i.tier == "medium" && waiting {
             hold.push(format!(
                 "incident {} ({}, {}) waits for a human to approve its rollback",

@@ -423,3 +423,50 @@ fn a_freeze_window_holds_even_a_soaked_promoted_batch() {
         a.reasons
     );
 }
+
+#[test]
+fn a_batch_incident_that_may_not_be_the_upgrade_holds_instead_of_nogo() {
+    use crate::decision::{BatchInfo, Member, Severity};
+    let member = |i: &str| Member {
+        instance: i.into(),
+        rule: "errors".into(),
+        incident: format!("inc-{i}").into(),
+        severity: Severity::Severe,
+        joined: t(5),
+        recovered: false,
+    };
+    let mut info = BatchInfo {
+        service: "web".into(),
+        batch: "2".into(),
+        members: vec![member("i-1"), member("i-2")],
+        size: 4,
+        outside: Vec::new(),
+        outside_seen: 20,
+        failed: true,
+        about: Vec::new(),
+        batch_instances: Vec::new(),
+    };
+    let mut f = soaked_low();
+    let mut inc = incident("low", "severe", &[]);
+    inc.batch = Some(std::sync::Arc::new(info.clone()));
+    f.incidents = vec![inc.clone()];
+    let a = judge(&ask(None, None), &f, t(20));
+    assert_eq!(
+        a.decision,
+        Decision::Nogo,
+        "the upgrade's fault: {:?}",
+        a.reasons
+    );
+    info.outside = ["i-9", "i-11"].map(Box::from).to_vec();
+    inc.batch = Some(std::sync::Arc::new(info));
+    f.incidents = vec![inc];
+    let a = judge(&ask(None, None), &f, t(20));
+    assert_eq!(a.decision, Decision::Hold, "{:?}", a.reasons);
+    assert!(
+        a.reasons[0].contains(
+            "also breaching on 2 of 20 instances not upgraded: the fault may not be the upgrade"
+        ),
+        "{:?}",
+        a.reasons
+    );
+}

@@ -63,6 +63,57 @@ pub fn render(r: &Review) -> String {
         let _ = writeln!(o, "| {} | {} |", md(k), md(v));
     }
 
+    if let Some(b) = &i.batch {
+        let _ = writeln!(o, "\n## The batch: {}\n", md(&b.name()));
+        let names = b.instances();
+        let _ = writeln!(
+            o,
+            "{} of {} instances breached{}.\n",
+            names.len(),
+            b.size.max(b.batch_instances.len() as u32),
+            if b.failed {
+                "; the whole batch failed"
+            } else {
+                ""
+            }
+        );
+        if !b.outside.is_empty() {
+            let outside: Vec<&str> = b.outside.iter().map(|s| &**s).collect();
+            let _ = writeln!(
+                o,
+                "Also breaching on {} instances not upgraded ({}): the fault may not have been the upgrade.\n",
+                outside.len(),
+                md(&crate::text::compact_names(&outside, 300))
+            );
+        }
+        if let Some(scope) = r.approval.as_ref().and_then(|a| a.scope.as_ref()) {
+            let _ = writeln!(o, "Approved blast radius: {}.\n", md(&scope.describe()));
+        }
+        let _ = writeln!(
+            o,
+            "| instance | rule | severity | joined | state |\n|---|---|---|---|---|"
+        );
+        for m in &b.members {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                if m.instance.is_empty() {
+                    "(the batch as a whole)".to_owned()
+                } else {
+                    md(&m.instance)
+                },
+                md(&m.rule),
+                m.severity,
+                m.joined,
+                if m.recovered {
+                    "recovered"
+                } else {
+                    "breaching"
+                }
+            );
+        }
+    }
+
     let _ = writeln!(o, "\n## Timeline (UTC, from the journal)\n");
     let _ = writeln!(o, "| time | what |\n|---|---|");
     for m in &r.timeline {
