@@ -61,6 +61,10 @@ struct Workload {
     normal: (f64, f64),
     /// A hot group's value during a spike: a breach.
     spike: f64,
+    /// Whether samples carry an upgrade `batch` label (groups of 1,000
+    /// instances of a service each in one batch), so batch grouping works
+    /// on every sample.
+    batched: bool,
 }
 
 /// `cpu-sustained` (common.yaml, any tier): 1 m avg window > 80% for 10 m.
@@ -71,6 +75,14 @@ const CPU: Workload = Workload {
     tier: "low",
     normal: (0.15, 0.65),
     spike: 0.92,
+    batched: false,
+};
+
+/// [`CPU`] with `batch` labels: what batch grouping costs per sample.
+const CPU_BATCHED: Workload = Workload {
+    name: "cpu_usage_ratio_batched",
+    batched: true,
+    ..CPU
 };
 
 /// `medium-latency-baseline` (medium.yaml): 5 m avg > 200% of a 1 h
@@ -81,6 +93,7 @@ const LATENCY_BASELINE: Workload = Workload {
     tier: "medium",
     normal: (0.08, 0.12),
     spike: 0.45,
+    batched: false,
 };
 
 /// `request-success` (common.yaml): what the rollout gates also tally.
@@ -90,6 +103,7 @@ const SUCCESS: Workload = Workload {
     tier: "low",
     normal: (0.9992, 0.99999),
     spike: 0.95,
+    batched: false,
 };
 
 /// SplitMix64: a fixed, fast hash for deterministic pseudo-random fleets.
@@ -163,9 +177,14 @@ impl Fleet {
         // Four decimals, printed as integers: float formatting would make
         // generation (untimed, but wall-clock) slower than the engine.
         let ten_thousandths = (value * 10_000.0).round() as u64;
+        let batch = if w.batched {
+            format!(r#","batch":"{}""#, group / 1000 % 3)
+        } else {
+            String::new()
+        };
         writeln!(
             buf,
-            r#"{{"metric":"{}","value":{}.{:04},"ts":"{ts}","labels":{{"service":"svc-{}","instance":"i-{group:07}","tier":"{}"}}}}"#,
+            r#"{{"metric":"{}","value":{}.{:04},"ts":"{ts}","labels":{{"service":"svc-{}","instance":"i-{group:07}","tier":"{}"{batch}}}}}"#,
             w.metric,
             ten_thousandths / 10_000,
             ten_thousandths % 10_000,
@@ -191,10 +210,14 @@ fn feed(engine: &mut Engine, lines: &[u8], decisions: &mut Vec<Decision>) -> usi
     events
 }
 
-fn shipped_engine() -> Engine {
+fn shipped_engine(grouping: bool) -> Engine {
     let files = ripcord::rule::load::load_builtin().expect("shipped rules load");
     let rules = ripcord::rule::load::rule_set(&files);
-    Engine::new(Arc::new(rules), EngineConfig::default())
+    let mut cfg = EngineConfig::default();
+    if !grouping {
+        cfg.grouping = None;
+    }
+    Engine::new(Arc::new(rules), cfg)
 }
 
 /// Resident set size from /proc (Linux); `None` elsewhere.
@@ -213,9 +236,9 @@ fn resident_bytes() -> Option<usize> {
 
 /// Builds an engine and feeds it the first full round, so every group
 /// exists; prints the state size per group both ways.
-fn warmed_engine(fleet: &mut Fleet, groups: u32, buf: &mut Vec<u8>) -> Engine {
+fn warmed_engine(fleet: &mut Fleet, groups: u32, buf: &mut Vec<u8>, grouping: bool) -> Engine {
     let mut decisions = Vec::new();
-    let mut engine = shipped_engine();
+    let mut engine = shipped_engine(grouping);
     let rss_before = resident_bytes();
     let mut left = groups as usize;
     while left > 0 {
@@ -250,10 +273,14 @@ struct Warm {
 
 impl Warm {
     fn new(workload: &'static Workload, groups: u32) -> Warm {
+        Warm::with_grouping(workload, groups, true)
+    }
+
+    fn with_grouping(workload: &'static Workload, groups: u32, grouping: bool) -> Warm {
         // Allocated before the engine, so they do not count as its state.
         let mut fleet = Fleet::new(workload, groups);
         let mut buf = Vec::with_capacity(EVENTS_PER_BATCH * 200);
-        let engine = warmed_engine(&mut fleet, groups, &mut buf);
+        let engine = warmed_engine(&mut fleet, groups, &mut buf, grouping);
         Warm {
             fleet,
             buf,
@@ -392,7 +419,24 @@ fn bench_gate_tally(c: &mut Criterion) {
     group.finish();
 }
 
+/// Batch grouping on and off, side by side in one run, at 100k groups
+/// whose samples carry `batch` labels (issue 17's goal: on within 10% of
+/// off).
+fn bench_grouping(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine/grouping_100k_batched");
+    configure(&mut group);
+    for (name, on) in [("off", false), ("on", true)] {
+        let mut warm: Option<Warm> = None;
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            let warm = warm.get_or_insert_with(|| Warm::with_grouping(&CPU_BATCHED, 100_000, on));
+            b.iter_custom(|batches| warm.run(batches));
+        });
+    }
+    group.finish();
+}
+
 fn engine_benches(c: &mut Criterion) {
+    bench_grouping(c);
     bench_decode_only(c);
     bench_gate_tally(c);
     bench_workload(c, &CPU, &[1_000, 100_000, 1_000_000]);
