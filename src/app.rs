@@ -323,13 +323,19 @@ pub async fn run(
         clock: rt.clock.clone(),
         limits: cfg.silences.limits,
     });
+    let alertmanager_api = Arc::new(crate::alertmanager::AlertmanagerApi {
+        intake: intake.clone(),
+        silences: silence_api.clone(),
+        started,
+    });
 
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
     let app = router(
         intake,
         crate::api::protected(api.clone())
             .merge(crate::gate::http::protected_routes(gates.clone()))
-            .merge(crate::silence::http::routes(silence_api)),
+            .merge(crate::silence::http::routes(silence_api))
+            .merge(crate::alertmanager::routes(alertmanager_api)),
         crate::api::public(api.clone())
             .merge(crate::gate::http::open_routes(gates.clone()))
             .merge(crate::console::routes(Arc::new(crate::console::Console {
