@@ -58,10 +58,9 @@ async fn count(State(intake): State<Arc<Intake>>, req: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let r = next.run(req).await;
-    intake.metrics.http_request(
-        route.as_deref().unwrap_or("unmatched"),
-        r.status().as_u16(),
-    );
+    intake
+        .metrics
+        .http_request(route.as_deref().unwrap_or("unmatched"), r.status().as_u16());
     r
 }
 
@@ -79,7 +78,11 @@ async fn alertmanager_error_shape(req: Request, next: Next) -> Response {
     }
     let (mut parts, body) = r.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
-        return (parts.status, axum::Json("the error did not fit in its answer")).into_response();
+        return (
+            parts.status,
+            axum::Json("the error did not fit in its answer"),
+        )
+            .into_response();
     };
     let reshaped = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()

@@ -165,7 +165,10 @@ fn alert_of(
     })
 }
 
-pub(super) async fn list(State(api): State<Arc<AlertmanagerApi>>, RawQuery(q): RawQuery) -> Response {
+pub(super) async fn list(
+    State(api): State<Arc<AlertmanagerApi>>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let want = match wanted(q.as_deref()) {
         Ok(w) => w,
         Err(r) => return r,

@@ -49,15 +49,9 @@ const RECEIVER: &str = "ripcord";
 
 pub fn routes(api: Arc<AlertmanagerApi>) -> Router {
     Router::new()
-        .route(
-            "/api/v2/alerts",
-            get(alerts::list).post(alerts::post),
-        )
+        .route("/api/v2/alerts", get(alerts::list).post(alerts::post))
         .route("/api/v2/alerts/groups", get(alerts::groups))
-        .route(
-            "/api/v2/silences",
-            get(silences::list).post(silences::post),
-        )
+        .route("/api/v2/silences", get(silences::list).post(silences::post))
         .route(
             "/api/v2/silence/{silenceID}",
             get(silences::show).merge(delete(silences::expire)),

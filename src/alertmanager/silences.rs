@@ -55,7 +55,10 @@ fn sort(silences: &mut [Silence], now: Ts) {
     });
 }
 
-pub(super) async fn list(State(api): State<Arc<AlertmanagerApi>>, RawQuery(q): RawQuery) -> Response {
+pub(super) async fn list(
+    State(api): State<Arc<AlertmanagerApi>>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let filter = match filters(q.as_deref()) {
         Ok(f) => f,
         Err(r) => return r,
@@ -64,7 +67,10 @@ pub(super) async fn list(State(api): State<Arc<AlertmanagerApi>>, RawQuery(q): R
     let now = s.clock.now();
     match with_journal(&s.journal, move |j| j.silences(now, true)).await {
         Ok(all) => {
-            let mut kept: Vec<Silence> = all.into_iter().filter(|s| carries_all(s, &filter)).collect();
+            let mut kept: Vec<Silence> = all
+                .into_iter()
+                .filter(|s| carries_all(s, &filter))
+                .collect();
             sort(&mut kept, now);
             let out: Vec<Value> = kept.iter().map(|s| gettable(s, now)).collect();
             axum::Json(out).into_response()
@@ -122,10 +128,9 @@ pub(super) async fn post(State(api): State<Arc<AlertmanagerApi>>, body: Bytes) -
             tracing::info!(silence = %new.id, by = %new.created_by, scope = new.scope.as_str(), replaced = ?replaced, "silence created");
             axum::Json(json!({ "silenceID": new.id })).into_response()
         }
-        Ok(Err(Refused::UnknownId(id))) => err(
-            StatusCode::NOT_FOUND,
-            format!("silence {id} not found"),
-        ),
+        Ok(Err(Refused::UnknownId(id))) => {
+            err(StatusCode::NOT_FOUND, format!("silence {id} not found"))
+        }
         Ok(Err(Refused::Silence(e))) => err(status_of(&e), e.to_string()),
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -155,7 +160,12 @@ pub(super) async fn expire(
     let now = s.clock.now();
     let target = id.clone();
     match with_journal(&s.journal, move |j| {
-        Ok(crate::silence::expire(j, &target, "api (Alertmanager v2)", now))
+        Ok(crate::silence::expire(
+            j,
+            &target,
+            "api (Alertmanager v2)",
+            now,
+        ))
     })
     .await
     {
@@ -183,7 +193,10 @@ mod tests {
     fn silence(matchers: &[&str], starts: i64, ends: i64) -> Silence {
         let post = PostableSilence {
             id: None,
-            matchers: matchers.iter().map(|m| MatcherSpec::parse(m).unwrap()).collect(),
+            matchers: matchers
+                .iter()
+                .map(|m| MatcherSpec::parse(m).unwrap())
+                .collect(),
             starts_at: Ts(starts).to_string(),
             ends_at: Some(Ts(ends).to_string()),
             until: None,

@@ -29,12 +29,12 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::event::{Event, Labels, Sample};
 use crate::time::Ts;
+pub(crate) use alertmanager::fingerprint_of;
 pub use body::{BodyError, BodyForm, body_elements, decode_body, sequence_of};
 use fields::{Fields, LabelKind, check_label};
 pub use fields::{is_label_name, is_metric_name};
-pub(crate) use alertmanager::fingerprint_of;
-pub use postable::webhook_of_postable;
 use json::{CowStr, Json};
+pub use postable::webhook_of_postable;
 
 /// Size limits that keep one event's footprint (and so the engine's memory)
 /// bounded whatever a producer sends.

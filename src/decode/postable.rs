@@ -76,7 +76,10 @@ pub fn webhook_of_postable(body: &[u8], now: Ts) -> Result<Vec<u8>, DecodeError>
             }
         }
         if !out.contains_key("labels") {
-            return Err(DecodeError::field(format!("alerts[{i}].labels"), "is missing"));
+            return Err(DecodeError::field(
+                format!("alerts[{i}].labels"),
+                "is missing",
+            ));
         }
         alerts.push(Value::Object(out));
     }
@@ -179,16 +182,25 @@ mod tests {
 
     #[test]
     fn what_is_wrong_is_named() {
-        let err = |b: &str| webhook_of_postable(b.as_bytes(), now()).unwrap_err().to_string();
+        let err = |b: &str| {
+            webhook_of_postable(b.as_bytes(), now())
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(r#"{"alerts":[]}"#).contains("expected a JSON array"));
         assert!(err("[]").contains("no alerts"));
         assert!(err("[1]").contains("alerts[0]"));
-        assert!(err(r#"[{"labels":{"alertname":"A"}},{"annotations":{}}]"#).contains("alerts[1].labels"));
-        assert!(err(r#"[{"labels":{"alertname":"A"},"endsAt":"yesterday"}]"#).contains("alerts[0].endsAt"));
+        assert!(
+            err(r#"[{"labels":{"alertname":"A"}},{"annotations":{}}]"#)
+                .contains("alerts[1].labels")
+        );
+        assert!(
+            err(r#"[{"labels":{"alertname":"A"},"endsAt":"yesterday"}]"#)
+                .contains("alerts[0].endsAt")
+        );
         assert!(err("[{").starts_with("not valid JSON"));
         // The webhook decoder names the rest (here: no alertname).
-        let payload =
-            webhook_of_postable(br#"[{"labels":{"job":"x"}}]"#, now()).unwrap();
+        let payload = webhook_of_postable(br#"[{"labels":{"job":"x"}}]"#, now()).unwrap();
         let e = crate::decode::decode(&payload, &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("alerts[0].labels.alertname"), "{e}");
     }
