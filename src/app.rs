@@ -208,6 +208,24 @@ pub async fn run(
     pipeline.set_max_future(cfg.max_future);
     pipeline.set_owner(owner.clone());
     pipeline.set_gates(cfg.gates.clone());
+    // Alert charts: fetched from Prometheus on a task and a journal
+    // connection of their own, after the decisions are journaled.
+    let (charts_stop_tx, charts_stop_rx) = watch::channel(false);
+    let charts_task = match &cfg.prometheus {
+        Some(p) => {
+            let (charts, task) = crate::report::prometheus::start(
+                p.clone(),
+                Arc::new(Mutex::new(open(rt.clock.clone())?)),
+                rt.clock.clone(),
+                metrics.clone(),
+                charts_stop_rx,
+            )
+            .map_err(|e| AppError::Pipeline(format!("prometheus client: {e}")))?;
+            pipeline.set_charts(charts);
+            Some(task)
+        }
+        None => None,
+    };
     let pipeline = Arc::new(Mutex::new(pipeline));
     warm_http(&pipeline, &*open(rt.clock.clone())?, rt.clock.as_ref())?;
 
@@ -506,6 +524,10 @@ pub async fn run(
         }
     })
     .await;
+    charts_stop_tx.send_replace(true);
+    if let Some(t) = charts_task {
+        let _ = tokio::time::timeout(remaining(deadline), t).await;
+    }
     // What is still queued for stdout gets what is left of the grace.
     let left = remaining(deadline);
     let _ = tokio::task::spawn_blocking(move || output.close(left)).await;

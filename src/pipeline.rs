@@ -143,6 +143,8 @@ pub struct Pipeline {
     /// Upgrade progress seen in the batch, committed with it.
     progress: Vec<(PartitionId, UpgradeRow)>,
     gates: Arc<GateConfig>,
+    /// Hands alert incidents to the chart fetcher (with `prometheus:`).
+    charts: Option<crate::report::prometheus::Charts>,
 }
 
 impl Pipeline {
@@ -178,7 +180,13 @@ impl Pipeline {
             tallies: HashMap::new(),
             progress: Vec::new(),
             gates: Arc::new(GateConfig::default()),
+            charts: None,
         }
+    }
+
+    /// Where newly journaled alert incidents go to have their chart drawn.
+    pub fn set_charts(&mut self, charts: crate::report::prometheus::Charts) {
+        self.charts = Some(charts);
     }
 
     /// What the rollout gates count (their success metric) and keep.
@@ -436,6 +444,9 @@ impl Pipeline {
                 self.metrics.decision(d.action, d.tier);
                 // stdout is a view of the journal: never waited for.
                 self.out.decision(d);
+                if let Some(c) = &mut self.charts {
+                    c.offer(d);
+                }
             } else {
                 committed.duplicates += 1;
                 self.metrics.duplicate_decision();

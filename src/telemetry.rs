@@ -89,6 +89,12 @@ pub struct Metrics {
     warmup_seconds: Histogram,
     messages: Family<MessageLabels, Counter>,
     stdout_dropped: Counter,
+    charts: Family<OutcomeLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,6 +137,7 @@ impl Metrics {
             warmup_seconds: latency_histogram(),
             messages: Family::default(),
             stdout_dropped: Counter::default(),
+            charts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -227,6 +234,11 @@ impl Metrics {
             "stdout_dropped_lines",
             "Decision lines not printed because stdout was not read (the journal has them)",
             m.stdout_dropped.clone(),
+        );
+        registry.register(
+            "alert_charts",
+            "Alert incidents' charts asked of Prometheus, by outcome (fetched, failed, dropped)",
+            m.charts.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -332,6 +344,15 @@ impl Metrics {
 
     pub fn warmup(&self, seconds: f64) {
         self.warmup_seconds.observe(seconds);
+    }
+
+    /// An alert chart fetched, failed or dropped (see `report::prometheus`).
+    pub fn chart(&self, outcome: &str) {
+        self.charts
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn stdout_dropped(&self) {

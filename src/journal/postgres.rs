@@ -1742,6 +1742,27 @@ impl Silences for PgJournal {
     }
 }
 
+impl super::Charts for PgJournal {
+    fn put_chart(
+        &mut self,
+        incident: &str,
+        chart: &crate::decision::EvidenceSeries,
+    ) -> Result<(), JournalError> {
+        let points = super::evidence_json(chart);
+        self.block(async {
+            self.conn()
+                .await?
+                .execute(
+                    "INSERT INTO evidence (incident_id, at, points) VALUES ($1, $2, $3)
+                     ON CONFLICT (incident_id, at) DO UPDATE SET points = excluded.points",
+                    &[&incident, &super::CHART_ROW_AT.millis(), &points],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+}
+
 impl Reads for PgJournal {
     fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
         self.block(async {

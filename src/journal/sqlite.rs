@@ -1564,6 +1564,26 @@ impl Silences for SqliteJournal {
     }
 }
 
+impl super::Charts for SqliteJournal {
+    fn put_chart(
+        &mut self,
+        incident: &str,
+        chart: &crate::decision::EvidenceSeries,
+    ) -> Result<(), JournalError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO evidence (incident_id, at, points) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (incident_id, at) DO UPDATE SET points = excluded.points",
+            )?
+            .execute(params![
+                incident,
+                super::CHART_ROW_AT.millis(),
+                super::evidence_json(chart)
+            ])?;
+        Ok(())
+    }
+}
+
 impl Reads for SqliteJournal {
     fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
         let mut stmt = self.conn.prepare_cached(&format!(
