@@ -335,6 +335,7 @@ pub async fn run(
         tiers: cfg.engine.tiers.clone(),
         clock: rt.clock.clone(),
         windows: cfg.silences.clone(),
+        asked: Default::default(),
     });
     let silence_api = Arc::new(crate::silence::http::SilenceApi {
         journal: shared.clone(),

@@ -166,7 +166,15 @@ fn ripcord(dir: &Path, prometheus: u16) -> Responder {
     .unwrap();
     let r = Responder::start(
         dir,
-        &["--config", "ripcord.yaml", "--state", "state.db", "--dry-run", "--output", "json"],
+        &[
+            "--config",
+            "ripcord.yaml",
+            "--state",
+            "state.db",
+            "--dry-run",
+            "--output",
+            "json",
+        ],
     );
     let ready = wait_until(Duration::from_secs(30), || {
         reqwest::blocking::get(r.url("/readyz")).is_ok_and(|x| x.status() == 200)
@@ -196,7 +204,11 @@ fn review(dir: &Path, incident: &str) -> String {
         .current_dir(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -273,7 +285,10 @@ fn prometheus_alerts_reach_ripcord_once_resolve_and_draw_their_chart() {
     );
     assert!(html.contains("threshold 0.05"), "{html}");
     let md = review(dir.path(), &incident);
-    assert!(md.contains("peak 0.2") && md.contains("threshold 0.05"), "{md}");
+    assert!(
+        md.contains("peak 0.2") && md.contains("threshold 0.05"),
+        "{md}"
+    );
     let at_open = values_in(&md);
     assert!(at_open >= 4, "the healthy stretch and the breach: {md}");
 
@@ -307,7 +322,9 @@ fn prometheus_alerts_reach_ripcord_once_resolve_and_draw_their_chart() {
         .unwrap();
     assert_eq!(posted.status(), 200);
     let broken = wait_until(Duration::from_secs(20), || {
-        r.decisions().iter().any(|d| d["rule"] == "alertmanager-forwarded" && d["labels"]["alertname"] == "Broken")
+        r.decisions()
+            .iter()
+            .any(|d| d["rule"] == "alertmanager-forwarded" && d["labels"]["alertname"] == "Broken")
     });
     assert!(broken, "{}", r.stderr.text());
     let id = r
@@ -317,7 +334,8 @@ fn prometheus_alerts_reach_ripcord_once_resolve_and_draw_their_chart() {
         .and_then(|d| d["incident"].as_str().map(str::to_owned))
         .unwrap();
     let said = wait_until(Duration::from_secs(20), || {
-        page(&r, &format!("/incidents/{id}")).contains("No chart from Prometheus: Prometheus answered 400")
+        page(&r, &format!("/incidents/{id}"))
+            .contains("No chart from Prometheus: Prometheus answered 400")
     });
     assert!(said, "{}", page(&r, &format!("/incidents/{id}")));
     drop(prom);

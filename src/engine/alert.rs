@@ -291,12 +291,13 @@ impl AlertState {
                         breach_from: alert.starts_at,
                         points: Vec::new(),
                         annotations: kept_annotations(&alert.annotations),
-                        chart: alert.generator_url.as_ref().map(|u| {
-                            crate::decision::ChartSource {
+                        chart: alert
+                            .generator_url
+                            .as_ref()
+                            .map(|u| crate::decision::ChartSource {
                                 generator_url: u.to_string(),
                                 ..Default::default()
-                            }
-                        }),
+                            }),
                     });
                     for d in &mut out[first..] {
                         d.evidence = crate::decision::Evidence(Some(ev.clone()));

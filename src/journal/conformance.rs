@@ -1356,14 +1356,20 @@ fn an_alerts_chart_is_kept_with_its_evidence_and_replaced_by_a_later_fetch(store
     j.put_chart("inc-a", &chart(Vec::new(), Some("Prometheus answered 503")))
         .unwrap();
     let first = store.connect().evidence("inc-a").unwrap().unwrap();
-    assert_eq!(first.chart.unwrap().error.as_deref(), Some("Prometheus answered 503"));
+    assert_eq!(
+        first.chart.unwrap().error.as_deref(),
+        Some("Prometheus answered 503")
+    );
     // The fetch at the resolve replaces the one at the open.
     j.put_chart("inc-a", &chart(vec![(Ts(0), 1.0), (Ts(60_000), 0.0)], None))
         .unwrap();
     let e = store.connect().evidence("inc-a").unwrap().unwrap();
     assert_eq!(e.points, vec![(Ts(0), 1.0), (Ts(60_000), 0.0)]);
     let c = e.chart.unwrap();
-    assert_eq!((c.query.as_deref(), c.threshold, c.error), (Some("up"), Some(0.0), None));
+    assert_eq!(
+        (c.query.as_deref(), c.threshold, c.error),
+        (Some("up"), Some(0.0), None)
+    );
     assert_eq!(c.generator_url, source.generator_url);
     assert_eq!(e.breach_from, Ts(60_000));
     assert!(store.connect().evidence("inc-b").unwrap().is_none());

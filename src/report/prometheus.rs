@@ -66,8 +66,8 @@ pub fn read_config(mut m: MapReader<'_>, errs: &mut Errors) -> Option<Prometheus
         }
     };
     if let Some(u) = url.as_ref().filter(|u| !u.is_unresolved()) {
-        let ok = reqwest::Url::parse(u.expose())
-            .is_ok_and(|p| matches!(p.scheme(), "http" | "https"));
+        let ok =
+            reqwest::Url::parse(u.expose()).is_ok_and(|p| matches!(p.scheme(), "http" | "https"));
         if !ok {
             let n = m.node_of("url").unwrap_or(m.node());
             // The value is a secret: the message never quotes it.
@@ -407,7 +407,11 @@ mod tests {
             parse_answer(400, bad).unwrap_err(),
             "Prometheus answered 400: parse error at char 3"
         );
-        assert!(parse_answer(502, b"<html>bad gateway</html>").unwrap_err().contains("502"));
+        assert!(
+            parse_answer(502, b"<html>bad gateway</html>")
+                .unwrap_err()
+                .contains("502")
+        );
         let vector = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
         assert!(parse_answer(200, vector).unwrap_err().contains("vector"));
     }

@@ -192,7 +192,9 @@ pub fn thin<T: Clone>(points: &[T], max: usize) -> Vec<T> {
         1 => points[points.len() - 1..].to_vec(),
         _ => {
             let last = points.len() - 1;
-            (0..max).map(|k| points[k * last / (max - 1)].clone()).collect()
+            (0..max)
+                .map(|k| points[k * last / (max - 1)].clone())
+                .collect()
         }
     }
 }
@@ -208,7 +210,8 @@ mod tests {
 
     #[test]
     fn the_expression_comes_from_prometheus_link() {
-        let url = "http://prom:9090/graph?g0.expr=rate%28http_errors_total%5B5m%5D%29+%3E+0.05&g0.tab=1";
+        let url =
+            "http://prom:9090/graph?g0.expr=rate%28http_errors_total%5B5m%5D%29+%3E+0.05&g0.tab=1";
         assert_eq!(
             expression_of(url).unwrap(),
             "rate(http_errors_total[5m]) > 0.05"
@@ -224,10 +227,16 @@ mod tests {
             plot("rate(errors[5m]) / rate(requests[5m]) > 0.05"),
             ("rate(errors[5m]) / rate(requests[5m])".into(), Some(0.05))
         );
-        assert_eq!(plot("0.8 < cpu_usage_ratio"), ("cpu_usage_ratio".into(), Some(0.8)));
+        assert_eq!(
+            plot("0.8 < cpu_usage_ratio"),
+            ("cpu_usage_ratio".into(), Some(0.8))
+        );
         assert_eq!(
             plot(r#"sum by (job) (rate(x{code=~"5..", path!="/a>b"}[1m])) >= 1e3"#),
-            (r#"sum by (job) (rate(x{code=~"5..", path!="/a>b"}[1m]))"#.into(), Some(1000.0))
+            (
+                r#"sum by (job) (rate(x{code=~"5..", path!="/a>b"}[1m]))"#.into(),
+                Some(1000.0)
+            )
         );
         assert_eq!(
             plot("latency > on(instance) group_left baseline * 2"),
@@ -257,7 +266,10 @@ mod tests {
     #[test]
     fn the_alerts_series_is_the_one_carrying_its_labels() {
         let s = |l: &[(&str, &str)]| Series {
-            labels: l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: l
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             points: Vec::new(),
         };
         let series = [
