@@ -462,6 +462,15 @@ pub async fn run(
     };
     let grace = cfg.shutdown_grace.to_std();
     let dispatch = tokio::spawn(dispatcher.run(dispatch_stop_rx, grace));
+    // Gauges read from the journal (queue depth per lane, the oldest
+    // waiting approval), on a connection of their own.
+    let watching = tokio::spawn(crate::telemetry::watch_journal(
+        Arc::new(Mutex::new(open(rt.clock.clone())?)),
+        metrics.clone(),
+        rt.clock.clone(),
+        Duration::from_secs(5),
+        charts_stop_tx.subscribe(),
+    ));
 
     // One `ready:` line on stderr when every part first is.
     let (ready_stop_tx, mut ready_stop_rx) = watch::channel(false);
@@ -529,6 +538,7 @@ pub async fn run(
     if let Some(t) = charts_task {
         let _ = tokio::time::timeout(remaining(deadline), t).await;
     }
+    let _ = tokio::time::timeout(remaining(deadline), watching).await;
     // What is still queued for stdout gets what is left of the grace.
     let left = remaining(deadline);
     let _ = tokio::task::spawn_blocking(move || output.close(left)).await;

@@ -235,6 +235,7 @@ impl Pipeline {
     pub fn claim(&mut self, p: PartitionId) -> Result<i64, JournalError> {
         let name = self.names[p.0 as usize].clone();
         let epoch = self.journal.claim_partition(&name, &self.owner)?;
+        self.metrics.partition_owned(&name, true);
         self.epochs.insert(p, epoch);
         self.fenced.remove(&p);
         Ok(epoch)
@@ -433,6 +434,7 @@ impl Pipeline {
         let result = self.journal.commit(&batch);
         drop(batch);
         self.metrics.journal_commit(started.elapsed().as_secs_f64());
+        self.metrics.journal_commit_outcome(result.is_ok());
         let fresh = result?;
         let mut committed = Committed {
             positions: self.positions.iter().map(|(p, o)| (*p, *o)).collect(),
@@ -489,6 +491,10 @@ impl Pipeline {
 
     /// Forgets a partition's state (revoked, or lost to another consumer).
     pub fn drop_partition(&mut self, p: PartitionId) {
+        if self.epochs.contains_key(&p) {
+            self.metrics
+                .partition_owned(&self.names[p.0 as usize], false);
+        }
         self.engines.remove(&p);
         self.positions.remove(&p);
         self.tallies.remove(&p);

@@ -176,7 +176,22 @@ async fn readyz(State(intake): State<Arc<Intake>>) -> Response {
     }
 }
 
-async fn metrics(State(intake): State<Arc<Intake>>) -> Response {
+/// OpenMetrics, unless the client asks for the classic text format
+/// (`Accept: text/plain` without OpenMetrics), as promtool and older
+/// scrapers do.
+async fn metrics(State(intake): State<Arc<Intake>>, headers: axum::http::HeaderMap) -> Response {
+    intake.metrics.set_ready(intake.health.ready().is_ok());
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !accept.contains("application/openmetrics-text") && accept.contains("text/plain") {
+        return (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            intake.metrics.render_classic(),
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -171,6 +171,7 @@ conformance!(
     a_hold_skips_a_running_action_once_and_is_audited,
     the_evidence_and_progress_history_for_the_review_are_kept,
     an_alerts_chart_is_kept_with_its_evidence_and_replaced_by_a_later_fetch,
+    pending_actions_are_counted_by_kind_until_claimed,
 );
 
 const RULES: &str = r#"
@@ -1373,4 +1374,30 @@ fn an_alerts_chart_is_kept_with_its_evidence_and_replaced_by_a_later_fetch(store
     assert_eq!(c.generator_url, source.generator_url);
     assert_eq!(e.breach_from, Ts(60_000));
     assert!(store.connect().evidence("inc-b").unwrap().is_none());
+}
+
+fn pending_actions_are_counted_by_kind_until_claimed(store: &dyn Store) {
+    let mut j = store.connect();
+    assert!(j.pending_actions().unwrap().is_empty());
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let mut want: Vec<(Action, u64)> = Vec::new();
+    for d in &ds {
+        match want.iter_mut().find(|(a, _)| *a == d.action) {
+            Some((_, n)) => *n += 1,
+            None => want.push((d.action, 1)),
+        }
+    }
+    let mut got = store.connect().pending_actions().unwrap();
+    got.sort_by_key(|(a, _)| a.as_str());
+    want.sort_by_key(|(a, _)| a.as_str());
+    assert_eq!(got, want);
+    let kinds: Vec<Action> = want.iter().map(|(a, _)| *a).collect();
+    let claimed = j.claim_actions("me", &kinds, 100).unwrap();
+    assert_eq!(claimed.len(), ds.len());
+    assert!(store.connect().pending_actions().unwrap().is_empty());
 }

@@ -536,6 +536,10 @@ pub trait Reads {
     /// The service's promotions, oldest first.
     fn promotions(&self, service: &str) -> Result<Vec<Promotion>, JournalError>;
 
+    /// Actions waiting to be claimed, counted by kind (telemetry's queue
+    /// depth per lane).
+    fn pending_actions(&self) -> Result<Vec<(Action, u64)>, JournalError>;
+
     // For the incident review (`ripcord report`).
 
     /// The evidence the incident's decisions carried, merged: (time, window

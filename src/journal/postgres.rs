@@ -1843,6 +1843,26 @@ impl Reads for PgJournal {
         })
     }
 
+    fn pending_actions(&self) -> Result<Vec<(Action, u64)>, JournalError> {
+        self.block(async {
+            let rows = self
+                .conn()
+                .await?
+                .query(
+                    "SELECT action, count(*) FROM actions WHERE state = 'pending' GROUP BY action",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let (a, n): (String, i64) = (r.get(0), r.get(1));
+                    Some((a.parse().ok()?, n.max(0) as u64))
+                })
+                .collect())
+        })
+    }
+
     fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError> {
         self.block(async {
             let rows = self

@@ -1627,6 +1627,19 @@ impl Reads for SqliteJournal {
         Ok(collect(&mut stmt, [incident], approval_row)?.pop())
     }
 
+    fn pending_actions(&self) -> Result<Vec<(Action, u64)>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT action, count(*) FROM actions WHERE state = 'pending' GROUP BY action",
+        )?;
+        let rows = collect(&mut stmt, [], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(a, n)| Some((a.parse().ok()?, n.max(0) as u64)))
+            .collect())
+    }
+
     fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT * FROM approvals WHERE ?1 IS NULL OR state = ?1 ORDER BY requested_at",
