@@ -134,6 +134,8 @@ pub struct Metrics {
     journal_last_commit: Gauge<f64, AtomicU64>,
     action_queue: Family<LaneLabel, Gauge>,
     oldest_approval: Gauge<f64, AtomicU64>,
+    pending_approvals: Gauge,
+    open_incidents: Family<TierLabel, Gauge>,
     partition_owned: Family<PartitionName, Gauge>,
     ready: Gauge,
     warmup_seconds: Histogram,
@@ -163,6 +165,11 @@ impl Total {
             self.counter.inc_by(total - last);
         }
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabel {
+    tier: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -301,6 +308,8 @@ impl Metrics {
             journal_last_commit: Gauge::default(),
             action_queue: Family::default(),
             oldest_approval: Gauge::default(),
+            pending_approvals: Gauge::default(),
+            open_incidents: Family::default(),
             partition_owned: Family::default(),
             ready: Gauge::default(),
             warmup_seconds: latency_histogram(),
@@ -410,6 +419,16 @@ impl Metrics {
             m.oldest_approval.clone(),
         );
         registry.register(
+            "pending_approvals",
+            "Approval requests waiting for a human",
+            m.pending_approvals.clone(),
+        );
+        registry.register(
+            "open_incidents",
+            "Incidents open, by tier",
+            m.open_incidents.clone(),
+        );
+        registry.register(
             "partition_owned",
             "1 for each input partition this replica owns (its engine and commits), 0 once it lost it",
             m.partition_owned.clone(),
@@ -491,8 +510,18 @@ impl Metrics {
             .set(waiting as i64);
     }
 
-    pub fn oldest_pending_approval(&self, seconds: f64) {
-        self.oldest_approval.set(seconds);
+    /// Approval requests waiting, and how long the oldest has waited.
+    pub fn pending_approvals(&self, waiting: usize, oldest_seconds: f64) {
+        self.pending_approvals.set(waiting as i64);
+        self.oldest_approval.set(oldest_seconds);
+    }
+
+    pub fn open_incidents(&self, tier: &str, open: usize) {
+        self.open_incidents
+            .get_or_create(&TierLabel {
+                tier: tier.to_owned(),
+            })
+            .set(open as i64);
     }
 
     /// Whether this replica owns `partition` (as `topic/N`, or `http`).
@@ -677,15 +706,21 @@ pub async fn watch_journal(
         let now = clock.now();
         let read = crate::action::with_journal(&journal, move |j| {
             let waiting = j.pending_actions()?;
-            let oldest = j
-                .approvals(Some("awaiting"))?
-                .first()
-                .map(|a| now.since(a.requested_at));
-            Ok((waiting, oldest))
+            let approvals = j.approvals(Some("awaiting"))?;
+            let oldest = approvals.first().map(|a| now.since(a.requested_at));
+            let open = j.incidents(Some("open"))?;
+            let by_tier: Vec<(crate::decision::Tier, usize)> = crate::decision::Tier::ALL
+                .into_iter()
+                .map(|t| (t, open.iter().filter(|i| i.tier == t.as_str()).count()))
+                .collect();
+            Ok((waiting, approvals.len(), oldest, by_tier))
         })
         .await;
         match read {
-            Ok((waiting, oldest)) => {
+            Ok((waiting, approvals, oldest, by_tier)) => {
+                for (tier, n) in by_tier {
+                    metrics.open_incidents(tier.as_str(), n);
+                }
                 for lane in crate::action::Lane::ALL {
                     let n: u64 = waiting
                         .iter()
@@ -694,7 +729,7 @@ pub async fn watch_journal(
                         .sum();
                     metrics.action_queue(lane.as_str(), n);
                 }
-                metrics.oldest_pending_approval(oldest.map_or(0.0, |d| d.as_secs_f64()));
+                metrics.pending_approvals(approvals, oldest.map_or(0.0, |d| d.as_secs_f64()));
             }
             Err(e) => tracing::debug!(error = %e, "telemetry: cannot read the journal"),
         }
@@ -731,7 +766,8 @@ mod tests {
         m.stdout_dropped();
         m.chart("fetched");
         m.action_queue("executors", 0);
-        m.oldest_pending_approval(0.0);
+        m.pending_approvals(0, 0.0);
+        m.open_incidents("low", 0);
         m.partition_owned("t/0", true);
         m.set_ready(true);
         m.render_classic()
