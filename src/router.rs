@@ -187,7 +187,10 @@ async fn metrics(State(intake): State<Arc<Intake>>, headers: axum::http::HeaderM
         .unwrap_or("");
     if !accept.contains("application/openmetrics-text") && accept.contains("text/plain") {
         return (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             intake.metrics.render_classic(),
         )
             .into_response();

@@ -7,17 +7,17 @@
 //! `README.md`'s metric table names exactly what is exported (a test reads
 //! both).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
 };
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -750,7 +750,10 @@ mod tests {
         let m = Metrics::new();
         m.event(Source::Http, Outcome::Processed);
         m.decode_error(Source::Http, "syntax");
-        m.decision(crate::decision::Action::Rollback, crate::decision::Tier::Low);
+        m.decision(
+            crate::decision::Action::Rollback,
+            crate::decision::Tier::Low,
+        );
         m.duplicate_decision();
         m.consumer_lag("t", 0, 1);
         m.dead_letter();
@@ -830,8 +833,17 @@ mod tests {
         assert!(om.contains("process_resident_memory_bytes "), "{om}");
         let classic = m.render_classic();
         assert!(!classic.contains("# EOF"), "{classic}");
-        assert!(classic.contains("# TYPE ripcord_samples_late_total counter"), "{classic}");
-        assert!(classic.contains("# HELP ripcord_events_total Events"), "{classic}");
-        assert!(classic.contains("# TYPE process_cpu_seconds_total counter"), "{classic}");
+        assert!(
+            classic.contains("# TYPE ripcord_samples_late_total counter"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP ripcord_events_total Events"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE process_cpu_seconds_total counter"),
+            "{classic}"
+        );
     }
 }
