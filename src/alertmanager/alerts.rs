@@ -147,7 +147,7 @@ fn alert_of(
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
     // Where to look it up (and approve it): ripcord's own id.
-    notes.insert("ripcord_incident".into(), json!(i.id));
+    notes.insert("incident_id".into(), json!(i.id));
     let state = if silenced_by.is_empty() {
         "active"
     } else {
