@@ -34,6 +34,8 @@ ALL_TARGETS=(
     silence_post
     drill_scenario
     console_request
+    postable_alerts
+    alert_chart
 )
 
 die() {

@@ -208,9 +208,10 @@ pub async fn run(
     pipeline.set_max_future(cfg.max_future);
     pipeline.set_owner(owner.clone());
     pipeline.set_gates(cfg.gates.clone());
+    // Side tasks (alert charts, the journal's gauges) stop on this.
+    let (side_stop_tx, side_stop_rx) = watch::channel(false);
     // Alert charts: fetched from Prometheus on a task and a journal
     // connection of their own, after the decisions are journaled.
-    let (charts_stop_tx, charts_stop_rx) = watch::channel(false);
     let charts_task = match &cfg.prometheus {
         Some(p) => {
             let (charts, task) = crate::report::prometheus::start(
@@ -218,7 +219,7 @@ pub async fn run(
                 Arc::new(Mutex::new(open(rt.clock.clone())?)),
                 rt.clock.clone(),
                 metrics.clone(),
-                charts_stop_rx,
+                side_stop_rx,
             )
             .map_err(|e| AppError::Pipeline(format!("prometheus client: {e}")))?;
             pipeline.set_charts(charts);
@@ -469,7 +470,7 @@ pub async fn run(
         metrics.clone(),
         rt.clock.clone(),
         Duration::from_secs(5),
-        charts_stop_tx.subscribe(),
+        side_stop_tx.subscribe(),
     ));
 
     // One `ready:` line on stderr when every part first is.
@@ -534,7 +535,7 @@ pub async fn run(
         }
     })
     .await;
-    charts_stop_tx.send_replace(true);
+    side_stop_tx.send_replace(true);
     if let Some(t) = charts_task {
         let _ = tokio::time::timeout(remaining(deadline), t).await;
     }

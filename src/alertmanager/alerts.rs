@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::{AlertmanagerApi, RECEIVER, err, filters, flag, params};
+use super::{AlertmanagerApi, RECEIVER, bad_query, err, filters, flag, params};
 use crate::action::with_journal;
 use crate::journal::IncidentRow;
 use crate::rule::Matcher;
@@ -50,24 +50,16 @@ struct Wanted {
     receiver_matches: bool,
 }
 
-fn wanted(query: Option<&str>) -> Result<Wanted, Response> {
+fn wanted(query: Option<&str>) -> Result<Wanted, String> {
     let receiver_matches = match params(query, "receiver").last().filter(|r| !r.is_empty()) {
         None => true,
         Some(r) if r.len() > MAX_RECEIVER_REGEX => {
-            return Err(err(
-                StatusCode::BAD_REQUEST,
-                format!("receiver: longer than {MAX_RECEIVER_REGEX} bytes"),
-            ));
+            return Err(format!("receiver: longer than {MAX_RECEIVER_REGEX} bytes"));
         }
         Some(r) => regex::RegexBuilder::new(&format!("^(?:{r})$"))
             .size_limit(1 << 20)
             .build()
-            .map_err(|e| {
-                err(
-                    StatusCode::BAD_REQUEST,
-                    format!("failed to parse receiver param: {e}"),
-                )
-            })?
+            .map_err(|e| format!("failed to parse receiver param: {e}"))?
             .is_match(RECEIVER),
     };
     // Inhibited and unprocessed alerts do not exist here: the flags are
@@ -171,7 +163,7 @@ pub(super) async fn list(
 ) -> Response {
     let want = match wanted(q.as_deref()) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(why) => return bad_query(why),
     };
     match gettable(&api, want).await {
         Ok(alerts) => axum::Json(alerts).into_response(),
@@ -187,7 +179,7 @@ pub(super) async fn groups(
 ) -> Response {
     let want = match wanted(q.as_deref()) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(why) => return bad_query(why),
     };
     match gettable(&api, want).await {
         Ok(alerts) if alerts.is_empty() => axum::Json(json!([])).into_response(),

@@ -68,13 +68,16 @@ fn err(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// The `filter` parameters (repeatable): each a matcher in Alertmanager's
-/// syntax (`service="web"`, `instance=~"i-.*"`).
-fn filters(query: Option<&str>) -> Result<Vec<Matcher>, Response> {
+/// syntax (`service="web"`, `instance=~"i-.*"`); what is wrong with one.
+fn filters(query: Option<&str>) -> Result<Vec<Matcher>, String> {
     params(query, "filter")
-        .map(|f| {
-            Matcher::parse(&f).map_err(|e| err(StatusCode::BAD_REQUEST, format!("bad filter: {e}")))
-        })
+        .map(|f| Matcher::parse(&f).map_err(|e| format!("bad filter: {e}")))
         .collect()
+}
+
+/// A refused query's answer: 400, saying why.
+fn bad_query(why: String) -> Response {
+    err(StatusCode::BAD_REQUEST, why)
 }
 
 /// Every value of the query parameter `name`, in order.
@@ -85,15 +88,12 @@ fn params<'a>(query: Option<&'a str>, name: &'a str) -> impl Iterator<Item = Str
 }
 
 /// A boolean parameter (`true`/`false`), `default` when absent or empty.
-fn flag(query: Option<&str>, name: &str, default: bool) -> Result<bool, Response> {
+fn flag(query: Option<&str>, name: &str, default: bool) -> Result<bool, String> {
     match params(query, name).last().as_deref() {
         None | Some("") => Ok(default),
         Some("true") => Ok(true),
         Some("false") => Ok(false),
-        Some(other) => Err(err(
-            StatusCode::BAD_REQUEST,
-            format!("{name}: `{other}` is not a boolean (true or false)"),
-        )),
+        Some(other) => Err(format!("{name}: `{other}` is not a boolean (true or false)")),
     }
 }
 

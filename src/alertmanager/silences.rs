@@ -23,7 +23,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{AlertmanagerApi, err, filters};
+use super::{AlertmanagerApi, bad_query, err, filters};
 use crate::action::with_journal;
 use crate::rule::Matcher;
 use crate::silence::http::{gettable, status_of};
@@ -34,7 +34,7 @@ use crate::time::Ts;
 fn carries_all(s: &Silence, filter: &[Matcher]) -> bool {
     filter.iter().all(|f| {
         let f = MatcherSpec::of(f);
-        s.matchers.iter().any(|m| *m == f)
+        s.matchers.contains(&f)
     })
 }
 
@@ -61,7 +61,7 @@ pub(super) async fn list(
 ) -> Response {
     let filter = match filters(q.as_deref()) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(why) => return bad_query(why),
     };
     let s = &api.silences;
     let now = s.clock.now();
