@@ -599,7 +599,7 @@ struct Metrics(String);
 
 impl Metrics {
     /// The sum of the samples named `name` whose labels contain every one
-    /// of `labels` (e.g. `source="Kafka"`).
+    /// of `labels` (e.g. `source="kafka"`).
     fn sum(&self, name: &str, labels: &[&str]) -> f64 {
         self.0
             .lines()
@@ -616,7 +616,7 @@ impl Metrics {
     fn kafka_processed(&self) -> u64 {
         self.sum(
             "ripcord_events_total",
-            &["source=\"Kafka\"", "outcome=\"Processed\""],
+            &["source=\"kafka\"", "outcome=\"processed\""],
         ) as u64
     }
 
@@ -885,7 +885,7 @@ fn throughput(s: &Settings, kafka: &Kafka, partitions: i32, journal: &str) -> Th
         middle_rate,
         commits: m.commits(),
         decisions: decisions.load(Ordering::Relaxed) as f64,
-        late: m.sum("ripcord_samples_late", &[]),
+        late: m.sum("ripcord_samples_late_total", &[]),
         cpu,
     }
 }

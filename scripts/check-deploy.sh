@@ -798,6 +798,66 @@ if needs "prometheus rules pass promtool check rules" promtool; then
         promtool_test deploy/prometheus/alerting-rules.test.yml
 fi
 
+# --- ripcord watched: its own alerts and dashboard ---------------------------
+
+if needs "ripcord-alerts.yaml passes promtool check rules and test rules" promtool; then
+    run "deploy/prometheus/ripcord-alerts.yaml passes promtool check rules" \
+        promtool check rules deploy/prometheus/ripcord-alerts.yaml
+    run "deploy/prometheus/ripcord-alerts.yaml passes promtool test rules (down, not ready, lag growing, journal failing/slow/stalled, actions and messages failing, approval past budget, partition without owner)" \
+        promtool_test deploy/prometheus/ripcord-alerts.test.yaml
+fi
+
+py "the dashboard and ripcord's alerts query only metrics ripcord exports (README's table), and the dashboard shows what an operator needs" <<'PY'
+import json, re, yaml
+readme = open("README.md").read()
+table = readme.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+exported = set(re.findall(r"`((?:ripcord|process)_[a-z0-9_]+)`", table))
+def names(expr):
+    found = set(re.findall(r"\b((?:ripcord|process)_[a-z0-9_]+)", expr))
+    return {re.sub(r"_(bucket|sum|count)$", "", n) if re.sub(r"_(bucket|sum|count)$", "", n) in exported else n for n in found}
+d = json.load(open("deploy/grafana/ripcord.json"))
+exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
+rules = [r for g in yaml.safe_load(open("deploy/prometheus/ripcord-alerts.yaml"))["groups"] for r in g["rules"]]
+for e in exprs + [r["expr"] for r in rules]:
+    unknown = names(e) - exported
+    assert not unknown, "%s queries %s, which ripcord does not export" % (e, sorted(unknown))
+used = set().union(*(names(e) for e in exprs))
+for need in ["ripcord_events_total", "ripcord_decisions_total", "ripcord_action_seconds", "ripcord_consumer_lag",
+             "ripcord_action_queue", "ripcord_journal_commit_seconds", "ripcord_open_incidents",
+             "ripcord_pending_approvals", "ripcord_partition_owned"]:
+    assert need in used, "the dashboard does not show %s" % need
+ids = [p["id"] for p in d["panels"]]
+assert len(ids) == len(set(ids)), "panel ids repeat"
+ds = [v for v in d["templating"]["list"] if v["type"] == "datasource"]
+assert ds and all(p.get("datasource", {}).get("uid") == "${datasource}" for p in d["panels"] if p["type"] != "row"), \
+    "every panel reads the dashboard's Prometheus data source variable"
+print("%d panels, %d alert rules" % (len(ids), len(rules)))
+PY
+
+# Grafana's dashboard schema, as the TypeScript types Grafana generates from
+# it (npm @grafana/schema), checked by tsc: unknown keys, missing required
+# ones and wrong types fail. Installed once under target/ (npm, idempotent).
+need npm npm
+if needs "deploy/grafana/ripcord.json passes Grafana's dashboard schema" npm; then
+    grafana_schema() {
+        local dir=$ROOT/target/grafana-schema
+        mkdir -p "$dir" || return 1
+        if [[ ! -x $dir/node_modules/.bin/tsc || ! -d $dir/node_modules/@grafana/schema ]]; then
+            (cd "$dir" && npm install --no-audit --no-fund --silent --no-save \
+                typescript@5.9 @grafana/schema@13.2.3) || return 1
+        fi
+        {
+            printf "import type { Dashboard } from '@grafana/schema';\nexport const dashboard = "
+            # On one line with the JSON's end: a line break before
+            # `satisfies` would end the statement.
+            printf '%s satisfies Dashboard;\n' "$(cat deploy/grafana/ripcord.json)"
+        } >"$dir/check.ts"
+        (cd "$dir" && node_modules/.bin/tsc --noEmit --strict --target es2022 --module esnext \
+            --moduleResolution bundler --skipLibCheck check.ts)
+    }
+    run "deploy/grafana/ripcord.json passes Grafana's dashboard schema (@grafana/schema 13.2.3 types, tsc)" grafana_schema
+fi
+
 py "every alert has a severity ripcord maps (rules/common.yaml) and keeps service and tier" <<'PY'
 import re, yaml
 common = yaml.safe_load(open("rules/common.yaml"))

@@ -35,6 +35,8 @@ ALL_TARGETS=(
     drill_scenario
     console_request
     approval_scope
+    postable_alerts
+    alert_chart
 )
 
 die() {

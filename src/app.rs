@@ -208,6 +208,25 @@ pub async fn run(
     pipeline.set_max_future(cfg.max_future);
     pipeline.set_owner(owner.clone());
     pipeline.set_gates(cfg.gates.clone());
+    // Side tasks (alert charts, the journal's gauges) stop on this.
+    let (side_stop_tx, side_stop_rx) = watch::channel(false);
+    // Alert charts: fetched from Prometheus on a task and a journal
+    // connection of their own, after the decisions are journaled.
+    let charts_task = match &cfg.prometheus {
+        Some(p) => {
+            let (charts, task) = crate::report::prometheus::start(
+                p.clone(),
+                Arc::new(Mutex::new(open(rt.clock.clone())?)),
+                rt.clock.clone(),
+                metrics.clone(),
+                side_stop_rx,
+            )
+            .map_err(|e| AppError::Pipeline(format!("prometheus client: {e}")))?;
+            pipeline.set_charts(charts);
+            Some(task)
+        }
+        None => None,
+    };
     let pipeline = Arc::new(Mutex::new(pipeline));
     warm_http(&pipeline, &*open(rt.clock.clone())?, rt.clock.as_ref())?;
 
@@ -317,11 +336,17 @@ pub async fn run(
         tiers: cfg.engine.tiers.clone(),
         clock: rt.clock.clone(),
         windows: cfg.silences.clone(),
+        asked: Default::default(),
     });
     let silence_api = Arc::new(crate::silence::http::SilenceApi {
         journal: shared.clone(),
         clock: rt.clock.clone(),
         limits: cfg.silences.limits,
+    });
+    let alertmanager_api = Arc::new(crate::alertmanager::AlertmanagerApi {
+        intake: intake.clone(),
+        silences: silence_api.clone(),
+        started,
     });
 
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
@@ -329,7 +354,8 @@ pub async fn run(
         intake,
         crate::api::protected(api.clone())
             .merge(crate::gate::http::protected_routes(gates.clone()))
-            .merge(crate::silence::http::routes(silence_api)),
+            .merge(crate::silence::http::routes(silence_api))
+            .merge(crate::alertmanager::routes(alertmanager_api)),
         crate::api::public(api.clone())
             .merge(crate::gate::http::open_routes(gates.clone()))
             .merge(crate::console::routes(Arc::new(crate::console::Console {
@@ -437,6 +463,15 @@ pub async fn run(
     };
     let grace = cfg.shutdown_grace.to_std();
     let dispatch = tokio::spawn(dispatcher.run(dispatch_stop_rx, grace));
+    // Gauges read from the journal (queue depth per lane, the oldest
+    // waiting approval), on a connection of their own.
+    let watching = tokio::spawn(crate::telemetry::watch_journal(
+        Arc::new(Mutex::new(open(rt.clock.clone())?)),
+        metrics.clone(),
+        rt.clock.clone(),
+        Duration::from_secs(5),
+        side_stop_tx.subscribe(),
+    ));
 
     // One `ready:` line on stderr when every part first is.
     let (ready_stop_tx, mut ready_stop_rx) = watch::channel(false);
@@ -500,6 +535,11 @@ pub async fn run(
         }
     })
     .await;
+    side_stop_tx.send_replace(true);
+    if let Some(t) = charts_task {
+        let _ = tokio::time::timeout(remaining(deadline), t).await;
+    }
+    let _ = tokio::time::timeout(remaining(deadline), watching).await;
     // What is still queued for stdout gets what is left of the grace.
     let left = remaining(deadline);
     let _ = tokio::task::spawn_blocking(move || output.close(left)).await;

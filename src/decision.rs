@@ -387,6 +387,25 @@ pub struct EvidenceSeries {
     /// An alert's annotations (name, text), as it fired: the summary,
     /// description and runbook a person reads first. Bounded.
     pub annotations: Vec<(String, String)>,
+    /// For an alert from Prometheus: where its chart comes from (the points
+    /// are then Prometheus' values of the alert's expression).
+    pub chart: Option<ChartSource>,
+}
+
+/// Where an alert incident's chart comes from, and how fetching it went.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct ChartSource {
+    /// The alert's `generatorURL`, as it carried it.
+    pub generator_url: String,
+    /// The expression asked of Prometheus (`None`: not asked yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The constant the alert's expression compares against, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Why there are no points (shown where the chart would be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl PartialEq for Evidence {

@@ -129,6 +129,9 @@ pub struct Alert<'a> {
     /// Alertmanager's identity for the alert's label set; computed from the
     /// labels when the sender did not include one.
     pub fingerprint: Cow<'a, str>,
+    /// Prometheus' link to the alert's expression (`generatorURL`), for the
+    /// incident's chart; `None` when absent, empty or too long.
+    pub generator_url: Option<Cow<'a, str>>,
 }
 
 impl Alert<'_> {

@@ -7,6 +7,7 @@
 //! responder and the tests all run the same code.
 
 pub mod action;
+pub mod alertmanager;
 pub mod api;
 pub mod app;
 pub mod cases;

@@ -143,6 +143,8 @@ pub struct Pipeline {
     /// Upgrade progress seen in the batch, committed with it.
     progress: Vec<(PartitionId, UpgradeRow)>,
     gates: Arc<GateConfig>,
+    /// Hands alert incidents to the chart fetcher (with `prometheus:`).
+    charts: Option<crate::report::prometheus::Charts>,
 }
 
 impl Pipeline {
@@ -178,7 +180,13 @@ impl Pipeline {
             tallies: HashMap::new(),
             progress: Vec::new(),
             gates: Arc::new(GateConfig::default()),
+            charts: None,
         }
+    }
+
+    /// Where newly journaled alert incidents go to have their chart drawn.
+    pub fn set_charts(&mut self, charts: crate::report::prometheus::Charts) {
+        self.charts = Some(charts);
     }
 
     /// What the rollout gates count (their success metric) and keep.
@@ -227,6 +235,7 @@ impl Pipeline {
     pub fn claim(&mut self, p: PartitionId) -> Result<i64, JournalError> {
         let name = self.names[p.0 as usize].clone();
         let epoch = self.journal.claim_partition(&name, &self.owner)?;
+        self.metrics.partition_owned(&name, true);
         self.epochs.insert(p, epoch);
         self.fenced.remove(&p);
         Ok(epoch)
@@ -425,6 +434,7 @@ impl Pipeline {
         let result = self.journal.commit(&batch);
         drop(batch);
         self.metrics.journal_commit(started.elapsed().as_secs_f64());
+        self.metrics.journal_commit_outcome(result.is_ok());
         let fresh = result?;
         let mut committed = Committed {
             positions: self.positions.iter().map(|(p, o)| (*p, *o)).collect(),
@@ -436,6 +446,9 @@ impl Pipeline {
                 self.metrics.decision(d.action, d.tier);
                 // stdout is a view of the journal: never waited for.
                 self.out.decision(d);
+                if let Some(c) = &mut self.charts {
+                    c.offer(d);
+                }
             } else {
                 committed.duplicates += 1;
                 self.metrics.duplicate_decision();
@@ -475,6 +488,10 @@ impl Pipeline {
 
     /// Forgets a partition's state (revoked, or lost to another consumer).
     pub fn drop_partition(&mut self, p: PartitionId) {
+        if self.epochs.contains_key(&p) {
+            self.metrics
+                .partition_owned(&self.names[p.0 as usize], false);
+        }
         self.engines.remove(&p);
         self.positions.remove(&p);
         self.tallies.remove(&p);

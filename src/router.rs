@@ -1,12 +1,18 @@
 //! Every HTTP route ripcord serves, in one table, with the layers that guard
 //! them: the body-size check (before auth, so nobody's upload is read for
 //! nothing), then the bearer token, then the handler. Handlers live with
-//! their stage: intake in `source::http`, incidents in `api`.
+//! their stage: intake in `source::http`, incidents in `api`, Alertmanager's
+//! v2 API in `alertmanager`.
+//!
+//! Around every route: each request is counted by its route's template (so
+//! a path carrying an id is one series), 404s as `unmatched`; and under
+//! `/api/v2/` an error's body is a JSON string, Alertmanager's error shape
+//! (its clients, amtool among them, print that string).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -38,9 +44,61 @@ pub fn router(intake: Arc<Intake>, protected: Router, public: Router) -> Router 
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(intake)
+        .with_state(intake.clone())
         .merge(protected)
         .merge(public)
+        .layer(middleware::from_fn(alertmanager_error_shape))
+        .layer(middleware::from_fn_with_state(intake, count))
+}
+
+/// Counts every request by its route's template and status.
+async fn count(State(intake): State<Arc<Intake>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let r = next.run(req).await;
+    intake
+        .metrics
+        .http_request(route.as_deref().unwrap_or("unmatched"), r.status().as_u16());
+    r
+}
+
+/// Bodies of error answers a handler may hold in memory to reshape.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Under `/api/v2/`, an error answered as `{"error": "…"}` is answered as
+/// the JSON string `"…"` instead: Alertmanager's v2 spec says a 400 (and a
+/// 404, 500) body is a string, and amtool prints it only then.
+async fn alertmanager_error_shape(req: Request, next: Next) -> Response {
+    let v2 = req.uri().path().starts_with("/api/v2/");
+    let r = next.run(req).await;
+    if !v2 || r.status().as_u16() < 400 {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
+        return (
+            parts.status,
+            axum::Json("the error did not fit in its answer"),
+        )
+            .into_response();
+    };
+    let reshaped = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_owned));
+    match reshaped {
+        Some(msg) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            let json = serde_json::to_vec(&msg).unwrap_or_default();
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Response::from_parts(parts, axum::body::Body::from(json))
+        }
+        None => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
 }
 
 fn error(code: StatusCode, msg: impl Into<String>) -> Response {
@@ -59,7 +117,6 @@ async fn require_token(State(intake): State<Arc<Intake>>, req: Request, next: Ne
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t);
         if !given.is_some_and(|g| token.matches(g.trim().as_bytes())) {
-            intake.metrics.http_request(req.uri().path(), 401);
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -80,7 +137,6 @@ async fn reject_oversize(State(intake): State<Arc<Intake>>, req: Request, next: 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if announced.is_some_and(|n| n > intake.max_body_bytes as u64) {
-        intake.metrics.http_request(req.uri().path(), 413);
         let mut r = error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
@@ -120,7 +176,25 @@ async fn readyz(State(intake): State<Arc<Intake>>) -> Response {
     }
 }
 
-async fn metrics(State(intake): State<Arc<Intake>>) -> Response {
+/// OpenMetrics, unless the client asks for the classic text format
+/// (`Accept: text/plain` without OpenMetrics), as promtool and older
+/// scrapers do.
+async fn metrics(State(intake): State<Arc<Intake>>, headers: axum::http::HeaderMap) -> Response {
+    intake.metrics.set_ready(intake.health.ready().is_ok());
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !accept.contains("application/openmetrics-text") && accept.contains("text/plain") {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            intake.metrics.render_classic(),
+        )
+            .into_response();
+    }
     (
         [(
             header::CONTENT_TYPE,

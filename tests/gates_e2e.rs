@@ -50,7 +50,7 @@ fn start_with(dir: &Path, name: &str, extra: &str) -> Responder {
     std::fs::write(
         dir.join(name),
         format!(
-            "http:\n  token: {{file: token}}\n\
+            "http:\n  token: {{file: token}}\n  console: {{trusted_user_header: X-Auth-Request-User}}\n\
              tiers:\n  services: {{web: low, pay: high}}\n\
              gates:\n  min_soak: {{low: 3s, high: 1h}}\n  min_samples: 5\n\
              grouping: {{wait: 1s}}\n{extra}"
@@ -570,4 +570,107 @@ fn a_freeze_window_holds_the_gate_of_the_services_it_covers() {
     assert_eq!(status, 423, "Flagger reads a hold as 423: {body}");
     let pay = argo(&r, "pay", "");
     assert!(!reasons(&pay).contains("freeze"), "{pay}");
+}
+
+/// A human names the batch, not the hash: Argo's pod template hash and
+/// Flagger's checksum are not things people type. The console's rollouts
+/// page offers "Promote this batch" for the revision the orchestrator last
+/// asked about, to someone who may act (here a trusted proxy's user).
+#[test]
+fn a_promotion_names_the_batch_and_the_console_promotes_the_revision_last_asked_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with(dir.path(), "ripcord.yaml", "");
+    let t = now_millis();
+    let mut events = vec![
+        progress("pay", 3, "batch_done", t),
+        progress("shop", 1, "batch_done", t),
+    ];
+    for service in ["pay", "shop"] {
+        let batch = if service == "pay" { "3" } else { "1" };
+        events.extend(series(
+            "request_success_ratio",
+            json!({"service": service, "batch": batch, "instance": "i-9"}),
+            1.0,
+            t,
+            6,
+        ));
+    }
+    post_events(&r, &events);
+    assert_eq!(decision(&argo(&r, "pay", "?revision=7f9c5d8b4")), "hold");
+
+    // The batch alone: every revision of it goes on, the next batch not.
+    let ok = client()
+        .post(r.url("/api/v1/rollouts/pay/promote"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"by": "bob", "batch": "3"}))
+        .send()
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    for q in ["?revision=7f9c5d8b4", "?revision=a1b2c3", ""] {
+        let a = argo(&r, "pay", q);
+        assert_eq!(decision(&a), "go", "{q}: {a}");
+        assert_eq!(a["promoted_by"], "bob");
+    }
+    let (code, out, _) = ripcord_gate(&r, &["pay", "--batch", "4"]);
+    assert_eq!(code, 2, "{out}");
+
+    // Argo asks about shop's revision 5d6e7f; the console offers that one.
+    assert_eq!(decision(&argo(&r, "shop", "?revision=5d6e7f")), "hold");
+    let as_erin = |req: reqwest::blocking::RequestBuilder| {
+        req.header("X-Auth-Request-User", "erin").send().unwrap()
+    };
+    let page = as_erin(client().get(r.url("/rollouts"))).text().unwrap();
+    let form = page
+        .split("action=\"/rollouts/shop/promote\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no promote form for shop: {page}"));
+    assert!(
+        form.contains("name=\"revision\" value=\"5d6e7f\""),
+        "{form}"
+    );
+    assert!(form.contains("Promote this batch"), "{form}");
+    let csrf = form
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    let no_redirect = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let promoted = as_erin(
+        no_redirect
+            .post(r.url("/rollouts/shop/promote"))
+            .header("Sec-Fetch-Site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}&batch=1&revision=5d6e7f")),
+    );
+    assert_eq!(
+        promoted.status(),
+        303,
+        "{}",
+        promoted.text().unwrap_or_default()
+    );
+    let a = argo(&r, "shop", "?revision=5d6e7f");
+    assert_eq!(decision(&a), "go", "{a}");
+    assert_eq!(
+        a["promoted_by"], "erin",
+        "the proxy's user, not a form field"
+    );
+    // Bound to the revision it was offered for.
+    let other = argo(&r, "shop", "?revision=000000");
+    assert_eq!(decision(&other), "hold", "{other}");
+    assert!(
+        reasons(&other).contains("for revision 5d6e7f, not 000000"),
+        "{other}"
+    );
+    // A reader is offered nothing; a form without the proxy's user acts on nothing.
+    let anon = client()
+        .get(r.url("/rollouts"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(!anon.contains("Promote this batch"), "{anon}");
 }

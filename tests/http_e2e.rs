@@ -449,7 +449,7 @@ fn bearer_token_guards_both_intake_endpoints_and_a_wrong_one_decides_nothing() {
     assert_eq!(
         metric(
             &m,
-            r#"ripcord_events_total{source="Http",outcome="Processed"}"#
+            r#"ripcord_events_total{source="http",outcome="processed"}"#
         ),
         0.0
     );
@@ -803,7 +803,7 @@ fn malformed_bodies_are_400_naming_the_problem_and_apply_nothing() {
     assert_eq!(
         metric(
             &m,
-            r#"ripcord_events_total{source="Http",outcome="Processed"}"#
+            r#"ripcord_events_total{source="http",outcome="processed"}"#
         ),
         0.0
     );
@@ -950,7 +950,7 @@ fn events_from_the_future_are_400_naming_the_time() {
     assert_eq!(
         metric(
             &m,
-            r#"ripcord_events_total{source="Http",outcome="FromTheFuture"}"#
+            r#"ripcord_events_total{source="http",outcome="from_the_future"}"#
         ),
         3.0
     );
@@ -1213,11 +1213,11 @@ fn health_readiness_and_openmetrics() {
             1.0,
         ),
         (
-            r#"ripcord_events_total{source="Http",outcome="Processed"}"#,
+            r#"ripcord_events_total{source="http",outcome="processed"}"#,
             4.0,
         ),
         (
-            r#"ripcord_events_total{source="Http",outcome="DecodeError"}"#,
+            r#"ripcord_events_total{source="http",outcome="decode_error"}"#,
             3.0,
         ),
         (
@@ -1240,12 +1240,29 @@ fn health_readiness_and_openmetrics() {
     for (series, want) in expect {
         assert_eq!(metric(&m, series), want, "{series}\n{}", reply.body);
     }
-    // Only what happened is counted.
-    let http_series: Vec<_> = m
+    // Every request is counted, by its route (404s as `unmatched`), and
+    // only what happened.
+    let http_series: Vec<String> = m
         .keys()
-        .filter(|k| k.starts_with("ripcord_http_requests_total"))
+        .filter_map(|k| k.strip_prefix("ripcord_http_requests_total"))
+        .map(str::to_owned)
         .collect();
-    assert_eq!(http_series.len(), 5, "{http_series:?}");
+    let want: Vec<String> = [
+        ("/api/v1/alerts", 200),
+        ("/api/v1/alerts", 400),
+        ("/api/v1/alerts", 405),
+        ("/api/v1/events", 200),
+        ("/api/v1/events", 400),
+        ("/api/v1/events", 415),
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/readyz", 503),
+        ("unmatched", 404),
+    ]
+    .iter()
+    .map(|(e, c)| format!(r#"{{endpoint="{e}",code="{c}"}}"#))
+    .collect();
+    assert_eq!(http_series, want);
 }
 
 // ---------------------------------------------------------------------------

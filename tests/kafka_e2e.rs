@@ -419,11 +419,11 @@ fn kafka_poison_messages_are_skipped_counted_and_dead_lettered() {
     }
     let metrics = r.metrics();
     assert!(
-        metrics.contains(r#"ripcord_events_total{source="Kafka",outcome="DecodeError"} 3"#),
+        metrics.contains(r#"ripcord_events_total{source="kafka",outcome="decode_error"} 3"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"ripcord_events_total{source="Kafka",outcome="FromTheFuture"} 1"#),
+        metrics.contains(r#"ripcord_events_total{source="kafka",outcome="from_the_future"} 1"#),
         "{metrics}"
     );
     let dead = consume_all(&k.brokers, &dead_topic, 4, Duration::from_secs(20));

@@ -291,7 +291,7 @@ fn restart_warms_up_and_dead_letters(
     let mut first = events[..3].to_vec();
     first.push(("svc".to_owned(), "{\"metric\":".to_owned()));
     produce_with(brokers, topic, &props, &first);
-    let processed = r#"ripcord_events_total{source="Kafka",outcome="Processed"} 3"#;
+    let processed = r#"ripcord_events_total{source="kafka",outcome="processed"} 3"#;
     assert!(
         wait_until(Duration::from_secs(30), || a
             .metrics()
@@ -580,7 +580,7 @@ fn compressed_batches_are_consumed() {
     }
     // Every message decoded: none counted as poison.
     let processed =
-        format!(r#"ripcord_events_total{{source="Kafka",outcome="Processed"}} {produced}"#);
+        format!(r#"ripcord_events_total{{source="kafka",outcome="processed"}} {produced}"#);
     assert!(
         wait_until(Duration::from_secs(30), || r
             .metrics()

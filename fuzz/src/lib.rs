@@ -332,6 +332,46 @@ pub fn check_console_request(data: &[u8]) {
     }
 }
 
+/// A `POST /api/v2/alerts` body (Alertmanager's postable alerts, as
+/// Prometheus sends them): the rewrite never panics, and what it accepts is
+/// a webhook payload the decoder takes whole or refuses naming a field,
+/// its alerts resolved exactly when their end has passed.
+pub fn check_postable_alerts(data: &[u8]) {
+    use ripcord::event::{AlertStatus, Event};
+    let now = Ts(1_795_255_200_000);
+    let Ok(payload) = ripcord::decode::webhook_of_postable(data, now) else {
+        return;
+    };
+    let mut events = Vec::new();
+    match ripcord::decode::decode(&payload, &mut events) {
+        Err(e) => assert!(!e.to_string().is_empty()),
+        Ok(()) => {
+            assert!(!events.is_empty(), "an accepted array has alerts");
+            for e in &events {
+                let Event::Alert(a) = e else {
+                    panic!("not an alert: {e:?}")
+                };
+                let resolved = a.ends_at.is_some_and(|t| t <= now);
+                assert_eq!(a.status == AlertStatus::Resolved, resolved, "{a:?}");
+            }
+        }
+    }
+}
+
+/// An alert's `generatorURL`: reading its expression and splitting off the
+/// threshold never panics; the query is a piece of the expression, the
+/// threshold a finite number.
+pub fn check_alert_chart(data: &[u8]) {
+    use ripcord::report::promql::{expression_of, plot_of};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let expr = expression_of(text).unwrap_or_else(|_| text.to_owned());
+    let plot = plot_of(&expr);
+    assert!(expr.contains(plot.query.as_str()), "{expr:?} -> {plot:?}");
+    assert!(plot.threshold.is_none_or(f64::is_finite), "{plot:?}");
+}
+
 /// The blast radius of a batch incident's approval, as the API (JSON), the
 /// CLI and forms (text) give it: parsing never panics, and a scope that
 /// resolves names only instances the batch is known to have, at least one,

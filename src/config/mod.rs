@@ -48,6 +48,8 @@ pub struct Config {
     pub silences: std::sync::Arc<crate::silence::SilenceConfig>,
     /// The plan's time budgets, for reviews and drills.
     pub budgets: crate::report::Budgets,
+    /// Where alert incidents' charts come from (optional).
+    pub prometheus: Option<crate::report::prometheus::PrometheusConfig>,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             gates: Default::default(),
             silences: Default::default(),
             budgets: Default::default(),
+            prometheus: None,
         }
     }
 }
@@ -158,6 +161,9 @@ impl Config {
             cfg.silences = std::sync::Arc::new(silences);
             if let Some(m) = top.map("budgets", &mut errs) {
                 crate::report::budget::read_config(m, &mut cfg.budgets, &mut errs);
+            }
+            if let Some(m) = top.map("prometheus", &mut errs) {
+                cfg.prometheus = crate::report::prometheus::read_config(m, &mut errs);
             }
             if let Some(m) = top.map("shutdown", &mut errs) {
                 service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);

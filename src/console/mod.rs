@@ -62,6 +62,7 @@ pub fn routes(c: Arc<Console>) -> Router {
         .route("/incidents/{id}/act", post(act))
         .route("/rollouts", get(rollouts))
         .route("/rollouts/{service}/resume", post(resume))
+        .route("/rollouts/{service}/promote", post(promote))
         .route("/silences", get(silences).post(silence_post))
         .route("/silences/{id}/expire", post(silence_expire))
         .route("/signin", get(sign_in_page).post(sign_in))
@@ -404,19 +405,30 @@ async fn rollouts(State(c): State<Arc<Console>>, seen: Seen) -> Response {
     };
     let mut with_gate = Vec::with_capacity(upgrades.len());
     for u in upgrades {
+        // The gate as the orchestrator last asked it (its revision), when
+        // it asked about this batch.
+        let asked = c
+            .gates
+            .asked
+            .of(&u.service)
+            .filter(|a| a.batch.is_none() || a.batch == u.batch);
         let gate = if u.open {
             let q = crate::gate::Question {
                 service: u.service.clone(),
                 batch: None,
-                revision: None,
+                revision: asked.as_ref().map(|a| a.revision.clone()),
             };
             crate::gate::http::answer(&c.gates, q).await.ok()
         } else {
             None
         };
-        with_gate.push((u, gate));
+        with_gate.push(pages::UpgradeView {
+            upgrade: u,
+            gate,
+            asked,
+        });
     }
-    with_gate.sort_by_key(|(u, _)| (!u.open, std::cmp::Reverse(u.updated_at)));
+    with_gate.sort_by_key(|r| (!r.upgrade.open, std::cmp::Reverse(r.upgrade.updated_at)));
     c.page(&seen, "Rollouts", "/rollouts", true, |f| {
         pages::rollouts(f, &with_gate, &paused)
     })
@@ -447,6 +459,55 @@ async fn resume(
             status_of(&e),
             "Not resumed",
             &e.to_string(),
+            "/rollouts",
+        ),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct PromoteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    batch: String,
+    #[serde(default)]
+    revision: String,
+}
+
+/// "Promote this batch": the batch shown, and the revision the
+/// orchestrator last asked about (none: every revision of it).
+async fn promote(
+    State(c): State<Arc<Console>>,
+    seen: Seen,
+    Path(service): Path<String>,
+    axum::Form(form): axum::Form<PromoteForm>,
+) -> Response {
+    let by = match c.actor(&seen, &form.csrf, &form.by, "/rollouts") {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let body = crate::gate::http::PromoteBody {
+        by,
+        note: "promoted from the console".into(),
+        batch: Some(form.batch),
+        revision: Some(form.revision),
+    };
+    match crate::gate::http::promote_batch(&c.gates, service, body).await {
+        Ok(_) => see_other("/rollouts"),
+        Err(crate::gate::http::Refused::Bad(why)) => c.say(
+            &seen,
+            StatusCode::BAD_REQUEST,
+            "Not promoted",
+            &why,
+            "/rollouts",
+        ),
+        Err(crate::gate::http::Refused::Journal(e)) => c.say(
+            &seen,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not promoted",
+            &journal_down(e),
             "/rollouts",
         ),
     }

@@ -890,11 +890,15 @@ pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -
 
 /// `/rollouts`: upgrades with their batches and gate verdicts; paused
 /// rollouts with a resume button.
-pub fn rollouts(
-    f: &Frame<'_>,
-    upgrades: &[(UpgradeRow, Option<Answer>)],
-    paused: &[RolloutRow],
-) -> String {
+/// An upgrade on the rollouts page: its gate, and what its orchestrator
+/// last asked about.
+pub struct UpgradeView {
+    pub upgrade: UpgradeRow,
+    pub gate: Option<Answer>,
+    pub asked: Option<crate::gate::http::Asked>,
+}
+
+pub fn rollouts(f: &Frame<'_>, upgrades: &[UpgradeView], paused: &[RolloutRow]) -> String {
     let mut o = String::from("<h1>Rollouts</h1>");
     let held: Vec<&RolloutRow> = paused.iter().filter(|r| r.paused).collect();
     if !held.is_empty() {
@@ -934,7 +938,12 @@ pub fn rollouts(
         return o;
     }
     o.push_str("<table><tr><th>service</th><th>batch</th><th>stage</th><th>progress</th><th>updated</th><th>gate</th></tr>");
-    for (u, gate) in upgrades {
+    for UpgradeView {
+        upgrade: u,
+        gate,
+        asked,
+    } in upgrades
+    {
         let progress = match (u.done, u.total) {
             (Some(d), Some(t)) => format!("{d}/{t}"),
             _ => String::new(),
@@ -947,6 +956,7 @@ pub fn rollouts(
             ),
             None => String::new(),
         };
+        let verdict = verdict + &promote_form(f, u, gate.as_ref(), asked.as_ref());
         let _ = write!(
             o,
             "<tr><td><b>{}</b>{}</td><td>{}</td><td>{}</td><td>{progress}</td><td>{}</td><td>{verdict}</td></tr>",
@@ -963,6 +973,54 @@ pub fn rollouts(
     }
     o.push_str("</table>");
     o
+}
+
+/// "Promote this batch", for someone who may act, while the gate holds a
+/// batch a promotion can let go on: for the revision the orchestrator
+/// last asked about, or every revision when none has asked (here).
+fn promote_form(
+    f: &Frame<'_>,
+    u: &UpgradeRow,
+    gate: Option<&Answer>,
+    asked: Option<&crate::gate::http::Asked>,
+) -> String {
+    let (Some(batch), Some(gate)) = (u.batch.as_deref(), gate) else {
+        return String::new();
+    };
+    if f.viewer.may != May::Act || !u.open || gate.decision != crate::gate::Decision::Hold {
+        return String::new();
+    }
+    let (revision, which) = match asked {
+        Some(a) => (
+            a.revision.as_str(),
+            format!(
+                "revision {}, asked about {}",
+                esc(&a.revision),
+                ago(f.now, a.at)
+            ),
+        ),
+        None => (
+            "",
+            "every revision: no orchestrator has asked here yet".to_owned(),
+        ),
+    };
+    format!(
+        "<form method=\"post\" action=\"/rollouts/{}/promote\" class=\"act\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"batch\" value=\"{}\">\
+         <input type=\"hidden\" name=\"revision\" value=\"{}\">{}\
+         <button>Promote this batch</button> <small>batch {} ({which}); lifts the soak and data holds, never an incident or a freeze</small></form>",
+        seg(&u.service),
+        esc(f.csrf),
+        esc(batch),
+        esc(revision),
+        if f.viewer.user.is_none() {
+            "<label>Your name <input name=\"by\" required maxlength=\"128\"></label>"
+        } else {
+            ""
+        },
+        esc(batch),
+    )
 }
 
 /// What the silence form had in it (kept on a preview or an error).

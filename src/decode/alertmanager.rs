@@ -43,6 +43,9 @@ pub(super) fn decode<'a>(mut f: Fields<'a>, out: &mut Vec<Event<'a>>) -> Result<
     Ok(())
 }
 
+/// The longest `generatorURL` kept (an expression of several KiB is rare).
+const MAX_GENERATOR_URL: usize = 8 * 1024;
+
 fn alert(mut f: Fields<'_>) -> Result<Alert<'_>, DecodeError> {
     let status_text = f.str("status")?;
     let status = match status_text.as_ref() {
@@ -83,6 +86,11 @@ fn alert(mut f: Fields<'_>) -> Result<Alert<'_>, DecodeError> {
             "must be 1 to 128 bytes",
         ));
     }
+    // The chart's source. A link longer than any expression worth drawing
+    // is dropped, not refused: the alert still acts.
+    let generator_url = f
+        .opt_str("generatorURL")?
+        .filter(|u| !u.is_empty() && u.len() <= MAX_GENERATOR_URL);
     Ok(Alert {
         status,
         labels,
@@ -90,6 +98,7 @@ fn alert(mut f: Fields<'_>) -> Result<Alert<'_>, DecodeError> {
         starts_at,
         ends_at,
         fingerprint,
+        generator_url,
     })
 }
 

@@ -3,7 +3,9 @@
 //! Four wire forms are accepted (see README "Event formats"): ripcord's
 //! native metric sample, Prometheus Alertmanager's webhook payload (one event
 //! per alert), prometheus-kafka-adapter's JSON sample, and upgrade progress
-//! from the rollout orchestrator.
+//! from the rollout orchestrator. Alertmanager's v2 `postableAlerts` (what
+//! Prometheus sends) is rewritten into the webhook form at receipt
+//! ([`webhook_of_postable`]).
 //!
 //! Decoding is strict and total: every input yields either events or a
 //! [`DecodeError`] naming the offending field. A well-formed native sample is
@@ -16,6 +18,7 @@ mod body;
 mod fields;
 pub mod json;
 mod native;
+mod postable;
 mod progress;
 
 use std::borrow::Cow;
@@ -26,10 +29,12 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::event::{Event, Labels, Sample};
 use crate::time::Ts;
+pub(crate) use alertmanager::fingerprint_of;
 pub use body::{BodyError, BodyForm, body_elements, decode_body, sequence_of};
 use fields::{Fields, LabelKind, check_label};
 pub use fields::{is_label_name, is_metric_name};
 use json::{CowStr, Json};
+pub use postable::webhook_of_postable;
 
 /// Size limits that keep one event's footprint (and so the engine's memory)
 /// bounded whatever a producer sends.

@@ -283,13 +283,21 @@ impl AlertState {
                     &msg,
                     out,
                 );
-                // The annotations go with the decisions to the journal (the
-                // console shows them); the engine keeps none of them.
-                if !alert.annotations.0.is_empty() {
+                // The annotations and the chart's source go with the
+                // decisions to the journal (the console shows them); the
+                // engine keeps none of them.
+                if !alert.annotations.0.is_empty() || alert.generator_url.is_some() {
                     let ev = std::sync::Arc::new(crate::decision::EvidenceSeries {
                         breach_from: alert.starts_at,
                         points: Vec::new(),
                         annotations: kept_annotations(&alert.annotations),
+                        chart: alert
+                            .generator_url
+                            .as_ref()
+                            .map(|u| crate::decision::ChartSource {
+                                generator_url: u.to_string(),
+                                ..Default::default()
+                            }),
                     });
                     for d in &mut out[first..] {
                         d.evidence = crate::decision::Evidence(Some(ev.clone()));

@@ -82,6 +82,7 @@ impl Trail {
         }
         Arc::new(EvidenceSeries {
             annotations: Vec::new(),
+            chart: None,
             breach_from: self.breach_from,
             points,
         })

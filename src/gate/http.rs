@@ -12,7 +12,12 @@
 //!
 //! Bearer-token protected:
 //! - `POST /api/v1/rollouts/{service}/promote` with `{"by", "note",
-//!   "batch", "revision"}`: a human lets the batch go on.
+//!   "batch", "revision"}`: a human lets the batch go on (the last one
+//!   reported unless named; every revision of it unless one is named).
+//!
+//! Each question that names a revision is remembered (per service, in this
+//! process): the console offers to promote the batch for the revision the
+//! orchestrator last asked about.
 
 use std::sync::Arc;
 
@@ -38,6 +43,54 @@ pub struct Gates {
     pub clock: Arc<dyn Clock>,
     /// The freeze windows (with the rest of the silences config).
     pub windows: Arc<crate::silence::SilenceConfig>,
+    /// What each service's orchestrator last asked about.
+    pub asked: LastAsked,
+}
+
+/// A question an orchestrator asked, as the console offers to promote it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Asked {
+    pub batch: Option<String>,
+    pub revision: String,
+    pub at: crate::time::Ts,
+}
+
+/// The last question naming a revision, per service: bounded (the oldest
+/// forgotten first), and a `std` mutex, never held across an await.
+#[derive(Debug, Default)]
+pub struct LastAsked(std::sync::Mutex<std::collections::HashMap<String, Asked>>);
+
+/// Services remembered at most.
+const MAX_ASKED: usize = 4096;
+
+impl LastAsked {
+    fn note(&self, q: &Question, at: crate::time::Ts) {
+        let Some(revision) = q.revision.clone() else {
+            return;
+        };
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= MAX_ASKED && !m.contains_key(&q.service) {
+            if let Some(oldest) = m.iter().min_by_key(|(_, a)| a.at).map(|(s, _)| s.clone()) {
+                m.remove(&oldest);
+            }
+        }
+        m.insert(
+            q.service.clone(),
+            Asked {
+                batch: q.batch.clone(),
+                revision,
+                at,
+            },
+        );
+    }
+
+    pub fn of(&self, service: &str) -> Option<Asked> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
+    }
 }
 
 /// Longest service, batch or revision accepted.
@@ -141,6 +194,7 @@ async fn respond(g: &Gates, q: Question, status: impl Fn(Decision) -> StatusCode
     {
         return r;
     }
+    g.asked.note(&q, g.clock.now());
     match answer(g, q).await {
         Ok(a) => (status(a.decision), axum::Json(a)).into_response(),
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -224,15 +278,6 @@ async fn flagger_rollback(State(g): State<Arc<Gates>>, body: axum::body::Bytes) 
     .await
 }
 
-#[derive(Deserialize)]
-struct PromoteBody {
-    by: String,
-    #[serde(default)]
-    note: String,
-    batch: Option<String>,
-    revision: Option<String>,
-}
-
 async fn promote(
     State(g): State<Arc<Gates>>,
     Path(service): Path<String>,
@@ -247,29 +292,66 @@ async fn promote(
             );
         }
     };
+    match promote_batch(&g, service, b).await {
+        Ok(a) => (StatusCode::OK, axum::Json(a)).into_response(),
+        Err(Refused::Bad(why)) => err(StatusCode::BAD_REQUEST, why),
+        Err(Refused::Journal(e)) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Why a promotion was not recorded.
+#[derive(Debug)]
+pub enum Refused {
+    /// What is wrong with the request.
+    Bad(String),
+    Journal(JournalError),
+}
+
+/// What a promotion names.
+#[derive(Deserialize, Debug, Clone, Default)]
+pub struct PromoteBody {
+    pub by: String,
+    #[serde(default)]
+    pub note: String,
+    /// The batch let go on (default: the last one reported).
+    pub batch: Option<String>,
+    /// Only this revision of it (default: every revision).
+    pub revision: Option<String>,
+}
+
+/// Records a human's promotion (the API and the console) and answers the
+/// gate's question for it.
+pub async fn promote_batch(g: &Gates, service: String, b: PromoteBody) -> Result<Answer, Refused> {
+    let bad = |why: String| Err(Refused::Bad(why));
     if b.by.trim().is_empty() {
-        return err(StatusCode::BAD_REQUEST, "by: say who promotes the batch");
+        return bad("by: say who promotes the batch".into());
     }
     if b.note.len() > MAX_NOTE_BYTES {
-        return err(
-            StatusCode::BAD_REQUEST,
-            format!("note: longer than {MAX_NOTE_BYTES} bytes"),
-        );
+        return bad(format!("note: longer than {MAX_NOTE_BYTES} bytes"));
     }
-    if let Some(r) = too_long("service", Some(&service))
-        .or_else(|| too_long("by", Some(&b.by)))
-        .or_else(|| too_long("batch", b.batch.as_deref()))
-        .or_else(|| too_long("revision", b.revision.as_deref()))
-    {
-        return r;
+    let (batch, revision) = (
+        b.batch.filter(|s| !s.is_empty()),
+        b.revision.filter(|s| !s.is_empty()),
+    );
+    for (what, v) in [
+        ("service", Some(&service)),
+        ("by", Some(&b.by)),
+        ("batch", batch.as_ref()),
+        ("revision", revision.as_ref()),
+    ] {
+        if let Some(v) = v.filter(|v| v.len() > MAX_NAME_BYTES || v.is_empty()) {
+            return bad(format!(
+                "{what}: {} bytes; expected 1 to {MAX_NAME_BYTES}",
+                v.len()
+            ));
+        }
     }
-    // The batch promoted is the one named, else the last one reported: a
-    // promotion always names the batch it lets go on.
+    // The batch promoted is the one named, else the last one reported (a
+    // service that reports no progress has none).
     let now = g.clock.now();
-    let named = b.batch.clone();
     let svc = service.clone();
-    let batch = match with_journal(&g.journal, move |j| {
-        Ok(match named {
+    let batch = with_journal(&g.journal, move |j| {
+        Ok(match batch {
             Some(b) => Some(b),
             None => j
                 .upgrades(false)?
@@ -279,26 +361,27 @@ async fn promote(
         })
     })
     .await
-    {
-        Ok(b) => b,
-        Err(e) => return err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
+    .map_err(Refused::Journal)?;
     let p = Promotion {
         service: service.clone(),
         batch: batch.clone(),
-        revision: b.revision.clone(),
+        revision: revision.clone(),
         by: b.by,
         note: b.note,
         at: now,
     };
     tracing::info!(%service, batch = ?p.batch, revision = ?p.revision, by = %p.by, "batch promoted by a human");
-    if let Err(e) = with_journal(&g.journal, move |j| j.promote(&p)).await {
-        return err(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-    }
-    let q = Question {
-        service,
-        batch,
-        revision: b.revision,
-    };
-    respond(&g, q, |_| StatusCode::OK).await
+    with_journal(&g.journal, move |j| j.promote(&p))
+        .await
+        .map_err(Refused::Journal)?;
+    answer(
+        g,
+        Question {
+            service,
+            batch,
+            revision,
+        },
+    )
+    .await
+    .map_err(Refused::Journal)
 }

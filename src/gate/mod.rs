@@ -15,7 +15,9 @@
 //!   the threshold or behind the baseline.
 //! - **go**: the batch soaked its tier's `min_soak` since `batch_done`, with
 //!   at least `min_samples` success samples over that span at or above the
-//!   threshold, nothing open; or a human promoted this batch (and revision).
+//!   threshold, nothing open; or a human promoted this batch (any revision
+//!   of it, or the one the promotion names: orchestrators name revisions by
+//!   hashes nobody types, so naming the batch is enough).
 //! - **hold**: anything else, with the reasons; always while a configured
 //!   freeze window is on for the service (a promotion does not lift it).
 
@@ -241,7 +243,8 @@ impl Decision {
     }
 }
 
-/// A human's go-ahead for one batch (and revision, when one was named).
+/// A human's go-ahead for one batch: every revision of it, or only the one
+/// named.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Promotion {
     pub service: String,
@@ -536,14 +539,17 @@ pub fn evaluate(
         }
     }
 
-    // Humans: a promotion of this batch (and revision) lifts the soft holds
-    // only; approvals for another revision never count.
+    // Humans: a promotion of this batch (of any revision, or of the one
+    // asked about) lifts the soft holds only; one for another revision
+    // never counts.
     let done_at = soak_from.unwrap_or(Ts::MIN);
+    let this_batch = |p: &&Promotion| p.batch == batch && p.at >= done_at;
     let promotion = facts
         .promotions
         .iter()
         .rev()
-        .find(|p| p.batch == batch && p.revision == q.revision && p.at >= done_at);
+        .filter(this_batch)
+        .find(|p| p.revision.is_none() || p.revision == q.revision);
     if promotion.is_some() {
         soft.clear();
     } else {
@@ -557,18 +563,30 @@ pub fn evaluate(
                     .unwrap_or_default()
             ));
         }
-        if let Some(other) = facts
+        let other = facts
             .promotions
             .iter()
             .rev()
-            .find(|p| p.batch == batch && p.revision != q.revision && p.at >= done_at)
-        {
-            hold.push(format!(
-                "the promotion by {} was for revision {}, not {}",
-                other.by,
-                other.revision.as_deref().unwrap_or("(any)"),
-                q.revision.as_deref().unwrap_or("(none named)")
-            ));
+            .filter(this_batch)
+            .find_map(|p| {
+                Some((
+                    p,
+                    p.revision
+                        .as_deref()
+                        .filter(|r| Some(*r) != q.revision.as_deref())?,
+                ))
+            });
+        if let Some((p, promoted)) = other {
+            hold.push(match q.revision.as_deref() {
+                Some(asked) => format!(
+                    "the promotion by {} was for revision {promoted}, not {asked}",
+                    p.by
+                ),
+                None => format!(
+                    "the promotion by {} was for revision {promoted}, and this question names no revision",
+                    p.by
+                ),
+            });
         }
     }
     if upgrade.is_none() && !soft.is_empty() {

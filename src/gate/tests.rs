@@ -276,7 +276,22 @@ fn a_promotion_binds_to_its_batch_and_revision() {
         "{:?}",
         a.reasons
     );
-    assert_eq!(judge(&ask(None, None), &f, t(3)).decision, Decision::Hold);
+    let a = judge(&ask(None, None), &f, t(3));
+    assert_eq!(a.decision, Decision::Hold);
+    assert!(
+        a.reasons
+            .iter()
+            .any(|r| r.contains("for revision A, and this question names no revision")),
+        "{:?}",
+        a.reasons
+    );
+    assert!(
+        !a.reasons
+            .iter()
+            .any(|r| r.contains("(any)") || r.contains("(none named)")),
+        "{:?}",
+        a.reasons
+    );
     // Another batch is not promoted either; nor a batch redone after it.
     assert_eq!(
         judge(&ask(Some("3"), Some("A")), &f, t(3)).decision,
@@ -287,6 +302,26 @@ fn a_promotion_binds_to_its_batch_and_revision() {
         judge(&ask(None, Some("A")), &f, t(3)).decision,
         Decision::Hold
     );
+}
+
+#[test]
+fn a_promotion_naming_the_batch_alone_lets_any_revision_of_it_go_on() {
+    let mut f = soaked_low();
+    f.promotions = vec![promotion("2", None, t(2))];
+    // Argo names the pod template hash, Flagger the canary's checksum:
+    // nobody types those, and naming the batch is enough.
+    for revision in [Some("7f9c5d8b4"), Some("a1b2c3"), None] {
+        let a = judge(&ask(None, revision), &f, t(3));
+        assert_eq!(a.decision, Decision::Go, "{revision:?}: {:?}", a.reasons);
+        assert_eq!(a.promoted_by.as_deref(), Some("alice"));
+    }
+    // Still bound to its batch, and to the batch as it was then.
+    assert_eq!(
+        judge(&ask(Some("3"), Some("7f9c5d8b4")), &f, t(3)).decision,
+        Decision::Hold
+    );
+    f.upgrade = Some(done("2", t(2).saturating_add(Dur::from_secs(1))));
+    assert_eq!(judge(&ask(None, None), &f, t(3)).decision, Decision::Hold);
 }
 
 #[test]

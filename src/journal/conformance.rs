@@ -170,6 +170,8 @@ conformance!(
     silences_are_kept_expire_on_time_and_end_with_their_batch,
     a_hold_skips_a_running_action_once_and_is_audited,
     the_evidence_and_progress_history_for_the_review_are_kept,
+    an_alerts_chart_is_kept_with_its_evidence_and_replaced_by_a_later_fetch,
+    pending_actions_are_counted_by_kind_until_claimed,
     a_batch_incident_keeps_its_members_and_rolls_back_each_instance_approved,
 );
 
@@ -1336,6 +1338,72 @@ fn the_evidence_and_progress_history_for_the_review_are_kept(store: &dyn Store) 
             .unwrap()
             .is_empty()
     );
+}
+
+fn an_alerts_chart_is_kept_with_its_evidence_and_replaced_by_a_later_fetch(store: &dyn Store) {
+    use crate::decision::{ChartSource, EvidenceSeries};
+    let mut j = store.connect();
+    let source = ChartSource {
+        generator_url: "http://prom:9090/graph?g0.expr=up+%3D%3D+0".into(),
+        ..ChartSource::default()
+    };
+    let chart = |points: Vec<(Ts, f64)>, error: Option<&str>| EvidenceSeries {
+        breach_from: Ts(60_000),
+        points,
+        annotations: Vec::new(),
+        chart: Some(ChartSource {
+            query: Some("up".into()),
+            threshold: Some(0.0),
+            error: error.map(str::to_owned),
+            ..source.clone()
+        }),
+    };
+    j.put_chart("inc-a", &chart(Vec::new(), Some("Prometheus answered 503")))
+        .unwrap();
+    let first = store.connect().evidence("inc-a").unwrap().unwrap();
+    assert_eq!(
+        first.chart.unwrap().error.as_deref(),
+        Some("Prometheus answered 503")
+    );
+    // The fetch at the resolve replaces the one at the open.
+    j.put_chart("inc-a", &chart(vec![(Ts(0), 1.0), (Ts(60_000), 0.0)], None))
+        .unwrap();
+    let e = store.connect().evidence("inc-a").unwrap().unwrap();
+    assert_eq!(e.points, vec![(Ts(0), 1.0), (Ts(60_000), 0.0)]);
+    let c = e.chart.unwrap();
+    assert_eq!(
+        (c.query.as_deref(), c.threshold, c.error),
+        (Some("up"), Some(0.0), None)
+    );
+    assert_eq!(c.generator_url, source.generator_url);
+    assert_eq!(e.breach_from, Ts(60_000));
+    assert!(store.connect().evidence("inc-b").unwrap().is_none());
+}
+
+fn pending_actions_are_counted_by_kind_until_claimed(store: &dyn Store) {
+    let mut j = store.connect();
+    assert!(j.pending_actions().unwrap().is_empty());
+    let (ds, _) = decisions();
+    j.commit(&Batch {
+        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let mut want: Vec<(Action, u64)> = Vec::new();
+    for d in &ds {
+        match want.iter_mut().find(|(a, _)| *a == d.action) {
+            Some((_, n)) => *n += 1,
+            None => want.push((d.action, 1)),
+        }
+    }
+    let mut got = store.connect().pending_actions().unwrap();
+    got.sort_by_key(|(a, _)| a.as_str());
+    want.sort_by_key(|(a, _)| a.as_str());
+    assert_eq!(got, want);
+    let kinds: Vec<Action> = want.iter().map(|(a, _)| *a).collect();
+    let claimed = j.claim_actions("me", &kinds, 100).unwrap();
+    assert_eq!(claimed.len(), ds.len());
+    assert!(store.connect().pending_actions().unwrap().is_empty());
 }
 
 /// A high-tier batch of three whose instances i-2 and i-3 breach.

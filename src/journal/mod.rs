@@ -557,6 +557,10 @@ pub trait Reads {
     /// The service's promotions, oldest first.
     fn promotions(&self, service: &str) -> Result<Vec<Promotion>, JournalError>;
 
+    /// Actions waiting to be claimed, counted by kind (telemetry's queue
+    /// depth per lane).
+    fn pending_actions(&self) -> Result<Vec<(Action, u64)>, JournalError>;
+
     // For the incident review (`ripcord report`).
 
     /// The evidence the incident's decisions carried, merged: (time, window
@@ -610,10 +614,22 @@ pub struct HoldRecord {
     pub at: Ts,
 }
 
-/// Every role: what the live responder holds.
-pub trait Journal: Ingest + Work + Verdicts + Reads + Silences + Send {}
+/// Alert incidents' charts, fetched from Prometheus after the decisions
+/// (kept as the incident's evidence, read back by [`Reads::evidence`]).
+pub trait Charts {
+    /// Keeps `chart` as the incident's chart, replacing an earlier one
+    /// (the fetch at the resolve reaches further than the one at the open).
+    fn put_chart(
+        &mut self,
+        incident: &str,
+        chart: &crate::decision::EvidenceSeries,
+    ) -> Result<(), JournalError>;
+}
 
-impl<T: Ingest + Work + Verdicts + Reads + Silences + Send> Journal for T {}
+/// Every role: what the live responder holds.
+pub trait Journal: Ingest + Work + Verdicts + Reads + Silences + Charts + Send {}
+
+impl<T: Ingest + Work + Verdicts + Reads + Silences + Charts + Send> Journal for T {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -656,14 +672,22 @@ impl Via {
 pub const PROGRESS_RETENTION: Dur = Dur::from_mins(100 * 24 * 60);
 
 /// Evidence as stored: `{"from": millis, "points": [[millis, value], …]}`,
-/// plus `"annotations": [[name, text], …]` for an alert.
+/// plus `"annotations": [[name, text], …]` and `"chart": {…}` (where its
+/// chart comes from) for an alert.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredEvidence {
     from: i64,
     points: Vec<(i64, f64)>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     annotations: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chart: Option<crate::decision::ChartSource>,
 }
+
+/// The evidence row an alert incident's chart is kept in (Prometheus'
+/// values of its expression), replaced as it is fetched again: before every
+/// decision's own rows, whose times are never negative.
+pub const CHART_ROW_AT: Ts = Ts(-1);
 
 fn evidence_json(e: &crate::decision::EvidenceSeries) -> String {
     let stored = StoredEvidence {
@@ -675,6 +699,7 @@ fn evidence_json(e: &crate::decision::EvidenceSeries) -> String {
             .map(|(t, v)| (t.millis(), *v))
             .collect(),
         annotations: e.annotations.clone(),
+        chart: e.chart.clone(),
     };
     serde_json::to_string(&stored).unwrap_or_else(|_| "{\"from\":0,\"points\":[]}".into())
 }
@@ -687,6 +712,7 @@ fn merge_evidence(
     let mut all = std::collections::BTreeMap::new();
     let mut from: Option<i64> = None;
     let mut annotations = Vec::new();
+    let mut chart: Option<crate::decision::ChartSource> = None;
     for r in rows {
         let e: StoredEvidence =
             serde_json::from_str(r).map_err(|e| JournalError::Corrupt(format!("evidence: {e}")))?;
@@ -694,12 +720,19 @@ fn merge_evidence(
         if annotations.is_empty() {
             annotations = e.annotations;
         }
+        // The fetched chart (asked, or failed) says more than the source
+        // the alert carried.
+        let fetched = |c: &crate::decision::ChartSource| c.query.is_some() || c.error.is_some();
+        if chart.as_ref().is_none_or(|c| !fetched(c)) {
+            chart = e.chart.or(chart);
+        }
         for (t, v) in e.points {
             all.insert(t, v);
         }
     }
     Ok(from.map(|f| crate::decision::EvidenceSeries {
         annotations,
+        chart,
         breach_from: Ts(f),
         points: all.into_iter().map(|(t, v)| (Ts(t), v)).collect(),
     }))
@@ -887,6 +920,7 @@ mod evidence_tests {
             breach_from: Ts(1000),
             points: vec![(Ts(1000), 0.5)],
             annotations: vec![("summary".into(), "5xx \"up\"\n<b>".into())],
+            chart: None,
         };
         let back = merge_evidence(&[evidence_json(&e)]).unwrap().unwrap();
         assert_eq!(back, e);

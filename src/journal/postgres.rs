@@ -1879,6 +1879,27 @@ impl Silences for PgJournal {
     }
 }
 
+impl super::Charts for PgJournal {
+    fn put_chart(
+        &mut self,
+        incident: &str,
+        chart: &crate::decision::EvidenceSeries,
+    ) -> Result<(), JournalError> {
+        let points = super::evidence_json(chart);
+        self.block(async {
+            self.conn()
+                .await?
+                .execute(
+                    "INSERT INTO evidence (incident_id, at, points) VALUES ($1, $2, $3)
+                     ON CONFLICT (incident_id, at) DO UPDATE SET points = excluded.points",
+                    &[&incident, &super::CHART_ROW_AT.millis(), &points],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+}
+
 impl Reads for PgJournal {
     fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
         self.block(async {
@@ -1956,6 +1977,26 @@ impl Reads for PgJournal {
                 )
                 .await?;
             rows.first().map(approval_row).transpose()
+        })
+    }
+
+    fn pending_actions(&self) -> Result<Vec<(Action, u64)>, JournalError> {
+        self.block(async {
+            let rows = self
+                .conn()
+                .await?
+                .query(
+                    "SELECT action, count(*) FROM actions WHERE state = 'pending' GROUP BY action",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let (a, n): (String, i64) = (r.get(0), r.get(1));
+                    Some((a.parse().ok()?, n.max(0) as u64))
+                })
+                .collect())
         })
     }
 

@@ -1630,6 +1630,26 @@ impl Silences for SqliteJournal {
     }
 }
 
+impl super::Charts for SqliteJournal {
+    fn put_chart(
+        &mut self,
+        incident: &str,
+        chart: &crate::decision::EvidenceSeries,
+    ) -> Result<(), JournalError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO evidence (incident_id, at, points) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (incident_id, at) DO UPDATE SET points = excluded.points",
+            )?
+            .execute(params![
+                incident,
+                super::CHART_ROW_AT.millis(),
+                super::evidence_json(chart)
+            ])?;
+        Ok(())
+    }
+}
+
 impl Reads for SqliteJournal {
     fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
         let mut stmt = self.conn.prepare_cached(&format!(
@@ -1671,6 +1691,19 @@ impl Reads for SqliteJournal {
             .conn
             .prepare_cached("SELECT * FROM approvals WHERE incident_id = ?1")?;
         Ok(collect(&mut stmt, [incident], approval_row)?.pop())
+    }
+
+    fn pending_actions(&self) -> Result<Vec<(Action, u64)>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT action, count(*) FROM actions WHERE state = 'pending' GROUP BY action",
+        )?;
+        let rows = collect(&mut stmt, [], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(a, n)| Some((a.parse().ok()?, n.max(0) as u64)))
+            .collect())
     }
 
     fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError> {

@@ -164,7 +164,7 @@ pub fn clock(t: Ts) -> String {
 /// The SVG chart: the series, its threshold and baseline, the decisions.
 pub fn chart(c: &Chart) -> String {
     if c.series.is_empty() {
-        return "<p>No window readings were recorded for this incident (an alert incident): nothing to draw.</p>".into();
+        return format!("<p class=\"no-chart\">{}</p>", esc(&c.why_empty()));
     }
     let mut t0 = c.series[0].0.millis();
     let mut t1 = c.series[c.series.len() - 1].0.millis();
@@ -284,5 +284,12 @@ pub fn chart(c: &Chart) -> String {
         );
     }
     o.push_str("</svg>");
+    if let Some(q) = c.source.as_ref().and_then(|s| s.query.as_deref()) {
+        let _ = write!(
+            o,
+            "<p class=\"chart-source\">Prometheus: <code>{}</code></p>",
+            esc(q)
+        );
+    }
     o
 }

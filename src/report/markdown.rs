@@ -166,9 +166,14 @@ pub fn render(r: &Review) -> String {
             let peak = c.series.iter().map(|p| p.1).fold(f64::MIN, f64::max);
             let _ = writeln!(
                 o,
-                "{} values of {} from {} (the window just before the first breach) to {}; peak {}{}. The HTML review (`--format html`) draws them.",
+                "{} values of {} from {} ({}) to {}; peak {}{}. The HTML review (`--format html`) draws them.",
                 c.series.len(),
                 md(&c.metric),
+                if c.source.is_some() {
+                    "Prometheus, before the alert fired"
+                } else {
+                    "the window just before the first breach"
+                },
                 first.0,
                 last.0,
                 crate::engine::fmt_num(peak),
@@ -178,7 +183,7 @@ pub fn render(r: &Review) -> String {
             );
         }
         _ => {
-            let _ = writeln!(o, "No window readings were recorded (an alert incident).");
+            let _ = writeln!(o, "{}", md(&c.why_empty()));
         }
     }
 

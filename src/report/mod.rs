@@ -15,6 +15,8 @@ pub mod budget;
 pub mod html;
 pub mod list;
 pub mod markdown;
+pub mod prometheus;
+pub mod promql;
 
 use serde::Serialize;
 
@@ -126,6 +128,27 @@ pub struct Chart {
     pub opening_value: Option<f64>,
     /// Decisions on the time axis: (time, action).
     pub decisions: Vec<(Ts, Action)>,
+    /// For an alert: where the series comes from (Prometheus' values of
+    /// the alert's expression), and why there is none if so.
+    pub source: Option<crate::decision::ChartSource>,
+}
+
+impl Chart {
+    /// Why there is nothing to draw, in words for the page.
+    pub fn why_empty(&self) -> String {
+        match &self.source {
+            None => "No window readings were recorded for this incident (an alert without \
+                     Prometheus' generatorURL): nothing to draw."
+                .into(),
+            Some(s) => match (&s.error, &s.query) {
+                (Some(e), _) => format!("No chart from Prometheus: {e}."),
+                (None, Some(q)) => format!("Prometheus had no points for {q} around the incident."),
+                (None, None) => "No chart yet: the alert's expression has not been asked of \
+                                 Prometheus (ripcord asks when prometheus.url is configured)."
+                    .into(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -251,13 +274,19 @@ impl Review {
             .map(|a| &a.decision)
             .filter(|d| !d.is_derived())
             .min_by_key(|d| (d.at, d.seq));
+        let source = evidence.as_ref().and_then(|e| e.chart.clone());
         let chart = Chart {
-            metric: inc.rule.clone(),
+            metric: source
+                .as_ref()
+                .and_then(|s| s.query.clone())
+                .unwrap_or_else(|| inc.rule.clone()),
             series: evidence
                 .as_ref()
                 .map(|e| e.points.clone())
                 .unwrap_or_default(),
-            threshold: opening.and_then(|d| d.threshold),
+            threshold: opening
+                .and_then(|d| d.threshold)
+                .or_else(|| source.as_ref().and_then(|s| s.threshold)),
             opening_value: opening.and_then(|d| d.value),
             baseline: opening.and_then(|d| d.baseline),
             decisions: {
@@ -270,6 +299,7 @@ impl Review {
                 }
                 seen
             },
+            source,
         };
         Ok(Review {
             incident: inc,

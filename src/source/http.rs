@@ -1,8 +1,10 @@
 //! The HTTP receiver: Alertmanager's webhook and a generic events endpoint,
 //! (the route table and its guards are in `router`).
 //!
-//! `POST /api/v1/alerts` takes an Alertmanager webhook payload;
-//! `POST /api/v1/events` a JSON array or JSON lines of any event form.
+//! `POST /api/v1/alerts` takes an Alertmanager webhook payload,
+//! `POST /api/v2/alerts` Alertmanager's v2 array of postable alerts (what
+//! Prometheus sends); `POST /api/v1/events` a JSON array or JSON lines of
+//! any event form.
 //! A request is answered 2xx only once its decisions are in the journal;
 //! 4xx names what is wrong and applies nothing of the request; 503 means
 //! "try again" (queue full, journal slow), which Alertmanager does.
@@ -66,20 +68,45 @@ pub(crate) async fn alerts(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let endpoint = "/api/v1/alerts";
-    let r = match (media_type(&headers).as_deref(), body) {
+    match (media_type(&headers).as_deref(), body) {
         (_, Err(rejected)) => too_large(rejected),
         (Some("application/json"), Ok(body)) => accept(&intake, body, BodyForm::Object, true).await,
-        (other, Ok(_)) => error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "Content-Type must be application/json, got {}",
-                other.unwrap_or("none")
-            ),
-        ),
+        (other, Ok(_)) => wrong_media_type(other),
+    }
+}
+
+/// `POST /api/v2/alerts`: Alertmanager's v2 `postableAlerts`, a bare array,
+/// as Prometheus sends it to each of its `alerting.alertmanagers`. Whether
+/// each alert fired or resolved is settled now, at receipt (see
+/// [`decode::webhook_of_postable`]); from there it is the webhook form.
+pub(crate) async fn alerts_v2(
+    State(intake): State<Arc<Intake>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match (media_type(&headers).as_deref(), body) {
+        (_, Err(rejected)) => return too_large(rejected),
+        (Some("application/json"), Ok(body)) => body,
+        (other, Ok(_)) => return wrong_media_type(other),
     };
-    intake.metrics.http_request(endpoint, r.status().as_u16());
-    r
+    match decode::webhook_of_postable(&body, intake.clock.now()) {
+        Ok(payload) => accept(&intake, Bytes::from(payload), BodyForm::Object, true).await,
+        Err(e) => {
+            intake.metrics.decode_error(Source::Http, e.reason());
+            intake.metrics.event(Source::Http, Outcome::DecodeError);
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+    }
+}
+
+fn wrong_media_type(got: Option<&str>) -> Response {
+    error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "Content-Type must be application/json, got {}",
+            got.unwrap_or("none")
+        ),
+    )
 }
 
 /// A body that could not be read (over the size limit, or cut off): said
@@ -117,17 +144,12 @@ pub(crate) async fn events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let endpoint = "/api/v1/events";
     let body = match body {
         Ok(b) => b,
-        Err(rejected) => {
-            let r = too_large(rejected);
-            intake.metrics.http_request(endpoint, r.status().as_u16());
-            return r;
-        }
+        Err(rejected) => return too_large(rejected),
     };
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let r = match media_type(&headers).as_deref() {
+    match media_type(&headers).as_deref() {
         Some("application/json") if first == Some(b'[') => {
             accept(&intake, body, BodyForm::Array, false).await
         }
@@ -142,9 +164,7 @@ pub(crate) async fn events(
                 other.unwrap_or("none")
             ),
         ),
-    };
-    intake.metrics.http_request(endpoint, r.status().as_u16());
-    r
+    }
 }
 
 /// Validates the whole body, produces its metric samples onto Kafka when
