@@ -93,7 +93,9 @@ fn flag(query: Option<&str>, name: &str, default: bool) -> Result<bool, String> 
         None | Some("") => Ok(default),
         Some("true") => Ok(true),
         Some("false") => Ok(false),
-        Some(other) => Err(format!("{name}: `{other}` is not a boolean (true or false)")),
+        Some(other) => Err(format!(
+            "{name}: `{other}` is not a boolean (true or false)"
+        )),
     }
 }
 
