@@ -41,11 +41,18 @@ impl Source {
     }
 }
 
-impl EncodeLabelValue for Source {
-    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        std::fmt::Write::write_str(e, self.as_str())
-    }
+/// A label value written as its `as_str()` (snake_case).
+macro_rules! label_value_as_str {
+    ($t:ty) => {
+        impl EncodeLabelValue for $t {
+            fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(e, self.as_str())
+            }
+        }
+    };
 }
+
+label_value_as_str!(Source);
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Outcome {
@@ -68,11 +75,7 @@ impl Outcome {
     }
 }
 
-impl EncodeLabelValue for Outcome {
-    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        std::fmt::Write::write_str(e, self.as_str())
-    }
-}
+label_value_as_str!(Outcome);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {

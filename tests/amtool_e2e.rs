@@ -11,47 +11,21 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Responder, wait_until};
+use support::{Responder, need_tool, wait_until};
 
 const TOKEN: &str = "amtool-test-token-0123456789";
 
-/// Fails (never skips) when a tool the test runs is missing.
-fn need(bin: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "`{bin}` is not installed: apt-get install {package} (scripts/setup does)"
-    );
+fn ripcord(dir: &Path) -> Responder {
+    support::ripcord_with_token(dir, TOKEN, "")
 }
 
-/// `ripcord run --dry-run --no-kafka` with an API token (from a file).
-fn ripcord(dir: &Path) -> Responder {
-    std::fs::write(dir.join("token"), TOKEN).unwrap();
-    std::fs::write(
-        dir.join("ripcord.yaml"),
-        "kafka: {enabled: false}\nhttp:\n  token: {file: token}\n",
-    )
-    .unwrap();
-    let r = Responder::start(
-        dir,
-        &[
-            "--config",
-            "ripcord.yaml",
-            "--state",
-            "state.db",
-            "--dry-run",
-            "--output",
-            "json",
-        ],
-    );
-    let ready = wait_until(Duration::from_secs(30), || {
-        reqwest::blocking::get(r.url("/readyz")).is_ok_and(|x| x.status() == 200)
-    });
-    assert!(ready, "ripcord never ready:\n{}", r.stderr.text());
-    r
+/// A fresh ripcord and amtool speaking to it with the token.
+fn setup() -> (tempfile::TempDir, Responder, Amtool) {
+    need_tool("amtool", "prometheus-alertmanager");
+    let dir = tempfile::tempdir().unwrap();
+    let r = ripcord(dir.path());
+    let am = Amtool::new(&r, dir.path(), TOKEN);
+    (dir, r, am)
 }
 
 struct Amtool {
@@ -119,10 +93,7 @@ fn v1_silence(r: &Responder, id: &str) -> Value {
 
 #[test]
 fn amtool_adds_queries_expires_and_imports_silences() {
-    need("amtool", "prometheus-alertmanager");
-    let dir = tempfile::tempdir().unwrap();
-    let r = ripcord(dir.path());
-    let am = Amtool::new(&r, dir.path(), TOKEN);
+    let (dir, r, am) = setup();
 
     // Add: one with =~ and != matchers, one plain.
     let pay = am
@@ -241,10 +212,7 @@ fn amtool_adds_queries_expires_and_imports_silences() {
 
 #[test]
 fn amtool_adds_and_queries_alerts() {
-    need("amtool", "prometheus-alertmanager");
-    let dir = tempfile::tempdir().unwrap();
-    let r = ripcord(dir.path());
-    let am = Amtool::new(&r, dir.path(), TOKEN);
+    let (_dir, r, am) = setup();
 
     // `alert add` POSTs /api/v2/alerts: a low-tier critical alert rolls back.
     am.ok(&[

@@ -18,20 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Lines, Responder, free_port, metric, parse_metrics, ripcord_bin, wait_until};
+use support::{
+    Lines, Responder, free_port, metric, need_tool, parse_metrics, ripcord_bin, wait_until,
+};
 
 const TOKEN: &str = "prometheus-test-token-0123456789";
-
-fn need(bin: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "`{bin}` is not installed: apt-get install {package} (scripts/setup does)"
-    );
-}
 
 /// A scrape target serving one gauge whose value the test sets.
 struct Target {
@@ -156,31 +147,11 @@ impl Drop for Prometheus {
 }
 
 fn ripcord(dir: &Path, prometheus: u16) -> Responder {
-    std::fs::write(dir.join("token"), TOKEN).unwrap();
-    std::fs::write(
-        dir.join("ripcord.yaml"),
-        format!(
-            "kafka: {{enabled: false}}\nhttp:\n  token: {{file: token}}\nprometheus:\n  url: http://127.0.0.1:{prometheus}\n  before: 2m\n"
-        ),
-    )
-    .unwrap();
-    let r = Responder::start(
+    support::ripcord_with_token(
         dir,
-        &[
-            "--config",
-            "ripcord.yaml",
-            "--state",
-            "state.db",
-            "--dry-run",
-            "--output",
-            "json",
-        ],
-    );
-    let ready = wait_until(Duration::from_secs(30), || {
-        reqwest::blocking::get(r.url("/readyz")).is_ok_and(|x| x.status() == 200)
-    });
-    assert!(ready, "ripcord never ready:\n{}", r.stderr.text());
-    r
+        TOKEN,
+        &format!("prometheus:\n  url: http://127.0.0.1:{prometheus}\n  before: 2m\n"),
+    )
 }
 
 fn decisions_of(r: &Responder, action: &str) -> Vec<Value> {
@@ -226,7 +197,7 @@ fn page(r: &Responder, path: &str) -> String {
 
 #[test]
 fn prometheus_alerts_reach_ripcord_once_resolve_and_draw_their_chart() {
-    need("prometheus", "prometheus");
+    need_tool("prometheus", "prometheus");
     let dir = tempfile::tempdir().unwrap();
     let target = Target::start(0.02);
     let prom_port = free_port();

@@ -27,36 +27,9 @@ fn scrape(r: &Responder, accept: Option<&str>) -> (String, String) {
 
 #[test]
 fn promtool_accepts_the_classic_format_and_every_route_is_counted() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v promtool"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "`promtool` is not installed: apt-get install prometheus (scripts/setup does)"
-    );
+    support::need_tool("promtool", "prometheus");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
-    std::fs::write(
-        dir.path().join("ripcord.yaml"),
-        "kafka: {enabled: false}\nhttp:\n  token: {file: token}\n",
-    )
-    .unwrap();
-    let r = Responder::start(
-        dir.path(),
-        &[
-            "--config",
-            "ripcord.yaml",
-            "--state",
-            "state.db",
-            "--dry-run",
-            "--output",
-            "json",
-        ],
-    );
-    assert!(wait_until(Duration::from_secs(30), || {
-        reqwest::blocking::get(r.url("/readyz")).is_ok_and(|x| x.status() == 200)
-    }));
+    let r = support::ripcord_with_token(dir.path(), TOKEN, "");
     let client = reqwest::blocking::Client::new();
     // A medium-tier alert: an incident waiting for a human's approval.
     let alert = json!({"version": "4", "alerts": [{"status": "firing", "startsAt": rfc3339(now_millis()),

@@ -157,15 +157,16 @@ fn alert_of(
     })
 }
 
+/// The alerts a query asks for, or the answer saying why not.
+async fn asked(api: &AlertmanagerApi, query: Option<&str>) -> Result<Vec<Value>, Response> {
+    gettable(api, wanted(query).map_err(bad_query)?).await
+}
+
 pub(super) async fn list(
     State(api): State<Arc<AlertmanagerApi>>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let want = match wanted(q.as_deref()) {
-        Ok(w) => w,
-        Err(why) => return bad_query(why),
-    };
-    match gettable(&api, want).await {
+    match asked(&api, q.as_deref()).await {
         Ok(alerts) => axum::Json(alerts).into_response(),
         Err(r) => r,
     }
@@ -177,11 +178,7 @@ pub(super) async fn groups(
     State(api): State<Arc<AlertmanagerApi>>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let want = match wanted(q.as_deref()) {
-        Ok(w) => w,
-        Err(why) => return bad_query(why),
-    };
-    match gettable(&api, want).await {
+    match asked(&api, q.as_deref()).await {
         Ok(alerts) if alerts.is_empty() => axum::Json(json!([])).into_response(),
         Ok(alerts) => axum::Json(json!([{
             "labels": {},

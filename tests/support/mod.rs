@@ -1165,3 +1165,44 @@ pub fn keep_artefact(from: &Path, name: &str) {
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::copy(from, dir.join(name));
 }
+
+/// Fails (never skips) when a tool a test runs is missing, naming the
+/// Debian package to install.
+pub fn need_tool(bin: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "`{bin}` is not installed: apt-get install {package} (scripts/setup does)"
+    );
+}
+
+/// `ripcord run --dry-run --output json` without Kafka, its API token
+/// `token` (read from a file), `extra` config lines after `http:`'s, ready.
+pub fn ripcord_with_token(dir: &Path, token: &str, extra: &str) -> Responder {
+    std::fs::write(dir.join("token"), token).unwrap();
+    std::fs::write(
+        dir.join("ripcord.yaml"),
+        format!("kafka: {{enabled: false}}\nhttp:\n  token: {{file: token}}\n{extra}"),
+    )
+    .unwrap();
+    let r = Responder::start(
+        dir,
+        &[
+            "--config",
+            "ripcord.yaml",
+            "--state",
+            "state.db",
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+    );
+    let ready = wait_until(Duration::from_secs(30), || {
+        reqwest::blocking::get(r.url("/readyz")).is_ok_and(|x| x.status() == 200)
+    });
+    assert!(ready, "ripcord never ready:\n{}", r.stderr.text());
+    r
+}
