@@ -109,9 +109,11 @@ fn the_review_has_the_scripted_timeline_to_the_second_and_its_chart_renders() {
         events.push(sample(dt, if dt >= 120 { 0.4 } else { 0.01 }));
     }
     post_events(&r, &events);
+    // The script's line is whole once it ends in a newline (the shell
+    // creates the file before `date` writes to it).
     assert!(
         wait_until(Duration::from_secs(30), || std::fs::read_to_string(&stamp)
-            .is_ok()),
+            .is_ok_and(|s| s.ends_with('\n'))),
         "no rollback:\n{}",
         r.stderr.tail(20)
     );
