@@ -163,6 +163,17 @@ impl Run {
         support::recorded_calls(&self.dir.path().join(format!("{name}.bin")))
     }
 
+    /// The instances the rollback script was called for, sorted.
+    fn rolled(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .calls("rollback")
+            .into_iter()
+            .map(|c| c[0].clone())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Chat messages: (title, body, links).
     fn messages(&self) -> Vec<Value> {
         self.chat
@@ -258,12 +269,7 @@ fn a_bad_high_tier_batch_pauses_pages_and_asks_once_and_the_whole_batch_rolls_ba
         .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
     r.wait("ten rollbacks", || r.calls("rollback").len() >= 10);
-    let mut rolled: Vec<String> = r
-        .calls("rollback")
-        .into_iter()
-        .map(|c| c[0].clone())
-        .collect();
-    rolled.sort();
+    let rolled = r.rolled();
     assert_eq!(rolled, names(1..=10), "each instance of the batch once");
     // The same link again acts no more.
     let again = client()
@@ -304,12 +310,7 @@ fn a_bad_low_tier_batch_rolls_its_members_back_once_pauses_and_says_so_once() {
                 .contains("5 of 10 instances of shop batch 2 rolled back")
         })
     });
-    let mut rolled: Vec<String> = r
-        .calls("rollback")
-        .into_iter()
-        .map(|c| c[0].clone())
-        .collect();
-    rolled.sort();
+    let rolled = r.rolled();
     assert_eq!(rolled, names(6..=10), "the breaching members, once each");
     r.wait("the pause", || r.calls("pause").len() == 1);
     assert_eq!(r.decisions("pause_rollout").len(), 1);
@@ -397,12 +398,7 @@ fn a_member_that_breaches_later_joins_without_a_second_page() {
         &json!({"by": "dave", "scope": "breaching"}),
     );
     r.wait("three rollbacks", || r.calls("rollback").len() >= 3);
-    let mut rolled: Vec<String> = r
-        .calls("rollback")
-        .into_iter()
-        .map(|c| c[0].clone())
-        .collect();
-    rolled.sort();
+    let rolled = r.rolled();
     assert_eq!(rolled, ["i-p03", "i-p09", "i-p10"]);
 }
 
@@ -433,11 +429,6 @@ fn an_unknown_instance_in_the_scope_is_refused_naming_it() {
         &json!({"by": "erin", "scope": {"instances": ["i-p01", "i-p04"]}}),
     );
     r.wait("two rollbacks", || r.calls("rollback").len() >= 2);
-    let mut rolled: Vec<String> = r
-        .calls("rollback")
-        .into_iter()
-        .map(|c| c[0].clone())
-        .collect();
-    rolled.sort();
+    let rolled = r.rolled();
     assert_eq!(rolled, ["i-p01", "i-p04"], "exactly the chosen instances");
 }
