@@ -105,8 +105,65 @@ pub fn scrub(text: &str, url: &str) -> String {
 #[derive(Clone)]
 pub struct PgJournal {
     pool: Pool,
-    rt: Arc<tokio::runtime::Runtime>,
+    rt: Arc<JournalRuntime>,
     clock: Arc<dyn Clock>,
+}
+
+/// The small runtime that drives the pool. The last handle may be dropped
+/// anywhere, inside an async task too (a failed start in `run`, the
+/// dispatcher's journal at shutdown), where dropping a tokio runtime
+/// panics ("Cannot drop a runtime in a context where blocking is not
+/// allowed"): it is shut down in the background instead of waited for.
+struct JournalRuntime(Option<tokio::runtime::Runtime>);
+
+impl JournalRuntime {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("taken only in drop")
+    }
+}
+
+impl Drop for JournalRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// How long a start waits for PostgreSQL to answer before it says why not
+/// (the URL's `connect_timeout` wins).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `host:port/database as user` of a connection config, for errors that
+/// must say which database could not be reached (never the password).
+pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            let port = cfg
+                .get_ports()
+                .get(i)
+                .or_else(|| cfg.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
+            format!("host {host} port {port}")
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "host localhost port 5432".to_owned()
+    } else {
+        hosts.join(", ")
+    };
+    let user = cfg.get_user().unwrap_or("(the current user)");
+    let db = cfg.get_dbname().unwrap_or(user);
+    format!("{hosts}, database {db}, user {user}")
 }
 
 impl std::fmt::Debug for PgJournal {
@@ -141,20 +198,31 @@ impl PgJournal {
         ca_file: Option<&std::path::Path>,
         clock: Arc<dyn Clock>,
     ) -> Result<PgJournal, JournalError> {
+        let mut cfg: tokio_postgres::Config =
+            url.expose()
+                .parse()
+                .map_err(|e: tokio_postgres::Error| JournalError::Open {
+                    path: "PostgreSQL (journal.url)".into(),
+                    reason: scrub(&e.to_string(), url.expose()),
+                })?;
+        // Which database, on which host and port: what someone reading a
+        // failed start needs first.
+        let target = format!("PostgreSQL (journal.url: {})", describe_target(&cfg));
         let open_err = |reason: String| JournalError::Open {
-            path: "PostgreSQL (journal.url)".into(),
+            path: target.clone(),
             reason: scrub(&reason, url.expose()),
         };
-        let cfg: tokio_postgres::Config = url
-            .expose()
-            .parse()
-            .map_err(|e: tokio_postgres::Error| open_err(e.to_string()))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("ripcord-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| open_err(e.to_string()))?;
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let rt = JournalRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("ripcord-postgres")
+                .enable_all()
+                .build()
+                .map_err(|e| open_err(e.to_string()))?,
+        ));
         let tls = tls_connector(ca_file).map_err(open_err)?;
         let mgr = Manager::from_config(
             cfg,
@@ -164,7 +232,7 @@ impl PgJournal {
             },
         );
         let pool = {
-            let _guard = rt.enter();
+            let _guard = rt.get().enter();
             Pool::builder(mgr)
                 .max_size(POOL_SIZE)
                 .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -203,9 +271,9 @@ impl PgJournal {
     ) -> Result<T, JournalError> {
         match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| self.rt.block_on(f))
+                tokio::task::block_in_place(|| self.rt.get().block_on(f))
             }
-            _ => self.rt.block_on(f),
+            _ => self.rt.get().block_on(f),
         }
     }
 
