@@ -330,9 +330,9 @@ pub async fn run(
         crate::api::protected(api.clone())
             .merge(crate::gate::http::protected_routes(gates.clone()))
             .merge(crate::silence::http::routes(silence_api)),
-        crate::api::public(api.clone())
-            .merge(crate::gate::http::open_routes(gates.clone()))
-            .merge(crate::console::routes(Arc::new(crate::console::Console {
+        crate::gate::http::open_routes(gates.clone()).merge(crate::console::routes(
+            crate::api::public(api.clone()),
+            Arc::new(crate::console::Console {
                 api,
                 gates,
                 silence_limits: cfg.silences.limits,
@@ -342,7 +342,13 @@ pub async fn run(
                     &cfg.http.console,
                     cfg.http.public_url.as_deref(),
                 ),
-            }))),
+                hosts: Arc::new(crate::console::host::Hosts::new(
+                    cfg.http.public_url.as_deref(),
+                    &cfg.http.allowed_hosts,
+                )),
+                sign_ins: Default::default(),
+            }),
+        )),
     );
     let max_connections = crate::server::connection_cap(cfg.http.limits.max_connections);
     if max_connections < cfg.http.limits.max_connections {

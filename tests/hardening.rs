@@ -61,7 +61,10 @@ fn a_start_against_an_unreachable_postgresql_names_the_database_and_exits_withou
     ] {
         assert!(stderr.contains(says), "`{says}` missing:\n{stderr}");
     }
-    assert!(!stderr.contains("s3cret-pw"), "the password leaked:\n{stderr}");
+    assert!(
+        !stderr.contains("s3cret-pw"),
+        "the password leaked:\n{stderr}"
+    );
 }
 
 #[test]
@@ -71,10 +74,7 @@ fn sigterm_on_a_postgresql_journal_drains_and_exits_0() {
     let cfg = dir.path().join("ripcord.yaml");
     std::fs::write(
         &cfg,
-        format!(
-            "journal: {{url: \"{db}\", ca_file: \"{}\"}}\n",
-            pg_ca()
-        ),
+        format!("journal: {{url: \"{db}\", ca_file: \"{}\"}}\n", pg_ca()),
     )
     .unwrap();
     let cfg = path_str(&cfg);
@@ -110,4 +110,311 @@ fn sigterm_on_a_postgresql_journal_drains_and_exits_0() {
         1,
         "the alert answered before SIGTERM is journaled"
     );
+}
+
+// ---------------------------------------------------------------------------
+// 1. Console trust: the shipped configs, the Host name, sign-in guesses.
+
+const TOKEN: &str = "hardening-api-token-0123456789abcdef";
+
+/// The `http:` section of a shipped config (`indent`: how far the file is
+/// indented, 4 inside the ConfigMap), with a literal token instead of the
+/// production secret file: everything else as shipped.
+fn shipped_http(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let Some(l) = line.strip_prefix(pad.as_str()) else {
+            inside = false;
+            continue;
+        };
+        if !l.starts_with([' ', '#']) && !l.is_empty() {
+            inside = l.starts_with("http:");
+        }
+        if inside {
+            out.push(if l.trim_start().starts_with("token:") {
+                format!("  token: \"{TOKEN}\"")
+            } else {
+                l.to_owned()
+            });
+        }
+    }
+    assert!(out.len() > 3, "no http: section found");
+    out.join("\n") + "\n"
+}
+
+/// `ripcord run --no-kafka --dry-run` on `yaml` (listening on loopback).
+fn start_with_config(dir: &Path, yaml: &str, listen: &str) -> Responder {
+    std::fs::write(dir.join("ripcord.yaml"), yaml).unwrap();
+    Responder::start_on(
+        dir,
+        listen,
+        &[
+            "--config",
+            "ripcord.yaml",
+            "--state",
+            "state.db",
+            "--no-kafka",
+            "--dry-run",
+        ],
+    )
+}
+
+/// A medium-tier alert: an incident waiting for a human to approve its
+/// rollback. Its id.
+fn waiting_incident(r: &Responder, instance: &str) -> String {
+    let body = serde_json::json!({"version": "4", "alerts": [{
+        "status": "firing", "startsAt": rfc3339(now_millis()),
+        "labels": {"alertname": "ErrorsUp", "service": "pay", "instance": instance,
+                   "tier": "medium", "severity": "critical"}}]});
+    let http = reqwest::blocking::Client::new();
+    let code = http
+        .post(r.url("/api/v1/alerts"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(code, 200);
+    let list: serde_json::Value = http
+        .get(r.url("/api/v1/incidents"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    list["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["labels"]["instance"] == instance)
+        .and_then(|i| i["id"].as_str())
+        .expect("the incident")
+        .to_owned()
+}
+
+fn no_redirects() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The first form's CSRF token on a page.
+fn csrf_of(page: &str) -> Option<String> {
+    let rest = page.split("name=\"csrf\" value=\"").nth(1)?;
+    rest.split('"').next().map(str::to_owned)
+}
+
+#[test]
+fn behind_a_same_host_proxy_the_shipped_configs_show_nothing_and_believe_no_user_header() {
+    let shipped = [
+        (
+            "deploy/ripcord.yaml",
+            shipped_http(
+                &std::fs::read_to_string(repo().join("deploy/ripcord.yaml")).unwrap(),
+                0,
+            ),
+        ),
+        (
+            "deploy/kubernetes/configmap.yaml",
+            shipped_http(
+                &std::fs::read_to_string(repo().join("deploy/kubernetes/configmap.yaml")).unwrap(),
+                4,
+            ),
+        ),
+    ];
+    for (name, http_section) in shipped {
+        let dir = tempfile::tempdir().unwrap();
+        // The test is the same-host proxy: every request comes from loopback,
+        // with whatever headers its client sent.
+        let r = start_with_config(dir.path(), &http_section, "127.0.0.1:0");
+        let id = waiting_incident(&r, "i-proxy-1");
+        let http = no_redirects();
+        let page = format!("/incidents/{id}");
+        for path in ["/", page.as_str(), "/silences"] {
+            let resp = http.get(r.url(path)).send().unwrap();
+            let code = resp.status().as_u16();
+            let body = resp.text().unwrap();
+            assert_eq!(code, 401, "{name}: {path} read without a credential");
+            assert!(!body.contains("i-proxy-1"), "{name}: {path}: {body}");
+        }
+        // A client naming itself in the oauth2-proxy header the old config
+        // trusted gets no page, no CSRF token, no approval.
+        let mallory = http
+            .get(r.url(&page))
+            .header("X-Auth-Request-User", "mallory")
+            .header("X-User", "mallory")
+            .send()
+            .unwrap();
+        assert_eq!(mallory.status(), 401, "{name}");
+        let body = mallory.text().unwrap();
+        assert!(!body.contains("i-proxy-1"), "{name}: {body}");
+        let acted = http
+            .post(r.url(&format!("{page}/act")))
+            .header("X-Auth-Request-User", "mallory")
+            .header("X-User", "mallory")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "csrf={}&verb=approve&by=mallory",
+                csrf_of(&body).unwrap_or_default()
+            ))
+            .send()
+            .unwrap();
+        assert_eq!(acted.status(), 403, "{name}: mallory may not act");
+        let inc: serde_json::Value = http
+            .get(r.url(&format!("/api/v1/incidents/{id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(inc["approval"]["state"], "awaiting", "{name}: {inc}");
+    }
+}
+
+#[test]
+fn a_page_or_link_asked_for_under_another_host_name_is_421_and_acts_on_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let r = start_with_config(
+        dir.path(),
+        &format!(
+            "http:\n  token: \"{TOKEN}\"\n  public_url: \"http://127.0.0.1:{port}\"\n  console:\n    read_token: \"read-token-for-the-test\"\napprovals:\n  link_secret: \"hardening-link-secret\"\n"
+        ),
+        &format!("127.0.0.1:{port}"),
+    );
+    let id = waiting_incident(&r, "i-rebind-1");
+    let http = no_redirects();
+    // Signed in (a session cookie), as a browser on the real name would be.
+    let signed = http
+        .post(r.url("/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("by=alice&token={TOKEN}"))
+        .send()
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = http
+        .get(r.url(&format!("/incidents/{id}")))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let csrf = csrf_of(&page).expect("alice's form");
+    // What a page on attacker.example, its DNS name pointed at ripcord,
+    // sends: its own name as Host and Origin, same-origin as the browser
+    // sees it.
+    let rebound = format!("attacker.example:{port}");
+    let origin = format!("http://{rebound}");
+    let hostile = |req: reqwest::blocking::RequestBuilder| {
+        req.header("host", &rebound)
+            .header("origin", &origin)
+            .header("sec-fetch-site", "same-origin")
+            .header("cookie", &cookie)
+    };
+    let read = hostile(http.get(r.url("/")))
+        .header("authorization", "Bearer read-token-for-the-test")
+        .send()
+        .unwrap();
+    assert_eq!(read.status(), 421);
+    assert!(!read.text().unwrap().contains("i-rebind-1"));
+    let act = hostile(http.post(r.url(&format!("/incidents/{id}/act"))))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&verb=approve&by=alice"))
+        .send()
+        .unwrap();
+    assert_eq!(act.status(), 421);
+    let silence = hostile(http.post(r.url("/silences")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "csrf={csrf}&matchers=tier%3D~%22.%2B%22&duration=24h&scope=all&comment=x&intent=create"
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(silence.status(), 421);
+    // A one-click link is refused under that name too (GET and POST).
+    let chat_link = format!("/l/{id}/approve/0/sig");
+    for req in [
+        hostile(http.get(r.url(&chat_link))),
+        hostile(http.post(r.url(&chat_link))).body("by=alice"),
+    ] {
+        assert_eq!(req.send().unwrap().status(), 421);
+    }
+    let inc: serde_json::Value = http
+        .get(r.url(&format!("/api/v1/incidents/{id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(inc["approval"]["state"], "awaiting", "{inc}");
+    let silences: serde_json::Value = http
+        .get(r.url("/api/v1/silences"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(silences.as_array().map(Vec::len), Some(0), "{silences}");
+    // The real name still works: the same form acts.
+    let ok = http
+        .post(r.url(&format!("/incidents/{id}/act")))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&verb=approve&by=alice"))
+        .send()
+        .unwrap();
+    assert_eq!(ok.status(), 303);
+}
+
+#[test]
+fn sign_in_guesses_are_rate_limited_per_peer_even_with_the_right_token_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with_config(
+        dir.path(),
+        &format!("http:\n  token: \"{TOKEN}\"\n"),
+        "127.0.0.1:0",
+    );
+    let http = no_redirects();
+    let guess = |name: &str, token: &str| {
+        http.post(r.url("/signin"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("by={name}&token={token}"))
+            .send()
+            .unwrap()
+    };
+    let codes: Vec<u16> = (0..40)
+        .map(|i| {
+            guess(&format!("guess{i}"), &format!("wrong-{i}"))
+                .status()
+                .as_u16()
+        })
+        .collect();
+    let refused = codes.iter().filter(|c| **c == 429).count();
+    assert!(
+        codes[..5].iter().all(|c| *c == 401) && refused >= 25,
+        "wrong tokens, then 429: {codes:?}"
+    );
+    let last = guess("alice", TOKEN);
+    assert_eq!(
+        last.status(),
+        429,
+        "the guesser's address waits, token or not"
+    );
+    let wait: u64 = last.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&wait), "Retry-After {wait}");
 }

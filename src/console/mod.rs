@@ -15,6 +15,7 @@
 //! Who may read or act: see [`auth`].
 
 pub mod auth;
+pub mod host;
 pub mod pages;
 
 use std::net::SocketAddr;
@@ -35,7 +36,7 @@ use crate::journal::{IncidentRow, Via};
 use crate::report::{Budgets, Review};
 use crate::silence::{self, MatcherSpec, PostableSilence, SilenceLimits, UntilBatch};
 use crate::time::Dur;
-use auth::{Auth, May, Viewer};
+use auth::{Auth, May, SignInLimits, Viewer};
 use pages::Frame;
 
 const STYLE: &str = include_str!("style.css");
@@ -53,9 +54,15 @@ pub struct Console {
     pub silence_limits: SilenceLimits,
     pub budgets: Budgets,
     pub auth: Auth,
+    /// The `Host` names pages and links answer to (see [`host`]).
+    pub hosts: Arc<host::Hosts>,
+    pub sign_ins: SignInLimits,
 }
 
-pub fn routes(c: Arc<Console>) -> Router {
+/// The console's pages and the one-click link pages (`links`), each
+/// answered only for ripcord's own host names.
+pub fn routes(links: Router, c: Arc<Console>) -> Router {
+    let hosts = c.hosts.clone();
     Router::new()
         .route("/", get(index))
         .route("/incidents/{id}", get(incident))
@@ -70,12 +77,15 @@ pub fn routes(c: Arc<Console>) -> Router {
         .route("/console/live.js", get(live_js))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .with_state(c)
+        .merge(links)
+        .layer(axum::middleware::from_fn_with_state(hosts, host::check))
 }
 
 /// The request's viewer, from its credentials and its peer.
 pub struct Seen {
     viewer: Viewer,
     headers: HeaderMap,
+    peer: Option<SocketAddr>,
 }
 
 impl FromRequestParts<Arc<Console>> for Seen {
@@ -93,6 +103,7 @@ impl FromRequestParts<Arc<Console>> for Seen {
         Ok(Seen {
             viewer,
             headers: parts.headers.clone(),
+            peer,
         })
     }
 }
@@ -721,6 +732,21 @@ async fn sign_in(
     // Nobody signs someone in from another site.
     if let Err(why) = same_origin(&seen.headers, c.api.links.as_ref().map(|l| l.base())) {
         return refuse(StatusCode::FORBIDDEN, &why);
+    }
+    // Counted before the token is looked at: a guess costs a try either way.
+    if let Err(wait) = c.sign_ins.check(seen.peer.map(|p| p.ip()), &form.by) {
+        let secs = wait.as_secs() + 1;
+        tracing::warn!(peer = ?seen.peer, retry_in_s = secs, "console sign-in refused: too many attempts");
+        let mut r = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many sign-in attempts from your address or for this name: try again in {secs} s."
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
     }
     let Some(may) = c.auth.sign_in(form.token.trim()) else {
         tracing::warn!("console sign-in refused: wrong token");
