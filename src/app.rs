@@ -128,6 +128,7 @@ pub async fn run(
     // Everything produced from here on is acted on (see KafkaSource).
     let started = rt.clock.now();
     let metrics = Arc::new(Metrics::new());
+    metrics.watch_budgets(cfg.engine.budgets.clone());
     let owner = instance_name(rt.clock.as_ref());
     // PostgreSQL (a cluster's shared journal: one pool, shared by every
     // part of this process) or SQLite (a connection per part).
@@ -272,7 +273,11 @@ pub async fn run(
         )),
         _ => None,
     };
-    let silences = Arc::new(crate::silence::Guard::new(cfg.silences.windows.clone()));
+    let silences = Arc::new(crate::silence::Guard::new(
+        cfg.silences.windows.clone(),
+        cfg.silences.limits,
+        cfg.engine.budgets.silences.clone(),
+    ));
     let (handler, verifications): (Arc<dyn Handler>, _) = match rt.handler {
         Some(h) => (h, None),
         None => {
@@ -321,7 +326,7 @@ pub async fn run(
     let silence_api = Arc::new(crate::silence::http::SilenceApi {
         journal: shared.clone(),
         clock: rt.clock.clone(),
-        limits: cfg.silences.limits,
+        guard: silences.clone(),
     });
 
     let (http_stop_tx, http_stop_rx) = watch::channel(false);
@@ -335,7 +340,7 @@ pub async fn run(
             Arc::new(crate::console::Console {
                 api,
                 gates,
-                silence_limits: cfg.silences.limits,
+                silences: silences.clone(),
                 budgets: cfg.budgets,
                 auth: crate::console::auth::Auth::new(
                     cfg.http.token.clone(),

@@ -418,3 +418,158 @@ fn sign_in_guesses_are_rate_limited_per_peer_even_with_the_right_token_at_the_en
         .unwrap();
     assert!((1..=10).contains(&wait), "Retry-After {wait}");
 }
+
+// ---------------------------------------------------------------------------
+// 6. Memory bounded in bytes.
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn series_past_the_groups_budget_are_refused_and_counted_and_memory_stays_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with_config(
+        dir.path(),
+        "limits:\n  groups_bytes: 8MiB\n",
+        "127.0.0.1:0",
+    );
+    let http = reqwest::blocking::Client::new();
+    let now = now_millis();
+    // 1 KiB instance names, as in the report: 60,000 new series.
+    let line = |i: usize| {
+        format!(
+            "{{\"metric\":\"cpu_usage_ratio\",\"value\":0.2,\"ts\":{now},\"labels\":{{\"service\":\"web\",\"instance\":\"{i:06}-{}\",\"tier\":\"low\"}}}}\n",
+            "x".repeat(1010)
+        )
+    };
+    let post = |from: usize, to: usize| -> serde_json::Value {
+        let body: String = (from..to).map(line).collect();
+        let resp = http
+            .post(r.url("/api/v1/events"))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().unwrap()
+    };
+    post(0, 100);
+    let before = rss(r.child.id());
+    let mut refused = 0;
+    for chunk in (100..60_000).step_by(3_000) {
+        let answer = post(chunk, (chunk + 3_000).min(60_000));
+        refused += answer["dropped"]["over_memory_budget"].as_u64().unwrap_or(0);
+    }
+    let grown = rss(r.child.id()).saturating_sub(before);
+    eprintln!(
+        "60,000 new series, {refused} refused: RSS grew {} MiB",
+        grown >> 20
+    );
+    assert!(refused > 40_000, "refused {refused} of 60,000 new series");
+    let m = parse_metrics(&r.metrics());
+    let used = metric(&m, r#"ripcord_memory_used_bytes{budget="groups"}"#);
+    assert!(used > 0.0 && used <= (8 << 20) as f64, "used {used}");
+    assert_eq!(
+        metric(&m, r#"ripcord_memory_refused{budget="groups"}"#) as u64,
+        refused
+    );
+    assert!(
+        grown < 48 << 20,
+        "RSS grew {} MiB for an 8 MiB budget",
+        grown >> 20
+    );
+    // A series held from the start still counts.
+    let answer = post(0, 1);
+    assert_eq!(answer["used"], 1, "{answer}");
+    assert!(answer.get("dropped").is_none_or(|d| d.as_object().is_none_or(|o| o.is_empty())), "{answer}");
+}
+
+// ---------------------------------------------------------------------------
+// 3. Silences: compiled once, bounded.
+
+/// POSTs a silence of `matchers` for a day, scope all; status and body.
+fn post_silence(r: &Responder, matchers: serde_json::Value) -> (u16, String) {
+    let now = now_millis();
+    let resp = reqwest::blocking::Client::new()
+        .post(r.url("/api/v1/silences"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "matchers": matchers, "startsAt": rfc3339(now), "endsAt": rfc3339(now + 86_400_000),
+            "createdBy": "mallory", "comment": "maintenance", "scope": "all"}))
+        .send()
+        .unwrap();
+    (resp.status().as_u16(), resp.text().unwrap())
+}
+
+fn silences_listed(r: &Responder) -> usize {
+    let listed: serde_json::Value = reqwest::blocking::Client::new()
+        .get(r.url("/api/v1/silences"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    listed.as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn a_heavy_regex_silence_is_refused_with_a_400_naming_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with_config(
+        dir.path(),
+        &format!("http:\n  token: \"{TOKEN}\"\n"),
+        "127.0.0.1:0",
+    );
+    // The report's silence: 32 valid regex matchers that match nothing and
+    // compile to megabytes each.
+    let heavy: Vec<serde_json::Value> = (0..32)
+        .map(|i| serde_json::json!({"name": format!("l{i}"), "value": "(?:\\w{60}){3}", "isRegex": true}))
+        .collect();
+    for _ in 0..4 {
+        let (code, body) = post_silence(&r, serde_json::Value::Array(heavy.clone()));
+        assert_eq!(code, 400, "{body}");
+        assert!(body.contains("silences.max_regex_bytes"), "{body}");
+    }
+    assert_eq!(silences_listed(&r), 0);
+    let (code, body) = post_silence(
+        &r,
+        serde_json::json!([{"name": "instance", "value": "i-web-.*", "isRegex": true}]),
+    );
+    assert_eq!(code, 200, "a plain regex still goes: {body}");
+    // Their bytes are on /metrics.
+    let m = parse_metrics(&r.metrics());
+    assert!(metric(&m, r#"ripcord_memory_used_bytes{budget="silences"}"#) > 0.0);
+}
+
+#[test]
+fn silences_past_the_count_in_force_are_refused_with_a_400_naming_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with_config(
+        dir.path(),
+        &format!("http:\n  token: \"{TOKEN}\"\nsilences:\n  max_active: 3\n"),
+        "127.0.0.1:0",
+    );
+    for i in 0..3 {
+        let (code, body) = post_silence(
+            &r,
+            serde_json::json!([{"name": "service", "value": format!("s{i}"), "isRegex": false}]),
+        );
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, body) = post_silence(
+        &r,
+        serde_json::json!([{"name": "service", "value": "s9", "isRegex": false}]),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("silences.max_active allows 3"), "{body}");
+    assert_eq!(silences_listed(&r), 3);
+}

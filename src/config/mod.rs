@@ -47,6 +47,9 @@ pub struct Config {
     pub silences: std::sync::Arc<crate::silence::SilenceConfig>,
     /// The plan's time budgets, for reviews and drills.
     pub budgets: crate::report::Budgets,
+    /// Memory budgets in bytes; the process's shared counters live in
+    /// `engine.budgets`, built from these.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             gates: Default::default(),
             silences: Default::default(),
             budgets: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -155,6 +159,10 @@ impl Config {
             if let Some(m) = top.map("budgets", &mut errs) {
                 crate::report::budget::read_config(m, &mut cfg.budgets, &mut errs);
             }
+            if let Some(m) = top.map("limits", &mut errs) {
+                crate::limits::read_config(m, &mut cfg.limits, &mut errs);
+            }
+            cfg.engine.budgets = crate::limits::Budgets::new(&cfg.limits);
             if let Some(m) = top.map("shutdown", &mut errs) {
                 service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);
             }
@@ -229,8 +237,13 @@ fn read_engine(
             );
         }
     }
-    if let Some(n) = m.int("alert_memory_bytes", 1 << 20..=1 << 40, errs) {
-        e.alert_memory_bytes = n as usize;
+    if let Some(n) = m.node_of("alert_memory_bytes") {
+        m.err(
+            errs,
+            n,
+            "alert_memory_bytes",
+            "moved to limits.alerts_bytes (every memory budget is under limits:)",
+        );
     }
     if let Some(d) = m.dur(
         "alert_memory",

@@ -34,7 +34,7 @@ use crate::action::{ops, with_journal};
 use crate::api::{Api, Who, perform, same_origin, status_of};
 use crate::journal::{IncidentRow, Via};
 use crate::report::{Budgets, Review};
-use crate::silence::{self, MatcherSpec, PostableSilence, SilenceLimits, UntilBatch};
+use crate::silence::{self, MatcherSpec, PostableSilence, UntilBatch};
 use crate::time::Dur;
 use auth::{Auth, May, SignInLimits, Viewer};
 use pages::Frame;
@@ -51,7 +51,8 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 pub struct Console {
     pub api: Arc<Api>,
     pub gates: Arc<crate::gate::http::Gates>,
-    pub silence_limits: SilenceLimits,
+    /// The silences in force (their limits and bytes budget).
+    pub silences: Arc<silence::Guard>,
     pub budgets: Budgets,
     pub auth: Auth,
     /// The `Host` names pages and links answer to (see [`host`]).
@@ -585,22 +586,11 @@ async fn silence_post(
         }
     };
     if form.intent == "preview" {
-        let checked = match post.validate(&c.silence_limits, now) {
+        let compiled = match post.check(c.silences.limits(), now) {
             Ok(s) => s,
             Err(e) => {
                 return silences_page(&c, &seen, &form, None, &e.0, StatusCode::BAD_REQUEST).await;
             }
-        };
-        let Some(compiled) = silence::Compiled::new(checked) else {
-            return silences_page(
-                &c,
-                &seen,
-                &form,
-                None,
-                &["the matchers do not compile".into()],
-                StatusCode::BAD_REQUEST,
-            )
-            .await;
         };
         let open = with_journal(&c.api.journal, |j| j.incidents(Some("open"))).await;
         let hits: Vec<IncidentRow> = match open {
@@ -620,9 +610,9 @@ async fn silence_post(
         };
         return silences_page(&c, &seen, &form, Some(&hits), &[], StatusCode::OK).await;
     }
-    let limits = c.silence_limits;
+    let guard = c.silences.clone();
     match with_journal(&c.api.journal, move |j| {
-        Ok(silence::create(j, post, &limits, now))
+        Ok(silence::create(j, post, &guard, now))
     })
     .await
     {
