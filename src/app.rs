@@ -308,8 +308,12 @@ pub async fn run(
         silences: silences.clone(),
     };
     let scheduler_task = tokio::spawn(scheduler.run(actions_stop_rx.clone()));
+    // People (the API, the console, the silences API) read and act on a
+    // connection of their own: however many read, the dispatcher, its
+    // heartbeat and the rollbacks never wait for the lock they hold.
+    let people: SharedJournal = Arc::new(Mutex::new(open(rt.clock.clone())?));
     let api = Arc::new(Api {
-        journal: shared.clone(),
+        journal: people.clone(),
         cfg: cfg.actions.clone(),
         clock: rt.clock.clone(),
         links,
@@ -324,7 +328,7 @@ pub async fn run(
         windows: cfg.silences.clone(),
     });
     let silence_api = Arc::new(crate::silence::http::SilenceApi {
-        journal: shared.clone(),
+        journal: people,
         clock: rt.clock.clone(),
         guard: silences.clone(),
     });
@@ -352,6 +356,7 @@ pub async fn run(
                     &cfg.http.allowed_hosts,
                 )),
                 sign_ins: Default::default(),
+                lists: Default::default(),
             }),
         )),
     );

@@ -200,7 +200,11 @@ mod tests {
         assert_eq!((b.used(), b.refused()), (60, 1));
         assert!(b.try_take(40));
         b.take(50);
-        assert_eq!(b.used(), 150, "restored state goes over, nothing is dropped");
+        assert_eq!(
+            b.used(),
+            150,
+            "restored state goes over, nothing is dropped"
+        );
         assert!(!b.try_take(1));
         b.give(200);
         assert_eq!(b.used(), 0);
@@ -227,8 +231,14 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(errs.contains("r.yaml:2") && errs.contains("groups_bytes"), "{errs}");
-        assert!(errs.contains("r.yaml:3") && errs.contains("silences_bytes"), "{errs}");
+        assert!(
+            errs.contains("r.yaml:2") && errs.contains("groups_bytes"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("r.yaml:3") && errs.contains("silences_bytes"),
+            "{errs}"
+        );
         assert!(errs.contains("other"), "{errs}");
     }
 }

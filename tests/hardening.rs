@@ -437,11 +437,7 @@ fn rss(pid: u32) -> u64 {
 #[test]
 fn series_past_the_groups_budget_are_refused_and_counted_and_memory_stays_flat() {
     let dir = tempfile::tempdir().unwrap();
-    let r = start_with_config(
-        dir.path(),
-        "limits:\n  groups_bytes: 8MiB\n",
-        "127.0.0.1:0",
-    );
+    let r = start_with_config(dir.path(), "limits:\n  groups_bytes: 8MiB\n", "127.0.0.1:0");
     let http = reqwest::blocking::Client::new();
     let now = now_millis();
     // 1 KiB instance names, as in the report: 60,000 new series.
@@ -467,7 +463,9 @@ fn series_past_the_groups_budget_are_refused_and_counted_and_memory_stays_flat()
     let mut refused = 0;
     for chunk in (100..60_000).step_by(3_000) {
         let answer = post(chunk, (chunk + 3_000).min(60_000));
-        refused += answer["dropped"]["over_memory_budget"].as_u64().unwrap_or(0);
+        refused += answer["dropped"]["over_memory_budget"]
+            .as_u64()
+            .unwrap_or(0);
     }
     let grown = rss(r.child.id()).saturating_sub(before);
     eprintln!(
@@ -490,7 +488,12 @@ fn series_past_the_groups_budget_are_refused_and_counted_and_memory_stays_flat()
     // A series held from the start still counts.
     let answer = post(0, 1);
     assert_eq!(answer["used"], 1, "{answer}");
-    assert!(answer.get("dropped").is_none_or(|d| d.as_object().is_none_or(|o| o.is_empty())), "{answer}");
+    assert!(
+        answer
+            .get("dropped")
+            .is_none_or(|d| d.as_object().is_none_or(|o| o.is_empty())),
+        "{answer}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -572,4 +575,154 @@ fn silences_past_the_count_in_force_are_refused_with_a_400_naming_the_cap() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("silences.max_active allows 3"), "{body}");
     assert_eq!(silences_listed(&r), 3);
+}
+
+// ---------------------------------------------------------------------------
+// 2. Readers never hold up a rollback; bounded reads.
+
+/// Posts Alertmanager alerts (service, instance, tier, severity) with the token.
+fn post_alerts(r: &Responder, alerts: &[(&str, String, &str, &str)]) {
+    let now = now_millis();
+    let alerts: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|(service, instance, tier, severity)| {
+            serde_json::json!({"status": "firing", "startsAt": rfc3339(now),
+                "labels": {"alertname": "Down", "service": service, "instance": instance,
+                           "tier": tier, "severity": severity}})
+        })
+        .collect();
+    let code = reqwest::blocking::Client::new()
+        .post(r.url("/api/v1/alerts"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"version": "4", "alerts": alerts}))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(code, 200);
+}
+
+/// PostgreSQL: a console reader stuck in the database (a table it reads is
+/// locked by another session) holds whatever journal lock it took. The
+/// rollback of a low-tier alert posted meanwhile must start anyway.
+#[test]
+fn a_rollback_starts_while_a_console_reader_is_stuck_in_the_journal() {
+    let db = pg_database(&format!("hardening_reader_{}", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with_config(
+        dir.path(),
+        &format!(
+            "http:\n  token: \"{TOKEN}\"\n  console: {{open_on_loopback: true}}\njournal: {{url: \"{db}\", ca_file: \"{}\"}}\n",
+            pg_ca()
+        ),
+        "127.0.0.1:0",
+    );
+    // Something on the list, so reading it reads each incident's paging.
+    post_alerts(&r, &[("pay", "i-wait-1".into(), "medium", "critical")]);
+    assert!(wait_until(Duration::from_secs(20), || pg_count(
+        &db,
+        "SELECT count(*) FROM incidents"
+    ) == 1));
+    // Another session locks the paging table until told to stop.
+    let (release, locked) = {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (ltx, lrx) = std::sync::mpsc::channel::<()>();
+        let url = db.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                c.batch_execute("BEGIN; LOCK TABLE escalations IN ACCESS EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                ltx.send(()).unwrap();
+                let _ = tokio::task::spawn_blocking(move || rx.recv()).await;
+                c.batch_execute("ROLLBACK").await.unwrap();
+            });
+        });
+        (tx, lrx)
+    };
+    locked.recv().unwrap();
+    // The reader: the list, stuck until the lock goes.
+    let url = r.url("/");
+    let reader = std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .map(|resp| resp.status().as_u16())
+    });
+    assert!(
+        wait_until(Duration::from_secs(10), || pg_count(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%escalations%'"
+        ) >= 1),
+        "the reader is not waiting on the lock"
+    );
+    post_alerts(&r, &[("web", "i-roll-1".into(), "low", "critical")]);
+    let started = wait_until(Duration::from_secs(30), || {
+        r.stderr
+            .text()
+            .contains("dry run: would roll back i-roll-1")
+    });
+    release.send(()).unwrap();
+    assert_eq!(
+        reader.join().unwrap().unwrap(),
+        200,
+        "the reader gets its page after all"
+    );
+    assert!(
+        started,
+        "the rollback waited for the reader:\n{}",
+        r.stderr.tail(30)
+    );
+}
+
+#[test]
+fn a_gate_answer_lists_the_most_severe_incidents_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with_config(
+        dir.path(),
+        &format!("http:\n  token: \"{TOKEN}\"\n"),
+        "127.0.0.1:0",
+    );
+    let storm: Vec<(&str, String, &str, &str)> = (0..300)
+        .map(|i| ("cart", format!("i-cart-{i}"), "medium", "warning"))
+        .collect();
+    post_alerts(&r, &storm);
+    post_alerts(&r, &[("cart", "i-cart-down".into(), "high", "critical")]);
+    let http = reqwest::blocking::Client::new();
+    let answer = http
+        .get(r.url("/api/v1/rollouts/cart/gate"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let a: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    // (A failure shows the answer's start: on the old build it is 300 KB.)
+    let answer_head = &answer[..answer.len().min(600)];
+    assert_eq!(a["decision"], "nogo", "{answer_head}");
+    assert_eq!(a["incidents_open"], 301, "{answer_head}");
+    let listed = a["incidents"].as_array().unwrap();
+    assert_eq!(listed.len(), 20, "{answer_head}");
+    assert_eq!(listed[0]["severity"], "severe", "the worst first: {answer}");
+    assert!(
+        a["reasons"].as_array().unwrap().len() <= 25,
+        "{answer_head}"
+    );
+    assert!(
+        a["reasons"].as_array().unwrap().iter().any(|r| r
+            .as_str()
+            .unwrap()
+            .contains("and 281 more open incidents of cart")),
+        "{answer_head}"
+    );
+    assert!(answer.len() < 16 * 1024, "{} bytes", answer.len());
 }

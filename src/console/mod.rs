@@ -43,8 +43,6 @@ const STYLE: &str = include_str!("style.css");
 const LIVE_JS: &str = include_str!("live.js");
 /// Resolved incidents the list shows.
 const RECENT_RESOLVED: usize = 20;
-/// Incidents whose actions the list reads, newest first.
-const MAX_DETAILED: usize = 200;
 /// Forms are small; nothing bigger is read.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
@@ -58,6 +56,8 @@ pub struct Console {
     /// The `Host` names pages and links answer to (see [`host`]).
     pub hosts: Arc<host::Hosts>,
     pub sign_ins: SignInLimits,
+    /// The list's reads of the last second.
+    pub lists: ListCache,
 }
 
 /// The console's pages and the one-click link pages (`links`), each
@@ -230,6 +230,75 @@ fn journal_down(e: impl std::fmt::Display) -> String {
     format!("The journal did not answer: {e}")
 }
 
+/// What the list shows, read once per second at most, whatever the number
+/// of open tabs.
+pub struct ListData {
+    open: crate::journal::OpenPage,
+    resolved: Vec<IncidentRow>,
+    progress: std::collections::HashMap<String, pages::Progress>,
+}
+
+/// How long a list read serves every reader asking the same.
+const LIST_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Filters whose reads are kept at once (older ones are dropped first).
+const LIST_KEPT: usize = 64;
+
+type ListCell = Arc<tokio::sync::OnceCell<Arc<ListData>>>;
+
+/// The list's recent reads, by filter: readers arriving while one is read
+/// wait for it (one read, however many tabs), and for a second after it
+/// take it as it is. The map's lock is never held across an await.
+#[derive(Default)]
+pub struct ListCache(
+    std::sync::Mutex<
+        std::collections::HashMap<crate::journal::IncidentFilter, (std::time::Instant, ListCell)>,
+    >,
+);
+
+impl ListCache {
+    fn cell(&self, key: &crate::journal::IncidentFilter) -> ListCell {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, (at, _)| at.elapsed() < LIST_FRESH);
+        if m.len() >= LIST_KEPT && !m.contains_key(key) {
+            if let Some(oldest) = m
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+            {
+                m.remove(&oldest);
+            }
+        }
+        m.entry(key.clone())
+            .or_insert_with(|| (std::time::Instant::now(), Default::default()))
+            .1
+            .clone()
+    }
+}
+
+/// Reads the list from the journal: the most urgent open incidents the
+/// filter keeps (an indexed page), the recently resolved, what ripcord did
+/// for each.
+async fn read_list(
+    c: &Console,
+    filter: crate::journal::IncidentFilter,
+) -> Result<Arc<ListData>, crate::journal::JournalError> {
+    with_journal(&c.api.journal, move |j| {
+        let open = j.open_page(&filter, pages::MAX_CARDS)?;
+        let resolved = j.resolved_recently(RECENT_RESOLVED)?;
+        let mut progress = std::collections::HashMap::new();
+        for i in open.rows.iter().chain(&resolved) {
+            let p = pages::Progress::of(&j.actions_of(&i.id)?, j.escalation(&i.id)?.as_ref());
+            progress.insert(i.id.clone(), p);
+        }
+        Ok(Arc::new(ListData {
+            open,
+            resolved,
+            progress,
+        }))
+    })
+    .await
+}
+
 async fn index(
     State(c): State<Arc<Console>>,
     seen: Seen,
@@ -238,26 +307,19 @@ async fn index(
     if seen.viewer.may < May::Read {
         return c.page(&seen, "Incidents", "/", false, |_| String::new());
     }
-    let rows = with_journal(&c.api.journal, |j| {
-        let open = j.incidents(Some("open"))?;
-        let mut resolved = j.incidents(Some("resolved"))?;
-        resolved.sort_by_key(|i| std::cmp::Reverse(i.resolved_at));
-        resolved.truncate(RECENT_RESOLVED);
-        // What ripcord did, for the newest incidents (a storm's thousands
-        // are listed with what waits, not read action by action).
-        let mut newest: Vec<&IncidentRow> = open.iter().chain(&resolved).collect();
-        newest.sort_by_key(|i| std::cmp::Reverse(i.opened_at));
-        let mut progress = std::collections::HashMap::new();
-        for i in newest.into_iter().take(MAX_DETAILED) {
-            let p = pages::Progress::of(&j.actions_of(&i.id)?, j.escalation(&i.id)?.as_ref());
-            progress.insert(i.id.clone(), p);
-        }
-        Ok((open, resolved, progress))
-    })
-    .await;
-    match rows {
-        Ok((open, resolved, progress)) => c.page(&seen, "Incidents", "/", true, |f| {
-            pages::list(f, &open, &resolved, &progress, &filter)
+    let key = filter.to_journal();
+    let cell = c.lists.cell(&key);
+    let read = cell.get_or_try_init(|| read_list(&c, key)).await;
+    match read {
+        Ok(d) => c.page(&seen, "Incidents", "/", true, |f| {
+            pages::list(
+                f,
+                &d.open.rows,
+                d.open.total,
+                &d.resolved,
+                &d.progress,
+                &filter,
+            )
         }),
         Err(e) => c.say(
             &seen,

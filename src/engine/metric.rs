@@ -213,8 +213,8 @@ impl Drop for MetricState {
 /// What a trail of evidence costs against the groups' budget at its
 /// largest. Taken whatever the budget (the group exists and breaches: its
 /// evidence is never refused), given back when the group goes idle.
-const TRAIL_COST: usize = std::mem::size_of::<Trail>()
-    + super::trail::MAX_POINTS * std::mem::size_of::<(Ts, f64)>() * 2;
+const TRAIL_COST: usize =
+    std::mem::size_of::<Trail>() + super::trail::MAX_POINTS * std::mem::size_of::<(Ts, f64)>() * 2;
 
 /// A timer the state wants the engine to schedule.
 pub(crate) struct Schedule {
@@ -240,11 +240,13 @@ impl MetricState {
         // slack), its buckets, an open incident with the group_by names it
         // repeats. A trail of evidence is charged while it exists
         // ([`TRAIL_COST`]).
-        let group_fixed = 2 * (std::mem::size_of::<Group>() + std::mem::size_of::<([u64; 2], u32)>())
+        let group_fixed = 2
+            * (std::mem::size_of::<Group>() + std::mem::size_of::<([u64; 2], u32)>())
             + m.spec.buckets() as usize * main.bucket_bytes()
-            + m.baseline.as_ref().zip(base.as_ref()).map_or(0, |(b, r)| {
-                b.spec.buckets() as usize * r.bucket_bytes()
-            })
+            + m.baseline
+                .as_ref()
+                .zip(base.as_ref())
+                .map_or(0, |(b, r)| b.spec.buckets() as usize * r.bucket_bytes())
             + std::mem::size_of::<Incident>()
             + rule.group_by.iter().map(|n| n.len() + 32).sum::<usize>();
         MetricState {

@@ -472,7 +472,8 @@ fn groups_past_the_byte_budget_are_refused_counted_and_the_held_ones_keep_workin
         sample(&mut e, t, &long(0), 0.5, &mut out);
     }
     assert!(
-        out.iter().any(|d| d.label("instance") == Some(long(0).as_str())),
+        out.iter()
+            .any(|d| d.label("instance") == Some(long(0).as_str())),
         "the held group acts"
     );
     // Dropping an engine (a revoked partition) gives its bytes back.

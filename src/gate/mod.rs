@@ -263,14 +263,41 @@ pub struct Question {
     pub revision: Option<String>,
 }
 
+/// Whether an open incident waits for a human to approve its rollback
+/// (asked, or about to be asked).
+pub fn waits_for_approval(i: &IncidentRow) -> bool {
+    i.attention.iter().any(|a| {
+        matches!(
+            a.as_str(),
+            "request_approval:pending"
+                | "request_approval:running"
+                | "request_approval:awaiting_approval"
+        )
+    })
+}
+
+/// Whether an open incident makes its service's gate a nogo: any but a
+/// minor one, unless it is on a medium-tier service and waits for a human
+/// to approve its rollback (that holds instead). The journal's
+/// `open_of_service` says the same in SQL.
+pub fn blocks(i: &IncidentRow) -> bool {
+    i.severity != "minor" && !(i.tier == "medium" && waits_for_approval(i))
+}
+
+/// Open incidents a gate answer lists (the most severe; the rest counted).
+pub const MAX_INCIDENTS: usize = 20;
+
 /// What the journal holds about the service.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub tier: Option<Tier>,
     pub upgrade: Option<UpgradeRow>,
     pub rollout: Option<RolloutRow>,
-    /// Open incidents of the service.
+    /// Open incidents of the service: the most severe few, and any that
+    /// blocks the gate.
     pub incidents: Vec<IncidentRow>,
+    /// How many incidents of the service are open.
+    pub incidents_open: u64,
     pub promotions: Vec<Promotion>,
     /// Success tallies of the service, oldest first.
     pub tally: Vec<TallyRow>,
@@ -308,7 +335,10 @@ pub struct Answer {
     pub tier: Tier,
     pub decision: Decision,
     pub reasons: Vec<String>,
+    /// The most severe open incidents (at most [`MAX_INCIDENTS`], and any
+    /// that blocks); `incidents_open` counts them all.
     pub incidents: Vec<GateIncident>,
+    pub incidents_open: u64,
     /// Soak still needed (0 when soaked).
     pub soak_remaining_s: u64,
     pub min_soak_s: u64,
@@ -391,15 +421,7 @@ pub fn evaluate(
             continue;
         }
         // Asked, or about to be asked: a human decides whether to roll back.
-        let waiting = i.attention.iter().any(|a| {
-            matches!(
-                a.as_str(),
-                "request_approval:pending"
-                    | "request_approval:running"
-                    | "request_approval:awaiting_approval"
-            )
-        });
-        if i.tier == "medium" && waiting {
+        if !blocks(i) {
             hold.push(format!(
                 "incident {} ({}, {}) waits for a human to approve its rollback",
                 i.id, i.rule, i.severity
@@ -572,7 +594,15 @@ pub fn evaluate(
     } else {
         Decision::Go
     };
+    let incidents_open = facts.incidents_open.max(incidents.len() as u64);
     let mut reasons = nogo;
+    if incidents_open > incidents.len() as u64 {
+        reasons.push(format!(
+            "and {} more open incidents of {} (the most severe are listed)",
+            incidents_open - incidents.len() as u64,
+            q.service
+        ));
+    }
     reasons.extend(hold);
     reasons.extend(soft);
     if decision == Decision::Go {
@@ -594,6 +624,7 @@ pub fn evaluate(
         decision,
         reasons,
         incidents,
+        incidents_open,
         soak_remaining_s: secs(Dur(soak_remaining)),
         min_soak_s: secs(min_soak),
         stage: upgrade.map(|u| u.stage.clone()),

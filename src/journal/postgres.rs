@@ -25,8 +25,9 @@ use super::rows::{
 };
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
-    EscalationRow, Expired, HoldRecord, IncidentRow, Ingest, JournalError, Reads, RollbackLimits,
-    RolloutRow, Silences, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
+    EscalationRow, Expired, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
+    OpenPage, Reads, RollbackLimits, RolloutRow, Silences, TIERS_BY_URGENCY, TimelineEntry,
+    UpgradeRow, Verdict, Verdicts, Via, Work,
 };
 use crate::config::Secret;
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
@@ -47,6 +48,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/postgres/0003_silences.sql"),
     ),
     (4, include_str!("../../migrations/postgres/0004_review.sql")),
+    (5, include_str!("../../migrations/postgres/0005_reads.sql")),
 ];
 
 /// Any key, for the advisory locks that serialize migrations and the
@@ -572,8 +574,8 @@ impl Ingest for PgJournal {
             let upsert_incident = tx
                 .prepare_cached(
                     "INSERT INTO incidents AS i (id, rule, partition, labels, tier, severity, severity_rank, opened_at,
-                         state, resolved_at, fingerprint, seq, fired, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                         state, resolved_at, fingerprint, seq, fired, updated_at, service)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                      ON CONFLICT (id) DO UPDATE SET
                          severity = CASE WHEN excluded.severity_rank > i.severity_rank THEN excluded.severity ELSE i.severity END,
                          severity_rank = GREATEST(i.severity_rank, excluded.severity_rank),
@@ -643,6 +645,7 @@ impl Ingest for PgJournal {
                             &(seq + 1),
                             &i32::from(d.action.bit()),
                             &now,
+                            &d.label("service"),
                         ],
                     )
                     .await?;
@@ -1810,7 +1813,115 @@ impl Silences for PgJournal {
     }
 }
 
+/// The console's filter in SQL: `$2` severity, `$3` text (lower case).
+const LIST_FILTER: &str = "($2::TEXT IS NULL OR i.severity = $2)
+     AND ($3::TEXT IS NULL OR strpos(lower(i.labels || ' ' || i.rule || ' ' || i.id), $3) > 0)";
+
+/// An open incident that blocks its service's gate (`crate::gate::blocks`).
+const BLOCKS_GATE: &str = "i.severity <> 'minor' AND NOT (i.tier = 'medium' AND EXISTS (
+     SELECT 1 FROM actions a WHERE a.incident_id = i.id AND a.action = 'request_approval'
+       AND a.state IN ('pending', 'running', 'awaiting_approval')))";
+
 impl Reads for PgJournal {
+    fn open_page(&self, f: &IncidentFilter, limit: usize) -> Result<OpenPage, JournalError> {
+        let text = f.text.as_deref().map(str::to_lowercase);
+        self.block(async {
+            let c = self.conn().await?;
+            let page = c
+                .prepare_cached(&format!(
+                    "{INCIDENT_ROW} WHERE i.state = 'open' AND i.tier = $1 AND {LIST_FILTER}
+                     ORDER BY i.severity_rank DESC, i.opened_at DESC, i.id LIMIT $4"
+                ))
+                .await?;
+            let mut rows = Vec::new();
+            for tier in TIERS_BY_URGENCY {
+                let room = limit.saturating_sub(rows.len());
+                if room == 0 || f.tier.as_deref().is_some_and(|t| t != tier) {
+                    continue;
+                }
+                for r in c
+                    .query(&page, &[&tier, &f.severity, &text, &(room as i64)])
+                    .await?
+                {
+                    rows.push(incident_row(&r)?);
+                }
+            }
+            let total: i64 = c
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM incidents i WHERE i.state = 'open'
+                         AND ($1::TEXT IS NULL OR i.tier = $1) AND {LIST_FILTER}"
+                    ),
+                    &[&f.tier, &f.severity, &text],
+                )
+                .await?
+                .try_get(0)?;
+            Ok(OpenPage {
+                rows,
+                total: total as u64,
+            })
+        })
+    }
+
+    fn resolved_recently(&self, limit: usize) -> Result<Vec<IncidentRow>, JournalError> {
+        self.block(async {
+            let rows = self
+                .conn()
+                .await?
+                .query(
+                    &format!(
+                        "{INCIDENT_ROW} WHERE i.state = 'resolved' ORDER BY i.resolved_at DESC, i.id LIMIT $1"
+                    ),
+                    &[&(limit as i64)],
+                )
+                .await?;
+            rows.iter().map(incident_row).collect()
+        })
+    }
+
+    fn open_of_service(&self, service: &str, limit: usize) -> Result<OpenPage, JournalError> {
+        self.block(async {
+            let c = self.conn().await?;
+            let mut rows = c
+                .query(
+                    &format!(
+                        "{INCIDENT_ROW} WHERE i.state = 'open' AND i.service = $1
+                         ORDER BY i.severity_rank DESC, i.opened_at DESC, i.id LIMIT $2"
+                    ),
+                    &[&service, &(limit as i64)],
+                )
+                .await?
+                .iter()
+                .map(incident_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let total: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM incidents WHERE state = 'open' AND service = $1",
+                    &[&service],
+                )
+                .await?
+                .try_get(0)?;
+            if total as usize > rows.len() && !rows.iter().any(crate::gate::blocks) {
+                for r in c
+                    .query(
+                        &format!(
+                            "{INCIDENT_ROW} WHERE i.state = 'open' AND i.service = $1 AND {BLOCKS_GATE}
+                             ORDER BY i.severity_rank DESC, i.opened_at DESC, i.id LIMIT 1"
+                        ),
+                        &[&service],
+                    )
+                    .await?
+                {
+                    rows.push(incident_row(&r)?);
+                }
+            }
+            Ok(OpenPage {
+                rows,
+                total: total as u64,
+            })
+        })
+    }
+
     fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
         self.block(async {
             let rows = self

@@ -328,7 +328,8 @@ impl PostableSilence {
                 limits.max_silence_bytes
             ));
         }
-        let over_caps = self.matchers.len() > limits.max_matchers || size > limits.max_silence_bytes;
+        let over_caps =
+            self.matchers.len() > limits.max_matchers || size > limits.max_silence_bytes;
         let mut compiled = Vec::new();
         let mut bytes = SILENCE_OVERHEAD + self.comment.len() + self.created_by.len();
         // Past the caps nothing is compiled: a heavy silence costs its
@@ -708,7 +709,11 @@ pub fn read_config(
         ("max_active", &mut out.max_active, 1..=1_000_000),
         ("max_matchers", &mut out.max_matchers, 1..=1024),
         ("max_regex_bytes", &mut out.max_regex_bytes, 1024..=16 << 20),
-        ("max_silence_bytes", &mut out.max_silence_bytes, 256..=16 << 20),
+        (
+            "max_silence_bytes",
+            &mut out.max_silence_bytes,
+            256..=16 << 20,
+        ),
     ] {
         if let Some(n) = m.int(key, range, errs) {
             *field = n as usize;

@@ -352,14 +352,21 @@ fn heavy_or_too_many_silences_are_refused_naming_the_cap() {
     let Invalid(errs) = post(regex("(?:\\w{60}){3}"), "all")
         .validate(&SilenceLimits::default(), NOW)
         .unwrap_err();
-    assert!(errs.iter().any(|e| e.contains("silences.max_regex_bytes")), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.contains("silences.max_regex_bytes")),
+        "{errs:?}"
+    );
     let many: Vec<_> = (0..33)
         .map(|i| serde_json::json!({"name": "service", "value": format!("s{i}"), "isRegex": false}))
         .collect();
     let Invalid(errs) = post(serde_json::Value::Array(many), "all")
         .validate(&SilenceLimits::default(), NOW)
         .unwrap_err();
-    assert!(errs.iter().any(|e| e.contains("silences.max_matchers (32)")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("silences.max_matchers (32)")),
+        "{errs:?}"
+    );
     let mut big = post(regex("web"), "all");
     big.comment = "x".repeat(1900);
     let small = SilenceLimits {
@@ -367,7 +374,11 @@ fn heavy_or_too_many_silences_are_refused_naming_the_cap() {
         ..SilenceLimits::default()
     };
     let Invalid(errs) = big.validate(&small, NOW).unwrap_err();
-    assert!(errs.iter().any(|e| e.contains("silences.max_silence_bytes (1024)")), "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("silences.max_silence_bytes (1024)")),
+        "{errs:?}"
+    );
 
     // The count in force, and the bytes budget.
     let mut j = journal();
@@ -388,14 +399,20 @@ fn heavy_or_too_many_silences_are_refused_naming_the_cap() {
         matches!(&third, SilenceError::Invalid(Invalid(e)) if e[0].contains("silences.max_active allows 2")),
         "{third}"
     );
-    assert_eq!(crate::silence::http::status_of(&third), axum::http::StatusCode::BAD_REQUEST);
+    assert_eq!(
+        crate::silence::http::status_of(&third),
+        axum::http::StatusCode::BAD_REQUEST
+    );
     let tight = Guard::new(
         Windows::default(),
         SilenceLimits::default(),
         std::sync::Arc::new(crate::limits::Budget::new("silences", 4096)),
     );
     let full = create(&mut journal(), post(regex("i-web-.*"), "all"), &tight, NOW).unwrap_err();
-    assert!(full.to_string().contains("limits.silences_bytes (4096)"), "{full}");
+    assert!(
+        full.to_string().contains("limits.silences_bytes (4096)"),
+        "{full}"
+    );
 }
 
 #[test]
@@ -405,7 +422,10 @@ fn the_guard_compiles_a_silence_once_and_counts_its_bytes() {
     let mut j = journal();
     let s = create(
         &mut j,
-        post(serde_json::json!([{"name": "instance", "value": "i-web-.*", "isRegex": true}]), "all"),
+        post(
+            serde_json::json!([{"name": "instance", "value": "i-web-.*", "isRegex": true}]),
+            "all",
+        ),
         &guard,
         NOW,
     )
@@ -417,7 +437,10 @@ fn the_guard_compiles_a_silence_once_and_counts_its_bytes() {
     // compiled matchers, the same bytes.
     guard.set(crate::journal::Silences::silences(&j, NOW, false).unwrap());
     let again = guard.in_force();
-    assert!(std::sync::Arc::ptr_eq(&first[0].matchers, &again[0].matchers), "not recompiled");
+    assert!(
+        std::sync::Arc::ptr_eq(&first[0].matchers, &again[0].matchers),
+        "not recompiled"
+    );
     assert_eq!(budget.used(), held);
     // Expired: out of force, its bytes given back.
     expire(&mut j, &s.id, "bob", NOW).unwrap();

@@ -66,6 +66,30 @@ fn a_version_1_journal_gains_the_budget_column() {
 }
 
 #[test]
+fn a_version_5_journal_gains_the_service_column_filled_from_the_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let (ds, _) = decisions();
+    {
+        let mut j = SqliteJournal::open(&path, false).unwrap();
+        j.commit(&Batch {
+            decisions: ds.iter().map(|d| ("t/0", d)).collect(),
+            ..Batch::default()
+        })
+        .unwrap();
+        j.conn
+            .execute_batch(
+                "DROP INDEX incidents_open_by_service; ALTER TABLE incidents DROP COLUMN service;
+                 PRAGMA user_version = 5;",
+            )
+            .unwrap();
+    }
+    let j = SqliteJournal::open(&path, false).unwrap();
+    let open = j.open_of_service("s", 10).unwrap();
+    assert_eq!(open.total, 1, "the old incident is found by its service");
+}
+
+#[test]
 fn a_writer_waits_for_another_connections_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = journal(&dir);
