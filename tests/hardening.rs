@@ -726,3 +726,78 @@ fn a_gate_answer_lists_the_most_severe_incidents_and_counts_the_rest() {
     );
     assert!(answer.len() < 16 * 1024, "{} bytes", answer.len());
 }
+
+// ---------------------------------------------------------------------------
+// 4. Connections: a deadline from accept, a cap per address.
+
+#[test]
+fn a_silent_connection_is_closed_a_header_timeout_after_its_accept() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with_config(
+        dir.path(),
+        "http:\n  header_timeout: 1s\n  idle_timeout: 60s\n",
+        "127.0.0.1:0",
+    );
+    let mut c = std::net::TcpStream::connect(r.http).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    // It never sends a byte: closed after the header timeout, not idle's.
+    let closed = match c.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(
+        closed,
+        "a silent connection was kept past the header timeout"
+    );
+}
+
+/// A connection from `ip` (any loopback address) to `to`.
+fn connect_from(ip: [u8; 4], to: std::net::SocketAddr) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind((std::net::Ipv4Addr::from(ip), 0).into()).unwrap();
+        s.connect(to).await.unwrap().into_std().unwrap()
+    })
+}
+
+#[test]
+fn one_address_holds_at_most_its_share_of_connections_and_another_still_gets_in() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let r = start_with_config(dir.path(), "http: {}\n", "127.0.0.1:0");
+    // The default: 64 per address.
+    let held: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| connect_from([127, 0, 0, 7], r.http))
+        .collect();
+    let mut extra = connect_from([127, 0, 0, 7], r.http);
+    extra.set_nonblocking(false).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = extra.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503")
+            && answer.contains("too many connections from your address"),
+        "{answer:?}"
+    );
+    let mut other = connect_from([127, 0, 0, 8], r.http);
+    other.set_nonblocking(false).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    let _ = other.read_to_string(&mut got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    drop(held);
+}

@@ -107,11 +107,16 @@ pub struct ConsoleConfig {
 /// keep-alive connections, bodies in one go) and shed everything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Connections open at once; past it a new one gets 503 and is closed.
-    /// Also kept under the process's file limit minus a reserve, so an
-    /// executor can always start.
+    /// Connections open at once. At it, the idlest connection (silent since
+    /// accept, else idle longest) is closed for a newcomer; with none idle
+    /// the newcomer gets 503. Also kept under the process's file limit
+    /// minus a reserve, so an executor can always start.
     pub max_connections: usize,
-    /// From a request's first byte to its last header line.
+    /// Connections from one address (an IPv6 /64) at once; past it 503.
+    /// Behind a proxy every client is the proxy: raise it to the cap.
+    pub max_connections_per_peer: usize,
+    /// From a request's first byte to its last header line; for a
+    /// connection's first request, from the accept.
     pub header_timeout: crate::time::Dur,
     /// From the headers to the body's last byte (408 after it).
     pub body_timeout: crate::time::Dur,
@@ -124,6 +129,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_connections: 512,
+            max_connections_per_peer: 64,
             header_timeout: crate::time::Dur::from_secs(10),
             body_timeout: crate::time::Dur::from_secs(30),
             idle_timeout: crate::time::Dur::from_secs(60),
@@ -350,6 +356,9 @@ pub(super) fn read_http(mut m: MapReader<'_>, h: &mut HttpConfig, errs: &mut Err
     let l = &mut h.limits;
     if let Some(n) = m.int("max_connections", 8..=1_000_000, errs) {
         l.max_connections = n as usize;
+    }
+    if let Some(n) = m.int("max_connections_per_peer", 1..=1_000_000, errs) {
+        l.max_connections_per_peer = n as usize;
     }
     if let Some(d) = m.dur(
         "header_timeout",
