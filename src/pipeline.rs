@@ -311,6 +311,14 @@ impl Pipeline {
         Ok(n)
     }
 
+    /// Passes a message set aside whole without reading it (a drill's event
+    /// in production): its offset counts as handled.
+    pub fn pass(&mut self, p: PartitionId, offset: i64) {
+        if !self.fenced.contains(&p) {
+            self.positions.insert(p, offset + 1);
+        }
+    }
+
     /// Processes an HTTP body already validated by the receiver. Its answer
     /// waits for the next [`Pipeline::commit`].
     pub fn ingest_http(&mut self, s: Submission) {

@@ -28,6 +28,9 @@ pub enum Outcome {
     /// A metric sample taken over HTTP and produced onto the Kafka topic,
     /// for the replica that owns its service's partition.
     Forwarded,
+    /// A message a drill produced (it carries the drill marker), refused by
+    /// a responder that is not the drill's.
+    DrillRefused,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -801,3 +801,112 @@ fn one_address_holds_at_most_its_share_of_connections_and_another_still_gets_in(
     assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
     drop(held);
 }
+
+// ---------------------------------------------------------------------------
+// 7. The drill never touches production's topics.
+
+#[test]
+fn a_drill_refuses_a_topic_a_production_regex_subscription_consumes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("prod.yaml"),
+        "kafka:\n  brokers: [\"127.0.0.1:1\"]\n  topics: [\"^ripcord-.*\"]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(ripcord_bin())
+        .args([
+            "drill",
+            "--config",
+            "prod.yaml",
+            "--topic",
+            "ripcord-events",
+            "--dry-run",
+            "--timeout",
+            "20s",
+        ])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Lines::of(child.stderr.take().unwrap());
+    let exited = wait_until(Duration::from_secs(40), || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let text = stderr.text();
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("--topic ripcord-events is one the responder reads in production")
+            && text.contains("^ripcord-.*"),
+        "{text}"
+    );
+}
+
+#[test]
+fn production_refuses_an_event_a_drill_produced_and_acts_on_the_next() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let broker = MockBroker::start("ripcord-events", 1);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ripcord.yaml"),
+        format!(
+            "kafka:\n  brokers: [\"{}\"]\n  topics: [ripcord-events]\n",
+            broker.brokers
+        ),
+    )
+    .unwrap();
+    let r = Responder::start(
+        dir.path(),
+        &["--config", "ripcord.yaml", "--state", "state.db", "--dry-run"],
+    );
+    r.wait_warmed(Duration::from_secs(30));
+    let payload = |instance: &str| {
+        serde_json::json!({"version": "4", "alerts": [{
+            "status": "firing", "startsAt": rfc3339(now_millis()),
+            "labels": {"alertname": "Down", "service": "web", "instance": instance,
+                       "tier": "low", "severity": "critical"}}]})
+        .to_string()
+    };
+    let p = producer(&broker.brokers);
+    let drill = payload("i-drill-7");
+    let real = payload("i-real-7");
+    p.send(
+        BaseRecord::to("ripcord-events")
+            .key("web")
+            .payload(&drill)
+            .headers(ripcord::drill::marker("a drill run")),
+    )
+    .map_err(|(e, _)| e)
+    .unwrap();
+    p.send(BaseRecord::to("ripcord-events").key("web").payload(&real))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    // Same key, one partition: by the time the real event decided, the
+    // drill's (before it) was read.
+    assert!(
+        wait_until(Duration::from_secs(30), || r
+            .decisions()
+            .iter()
+            .any(|d| d["labels"]["instance"] == "i-real-7")),
+        "the real event did not decide:\n{}",
+        r.stderr.tail(20)
+    );
+    let drilled: Vec<_> = r
+        .decisions()
+        .into_iter()
+        .filter(|d| d["labels"]["instance"] == "i-drill-7")
+        .collect();
+    assert!(drilled.is_empty(), "production acted on a drill: {drilled:?}");
+    let m = parse_metrics(&r.metrics());
+    assert_eq!(
+        metric(&m, r#"ripcord_events_total{source="Kafka",outcome="DrillRefused"}"#),
+        1.0,
+        "{:?}",
+        m.iter().filter(|(k, _)| k.contains("events")).collect::<Vec<_>>()
+    );
+}

@@ -37,6 +37,11 @@ pub struct KafkaConfig {
     /// Warm-up reads at most this many messages back when the broker cannot
     /// look offsets up by time.
     pub warm_up_max_messages: usize,
+    /// Act on events a drill produced (they carry the drill marker, see
+    /// `crate::drill::MARKER_HEADER`). Only `ripcord drill` sets it, for
+    /// its own responder; never read from the config: production refuses
+    /// a drill's events.
+    pub accept_drill_events: bool,
 }
 
 impl Default for KafkaConfig {
@@ -53,6 +58,7 @@ impl Default for KafkaConfig {
             embedded_partitions: 4,
             embedded_listen: None,
             warm_up_max_messages: 1_000_000,
+            accept_drill_events: false,
         }
     }
 }
