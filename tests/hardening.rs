@@ -831,7 +831,9 @@ fn a_drill_refuses_a_topic_a_production_regex_subscription_consumes() {
         .spawn()
         .unwrap();
     let stderr = Lines::of(child.stderr.take().unwrap());
-    let exited = wait_until(Duration::from_secs(40), || child.try_wait().unwrap().is_some());
+    let exited = wait_until(Duration::from_secs(40), || {
+        child.try_wait().unwrap().is_some()
+    });
     if !exited {
         let _ = child.kill();
     }
@@ -861,7 +863,13 @@ fn production_refuses_an_event_a_drill_produced_and_acts_on_the_next() {
     .unwrap();
     let r = Responder::start(
         dir.path(),
-        &["--config", "ripcord.yaml", "--state", "state.db", "--dry-run"],
+        &[
+            "--config",
+            "ripcord.yaml",
+            "--state",
+            "state.db",
+            "--dry-run",
+        ],
     );
     r.wait_warmed(Duration::from_secs(30));
     let payload = |instance: &str| {
@@ -901,12 +909,109 @@ fn production_refuses_an_event_a_drill_produced_and_acts_on_the_next() {
         .into_iter()
         .filter(|d| d["labels"]["instance"] == "i-drill-7")
         .collect();
-    assert!(drilled.is_empty(), "production acted on a drill: {drilled:?}");
+    assert!(
+        drilled.is_empty(),
+        "production acted on a drill: {drilled:?}"
+    );
     let m = parse_metrics(&r.metrics());
     assert_eq!(
-        metric(&m, r#"ripcord_events_total{source="Kafka",outcome="DrillRefused"}"#),
+        metric(
+            &m,
+            r#"ripcord_events_total{source="Kafka",outcome="DrillRefused"}"#
+        ),
         1.0,
         "{:?}",
-        m.iter().filter(|(k, _)| k.contains("events")).collect::<Vec<_>>()
+        m.iter()
+            .filter(|(k, _)| k.contains("events"))
+            .collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A full disk is reported as one.
+
+#[test]
+fn a_full_disk_is_reported_as_a_full_disk_not_a_slow_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::write(
+        dir.path().join("ripcord.yaml"),
+        "http:\n  stall_after: 2s\n",
+    )
+    .unwrap();
+    let port = free_port();
+    // A 768 KiB disk of its own: a tmpfs in a mount namespace of this
+    // process tree (unshare, util-linux; a user namespace maps us to root).
+    let script = format!(
+        "mount -t tmpfs -o size=768k tmpfs '{d}' && exec '{bin}' run --listen 127.0.0.1:{port} --no-kafka --dry-run --config ripcord.yaml --state '{d}/state.db'",
+        d = disk.display(),
+        bin = ripcord_bin()
+    );
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--map-root-user", "sh", "-c", &script])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) is needed to give ripcord a small disk of its own");
+    let stderr = Lines::of(child.stderr.take().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let up = wait_until(Duration::from_secs(30), || {
+        http.get(format!("{base}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    assert!(
+        up,
+        "ripcord did not start on its small disk:\n{}",
+        stderr.text()
+    );
+    let note = "n".repeat(15_000);
+    let mut refused = None;
+    for k in 0..400 {
+        let alerts: Vec<serde_json::Value> = (0..4)
+            .map(|i| {
+                serde_json::json!({"status": "firing", "startsAt": rfc3339(now_millis()),
+                    "labels": {"alertname": "Full", "service": "web", "instance": format!("i-{k}-{i}"),
+                               "tier": "low", "severity": "info"},
+                    "annotations": {"note": note}})
+            })
+            .collect();
+        let resp = http
+            .post(format!("{base}/api/v1/alerts"))
+            .json(&serde_json::json!({"version": "4", "alerts": alerts}))
+            .send()
+            .unwrap();
+        if resp.status() != 200 {
+            refused = Some((resp.status().as_u16(), resp.text().unwrap()));
+            break;
+        }
+    }
+    let (code, body) = refused.expect("the disk never filled");
+    let health = wait_until(Duration::from_secs(15), || {
+        http.get(format!("{base}/healthz")).send().is_ok_and(|r| {
+            r.status() == 503 && r.text().unwrap_or_default().contains("disk is full")
+        })
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("disk is full"), "the answer: {body}");
+    assert!(
+        health,
+        "/healthz does not say the disk is full:\n{}",
+        stderr.tail(10)
+    );
+    assert!(
+        stderr.text().contains("the journal's disk is full"),
+        "{}",
+        stderr.tail(10)
     );
 }

@@ -62,6 +62,12 @@ const POOL_SIZE: usize = 8;
 
 impl From<tokio_postgres::Error> for JournalError {
     fn from(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL) {
+            return JournalError::Storage(format!(
+                "the journal's disk is full (PostgreSQL: {})",
+                with_causes(&e)
+            ));
+        }
         JournalError::Storage(with_causes(&e))
     }
 }

@@ -266,6 +266,11 @@ fn add_column(
 
 impl From<rusqlite::Error> for JournalError {
     fn from(e: rusqlite::Error) -> Self {
+        // A full disk says so first: it is not a slow journal, and no
+        // retry mends it until someone makes room.
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return JournalError::Storage(format!("the journal's disk is full ({e})"));
+        }
         JournalError::Storage(e.to_string())
     }
 }
