@@ -1,28 +1,45 @@
-//! Benchmark: from decision to rollback start, under faults. Not a test: it
-//! measures and prints a summary.
+//! Benchmark: from decision to rollback start, under faults and attacks.
+//! Not a test: it measures and prints a summary.
 //!
 //! ```sh
 //! cargo bench --bench actions
+//! ACTIONS_SCENARIOS=readers,storm cargo bench --bench actions
 //! ACTIONS_RIPCORD_BIN=/path/to/old/ripcord cargo bench --bench actions
 //! ```
 //!
-//! Product issue: "time from decision to executor start with one channel
-//! hanging and with a 10,000-alert notify flood; goal p99 <= 1 s."
+//! Product issues: "time from decision to executor start with one channel
+//! hanging and with a 10,000-alert notify flood; goal p99 <= 1 s" (issue
+//! 7), and "nothing a reader, a proxy or a silence does can slow a
+//! rollback" (issue 16).
 //!
 //! A release-built `ripcord run` (embedded broker, HTTP on loopback) whose
 //! only chat channel is a webhook that accepts connections and never
 //! answers (its sends time out after 2 minutes and retry), and whose
 //! rollback executor is a script that appends `<unix ms> <instance>` to a
 //! file. Each probe is one critical Alertmanager alert for a low-tier
-//! instance, POSTed on its own; its decision is journaled when the POST
-//! answers 200; the latency is from that answer to the script's stamp.
+//! instance, POSTed on its own (again at once while the server answers
+//! 503); the latency is from its first attempt to the script's stamp.
 //!
-//! Scenarios (each with a fresh `ripcord run`):
+//! Scenarios (each with a fresh `ripcord run`; `ACTIONS_SCENARIOS` picks):
 //! - **hang**: `ACTIONS_PROBES` [200] probes, one every 50 ms, each also
 //!   queueing a message for the hung channel.
 //! - **flood**: first `ACTIONS_FLOOD` [10000] info alerts (notify only) in
-//!   payloads of 1,000, then the probes as above, all while the flood's
-//!   messages wait for the hung channel.
+//!   payloads of 1,000, then the probes as above.
+//! - **readers**: `ACTIONS_OPEN` [5000] open medium incidents waiting for
+//!   approval, then `ACTIONS_READERS` [8] clients loop on the console's `/`
+//!   (loopback reads: `open_on_loopback: true`) during the probes.
+//! - **silences**: the report's attack first: `ACTIONS_HEAVY` [4] silences
+//!   of 32 regex matchers `(?:\w{60}){3}` each (refused since issue 16;
+//!   accepted before, where they cost gigabytes: keep it low against an
+//!   old build), plus 100 ordinary regex silences, then the probes.
+//! - **connections**: `max_connections: 64`; 300 connections held open and
+//!   silent from 151 loopback addresses, reopened as soon as closed,
+//!   during the probes.
+//! - **storm**: `ACTIONS_STORM_RATE` [5000] new alerts/s (medium, one
+//!   service, payloads of 100 from 4 clients) for `ACTIONS_STORM_SECS` [30]
+//!   s, a probe every 50 ms meanwhile; then the gate's answer for the
+//!   stormed service and the console's list, their size and time, and the
+//!   process's RSS.
 //!
 //! Prints p50, p99 and max per scenario and whether p99 <= 1 s.
 
@@ -31,6 +48,8 @@ mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -46,15 +65,15 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 /// A webhook endpoint that accepts and never answers.
-fn hang() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+fn hang() -> (u16, Arc<AtomicBool>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     std::thread::spawn(move || {
         l.set_nonblocking(true).unwrap();
         let mut held = Vec::new();
-        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+        while !s.load(Ordering::Relaxed) {
             match l.accept() {
                 Ok((c, _)) => held.push(c),
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -69,16 +88,44 @@ struct Run {
     port: u16,
     dir: tempfile::TempDir,
     stderr: Lines,
+    hang_stop: Arc<AtomicBool>,
+}
+
+impl Run {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::blocking::get(self.url("/metrics"))
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        support::metric(&support::parse_metrics(&text), series)
+    }
 }
 
 impl Drop for Run {
     fn drop(&mut self) {
+        self.hang_stop.store(true, Ordering::Relaxed);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn start(bin: &str, hang_port: u16) -> Run {
+/// A fresh `ripcord run`; `extra` is YAML appended to its config.
+fn start(bin: &str, extra: &str) -> Run {
+    let (hang_port, hang_stop) = hang();
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("rollback.sh");
     std::fs::write(
@@ -102,7 +149,7 @@ executors:
   rollback:
     command: {{argv: [/bin/sh, "{}", "{{instance}}"], timeout: 30s}}
     budget: {{per_service: 10000, overall: 10000, window: 10m}}
-"#,
+{extra}"#,
             script.display()
         ),
     )
@@ -132,26 +179,27 @@ executors:
         port,
         dir,
         stderr,
+        hang_stop,
     }
 }
 
-fn alert(fp: &str, instance: &str, severity: &str) -> Value {
+fn alert(fp: &str, service: &str, instance: &str, tier: &str, severity: &str) -> Value {
     json!({
         "status": "firing",
-        "labels": {"alertname": "Down", "service": format!("svc-{fp}"), "instance": instance, "tier": "low", "severity": severity},
+        "labels": {"alertname": "Down", "service": service, "instance": instance, "tier": tier, "severity": severity},
         "startsAt": rfc3339(now_millis()), "endsAt": "0001-01-01T00:00:00Z", "fingerprint": fp,
     })
 }
 
-fn post(client: &reqwest::blocking::Client, port: u16, alerts: Vec<Value>) {
+/// POSTs alerts; the status (0: no answer).
+fn post(client: &reqwest::blocking::Client, run: &Run, alerts: &[Value]) -> u16 {
     let body = json!({"version": "4", "alerts": alerts}).to_string();
-    let r = client
-        .post(format!("http://127.0.0.1:{port}/api/v1/alerts"))
+    client
+        .post(run.url("/api/v1/alerts"))
         .header("Content-Type", "application/json")
         .body(body)
         .send()
-        .expect("post");
-    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+        .map_or(0, |r| r.status().as_u16())
 }
 
 fn starts(dir: &Path) -> std::collections::HashMap<String, i64> {
@@ -170,33 +218,34 @@ struct Outcome {
     started: usize,
     probes: usize,
     latencies_ms: Vec<f64>,
+    /// What else the scenario saw (the attack's effect, sizes, RSS).
+    notes: Vec<String>,
 }
 
-fn scenario(name: &'static str, bin: &str, flood: usize, probes: usize) -> Outcome {
-    let (hang_port, stop) = hang();
-    let run = start(bin, hang_port);
+/// `probes` probes, one every 50 ms; each retried at once until answered
+/// 200. Latency: first attempt to rollback start.
+fn probe(run: &Run, name: &'static str, probes: usize) -> Outcome {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap();
-    for chunk in 0..flood.div_ceil(1000) {
-        let alerts = (0..1000.min(flood - chunk * 1000))
-            .map(|i| {
-                let n = chunk * 1000 + i;
-                alert(&format!("info{n}"), &format!("i-info{n}"), "info")
-            })
-            .collect();
-        post(&client, run.port, alerts);
-    }
     let mut decided = Vec::new();
+    let mut retries = 0;
     for i in 0..probes {
         let instance = format!("i-probe{i}");
-        post(
-            &client,
-            run.port,
-            vec![alert(&format!("p{i}"), &instance, "critical")],
-        );
-        decided.push((instance, now_millis()));
+        let first = now_millis();
+        let a = [alert(
+            &format!("p{i}"),
+            &format!("svc-p{i}"),
+            &instance,
+            "low",
+            "critical",
+        )];
+        while post(&client, run, &a) != 200 {
+            retries += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        decided.push((instance, first));
         std::thread::sleep(Duration::from_millis(50));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -209,14 +258,320 @@ fn scenario(name: &'static str, bin: &str, flood: usize, probes: usize) -> Outco
         .filter_map(|(i, at)| got.get(i).map(|s| (s - at) as f64))
         .collect();
     latencies_ms.sort_by(f64::total_cmp);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = &run.stderr;
     Outcome {
         name,
         started: latencies_ms.len(),
         probes,
         latencies_ms,
+        notes: if retries > 0 {
+            vec![format!(
+                "{retries} probe POSTs answered other than 200 and retried"
+            )]
+        } else {
+            Vec::new()
+        },
     }
+}
+
+/// Info alerts (notify only), in payloads of 1,000.
+fn flood_info(run: &Run, n: usize) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    for chunk in 0..n.div_ceil(1000) {
+        let alerts: Vec<Value> = (0..1000.min(n - chunk * 1000))
+            .map(|i| {
+                let k = chunk * 1000 + i;
+                alert(
+                    &format!("info{k}"),
+                    &format!("svc-info{k}"),
+                    &format!("i-info{k}"),
+                    "low",
+                    "info",
+                )
+            })
+            .collect();
+        assert_eq!(post(&client, run, &alerts), 200);
+    }
+}
+
+fn hang_scenario(bin: &str, probes: usize) -> Outcome {
+    probe(&start(bin, ""), "hang", probes)
+}
+
+fn flood_scenario(bin: &str, probes: usize) -> Outcome {
+    let run = start(bin, "");
+    flood_info(&run, env_usize("ACTIONS_FLOOD", 10_000));
+    probe(&run, "flood", probes)
+}
+
+/// Loops GET `path` from `n` clients until `stop`: (pages, their total ms).
+fn readers(
+    run: &Run,
+    path: &str,
+    n: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u64, f64)>> {
+    (0..n)
+        .map(|_| {
+            let (url, stop) = (run.url(path), stop.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .unwrap();
+                let (mut pages, mut ms) = (0u64, 0f64);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    if client.get(&url).send().and_then(|r| r.bytes()).is_ok() {
+                        pages += 1;
+                        ms += t.elapsed().as_secs_f64() * 1000.0;
+                    }
+                }
+                (pages, ms)
+            })
+        })
+        .collect()
+}
+
+fn readers_scenario(bin: &str, probes: usize) -> Outcome {
+    let run = start(bin, "http:\n  console: {open_on_loopback: true}\n");
+    let open = env_usize("ACTIONS_OPEN", 5000);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    for chunk in 0..open.div_ceil(1000) {
+        let alerts: Vec<Value> = (0..1000.min(open - chunk * 1000))
+            .map(|i| {
+                let k = chunk * 1000 + i;
+                alert(
+                    &format!("open{k}"),
+                    "pay",
+                    &format!("i-open{k}"),
+                    "medium",
+                    "critical",
+                )
+            })
+            .collect();
+        assert_eq!(post(&client, &run, &alerts), 200);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let n = env_usize("ACTIONS_READERS", 8);
+    let threads = readers(&run, "/", n, stop.clone());
+    std::thread::sleep(Duration::from_secs(1));
+    let mut o = probe(&run, "readers", probes);
+    stop.store(true, Ordering::Relaxed);
+    let (pages, ms) = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .fold((0, 0.0), |(p, m), (a, b)| (p + a, m + b));
+    o.notes.push(format!(
+        "{n} readers of / with {open} open incidents: {pages} pages, mean {:.0} ms a page",
+        ms / pages.max(1) as f64
+    ));
+    o
+}
+
+fn silences_scenario(bin: &str, probes: usize) -> Outcome {
+    let run = start(bin, "");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let now = now_millis();
+    let silence = |matchers: Value| {
+        client
+            .post(run.url("/api/v1/silences"))
+            .json(&json!({"matchers": matchers, "startsAt": rfc3339(now),
+                "endsAt": rfc3339(now + 86_400_000), "createdBy": "mallory",
+                "comment": "maintenance", "scope": "all"}))
+            .send()
+            .map_or(0, |r| r.status().as_u16())
+    };
+    let heavy: Vec<Value> = (0..32)
+        .map(|i| json!({"name": format!("l{i}"), "value": "(?:\\w{60}){3}", "isRegex": true}))
+        .collect();
+    let heavy_n = env_usize("ACTIONS_HEAVY", 4);
+    let heavy_taken = (0..heavy_n)
+        .filter(|_| silence(Value::Array(heavy.clone())) == 200)
+        .count();
+    let light_taken = (0..100)
+        .filter(|i| {
+            silence(
+                json!([{"name": "instance", "value": format!("i-maint-{i}-.*"), "isRegex": true}]),
+            ) == 200
+        })
+        .count();
+    let mut o = probe(&run, "silences", probes);
+    o.notes.push(format!(
+        "heavy silences accepted: {heavy_taken} of {heavy_n}; ordinary regex silences in force: {light_taken}; RSS {:.0} MB",
+        run.rss_mb()
+    ));
+    o
+}
+
+/// Holds `n` silent connections from `from` addresses, reopened at once.
+fn silent_flood(
+    port: u16,
+    n: usize,
+    stop: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<()>, Arc<AtomicU64>) {
+    let opened = Arc::new(AtomicU64::new(0));
+    let count = opened.clone();
+    let t = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let to: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+            let mut tasks = Vec::new();
+            for k in 0..n {
+                let from = if k % 2 == 0 {
+                    std::net::IpAddr::from([127, 0, 0, 2])
+                } else {
+                    std::net::IpAddr::from([127, 1, 0, (k / 2 % 250) as u8 + 1])
+                };
+                let (stop, count) = (stop.clone(), count.clone());
+                tasks.push(tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    while !stop.load(Ordering::Relaxed) {
+                        let s = tokio::net::TcpSocket::new_v4().unwrap();
+                        if s.bind((from, 0).into()).is_err() {
+                            return;
+                        }
+                        if let Ok(mut c) = s.connect(to).await {
+                            count.fetch_add(1, Ordering::Relaxed);
+                            let mut buf = [0u8; 512];
+                            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                                while !matches!(c.read(&mut buf).await, Ok(0) | Err(_)) {}
+                            })
+                            .await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+    });
+    (t, opened)
+}
+
+fn connections_scenario(bin: &str, probes: usize) -> Outcome {
+    let run = start(bin, "http:\n  max_connections: 64\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flood, opened) = silent_flood(run.port, 300, stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    let mut o = probe(&run, "conns", probes);
+    stop.store(true, Ordering::Relaxed);
+    let _ = flood.join();
+    o.notes.push(format!(
+        "300 silent connections held, {} opened in all",
+        opened.load(Ordering::Relaxed)
+    ));
+    o
+}
+
+/// `rate` new medium alerts a second on one service for `secs`, from 4
+/// clients in payloads of 100: (answered 200, other answers).
+fn storm(run: &Run, rate: usize, secs: u64) -> (u64, u64) {
+    let per_client = rate / 4;
+    let handles: Vec<_> = (0..4)
+        .map(|c| {
+            let url = run.url("/api/v1/alerts");
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .unwrap();
+                let (mut ok, mut other) = (0u64, 0u64);
+                let begin = Instant::now();
+                let mut sent = 0usize;
+                while begin.elapsed() < Duration::from_secs(secs) {
+                    // Keep to the rate: payloads of 100 when behind.
+                    let due = (begin.elapsed().as_secs_f64() * per_client as f64) as usize;
+                    if sent >= due {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    let alerts: Vec<Value> = (0..100)
+                        .map(|i| {
+                            let k = format!("s{c}-{}", sent + i);
+                            alert(&k, "storm", &format!("i-{k}"), "medium", "warning")
+                        })
+                        .collect();
+                    sent += 100;
+                    let body = json!({"version": "4", "alerts": alerts}).to_string();
+                    match client
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .body(body)
+                        .send()
+                    {
+                        Ok(r) if r.status() == 200 => ok += 100,
+                        _ => other += 100,
+                    }
+                }
+                (ok, other)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+}
+
+/// GETs `path` `n` times: (p50 ms, max ms, bytes of the last).
+fn sizes(run: &Run, path: &str, n: usize) -> (f64, f64, usize) {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let mut ms = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        if let Ok(b) = client.get(run.url(path)).send().and_then(|r| r.bytes()) {
+            bytes = b.len();
+        }
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    (pct(&ms, 0.5), ms.last().copied().unwrap_or(f64::NAN), bytes)
+}
+
+fn storm_scenario(bin: &str) -> Outcome {
+    let run = start(bin, "http:\n  console: {open_on_loopback: true}\n");
+    let rate = env_usize("ACTIONS_STORM_RATE", 5000);
+    let secs = env_usize("ACTIONS_STORM_SECS", 30) as u64;
+    let rss_before = run.rss_mb();
+    let began = Instant::now();
+    let storm_run = std::thread::scope(|s| {
+        let flood = s.spawn(|| storm(&run, rate, secs));
+        let o = probe(&run, "storm", (secs * 20) as usize);
+        (flood.join().unwrap(), o)
+    });
+    let ((ok, other), mut o) = storm_run;
+    let took = began.elapsed().as_secs_f64();
+    let (gate_ms, gate_max, gate_bytes) = sizes(&run, "/api/v1/rollouts/storm/gate", 20);
+    let (list_ms, list_max, list_bytes) = sizes(&run, "/", 20);
+    o.notes.push(format!(
+        "storm: {ok} alerts answered 200 ({:.0}/s), {other} otherwise; RSS {rss_before:.0} -> {:.0} MB; alerts refused past limits.alerts_bytes: {}",
+        ok as f64 / took,
+        run.rss_mb(),
+        run.metric(r#"ripcord_memory_refused{budget="alerts"}"#)
+    ));
+    o.notes.push(format!(
+        "gate of the stormed service: p50 {gate_ms:.1} ms, max {gate_max:.1} ms, {gate_bytes} bytes; console list: p50 {list_ms:.1} ms, max {list_max:.1} ms, {list_bytes} bytes"
+    ));
+    o
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -234,24 +589,34 @@ fn main() {
     }
     let bin = std::env::var("ACTIONS_RIPCORD_BIN").unwrap_or_else(|_| ripcord_bin().to_owned());
     let probes = env_usize("ACTIONS_PROBES", 200);
-    let flood = env_usize("ACTIONS_FLOOD", 10_000);
+    let chosen = std::env::var("ACTIONS_SCENARIOS")
+        .unwrap_or_else(|_| "hang,flood,readers,silences,connections,storm".into());
     eprintln!("actions: ripcord binary {bin}");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let outcomes = [
-        scenario("hang", &bin, 0, probes),
-        scenario("flood", &bin, flood, probes),
-    ];
+    let mut outcomes = Vec::new();
+    for s in chosen.split(',').map(str::trim) {
+        eprintln!("actions: scenario {s}");
+        outcomes.push(match s {
+            "hang" => hang_scenario(&bin, probes),
+            "flood" => flood_scenario(&bin, probes),
+            "readers" => readers_scenario(&bin, probes),
+            "silences" => silences_scenario(&bin, probes),
+            "connections" => connections_scenario(&bin, probes),
+            "storm" => storm_scenario(&bin),
+            other => panic!("unknown scenario {other}"),
+        });
+    }
     println!("\n============ ripcord: decision -> rollback start, under faults ============");
     println!("binary: {bin}");
     println!("load average before: {}", load.trim());
     println!(
-        "{:<8} {:>9} {:>9} {:>9} {:>9}  goal p99 <= {GOAL_MS} ms",
+        "{:<9} {:>9} {:>9} {:>9} {:>9}  goal p99 <= {GOAL_MS} ms",
         "scenario", "started", "p50 ms", "p99 ms", "max ms"
     );
     for o in &outcomes {
         let p99 = pct(&o.latencies_ms, 0.99);
         println!(
-            "{:<8} {:>5}/{:<3} {:>9.0} {:>9.0} {:>9.0}  {}",
+            "{:<9} {:>5}/{:<3} {:>9.0} {:>9.0} {:>9.0}  {}",
             o.name,
             o.started,
             o.probes,
@@ -264,5 +629,8 @@ fn main() {
                 "MISSED"
             }
         );
+        for n in &o.notes {
+            println!("          {n}");
+        }
     }
 }

@@ -213,7 +213,15 @@ fn feed(engine: &mut Engine, lines: &[u8], decisions: &mut Vec<Decision>) -> usi
 fn shipped_engine(grouping: bool) -> Engine {
     let files = ripcord::rule::load::load_builtin().expect("shipped rules load");
     let rules = ripcord::rule::load::rule_set(&files);
-    let mut cfg = EngineConfig::default();
+    // The event path itself, not the memory budget: a budget large enough
+    // for the biggest fleet measured (`limits:` caps a live process).
+    let mut cfg = EngineConfig {
+        budgets: ripcord::limits::Budgets::new(&ripcord::limits::LimitsConfig {
+            groups_bytes: 1 << 40,
+            ..Default::default()
+        }),
+        ..EngineConfig::default()
+    };
     if !grouping {
         cfg.grouping = None;
     }

@@ -598,6 +598,18 @@ assert spec["strategy"]["type"] == "RollingUpdate" and spec["strategy"]["rolling
     "strategy %s" % spec["strategy"]
 assert set(kcfg["journal"]) == {"url"} and kcfg["journal"]["url"] == {"file": "/run/secrets/ripcord/journal-url"}, \
     "the ConfigMap's journal is %s, expected url: {file: /run/secrets/ripcord/journal-url}" % kcfg["journal"]
+# The memory limit holds the byte budgets (limits:, src/limits.rs defaults
+# for what is left out) plus 128 MiB for the rest of the process.
+def size(v):
+    m = re.fullmatch(r"(\d+)\s*([KMGT]i?B?)?", str(v))
+    n, unit = int(m.group(1)), (m.group(2) or "")[:1]
+    return n * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit]
+budgets = {"groups_bytes": 256 << 20, "alerts_bytes": 64 << 20, "silences_bytes": 8 << 20}
+budgets.update({k: size(v) for k, v in (kcfg.get("limits") or {}).items()})
+limit = size(c["resources"]["limits"]["memory"])
+assert sum(budgets.values()) + (128 << 20) <= limit, \
+    "limits: %s MiB + 128 MiB does not fit the Deployment's memory limit (%s MiB)" % (
+        sum(budgets.values()) >> 20, limit >> 20)
 sto = int(kcfg["kafka"]["properties"]["session.timeout.ms"])
 assert sto <= 15000, "session.timeout.ms %d: a dead replica's partitions wait that long" % sto
 assert not by("PersistentVolumeClaim"), "a PersistentVolumeClaim: the cluster keeps nothing on a pod"

@@ -128,6 +128,7 @@ pub async fn run(
     // Everything produced from here on is acted on (see KafkaSource).
     let started = rt.clock.now();
     let metrics = Arc::new(Metrics::new());
+    metrics.watch_budgets(cfg.engine.budgets.clone());
     let owner = instance_name(rt.clock.as_ref());
     // PostgreSQL (a cluster's shared journal: one pool, shared by every
     // part of this process) or SQLite (a connection per part).
@@ -291,7 +292,11 @@ pub async fn run(
         )),
         _ => None,
     };
-    let silences = Arc::new(crate::silence::Guard::new(cfg.silences.windows.clone()));
+    let silences = Arc::new(crate::silence::Guard::new(
+        cfg.silences.windows.clone(),
+        cfg.silences.limits,
+        cfg.engine.budgets.silences.clone(),
+    ));
     let (handler, verifications): (Arc<dyn Handler>, _) = match rt.handler {
         Some(h) => (h, None),
         None => {
@@ -322,8 +327,12 @@ pub async fn run(
         silences: silences.clone(),
     };
     let scheduler_task = tokio::spawn(scheduler.run(actions_stop_rx.clone()));
+    // People (the API, the console, the silences API) read and act on a
+    // connection of their own: however many read, the dispatcher, its
+    // heartbeat and the rollbacks never wait for the lock they hold.
+    let people: SharedJournal = Arc::new(Mutex::new(open(rt.clock.clone())?));
     let api = Arc::new(Api {
-        journal: shared.clone(),
+        journal: people.clone(),
         cfg: cfg.actions.clone(),
         clock: rt.clock.clone(),
         links,
@@ -339,9 +348,9 @@ pub async fn run(
         asked: Default::default(),
     });
     let silence_api = Arc::new(crate::silence::http::SilenceApi {
-        journal: shared.clone(),
+        journal: people,
         clock: rt.clock.clone(),
-        limits: cfg.silences.limits,
+        guard: silences.clone(),
     });
     let alertmanager_api = Arc::new(crate::alertmanager::AlertmanagerApi {
         intake: intake.clone(),
@@ -356,19 +365,26 @@ pub async fn run(
             .merge(crate::gate::http::protected_routes(gates.clone()))
             .merge(crate::silence::http::routes(silence_api))
             .merge(crate::alertmanager::routes(alertmanager_api)),
-        crate::api::public(api.clone())
-            .merge(crate::gate::http::open_routes(gates.clone()))
-            .merge(crate::console::routes(Arc::new(crate::console::Console {
+        crate::gate::http::open_routes(gates.clone()).merge(crate::console::routes(
+            crate::api::public(api.clone()),
+            Arc::new(crate::console::Console {
                 api,
                 gates,
-                silence_limits: cfg.silences.limits,
+                silences: silences.clone(),
                 budgets: cfg.budgets,
                 auth: crate::console::auth::Auth::new(
                     cfg.http.token.clone(),
                     &cfg.http.console,
                     cfg.http.public_url.as_deref(),
                 ),
-            }))),
+                hosts: Arc::new(crate::console::host::Hosts::new(
+                    cfg.http.public_url.as_deref(),
+                    &cfg.http.allowed_hosts,
+                )),
+                sign_ins: Default::default(),
+                lists: Default::default(),
+            }),
+        )),
     );
     let max_connections = crate::server::connection_cap(cfg.http.limits.max_connections);
     if max_connections < cfg.http.limits.max_connections {

@@ -127,6 +127,11 @@ impl Health {
         self.with(|s| s.journal_error = Some(why));
     }
 
+    /// Why the journal refuses writes, while it does.
+    pub fn journal_error(&self) -> Option<String> {
+        self.with(|s| s.journal_error.clone())
+    }
+
     fn stalled(&self, s: &State) -> Option<Duration> {
         if s.warming_since.is_some() {
             return None;
@@ -142,8 +147,15 @@ impl Health {
                 return Err(format!("the pipeline stopped: {f}"));
             }
             if let Some(quiet) = self.stalled(s) {
+                // A loop held up by its journal says so: a full disk is not
+                // a slow pipeline.
+                let why = s
+                    .journal_error
+                    .as_ref()
+                    .map(|e| format!(": the journal refuses writes: {e}"))
+                    .unwrap_or_default();
                 return Err(format!(
-                    "the pipeline made no progress for {} s",
+                    "the pipeline made no progress for {} s{why}",
                     quiet.as_secs()
                 ));
             }
@@ -207,6 +219,7 @@ mod tests {
         assert!(h.ready().is_ok());
         h.journal_refuses("disk full");
         assert!(h.ready().unwrap_err().contains("disk full"));
+        assert_eq!(h.journal_error().as_deref(), Some("disk full"));
         h.journal_ok();
         h.revoked(["t/1".to_owned()]);
         assert!(h.ready().unwrap().contains("1 Kafka partition "));
@@ -221,6 +234,15 @@ mod tests {
         assert!(h.live().is_ok());
         std::thread::sleep(Duration::from_millis(40));
         assert!(h.live().unwrap_err().contains("no progress"));
+        h.journal_refuses("the journal's disk is full");
+        assert!(
+            h.live().unwrap_err().ends_with(
+                "no progress for 0 s: the journal refuses writes: the journal's disk is full"
+            ),
+            "{:?}",
+            h.live()
+        );
+        h.journal_ok();
         assert!(h.ready().is_err());
         h.warm_started();
         assert!(h.live().is_ok());

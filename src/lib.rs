@@ -22,6 +22,7 @@ pub mod event;
 pub mod gate;
 pub mod health;
 pub mod journal;
+pub mod limits;
 pub mod output;
 pub mod pipeline;
 pub mod replay;

@@ -626,7 +626,15 @@ fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
                 scope: Scope::parse(&scope).unwrap_or_default(),
             };
             let (cfg, mut j) = open_journal(&at)?;
-            let s = sil::create(&mut *j, post, &cfg.silences.limits, now)?;
+            // The silences in force, to count the new one's bytes against
+            // limits.silences_bytes as a running responder would.
+            let guard = sil::Guard::new(
+                cfg.silences.windows.clone(),
+                cfg.silences.limits,
+                cfg.engine.budgets.silences.clone(),
+            );
+            guard.set(j.silences(now, false)?);
+            let s = sil::create(&mut *j, post, &guard, now)?;
             println!("{}", s.id);
             eprintln!("silence {}", s.describe());
         }

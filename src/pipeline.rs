@@ -44,7 +44,8 @@ pub struct Accepted {
     pub decisions: usize,
     /// Events taken but not used, by why: `late` (older than the allowed
     /// lateness), `too_old` (older than the window), `not_a_number`,
-    /// `too_many_groups`.
+    /// `too_many_groups` (a rule's group cap), `over_memory_budget` (a new
+    /// group or alert past `limits:`).
     pub dropped: Vec<(&'static str, u64)>,
     /// Samples of metrics no rule watches.
     pub unwatched: u64,
@@ -64,7 +65,15 @@ fn dropped_between(
         ),
         (
             "too_many_groups",
-            after.groups_refused - before.groups_refused,
+            (after.groups_refused - after.groups_refused_memory - after.alerts_refused_memory)
+                - (before.groups_refused
+                    - before.groups_refused_memory
+                    - before.alerts_refused_memory),
+        ),
+        (
+            "over_memory_budget",
+            (after.groups_refused_memory + after.alerts_refused_memory)
+                - (before.groups_refused_memory + before.alerts_refused_memory),
         ),
     ]
     .into_iter()
@@ -128,6 +137,7 @@ pub struct Pipeline {
     acks: Vec<(Ack, Accepted)>,
     /// Alerts refused for memory, as last said in the log.
     refused_said: u64,
+    groups_refused_said: u64,
     /// This process's name as a partition owner.
     owner: String,
     /// The owner epoch held for each claimed (Kafka) partition.
@@ -173,6 +183,7 @@ impl Pipeline {
             inbox: Vec::new(),
             acks: Vec::new(),
             refused_said: 0,
+            groups_refused_said: 0,
             owner: String::new(),
             epochs: HashMap::new(),
             fenced: HashSet::new(),
@@ -307,6 +318,14 @@ impl Pipeline {
         }
         self.decisions.extend(out.drain(..).map(|d| (p, d)));
         Ok(n)
+    }
+
+    /// Passes a message set aside whole without reading it (a drill's event
+    /// in production): its offset counts as handled.
+    pub fn pass(&mut self, p: PartitionId, offset: i64) {
+        if !self.fenced.contains(&p) {
+            self.positions.insert(p, offset + 1);
+        }
     }
 
     /// Processes an HTTP body already validated by the receiver. Its answer
@@ -620,9 +639,19 @@ impl Pipeline {
             tracing::warn!(
                 refused = refused - self.refused_said,
                 bytes = alert_bytes,
-                "alerts refused: remembered alerts fill engine.alert_memory_bytes"
+                "alerts refused: remembered alerts fill limits.alerts_bytes"
             );
             self.refused_said = refused;
+        }
+        let budgets = &self.engine_cfg.budgets;
+        let groups_refused = budgets.groups.refused();
+        if groups_refused > self.groups_refused_said {
+            tracing::warn!(
+                refused = groups_refused - self.groups_refused_said,
+                bytes = budgets.groups.used(),
+                "new groups refused: the engines' groups fill limits.groups_bytes"
+            );
+            self.groups_refused_said = groups_refused;
         }
     }
 }

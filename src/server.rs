@@ -2,19 +2,28 @@
 //! broken clients cannot hold what the responder needs.
 //!
 //! - At most `max_connections` at once (kept under the process's file
-//!   limit minus a reserve for executors, the journal and Kafka); past it a
-//!   new connection gets `503` with `Retry-After` and is closed.
-//! - A request's headers must arrive within `header_timeout` of its first
-//!   byte, its body within `body_timeout` (408 after it); a keep-alive
-//!   connection with nothing in flight is closed after `idle_timeout`.
+//!   limit minus a reserve for executors, the journal and Kafka), and at
+//!   most `max_connections_per_peer` from one address (an IPv6 /64 is one).
+//! - At the cap a new connection still gets in when an idle one can make
+//!   room: the one silent longest since it was accepted (it never sent a
+//!   byte), else the keep-alive connection idle longest, is closed for it.
+//!   Only when every connection has a request in flight (or its head half
+//!   sent) does a newcomer get `503` with `Retry-After`. A client that
+//!   sends its request when it connects (Alertmanager, a phone) always gets
+//!   in, however many connections others hold open and silent.
+//! - A connection's first request head must arrive within `header_timeout`
+//!   of the accept (a silent connection is gone then), later heads within
+//!   `header_timeout` of their first byte; a body within `body_timeout`
+//!   (408 after it); a keep-alive connection with nothing in flight is
+//!   closed after `idle_timeout`.
 //! - Out of file descriptors, accept backs off instead of spinning.
 //! - Shutdown: stop accepting, let requests in flight finish (bounded by
 //!   the caller's grace).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,7 +32,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::config::HttpLimits;
@@ -51,6 +60,83 @@ pub fn connection_cap(wanted: usize) -> usize {
     wanted.min(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
+/// Every open connection: its peer, its phase, how to close it.
+#[derive(Default)]
+struct Registry {
+    conns: std::collections::HashMap<u64, Entry>,
+    per_peer: std::collections::HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+struct Entry {
+    peer: IpAddr,
+    phase: Arc<Phase>,
+    close: Arc<Notify>,
+}
+
+/// The registry, locked only for bookkeeping (never across an await).
+type Shared = Arc<Mutex<Registry>>;
+
+impl Registry {
+    /// An idle connection to close for a newcomer: silent since accept
+    /// first (oldest first), then idle between requests (longest first).
+    fn idlest(&self) -> Option<u64> {
+        self.conns
+            .iter()
+            .filter_map(|(id, e)| {
+                let since = e.phase.since_ms.load(Ordering::Relaxed);
+                match e.phase.phase.load(Ordering::Relaxed) {
+                    SILENT => Some(((0u8, since), *id)),
+                    IDLE => Some(((1u8, since), *id)),
+                    _ => None,
+                }
+            })
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let e = self.conns.remove(&id)?;
+        if let std::collections::hash_map::Entry::Occupied(mut n) = self.per_peer.entry(e.peer) {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+        Some(e)
+    }
+}
+
+/// Takes a connection out of the registry when its task ends.
+struct Registered {
+    id: u64,
+    registry: Shared,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.id);
+    }
+}
+
+/// The address a peer's connections are counted under: IPv4 as it is, an
+/// IPv6 address by its /64.
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+            }
+        },
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` turns true, then waits for
 /// requests in flight (the caller bounds that wait).
 pub async fn serve(
@@ -60,7 +146,10 @@ pub async fn serve(
     max_connections: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let registry: Shared = Default::default();
+    let epoch = Instant::now();
+    let max_connections = max_connections.max(1);
+    let per_peer = limits.max_connections_per_peer.max(1);
     let mut conns = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -84,41 +173,92 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            conns.spawn(refuse(stream));
-            continue;
+        let phase = Arc::new(Phase {
+            epoch,
+            phase: AtomicU8::new(SILENT),
+            since_ms: AtomicU64::new(epoch.elapsed().as_millis() as u64),
+            in_flight: AtomicU64::new(0),
+        });
+        let close = Arc::new(Notify::new());
+        let key = peer_key(peer.ip());
+        let admitted = {
+            let mut r = registry.lock().unwrap_or_else(|e| e.into_inner());
+            let from_peer = r.per_peer.get(&key).copied().unwrap_or(0);
+            let room = if from_peer >= per_peer {
+                Err("too many connections from your address")
+            } else if r.conns.len() < max_connections {
+                Ok(())
+            } else if let Some(victim) = r.idlest() {
+                // Room made by the idlest: closed at once, counted out now.
+                if let Some(e) = r.remove(victim) {
+                    e.close.notify_one();
+                }
+                Ok(())
+            } else {
+                Err("too many connections")
+            };
+            room.map(|()| {
+                let id = r.next_id;
+                r.next_id += 1;
+                r.conns.insert(
+                    id,
+                    Entry {
+                        peer: key,
+                        phase: phase.clone(),
+                        close: close.clone(),
+                    },
+                );
+                *r.per_peer.entry(key).or_insert(0) += 1;
+                Registered {
+                    id,
+                    registry: registry.clone(),
+                }
+            })
+        };
+        let registered = match admitted {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::debug!(%peer, why, "connection refused");
+                conns.spawn(refuse(stream, why));
+                continue;
+            }
         };
         let app = app.clone();
         let stop = shutdown.clone();
         conns.spawn(async move {
-            serve_one(stream, peer, app, limits, stop).await;
-            drop(slot);
+            serve_one(stream, peer, app, limits, phase, close, stop).await;
+            drop(registered);
         });
     }
     while conns.join_next().await.is_some() {}
 }
 
-/// Past the connection cap: a short 503 and close, without reading.
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        stream.write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 43\r\nConnection: close\r\n\r\n{\"error\":\"too many connections; retry\"}\r\n\r\n",
-        ),
-    )
+/// Past a connection cap: a short 503 and close, without reading.
+async fn refuse(mut stream: TcpStream, why: &'static str) {
+    let body = format!("{{\"error\":\"{why}; retry\"}}\r\n");
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await
+    })
     .await;
     let _ = stream.shutdown().await;
 }
 
-/// Where a connection is: idle between requests, reading a request's
-/// head, or with a request in flight.
+/// Where a connection is: accepted and silent so far, idle between
+/// requests, reading a request's head, or with a request in flight.
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
 const BUSY: u8 = 2;
+const SILENT: u8 = 3;
 
-/// A connection's phase and since when (ms since `epoch`), shared by its
-/// reader (first byte of a head), its service (request in flight) and its
-/// watchdog.
+/// A connection's phase and since when (ms since the server's `epoch`, one
+/// clock for every connection), shared by its reader (first byte of a
+/// head), its service (request in flight), its watchdog and the accept
+/// loop (which closes the idlest for a newcomer at the cap).
 struct Phase {
     epoch: Instant,
     phase: AtomicU8,
@@ -141,7 +281,7 @@ impl Phase {
         let age = Duration::from_millis(self.now_ms() - self.since_ms.load(Ordering::Relaxed));
         match self.phase.load(Ordering::Relaxed) {
             IDLE if age > limits.idle_timeout.to_std() => Some("idle"),
-            HEAD if age > limits.header_timeout.to_std() => Some("headers"),
+            HEAD | SILENT if age > limits.header_timeout.to_std() => Some("headers"),
             _ => None,
         }
     }
@@ -161,8 +301,13 @@ impl AsyncRead for Watched {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before && self.phase.phase.load(Ordering::Relaxed) == IDLE {
-            self.phase.set(HEAD);
+        if buf.filled().len() > before {
+            match self.phase.phase.load(Ordering::Relaxed) {
+                IDLE => self.phase.set(HEAD),
+                // The first head's deadline runs from the accept.
+                SILENT => self.phase.phase.store(HEAD, Ordering::Relaxed),
+                _ => {}
+            }
         }
         r
     }
@@ -191,14 +336,10 @@ async fn serve_one(
     peer: SocketAddr,
     app: Router,
     limits: HttpLimits,
+    phase: Arc<Phase>,
+    close: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let phase = Arc::new(Phase {
-        epoch: Instant::now(),
-        phase: AtomicU8::new(IDLE),
-        since_ms: AtomicU64::new(0),
-        in_flight: AtomicU64::new(0),
-    });
     let io = TokioIo::new(Watched {
         inner: stream,
         phase: phase.clone(),
@@ -251,6 +392,11 @@ async fn serve_one(
                     return;
                 }
                 false
+            }
+            // Closed to make room for a newcomer: it was idle or silent.
+            _ = close.notified() => {
+                tracing::debug!(%peer, "closing an idle connection to make room");
+                return;
             }
             _ = shutdown.wait_for(|s| *s) => true,
         };

@@ -62,6 +62,9 @@ pub enum Outcome {
     /// A metric sample taken over HTTP and produced onto the Kafka topic,
     /// for the replica that owns its service's partition.
     Forwarded,
+    /// A message a drill produced (it carries the drill marker), refused by
+    /// a responder that is not the drill's.
+    DrillRefused,
 }
 
 impl Outcome {
@@ -71,6 +74,7 @@ impl Outcome {
             Outcome::DecodeError => "decode_error",
             Outcome::FromTheFuture => "from_the_future",
             Outcome::Forwarded => "forwarded",
+            Outcome::DrillRefused => "drill_refused",
         }
     }
 }
@@ -141,6 +145,11 @@ pub struct Metrics {
     open_incidents: Family<TierLabel, Gauge>,
     partition_owned: Family<PartitionName, Gauge>,
     ready: Gauge,
+    memory_limit: Family<BudgetLabels, Gauge>,
+    memory_used: Family<BudgetLabels, Gauge>,
+    memory_refused: Family<BudgetLabels, Gauge<u64, AtomicU64>>,
+    /// Read at every render (they are atomics; no loop needs to report them).
+    budgets: std::sync::OnceLock<crate::limits::Budgets>,
     warmup_seconds: Histogram,
     messages: Family<MessageLabels, Counter>,
     stdout_dropped: Counter,
@@ -265,6 +274,11 @@ impl Collector for ProcessCollector {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MessageLabels {
     channel: String,
     outcome: String,
@@ -315,6 +329,10 @@ impl Metrics {
             open_incidents: Family::default(),
             partition_owned: Family::default(),
             ready: Gauge::default(),
+            memory_limit: Family::default(),
+            memory_used: Family::default(),
+            memory_refused: Family::default(),
+            budgets: std::sync::OnceLock::new(),
             warmup_seconds: latency_histogram(),
             messages: Family::default(),
             stdout_dropped: Counter::default(),
@@ -383,13 +401,28 @@ impl Metrics {
         );
         registry.register(
             "alert_memory_bytes",
-            "Bytes the remembered Alertmanager alerts hold (engine.alert_memory_bytes bounds it)",
+            "Bytes the remembered Alertmanager alerts hold (limits.alerts_bytes bounds it)",
             m.alert_memory_bytes.clone(),
         );
         registry.register(
             "alerts_refused_memory",
-            "Alerts refused because remembered alerts filled engine.alert_memory_bytes",
+            "Alerts refused because remembered alerts filled limits.alerts_bytes",
             m.alerts_refused_memory.counter.clone(),
+        );
+        registry.register(
+            "memory_budget_bytes",
+            "Each memory budget's size (limits:), by budget: groups, alerts, silences",
+            m.memory_limit.clone(),
+        );
+        registry.register(
+            "memory_used_bytes",
+            "Bytes taken from each memory budget",
+            m.memory_used.clone(),
+        );
+        registry.register(
+            "memory_refused",
+            "New groups, alerts or silences refused because their budget was full",
+            m.memory_refused.clone(),
         );
         registry.register(
             "alert_labels_cut",
@@ -480,6 +513,9 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
+        if let Some(b) = self.budgets.get() {
+            self.memory_budgets(b);
+        }
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -620,6 +656,23 @@ impl Metrics {
         self.alert_memory_bytes.set(bytes as i64);
         self.alerts_refused_memory.observe(refused);
         self.labels_cut.observe(labels_cut);
+    }
+
+    /// Shows the process's memory budgets on every render.
+    pub fn watch_budgets(&self, budgets: crate::limits::Budgets) {
+        let _ = self.budgets.set(budgets);
+    }
+
+    /// Each memory budget's size, use and refusals.
+    pub fn memory_budgets(&self, budgets: &crate::limits::Budgets) {
+        for b in budgets.all() {
+            let l = BudgetLabels {
+                budget: b.name().to_owned(),
+            };
+            self.memory_limit.get_or_create(&l).set(b.limit() as i64);
+            self.memory_used.get_or_create(&l).set(b.used() as i64);
+            self.memory_refused.get_or_create(&l).set(b.refused());
+        }
     }
 
     /// A message's final delivery outcome on a channel.

@@ -1342,9 +1342,9 @@ async fn a_silence_made_mid_chain_holds_back_the_steps_due_under_it_until_it_exp
         "scope": "all",
     }))
     .unwrap();
-    let limits = ripcord::silence::SilenceLimits::default();
+    let guard = ripcord::silence::Guard::default();
     let silence = h
-        .read(move |j| Ok(ripcord::silence::create(j, post, &limits, now)))
+        .read(move |j| Ok(ripcord::silence::create(j, post, &guard, now)))
         .await
         .unwrap();
 

@@ -2,7 +2,8 @@
 //! delivering to `ripcord run` over its webhook: alerts pushed into
 //! Alertmanager's API reach ripcord, decide once however often Alertmanager
 //! re-sends them, and resolve when they end; with and without a bearer
-//! token; across a ripcord crash while Alertmanager keeps sending.
+//! token; across a ripcord crash while Alertmanager keeps sending; while
+//! hundreds of connections are held open and silent.
 
 mod support;
 
@@ -625,6 +626,111 @@ fn ripcord_crashes_while_alertmanager_keeps_sending_and_nothing_fires_twice() {
             .cloned()
             .collect::<Vec<_>>()
             .join("\n")
+    );
+    assert!(r.terminate().success());
+}
+
+/// Holds `n` connections to `to` open and silent from `from` (addresses on
+/// loopback: Linux routes all of 127/8 there), opening another as soon as
+/// one is closed, until `stop`. Returns how many were opened in all.
+fn silent_flood(
+    to: SocketAddr,
+    from: Vec<std::net::IpAddr>,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let opened = std::sync::Arc::new(AtomicUsize::new(0));
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for k in 0..n {
+                let (ip, stop, opened) = (from[k % from.len()], stop.clone(), opened.clone());
+                tasks.push(tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    while !stop.load(Ordering::Relaxed) {
+                        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                        if sock.bind(SocketAddr::new(ip, 0)).is_err() {
+                            return;
+                        }
+                        if let Ok(mut c) = sock.connect(to).await {
+                            opened.fetch_add(1, Ordering::Relaxed);
+                            let mut buf = [0u8; 512];
+                            // Silent: wait for the server to close it.
+                            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                                while !matches!(c.read(&mut buf).await, Ok(0) | Err(_)) {}
+                            })
+                            .await;
+                        }
+                        // Reopened at once (a breath, not to spin the CPU
+                        // the responder needs).
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        opened.load(Ordering::Relaxed)
+    })
+}
+
+/// 300 connections held open and silent (half from one address, half from
+/// 150 others), reopened whenever closed, against `max_connections: 64`:
+/// Alertmanager still delivers every notification, and a firing alert
+/// rolls back once.
+#[test]
+fn silent_connections_never_lock_out_alertmanager() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ripcord.yaml"),
+        "http:\n  max_connections: 64\n",
+    )
+    .unwrap();
+    let r = Ripcord::start_with(dir.path(), 0, None, &["--config", "ripcord.yaml"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let one: Vec<std::net::IpAddr> = vec!["127.0.0.2".parse().unwrap()];
+    let many: Vec<std::net::IpAddr> = (0..150u8)
+        .map(|k| std::net::IpAddr::from([127, 1, 0, k + 1]))
+        .collect();
+    let floods = [
+        silent_flood(r.http, one, 150, stop.clone()),
+        silent_flood(r.http, many, 150, stop.clone()),
+    ];
+    // Let the flood fill every slot before Alertmanager comes.
+    std::thread::sleep(Duration::from_secs(2));
+    let am = Alertmanager::start(&r.webhook_url(), None);
+    let labels = instance_down("i-silent");
+    am.push(&[alert(&labels, now_millis() - 1_000, None)]);
+    let decided = wait_until(Duration::from_secs(30), || r.decisions().len() >= 2);
+    let delivered = decided && {
+        let before = am.notifications();
+        wait_until(Duration::from_secs(30), || {
+            am.notifications() >= before + 2.0
+        })
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened: usize = floods.into_iter().map(|f| f.join().unwrap()).sum();
+    assert!(opened >= 300, "the flood opened only {opened} connections");
+    assert!(
+        decided,
+        "nothing decided under the flood:\n{}\n--- alertmanager:\n{}",
+        r.stderr.tail(20),
+        am.log.tail(20)
+    );
+    assert!(delivered, "repeats not delivered:\n{}", am.log.tail(20));
+    let fp = am.fingerprint("InstanceDown");
+    assert_eq!(actions(&r.decisions(), &fp), ["rollback", "notify"]);
+    assert_eq!(am.failures(), 0.0, "{}", am.log.tail(20));
+    println!(
+        "flood: {opened} silent connections opened; alertmanager: {} notifications, {} failed",
+        am.notifications(),
+        am.failures()
     );
     assert!(r.terminate().success());
 }

@@ -79,9 +79,10 @@ impl Drop for Driver {
 }
 
 /// The responder with a chat stand-in, one-click links, a recording
-/// rollback script and the fast rule.
+/// rollback script and the fast rule; loopback (the browser here) reads
+/// without signing in (`open_on_loopback`, off unless configured).
 fn start(dir: &Path, chat: &Capture) -> Responder {
-    start_with(dir, chat, "")
+    start_with(dir, chat, "  console:\n    open_on_loopback: true\n")
 }
 
 /// [`start`] with more under `http:` (indented two spaces).
@@ -723,7 +724,7 @@ async fn reading_needs_a_credential_and_acting_a_named_user_when_loopback_is_not
     let r = start_with(
         dir.path(),
         &chat,
-        "  console:\n    read_token: \"console-read-token\"\n    trusted_user_header: X-Auth-Request-User\n    open_on_loopback: false\n",
+        "  console:\n    read_token: \"console-read-token\"\n    trusted_user_header: X-Auth-Request-User\n    trusted_proxies: [127.0.0.1]\n",
     );
     post_events(&r, &bad_batch("pay", "i-auth-1", "medium")).await;
     let id = until_some("an incident", || incident_of(&r, "i-auth-1")).await;

@@ -81,12 +81,13 @@ async fn gettable(api: &AlertmanagerApi, want: Wanted) -> Result<Vec<Value>, Res
         return Ok(Vec::new());
     }
     let now = api.silences.clock.now();
+    // The silences in force here, compiled once when they came in.
+    let in_force = api.silences.guard.in_force();
     let found = with_journal(&api.silences.journal, move |j| {
-        let silences: Vec<Compiled> = j
-            .silences(now, false)?
-            .into_iter()
-            .filter(|s| s.state(now) == SilenceState::Active)
-            .filter_map(Compiled::new)
+        let silences: Vec<&Compiled> = in_force
+            .iter()
+            .map(|c| &**c)
+            .filter(|c| c.silence.state(now) == SilenceState::Active)
             .collect();
         let mut out = Vec::new();
         for i in j.incidents(Some("open"))? {

@@ -99,7 +99,7 @@ pub(super) async fn post(State(api): State<Arc<AlertmanagerApi>>, body: Bytes) -
     };
     let replaces = post.id.take().filter(|i| !i.is_empty());
     let s = &api.silences;
-    let (limits, now) = (s.limits, s.clock.now());
+    let (guard, now) = (s.guard.clone(), s.clock.now());
     let done = with_journal(&s.journal, move |j| {
         let old = match &replaces {
             Some(id) => match j.silence(id)? {
@@ -110,16 +110,21 @@ pub(super) async fn post(State(api): State<Arc<AlertmanagerApi>>, body: Bytes) -
         };
         // Checked before anything changes: a bad update leaves the old
         // silence as it was.
-        let new = match post.validate(&limits, now) {
-            Ok(new) => new,
+        let checked = match post.check(guard.limits(), now) {
+            Ok(c) => c,
             Err(e) => return Ok(Err(Refused::Silence(e.into()))),
         };
         if let Some(old) = &old {
             if old.state(now) != SilenceState::Expired {
-                j.expire_silence(&old.id, &new.created_by, now)?;
+                j.expire_silence(&old.id, &checked.silence.created_by, now)?;
+                guard.forget(&old.id);
             }
         }
-        j.add_silence(&new)?;
+        let new = match crate::silence::record(j, checked, &guard, now) {
+            Ok(new) => new,
+            Err(SilenceError::Journal(e)) => return Err(e),
+            Err(e) => return Ok(Err(Refused::Silence(e))),
+        };
         Ok(Ok((new, old.map(|o| o.id))))
     })
     .await;

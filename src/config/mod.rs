@@ -50,6 +50,9 @@ pub struct Config {
     pub budgets: crate::report::Budgets,
     /// Where alert incidents' charts come from (optional).
     pub prometheus: Option<crate::report::prometheus::PrometheusConfig>,
+    /// Memory budgets in bytes; the process's shared counters live in
+    /// `engine.budgets`, built from these.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             silences: Default::default(),
             budgets: Default::default(),
             prometheus: None,
+            limits: Default::default(),
         }
     }
 }
@@ -165,6 +169,10 @@ impl Config {
             if let Some(m) = top.map("prometheus", &mut errs) {
                 cfg.prometheus = crate::report::prometheus::read_config(m, &mut errs);
             }
+            if let Some(m) = top.map("limits", &mut errs) {
+                crate::limits::read_config(m, &mut cfg.limits, &mut errs);
+            }
+            cfg.engine.budgets = crate::limits::Budgets::new(&cfg.limits);
             if let Some(m) = top.map("shutdown", &mut errs) {
                 service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);
             }
@@ -239,8 +247,13 @@ fn read_engine(
             );
         }
     }
-    if let Some(n) = m.int("alert_memory_bytes", 1 << 20..=1 << 40, errs) {
-        e.alert_memory_bytes = n as usize;
+    if let Some(n) = m.node_of("alert_memory_bytes") {
+        m.err(
+            errs,
+            n,
+            "alert_memory_bytes",
+            "moved to limits.alerts_bytes (every memory budget is under limits:)",
+        );
     }
     if let Some(d) = m.dur(
         "alert_memory",

@@ -39,6 +39,11 @@ pub struct KafkaConfig {
     /// Warm-up reads at most this many messages back when the broker cannot
     /// look offsets up by time.
     pub warm_up_max_messages: usize,
+    /// Act on events a drill produced (they carry the drill marker, see
+    /// `crate::drill::MARKER_HEADER`). Only `ripcord drill` sets it, for
+    /// its own responder; never read from the config: production refuses
+    /// a drill's events.
+    pub accept_drill_events: bool,
 }
 
 impl Default for KafkaConfig {
@@ -56,6 +61,7 @@ impl Default for KafkaConfig {
             embedded_partitions: 4,
             embedded_listen: None,
             warm_up_max_messages: 1_000_000,
+            accept_drill_events: false,
         }
     }
 }
@@ -103,8 +109,13 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Requests waiting for the pipeline; beyond this, 503 and retry later.
     pub queue: usize,
-    /// How ripcord is reached from outside (for links in messages).
+    /// How ripcord is reached from outside (for links in messages); its
+    /// host is the one the console and the links answer to.
     pub public_url: Option<String>,
+    /// Other `Host` names the console and the links answer to (`host` or
+    /// `host:port`; a port-forward's `localhost:9464`). See
+    /// `crate::console::host`.
+    pub allowed_hosts: Vec<String>,
     /// What a client may hold of the server (see [`crate::server`]).
     pub limits: HttpLimits,
     /// `/healthz` turns 503 when the pipeline loop has not turned for this
@@ -120,17 +131,18 @@ pub struct ConsoleConfig {
     /// Lets a browser read (not act) after signing in with it, or a client
     /// with it as bearer token.
     pub read_token: Option<Secret>,
-    /// A reverse proxy's header naming the signed-in user (oauth2-proxy:
-    /// `X-Auth-Request-User` with `--set-xauthrequest`, or
-    /// `X-Forwarded-User` with `--pass-user-headers`). Trusted, to read
-    /// and act, only from `trusted_proxies`.
+    /// A reverse proxy's header naming the signed-in user (oauth2-proxy
+    /// behind nginx `auth_request`, which sets it on every request it
+    /// passes). Trusted, to read and act, only from `trusted_proxies`,
+    /// which must then be given.
     pub trusted_user_header: Option<String>,
-    /// Peers whose user header is believed (default: loopback only, the
-    /// proxy on the same host).
+    /// Peers whose user header is believed. Never assumed: every peer of a
+    /// proxy on the same host, a `kubectl port-forward` or a mesh sidecar
+    /// is loopback, and so is anyone those let through.
     pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// Reading without credentials from a loopback peer (default true; an
-    /// ssh tunnel or a proxy on the host). Off when a proxy on the same
-    /// host serves people the proxy has not signed in.
+    /// Reading without credentials from a loopback peer (default false:
+    /// see `trusted_proxies`). Without any token configured the API is
+    /// open on loopback, and so is reading the console.
     pub open_on_loopback: bool,
 }
 
@@ -138,11 +150,16 @@ pub struct ConsoleConfig {
 /// keep-alive connections, bodies in one go) and shed everything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Connections open at once; past it a new one gets 503 and is closed.
-    /// Also kept under the process's file limit minus a reserve, so an
-    /// executor can always start.
+    /// Connections open at once. At it, the idlest connection (silent since
+    /// accept, else idle longest) is closed for a newcomer; with none idle
+    /// the newcomer gets 503. Also kept under the process's file limit
+    /// minus a reserve, so an executor can always start.
     pub max_connections: usize,
-    /// From a request's first byte to its last header line.
+    /// Connections from one address (an IPv6 /64) at once; past it 503.
+    /// Behind a proxy every client is the proxy: raise it to the cap.
+    pub max_connections_per_peer: usize,
+    /// From a request's first byte to its last header line; for a
+    /// connection's first request, from the accept.
     pub header_timeout: crate::time::Dur,
     /// From the headers to the body's last byte (408 after it).
     pub body_timeout: crate::time::Dur,
@@ -155,6 +172,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_connections: 512,
+            max_connections_per_peer: 64,
             header_timeout: crate::time::Dur::from_secs(10),
             body_timeout: crate::time::Dur::from_secs(30),
             idle_timeout: crate::time::Dur::from_secs(60),
@@ -170,12 +188,10 @@ impl Default for HttpConfig {
             max_body_bytes: 4 * 1024 * 1024,
             queue: 256,
             public_url: None,
+            allowed_hosts: Vec::new(),
             limits: HttpLimits::default(),
             stall_after: crate::time::Dur::from_secs(20),
-            console: ConsoleConfig {
-                open_on_loopback: true,
-                ..ConsoleConfig::default()
-            },
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -384,10 +400,37 @@ pub(super) fn read_http(mut m: MapReader<'_>, h: &mut HttpConfig, errs: &mut Err
     h.public_url = m
         .str("public_url", errs)
         .map(|s| s.trim_end_matches('/').to_owned());
+    if let Some(u) = &h.public_url {
+        if crate::console::host::authority_of(u).is_none() {
+            let n = m.node_of("public_url").unwrap_or(m.node());
+            m.err(
+                errs,
+                n,
+                "public_url",
+                format!("`{u}` is not a URL like https://ripcord.example.com"),
+            );
+        }
+    }
+    if let Some(list) = m.str_list("allowed_hosts", errs) {
+        for (host, node) in list {
+            match crate::console::host::Allowed::parse(host) {
+                Some(_) => h.allowed_hosts.push(host.to_ascii_lowercase()),
+                None => m.err(
+                    errs,
+                    node,
+                    "allowed_hosts",
+                    format!("`{host}` is not a host name or host:port (no scheme, no path)"),
+                ),
+            }
+        }
+    }
     use crate::time::Dur;
     let l = &mut h.limits;
     if let Some(n) = m.int("max_connections", 8..=1_000_000, errs) {
         l.max_connections = n as usize;
+    }
+    if let Some(n) = m.int("max_connections_per_peer", 1..=1_000_000, errs) {
+        l.max_connections_per_peer = n as usize;
     }
     if let Some(d) = m.dur(
         "header_timeout",
@@ -440,6 +483,17 @@ fn read_console(mut m: MapReader<'_>, c: &mut ConsoleConfig, errs: &mut Errors) 
     }
     if let Some(b) = m.bool("open_on_loopback", errs) {
         c.open_on_loopback = b;
+    }
+    if c.trusted_user_header.is_some() && c.trusted_proxies.is_empty() {
+        let n = m.node_of("trusted_user_header").unwrap_or(m.node());
+        m.err(
+            errs,
+            n,
+            "trusted_user_header",
+            "name the proxy in trusted_proxies: the header is believed only from listed \
+             addresses (loopback is not assumed: a proxy on this host, kubectl port-forward \
+             and a mesh sidecar all connect from loopback, with whatever header their client sent)",
+        );
     }
     m.finish(errs);
 }

@@ -1,7 +1,8 @@
 //! Who is looking at the console, and what they may do.
 //!
-//! - Reading: a loopback peer (unless `open_on_loopback: false`), the read
-//!   token, the API token, a session, or a trusted proxy's user header.
+//! - Reading: the read token, the API token, a session, a trusted proxy's
+//!   user header, or a loopback peer when `open_on_loopback` says so (or
+//!   when no token is configured at all: the API is open on loopback then).
 //! - Acting: the API token (a browser signs in with it once and gets a
 //!   session cookie), or a trusted proxy's user header. A signed one-click
 //!   link is its own credential (see `api`).
@@ -10,6 +11,8 @@
 //!
 //! Sessions and CSRF tokens are HMACs under a key derived from the API
 //! token, so every replica accepts them and rotating the token ends them.
+//! Sign-in attempts are rate limited per peer and per name
+//! ([`SignInLimits`]): guessing a token is a matter of tries.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -118,12 +121,9 @@ impl Auth {
     pub fn viewer(&self, headers: &HeaderMap, peer: Option<SocketAddr>, now: Ts) -> Viewer {
         let peer_ip = peer.map(|p| p.ip());
         if let (Some(name), Some(ip)) = (&self.user_header, peer_ip) {
-            let trusted = if self.proxies.is_empty() {
-                ip.is_loopback()
-            } else {
-                self.proxies.contains(&ip)
-            };
-            if trusted {
+            // Only listed proxies: loopback is never assumed (a proxy on
+            // this host, a port-forward, a sidecar are all loopback).
+            if self.proxies.contains(&ip) {
                 if let Some(user) = headers
                     .get(name.as_str())
                     .and_then(|v| v.to_str().ok())
@@ -152,7 +152,10 @@ impl Auth {
         if let Some((may, user)) = cookie(headers).and_then(|c| self.check_session(c, now)) {
             return Viewer::new(may, Some(user), true);
         }
-        if self.open_on_loopback && peer_ip.is_some_and(|ip| ip.is_loopback()) {
+        // Without any token the API itself is open on loopback (the only
+        // listen address allowed then); the console reads the same.
+        let open = self.open_on_loopback || (self.api_token.is_none() && self.read_token.is_none());
+        if open && peer_ip.is_some_and(|ip| ip.is_loopback()) {
             return Viewer::new(May::Read, None, false);
         }
         Viewer::new(May::Nothing, None, false)
@@ -246,6 +249,99 @@ impl Auth {
     }
 }
 
+/// Sign-in attempts one peer (an IPv4 address, an IPv6 /64) may make at
+/// once, then one per [`PEER_EVERY`]: a person mistyping gets in, a guesser
+/// gets ten tries a minute.
+const PEER_BURST: u32 = 10;
+const PEER_EVERY: std::time::Duration = std::time::Duration::from_secs(6);
+/// Attempts for one name (from anywhere): 5, then one per 12 s.
+const NAME_BURST: u32 = 5;
+const NAME_EVERY: std::time::Duration = std::time::Duration::from_secs(12);
+/// Names are counted in this many buckets (by a keyed hash), so memory
+/// stays bounded whatever names a guesser makes up.
+const NAME_BUCKETS: u64 = 4096;
+/// Peers remembered before the idle ones are swept.
+const MAX_PEERS: usize = 10_000;
+
+type Keyed<K, C> = governor::RateLimiter<
+    K,
+    governor::state::keyed::DefaultKeyedStateStore<K>,
+    C,
+    governor::middleware::NoOpMiddleware<<C as governor::clock::Clock>::Instant>,
+>;
+
+/// Rate limits on signing in, per peer and per name (governor's GCRA).
+pub struct SignInLimits<C: governor::clock::Clock = governor::clock::DefaultClock> {
+    per_peer: Keyed<IpAddr, C>,
+    per_name: Keyed<u16, C>,
+    clock: C,
+    hasher: std::hash::RandomState,
+}
+
+impl Default for SignInLimits {
+    fn default() -> Self {
+        SignInLimits::with_clock(governor::clock::DefaultClock::default())
+    }
+}
+
+impl<C: governor::clock::Clock + Clone> SignInLimits<C> {
+    pub fn with_clock(clock: C) -> Self {
+        let quota = |burst: u32, every| {
+            governor::Quota::with_period(every)
+                .expect("a non-zero period")
+                .allow_burst(std::num::NonZeroU32::new(burst).expect("non-zero"))
+        };
+        SignInLimits {
+            per_peer: governor::RateLimiter::new(
+                quota(PEER_BURST, PEER_EVERY),
+                Default::default(),
+                clock.clone(),
+            ),
+            per_name: governor::RateLimiter::new(
+                quota(NAME_BURST, NAME_EVERY),
+                Default::default(),
+                clock.clone(),
+            ),
+            clock,
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    /// Counts one attempt by `peer` for `name`: `Err` with how long to
+    /// wait when either has had too many.
+    pub fn check(&self, peer: Option<IpAddr>, name: &str) -> Result<(), std::time::Duration> {
+        use std::hash::BuildHasher;
+        if self.per_peer.len() > MAX_PEERS {
+            self.per_peer.retain_recent();
+        }
+        let now = self.clock.now();
+        let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), peer_key);
+        self.per_peer
+            .check_key(&peer)
+            .map_err(|n| n.wait_time_from(now))?;
+        let bucket = (self.hasher.hash_one(name.trim()) % NAME_BUCKETS) as u16;
+        self.per_name
+            .check_key(&bucket)
+            .map_err(|n| n.wait_time_from(now))?;
+        Ok(())
+    }
+}
+
+/// The address a peer is counted under: IPv4 as it is, IPv6 by its /64
+/// (one host owns a whole /64).
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+            }
+        },
+    }
+}
+
 /// A key for this process alone: 32 bytes from the kernel's generator.
 fn process_key() -> [u8; 32] {
     use std::io::Read;
@@ -334,11 +430,20 @@ mod tests {
         );
         assert!(!c.open_on_loopback);
         assert!(
-            crate::config::Config::parse(path, "http: {}\n")
+            !crate::config::Config::parse(path, "http: {}\n")
                 .unwrap()
                 .http
                 .console
-                .open_on_loopback
+                .open_on_loopback,
+            "loopback is not open unless configured"
+        );
+        let unlisted = "http:\n  console:\n    trusted_user_header: X-Auth-Request-User\n";
+        let errs = crate::config::Config::parse(path, unlisted)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errs.contains("r.yaml:3") && errs.contains("name the proxy in trusted_proxies"),
+            "{errs}"
         );
         let bad = "http:\n  console:\n    trusted_user_header: \"bad header\"\n    trusted_proxies: [proxy.local]\n    colour: red\n";
         let errs = crate::config::Config::parse(path, bad)
@@ -410,15 +515,22 @@ mod tests {
     }
 
     #[test]
-    fn the_user_header_is_believed_only_from_a_trusted_proxy() {
+    fn the_user_header_is_believed_only_from_a_listed_proxy_never_from_loopback_by_default() {
         let a = auth(ConsoleConfig {
             trusted_user_header: Some("x-auth-request-user".into()),
             ..Default::default()
         });
-        let h = with(&[("X-Auth-Request-User", "dana")]);
-        let v = a.viewer(&h, loopback(), Ts(0));
-        assert_eq!((v.may, v.actor()), (May::Act, Some("dana")));
+        let h = with(&[("X-Auth-Request-User", "mallory")]);
+        // A same-host proxy passing its client's header: not believed.
+        assert_eq!(a.viewer(&h, loopback(), Ts(0)).may, May::Nothing);
         assert_eq!(a.viewer(&h, remote(), Ts(0)).may, May::Nothing);
+        let on_host = auth(ConsoleConfig {
+            trusted_user_header: Some("x-auth-request-user".into()),
+            trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+            ..Default::default()
+        });
+        let v = on_host.viewer(&h, loopback(), Ts(0));
+        assert_eq!((v.may, v.actor()), (May::Act, Some("mallory")));
         let listed = auth(ConsoleConfig {
             trusted_user_header: Some("x-auth-request-user".into()),
             trusted_proxies: vec!["10.0.0.9".parse().unwrap()],
@@ -426,6 +538,58 @@ mod tests {
         });
         assert_eq!(listed.viewer(&h, remote(), Ts(0)).may, May::Act);
         assert_eq!(listed.viewer(&h, loopback(), Ts(0)).may, May::Nothing);
+    }
+
+    #[test]
+    fn without_any_token_loopback_reads_as_the_api_does() {
+        let open = Auth::new(None, &ConsoleConfig::default(), None);
+        assert_eq!(
+            open.viewer(&HeaderMap::new(), loopback(), Ts(0)).may,
+            May::Read
+        );
+        assert_eq!(
+            open.viewer(&HeaderMap::new(), remote(), Ts(0)).may,
+            May::Nothing
+        );
+    }
+
+    #[test]
+    fn sign_in_guesses_are_limited_per_peer_and_per_name() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let l = SignInLimits::with_clock(clock.clone());
+        let guesser: Option<IpAddr> = Some("10.0.0.9".parse().unwrap());
+        let tried: Vec<bool> = (0..12)
+            .map(|i| l.check(guesser, &format!("name-{i}")).is_ok())
+            .collect();
+        assert_eq!(tried.iter().filter(|ok| **ok).count(), PEER_BURST as usize);
+        let wait = l.check(guesser, "another").unwrap_err();
+        assert!(
+            wait > std::time::Duration::ZERO && wait <= PEER_EVERY,
+            "{wait:?}"
+        );
+        // Another peer is not held back by the guesser; a /64 is one peer.
+        assert!(l.check(Some("10.0.0.10".parse().unwrap()), "bob").is_ok());
+        let v6 = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        for i in 0..PEER_BURST {
+            assert!(
+                l.check(v6(&format!("2001:db8::{i:x}")), &format!("v6-{i}"))
+                    .is_ok()
+            );
+        }
+        assert!(l.check(v6("2001:db8::ffff"), "v6-last").is_err());
+        // One name from many peers: its own limit.
+        let hits = (0..10)
+            .filter(|i| {
+                l.check(Some(IpAddr::from([10, 1, 0, *i as u8])), "alice")
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(hits, NAME_BURST as usize);
+        clock.advance(PEER_EVERY);
+        assert!(
+            l.check(guesser, "later").is_ok(),
+            "tries come back with time"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! Who may read or act: see [`auth`].
 
 pub mod auth;
+pub mod host;
 pub mod pages;
 
 use std::net::SocketAddr;
@@ -33,29 +34,36 @@ use crate::action::{ops, with_journal};
 use crate::api::{Api, Who, perform, same_origin, status_of};
 use crate::journal::{IncidentRow, Via};
 use crate::report::{Budgets, Review};
-use crate::silence::{self, MatcherSpec, PostableSilence, SilenceLimits, UntilBatch};
+use crate::silence::{self, MatcherSpec, PostableSilence, UntilBatch};
 use crate::time::Dur;
-use auth::{Auth, May, Viewer};
+use auth::{Auth, May, SignInLimits, Viewer};
 use pages::Frame;
 
 const STYLE: &str = include_str!("style.css");
 const LIVE_JS: &str = include_str!("live.js");
 /// Resolved incidents the list shows.
 const RECENT_RESOLVED: usize = 20;
-/// Incidents whose actions the list reads, newest first.
-const MAX_DETAILED: usize = 200;
 /// Forms are small; nothing bigger is read.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
 pub struct Console {
     pub api: Arc<Api>,
     pub gates: Arc<crate::gate::http::Gates>,
-    pub silence_limits: SilenceLimits,
+    /// The silences in force (their limits and bytes budget).
+    pub silences: Arc<silence::Guard>,
     pub budgets: Budgets,
     pub auth: Auth,
+    /// The `Host` names pages and links answer to (see [`host`]).
+    pub hosts: Arc<host::Hosts>,
+    pub sign_ins: SignInLimits,
+    /// The list's reads of the last second.
+    pub lists: ListCache,
 }
 
-pub fn routes(c: Arc<Console>) -> Router {
+/// The console's pages and the one-click link pages (`links`), each
+/// answered only for ripcord's own host names.
+pub fn routes(links: Router, c: Arc<Console>) -> Router {
+    let hosts = c.hosts.clone();
     Router::new()
         .route("/", get(index))
         .route("/incidents/{id}", get(incident))
@@ -71,12 +79,15 @@ pub fn routes(c: Arc<Console>) -> Router {
         .route("/console/live.js", get(live_js))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .with_state(c)
+        .merge(links)
+        .layer(axum::middleware::from_fn_with_state(hosts, host::check))
 }
 
 /// The request's viewer, from its credentials and its peer.
 pub struct Seen {
     viewer: Viewer,
     headers: HeaderMap,
+    peer: Option<SocketAddr>,
 }
 
 impl FromRequestParts<Arc<Console>> for Seen {
@@ -94,6 +105,7 @@ impl FromRequestParts<Arc<Console>> for Seen {
         Ok(Seen {
             viewer,
             headers: parts.headers.clone(),
+            peer,
         })
     }
 }
@@ -219,6 +231,75 @@ fn journal_down(e: impl std::fmt::Display) -> String {
     format!("The journal did not answer: {e}")
 }
 
+/// What the list shows, read once per second at most, whatever the number
+/// of open tabs.
+pub struct ListData {
+    open: crate::journal::OpenPage,
+    resolved: Vec<IncidentRow>,
+    progress: std::collections::HashMap<String, pages::Progress>,
+}
+
+/// How long a list read serves every reader asking the same.
+const LIST_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+/// Filters whose reads are kept at once (older ones are dropped first).
+const LIST_KEPT: usize = 64;
+
+type ListCell = Arc<tokio::sync::OnceCell<Arc<ListData>>>;
+
+/// The list's recent reads, by filter: readers arriving while one is read
+/// wait for it (one read, however many tabs), and for a second after it
+/// take it as it is. The map's lock is never held across an await.
+#[derive(Default)]
+pub struct ListCache(
+    std::sync::Mutex<
+        std::collections::HashMap<crate::journal::IncidentFilter, (std::time::Instant, ListCell)>,
+    >,
+);
+
+impl ListCache {
+    fn cell(&self, key: &crate::journal::IncidentFilter) -> ListCell {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, (at, _)| at.elapsed() < LIST_FRESH);
+        if m.len() >= LIST_KEPT && !m.contains_key(key) {
+            if let Some(oldest) = m
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+            {
+                m.remove(&oldest);
+            }
+        }
+        m.entry(key.clone())
+            .or_insert_with(|| (std::time::Instant::now(), Default::default()))
+            .1
+            .clone()
+    }
+}
+
+/// Reads the list from the journal: the most urgent open incidents the
+/// filter keeps (an indexed page), the recently resolved, what ripcord did
+/// for each.
+async fn read_list(
+    c: &Console,
+    filter: crate::journal::IncidentFilter,
+) -> Result<Arc<ListData>, crate::journal::JournalError> {
+    with_journal(&c.api.journal, move |j| {
+        let open = j.open_page(&filter, pages::MAX_CARDS)?;
+        let resolved = j.resolved_recently(RECENT_RESOLVED)?;
+        let mut progress = std::collections::HashMap::new();
+        for i in open.rows.iter().chain(&resolved) {
+            let p = pages::Progress::of(&j.actions_of(&i.id)?, j.escalation(&i.id)?.as_ref());
+            progress.insert(i.id.clone(), p);
+        }
+        Ok(Arc::new(ListData {
+            open,
+            resolved,
+            progress,
+        }))
+    })
+    .await
+}
+
 async fn index(
     State(c): State<Arc<Console>>,
     seen: Seen,
@@ -227,26 +308,19 @@ async fn index(
     if seen.viewer.may < May::Read {
         return c.page(&seen, "Incidents", "/", false, |_| String::new());
     }
-    let rows = with_journal(&c.api.journal, |j| {
-        let open = j.incidents(Some("open"))?;
-        let mut resolved = j.incidents(Some("resolved"))?;
-        resolved.sort_by_key(|i| std::cmp::Reverse(i.resolved_at));
-        resolved.truncate(RECENT_RESOLVED);
-        // What ripcord did, for the newest incidents (a storm's thousands
-        // are listed with what waits, not read action by action).
-        let mut newest: Vec<&IncidentRow> = open.iter().chain(&resolved).collect();
-        newest.sort_by_key(|i| std::cmp::Reverse(i.opened_at));
-        let mut progress = std::collections::HashMap::new();
-        for i in newest.into_iter().take(MAX_DETAILED) {
-            let p = pages::Progress::of(&j.actions_of(&i.id)?, j.escalation(&i.id)?.as_ref());
-            progress.insert(i.id.clone(), p);
-        }
-        Ok((open, resolved, progress))
-    })
-    .await;
-    match rows {
-        Ok((open, resolved, progress)) => c.page(&seen, "Incidents", "/", true, |f| {
-            pages::list(f, &open, &resolved, &progress, &filter)
+    let key = filter.to_journal();
+    let cell = c.lists.cell(&key);
+    let read = cell.get_or_try_init(|| read_list(&c, key)).await;
+    match read {
+        Ok(d) => c.page(&seen, "Incidents", "/", true, |f| {
+            pages::list(
+                f,
+                &d.open.rows,
+                d.open.total,
+                &d.resolved,
+                &d.progress,
+                &filter,
+            )
         }),
         Err(e) => c.say(
             &seen,
@@ -647,22 +721,11 @@ async fn silence_post(
         }
     };
     if form.intent == "preview" {
-        let checked = match post.validate(&c.silence_limits, now) {
+        let compiled = match post.check(c.silences.limits(), now) {
             Ok(s) => s,
             Err(e) => {
                 return silences_page(&c, &seen, &form, None, &e.0, StatusCode::BAD_REQUEST).await;
             }
-        };
-        let Some(compiled) = silence::Compiled::new(checked) else {
-            return silences_page(
-                &c,
-                &seen,
-                &form,
-                None,
-                &["the matchers do not compile".into()],
-                StatusCode::BAD_REQUEST,
-            )
-            .await;
         };
         let open = with_journal(&c.api.journal, |j| j.incidents(Some("open"))).await;
         let hits: Vec<IncidentRow> = match open {
@@ -682,9 +745,9 @@ async fn silence_post(
         };
         return silences_page(&c, &seen, &form, Some(&hits), &[], StatusCode::OK).await;
     }
-    let limits = c.silence_limits;
+    let guard = c.silences.clone();
     match with_journal(&c.api.journal, move |j| {
-        Ok(silence::create(j, post, &limits, now))
+        Ok(silence::create(j, post, &guard, now))
     })
     .await
     {
@@ -794,6 +857,21 @@ async fn sign_in(
     // Nobody signs someone in from another site.
     if let Err(why) = same_origin(&seen.headers, c.api.links.as_ref().map(|l| l.base())) {
         return refuse(StatusCode::FORBIDDEN, &why);
+    }
+    // Counted before the token is looked at: a guess costs a try either way.
+    if let Err(wait) = c.sign_ins.check(seen.peer.map(|p| p.ip()), &form.by) {
+        let secs = wait.as_secs() + 1;
+        tracing::warn!(peer = ?seen.peer, retry_in_s = secs, "console sign-in refused: too many attempts");
+        let mut r = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many sign-in attempts from your address or for this name: try again in {secs} s."
+            ),
+        );
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
     }
     let Some(may) = c.auth.sign_in(form.token.trim()) else {
         tracing::warn!("console sign-in refused: wrong token");

@@ -158,6 +158,16 @@ pub struct ListFilter {
 }
 
 impl ListFilter {
+    /// The filter as the journal reads open incidents with it.
+    pub fn to_journal(&self) -> crate::journal::IncidentFilter {
+        let some = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+        crate::journal::IncidentFilter {
+            tier: some(&self.tier),
+            severity: some(&self.severity),
+            text: some(&self.q).map(|q| q.to_lowercase()),
+        }
+    }
+
     fn keeps(&self, i: &IncidentRow) -> bool {
         (self.tier.is_empty() || i.tier == self.tier)
             && (self.severity.is_empty() || i.severity == self.severity)
@@ -181,7 +191,7 @@ fn select(name: &str, current: &str, options: &[&str]) -> String {
 }
 
 /// Open incidents the list draws (the rest are counted).
-const MAX_CARDS: usize = 200;
+pub const MAX_CARDS: usize = 200;
 
 /// What ripcord did for an incident and whether paging waits for an ack,
 /// for its card on the list.
@@ -220,10 +230,13 @@ impl Progress {
 }
 
 /// `/`: open incidents by tier and severity, what ripcord did and what waits
-/// for whom; the recently resolved.
+/// for whom; the recently resolved. `open` is the journal's page of the
+/// most urgent open incidents the filter keeps, in order; `total` how many
+/// it keeps in all.
 pub fn list(
     f: &Frame<'_>,
     open: &[IncidentRow],
+    total: u64,
     resolved: &[IncidentRow],
     progress: &std::collections::HashMap<String, Progress>,
     filter: &ListFilter,
@@ -236,28 +249,26 @@ pub fn list(
         select(
             "severity",
             &filter.severity,
-            &["critical", "functional", "minor"]
+            &["severe", "functional", "minor"]
         ),
         esc(&filter.q)
     );
-    let shown: Vec<&IncidentRow> = open.iter().filter(|i| filter.keeps(i)).collect();
+    let total = total.max(open.len() as u64);
     let _ = write!(
         o,
-        "<h1>Open incidents <span class=\"count\">{}</span></h1>",
-        shown.len()
+        "<h1>Open incidents <span class=\"count\">{total}</span></h1>"
     );
-    if shown.is_empty() {
+    if open.is_empty() {
         o.push_str("<p class=\"calm\">Nothing open.</p>");
     }
     // A storm's thousands would make a page too heavy for a phone that
     // reloads it every 5 s: the most urgent MAX_CARDS, then a count.
     let mut room = MAX_CARDS;
-    for tier in ["high", "medium", "low"] {
-        let mut of_tier: Vec<&&IncidentRow> = shown.iter().filter(|i| i.tier == tier).collect();
+    for tier in crate::journal::TIERS_BY_URGENCY {
+        let of_tier: Vec<&IncidentRow> = open.iter().filter(|i| i.tier == tier).collect();
         if of_tier.is_empty() || room == 0 {
             continue;
         }
-        of_tier.sort_by_key(|i| (severity_rank(&i.severity), std::cmp::Reverse(i.opened_at)));
         let _ = write!(
             o,
             "<h2 class=\"tier-{tier}\">{tier} risk</h2><ul class=\"incidents\">"
@@ -268,11 +279,12 @@ pub fn list(
         }
         o.push_str("</ul>");
     }
-    if shown.len() > MAX_CARDS {
+    let shown = (MAX_CARDS - room) as u64;
+    if total > shown {
         let _ = write!(
             o,
             "<p class=\"hint more\">… and {} more open incidents, less urgent: filter by tier, severity or text to see them.</p>",
-            shown.len() - MAX_CARDS
+            total - shown
         );
     }
     let recent: Vec<&IncidentRow> = resolved
@@ -288,14 +300,6 @@ pub fn list(
         o.push_str("</ul>");
     }
     o
-}
-
-fn severity_rank(s: &str) -> u8 {
-    match s {
-        "critical" => 0,
-        "functional" => 1,
-        _ => 2,
-    }
 }
 
 fn card(f: &Frame<'_>, i: &IncidentRow, progress: Option<&Progress>) -> String {
@@ -1270,6 +1274,7 @@ mod tests {
             &list(
                 &f,
                 &[hostile()],
+                1,
                 &[],
                 &Default::default(),
                 &ListFilter::default(),
@@ -1330,16 +1335,23 @@ mod tests {
             can_sign_in: false,
             proxy_header: None,
         };
-        let mut open: Vec<IncidentRow> = (0..250)
+        // The journal's page: the most urgent first, 250 open in all.
+        let open: Vec<IncidentRow> = (0..MAX_CARDS)
             .map(|k| {
                 let mut i = hostile();
-                i.id = format!("inc-{k}");
-                i.tier = if k == 249 { "high" } else { "low" }.into();
+                i.id = format!("inc-{}", 249 - k);
+                i.tier = if k == 0 { "high" } else { "low" }.into();
                 i
             })
             .collect();
-        open[0].severity = "minor".into();
-        let page = list(&f, &open, &[], &Default::default(), &ListFilter::default());
+        let page = list(
+            &f,
+            &open,
+            250,
+            &[],
+            &Default::default(),
+            &ListFilter::default(),
+        );
         assert_eq!(page.matches("<li class=\"incident").count(), MAX_CARDS);
         assert!(page.contains("and 50 more open incidents"), "{page}");
         assert!(

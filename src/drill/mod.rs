@@ -38,6 +38,43 @@ use crate::time::{Clock, Dur, Ts};
 
 pub use scenario::{Scenario, ScenarioError};
 
+/// The Kafka header every event a drill produces carries (its value names
+/// the drill run). A responder other than the drill's own refuses such an
+/// event, counted as `drill_refused` (`kafka.accept_drill_events`), so a
+/// drill played onto a topic production also reads never acts there.
+pub const MARKER_HEADER: &str = "ripcord-drill";
+
+/// Whether a Kafka message carries the drill marker.
+pub fn is_marked(headers: Option<&rdkafka::message::BorrowedHeaders>) -> bool {
+    use rdkafka::message::Headers;
+    headers.is_some_and(|h| h.iter().any(|x| x.key == MARKER_HEADER))
+}
+
+/// The headers of a drill's event.
+pub fn marker(run: &str) -> rdkafka::message::OwnedHeaders {
+    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: MARKER_HEADER,
+        value: Some(run),
+    })
+}
+
+/// Whether production, subscribed to `topics` (names, or librdkafka's
+/// regexes: `^ripcord-.*`), would consume `topic`; the subscription that
+/// would, if one does.
+pub fn consumed_by<'a>(topics: &'a [String], topic: &str) -> Option<&'a str> {
+    topics
+        .iter()
+        .find(|t| match t.strip_prefix('^') {
+            // librdkafka takes a subscription starting with ^ as a regex
+            // over the whole name (POSIX extended; Rust's syntax agrees on
+            // what subscriptions use). One that does not compile here is
+            // taken to match: refusing a drill costs less than a wrong guess.
+            Some(_) => regex::Regex::new(t).map_or(true, |re| re.is_match(topic)),
+            None => t.as_str() == topic,
+        })
+        .map(String::as_str)
+}
+
 /// Who approves the drill's rollback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Approve {
@@ -138,6 +175,8 @@ fn drill_config(
     cfg.http.token = None;
     cfg.kafka.enabled = true;
     cfg.kafka.warm_up = false;
+    // The drill's own responder acts on the drill's (marked) events.
+    cfg.kafka.accept_drill_events = true;
     cfg.kafka.group = format!("ripcord-drill-{}", std::process::id());
     match (&cfg.kafka.brokers, &opts.topic) {
         (None, _) => {
@@ -152,9 +191,11 @@ fn drill_config(
                     .into(),
             ));
         }
-        (Some(_), Some(t)) if cfg.kafka.topics.contains(t) => {
+        (Some(_), Some(t)) if consumed_by(&cfg.kafka.topics, t).is_some() => {
             return Err(DrillError::Setup(format!(
-                "--topic {t} is one the responder reads in production; give the drill a topic of its own"
+                "--topic {t} is one the responder reads in production (it subscribes to `{}`); \
+                 give the drill a topic of its own",
+                consumed_by(&cfg.kafka.topics, t).unwrap_or(t)
             )));
         }
         (Some(b), Some(t)) => {
@@ -305,6 +346,7 @@ async fn follow(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let origin = clock.now();
+    let run = format!("{} {}", std::process::id(), origin);
     let services = scenario.services();
     let mut player = scenario.player(origin);
     let mut incident: Option<String> = None;
@@ -320,7 +362,8 @@ async fn follow(
             let _ = producer.send(
                 BaseRecord::to(&ready.topic)
                     .key(&key)
-                    .payload(&line.payload),
+                    .payload(&line.payload)
+                    .headers(marker(&run)),
             );
         }
         if incident.is_none() {
@@ -420,4 +463,31 @@ async fn approve(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_a_production_subscription_consumes_is_named_regexes_included() {
+        let prod = vec!["orders".to_owned(), "^ripcord-.*".to_owned()];
+        assert_eq!(consumed_by(&prod, "ripcord-events"), Some("^ripcord-.*"));
+        assert_eq!(consumed_by(&prod, "orders"), Some("orders"));
+        assert_eq!(consumed_by(&prod, "drills"), None);
+        assert_eq!(consumed_by(&prod, "orders-drill"), None);
+        // A subscription regex this build cannot read is taken to match.
+        assert!(consumed_by(&["^(unclosed".to_owned()], "anything").is_some());
+    }
+
+    #[test]
+    fn a_drills_events_carry_the_marker() {
+        use rdkafka::message::Headers;
+        let h = marker("run-1");
+        let found = h
+            .iter()
+            .find(|x| x.key == MARKER_HEADER)
+            .and_then(|x| x.value);
+        assert_eq!(found, Some(&b"run-1"[..]));
+    }
 }

@@ -29,8 +29,18 @@ struct Entry {
 pub(crate) struct AlertState {
     pub rule: Arc<Rule>,
     entries: HashMap<Box<str>, Entry>,
-    /// Sum of the entries' `bytes`.
+    /// Sum of the entries' `bytes`, taken from `budget`.
     bytes: usize,
+    /// The process's alert budget, shared by every alert rule of every
+    /// engine.
+    budget: Arc<crate::limits::Budget>,
+}
+
+impl Drop for AlertState {
+    fn drop(&mut self) {
+        // A revoked partition's engine gives its bytes back.
+        self.budget.give(self.bytes);
+    }
 }
 
 /// Bytes of labels one alert incident keeps (keys and values); past it,
@@ -95,11 +105,12 @@ fn labels_bytes(labels: &GroupLabels) -> usize {
 }
 
 impl AlertState {
-    pub fn new(rule: Arc<Rule>) -> AlertState {
+    pub fn new(rule: Arc<Rule>, cfg: &EngineConfig) -> AlertState {
         AlertState {
             rule,
             entries: HashMap::new(),
             bytes: 0,
+            budget: cfg.budgets.alerts.clone(),
         }
     }
 
@@ -109,10 +120,10 @@ impl AlertState {
     }
 
     /// Forgets resolved entries, oldest first, until `need` more bytes fit
-    /// under `budget` (shared by every alert rule: `held` is what the
-    /// others hold). Returns how many were forgotten.
-    fn make_room(&mut self, need: usize, held_elsewhere: usize, budget: usize) -> u64 {
-        if self.bytes + held_elsewhere + need <= budget {
+    /// in the budget (shared with every other alert rule). Returns how
+    /// many were forgotten.
+    fn make_room(&mut self, need: usize) -> u64 {
+        if self.budget.fits(need) {
             return 0;
         }
         let mut resolved: Vec<(Ts, Box<str>)> = self
@@ -124,14 +135,16 @@ impl AlertState {
         resolved.sort();
         // Down to 90% of the budget at once: the sort is paid once per
         // tenth of the budget, not once per alert.
-        let target = budget - budget / 10;
+        let limit = self.budget.limit();
+        let target = limit - limit / 10;
         let mut forgotten = 0;
         for (_, k) in resolved {
-            if self.bytes + held_elsewhere + need <= target {
+            if self.budget.used() + need <= target {
                 break;
             }
             if let Some(e) = self.entries.remove(&k) {
                 self.bytes -= e.bytes;
+                self.budget.give(e.bytes);
                 forgotten += 1;
             }
         }
@@ -197,14 +210,12 @@ impl AlertState {
         (kept.into(), cut)
     }
 
-    /// `held_elsewhere`: bytes the engine's other alert rules remember.
     pub fn on_alert(
         &mut self,
         alert: &Alert<'_>,
         tier: Tier,
         cfg: &EngineConfig,
         stats: &mut Stats,
-        held_elsewhere: usize,
         out: &mut Vec<Decision>,
     ) {
         let fp: &str = &alert.fingerprint;
@@ -242,15 +253,18 @@ impl AlertState {
                 };
                 let (labels, cut) = self.labels_of(alert);
                 let bytes = fp.len() + labels_bytes(&labels) + ENTRY_OVERHEAD;
-                let replaced = self.entries.get(fp).map_or(0, |e| e.bytes);
-                let need = bytes.saturating_sub(replaced);
+                let replaced = |s: &Self| s.entries.get(fp).map_or(0, |e| e.bytes);
                 stats.alerts_forgotten_early +=
-                    self.make_room(need, held_elsewhere, cfg.alert_memory_bytes);
-                if self.bytes + held_elsewhere + need > cfg.alert_memory_bytes {
+                    self.make_room(bytes.saturating_sub(replaced(self)));
+                // (Making room may have forgotten this very fingerprint.)
+                let replaced = replaced(self);
+                let need = bytes.saturating_sub(replaced);
+                if !self.budget.try_take(need) {
                     stats.alerts_refused_memory += 1;
                     stats.groups_refused += 1;
                     return;
                 }
+                self.budget.give(replaced.saturating_sub(bytes));
                 if cut {
                     stats.labels_truncated += 1;
                 }
@@ -348,6 +362,7 @@ impl AlertState {
             keep
         });
         self.bytes -= freed;
+        self.budget.give(freed);
         before - self.entries.len()
     }
 
@@ -409,6 +424,8 @@ impl AlertState {
             e.incident = Some(Box::new(inc.clone()));
         }
         self.bytes += added;
+        // What the journal holds is taken back whatever the budget says.
+        self.budget.take(added);
     }
 }
 

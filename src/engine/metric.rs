@@ -143,6 +143,16 @@ impl Rings {
         }
     }
 
+    /// Bytes one bucket takes in the shared vector.
+    fn bucket_bytes(&self) -> usize {
+        match self {
+            Rings::Sum(_) => std::mem::size_of::<SumBucket>(),
+            Rings::Basic(_) => std::mem::size_of::<BasicBucket>(),
+            Rings::Counter(_) => std::mem::size_of::<CounterBucket>(),
+            Rings::Sketch(_) => std::mem::size_of::<SketchBucket>(),
+        }
+    }
+
     fn heap_bytes(&self) -> usize {
         match self {
             Rings::Sum(v) => v.capacity() * std::mem::size_of::<SumBucket>(),
@@ -190,7 +200,26 @@ pub(crate) struct MetricState {
     idle_after: Dur,
     /// The batch label groups remember (see `Group::batch`).
     batch_label: Option<Box<str>>,
+    /// What a group costs against the groups' byte budget besides its
+    /// label values (see [`MetricState::group_cost`]).
+    group_fixed: usize,
+    /// Bytes this rule's live groups took from the budget.
+    charged: usize,
+    budget: Arc<crate::limits::Budget>,
 }
+
+impl Drop for MetricState {
+    fn drop(&mut self) {
+        // A revoked partition's engine gives its bytes back.
+        self.budget.give(self.charged);
+    }
+}
+
+/// What a trail of evidence costs against the groups' budget at its
+/// largest. Taken whatever the budget (the group exists and breaches: its
+/// evidence is never refused), given back when the group goes idle.
+const TRAIL_COST: usize =
+    std::mem::size_of::<Trail>() + super::trail::MAX_POINTS * std::mem::size_of::<(Ts, f64)>() * 2;
 
 /// A timer the state wants the engine to schedule.
 pub(crate) struct Schedule {
@@ -210,14 +239,29 @@ impl MetricState {
             + m.hold_for.millis()
             + cfg.allowed_lateness.millis()));
         let seed = std::collections::hash_map::RandomState::new();
+        let main = Rings::new(m.agg.store());
+        let base = m.baseline.as_ref().map(|b| Rings::new(b.agg.store()));
+        // A group: its slot and table entry (with the vectors' growth
+        // slack), its buckets, an open incident with the group_by names it
+        // repeats. A trail of evidence is charged while it exists
+        // ([`TRAIL_COST`]).
+        let group_fixed = 2
+            * (std::mem::size_of::<Group>() + std::mem::size_of::<([u64; 2], u32)>())
+            + m.spec.buckets() as usize * main.bucket_bytes()
+            + m.baseline
+                .as_ref()
+                .zip(base.as_ref())
+                .map_or(0, |(b, r)| b.spec.buckets() as usize * r.bucket_bytes())
+            + std::mem::size_of::<Incident>()
+            + rule.group_by.iter().map(|n| n.len() + 32).sum::<usize>();
         let batch_label = cfg
             .grouping
             .as_ref()
             .map(|g| g.batch_label.clone())
             .filter(|b| !rule.group_by.contains(b));
         MetricState {
-            main: Rings::new(m.agg.store()),
-            base: m.baseline.as_ref().map(|b| Rings::new(b.agg.store())),
+            main,
+            base,
             hasher: (seed.hash_one(1u8), seed.hash_one(2u8)),
             rule,
             table: HashTable::new(),
@@ -227,7 +271,16 @@ impl MetricState {
             sweep_cursor: 0,
             idle_after,
             batch_label,
+            group_fixed,
+            charged: 0,
+            budget: cfg.budgets.groups.clone(),
         }
+    }
+
+    /// What a group with these `group_by` values costs against the budget:
+    /// the values twice (the group's and its incident's labels).
+    fn group_cost(&self, values: &str) -> usize {
+        self.group_fixed + 2 * values.len()
     }
 
     fn spec(&self) -> &MetricRule {
@@ -289,7 +342,7 @@ impl MetricState {
         let key = self.key_of(labels);
         let slot = match self.table.find(key[0], |e| e.0 == key) {
             Some(e) => e.1,
-            None => match self.create(key, labels, tier, ts, cfg, stats) {
+            None => match self.create(key, labels, tier, ts, cfg, stats, false) {
                 Some(s) => s,
                 None => return,
             },
@@ -329,6 +382,10 @@ impl MetricState {
         }
     }
 
+    /// A new group, if the cap on groups and the byte budget allow (a group
+    /// `restored` from the journal's open incidents is always taken: it
+    /// exists already).
+    #[allow(clippy::too_many_arguments)]
     fn create(
         &mut self,
         key: [u64; 2],
@@ -337,6 +394,7 @@ impl MetricState {
         ts: Ts,
         cfg: &EngineConfig,
         stats: &mut Stats,
+        restored: bool,
     ) -> Option<u32> {
         if self.live >= cfg.max_groups_per_rule {
             stats.groups_refused += 1;
@@ -348,9 +406,19 @@ impl MetricState {
             .iter()
             .map(|n| labels.get(n).unwrap_or(""))
             .collect();
+        let values = values.join("\u{1f}");
+        let cost = self.group_cost(&values);
+        if restored {
+            self.budget.take(cost);
+        } else if !self.budget.try_take(cost) {
+            stats.groups_refused += 1;
+            stats.groups_refused_memory += 1;
+            return None;
+        }
+        self.charged += cost;
         let group = Group {
             key,
-            values: values.join("\u{1f}").into_boxed_str(),
+            values: values.into_boxed_str(),
             batch: None,
             tier,
             now: ts,
@@ -429,9 +497,14 @@ impl MetricState {
         if let Some(b) = &mut self.base {
             b.clear(s, n_base);
         }
+        let mut cost = self.group_cost(&self.groups[s].values);
+        if self.groups[s].trail.take().is_some() {
+            cost += TRAIL_COST;
+        }
+        self.budget.give(cost);
+        self.charged -= cost;
         let g = &mut self.groups[s];
         g.live = false;
-        g.trail = None;
         g.values = Box::from("");
         g.timer_gen = g.timer_gen.wrapping_add(1);
         g.timer_at = Ts::MIN;
@@ -528,6 +601,8 @@ impl MetricState {
                     None => {
                         let before = self.window_before(s, at);
                         self.groups[s].trail = Some(Box::new(Trail::start(&before, at, v)));
+                        self.budget.take(TRAIL_COST);
+                        self.charged += TRAIL_COST;
                     }
                 }
             }
@@ -611,8 +686,9 @@ impl MetricState {
             }
         }
         g.phase = next;
-        if next == Phase::Idle {
-            g.trail = None;
+        if next == Phase::Idle && g.trail.take().is_some() {
+            self.budget.give(TRAIL_COST);
+            self.charged -= TRAIL_COST;
         }
         // One timer per non-idle group: when its state can next change
         // without a new sample.
@@ -840,8 +916,15 @@ impl MetricState {
         for (inc, key) in journal.iter().zip(keys) {
             let slot = match self.table.find(key[0], |e| e.0 == key) {
                 Some(e) => e.1,
-                None => match self.create(key, &labels_view(&inc.labels), inc.tier, at, cfg, stats)
-                {
+                None => match self.create(
+                    key,
+                    &labels_view(&inc.labels),
+                    inc.tier,
+                    at,
+                    cfg,
+                    stats,
+                    true,
+                ) {
                     Some(s) => s,
                     None => continue,
                 },

@@ -54,10 +54,11 @@ pub struct EngineConfig {
     /// How long a resolved Alertmanager alert is remembered, so a late
     /// redelivery of its firing does not open a new incident.
     pub alert_memory: Dur,
-    /// Most bytes the remembered alerts may hold (fingerprints and labels),
-    /// across alert rules; past it the oldest resolved ones are forgotten
-    /// early, then new alerts are refused (counted).
-    pub alert_memory_bytes: usize,
+    /// The process's memory budgets (`limits:`), shared by every engine:
+    /// groups of metric rules draw on `groups`; remembered alerts on
+    /// `alerts` (past it the oldest resolved ones are forgotten early,
+    /// then new alerts are refused, counted).
+    pub budgets: crate::limits::Budgets,
     pub tiers: TierResolver,
     pub policy: Policy,
     /// Batch incidents (see [`Grouping`]); `None`: one incident per
@@ -72,7 +73,7 @@ impl Default for EngineConfig {
             max_groups_per_rule: 1_000_000,
             idle_after: None,
             alert_memory: Dur::from_mins(24 * 60),
-            alert_memory_bytes: 64 << 20,
+            budgets: crate::limits::Budgets::default(),
             tiers: TierResolver::default(),
             policy: Policy::default(),
             grouping: Some(Grouping::default()),
@@ -97,6 +98,9 @@ pub struct Stats {
     pub groups_created: u64,
     pub groups_evicted: u64,
     pub groups_refused: u64,
+    /// New groups refused because the groups' byte budget was full (also
+    /// counted in `groups_refused`).
+    pub groups_refused_memory: u64,
     pub alerts_repeated: u64,
     pub alerts_unknown_resolved: u64,
     pub decisions: u64,
@@ -104,9 +108,9 @@ pub struct Stats {
     pub incidents_dropped_on_reconcile: u64,
     /// Alert incidents whose labels passed the per-incident budget (cut).
     pub labels_truncated: u64,
-    /// Resolved alerts forgotten early to stay within `alert_memory_bytes`.
+    /// Resolved alerts forgotten early to stay within `limits.alerts_bytes`.
     pub alerts_forgotten_early: u64,
-    /// New alerts refused because remembered ones filled `alert_memory_bytes`.
+    /// New alerts refused because remembered ones filled `limits.alerts_bytes`.
     pub alerts_refused_memory: u64,
 }
 
@@ -137,7 +141,7 @@ impl Engine {
                 let r = Arc::new(r.clone());
                 match r.kind {
                     RuleKind::Metric(_) => State::Metric(MetricState::new(r, &cfg)),
-                    RuleKind::Alert(_) => State::Alert(AlertState::new(r)),
+                    RuleKind::Alert(_) => State::Alert(AlertState::new(r, &cfg)),
                 }
             })
             .collect();
@@ -231,12 +235,10 @@ impl Engine {
                 self.stats.alerts += 1;
                 self.observe(a.ts(), out);
                 let tier = self.cfg.tiers.resolve(&a.labels);
-                let held: usize = self.alert_memory();
                 for st in &mut self.states {
                     if let State::Alert(state) = st {
                         if state.rule.tiers.contains(tier) && state.matches(a) {
-                            let elsewhere = held - state.memory();
-                            state.on_alert(a, tier, &self.cfg, &mut self.stats, elsewhere, out);
+                            state.on_alert(a, tier, &self.cfg, &mut self.stats, out);
                         }
                     }
                 }

@@ -436,10 +436,57 @@ fn an_alerts_annotations_go_with_its_decisions_bounded() {
     assert!(plain.iter().all(|d| d.evidence.0.is_none()));
 }
 
+fn budgets(groups: usize, alerts: usize) -> crate::limits::Budgets {
+    crate::limits::Budgets::new(&crate::limits::LimitsConfig {
+        groups_bytes: groups,
+        alerts_bytes: alerts,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn groups_past_the_byte_budget_are_refused_counted_and_the_held_ones_keep_working() {
+    let b = budgets(256 << 10, 1 << 20);
+    let cfg = EngineConfig {
+        budgets: b.clone(),
+        ..EngineConfig::default()
+    };
+    let mut e = engine_with(FIVE_XX, cfg.clone());
+    let mut out = Vec::new();
+    // Groups with 1 KiB instance names: bytes, not the group count, fill it.
+    let long = |i: usize| format!("{i:04}-{}", "x".repeat(1000));
+    for i in 0..400 {
+        sample(&mut e, 0, &long(i), 0.0, &mut out);
+    }
+    let held = e.groups();
+    assert!(held > 20 && held < 400, "{held}");
+    assert_eq!(e.stats().groups_refused_memory, (400 - held) as u64);
+    assert!(b.groups.used() <= 256 << 10, "{}", b.groups.used());
+    assert_eq!(b.groups.refused(), (400 - held) as u64);
+    // A second engine (another partition) shares the budget: nothing new fits.
+    let mut other = engine_with(FIVE_XX, cfg);
+    sample(&mut other, 0, &long(999), 0.0, &mut out);
+    assert_eq!(other.groups(), 0);
+    // A group already held still decides: its breach opens an incident.
+    for t in (15..=240).step_by(15) {
+        sample(&mut e, t, &long(0), 0.5, &mut out);
+    }
+    assert!(
+        out.iter()
+            .any(|d| d.label("instance") == Some(long(0).as_str())),
+        "the held group acts"
+    );
+    // Dropping an engine (a revoked partition) gives its bytes back.
+    drop(e);
+    assert_eq!(b.groups.used(), 0);
+    sample(&mut other, 1, &long(999), 0.0, &mut out);
+    assert_eq!(other.groups(), 1);
+}
+
 #[test]
 fn remembered_alerts_stay_within_their_byte_budget() {
     let cfg = EngineConfig {
-        alert_memory_bytes: 1 << 20,
+        budgets: budgets(256 << 20, 1 << 20),
         ..EngineConfig::default()
     };
     let mut e = engine_with(ALERTS, cfg);

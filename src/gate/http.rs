@@ -142,11 +142,10 @@ fn facts(
         .saturating_sub(longest)
         .saturating_sub(Dur::from_mins(1));
     let service = q.service.as_str();
-    let incidents: Vec<_> = j
-        .incidents(Some("open"))?
-        .into_iter()
-        .filter(|i| i.labels.get("service").and_then(|s| s.as_str()) == Some(service))
-        .collect();
+    // The most severe few and the count: a storm's thousands of incidents
+    // of one service cost an indexed page, not a scan and a megabyte.
+    let open = j.open_of_service(service, super::MAX_INCIDENTS)?;
+    let incidents = open.rows;
     let tier = tiers
         .services
         .get(service)
@@ -160,6 +159,7 @@ fn facts(
             .find(|u| u.service == service),
         rollout: j.rollouts()?.into_iter().find(|r| r.service == service),
         incidents,
+        incidents_open: open.total,
         promotions: j.promotions(service)?,
         tally: j.tally(service, since)?,
         freezes: Vec::new(),

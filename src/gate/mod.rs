@@ -266,14 +266,45 @@ pub struct Question {
     pub revision: Option<String>,
 }
 
+/// Whether an open incident waits for a human to approve its rollback
+/// (asked, or about to be asked).
+pub fn waits_for_approval(i: &IncidentRow) -> bool {
+    i.attention.iter().any(|a| {
+        matches!(
+            a.as_str(),
+            "request_approval:pending"
+                | "request_approval:running"
+                | "request_approval:awaiting_approval"
+        )
+    })
+}
+
+/// Whether an open incident makes its service's gate a nogo: any but a
+/// minor one, unless it is on a medium-tier service and waits for a human
+/// to approve its rollback, or is a batch incident whose fault shows
+/// outside the batch too (both hold instead). The journal's
+/// `open_of_service` says the same in SQL, but for the batch's outside
+/// breaches (kept in JSON): such an incident is listed, never missed.
+pub fn blocks(i: &IncidentRow) -> bool {
+    i.severity != "minor"
+        && !(i.tier == "medium" && waits_for_approval(i))
+        && i.batch.as_ref().is_none_or(|b| b.outside.is_empty())
+}
+
+/// Open incidents a gate answer lists (the most severe; the rest counted).
+pub const MAX_INCIDENTS: usize = 20;
+
 /// What the journal holds about the service.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub tier: Option<Tier>,
     pub upgrade: Option<UpgradeRow>,
     pub rollout: Option<RolloutRow>,
-    /// Open incidents of the service.
+    /// Open incidents of the service: the most severe few, and any that
+    /// blocks the gate.
     pub incidents: Vec<IncidentRow>,
+    /// How many incidents of the service are open.
+    pub incidents_open: u64,
     pub promotions: Vec<Promotion>,
     /// Success tallies of the service, oldest first.
     pub tally: Vec<TallyRow>,
@@ -311,7 +342,10 @@ pub struct Answer {
     pub tier: Tier,
     pub decision: Decision,
     pub reasons: Vec<String>,
+    /// The most severe open incidents (at most [`MAX_INCIDENTS`], and any
+    /// that blocks); `incidents_open` counts them all.
     pub incidents: Vec<GateIncident>,
+    pub incidents_open: u64,
     /// Soak still needed (0 when soaked).
     pub soak_remaining_s: u64,
     pub min_soak_s: u64,
@@ -393,15 +427,6 @@ pub fn evaluate(
         if i.severity == "minor" {
             continue;
         }
-        // Asked, or about to be asked: a human decides whether to roll back.
-        let waiting = i.attention.iter().any(|a| {
-            matches!(
-                a.as_str(),
-                "request_approval:pending"
-                    | "request_approval:running"
-                    | "request_approval:awaiting_approval"
-            )
-        });
         // A batch incident whose fault shows outside the batch too (not
         // upgraded instances breaching the same rule): rolling the batch
         // back may not cure it, so a human decides; the orchestrator must
@@ -418,7 +443,8 @@ pub fn evaluate(
             ));
             continue;
         }
-        if i.tier == "medium" && waiting {
+        // Asked, or about to be asked: a human decides whether to roll back.
+        if !blocks(i) {
             hold.push(format!(
                 "incident {} ({}, {}) waits for a human to approve its rollback",
                 i.id, i.rule, i.severity
@@ -606,7 +632,15 @@ pub fn evaluate(
     } else {
         Decision::Go
     };
+    let incidents_open = facts.incidents_open.max(incidents.len() as u64);
     let mut reasons = nogo;
+    if incidents_open > incidents.len() as u64 {
+        reasons.push(format!(
+            "and {} more open incidents of {} (the most severe are listed)",
+            incidents_open - incidents.len() as u64,
+            q.service
+        ));
+    }
     reasons.extend(hold);
     reasons.extend(soft);
     if decision == Decision::Go {
@@ -628,6 +662,7 @@ pub fn evaluate(
         decision,
         reasons,
         incidents,
+        incidents_open,
         soak_remaining_s: secs(Dur(soak_remaining)),
         min_soak_s: secs(min_soak),
         stage: upgrade.map(|u| u.stage.clone()),

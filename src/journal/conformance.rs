@@ -173,6 +173,7 @@ conformance!(
     an_alerts_chart_is_kept_with_its_evidence_and_replaced_by_a_later_fetch,
     pending_actions_are_counted_by_kind_until_claimed,
     a_batch_incident_keeps_its_members_and_rolls_back_each_instance_approved,
+    people_read_open_incidents_by_urgency_and_service_in_bounded_pages,
 );
 
 const RULES: &str = r#"
@@ -1535,4 +1536,122 @@ fn a_batch_incident_keeps_its_members_and_rolls_back_each_instance_approved(stor
         0,
         "no decision `later-request` to derive from"
     );
+}
+
+/// An incident's opening decision, made by hand: `action` on `service`.
+fn opening(
+    id: &str,
+    tier: Tier,
+    severity: Severity,
+    service: &str,
+    at: i64,
+    action: Action,
+) -> Decision {
+    Decision {
+        at: Ts(at),
+        action,
+        tier,
+        severity,
+        rule: "r".into(),
+        incident: Some(IncidentId::from_string(id)),
+        labels: vec![
+            (Box::from("instance"), Box::from(format!("i-{id}"))),
+            (Box::from("service"), Box::from(service)),
+        ]
+        .into(),
+        value: None,
+        threshold: None,
+        baseline: None,
+        message: format!("{id} opened"),
+        key: format!("{id}/0/{action}"),
+        seq: 0,
+        fingerprint: None,
+        escalated_from: None,
+        evidence: Default::default(),
+        batch: None,
+    }
+}
+
+fn people_read_open_incidents_by_urgency_and_service_in_bounded_pages(store: &dyn Store) {
+    let mut j = store.connect();
+    use Severity::{Functional, Minor, Severe};
+    use Tier::{High, Low, Medium};
+    let ds = [
+        opening("low-old", Low, Severe, "web", 1_000, Action::Notify),
+        opening("low-new", Low, Severe, "web", 2_000, Action::Notify),
+        opening("med-minor", Medium, Minor, "web", 3_000, Action::Notify),
+        opening(
+            "med-func",
+            Medium,
+            Functional,
+            "pay",
+            4_000,
+            Action::RequestApproval,
+        ),
+        opening("high", High, Functional, "pay", 500, Action::Notify),
+        opening("gone", High, Severe, "pay", 100, Action::Notify),
+    ];
+    let mut resolve = opening("gone", High, Severe, "pay", 9_000, Action::Resolve);
+    resolve.key = "gone/1/resolve".into();
+    resolve.seq = 1;
+    j.commit(&Batch {
+        decisions: ds.iter().chain([&resolve]).map(|d| ("t/0", d)).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    let ids = |p: &OpenPage| p.rows.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    // Most urgent first: the high tier, then by severity, then newest.
+    let all = j.open_page(&IncidentFilter::default(), 10).unwrap();
+    assert_eq!(
+        ids(&all),
+        ["high", "med-func", "med-minor", "low-new", "low-old"]
+    );
+    assert_eq!(all.total, 5);
+    let two = j.open_page(&IncidentFilter::default(), 2).unwrap();
+    assert_eq!(
+        (ids(&two), two.total),
+        (vec!["high".to_owned(), "med-func".to_owned()], 5)
+    );
+    let low = IncidentFilter {
+        tier: Some("low".into()),
+        ..Default::default()
+    };
+    let p = j.open_page(&low, 1).unwrap();
+    assert_eq!((ids(&p), p.total), (vec!["low-new".to_owned()], 2));
+    let text = IncidentFilter {
+        text: Some("I-MED".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&j.open_page(&text, 10).unwrap()),
+        ["med-func", "med-minor"]
+    );
+    let minor = IncidentFilter {
+        severity: Some("minor".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(&j.open_page(&minor, 10).unwrap()), ["med-minor"]);
+    let resolved = j.resolved_recently(5).unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].id, "gone");
+    // A service's gate: the most severe, counted; a blocking one found
+    // beyond the page.
+    let web = j.open_of_service("web", 10).unwrap();
+    assert_eq!(
+        (ids(&web), web.total),
+        (
+            vec![
+                "low-new".to_owned(),
+                "low-old".to_owned(),
+                "med-minor".to_owned()
+            ],
+            3
+        )
+    );
+    let pay = j.open_of_service("pay", 1).unwrap();
+    // The medium one waits for approval (its request is pending), so the
+    // high one, which blocks, comes along though the page holds one.
+    assert_eq!(pay.total, 2);
+    assert!(pay.rows.iter().any(|i| i.id == "high"), "{:?}", ids(&pay));
+    assert!(j.open_of_service("nothing", 10).unwrap().rows.is_empty());
 }

@@ -531,9 +531,43 @@ pub trait Verdicts {
     ) -> Result<bool, JournalError>;
 }
 
+/// What the console's list keeps of the open incidents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct IncidentFilter {
+    pub tier: Option<String>,
+    pub severity: Option<String>,
+    /// Text (lower case) the incident's labels, rule or id contain.
+    pub text: Option<String>,
+}
+
+/// A bounded read: the first rows, and how many there are in all.
+#[derive(Debug, Clone, Default)]
+pub struct OpenPage {
+    pub rows: Vec<IncidentRow>,
+    pub total: u64,
+}
+
+/// Tiers, most urgent first (the order people read open incidents in).
+pub const TIERS_BY_URGENCY: [&str; 3] = ["high", "medium", "low"];
+
 /// What the API, the CLI and messages read.
 pub trait Reads {
     fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError>;
+
+    /// The open incidents `filter` keeps, most urgent first (the high tier,
+    /// then medium, then low; within a tier the worst severity, then the
+    /// newest), at most `limit`; and how many it keeps. Read through
+    /// indexes: a storm's 150k open incidents cost a page, not a scan.
+    fn open_page(&self, filter: &IncidentFilter, limit: usize) -> Result<OpenPage, JournalError>;
+
+    /// The most recently resolved incidents, newest first, at most `limit`.
+    fn resolved_recently(&self, limit: usize) -> Result<Vec<IncidentRow>, JournalError>;
+
+    /// A service's open incidents for its gate: the `limit` most severe
+    /// (newest first within a severity), plus the first one that blocks the
+    /// gate ([`crate::gate::blocks`]) if none of those does; and how many
+    /// are open.
+    fn open_of_service(&self, service: &str, limit: usize) -> Result<OpenPage, JournalError>;
 
     fn timeline(&self, incident: &str) -> Result<Vec<TimelineEntry>, JournalError>;
 

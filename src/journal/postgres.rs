@@ -26,8 +26,9 @@ use super::rows::{
 };
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
-    EscalationRow, Expired, HoldRecord, IncidentRow, Ingest, JournalError, Reads, RollbackLimits,
-    RolloutRow, Silences, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
+    EscalationRow, Expired, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
+    OpenPage, Reads, RollbackLimits, RolloutRow, Silences, TIERS_BY_URGENCY, TimelineEntry,
+    UpgradeRow, Verdict, Verdicts, Via, Work,
 };
 use crate::config::Secret;
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
@@ -52,6 +53,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         5,
         include_str!("../../migrations/postgres/0005_batches.sql"),
     ),
+    (6, include_str!("../../migrations/postgres/0006_reads.sql")),
 ];
 
 /// Any key, for the advisory locks that serialize migrations and the
@@ -65,6 +67,12 @@ const POOL_SIZE: usize = 8;
 
 impl From<tokio_postgres::Error> for JournalError {
     fn from(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL) {
+            return JournalError::Storage(format!(
+                "the journal's disk is full (PostgreSQL: {})",
+                with_causes(&e)
+            ));
+        }
         JournalError::Storage(with_causes(&e))
     }
 }
@@ -110,8 +118,65 @@ pub fn scrub(text: &str, url: &str) -> String {
 #[derive(Clone)]
 pub struct PgJournal {
     pool: Pool,
-    rt: Arc<tokio::runtime::Runtime>,
+    rt: Arc<JournalRuntime>,
     clock: Arc<dyn Clock>,
+}
+
+/// The small runtime that drives the pool. The last handle may be dropped
+/// anywhere, inside an async task too (a failed start in `run`, the
+/// dispatcher's journal at shutdown), where dropping a tokio runtime
+/// panics ("Cannot drop a runtime in a context where blocking is not
+/// allowed"): it is shut down in the background instead of waited for.
+struct JournalRuntime(Option<tokio::runtime::Runtime>);
+
+impl JournalRuntime {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("taken only in drop")
+    }
+}
+
+impl Drop for JournalRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// How long a start waits for PostgreSQL to answer before it says why not
+/// (the URL's `connect_timeout` wins).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `host:port/database as user` of a connection config, for errors that
+/// must say which database could not be reached (never the password).
+pub fn describe_target(cfg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            let port = cfg
+                .get_ports()
+                .get(i)
+                .or_else(|| cfg.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
+            format!("host {host} port {port}")
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "host localhost port 5432".to_owned()
+    } else {
+        hosts.join(", ")
+    };
+    let user = cfg.get_user().unwrap_or("(the current user)");
+    let db = cfg.get_dbname().unwrap_or(user);
+    format!("{hosts}, database {db}, user {user}")
 }
 
 impl std::fmt::Debug for PgJournal {
@@ -146,20 +211,31 @@ impl PgJournal {
         ca_file: Option<&std::path::Path>,
         clock: Arc<dyn Clock>,
     ) -> Result<PgJournal, JournalError> {
+        let mut cfg: tokio_postgres::Config =
+            url.expose()
+                .parse()
+                .map_err(|e: tokio_postgres::Error| JournalError::Open {
+                    path: "PostgreSQL (journal.url)".into(),
+                    reason: scrub(&e.to_string(), url.expose()),
+                })?;
+        // Which database, on which host and port: what someone reading a
+        // failed start needs first.
+        let target = format!("PostgreSQL (journal.url: {})", describe_target(&cfg));
         let open_err = |reason: String| JournalError::Open {
-            path: "PostgreSQL (journal.url)".into(),
+            path: target.clone(),
             reason: scrub(&reason, url.expose()),
         };
-        let cfg: tokio_postgres::Config = url
-            .expose()
-            .parse()
-            .map_err(|e: tokio_postgres::Error| open_err(e.to_string()))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("ripcord-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| open_err(e.to_string()))?;
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let rt = JournalRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("ripcord-postgres")
+                .enable_all()
+                .build()
+                .map_err(|e| open_err(e.to_string()))?,
+        ));
         let tls = tls_connector(ca_file).map_err(open_err)?;
         let mgr = Manager::from_config(
             cfg,
@@ -169,7 +245,7 @@ impl PgJournal {
             },
         );
         let pool = {
-            let _guard = rt.enter();
+            let _guard = rt.get().enter();
             Pool::builder(mgr)
                 .max_size(POOL_SIZE)
                 .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -208,9 +284,9 @@ impl PgJournal {
     ) -> Result<T, JournalError> {
         match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| self.rt.block_on(f))
+                tokio::task::block_in_place(|| self.rt.get().block_on(f))
             }
-            _ => self.rt.block_on(f),
+            _ => self.rt.get().block_on(f),
         }
     }
 
@@ -589,8 +665,8 @@ impl Ingest for PgJournal {
             let upsert_incident = tx
                 .prepare_cached(
                     "INSERT INTO incidents AS i (id, rule, partition, labels, tier, severity, severity_rank, opened_at,
-                         state, resolved_at, fingerprint, seq, fired, updated_at, batch)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                         state, resolved_at, fingerprint, seq, fired, updated_at, batch, service)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                      ON CONFLICT (id) DO UPDATE SET
                          batch = CASE WHEN excluded.seq >= i.seq THEN coalesce(excluded.batch, i.batch) ELSE i.batch END,
                          severity = CASE WHEN excluded.severity_rank > i.severity_rank THEN excluded.severity ELSE i.severity END,
@@ -664,6 +740,7 @@ impl Ingest for PgJournal {
                             &i32::from(d.action.bit()),
                             &now,
                             &batch_info,
+                            &d.label("service"),
                         ],
                     )
                     .await?;
@@ -1900,7 +1977,115 @@ impl super::Charts for PgJournal {
     }
 }
 
+/// The console's filter in SQL: `$2` severity, `$3` text (lower case).
+const LIST_FILTER: &str = "($2::TEXT IS NULL OR i.severity = $2)
+     AND ($3::TEXT IS NULL OR strpos(lower(i.labels || ' ' || i.rule || ' ' || i.id), $3) > 0)";
+
+/// An open incident that blocks its service's gate (`crate::gate::blocks`).
+const BLOCKS_GATE: &str = "i.severity <> 'minor' AND NOT (i.tier = 'medium' AND EXISTS (
+     SELECT 1 FROM actions a WHERE a.incident_id = i.id AND a.action = 'request_approval'
+       AND a.state IN ('pending', 'running', 'awaiting_approval')))";
+
 impl Reads for PgJournal {
+    fn open_page(&self, f: &IncidentFilter, limit: usize) -> Result<OpenPage, JournalError> {
+        let text = f.text.as_deref().map(str::to_lowercase);
+        self.block(async {
+            let c = self.conn().await?;
+            let page = c
+                .prepare_cached(&format!(
+                    "{INCIDENT_ROW} WHERE i.state = 'open' AND i.tier = $1 AND {LIST_FILTER}
+                     ORDER BY i.severity_rank DESC, i.opened_at DESC, i.id LIMIT $4"
+                ))
+                .await?;
+            let mut rows = Vec::new();
+            for tier in TIERS_BY_URGENCY {
+                let room = limit.saturating_sub(rows.len());
+                if room == 0 || f.tier.as_deref().is_some_and(|t| t != tier) {
+                    continue;
+                }
+                for r in c
+                    .query(&page, &[&tier, &f.severity, &text, &(room as i64)])
+                    .await?
+                {
+                    rows.push(incident_row(&r)?);
+                }
+            }
+            let total: i64 = c
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM incidents i WHERE i.state = 'open'
+                         AND ($1::TEXT IS NULL OR i.tier = $1) AND {LIST_FILTER}"
+                    ),
+                    &[&f.tier, &f.severity, &text],
+                )
+                .await?
+                .try_get(0)?;
+            Ok(OpenPage {
+                rows,
+                total: total as u64,
+            })
+        })
+    }
+
+    fn resolved_recently(&self, limit: usize) -> Result<Vec<IncidentRow>, JournalError> {
+        self.block(async {
+            let rows = self
+                .conn()
+                .await?
+                .query(
+                    &format!(
+                        "{INCIDENT_ROW} WHERE i.state = 'resolved' ORDER BY i.resolved_at DESC, i.id LIMIT $1"
+                    ),
+                    &[&(limit as i64)],
+                )
+                .await?;
+            rows.iter().map(incident_row).collect()
+        })
+    }
+
+    fn open_of_service(&self, service: &str, limit: usize) -> Result<OpenPage, JournalError> {
+        self.block(async {
+            let c = self.conn().await?;
+            let mut rows = c
+                .query(
+                    &format!(
+                        "{INCIDENT_ROW} WHERE i.state = 'open' AND i.service = $1
+                         ORDER BY i.severity_rank DESC, i.opened_at DESC, i.id LIMIT $2"
+                    ),
+                    &[&service, &(limit as i64)],
+                )
+                .await?
+                .iter()
+                .map(incident_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let total: i64 = c
+                .query_one(
+                    "SELECT count(*) FROM incidents WHERE state = 'open' AND service = $1",
+                    &[&service],
+                )
+                .await?
+                .try_get(0)?;
+            if total as usize > rows.len() && !rows.iter().any(crate::gate::blocks) {
+                for r in c
+                    .query(
+                        &format!(
+                            "{INCIDENT_ROW} WHERE i.state = 'open' AND i.service = $1 AND {BLOCKS_GATE}
+                             ORDER BY i.severity_rank DESC, i.opened_at DESC, i.id LIMIT 1"
+                        ),
+                        &[&service],
+                    )
+                    .await?
+                {
+                    rows.push(incident_row(&r)?);
+                }
+            }
+            Ok(OpenPage {
+                rows,
+                total: total as u64,
+            })
+        })
+    }
+
     fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
         self.block(async {
             let rows = self

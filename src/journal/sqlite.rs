@@ -17,8 +17,9 @@ use super::rows::{
 };
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
-    EscalationRow, Expired, HoldRecord, IncidentRow, Ingest, JournalError, Reads, RollbackLimits,
-    RolloutRow, Silences, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
+    EscalationRow, Expired, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
+    OpenPage, Reads, RollbackLimits, RolloutRow, Silences, TIERS_BY_URGENCY, TimelineEntry,
+    UpgradeRow, Verdict, Verdicts, Via, Work,
 };
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
@@ -30,8 +31,9 @@ use crate::time::{Clock, Dur, SystemClock, Ts};
 /// (fencing). 4: `inbox.origin` (replicas follow each other's bodies).
 /// 5: `silences`, `silence_holds`, `evidence`, `progress_log`,
 /// `approvals.decided_via`. 6: batch incidents (`incidents.batch`,
-/// `decisions.batch`, `approvals.scope`).
-const SCHEMA_VERSION: i64 = 6;
+/// `decisions.batch`, `approvals.scope`). 7: `incidents.service` and the
+/// indexes the console's list and the gate read open incidents by.
+const SCHEMA_VERSION: i64 = 7;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS incidents (
@@ -49,7 +51,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     seq INTEGER NOT NULL,
     fired INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    batch TEXT
+    batch TEXT,
+    service TEXT
 );
 CREATE INDEX IF NOT EXISTS incidents_by_partition ON incidents(partition, state);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -240,6 +243,15 @@ CREATE TABLE IF NOT EXISTS silence_holds (
 );
 ";
 
+/// What people read without slowing anyone: the open incidents of a
+/// service (the gate), the open ones by urgency (the console's list), the
+/// newest resolved. Partial: only open (or resolved) rows are indexed.
+const READ_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS incidents_open_by_service ON incidents(service, severity_rank, opened_at) WHERE state = 'open';
+CREATE INDEX IF NOT EXISTS incidents_open_by_urgency ON incidents(tier, severity_rank, opened_at) WHERE state = 'open';
+CREATE INDEX IF NOT EXISTS incidents_resolved_by_time ON incidents(resolved_at) WHERE state = 'resolved';
+";
+
 /// `ALTER TABLE … ADD COLUMN` unless the column is there already.
 fn add_column(
     conn: &Connection,
@@ -260,6 +272,11 @@ fn add_column(
 
 impl From<rusqlite::Error> for JournalError {
     fn from(e: rusqlite::Error) -> Self {
+        // A full disk says so first: it is not a slow journal, and no
+        // retry mends it until someone makes room.
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return JournalError::Storage(format!("the journal's disk is full ({e})"));
+        }
         JournalError::Storage(e.to_string())
     }
 }
@@ -317,7 +334,15 @@ impl SqliteJournal {
             add_column(&conn, "incidents", "batch", "TEXT")?;
             add_column(&conn, "decisions", "batch", "TEXT")?;
             add_column(&conn, "approvals", "scope", "TEXT")?;
+            add_column(&conn, "incidents", "service", "TEXT")?;
+            // Labels are a JSON list of [name, value] pairs.
+            conn.execute_batch(
+                "UPDATE incidents SET service = (SELECT json_extract(p.value, '$[1]')
+                     FROM json_each(incidents.labels) p WHERE json_extract(p.value, '$[0]') = 'service')
+                 WHERE service IS NULL",
+            )?;
         }
+        conn.execute_batch(READ_INDEXES)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteJournal {
             conn,
@@ -597,8 +622,8 @@ impl Ingest for SqliteJournal {
             )?;
             let mut upsert_incident = tx.prepare_cached(
                 "INSERT INTO incidents (id, rule, partition, labels, tier, severity, severity_rank, opened_at,
-                     state, resolved_at, fingerprint, seq, fired, updated_at, batch)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                     state, resolved_at, fingerprint, seq, fired, updated_at, batch, service)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
                  ON CONFLICT(id) DO UPDATE SET
                      batch = CASE WHEN excluded.seq >= seq THEN coalesce(excluded.batch, batch) ELSE batch END,
                      severity = CASE WHEN excluded.severity_rank > severity_rank THEN excluded.severity ELSE severity END,
@@ -661,6 +686,7 @@ impl Ingest for SqliteJournal {
                         i64::from(d.action.bit()),
                         now,
                         batch_json(d.batch.as_ref()),
+                        d.label("service"),
                     ])?;
                     insert_timeline.execute(params![
                         id,
@@ -1650,12 +1676,82 @@ impl super::Charts for SqliteJournal {
     }
 }
 
+/// The console's filter in SQL: `?2` severity, `?3` text (lower case).
+const LIST_FILTER: &str = "(?2 IS NULL OR i.severity = ?2)
+     AND (?3 IS NULL OR instr(lower(i.labels || ' ' || i.rule || ' ' || i.id), ?3) > 0)";
+
+/// An open incident that blocks its service's gate (`crate::gate::blocks`).
+const BLOCKS_GATE: &str = "i.severity <> 'minor' AND NOT (i.tier = 'medium' AND EXISTS (
+     SELECT 1 FROM actions a WHERE a.incident_id = i.id AND a.action = 'request_approval'
+       AND a.state IN ('pending', 'running', 'awaiting_approval')))";
+
 impl Reads for SqliteJournal {
     fn incidents(&self, state: Option<&str>) -> Result<Vec<IncidentRow>, JournalError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "{INCIDENT_ROW} WHERE ?1 IS NULL OR i.state = ?1 ORDER BY i.opened_at DESC, i.id"
         ))?;
         collect(&mut stmt, [state], incident_row)
+    }
+
+    fn open_page(&self, f: &IncidentFilter, limit: usize) -> Result<OpenPage, JournalError> {
+        let text = f.text.as_deref().map(str::to_lowercase);
+        let mut page = self.conn.prepare_cached(&format!(
+            "{INCIDENT_ROW} WHERE i.state = 'open' AND i.tier = ?1 AND {LIST_FILTER}
+             ORDER BY i.severity_rank DESC, i.opened_at DESC, i.id LIMIT ?4"
+        ))?;
+        let mut rows = Vec::new();
+        for tier in TIERS_BY_URGENCY {
+            let room = limit.saturating_sub(rows.len());
+            if room == 0 || f.tier.as_deref().is_some_and(|t| t != tier) {
+                continue;
+            }
+            rows.extend(collect(
+                &mut page,
+                params![tier, f.severity, text, room as i64],
+                incident_row,
+            )?);
+        }
+        let total: i64 = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM incidents i WHERE i.state = 'open'
+                 AND (?1 IS NULL OR i.tier = ?1) AND {LIST_FILTER}"
+            ))?
+            .query_row(params![f.tier, f.severity, text], |r| r.get(0))?;
+        Ok(OpenPage {
+            rows,
+            total: total as u64,
+        })
+    }
+
+    fn resolved_recently(&self, limit: usize) -> Result<Vec<IncidentRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "{INCIDENT_ROW} WHERE i.state = 'resolved' ORDER BY i.resolved_at DESC, i.id LIMIT ?1"
+        ))?;
+        collect(&mut stmt, [limit as i64], incident_row)
+    }
+
+    fn open_of_service(&self, service: &str, limit: usize) -> Result<OpenPage, JournalError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "{INCIDENT_ROW} WHERE i.state = 'open' AND i.service = ?1
+             ORDER BY i.severity_rank DESC, i.opened_at DESC, i.id LIMIT ?2"
+        ))?;
+        let mut rows = collect(&mut stmt, params![service, limit as i64], incident_row)?;
+        let total: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM incidents WHERE state = 'open' AND service = ?1")?
+            .query_row([service], |r| r.get(0))?;
+        if total as usize > rows.len() && !rows.iter().any(crate::gate::blocks) {
+            let mut first = self.conn.prepare_cached(&format!(
+                "{INCIDENT_ROW} WHERE i.state = 'open' AND i.service = ?1 AND {BLOCKS_GATE}
+                 ORDER BY i.severity_rank DESC, i.opened_at DESC, i.id LIMIT 1"
+            ))?;
+            rows.extend(collect(&mut first, [service], incident_row)?);
+        }
+        Ok(OpenPage {
+            rows,
+            total: total as u64,
+        })
     }
 
     fn incident(&self, id: &str) -> Result<Option<IncidentRow>, JournalError> {

@@ -58,6 +58,63 @@ impl Matcher {
         })
     }
 
+    /// [`Matcher::from_parts`] for what people post (silences): a regex
+    /// must compile within `max_regex_bytes`, its lazy DFA's cache is held
+    /// to the same, so a heavy pattern (`(?:\w{60}){3}`: megabytes of
+    /// Unicode classes) is refused instead of compiled. Returns the matcher
+    /// and the bytes it may hold: the name and value, and for a regex twice
+    /// the smallest of 1 KiB, 4 KiB, … it compiles under (program and
+    /// cache).
+    pub fn bounded(
+        name: &str,
+        value: &str,
+        is_regex: bool,
+        is_equal: bool,
+        max_regex_bytes: usize,
+    ) -> Result<(Matcher, usize), String> {
+        if !is_regex {
+            let m = Matcher::from_parts(name, value, false, is_equal)?;
+            return Ok((m, name.len() + value.len()));
+        }
+        if !crate::decode::is_label_name(name) {
+            return Err(format!("`{name}` is not a valid label name"));
+        }
+        let pattern = format!("^(?:{value})$");
+        let mut limit = 1024.min(max_regex_bytes);
+        loop {
+            match regex::RegexBuilder::new(&pattern)
+                .size_limit(limit)
+                .dfa_size_limit(limit)
+                .build()
+            {
+                Ok(re) => {
+                    let kind = if is_equal {
+                        Kind::Re(re)
+                    } else {
+                        Kind::NotRe(re)
+                    };
+                    let m = Matcher {
+                        name: name.to_owned(),
+                        value: value.to_owned(),
+                        kind,
+                    };
+                    return Ok((m, name.len() + value.len() + 2 * limit));
+                }
+                Err(regex::Error::CompiledTooBig(_)) if limit < max_regex_bytes => {
+                    limit = limit.saturating_mul(4).min(max_regex_bytes);
+                }
+                Err(regex::Error::CompiledTooBig(_)) => {
+                    return Err(format!(
+                        "`{name}`: the regex compiles larger than {max_regex_bytes} bytes \
+                         (silences.max_regex_bytes); narrow it (`\\w`, `.` and classes \
+                         repeated many times are the heavy parts)"
+                    ));
+                }
+                Err(e) => return Err(format!("`{name}`: bad regex `{value}`: {e}")),
+            }
+        }
+    }
+
     /// The value as written.
     pub fn value(&self) -> &str {
         &self.value
@@ -155,5 +212,18 @@ mod tests {
         for bad in ["env", "9x=1", "env=~\"(\"", "env=\"open"] {
             assert!(Matcher::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bounded_regex_is_charged_what_it_may_hold_and_a_heavy_one_refused() {
+        let (m, light) = Matcher::bounded("instance", "i-web-.*", true, true, 64 << 10).unwrap();
+        assert!(m.matches(&labels(&[("instance", "i-web-7")])));
+        assert!(light <= 2 * (16 << 10), "{light}");
+        let (_, plain) = Matcher::bounded("service", "web", false, true, 64 << 10).unwrap();
+        assert_eq!(plain, "serviceweb".len());
+        let heavy = Matcher::bounded("x", "(?:\\w{60}){3}", true, true, 64 << 10).unwrap_err();
+        assert!(heavy.contains("silences.max_regex_bytes"), "{heavy}");
+        let bad = Matcher::bounded("x", "(", true, true, 64 << 10).unwrap_err();
+        assert!(bad.contains("bad regex"), "{bad}");
     }
 }

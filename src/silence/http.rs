@@ -17,14 +17,16 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{PostableSilence, Silence, SilenceError, SilenceLimits, SilenceState};
+use super::{PostableSilence, Silence, SilenceError, SilenceState};
 use crate::action::{SharedJournal, with_journal};
 use crate::time::{Clock, Ts};
 
 pub struct SilenceApi {
     pub journal: SharedJournal,
     pub clock: Arc<dyn Clock>,
-    pub limits: SilenceLimits,
+    /// The silences in force: their limits, and the bytes budget a new
+    /// one joins.
+    pub guard: Arc<super::Guard>,
 }
 
 pub fn routes(api: Arc<SilenceApi>) -> Router {
@@ -82,9 +84,9 @@ async fn create(State(api): State<Arc<SilenceApi>>, body: Bytes) -> Response {
             );
         }
     };
-    let (limits, now) = (api.limits, api.clock.now());
+    let (guard, now) = (api.guard.clone(), api.clock.now());
     match with_journal(&api.journal, move |j| {
-        Ok(super::create(j, post, &limits, now))
+        Ok(super::create(j, post, &guard, now))
     })
     .await
     {

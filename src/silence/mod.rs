@@ -91,8 +91,16 @@ fn yes() -> bool {
 }
 
 impl MatcherSpec {
-    pub fn compile(&self) -> Result<Matcher, String> {
-        Matcher::from_parts(&self.name, &self.value, self.is_regex, self.is_equal)
+    /// Compiles within `max_regex_bytes` (see [`Matcher::bounded`]): the
+    /// matcher and the bytes it may hold.
+    pub fn compile(&self, max_regex_bytes: usize) -> Result<(Matcher, usize), String> {
+        Matcher::bounded(
+            &self.name,
+            &self.value,
+            self.is_regex,
+            self.is_equal,
+            max_regex_bytes,
+        )
     }
 
     /// Parses `name=value`, `name!=value`, `name=~regex`, `name!~regex`.
@@ -238,18 +246,37 @@ pub struct PostableSilence {
     pub scope: Scope,
 }
 
-/// Limits on what a silence may be.
+/// Limits on what a silence may be, and on how many are in force. A
+/// silence is checked before every action, so what people may post bounds
+/// the responder's work: Alertmanager has the same kind of caps
+/// (`--silences.max-silences`, `--silences.max-silence-size-bytes`, off by
+/// default there; `cmd/alertmanager/main.go`); ripcord's are on, and its
+/// regexes are bounded by their compiled size too (Alertmanager's Go
+/// regexps have no such knob).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SilenceLimits {
     /// The longest a silence may last (an until-batch one ends then at the
     /// latest).
     pub max_duration: Dur,
+    /// Silences in force (pending and active) at once.
+    pub max_active: usize,
+    /// Matchers in one silence.
+    pub max_matchers: usize,
+    /// A regex matcher's compiled size (and its match cache's).
+    pub max_regex_bytes: usize,
+    /// One silence's size: its matchers' names and values, its comment and
+    /// author.
+    pub max_silence_bytes: usize,
 }
 
 impl Default for SilenceLimits {
     fn default() -> Self {
         SilenceLimits {
             max_duration: Dur::from_mins(24 * 60),
+            max_active: 1000,
+            max_matchers: 32,
+            max_regex_bytes: 64 << 10,
+            max_silence_bytes: 16 << 10,
         }
     }
 }
@@ -257,7 +284,6 @@ impl Default for SilenceLimits {
 /// Bounds on free text, like an approval's `by` and note.
 const MAX_BY: usize = 200;
 const MAX_COMMENT: usize = 2000;
-const MAX_MATCHERS: usize = 32;
 const MAX_MATCHER_VALUE: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -267,6 +293,11 @@ pub struct Invalid(pub Vec<String>);
 impl PostableSilence {
     /// Checks everything at once and returns the silence to record.
     pub fn validate(self, limits: &SilenceLimits, now: Ts) -> Result<Silence, Invalid> {
+        self.check(limits, now).map(|c| c.silence)
+    }
+
+    /// [`PostableSilence::validate`], returning the silence compiled.
+    pub fn check(self, limits: &SilenceLimits, now: Ts) -> Result<Compiled, Invalid> {
         let mut errs = Vec::new();
         if self.id.as_deref().is_some_and(|i| !i.is_empty()) {
             errs.push(
@@ -277,21 +308,48 @@ impl PostableSilence {
         if self.matchers.is_empty() {
             errs.push("`matchers` is empty: a silence must say what it mutes".to_owned());
         }
-        if self.matchers.len() > MAX_MATCHERS {
-            errs.push(format!("more than {MAX_MATCHERS} matchers"));
+        if self.matchers.len() > limits.max_matchers {
+            errs.push(format!(
+                "{} matchers: more than silences.max_matchers ({})",
+                self.matchers.len(),
+                limits.max_matchers
+            ));
         }
+        let size = self
+            .matchers
+            .iter()
+            .map(|m| m.name.len() + m.value.len())
+            .sum::<usize>()
+            + self.comment.len()
+            + self.created_by.len();
+        if size > limits.max_silence_bytes {
+            errs.push(format!(
+                "the silence is {size} bytes: more than silences.max_silence_bytes ({})",
+                limits.max_silence_bytes
+            ));
+        }
+        let over_caps =
+            self.matchers.len() > limits.max_matchers || size > limits.max_silence_bytes;
         let mut compiled = Vec::new();
-        for m in &self.matchers {
-            if m.value.len() > MAX_MATCHER_VALUE {
-                errs.push(format!(
-                    "matcher `{}`: value longer than {MAX_MATCHER_VALUE} bytes",
-                    m.name
-                ));
-                continue;
-            }
-            match m.compile() {
-                Ok(c) => compiled.push(c),
-                Err(e) => errs.push(format!("matcher: {e}")),
+        let mut bytes = SILENCE_OVERHEAD + self.comment.len() + self.created_by.len();
+        // Past the caps nothing is compiled: a heavy silence costs its
+        // sender the 400, not the responder the work.
+        if !over_caps {
+            for m in &self.matchers {
+                if m.value.len() > MAX_MATCHER_VALUE {
+                    errs.push(format!(
+                        "matcher `{}`: value longer than {MAX_MATCHER_VALUE} bytes",
+                        m.name
+                    ));
+                    continue;
+                }
+                match m.compile(limits.max_regex_bytes) {
+                    Ok((c, b)) => {
+                        compiled.push(c);
+                        bytes += b;
+                    }
+                    Err(e) => errs.push(format!("matcher: {e}")),
+                }
             }
         }
         // Alertmanager's rule: a silence whose every matcher matches the
@@ -363,21 +421,29 @@ impl PostableSilence {
         }
         let (starts_at, ends_at) = (starts.expect("checked"), ends.expect("checked"));
         let id = new_id(now, &self.created_by, &self.comment);
-        Ok(Silence {
-            id,
-            matchers: self.matchers,
-            scope: self.scope,
-            starts_at,
-            ends_at,
-            until: self.until,
-            created_by: self.created_by,
-            comment: self.comment,
-            created_at: now,
-            updated_at: now,
-            expired_by: None,
+        Ok(Compiled {
+            silence: Silence {
+                id,
+                matchers: self.matchers,
+                scope: self.scope,
+                starts_at,
+                ends_at,
+                until: self.until,
+                created_by: self.created_by,
+                comment: self.comment,
+                created_at: now,
+                updated_at: now,
+                expired_by: None,
+            },
+            matchers: compiled.into(),
+            bytes,
         })
     }
 }
+
+/// What a silence costs besides its text and matchers: the struct, its
+/// id, times, the list slot.
+const SILENCE_OVERHEAD: usize = std::mem::size_of::<Silence>() + 64;
 
 /// A fresh id in UUID form (what Alertmanager's clients expect): a hash of
 /// the moment, the process, a counter and the silence's own words.
@@ -407,28 +473,40 @@ fn new_id(now: Ts, by: &str, comment: &str) -> String {
     )
 }
 
-/// A silence ready to match.
+/// A silence ready to match: compiled once, when made or first loaded.
 #[derive(Debug, Clone)]
 pub struct Compiled {
     pub silence: Silence,
-    matchers: Vec<Matcher>,
+    matchers: std::sync::Arc<[Matcher]>,
+    /// What it holds: text, compiled regexes (against `limits.silences_bytes`).
+    bytes: usize,
 }
 
 impl Compiled {
-    /// `None` for a stored silence whose matchers no longer compile (never
-    /// expected: they were checked when it was created).
-    pub fn new(silence: Silence) -> Option<Compiled> {
-        let matchers = silence
-            .matchers
-            .iter()
-            .map(MatcherSpec::compile)
-            .collect::<Result<Vec<_>, _>>()
-            .ok()?;
-        Some(Compiled { silence, matchers })
+    /// Compiles a stored silence within `limits` (checked when it was made;
+    /// a replica with larger limits may have let through more).
+    pub fn new(silence: Silence, limits: &SilenceLimits) -> Result<Compiled, String> {
+        let mut bytes = SILENCE_OVERHEAD + silence.comment.len() + silence.created_by.len();
+        let mut matchers = Vec::with_capacity(silence.matchers.len());
+        for m in &silence.matchers {
+            let (c, b) = m.compile(limits.max_regex_bytes)?;
+            matchers.push(c);
+            bytes += b;
+        }
+        Ok(Compiled {
+            silence,
+            matchers: matchers.into(),
+            bytes,
+        })
     }
 
     pub fn matches(&self, labels: &Labels<'_>) -> bool {
         self.matchers.iter().all(|m| m.matches(labels))
+    }
+
+    /// The bytes it holds, as counted against `limits.silences_bytes`.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -517,7 +595,7 @@ pub fn hold_for(
     action: Action,
     key: &str,
     labels: &Labels<'_>,
-    silences: &[Compiled],
+    silences: &[std::sync::Arc<Compiled>],
     windows: &Windows,
     now: Ts,
 ) -> Option<Hold> {
@@ -558,16 +636,42 @@ pub enum SilenceError {
     Journal(#[from] crate::journal::JournalError),
 }
 
-/// Validates and records a new silence (the API and the CLI).
+/// Validates and records a new silence (the API, the console and the
+/// CLI): within the per-silence caps, the count in force and the bytes
+/// budget (the guard's, which it joins at once).
 pub fn create(
     j: &mut dyn crate::journal::Journal,
     post: PostableSilence,
-    limits: &SilenceLimits,
+    guard: &Guard,
     now: Ts,
 ) -> Result<Silence, SilenceError> {
-    let s = post.validate(limits, now)?;
-    j.add_silence(&s)?;
-    Ok(s)
+    let c = post.check(guard.limits(), now)?;
+    record(j, c, guard, now)
+}
+
+/// Puts a checked silence in force and records it, within the caps on
+/// silences in force (their count and bytes).
+pub fn record(
+    j: &mut dyn crate::journal::Journal,
+    c: Compiled,
+    guard: &Guard,
+    now: Ts,
+) -> Result<Silence, SilenceError> {
+    let limits = guard.limits;
+    let in_force = j.silences(now, false)?.len();
+    if in_force >= limits.max_active {
+        return Err(Invalid(vec![format!(
+            "{in_force} silences are in force: silences.max_active allows {}; expire one first",
+            limits.max_active
+        )])
+        .into());
+    }
+    guard.admit(&c)?;
+    if let Err(e) = j.add_silence(&c.silence) {
+        guard.forget(&c.silence.id);
+        return Err(e.into());
+    }
+    Ok(c.silence)
 }
 
 /// Ends a silence now (the API and the CLI).
@@ -598,7 +702,8 @@ pub struct SilenceConfig {
     pub windows: Windows,
 }
 
-/// Reads `silences:` (`max_duration`).
+/// Reads `silences:` (`max_duration`, `max_active`, `max_matchers`,
+/// `max_regex_bytes`, `max_silence_bytes`).
 pub fn read_config(
     mut m: crate::config::yaml::MapReader<'_>,
     out: &mut SilenceLimits,
@@ -611,31 +716,162 @@ pub fn read_config(
     ) {
         out.max_duration = d;
     }
+    for (key, field, range) in [
+        ("max_active", &mut out.max_active, 1..=1_000_000),
+        ("max_matchers", &mut out.max_matchers, 1..=1024),
+        ("max_regex_bytes", &mut out.max_regex_bytes, 1024..=16 << 20),
+        (
+            "max_silence_bytes",
+            &mut out.max_silence_bytes,
+            256..=16 << 20,
+        ),
+    ] {
+        if let Some(n) = m.int(key, range, errs) {
+            *field = n as usize;
+        }
+    }
     m.finish(errs);
 }
 
-/// What the action layer asks before an action runs: the silences in
-/// force (refreshed from the journal by the dispatcher before each batch
-/// of actions it starts, so a silence made on any replica counts for the
-/// next action anywhere) and the configured windows.
-#[derive(Debug, Default)]
+/// The silences in force, compiled once and held in the order they apply
+/// (oldest first: the first that matches names the hold), and the
+/// configured windows: what the action layer asks before an action runs.
+/// The dispatcher refreshes the list from the journal before each batch of
+/// actions it starts (so a silence made on any replica counts for the next
+/// action anywhere); only silences not seen before are compiled. Their
+/// bytes are counted against `limits.silences_bytes`.
+#[derive(Debug)]
 pub struct Guard {
     windows: Windows,
-    active: std::sync::Mutex<std::sync::Arc<Vec<Compiled>>>,
+    limits: SilenceLimits,
+    budget: std::sync::Arc<crate::limits::Budget>,
+    active: std::sync::Mutex<Active>,
+}
+
+#[derive(Debug, Default)]
+struct Active {
+    list: std::sync::Arc<Vec<std::sync::Arc<Compiled>>>,
+    /// Bytes taken from the budget for `list`.
+    charged: usize,
+    /// Stored silences that do not compile within the limits here (made
+    /// on a replica with larger ones): not in force here, said once.
+    refused: std::collections::HashSet<String>,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard::new(
+            Windows::default(),
+            SilenceLimits::default(),
+            crate::limits::Budgets::default().silences,
+        )
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let charged = self.active.get_mut().map_or(0, |a| a.charged);
+        self.budget.give(charged);
+    }
 }
 
 impl Guard {
-    pub fn new(windows: Windows) -> Guard {
+    pub fn new(
+        windows: Windows,
+        limits: SilenceLimits,
+        budget: std::sync::Arc<crate::limits::Budget>,
+    ) -> Guard {
         Guard {
             windows,
+            limits,
+            budget,
             active: Default::default(),
         }
     }
 
-    /// Replaces the silences in force with `silences` (from the journal).
+    pub fn limits(&self) -> &SilenceLimits {
+        &self.limits
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Active> {
+        // Never held across an await; a panic while held leaves a list
+        // that is still whole.
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the silences in force with `silences` (from the journal,
+    /// in the order they apply), compiling only those not held already.
     pub fn set(&self, silences: Vec<Silence>) {
-        let compiled: Vec<Compiled> = silences.into_iter().filter_map(Compiled::new).collect();
-        *self.active.lock().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(compiled);
+        let held = self.lock().list.clone();
+        let mut list = Vec::with_capacity(silences.len());
+        let mut fresh_refusals = Vec::new();
+        let refused = self.lock().refused.clone();
+        for s in silences {
+            if let Some(c) = held.iter().find(|c| c.silence.id == s.id) {
+                // Expiring changes the times, never the matchers.
+                list.push(std::sync::Arc::new(Compiled {
+                    silence: s,
+                    matchers: c.matchers.clone(),
+                    bytes: c.bytes,
+                }));
+                continue;
+            }
+            if refused.contains(&s.id) {
+                continue;
+            }
+            match Compiled::new(s.clone(), &self.limits) {
+                Ok(c) => list.push(std::sync::Arc::new(c)),
+                Err(e) => fresh_refusals.push((s.id, e)),
+            }
+        }
+        let charged: usize = list.iter().map(|c| c.bytes).sum();
+        let mut a = self.lock();
+        for (id, why) in fresh_refusals {
+            tracing::error!(silence = %id, error = %why, "a stored silence is not in force here: it does not compile within this replica's silences limits");
+            a.refused.insert(id);
+        }
+        // What the journal holds is in force whatever the budget says (it
+        // was admitted against one when it was made).
+        self.budget.give(a.charged);
+        self.budget.take(charged);
+        a.charged = charged;
+        a.list = std::sync::Arc::new(list);
+    }
+
+    /// Takes a new silence's bytes from the budget and puts it in force
+    /// here at once; 400-worthy when the silences in force fill the budget.
+    pub fn admit(&self, c: &Compiled) -> Result<(), Invalid> {
+        let mut a = self.lock();
+        if !self.budget.try_take(c.bytes) {
+            return Err(Invalid(vec![format!(
+                "the silences in force hold {} bytes of limits.silences_bytes ({}); this one needs {}: expire one first",
+                self.budget.used(),
+                self.budget.limit(),
+                c.bytes
+            )]));
+        }
+        a.charged += c.bytes;
+        let mut list: Vec<_> = a.list.iter().cloned().collect();
+        list.push(std::sync::Arc::new(c.clone()));
+        a.list = std::sync::Arc::new(list);
+        Ok(())
+    }
+
+    /// Takes back [`Guard::admit`] (the silence could not be recorded, or
+    /// was expired by its replacement).
+    pub fn forget(&self, id: &str) {
+        let mut a = self.lock();
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            a.list.iter().cloned().partition(|c| c.silence.id == id);
+        let freed: usize = gone.iter().map(|c| c.bytes).sum();
+        self.budget.give(freed);
+        a.charged -= freed;
+        a.list = std::sync::Arc::new(kept);
+    }
+
+    /// The silences in force, in the order they apply.
+    pub fn in_force(&self) -> std::sync::Arc<Vec<std::sync::Arc<Compiled>>> {
+        self.lock().list.clone()
     }
 
     /// Whether `action` (keyed `key`, for decision `d`) is held back at `now`.
@@ -651,11 +887,7 @@ impl Guard {
         labels: &Labels<'_>,
         now: Ts,
     ) -> Option<Hold> {
-        let active = self
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let active = self.in_force();
         hold_for(action, key, labels, &active, &self.windows, now)
     }
 }

@@ -41,8 +41,8 @@ fn post(matchers: serde_json::Value, scope: &str) -> PostableSilence {
     .unwrap()
 }
 
-fn compiled(p: PostableSilence) -> Compiled {
-    Compiled::new(p.validate(&SilenceLimits::default(), NOW).unwrap()).unwrap()
+fn compiled(p: PostableSilence) -> std::sync::Arc<Compiled> {
+    std::sync::Arc::new(p.check(&SilenceLimits::default(), NOW).unwrap())
 }
 
 #[test]
@@ -219,6 +219,7 @@ fn invalid_silences_name_every_problem_at_once() {
     );
     let limits = SilenceLimits {
         max_duration: Dur::from_mins(30),
+        ..SilenceLimits::default()
     };
     let Invalid(errs) = long.validate(&limits, NOW).unwrap_err();
     assert!(errs[0].contains("max_duration"), "{errs:?}");
@@ -339,4 +340,120 @@ fn until_batch_is_service_colon_batch() {
         let e = UntilBatch::parse(bad).unwrap_err();
         assert!(e.contains("expected SERVICE:BATCH"), "{bad}: {e}");
     }
+}
+
+fn journal() -> crate::journal::SqliteJournal {
+    crate::journal::SqliteJournal::open(std::path::Path::new(":memory:"), false).unwrap()
+}
+
+#[test]
+fn heavy_or_too_many_silences_are_refused_naming_the_cap() {
+    let regex = |v: &str| serde_json::json!([{"name": "tier", "value": v, "isRegex": true}]);
+    // The report's matcher: valid, matches nothing, megabytes compiled.
+    let Invalid(errs) = post(regex("(?:\\w{60}){3}"), "all")
+        .validate(&SilenceLimits::default(), NOW)
+        .unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.contains("silences.max_regex_bytes")),
+        "{errs:?}"
+    );
+    let many: Vec<_> = (0..33)
+        .map(|i| serde_json::json!({"name": "service", "value": format!("s{i}"), "isRegex": false}))
+        .collect();
+    let Invalid(errs) = post(serde_json::Value::Array(many), "all")
+        .validate(&SilenceLimits::default(), NOW)
+        .unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("silences.max_matchers (32)")),
+        "{errs:?}"
+    );
+    let mut big = post(regex("web"), "all");
+    big.comment = "x".repeat(1900);
+    let small = SilenceLimits {
+        max_silence_bytes: 1024,
+        ..SilenceLimits::default()
+    };
+    let Invalid(errs) = big.validate(&small, NOW).unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("silences.max_silence_bytes (1024)")),
+        "{errs:?}"
+    );
+
+    // The count in force, and the bytes budget.
+    let mut j = journal();
+    let limits = SilenceLimits {
+        max_active: 2,
+        ..SilenceLimits::default()
+    };
+    let guard = Guard::new(
+        Windows::default(),
+        limits,
+        std::sync::Arc::new(crate::limits::Budget::new("silences", 1 << 20)),
+    );
+    for v in ["a", "b"] {
+        create(&mut j, post(regex(v), "all"), &guard, NOW).unwrap();
+    }
+    let third = create(&mut j, post(regex("c"), "all"), &guard, NOW).unwrap_err();
+    assert!(
+        matches!(&third, SilenceError::Invalid(Invalid(e)) if e[0].contains("silences.max_active allows 2")),
+        "{third}"
+    );
+    assert_eq!(
+        crate::silence::http::status_of(&third),
+        axum::http::StatusCode::BAD_REQUEST
+    );
+    let tight = Guard::new(
+        Windows::default(),
+        SilenceLimits::default(),
+        std::sync::Arc::new(crate::limits::Budget::new("silences", 4096)),
+    );
+    let full = create(&mut journal(), post(regex("i-web-.*"), "all"), &tight, NOW).unwrap_err();
+    assert!(
+        full.to_string().contains("limits.silences_bytes (4096)"),
+        "{full}"
+    );
+}
+
+#[test]
+fn the_guard_compiles_a_silence_once_and_counts_its_bytes() {
+    let budget = std::sync::Arc::new(crate::limits::Budget::new("silences", 1 << 20));
+    let guard = Guard::new(Windows::default(), SilenceLimits::default(), budget.clone());
+    let mut j = journal();
+    let s = create(
+        &mut j,
+        post(
+            serde_json::json!([{"name": "instance", "value": "i-web-.*", "isRegex": true}]),
+            "all",
+        ),
+        &guard,
+        NOW,
+    )
+    .unwrap();
+    let held = budget.used();
+    assert!(held > 0);
+    let first = guard.in_force();
+    // Refreshed from the journal (as the dispatcher does): the same
+    // compiled matchers, the same bytes.
+    guard.set(crate::journal::Silences::silences(&j, NOW, false).unwrap());
+    let again = guard.in_force();
+    assert!(
+        std::sync::Arc::ptr_eq(&first[0].matchers, &again[0].matchers),
+        "not recompiled"
+    );
+    assert_eq!(budget.used(), held);
+    // Expired: out of force, its bytes given back.
+    expire(&mut j, &s.id, "bob", NOW).unwrap();
+    guard.set(crate::journal::Silences::silences(&j, NOW, false).unwrap());
+    assert!(guard.in_force().is_empty());
+    assert_eq!(budget.used(), 0);
+    // A stored silence this replica's limits refuse is left out, once.
+    let mut heavy = s.clone();
+    heavy.id = "heavy".into();
+    heavy.ends_at = Ts(NOW.0 + 60_000);
+    heavy.matchers[0].value = "(?:\\w{60}){3}".into();
+    guard.set(vec![heavy.clone()]);
+    guard.set(vec![heavy]);
+    assert!(guard.in_force().is_empty());
 }

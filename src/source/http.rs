@@ -216,7 +216,14 @@ async fn accept(intake: &Intake, body: Bytes, form: BodyForm, alerts_only: bool)
         Ok(Ok(Ok(accepted))) => answer(accepted, forwarded),
         Ok(Ok(Err(msg))) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
         Ok(Err(_)) => busy("ripcord stopped before recording the request; retry"),
-        Err(_) => busy("the journal is slow; the request may be recorded, retrying is safe"),
+        Err(_) => busy(&match intake.health.journal_error() {
+            // Say what is wrong when the journal says it (a full disk is
+            // not a slow journal).
+            Some(e) => format!(
+                "the journal refuses writes ({e}); the request may be recorded, retrying is safe"
+            ),
+            None => "the journal is slow; the request may be recorded, retrying is safe".into(),
+        }),
     }
 }
 

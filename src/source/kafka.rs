@@ -836,6 +836,13 @@ impl KafkaSource {
                 (msg.topic().to_owned(), msg.partition(), msg.offset());
             let id = partition_id(&mut self.ids, &self.pipeline, &topic, partition);
             self.caught_up.insert(id, false);
+            if !self.cfg.accept_drill_events && crate::drill::is_marked(msg.headers()) {
+                // A drill's event on a topic production reads: never acted on.
+                lock(&self.pipeline).pass(id, offset);
+                self.metrics.event(Source::Kafka, Outcome::DrillRefused);
+                tracing::warn!(topic = %topic, partition, offset, "a drill's event refused: production never acts on a drill (ripcord drill --topic names a topic of its own)");
+                continue;
+            }
             let payload = msg.payload().unwrap_or(&[]);
             let result = lock(&self.pipeline).ingest(id, payload, Some(offset));
             match result {
@@ -1015,6 +1022,7 @@ impl KafkaSource {
         w: &mut crate::pipeline::Warming,
     ) -> Result<(), KafkaSourceError> {
         let lookback = lock(&self.pipeline).lookback();
+        let accept_drill = self.cfg.accept_drill_events;
         let timeout = Duration::from_secs(10);
         // Where live consumption will start.
         let end = match a.start {
@@ -1098,7 +1106,8 @@ impl KafkaSource {
                         break;
                     }
                     let recent = m.timestamp().to_millis().is_none_or(|t| t >= since);
-                    if recent {
+                    let drill = !accept_drill && crate::drill::is_marked(m.headers());
+                    if recent && !drill {
                         w.feed(m.payload().unwrap_or(&[]));
                     }
                     if m.offset() + 1 >= end {

@@ -66,7 +66,7 @@ fn a_version_1_journal_gains_the_budget_column() {
 }
 
 #[test]
-fn a_version_5_journal_gains_the_batch_columns_and_keeps_its_incidents() {
+fn a_version_5_journal_gains_the_batch_and_service_columns_and_keeps_its_incidents() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.db");
     let (ds, _) = decisions();
@@ -79,7 +79,8 @@ fn a_version_5_journal_gains_the_batch_columns_and_keeps_its_incidents() {
         .unwrap();
         j.conn
             .execute_batch(
-                "ALTER TABLE incidents DROP COLUMN batch; ALTER TABLE decisions DROP COLUMN batch;
+                "DROP INDEX incidents_open_by_service; ALTER TABLE incidents DROP COLUMN service;
+                 ALTER TABLE incidents DROP COLUMN batch; ALTER TABLE decisions DROP COLUMN batch;
                  ALTER TABLE approvals DROP COLUMN scope; PRAGMA user_version = 5;",
             )
             .unwrap();
@@ -88,6 +89,11 @@ fn a_version_5_journal_gains_the_batch_columns_and_keeps_its_incidents() {
     let open = j.open_incidents("t/0").unwrap();
     assert!(!open.is_empty(), "the incidents of version 5 read");
     assert!(open.iter().all(|i| i.batch.is_none()));
+    assert_eq!(
+        j.open_of_service("s", 10).unwrap().total,
+        1,
+        "the old incident is found by its service"
+    );
     assert!(!j.claim_actions("me", &Action::ALL, 100).unwrap().is_empty());
     j.conn
         .execute_batch("SELECT i.batch, d.batch FROM incidents i, decisions d LIMIT 0; SELECT scope FROM approvals LIMIT 0")

@@ -1,0 +1,177 @@
+//! Which `Host` the console and the one-click links answer to.
+//!
+//! A page served for any Host name can be read by any site: a page on
+//! `attacker.example` whose DNS name is then pointed at ripcord's address
+//! (DNS rebinding) is same-origin with what it fetches, so its browser
+//! sends `Sec-Fetch-Site: same-origin` and the cookies of that name. The
+//! browser always sends the name it resolved as `Host`, so ripcord answers
+//! only to its own names: the host of `http.public_url`, the names in
+//! `http.allowed_hosts`, and addresses written as IP literals or
+//! `localhost` (no DNS name another party controls). Everything else gets
+//! 421 Misdirected Request and nothing of the page.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// One allowed `host[:port]`; no port: any port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    host: String,
+    port: Option<u16>,
+}
+
+impl Allowed {
+    /// `name`, `name:port`, `[v6]` or `[v6]:port`, lower-cased; `None` for
+    /// anything else (a scheme, a path, a bad port).
+    pub fn parse(s: &str) -> Option<Allowed> {
+        let s = s.trim().to_ascii_lowercase();
+        if s.is_empty() || s.contains(['/', '@', '?', '#', ' ']) {
+            return None;
+        }
+        let (host, port) = match s.strip_prefix('[') {
+            Some(rest) => {
+                let (h, after) = rest.split_once(']')?;
+                h.parse::<std::net::Ipv6Addr>().ok()?;
+                let port = match after {
+                    "" => None,
+                    p => Some(p.strip_prefix(':')?.parse().ok()?),
+                };
+                (format!("[{h}]"), port)
+            }
+            None => match s.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h.to_owned(), Some(p.parse().ok()?)),
+                Some(_) => return None,
+                None => (s, None),
+            },
+        };
+        (!host.is_empty()).then_some(Allowed { host, port })
+    }
+
+    fn admits(&self, asked: &Allowed) -> bool {
+        self.host == asked.host
+            && match (self.port, asked.port) {
+                (None, _) => true,
+                (Some(p), Some(q)) => p == q,
+                // No port in the request: the scheme's default.
+                (Some(p), None) => p == 80 || p == 443,
+            }
+    }
+
+    /// An IP literal or `localhost`: a name no one else's DNS decides.
+    fn is_address(&self) -> bool {
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+/// The host (and port: the scheme's default when the URL names none) of a
+/// URL like `https://ripcord.example.com/base`.
+pub fn authority_of(url: &str) -> Option<Allowed> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let mut a = Allowed::parse(authority)?;
+    a.port = a.port.or(Some(default));
+    Some(a)
+}
+
+/// The names this ripcord answers to.
+#[derive(Debug, Clone, Default)]
+pub struct Hosts {
+    allowed: Vec<Allowed>,
+}
+
+impl Hosts {
+    /// From `http.public_url` and `http.allowed_hosts` (both checked when
+    /// the config was read; what does not parse is left out).
+    pub fn new(public_url: Option<&str>, allowed_hosts: &[String]) -> Hosts {
+        let allowed = public_url
+            .and_then(authority_of)
+            .into_iter()
+            .chain(allowed_hosts.iter().filter_map(|h| Allowed::parse(h)))
+            .collect();
+        Hosts { allowed }
+    }
+
+    /// Whether a request with this `Host` header is for us.
+    pub fn admits(&self, host: Option<&str>) -> bool {
+        let Some(asked) = host.and_then(Allowed::parse) else {
+            return false;
+        };
+        asked.is_address() || self.allowed.iter().any(|a| a.admits(&asked))
+    }
+}
+
+/// Middleware: 421 for a `Host` ripcord does not answer to.
+pub async fn check(State(hosts): State<Arc<Hosts>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if hosts.admits(host) {
+        return next.run(req).await;
+    }
+    let shown = crate::text::html(crate::text::clip_bytes(host.unwrap_or("(none)"), 200));
+    super::html(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "<!doctype html><title>ripcord: wrong host</title><p>ripcord does not answer to the host \
+             name <code>{shown}</code>: use its address (http.public_url), or list the name in \
+             http.allowed_hosts.</p>"
+        ),
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_names_and_addresses_are_answered() {
+        let h = Hosts::new(
+            Some("https://ripcord.example.com/base"),
+            &["localhost:9464".into(), "ripcord.ops.svc".into()],
+        );
+        for ok in [
+            "ripcord.example.com",
+            "RIPCORD.example.com:443",
+            "ripcord.ops.svc:9464",
+            "127.0.0.1:9464",
+            "[::1]:9464",
+            "localhost:9999",
+        ] {
+            assert!(h.admits(Some(ok)), "{ok}");
+        }
+        for bad in [
+            "attacker.example",
+            "attacker.example:9464",
+            "ripcord.example.com:8443",
+            "ripcord.example.com.attacker.example",
+            "",
+            "a/b",
+        ] {
+            assert!(!h.admits(Some(bad)), "{bad}");
+        }
+        assert!(!h.admits(None), "no Host at all");
+        // Nothing configured: addresses only.
+        let bare = Hosts::new(None, &[]);
+        assert!(bare.admits(Some("127.0.0.1:9464")));
+        assert!(!bare.admits(Some("rebound.attacker.example:9464")));
+        assert_eq!(
+            authority_of("http://127.0.0.1:9464"),
+            Allowed::parse("127.0.0.1:9464")
+        );
+        assert!(authority_of("ftp://x").is_none());
+        assert!(Allowed::parse("https://x").is_none());
+    }
+}
