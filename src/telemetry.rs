@@ -147,7 +147,7 @@ pub struct Metrics {
     ready: Gauge,
     memory_limit: Family<BudgetLabels, Gauge>,
     memory_used: Family<BudgetLabels, Gauge>,
-    memory_refused: Family<BudgetLabels, Gauge<u64, AtomicU64>>,
+    memory_refused: Family<BudgetLabels, Counter>,
     /// Read at every render (they are atomics; no loop needs to report them).
     budgets: std::sync::OnceLock<crate::limits::Budgets>,
     warmup_seconds: Histogram,
@@ -671,7 +671,12 @@ impl Metrics {
             };
             self.memory_limit.get_or_create(&l).set(b.limit() as i64);
             self.memory_used.get_or_create(&l).set(b.used() as i64);
-            self.memory_refused.get_or_create(&l).set(b.refused());
+            // The budget keeps a running total; the counter follows it.
+            let refused = self.memory_refused.get_or_create(&l);
+            let (total, shown) = (b.refused(), refused.get());
+            if total > shown {
+                refused.inc_by(total - shown);
+            }
         }
     }
 
@@ -829,6 +834,7 @@ mod tests {
         m.open_incidents("low", 0);
         m.partition_owned("t/0", true);
         m.set_ready(true);
+        m.watch_budgets(crate::limits::Budgets::new(&Default::default()));
         m.render_classic()
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
