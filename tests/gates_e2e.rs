@@ -50,7 +50,7 @@ fn start_with(dir: &Path, name: &str, extra: &str) -> Responder {
     std::fs::write(
         dir.join(name),
         format!(
-            "http:\n  token: {{file: token}}\n  console: {{trusted_user_header: X-Auth-Request-User}}\n\
+            "http:\n  token: {{file: token}}\n  console: {{trusted_user_header: X-Auth-Request-User, trusted_proxies: [127.0.0.1]}}\n\
              tiers:\n  services: {{web: low, pay: high}}\n\
              gates:\n  min_soak: {{low: 3s, high: 1h}}\n  min_samples: 5\n\
              grouping: {{wait: 1s}}\n{extra}"

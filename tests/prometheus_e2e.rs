@@ -191,8 +191,16 @@ fn values_in(review: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// A console page, read with the API token (loopback reads no page
+/// unless configured to).
 fn page(r: &Responder, path: &str) -> String {
-    reqwest::blocking::get(r.url(path)).unwrap().text().unwrap()
+    reqwest::blocking::Client::new()
+        .get(r.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
 }
 
 #[test]
