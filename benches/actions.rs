@@ -566,7 +566,7 @@ fn storm_scenario(bin: &str) -> Outcome {
         "storm: {ok} alerts answered 200 ({:.0}/s), {other} otherwise; RSS {rss_before:.0} -> {:.0} MB; alerts refused past limits.alerts_bytes: {}",
         ok as f64 / took,
         run.rss_mb(),
-        run.metric(r#"ripcord_memory_refused{budget="alerts"}"#)
+        run.metric(r#"ripcord_memory_refused_total{budget="alerts"}"#)
     ));
     o.notes.push(format!(
         "gate of the stormed service: p50 {gate_ms:.1} ms, max {gate_max:.1} ms, {gate_bytes} bytes; console list: p50 {list_ms:.1} ms, max {list_max:.1} ms, {list_bytes} bytes"

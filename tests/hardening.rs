@@ -477,7 +477,7 @@ fn series_past_the_groups_budget_are_refused_and_counted_and_memory_stays_flat()
     let used = metric(&m, r#"ripcord_memory_used_bytes{budget="groups"}"#);
     assert!(used > 0.0 && used <= (8 << 20) as f64, "used {used}");
     assert_eq!(
-        metric(&m, r#"ripcord_memory_refused{budget="groups"}"#) as u64,
+        metric(&m, r#"ripcord_memory_refused_total{budget="groups"}"#) as u64,
         refused
     );
     assert!(
