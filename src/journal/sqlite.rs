@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS actions (
     admitted_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS actions_by_state ON actions(state);
+-- A lane's claim reads only its own kinds of pending actions.
+CREATE INDEX IF NOT EXISTS actions_pending_by_kind ON actions(action) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS actions_by_incident ON actions(incident_id);
 -- Post-rollback checks still to run: due_at is when, or until when a
 -- process that took one holds it (a crash there runs it again after).
@@ -872,20 +874,25 @@ impl Work for SqliteJournal {
         limit: usize,
     ) -> Result<Vec<ActionRow>, JournalError> {
         let now = self.now();
-        // The kinds as a bit set: one prepared statement whatever the set.
-        let mask: i64 = kinds.iter().map(|a| 1i64 << action_bit(*a)).sum();
+        // The kinds as a literal list (the enum's own names: nothing from
+        // outside), so the lane's pending actions are read through
+        // `actions_pending_by_kind`: a rollback's claim never walks the
+        // thousands of messages a storm leaves pending, inside the write
+        // lock every commit waits for. One cached statement per lane.
+        let list = kinds
+            .iter()
+            .map(|a| format!("'{}'", a.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let tx = self.conn.transaction()?;
         let keys: Vec<String> = {
-            let mut stmt = tx.prepare_cached(
+            let mut stmt = tx.prepare_cached(&format!(
                 "UPDATE actions SET state = 'running', owner = ?1, attempts = attempts + 1, started_at = ?2
-                 WHERE key IN (SELECT key FROM actions WHERE state = 'pending'
-                     AND ((?4 >> (CASE action WHEN 'rollback' THEN 0 WHEN 'request_approval' THEN 1
-                          WHEN 'pause_rollout' THEN 2 WHEN 'page' THEN 3 WHEN 'notify' THEN 4
-                          WHEN 'switch_traffic' THEN 6 WHEN 'restore_traffic' THEN 7 ELSE 5 END)) & 1) = 1
+                 WHERE key IN (SELECT key FROM actions WHERE state = 'pending' AND action IN ({list})
                      ORDER BY rowid LIMIT ?3)
-                 RETURNING key",
-            )?;
-            collect(&mut stmt, params![owner, now, limit as i64, mask], |r| {
+                 RETURNING key"
+            ))?;
+            collect(&mut stmt, params![owner, now, limit as i64], |r| {
                 Ok(r.get::<_, String>(0)?)
             })?
         };
@@ -1919,20 +1926,6 @@ fn timeline(
         params![incident, at.millis(), kind, message],
     )?;
     Ok(())
-}
-
-/// The bit of an action in `claim_actions`' kind mask (the SQL's CASE).
-fn action_bit(a: Action) -> u32 {
-    match a {
-        Action::Rollback => 0,
-        Action::RequestApproval => 1,
-        Action::PauseRollout => 2,
-        Action::Page => 3,
-        Action::Notify => 4,
-        Action::Resolve => 5,
-        Action::SwitchTraffic => 6,
-        Action::RestoreTraffic => 7,
-    }
 }
 
 /// Copies decision `from` as a new decision `<from>/<suffix>` for `action`,
