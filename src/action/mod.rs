@@ -196,69 +196,106 @@ impl Dispatcher {
     /// Runs until `shutdown` turns true, then waits for running actions up
     /// to `grace`; whatever is still running then is left `running` in the
     /// journal and reported `unknown` at the next start.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
-        let lanes: Vec<(Lane, Arc<Semaphore>, Vec<Action>, SharedJournal)> = Lane::ALL
+    ///
+    /// Each lane claims in a loop of its own, on its own journal
+    /// connection, and the heartbeat has a loop of its own too: a flood of
+    /// messages, or a journal lock the message side waits for, never
+    /// delays a rollback's claim. A wake-up (new actions journaled) reaches
+    /// every lane.
+    pub async fn run(self, shutdown: watch::Receiver<bool>, grace: Duration) {
+        let this = Arc::new(self);
+        let wakes: Vec<(Lane, Arc<Notify>)> = Lane::ALL
             .into_iter()
-            .map(|lane| {
-                let (slots, journal) = match lane {
-                    Lane::Executors => (self.executor_slots, self.executor_journal.clone()),
-                    Lane::Messages => (self.message_slots, self.journal.clone()),
-                };
-                (
-                    lane,
-                    Arc::new(Semaphore::new(slots.max(1))),
-                    lane.actions(),
-                    journal,
-                )
-            })
+            .map(|lane| (lane, Arc::new(Notify::new())))
             .collect();
-        let mut tasks = JoinSet::new();
-        let mut last_heartbeat: Option<Instant> = None;
-        loop {
-            if last_heartbeat.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
-                last_heartbeat = Some(Instant::now());
-                self.heartbeat_and_reap().await;
+        let mut loops = JoinSet::new();
+        for (lane, wake) in &wakes {
+            loops.spawn(
+                this.clone()
+                    .run_lane(*lane, wake.clone(), shutdown.clone(), grace),
+            );
+        }
+        loops.spawn({
+            let (this, mut stop) = (this.clone(), shutdown.clone());
+            async move {
+                loop {
+                    this.heartbeat_and_reap().await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(HEARTBEAT) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
             }
+        });
+        let mut stop = shutdown;
+        loop {
             tokio::select! {
-                _ = self.notify.notified() => {}
+                _ = this.notify.notified() => {
+                    for (_, wake) in &wakes {
+                        wake.notify_one();
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        while loops.join_next().await.is_some() {}
+    }
+
+    /// One lane's loop: claims what its free slots can take whenever woken
+    /// (or every 500 ms), starts it, and at shutdown waits for what runs up
+    /// to `grace`.
+    async fn run_lane(
+        self: Arc<Self>,
+        lane: Lane,
+        wake: Arc<Notify>,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let (slots, journal) = match lane {
+            Lane::Executors => (self.executor_slots, self.executor_journal.clone()),
+            Lane::Messages => (self.message_slots, self.journal.clone()),
+        };
+        let permits = Arc::new(Semaphore::new(slots.max(1)));
+        let kinds = lane.actions();
+        let mut tasks = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
             }
             if *shutdown.borrow() {
                 break;
             }
             while tasks.try_join_next().is_some() {}
-            // Executors first, every pass.
-            for (lane, permits, kinds, journal) in &lanes {
-                let free = permits.available_permits();
-                if free == 0 {
+            let free = permits.available_permits();
+            if free == 0 {
+                continue;
+            }
+            let (owner, kinds_c) = (self.owner.clone(), kinds.clone());
+            let claimed = match with_journal(&journal, move |j| {
+                j.claim_actions(&owner, &kinds_c, free)
+            })
+            .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, lane = lane.as_str(), "cannot claim actions from the journal");
                     continue;
                 }
-                let (owner, kinds_c) = (self.owner.clone(), kinds.clone());
-                let claimed = match with_journal(journal, move |j| {
-                    j.claim_actions(&owner, &kinds_c, free)
-                })
-                .await
-                {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!(error = %e, lane = lane.as_str(), "cannot claim actions from the journal");
-                        continue;
-                    }
-                };
-                if claimed.len() == free {
-                    // More may wait: look again at once.
-                    self.notify.notify_one();
+            };
+            if claimed.len() == free {
+                // More may wait: look again at once.
+                wake.notify_one();
+            }
+            if !claimed.is_empty() {
+                self.refresh_silences(&journal).await;
+            }
+            for action in claimed {
+                if self.held_back(&action, &journal).await {
+                    continue;
                 }
-                if !claimed.is_empty() {
-                    self.refresh_silences(journal).await;
-                }
-                for action in claimed {
-                    if self.held_back(&action, journal).await {
-                        continue;
-                    }
-                    self.start(action, permits, journal, &mut tasks).await;
-                }
+                self.start(action, &permits, &journal, &mut tasks).await;
             }
         }
         let _ =
