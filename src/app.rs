@@ -297,10 +297,13 @@ pub async fn run(
         cfg.silences.limits,
         cfg.engine.budgets.silences.clone(),
     ));
+    // The executor lane's own connection: a rollback's claim, admission and
+    // outcome never queue behind a flood of message bookkeeping on `shared`.
+    let executor_journal: SharedJournal = Arc::new(Mutex::new(open(rt.clock.clone())?));
     let (handler, verifications): (Arc<dyn Handler>, _) = match rt.handler {
         Some(h) => (h, None),
         None => {
-            let responder = Arc::new(Responder {
+            let responder = Responder {
                 journal: shared.clone(),
                 deliverer: deliverer.clone(),
                 cfg: cfg.actions.clone(),
@@ -309,10 +312,19 @@ pub async fn run(
                 wake: notify.clone(),
                 metrics: metrics.clone(),
                 silences: silences.clone(),
+            };
+            let executors = Arc::new(Responder {
+                journal: executor_journal.clone(),
+                ..responder.clone()
             });
+            let messages = Arc::new(responder);
             let verifying =
-                tokio::spawn(responder.clone().verification_loop(actions_stop_rx.clone()));
-            (responder, Some(verifying))
+                tokio::spawn(messages.clone().verification_loop(actions_stop_rx.clone()));
+            let by_lane: Arc<dyn Handler> = Arc::new(crate::action::ByLane {
+                executors,
+                messages,
+            });
+            (by_lane, Some(verifying))
         }
     };
     let scheduler = Scheduler {
@@ -466,7 +478,7 @@ pub async fn run(
     let (dispatch_stop_tx, dispatch_stop_rx) = watch::channel(false);
     let dispatcher = Dispatcher {
         journal: shared,
-        executor_journal: Arc::new(Mutex::new(open(rt.clock.clone())?)),
+        executor_journal,
         handler,
         notify,
         owner,

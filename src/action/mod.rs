@@ -113,6 +113,23 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// One handler per lane: the executor lane's does its journal work on the
+/// lane's own connection, so a rollback never queues behind a flood of
+/// message bookkeeping for the journal's lock.
+pub struct ByLane {
+    pub executors: Arc<dyn Handler>,
+    pub messages: Arc<dyn Handler>,
+}
+
+impl Handler for ByLane {
+    fn handle<'a>(&'a self, action: &'a ActionRow) -> BoxFuture<'a, Handled<'a>> {
+        match Lane::of(action.action) {
+            Lane::Executors => self.executors.handle(action),
+            Lane::Messages => self.messages.handle(action),
+        }
+    }
+}
+
 /// Which actions share a pool of slots. Executors (rollback, pause, traffic
 /// switches) never
 /// wait behind messages: they are claimed first, on a journal connection

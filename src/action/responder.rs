@@ -35,6 +35,7 @@ use crate::journal::{ActionRow, ActionState, ApprovalOpened, JournalError, Rollb
 use crate::telemetry::Metrics;
 use crate::time::{Clock, Dur};
 
+#[derive(Clone)]
 pub struct Responder {
     pub journal: SharedJournal,
     pub deliverer: Deliverer,
