@@ -245,7 +245,7 @@ fn probe(run: &Run, name: &'static str, probes: usize) -> Outcome {
             retries += 1;
             std::thread::sleep(Duration::from_millis(10));
         }
-        decided.push((instance, first));
+        decided.push((instance, first, now_millis()));
         std::thread::sleep(Duration::from_millis(50));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -255,22 +255,37 @@ fn probe(run: &Run, name: &'static str, probes: usize) -> Outcome {
     let got = starts(run.dir.path());
     let mut latencies_ms: Vec<f64> = decided
         .iter()
-        .filter_map(|(i, at)| got.get(i).map(|s| (s - at) as f64))
+        .filter_map(|(i, at, _)| got.get(i).map(|s| (s - at) as f64))
         .collect();
     latencies_ms.sort_by(f64::total_cmp);
+    // Where the time went: the POST's answer (the alert journaled), then
+    // the dispatcher's claim and the script's start.
+    let mut answered: Vec<f64> = decided.iter().map(|(_, at, ok)| (ok - at) as f64).collect();
+    let mut dispatched: Vec<f64> = decided
+        .iter()
+        .filter_map(|(i, _, ok)| got.get(i).map(|s| (s - ok) as f64))
+        .collect();
+    answered.sort_by(f64::total_cmp);
+    dispatched.sort_by(f64::total_cmp);
     let _ = &run.stderr;
+    let mut notes = vec![format!(
+        "split: POST answered p50 {:.0} / p99 {:.0} ms, then answered -> started p50 {:.0} / p99 {:.0} ms",
+        pct(&answered, 0.5),
+        pct(&answered, 0.99),
+        pct(&dispatched, 0.5),
+        pct(&dispatched, 0.99)
+    )];
+    if retries > 0 {
+        notes.push(format!(
+            "{retries} probe POSTs answered other than 200 and retried"
+        ));
+    }
     Outcome {
         name,
         started: latencies_ms.len(),
         probes,
         latencies_ms,
-        notes: if retries > 0 {
-            vec![format!(
-                "{retries} probe POSTs answered other than 200 and retried"
-            )]
-        } else {
-            Vec::new()
-        },
+        notes,
     }
 }
 
