@@ -1682,20 +1682,30 @@ mod tests {
         assert!(!awaits_ack(&p));
     }
 
-    #[test]
-    fn a_storm_lists_the_most_urgent_and_counts_the_rest() {
-        let viewer = Viewer {
+    /// Someone who reads without signing in.
+    fn reader() -> Viewer {
+        Viewer {
             may: May::Read,
             user: None,
             session: false,
-        };
-        let f = Frame {
-            viewer: &viewer,
+        }
+    }
+
+    /// A page's frame for `viewer`, a minute into the epoch.
+    fn frame(viewer: &Viewer, can_sign_in: bool) -> Frame<'_> {
+        Frame {
+            viewer,
             csrf: "t",
             now: Ts(60_000),
-            can_sign_in: false,
+            can_sign_in,
             proxy_header: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_storm_lists_the_most_urgent_and_counts_the_rest() {
+        let viewer = reader();
+        let f = frame(&viewer, false);
         // The journal's page: the most urgent first, 250 open in all.
         let open: Vec<IncidentRow> = (0..MAX_CARDS)
             .map(|k| {
@@ -1725,18 +1735,8 @@ mod tests {
 
     #[test]
     fn within_a_tier_severe_comes_above_functional_and_cards_show_ack_and_silence() {
-        let viewer = Viewer {
-            may: May::Read,
-            user: None,
-            session: false,
-        };
-        let f = Frame {
-            viewer: &viewer,
-            csrf: "t",
-            now: Ts(60_000),
-            can_sign_in: true,
-            proxy_header: None,
-        };
+        let viewer = reader();
+        let f = frame(&viewer, true);
         let row = |id: &str, severity: &str| {
             let mut i = hostile();
             i.id = id.into();
