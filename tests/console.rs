@@ -354,6 +354,9 @@ async fn the_list_goes_live_the_chart_renders_and_a_phone_approval_rolls_back_on
         desk.find(Locator::Css("form.act")).await.is_err(),
         "no act form for a reader"
     );
+    desk.execute("document.querySelector('.chart').scrollIntoView()", vec![])
+        .await
+        .unwrap();
     let s = shot(&desk, dir.path(), "console-incident-desktop.png").await;
     assert!(s.width >= 1200, "desktop width {}", s.width);
     assert!(
@@ -662,7 +665,7 @@ async fn rollouts_show_batches_and_gate_verdicts_and_a_paused_rollout_resumes_fr
         || async { text_of(&b, "main").await.contains("Paused by ripcord") },
     )
     .await;
-    let gates = text_of(&b, "table").await;
+    let gates = text_of(&b, "article.rollout").await;
     assert!(
         gates.to_lowercase().contains("nogo"),
         "an open high incident is a nogo: {gates}"
@@ -699,7 +702,7 @@ async fn rollouts_show_batches_and_gate_verdicts_and_a_paused_rollout_resumes_fr
     assert!(
         text_of(&b, "ol.chain")
             .await
-            .contains("at once: chat (sent)"),
+            .contains("Step 1 · at once chat reached"),
         "{state}"
     );
     click(&b, "form.act button.plain").await;
@@ -836,4 +839,356 @@ async fn reading_needs_a_credential_and_acting_a_named_user_when_loopback_is_not
         support::timeline_says(&inc, "approved by frank via console"),
         "{inc}"
     );
+}
+
+/// Landmarks, labels, contrast and tab stops of the page the browser shows,
+/// checked in the page (WCAG AA contrast: 4.5:1, 3:1 for large text); the
+/// problems found, in words.
+const A11Y_JS: &str = r#"
+const problems = [];
+const n = s => document.querySelectorAll(s).length;
+if (n('header') < 1) problems.push('no <header> landmark');
+if (n('nav') < 1) problems.push('no <nav> landmark');
+if (n('main') !== 1) problems.push(n('main') + ' <main> landmarks');
+for (const el of document.querySelectorAll('input, select, textarea, button, progress')) {
+  if (el.type === 'hidden') continue;
+  const named = (el.labels ? [...el.labels].map(l => l.textContent).join(' ') : '')
+    || el.getAttribute('aria-label') || (el.tagName === 'BUTTON' ? el.textContent : '');
+  if (!named.trim()) problems.push('unlabelled control: ' + el.outerHTML.slice(0, 100));
+}
+for (const el of document.querySelectorAll('[tabindex]')) {
+  if (+el.getAttribute('tabindex') > 0) problems.push('positive tabindex: ' + el.outerHTML.slice(0, 60));
+}
+const rgb = s => (s.match(/[\d.]+/g) || ['0', '0', '0', '0']).map(Number);
+const lum = c => {
+  const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+};
+const ratio = (a, b) => { const x = lum(a), y = lum(b); return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05); };
+const bg = el => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length < 4 || c[3] > 0) return c;
+  }
+  return [255, 255, 255];
+};
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const seen = new Set();
+while (walker.nextNode()) {
+  const t = walker.currentNode;
+  const el = t.parentElement;
+  if (!t.textContent.trim() || seen.has(el)) continue;
+  seen.add(el);
+  const cs = getComputedStyle(el);
+  const r = el.getBoundingClientRect();
+  if (cs.visibility === 'hidden' || r.width === 0 || r.right < 0) continue;
+  const fg = el.closest('svg') ? rgb(cs.fill) : rgb(cs.color);
+  const back = el.closest('svg') ? [255, 255, 255] : bg(el);
+  const size = parseFloat(cs.fontSize), bold = +cs.fontWeight >= 700;
+  const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+  const got = ratio(fg, back);
+  if (got < need) problems.push('contrast ' + got.toFixed(2) + ' < ' + need + ' for "'
+    + t.textContent.trim().slice(0, 40) + '" (' + cs.color + ' on rgb(' + back.slice(0, 3) + '))');
+}
+return problems;
+"#;
+
+/// The chart's text boxes as the browser lays them out: any two that
+/// overlap, and the smallest type's height.
+const CHART_JS: &str = r#"
+const boxes = [...document.querySelectorAll('.chart svg.chart-svg text')].map(t => {
+  const r = t.getBoundingClientRect();
+  return {text: t.textContent, l: r.left, r: r.right, t: r.top, b: r.bottom};
+});
+const overlaps = [];
+for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+  const a = boxes[i], b = boxes[j];
+  const w = Math.min(a.r, b.r) - Math.max(a.l, b.l), h = Math.min(a.b, b.b) - Math.max(a.t, b.t);
+  if (w > 0.5 && h > 0.5) overlaps.push(a.text + ' / ' + b.text);
+}
+return {count: boxes.length, overlaps, smallest: Math.min(...boxes.map(b => b.b - b.t)),
+        legend: document.querySelectorAll('.chart ul.legend li').length,
+        breach: document.querySelectorAll('.chart svg rect.breach').length};
+"#;
+
+/// Whether any button on the page says `text`.
+async fn has_button(c: &Client, text: &str) -> bool {
+    c.execute(
+        "return [...document.querySelectorAll('main button')].some(b => b.textContent.includes(arguments[0]))",
+        vec![json!(text)],
+    )
+    .await
+    .unwrap()
+        == json!(true)
+}
+
+/// The page at this width: no sideways scrolling, the accessibility pass
+/// clean, a screenshot kept under `target/console-shots/`.
+async fn check_page(c: &Client, width: u32, name: &str) {
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("main"))
+        .await
+        .expect("a page");
+    let wide = c
+        .execute("return document.scrollingElement.scrollWidth", vec![])
+        .await
+        .unwrap();
+    assert!(
+        wide.as_u64().unwrap() <= u64::from(width),
+        "{name} at {width} px scrolls sideways: scrollWidth {wide}"
+    );
+    let problems = c.execute(A11Y_JS, vec![]).await.unwrap();
+    assert_eq!(problems, json!([]), "{name} at {width} px");
+    let png = c.screenshot().await.unwrap();
+    let dir = support::repo().join("target/console-shots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_reads_at_phone_and_desktop_width_and_offers_only_what_can_still_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = Capture::start();
+    let r = start(dir.path(), &chat);
+    let driver = Driver::start();
+    let desk = driver.browser(false).await;
+    let phone = driver.browser(true).await;
+
+    // cart's rollout: batch 1 (4 of 12) done, batch 2 running; then a
+    // high-tier breach of cart (paused, paged) and a medium one of pay
+    // (waits for approval), pay silenced for messages.
+    let t = now_millis() - 300_000;
+    let progress = |dt: i64, batch: &str, stage: &str, done: Option<u64>| {
+        let mut e = json!({"kind": "progress", "ts": rfc3339(t + dt * 1000), "stage": stage,
+               "labels": {"service": "cart", "tier": "high", "batch": batch}});
+        if let Some(d) = done {
+            e["done"] = json!(d);
+            e["total"] = json!(12);
+        }
+        e
+    };
+    post_events(
+        &r,
+        &[
+            progress(0, "1", "batch_started", None),
+            progress(30, "1", "batch_done", Some(4)),
+            progress(60, "2", "batch_started", None),
+        ],
+    )
+    .await;
+    post_events(&r, &bad_batch("cart", "i-cart-9", "high")).await;
+    post_events(&r, &bad_batch("pay", "i-pay-9", "medium")).await;
+    let high = until_some("cart's incident", || incident_of(&r, "i-cart-9")).await;
+    let medium = until_some("pay's incident", || incident_of(&r, "i-pay-9")).await;
+    eventually("cart's rollout paused", Duration::from_secs(30), || async {
+        rollout_calls(dir.path(), "pause", "cart") == 1
+    })
+    .await;
+    let silence = json!({"matchers": [{"name": "service", "value": "pay", "isRegex": false, "isEqual": true}],
+        "startsAt": rfc3339(now_millis()), "endsAt": rfc3339(now_millis() + 3_600_000),
+        "createdBy": "erin", "comment": "card vendor maintenance", "scope": "notify"});
+    let made = reqwest::Client::new()
+        .post(r.url("/api/v1/silences"))
+        .bearer_auth(TOKEN)
+        .json(&silence)
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success(), "{}", made.status());
+
+    // A reader on a phone: every page fits 390 px and passes the
+    // accessibility pass; the header offers to sign in.
+    let pages = [
+        ("list", "/".to_owned()),
+        ("incident-high", format!("/incidents/{high}")),
+        ("incident-medium", format!("/incidents/{medium}")),
+        ("rollouts", "/rollouts".to_owned()),
+        ("silences", "/silences".to_owned()),
+    ];
+    for (name, path) in &pages {
+        phone.goto(&r.url(path)).await.unwrap();
+        check_page(&phone, 390, name).await;
+    }
+    let who = text_of(&phone, "header .who").await;
+    assert!(
+        who.contains("read only") && who.contains("sign in"),
+        "{who}"
+    );
+    phone
+        .find(Locator::Css("header .who a[href='/signin']"))
+        .await
+        .expect("a sign-in link for a reader");
+
+    // The chart at phone width: every label apart, readable type, the
+    // breach shaded, a legend for its colours and marks.
+    phone
+        .goto(&r.url(&format!("/incidents/{medium}")))
+        .await
+        .unwrap();
+    let chart = phone.execute(CHART_JS, vec![]).await.unwrap();
+    assert!(chart["count"].as_u64().unwrap() >= 8, "{chart}");
+    assert_eq!(chart["overlaps"], json!([]), "{chart}");
+    assert!(chart["smallest"].as_f64().unwrap() >= 9.0, "{chart}");
+    assert!(chart["legend"].as_u64().unwrap() >= 3, "{chart}");
+    assert!(chart["breach"].as_u64().unwrap() >= 1, "{chart}");
+
+    // The chain as steps, who was reached when: relative and absolute.
+    phone
+        .goto(&r.url(&format!("/incidents/{high}")))
+        .await
+        .unwrap();
+    let step = text_of(&phone, "ol.chain li.step").await;
+    assert!(
+        step.starts_with("Step 1 · at once chat reached ")
+            && (step.contains(" ago (") || step.contains("just now ("))
+            && step.ends_with(" UTC)"),
+        "{step}"
+    );
+
+    // Someone who may act: one note box, and each button only while it can act.
+    sign_in(&desk, &r, "erin").await;
+    desk.goto(&r.url(&format!("/incidents/{medium}")))
+        .await
+        .unwrap();
+    let notes = desk
+        .find_all(Locator::Css("main [name=note]"))
+        .await
+        .unwrap();
+    assert_eq!(notes.len(), 1, "one note box on the page");
+    assert!(has_button(&desk, "Approve").await && has_button(&desk, "Acknowledge").await);
+    click(&desk, "button[value=ack]").await;
+    eventually("the ack's outcome", Duration::from_secs(10), || async {
+        text_of(&desk, ".outcome")
+            .await
+            .contains("You acknowledged")
+    })
+    .await;
+    assert!(
+        !has_button(&desk, "Acknowledge").await,
+        "no acknowledge button on an acknowledged incident"
+    );
+    assert!(has_button(&desk, "Approve").await, "approval still waits");
+    click(&desk, "button[value=approve]").await;
+    eventually("the rollback ran", Duration::from_secs(20), || async {
+        rollbacks(dir.path(), "i-pay-9") == 1
+    })
+    .await;
+    eventually(
+        "the rollback's outcome lands on the page",
+        Duration::from_secs(15),
+        || async {
+            text_of(&desk, "ul.outcomes")
+                .await
+                .contains("rollback done")
+        },
+    )
+    .await;
+    assert!(
+        !has_button(&desk, "Approve").await && !has_button(&desk, "Reject").await,
+        "no approve or reject once decided"
+    );
+
+    desk.goto(&r.url(&format!("/incidents/{high}")))
+        .await
+        .unwrap();
+    click(&desk, "button[value=ack]").await;
+    eventually(
+        "acknowledged on the chain",
+        Duration::from_secs(10),
+        || async {
+            text_of(&desk, "section.state")
+                .await
+                .contains("acknowledged by erin")
+        },
+    )
+    .await;
+    assert!(!has_button(&desk, "Acknowledge").await);
+
+    // The list's cards say who acknowledged and what silences them.
+    desk.goto(&r.url("/")).await.unwrap();
+    let cards = text_of(&desk, "main").await;
+    assert!(
+        cards.contains("ACKED by erin") || cards.contains("acked by erin"),
+        "{cards}"
+    );
+    assert!(cards.contains("card vendor maintenance"), "{cards}");
+
+    // /rollouts: cart as steps.
+    desk.goto(&r.url("/rollouts")).await.unwrap();
+    let cart = text_of(&desk, "article.rollout").await;
+    for want in [
+        "Batch 1",
+        "4 instances",
+        "Batch 2",
+        "Paused by ripcord for incident",
+        "Gate",
+    ] {
+        assert!(cart.contains(want), "`{want}` in {cart}");
+    }
+    assert_eq!(
+        desk.find_all(Locator::Css("article.rollout li.batch"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Desktop: the same pages, now with their forms, fit and pass.
+    for (name, path) in &pages {
+        desk.goto(&r.url(path)).await.unwrap();
+        check_page(&desk, 1280, name).await;
+    }
+    // The silence form's label on one line, its examples below the box.
+    desk.goto(&r.url("/silences")).await.unwrap();
+    let form = desk
+        .execute(
+            "const l = document.querySelector('label[for=matchers]').getBoundingClientRect();
+             const box = document.getElementById('matchers').getBoundingClientRect();
+             const help = document.getElementById('matchers-help').getBoundingClientRect();
+             const line = parseFloat(getComputedStyle(document.querySelector('label[for=matchers]')).lineHeight);
+             return {lines: Math.round(l.height / line), below: help.top >= box.bottom};",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(form, json!({"lines": 1, "below": true}));
+
+    // Focus order: the skip link first, then on down the page in order
+    // (header, the silences, the form), each stop with a visible outline.
+    desk.goto(&r.url("/silences")).await.unwrap();
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let tab: char = fantoccini::key::Key::Tab.into();
+    for _ in 0..10 {
+        desk.perform_actions(
+            KeyActions::new("keys".into())
+                .then(KeyAction::Down { value: tab })
+                .then(KeyAction::Up { value: tab }),
+        )
+        .await
+        .unwrap();
+        desk.execute(
+            "const a = document.activeElement; (window.stops = window.stops || []).push(a);
+             a.dataset.outline = getComputedStyle(a).outlineStyle; return null",
+            vec![],
+        )
+        .await
+        .unwrap();
+    }
+    let order = desk
+        .execute(
+            "const s = window.stops;
+             return {first: s[0].className,
+                     in_order: s.every((e, k) => k === 0 || (s[k-1].compareDocumentPosition(e) & Node.DOCUMENT_POSITION_FOLLOWING)),
+                     outlined: s.every(e => e.dataset.outline !== 'none')};",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        order,
+        json!({"first": "skip", "in_order": true, "outlined": true})
+    );
+    phone.close().await.unwrap();
+    desk.close().await.unwrap();
 }

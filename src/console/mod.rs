@@ -43,6 +43,10 @@ const STYLE: &str = include_str!("style.css");
 const LIVE_JS: &str = include_str!("live.js");
 /// Resolved incidents the list shows.
 const RECENT_RESOLVED: usize = 20;
+/// How far back `/rollouts` reads an upgrade's progress for its steps.
+const ROLLOUT_HISTORY: Dur = Dur::from_mins(7 * 24 * 60);
+/// Progress reports and promotions `/rollouts` keeps per upgrade (the newest).
+const ROLLOUT_STEPS_KEPT: usize = 64;
 /// Forms are small; nothing bigger is read.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
@@ -319,6 +323,7 @@ async fn index(
                 d.open.total,
                 &d.resolved,
                 &d.progress,
+                &c.silences.in_force(),
                 &filter,
             )
         }),
@@ -332,7 +337,19 @@ async fn index(
     }
 }
 
-async fn incident(State(c): State<Arc<Console>>, seen: Seen, Path(id): Path<String>) -> Response {
+/// `?did=ack`: the act a person just posted, said on the page they land on.
+#[derive(Deserialize, Default)]
+struct DidQuery {
+    #[serde(default)]
+    did: String,
+}
+
+async fn incident(
+    State(c): State<Arc<Console>>,
+    seen: Seen,
+    Path(id): Path<String>,
+    Query(q): Query<DidQuery>,
+) -> Response {
     if seen.viewer.may < May::Read {
         return c.page(&seen, "Incident", "/", false, |_| String::new());
     }
@@ -379,6 +396,7 @@ async fn incident(State(c): State<Arc<Console>>, seen: Seen, Path(id): Path<Stri
                     paging.as_ref(),
                     c.api.cfg.escalation(tier),
                     &actions,
+                    Some(q.did.as_str()).filter(|d| !d.is_empty()),
                 )
             })
         }
@@ -455,7 +473,7 @@ async fn act(
     )
     .await
     {
-        Ok(_) => see_other(&back),
+        Ok(_) => see_other(&format!("{back}?did={}", verb.as_str())),
         Err(e) => c.say(&seen, status_of(&e), "Not done", &e.to_string(), &back),
     }
 }
@@ -464,8 +482,24 @@ async fn rollouts(State(c): State<Arc<Console>>, seen: Seen) -> Response {
     if seen.viewer.may < May::Read {
         return c.page(&seen, "Rollouts", "/rollouts", false, |_| String::new());
     }
-    let rows = with_journal(&c.api.journal, |j| Ok((j.upgrades(false)?, j.rollouts()?))).await;
-    let (upgrades, paused) = match rows {
+    let rows = with_journal(&c.api.journal, |j| {
+        let upgrades = j.upgrades(false)?;
+        // Each upgrade's batches (its recent progress) and promotions.
+        let mut history = Vec::with_capacity(upgrades.len());
+        for u in &upgrades {
+            let since = u.updated_at.saturating_sub(ROLLOUT_HISTORY);
+            let mut log = j.progress_log(&u.service, since, u.updated_at)?;
+            let keep = log.len().saturating_sub(ROLLOUT_STEPS_KEPT);
+            log.drain(..keep);
+            let mut promoted = j.promotions(&u.service)?;
+            let keep = promoted.len().saturating_sub(ROLLOUT_STEPS_KEPT);
+            promoted.drain(..keep);
+            history.push((log, promoted));
+        }
+        Ok((upgrades, history, j.rollouts()?))
+    })
+    .await;
+    let (upgrades, history, paused) = match rows {
         Ok(r) => r,
         Err(e) => {
             return c.say(
@@ -478,7 +512,7 @@ async fn rollouts(State(c): State<Arc<Console>>, seen: Seen) -> Response {
         }
     };
     let mut with_gate = Vec::with_capacity(upgrades.len());
-    for u in upgrades {
+    for (u, (log, promotions)) in upgrades.into_iter().zip(history) {
         // The gate as the orchestrator last asked it (its revision), when
         // it asked about this batch.
         let asked = c
@@ -496,10 +530,17 @@ async fn rollouts(State(c): State<Arc<Console>>, seen: Seen) -> Response {
         } else {
             None
         };
+        let pause = paused
+            .iter()
+            .find(|r| r.paused && r.service == u.service)
+            .cloned();
         with_gate.push(pages::UpgradeView {
             upgrade: u,
             gate,
             asked,
+            log,
+            promotions,
+            pause,
         });
     }
     with_gate.sort_by_key(|r| (!r.upgrade.open, std::cmp::Reverse(r.upgrade.updated_at)));

@@ -55,7 +55,7 @@ pub fn layout(f: &Frame<'_>, title: &str, current: &str, live: bool, main: &str)
          <script src=\"/console/live.js\" defer></script></head><body>",
         esc(title)
     );
-    o.push_str("<header class=\"top\"><a class=\"brand\" href=\"/\">ripcord</a><nav>");
+    o.push_str("<a class=\"skip\" href=\"#main\">Skip to content</a><header class=\"top\"><a class=\"brand\" href=\"/\">ripcord</a><nav aria-label=\"console\">");
     for (href, label) in [
         ("/", "Incidents"),
         ("/rollouts", "Rollouts"),
@@ -77,6 +77,10 @@ pub fn layout(f: &Frame<'_>, title: &str, current: &str, live: bool, main: &str)
                 esc(u),
                 if may == May::Act { "may act" } else { "reads" }
             );
+            // Reading with a read token: the way to the right to act.
+            if may < May::Act && f.can_sign_in {
+                o.push_str(" <a href=\"/signin\">sign in to act</a>");
+            }
             if f.viewer.session {
                 let _ = write!(
                     o,
@@ -86,13 +90,13 @@ pub fn layout(f: &Frame<'_>, title: &str, current: &str, live: bool, main: &str)
             }
         }
         (None, May::Act) => o.push_str("API token"),
-        (None, _) if f.can_sign_in => o.push_str("<a href=\"/signin\">sign in</a>"),
+        (None, _) if f.can_sign_in => o.push_str("read only · <a href=\"/signin\">sign in</a>"),
         (None, _) => o.push_str("read only"),
     }
     o.push_str("</span></header>");
     let _ = write!(
         o,
-        "<main{}>{main}</main><footer><span id=\"live-state\">{}</span> · page drawn {}</footer></body></html>",
+        "<main id=\"main\"{}>{main}</main><footer><span id=\"live-state\">{}</span> · page drawn {}</footer></body></html>",
         if live { " data-live" } else { "" },
         if live { "updates by itself" } else { "" },
         f.now
@@ -124,6 +128,43 @@ fn ago(now: Ts, t: Ts) -> String {
         1..60 => format!("{secs}s ago"),
         _ => format!("{} ago", human(Dur::from_secs(secs))),
     }
+}
+
+/// A span in words a person reads at a glance: `45 s`, `3 min`, `2 h 5 min`, `3 d 4 h`.
+fn span_words(secs: i64) -> String {
+    let secs = secs.abs();
+    match secs {
+        ..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86_400 => match (secs / 3600, secs % 3600 / 60) {
+            (h, 0) => format!("{h} h"),
+            (h, m) => format!("{h} h {m} min"),
+        },
+        _ => match (secs / 86_400, secs % 86_400 / 3600) {
+            (d, 0) => format!("{d} d"),
+            (d, h) => format!("{d} d {h} h"),
+        },
+    }
+}
+
+/// `t` relative to `now`: `just now`, `3 min ago`, `in 2 min`.
+pub fn relative(now: Ts, t: Ts) -> String {
+    // Signed: `since` stops at zero, a time to come is `in …`.
+    let secs = (now.millis() - t.millis()) / 1000;
+    match secs {
+        -4..=4 => "just now".into(),
+        s if s > 0 => format!("{} ago", span_words(s)),
+        s => format!("in {}", span_words(s)),
+    }
+}
+
+/// `t` both ways, relative first: `<time>3 min ago</time> (10:02:03 UTC)`.
+pub fn when(now: Ts, t: Ts) -> String {
+    format!(
+        "<time datetime=\"{t}\" title=\"{t}\">{}</time> <span class=\"abs\">({} UTC)</span>",
+        relative(now, t),
+        clock(t)
+    )
 }
 
 /// What an attention entry (`rollback:running`) means for a person;
@@ -181,7 +222,9 @@ impl ListFilter {
 }
 
 fn select(name: &str, current: &str, options: &[&str]) -> String {
-    let mut o = format!("<select name=\"{name}\"><option value=\"\">any {name}</option>");
+    let mut o = format!(
+        "<select name=\"{name}\" aria-label=\"{name}\"><option value=\"\">any {name}</option>"
+    );
     for v in options {
         let sel = if *v == current { " selected" } else { "" };
         let _ = write!(o, "<option{sel}>{v}</option>");
@@ -201,6 +244,8 @@ pub struct Progress {
     pub did: Vec<String>,
     /// Paging runs and nobody acknowledged yet.
     pub awaits_ack: bool,
+    /// Who acknowledged the paging.
+    pub acked_by: Option<String>,
 }
 
 impl Progress {
@@ -225,6 +270,7 @@ impl Progress {
         Progress {
             did,
             awaits_ack: paging.is_some_and(awaits_ack),
+            acked_by: paging.and_then(|p| p.acked_by.clone()),
         }
     }
 }
@@ -239,6 +285,7 @@ pub fn list(
     total: u64,
     resolved: &[IncidentRow],
     progress: &std::collections::HashMap<String, Progress>,
+    silences: &[std::sync::Arc<crate::silence::Compiled>],
     filter: &ListFilter,
 ) -> String {
     let mut o = String::new();
@@ -265,7 +312,9 @@ pub fn list(
     // reloads it every 5 s: the most urgent MAX_CARDS, then a count.
     let mut room = MAX_CARDS;
     for tier in crate::journal::TIERS_BY_URGENCY {
-        let of_tier: Vec<&IncidentRow> = open.iter().filter(|i| i.tier == tier).collect();
+        let mut of_tier: Vec<&IncidentRow> = open.iter().filter(|i| i.tier == tier).collect();
+        // Within a tier the worst first: severe above functional above minor.
+        of_tier.sort_by_key(|i| severity_rank(&i.severity));
         if of_tier.is_empty() || room == 0 {
             continue;
         }
@@ -274,7 +323,7 @@ pub fn list(
             "<h2 class=\"tier-{tier}\">{tier} risk</h2><ul class=\"incidents\">"
         );
         for i in of_tier.into_iter().take(room) {
-            o.push_str(&card(f, i, progress.get(&i.id)));
+            o.push_str(&card(f, i, progress.get(&i.id), silences));
             room -= 1;
         }
         o.push_str("</ul>");
@@ -295,14 +344,52 @@ pub fn list(
     if !recent.is_empty() {
         o.push_str("<h2>Recently resolved</h2><ul class=\"incidents resolved\">");
         for i in recent {
-            o.push_str(&card(f, i, progress.get(&i.id)));
+            o.push_str(&card(f, i, progress.get(&i.id), silences));
         }
         o.push_str("</ul>");
     }
     o
 }
 
-fn card(f: &Frame<'_>, i: &IncidentRow, progress: Option<&Progress>) -> String {
+/// Sorts severities worst first (an unknown one last).
+fn severity_rank(severity: &str) -> u8 {
+    match severity {
+        "severe" | "critical" => 0,
+        "functional" => 1,
+        "minor" => 2,
+        _ => 3,
+    }
+}
+
+/// What the silences in force at `now` that match `i` say, one line each.
+fn silenced(
+    i: &IncidentRow,
+    silences: &[std::sync::Arc<crate::silence::Compiled>],
+    now: Ts,
+) -> Vec<String> {
+    let labels = crate::silence::labels_of_incident(i);
+    silences
+        .iter()
+        .filter(|c| c.silence.state(now) == SilenceState::Active && c.matches(&labels))
+        .map(|c| {
+            let s = &c.silence;
+            format!(
+                "silenced ({}) by {} until {} UTC: {}",
+                s.scope.as_str(),
+                s.created_by,
+                clock(s.ends_at),
+                s.comment
+            )
+        })
+        .collect()
+}
+
+fn card(
+    f: &Frame<'_>,
+    i: &IncidentRow,
+    progress: Option<&Progress>,
+    silences: &[std::sync::Arc<crate::silence::Compiled>],
+) -> String {
     let mut items: Vec<String> = i.attention.iter().filter_map(|a| waiting(a)).collect();
     if progress.is_some_and(|p| p.awaits_ack) {
         items.push("paging: waits for on-call to acknowledge".into());
@@ -318,9 +405,26 @@ fn card(f: &Frame<'_>, i: &IncidentRow, progress: Option<&Progress>) -> String {
         }
         _ => String::new(),
     };
+    let mut marks = String::new();
+    if let Some(by) = progress.and_then(|p| p.acked_by.as_deref()) {
+        let _ = write!(
+            marks,
+            "<p class=\"mark acked\"><span class=\"badge\">acked</span> by {}</p>",
+            esc(by)
+        );
+    }
+    if i.resolved_at.is_none() {
+        for s in silenced(i, silences, f.now) {
+            let _ = write!(
+                marks,
+                "<p class=\"mark silenced\"><span class=\"badge\">silenced</span> {}</p>",
+                esc(s.trim_start_matches("silenced "))
+            );
+        }
+    }
     let when = match i.resolved_at {
-        Some(r) => format!("resolved {}", ago(f.now, r)),
-        None => format!("open since {}", ago(f.now, i.opened_at)),
+        Some(r) => format!("resolved {}", relative(f.now, r)),
+        None => format!("open since {}", relative(f.now, i.opened_at)),
     };
     // A batch incident is one card: its members, compactly.
     let members = match &i.batch {
@@ -349,7 +453,7 @@ fn card(f: &Frame<'_>, i: &IncidentRow, progress: Option<&Progress>) -> String {
     format!(
         "<li class=\"incident sev-{sev}\"><a href=\"/incidents/{id_seg}\"><span class=\"badge tier-{tier}\">{tier}</span> \
          <span class=\"badge sev-{sev}\">{sev}</span> <b>{target}</b> <span class=\"rule\">{rule}</span></a>\
-         <p class=\"meta\">{when} · <code>{id}</code></p>{members}{did}{waits}</li>",
+         <p class=\"meta\">{when} · <code>{id}</code></p>{members}{did}{marks}{waits}</li>",
         sev = esc(&i.severity),
         tier = esc(&i.tier),
         id_seg = seg(&i.id),
@@ -570,21 +674,53 @@ fn approval_state(a: &ApprovalRow, now: Ts) -> String {
     }
 }
 
+/// The approval on the incident page, its times relative and absolute.
+fn approval_line(a: &ApprovalRow, now: Ts) -> String {
+    match (a.state.as_str(), &a.decided_by) {
+        ("awaiting", _) => format!(
+            "<p>Approval: waiting; expires {}</p>",
+            when(now, a.expires_at)
+        ),
+        (state, Some(by)) => format!(
+            "<p>Approval: {} by {}{}{}</p>",
+            esc(state),
+            esc(by),
+            a.decided_via
+                .map(|v| format!(" via {}", v.as_str()))
+                .unwrap_or_default(),
+            a.decided_at
+                .map(|t| format!(" {}", when(now, t)))
+                .unwrap_or_default()
+        ),
+        (state, None) => format!("<p>Approval: {}</p>", esc(state)),
+    }
+}
+
 /// Paging runs, or ran every step, and nobody acknowledged it.
 fn awaits_ack(p: &EscalationRow) -> bool {
     p.acked_by.is_none() && matches!(p.state.as_str(), "active" | "exhausted")
 }
 
-/// Paging's state and its chain: each step with its delay and channels,
-/// the ones that ran, the next one and when.
-fn paging_block(p: &EscalationRow, chain: &[Step]) -> String {
+/// Paging's state and its chain, drawn as steps: each with its delay and
+/// channels, who was reached when (relative and absolute), the next one and
+/// when, and the acknowledgement that ended it. `acked_at`: when the
+/// acknowledgement landed (from the timeline).
+fn paging_block(p: &EscalationRow, chain: &[Step], now: Ts, acked_at: Option<Ts>) -> String {
     let mut o = match (&p.acked_by, p.state.as_str()) {
-        (Some(by), _) => format!("<p>Paging: acknowledged by {}</p>", esc(by)),
+        (Some(by), _) => format!(
+            "<p class=\"acked\">Paging: acknowledged by {}{}</p>",
+            esc(by),
+            acked_at
+                .map(|t| format!(" {}", when(now, t)))
+                .unwrap_or_default()
+        ),
         (None, "active") => format!(
             "<p class=\"waits\">Paging: waits for on-call to acknowledge; next step {} of {}{}</p>",
             p.step + 1,
             chain.len(),
-            p.next_at.map(|t| format!(" at {t}")).unwrap_or_default()
+            p.next_at
+                .map(|t| format!(" {}", when(now, t)))
+                .unwrap_or_default()
         ),
         (None, "exhausted") => {
             "<p class=\"waits\">Paging: every step sent; nobody has acknowledged yet</p>".to_owned()
@@ -592,17 +728,26 @@ fn paging_block(p: &EscalationRow, chain: &[Step]) -> String {
         (None, s) => format!("<p>Paging {}</p>", esc(s)),
     };
     if !chain.is_empty() {
-        o.push_str("<ol class=\"chain\">");
+        o.push_str("<ol class=\"chain\" aria-label=\"escalation chain\">");
         for (k, step) in chain.iter().enumerate() {
             let state = match (k as u32).cmp(&p.step) {
                 std::cmp::Ordering::Less => "sent",
                 std::cmp::Ordering::Equal if p.state == "active" && p.acked_by.is_none() => "next",
                 _ => "not needed",
             };
+            let at = p.started_at.saturating_add(step.after);
+            let reached = match state {
+                "sent" => format!("reached {}", when(now, at)),
+                "next" => format!("next, {}", when(now, p.next_at.unwrap_or(at))),
+                _ if p.acked_by.is_some() => "not needed: acknowledged".to_owned(),
+                _ => "not needed".to_owned(),
+            };
             let _ = write!(
                 o,
-                "<li class=\"step-{}\">{}: {} <small>({state})</small></li>",
+                "<li class=\"step step-{}\"><span class=\"step-head\">Step {} · {}</span> \
+                 <span class=\"channels\">{}</span> <span class=\"step-state\">{reached}</span></li>",
                 state.replace(' ', "-"),
+                k + 1,
                 if step.after == Dur::ZERO {
                     "at once".to_owned()
                 } else {
@@ -616,39 +761,118 @@ fn paging_block(p: &EscalationRow, chain: &[Step]) -> String {
     o
 }
 
-fn act_form(f: &Frame<'_>, action: &str, verb: &str, label: &str, class: &str) -> String {
-    act_form_with(f, action, verb, label, class, "")
+/// Which human acts an incident page offers now: each only while it can
+/// still act (nothing once the incident is resolved, the approval decided,
+/// the paging acknowledged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CanDo {
+    pub approve: bool,
+    pub ack: bool,
 }
 
-/// [`act_form`] with more fields (`extra`, markup) before the name.
-fn act_form_with(
-    f: &Frame<'_>,
-    action: &str,
-    verb: &str,
-    label: &str,
-    class: &str,
-    extra: &str,
-) -> String {
-    let name = if f.viewer.user.is_none() {
-        "<label>Your name <input name=\"by\" required maxlength=\"128\" autocomplete=\"name\"></label>"
-    } else {
-        ""
-    };
-    format!(
-        "<form method=\"post\" action=\"{action}\" class=\"act\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-         <input type=\"hidden\" name=\"verb\" value=\"{verb}\">{extra}{name}<label>Note <input name=\"note\" maxlength=\"512\"></label>\
-         <button class=\"{class}\">{label}</button></form>",
+impl CanDo {
+    pub fn of(r: &Review, paging: Option<&EscalationRow>) -> CanDo {
+        let open = r.incident.state == "open";
+        let awaiting = r.approval.as_ref().is_some_and(|a| a.state == "awaiting");
+        let acked = paging.is_some_and(|p| p.acked_by.is_some()) || acked_at(r).is_some();
+        CanDo {
+            approve: open && awaiting,
+            ack: open && !acked && (awaiting || paging.is_some_and(awaits_ack)),
+        }
+    }
+
+    fn any(self) -> bool {
+        self.approve || self.ack
+    }
+}
+
+/// When the incident was acknowledged, from its timeline.
+fn acked_at(r: &Review) -> Option<Ts> {
+    r.journal
+        .iter()
+        .find(|t| t.message.starts_with("acknowledged by "))
+        .map(|t| t.at)
+}
+
+/// The incident's one acting form: one note box, one name, a button per
+/// act it can still do (each button carries its verb).
+fn act_form(f: &Frame<'_>, r: &Review, path: &str, can: CanDo) -> String {
+    let mut o = format!(
+        "<form method=\"post\" action=\"{path}/act\" class=\"act\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">",
         esc(f.csrf)
-    )
+    );
+    if can.approve {
+        if let Some(b) = &r.incident.batch {
+            o.push_str(&scope_choice(b, "breaching", false));
+        }
+    }
+    if f.viewer.user.is_none() {
+        o.push_str("<label>Your name <input name=\"by\" required maxlength=\"128\" autocomplete=\"name\"></label>");
+    }
+    o.push_str("<label>Note (goes on the timeline) <input name=\"note\" maxlength=\"512\"></label><div class=\"buttons\">");
+    if can.approve {
+        o.push_str(
+            "<button name=\"verb\" value=\"approve\" class=\"primary\">Approve rollback</button>\
+                    <button name=\"verb\" value=\"reject\" class=\"danger\">Reject</button>",
+        );
+    }
+    if can.ack {
+        o.push_str("<button name=\"verb\" value=\"ack\" class=\"plain\">Acknowledge</button>");
+    }
+    o.push_str("</div></form>");
+    o
 }
 
-/// `/incidents/{id}`.
+/// What a person's act did, said once the page comes back from it.
+fn did_words(verb: &str) -> Option<&'static str> {
+    Some(match verb {
+        "approve" | "approve-batch" => {
+            "You approved the rollback: it runs now; its outcome lands below."
+        }
+        "reject" => "You rejected the rollback: nothing is rolled back.",
+        "ack" => "You acknowledged: paging stops.",
+        _ => return None,
+    })
+}
+
+/// Every action ripcord took for the incident and how it ended (or that it
+/// still runs), as it lands: the page refreshes itself.
+fn outcomes(actions: &[(String, String, String)]) -> String {
+    let mut o = String::from(
+        "<section class=\"outcomes\" aria-labelledby=\"outcomes-h\"><h2 id=\"outcomes-h\">What ripcord did</h2>",
+    );
+    if actions.is_empty() {
+        o.push_str("<p class=\"hint\">No action yet.</p></section>");
+        return o;
+    }
+    o.push_str("<ul class=\"outcomes\" role=\"status\" aria-live=\"polite\">");
+    for (a, s, d) in actions {
+        let _ = write!(
+            o,
+            "<li class=\"st-{st}\"><b>{}</b> <span class=\"state\">{}</span>{}</li>",
+            esc(&a.replace('_', " ")),
+            esc(&s.replace('_', " ")),
+            if d.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", esc(d))
+            },
+            st = esc(s),
+        );
+    }
+    o.push_str("</ul></section>");
+    o
+}
+
+/// `/incidents/{id}`. `did`: the verb a person just posted (the page they
+/// land on says what it did).
 pub fn incident(
     f: &Frame<'_>,
     r: &Review,
     paging: Option<&EscalationRow>,
     chain: &[Step],
     actions: &[(String, String, String)],
+    did: Option<&str>,
 ) -> String {
     let i = &r.incident;
     let mut o = String::new();
@@ -662,68 +886,37 @@ pub fn incident(
         rule = esc(&i.rule),
         id = esc(&i.id),
         state = esc(&i.state),
-        opened = i.opened_at,
+        opened = when(f.now, i.opened_at),
         resolved = i
             .resolved_at
-            .map(|t| format!(", resolved {t}"))
+            .map(|t| format!(", resolved {}", when(f.now, t)))
             .unwrap_or_default(),
     );
+    if let Some(words) = did.and_then(did_words) {
+        let _ = write!(o, "<p class=\"outcome\" role=\"status\">{words}</p>");
+    }
     if let Some(s) = summary(r) {
         let _ = write!(o, "<p class=\"summary\">{}</p>", esc(s));
     }
     if let Some(v) = r.value_vs_threshold() {
         let _ = write!(o, "<p class=\"value\">value <b>{}</b></p>", esc(&v));
     }
-    // What waits for whom, and the buttons.
-    o.push_str("<section class=\"state\">");
+    // What waits for whom, and the buttons while they can act.
+    o.push_str("<section class=\"state\" aria-label=\"what waits for whom\">");
     if let Some(a) = &r.approval {
-        let _ = write!(o, "<p>Approval: {}</p>", esc(&approval_state(a, f.now)));
+        o.push_str(&approval_line(a, f.now));
     }
     if let Some(p) = paging {
-        o.push_str(&paging_block(p, chain));
+        o.push_str(&paging_block(p, chain, f.now, acked_at(r)));
     }
     for w in i.attention.iter().filter_map(|a| waiting(a)) {
         let _ = write!(o, "<p class=\"waits\">{}</p>", esc(&w));
     }
-    let open = i.state == "open";
-    let awaiting = r.approval.as_ref().is_some_and(|a| a.state == "awaiting");
-    let paging_on = paging.is_some_and(awaits_ack);
+    let can = CanDo::of(r, paging);
     let path = format!("/incidents/{}", seg(&i.id));
-    if f.viewer.may == May::Act && (awaiting || (open && paging_on)) {
-        o.push_str("<div class=\"buttons\">");
-        if awaiting {
-            let scope = i
-                .batch
-                .as_ref()
-                .map(|b| scope_choice(b, "breaching", false))
-                .unwrap_or_default();
-            o.push_str(&act_form_with(
-                f,
-                &format!("{path}/act"),
-                "approve",
-                "Approve rollback",
-                "primary",
-                &scope,
-            ));
-            o.push_str(&act_form(
-                f,
-                &format!("{path}/act"),
-                "reject",
-                "Reject",
-                "danger",
-            ));
-        }
-        if paging_on || awaiting {
-            o.push_str(&act_form(
-                f,
-                &format!("{path}/act"),
-                "ack",
-                "Acknowledge",
-                "plain",
-            ));
-        }
-        o.push_str("</div>");
-    } else if awaiting {
+    if f.viewer.may == May::Act && can.any() {
+        o.push_str(&act_form(f, r, &path, can));
+    } else if can.any() {
         o.push_str(if f.can_sign_in {
             "<p class=\"hint\"><a href=\"/signin\">Sign in</a> to approve, reject or acknowledge.</p>"
         } else {
@@ -731,6 +924,7 @@ pub fn incident(
         });
     }
     o.push_str("</section>");
+    o.push_str(&outcomes(actions));
     if let Some(b) = &i.batch {
         o.push_str(&members_block(b));
     }
@@ -743,27 +937,12 @@ pub fn incident(
     o.push_str("</div>");
     o.push_str("<h2>Labels</h2>");
     o.push_str(&labels_table(i));
-    if !actions.is_empty() {
-        o.push_str("<h2>Actions</h2><table class=\"actions\"><tr><th>action</th><th>state</th><th>detail</th></tr>");
-        for (a, s, d) in actions {
-            let _ = write!(
-                o,
-                "<tr><td>{}</td><td class=\"st-{}\">{}</td><td>{}</td></tr>",
-                esc(a),
-                esc(s),
-                esc(s),
-                esc(d)
-            );
-        }
-        o.push_str("</table>");
-    }
     o.push_str("<h2>Timeline</h2><table class=\"timeline\">");
     for t in &r.journal {
         let _ = write!(
             o,
-            "<tr><td class=\"at\" title=\"{}\">{}</td><td class=\"kind\">{}</td><td>{}</td></tr>",
-            t.at,
-            clock(t.at),
+            "<tr><td class=\"at\">{}</td><td class=\"kind\">{}</td><td>{}</td></tr>",
+            when(f.now, t.at),
             esc(&t.kind),
             esc(&t.message)
         );
@@ -892,16 +1071,67 @@ pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -
     o
 }
 
-/// `/rollouts`: upgrades with their batches and gate verdicts; paused
-/// rollouts with a resume button.
-/// An upgrade on the rollouts page: its gate, and what its orchestrator
-/// last asked about.
+/// An upgrade on the rollouts page: its gate, what its orchestrator last
+/// asked about, its recent progress (oldest first), its promotions and the
+/// pause holding it, if any.
 pub struct UpgradeView {
     pub upgrade: UpgradeRow,
     pub gate: Option<Answer>,
     pub asked: Option<crate::gate::http::Asked>,
+    pub log: Vec<UpgradeRow>,
+    pub promotions: Vec<crate::gate::Promotion>,
+    pub pause: Option<RolloutRow>,
 }
 
+/// One batch of an upgrade, from its progress reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStep {
+    pub batch: String,
+    pub started: Ts,
+    pub last: Ts,
+    pub stage: String,
+    /// Instances in the batch, when the reports count them (`done` before
+    /// and after it).
+    pub size: Option<u64>,
+    pub done: Option<u64>,
+    pub total: Option<u64>,
+}
+
+/// An upgrade's batches in the order they ran, from its progress log.
+pub fn batch_steps(log: &[UpgradeRow]) -> Vec<BatchStep> {
+    let mut steps: Vec<BatchStep> = Vec::new();
+    let mut done_before: Option<u64> = None;
+    for u in log {
+        let Some(b) = u.batch.as_deref() else {
+            continue;
+        };
+        if steps.last().is_none_or(|s| s.batch != b) {
+            done_before = steps.last().and_then(|s| s.done).or(done_before);
+            steps.push(BatchStep {
+                batch: b.to_owned(),
+                started: u.updated_at,
+                last: u.updated_at,
+                stage: u.stage.clone(),
+                size: None,
+                done: None,
+                total: None,
+            });
+        }
+        let s = steps.last_mut().expect("pushed above");
+        s.last = u.updated_at;
+        s.stage = u.stage.clone();
+        if u.done.is_some() {
+            s.done = u.done;
+            s.total = u.total.or(s.total);
+            s.size = u.done.map(|d| d.saturating_sub(done_before.unwrap_or(0)));
+        }
+    }
+    steps
+}
+
+/// `/rollouts`: each upgrade as steps (its batches with their sizes, the
+/// soak, the gate's verdict and why, who promoted, the incident that
+/// paused it), running ones first; paused rollouts with a resume button.
 pub fn rollouts(f: &Frame<'_>, upgrades: &[UpgradeView], paused: &[RolloutRow]) -> String {
     let mut o = String::from("<h1>Rollouts</h1>");
     let held: Vec<&RolloutRow> = paused.iter().filter(|r| r.paused).collect();
@@ -912,7 +1142,7 @@ pub fn rollouts(f: &Frame<'_>, upgrades: &[UpgradeView], paused: &[RolloutRow]) 
                 o,
                 "<li class=\"incident sev-critical\"><b>{}</b> paused {} by {}{}",
                 esc(&r.service),
-                ago(f.now, r.changed_at),
+                relative(f.now, r.changed_at),
                 esc(&r.changed_by),
                 r.incident
                     .as_ref()
@@ -941,41 +1171,146 @@ pub fn rollouts(f: &Frame<'_>, upgrades: &[UpgradeView], paused: &[RolloutRow]) 
         o.push_str("<p class=\"calm\">No upgrade has reported progress.</p>");
         return o;
     }
-    o.push_str("<table><tr><th>service</th><th>batch</th><th>stage</th><th>progress</th><th>updated</th><th>gate</th></tr>");
-    for UpgradeView {
-        upgrade: u,
-        gate,
-        asked,
-    } in upgrades
-    {
-        let progress = match (u.done, u.total) {
-            (Some(d), Some(t)) => format!("{d}/{t}"),
+    o.push_str("<div class=\"rollouts\">");
+    for (k, v) in upgrades.iter().enumerate() {
+        o.push_str(&rollout_card(f, k, v));
+    }
+    o.push_str("</div>");
+    o
+}
+
+/// One upgrade as a column of steps, the way Argo Rollouts draws one.
+fn rollout_card(f: &Frame<'_>, k: usize, v: &UpgradeView) -> String {
+    let u = &v.upgrade;
+    let status = match (&v.pause, u.open) {
+        (Some(_), _) => "paused",
+        (None, true) => "running",
+        (None, false) => "ended",
+    };
+    let mut o = format!(
+        "<article class=\"rollout run-{status}\" aria-labelledby=\"ro-{k}\"><h3 id=\"ro-{k}\">{} \
+         <span class=\"badge run-{status}\">{status}</span></h3>\
+         <p class=\"meta\">last report: {}{} {}</p>",
+        esc(&u.service),
+        esc(&u.stage),
+        match (u.done, u.total) {
+            (Some(d), Some(t)) => format!(", {d} of {t} instances upgraded"),
             _ => String::new(),
-        };
-        let verdict = match gate {
-            Some(a) => format!(
-                "<span class=\"gate gate-{d}\">{d}</span> {}",
-                esc(&a.reasons.join("; ")),
-                d = a.decision.as_str()
-            ),
-            None => String::new(),
-        };
-        let verdict = verdict + &promote_form(f, u, gate.as_ref(), asked.as_ref());
+        },
+        when(f.now, u.updated_at),
+    );
+    if let Some(p) = &v.pause {
         let _ = write!(
             o,
-            "<tr><td><b>{}</b>{}</td><td>{}</td><td>{}</td><td>{progress}</td><td>{}</td><td>{verdict}</td></tr>",
-            esc(&u.service),
-            if u.open {
-                ""
-            } else {
-                " <small>(ended)</small>"
-            },
-            esc(u.batch.as_deref().unwrap_or("")),
-            esc(&u.stage),
-            ago(f.now, u.updated_at),
+            "<p class=\"warn\">Paused by {}{} {}</p>",
+            esc(&p.changed_by),
+            p.incident
+                .as_ref()
+                .map(|i| format!(
+                    " for incident <a href=\"/incidents/{}\">{}</a>",
+                    seg(i),
+                    esc(i)
+                ))
+                .unwrap_or_default(),
+            when(f.now, p.changed_at)
         );
     }
-    o.push_str("</table>");
+    let mut steps = batch_steps(&v.log);
+    if steps.is_empty() {
+        if let Some(b) = &u.batch {
+            steps.push(BatchStep {
+                batch: b.clone(),
+                started: u.updated_at,
+                last: u.updated_at,
+                stage: u.stage.clone(),
+                size: None,
+                done: u.done,
+                total: u.total,
+            });
+        }
+    }
+    o.push_str("<ol class=\"steps\">");
+    let last = steps.len().saturating_sub(1);
+    for (n, s) in steps.iter().enumerate() {
+        let state = match s.stage.as_str() {
+            "failed" => "failed",
+            "batch_done" | "completed" if n < last || !u.open => "done",
+            "batch_done" => "soaking",
+            _ if n < last => "done",
+            _ => "running",
+        };
+        let _ = write!(
+            o,
+            "<li class=\"step batch b-{state}\"><span class=\"step-head\">Batch {}</span> \
+             <span class=\"size\">{}</span> · <span class=\"step-state\">{state}: {} {}</span>",
+            esc(&s.batch),
+            match s.size {
+                Some(n) => format!("{n} instance{}", if n == 1 { "" } else { "s" }),
+                None => "size not reported".to_owned(),
+            },
+            esc(&s.stage),
+            when(f.now, s.last)
+        );
+        // The soak of the batch the gate judges.
+        if let Some(g) = v.gate.as_ref().filter(|_| n == last) {
+            if g.min_soak_s > 0 && state == "running" {
+                let _ = write!(
+                    o,
+                    "<span class=\"soak\">soaks {} once the batch is done</span>",
+                    span_words(g.min_soak_s as i64)
+                );
+            } else if g.min_soak_s > 0 && state == "soaking" {
+                let soaked = g.min_soak_s.saturating_sub(g.soak_remaining_s);
+                let _ = write!(
+                    o,
+                    "<span class=\"soak\"><progress max=\"{max}\" value=\"{soaked}\" aria-label=\"soak of batch {b}\"></progress> \
+                     soaked {} of {}</span>",
+                    span_words(soaked as i64),
+                    span_words(g.min_soak_s as i64),
+                    max = g.min_soak_s,
+                    b = esc(&s.batch),
+                );
+            }
+        }
+        o.push_str("</li>");
+    }
+    if let Some(g) = &v.gate {
+        let _ = write!(
+            o,
+            "<li class=\"step gate-step\"><span class=\"step-head\">Gate</span> \
+             <span class=\"gate gate-{d}\">{d}</span> <span class=\"reason\">{}</span>{}</li>",
+            esc(&g.reasons.join("; ")),
+            g.promoted_by
+                .as_ref()
+                .map(|b| format!(" <span class=\"promoted\">promoted by {}</span>", esc(b)))
+                .unwrap_or_default(),
+            d = g.decision.as_str()
+        );
+    }
+    o.push_str("</ol>");
+    if !v.promotions.is_empty() {
+        o.push_str("<ul class=\"promotions\">");
+        for p in v.promotions.iter().rev().take(5) {
+            let _ = write!(
+                o,
+                "<li>{} promoted {} {}{}</li>",
+                esc(&p.by),
+                p.batch
+                    .as_ref()
+                    .map(|b| format!("batch {}", esc(b)))
+                    .unwrap_or_else(|| "the rollout".to_owned()),
+                when(f.now, p.at),
+                if p.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", esc(&p.note))
+                }
+            );
+        }
+        o.push_str("</ul>");
+    }
+    o.push_str(&promote_form(f, u, v.gate.as_ref(), v.asked.as_ref()));
+    o.push_str("</article>");
     o
 }
 
@@ -1104,8 +1439,9 @@ pub fn silences(
         let _ = write!(
             o,
             "<form method=\"post\" action=\"/silences\" class=\"silence\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
-             <label>Matchers, one per line (<code>service=web</code>, <code>instance=~i-web-.*</code>, <code>tier!=high</code>)\
-             <textarea name=\"matchers\" rows=\"3\" required>{m}</textarea></label>\
+             <div class=\"field\"><label for=\"matchers\">Matchers, one per line</label>\
+             <textarea id=\"matchers\" name=\"matchers\" rows=\"3\" required aria-describedby=\"matchers-help\">{m}</textarea>\
+             <p id=\"matchers-help\" class=\"hint examples\">For example <code>service=web</code> · <code>instance=~i-web-.*</code> · <code>tier!=high</code></p></div>\
              <label>For <input name=\"duration\" value=\"{d}\" placeholder=\"2h\"></label>\
              <label>or until batch (service:batch) completes <input name=\"until_batch\" value=\"{u}\" placeholder=\"web:3\"></label>\
              <label>Scope <select name=\"scope\"><option value=\"notify\"{sn}>notify: messages only</option><option value=\"all\"{sa}>all: actions too</option></select></label>\
@@ -1277,6 +1613,7 @@ mod tests {
                 1,
                 &[],
                 &Default::default(),
+                &[],
                 &ListFilter::default(),
             ),
         );
@@ -1307,34 +1644,68 @@ mod tests {
             state: "active".into(),
             acked_by: None,
         };
-        let html = paging_block(&p, &chain);
+        // Three minutes after paging started: step 1 was reached then, step 2
+        // is due in two minutes, step 3 may not be needed.
+        let now = Ts(180_000);
+        let text = |h: String| {
+            let mut t = String::new();
+            let mut tag = false;
+            for ch in h.chars() {
+                match ch {
+                    '<' => tag = true,
+                    '>' => tag = false,
+                    c if !tag => t.push(c),
+                    _ => {}
+                }
+            }
+            t
+        };
+        let html = paging_block(&p, &chain, now, None);
         assert!(html.contains("next step 2 of 3"), "{html}");
-        assert!(html.contains("at once: chat <small>(sent)"), "{html}");
-        assert!(html.contains("after 5m: sms <small>(next)"), "{html}");
-        assert!(
-            html.contains("after 10m: voice <small>(not needed)"),
-            "{html}"
-        );
+        let shown = text(html.clone());
+        for want in [
+            "Step 1 · at once chat reached 3 min ago (00:00:00 UTC)",
+            "Step 2 · after 5m sms next, in 2 min (00:05:00 UTC)",
+            "Step 3 · after 10m voice not needed",
+        ] {
+            assert!(shown.contains(want), "`{want}` in {shown}");
+        }
+        assert_eq!(html.matches("<li class=\"step ").count(), 3, "{html}");
         assert!(awaits_ack(&p));
         p.acked_by = Some("dana".into());
-        assert!(paging_block(&p, &chain).contains("acknowledged by dana"));
+        let acked = text(paging_block(&p, &chain, now, Some(Ts(120_000))));
+        assert!(
+            acked.contains("acknowledged by dana 1 min ago (00:02:00 UTC)"),
+            "{acked}"
+        );
+        assert!(acked.contains("not needed: acknowledged"), "{acked}");
         assert!(!awaits_ack(&p));
+    }
+
+    /// Someone who reads without signing in.
+    fn reader() -> Viewer {
+        Viewer {
+            may: May::Read,
+            user: None,
+            session: false,
+        }
+    }
+
+    /// A page's frame for `viewer`, a minute into the epoch.
+    fn frame(viewer: &Viewer, can_sign_in: bool) -> Frame<'_> {
+        Frame {
+            viewer,
+            csrf: "t",
+            now: Ts(60_000),
+            can_sign_in,
+            proxy_header: None,
+        }
     }
 
     #[test]
     fn a_storm_lists_the_most_urgent_and_counts_the_rest() {
-        let viewer = Viewer {
-            may: May::Read,
-            user: None,
-            session: false,
-        };
-        let f = Frame {
-            viewer: &viewer,
-            csrf: "t",
-            now: Ts(60_000),
-            can_sign_in: false,
-            proxy_header: None,
-        };
+        let viewer = reader();
+        let f = frame(&viewer, false);
         // The journal's page: the most urgent first, 250 open in all.
         let open: Vec<IncidentRow> = (0..MAX_CARDS)
             .map(|k| {
@@ -1350,6 +1721,7 @@ mod tests {
             250,
             &[],
             &Default::default(),
+            &[],
             &ListFilter::default(),
         );
         assert_eq!(page.matches("<li class=\"incident").count(), MAX_CARDS);
@@ -1359,6 +1731,108 @@ mod tests {
             "the high one first"
         );
         assert!(page.contains("<span class=\"count\">250</span>"), "{page}");
+    }
+
+    #[test]
+    fn within_a_tier_severe_comes_above_functional_and_cards_show_ack_and_silence() {
+        let viewer = reader();
+        let f = frame(&viewer, true);
+        let row = |id: &str, severity: &str| {
+            let mut i = hostile();
+            i.id = id.into();
+            i.severity = severity.into();
+            i.labels = serde_json::json!({"service": "web", "instance": id});
+            i
+        };
+        let open = [row("inc-f", "functional"), row("inc-s", "severe")];
+        let mut progress = std::collections::HashMap::new();
+        progress.insert(
+            "inc-f".to_owned(),
+            Progress {
+                acked_by: Some("<i>dana</i>".into()),
+                ..Progress::default()
+            },
+        );
+        let silence = crate::silence::Silence {
+            id: "s-1".into(),
+            matchers: vec![crate::silence::MatcherSpec::parse("instance=inc-s").unwrap()],
+            starts_at: Ts(0),
+            ends_at: Ts(3_600_000),
+            until: None,
+            created_by: "erin".into(),
+            comment: "kernel <patch>".into(),
+            scope: Scope::Notify,
+            created_at: Ts(0),
+            updated_at: Ts(0),
+            expired_by: None,
+        };
+        let compiled = std::sync::Arc::new(
+            crate::silence::Compiled::new(silence, &Default::default()).unwrap(),
+        );
+        let page = list(
+            &f,
+            &open,
+            2,
+            &[],
+            &progress,
+            &[compiled],
+            &ListFilter::default(),
+        );
+        let severe = page.find("/incidents/inc-s").unwrap();
+        let functional = page.find("/incidents/inc-f").unwrap();
+        assert!(severe < functional, "severe first: {page}");
+        assert!(
+            page.contains("acked</span> by &lt;i&gt;dana&lt;/i&gt;"),
+            "{page}"
+        );
+        assert!(
+            page.contains(
+                "silenced</span> (notify) by erin until 01:00:00 UTC: kernel &lt;patch&gt;"
+            ),
+            "{page}"
+        );
+        assert_eq!(page.matches("class=\"mark silenced\"").count(), 1, "{page}");
+    }
+
+    #[test]
+    fn relative_times_read_as_words() {
+        assert_eq!(relative(Ts(200_000), Ts(20_000)), "3 min ago");
+        assert_eq!(relative(Ts(0), Ts(120_000)), "in 2 min");
+        assert_eq!(relative(Ts(10_000), Ts(8_000)), "just now");
+        assert_eq!(relative(Ts(7_500_000), Ts(0)), "2 h 5 min ago");
+    }
+
+    #[test]
+    fn a_rollout_reads_as_batches_with_their_sizes() {
+        let up = |batch: &str, stage: &str, done: Option<u64>, at: i64| UpgradeRow {
+            service: "cart".into(),
+            batch: Some(batch.into()),
+            stage: stage.into(),
+            done,
+            total: done.map(|_| 100),
+            message: None,
+            updated_at: Ts(at),
+            open: true,
+        };
+        let steps = batch_steps(&[
+            up("1", "batch_started", None, 0),
+            up("1", "batch_done", Some(10), 10),
+            up("2", "batch_started", None, 20),
+            up("2", "batch_done", Some(35), 30),
+            up("3", "batch_started", None, 40),
+        ]);
+        let got: Vec<(&str, Option<u64>, &str)> = steps
+            .iter()
+            .map(|s| (s.batch.as_str(), s.size, s.stage.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("1", Some(10), "batch_done"),
+                ("2", Some(25), "batch_done"),
+                ("3", None, "batch_started")
+            ]
+        );
     }
 
     #[test]

@@ -14,21 +14,33 @@ use crate::time::Ts;
 pub const SERIES_COLOUR: &str = "#e4572e";
 /// The threshold's colour (a distinct blue).
 pub const THRESHOLD_COLOUR: &str = "#1b6ca8";
-const BASELINE_COLOUR: &str = "#7a7a7a";
+/// Dark enough for text on white (4.5:1 and more).
+const BASELINE_COLOUR: &str = "#616161";
 const DECISION_COLOUR: &str = "#2e7d32";
+/// The breach period's shade, behind the series.
+pub const BREACH_COLOUR: &str = "#fde2dc";
 
-const W: f64 = 960.0;
-const H: f64 = 320.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
-const TOP: f64 = 20.0;
-const BOTTOM: f64 = 40.0;
+// The chart's own units: narrow enough that its type stays readable when a
+// phone shrinks it to ~360 px (16 units are ~10 px there), and no wider on
+// a desktop than the page's column.
+const W: f64 = 600.0;
+const H: f64 = 330.0;
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 14.0;
+const TOP: f64 = 34.0;
+const BOTTOM: f64 = 34.0;
+/// Type size of ticks and marks, in chart units.
+const FONT: f64 = 16.0;
+/// Decision marks closer than this (chart units) share one numbered mark,
+/// so their numbers never overlap.
+const MARK_GAP: f64 = 56.0;
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d1d1d;max-width:1000px}\
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;font-size:.92em}\
 th{background:#f4f4f4}.missed{color:#b00020;font-weight:bold}.met{color:#2e7d32}.drill{background:#fff3cd;border:1px solid #e0c36c;padding:8px 12px}\
-.blank{min-height:4em;border:1px dashed #bbb;padding:8px;color:#888}svg{max-width:100%;height:auto;border:1px solid #eee}";
+.blank{min-height:4em;border:1px dashed #bbb;padding:8px;color:#888}svg{max-width:100%;height:auto;border:1px solid #eee}\
+.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:4px 16px;font-size:.92em}.legend svg{border:none;vertical-align:middle}";
 
 fn dur(d: Option<crate::time::Dur>) -> String {
     d.map_or_else(|| "-".to_owned(), super::human)
@@ -161,7 +173,85 @@ pub fn clock(t: Ts) -> String {
     s.get(11..19).unwrap_or(&s).to_owned()
 }
 
-/// The SVG chart: the series, its threshold and baseline, the decisions.
+/// Runs of the series past its threshold, as (from, to) times: the breach
+/// period the chart shades. Past means above when the incident opened
+/// above the threshold (the usual case), below otherwise.
+pub fn breach_spans(c: &Chart) -> Vec<(Ts, Ts)> {
+    let Some(th) = c.threshold else {
+        return Vec::new();
+    };
+    let below = c.opening_value.is_some_and(|v| v < th);
+    let past = |v: f64| if below { v < th } else { v > th };
+    let mut spans: Vec<(Ts, Ts)> = Vec::new();
+    let mut open: Option<Ts> = None;
+    for (k, (t, v)) in c.series.iter().enumerate() {
+        match (open, past(*v)) {
+            (None, true) => open = Some(*t),
+            (Some(from), false) => {
+                spans.push((from, *t));
+                open = None;
+            }
+            _ => {}
+        }
+        if k + 1 == c.series.len() {
+            if let Some(from) = open {
+                spans.push((from, *t));
+            }
+        }
+    }
+    spans
+}
+
+/// Decisions grouped into marks: those within `gap` (chart units) of a
+/// mark's first one share it. Each mark: its x and the decisions' numbers
+/// (1-based, in time order).
+fn decision_marks(xs: &[f64], gap: f64) -> Vec<(f64, Vec<usize>)> {
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    order.sort_by(|a, b| xs[*a].total_cmp(&xs[*b]));
+    let mut marks: Vec<(f64, Vec<usize>)> = Vec::new();
+    for k in order {
+        match marks.last_mut() {
+            Some((x, ns)) if xs[k] - *x < gap => ns.push(k + 1),
+            _ => marks.push((xs[k], vec![k + 1])),
+        }
+    }
+    marks
+}
+
+/// A mark's label: `3`, `2,3`, `2–5` (a run) or `1,2,4`.
+fn mark_label(ns: &[usize]) -> String {
+    let run = ns.windows(2).all(|w| w[1] == w[0] + 1);
+    match ns {
+        [a, _, .., b] if run => format!("{a}–{b}"),
+        _ => ns
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// A small swatch for the legend: a line (dashed or not) or a block.
+fn swatch(colour: &str, kind: &str) -> String {
+    let shape = match kind {
+        "block" => format!(
+            "<rect x=\"0\" y=\"1\" width=\"24\" height=\"12\" fill=\"{colour}\" stroke=\"#d08a7a\"/>"
+        ),
+        "dashed" => format!(
+            "<line x1=\"0\" y1=\"7\" x2=\"24\" y2=\"7\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"6,3\"/>"
+        ),
+        _ => format!(
+            "<line x1=\"0\" y1=\"7\" x2=\"24\" y2=\"7\" stroke=\"{colour}\" stroke-width=\"3\"/>"
+        ),
+    };
+    format!(
+        "<svg width=\"24\" height=\"14\" viewBox=\"0 0 24 14\" aria-hidden=\"true\" focusable=\"false\">{shape}</svg>"
+    )
+}
+
+/// The SVG chart: the series, its threshold and baseline, the breach
+/// shaded, the decisions as numbered marks; then a legend (HTML, so it
+/// wraps on a phone) naming every colour and every mark.
 pub fn chart(c: &Chart) -> String {
     if c.series.is_empty() {
         return format!("<p class=\"no-chart\">{}</p>", esc(&c.why_empty()));
@@ -191,10 +281,20 @@ pub fn chart(c: &Chart) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"{} around the incident\">",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart-svg\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"{} around the incident\">",
         esc(&c.metric)
     );
     o.push_str("<rect x=\"0\" y=\"0\" width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>");
+    // The breach, shaded behind everything else.
+    for (from, to) in breach_spans(c) {
+        let (a, b) = (x(from.millis()), x(to.millis()));
+        let _ = write!(
+            o,
+            "<rect class=\"breach\" x=\"{a:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{}\" fill=\"{BREACH_COLOUR}\"/>",
+            (b - a).max(2.0),
+            H - TOP - BOTTOM
+        );
+    }
     // Axes and ticks.
     let _ = write!(
         o,
@@ -208,61 +308,63 @@ pub fn chart(c: &Chart) -> String {
         let v = lo + (hi - lo) * k as f64 / 4.0;
         let _ = write!(
             o,
-            "<text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#444\">{}</text>",
+            "<text class=\"tick\" x=\"{}\" y=\"{:.1}\" font-size=\"{FONT}\" text-anchor=\"end\" fill=\"#333\">{}</text>",
             LEFT - 6.0,
-            y(v) + 4.0,
+            y(v) + 5.0,
             fmt_num((v * 1000.0).round() / 1000.0)
         );
-        let t = t0 + (t1 - t0) * k / 4;
+    }
+    // Three times on the axis: `HH:MM:SS` at this size fits three.
+    for k in 0..=2i64 {
+        let t = t0 + (t1 - t0) * k / 2;
         let anchor = match k {
             0 => "start",
-            4 => "end",
+            2 => "end",
             _ => "middle",
         };
         let _ = write!(
             o,
-            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"{anchor}\" fill=\"#444\">{}</text>",
+            "<text class=\"tick\" x=\"{:.1}\" y=\"{}\" font-size=\"{FONT}\" text-anchor=\"{anchor}\" fill=\"#333\">{}</text>",
             x(t),
-            H - BOTTOM + 16.0,
+            H - BOTTOM + 22.0,
             clock(Ts(t))
         );
     }
-    // Decisions: a vertical line each, labelled.
-    for (k, (t, action)) in c.decisions.iter().enumerate() {
-        let xt = x(t.millis());
-        // Near the right edge the label goes to the left of its line.
-        let (lx, anchor) = if xt > W - RIGHT - 110.0 {
-            (xt - 3.0, "end")
-        } else {
-            (xt + 3.0, "start")
-        };
-        let _ = write!(
-            o,
-            "<line x1=\"{xt:.1}\" y1=\"{TOP}\" x2=\"{xt:.1}\" y2=\"{}\" stroke=\"{DECISION_COLOUR}\" stroke-dasharray=\"2,3\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\" fill=\"{DECISION_COLOUR}\">{}</text>",
-            H - BOTTOM,
-            lx,
-            TOP + 10.0 + 11.0 * (k % 6) as f64,
-            action.as_str()
-        );
-    }
-    // Threshold and baseline.
-    for (v, colour, what) in [
-        (c.threshold, THRESHOLD_COLOUR, "threshold"),
-        (c.baseline, BASELINE_COLOUR, "baseline"),
+    // Threshold and baseline (named in the legend).
+    for (v, colour) in [
+        (c.threshold, THRESHOLD_COLOUR),
+        (c.baseline, BASELINE_COLOUR),
     ] {
         if let Some(v) = v {
             let yv = y(v);
             let _ = write!(
                 o,
-                "<line x1=\"{LEFT}\" y1=\"{yv:.1}\" x2=\"{}\" y2=\"{yv:.1}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"8,4\"/>\
-                 <text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"{colour}\">{what} {}</text>",
+                "<line x1=\"{LEFT}\" y1=\"{yv:.1}\" x2=\"{}\" y2=\"{yv:.1}\" stroke=\"{colour}\" stroke-width=\"2\" stroke-dasharray=\"8,4\"/>",
                 W - RIGHT,
-                W - RIGHT - 4.0,
-                yv - 4.0,
-                fmt_num(v)
             );
         }
+    }
+    // Decisions: a dashed line each, and numbered marks above the plot
+    // (close ones share a mark, so no two numbers overlap).
+    // Numbered in time order, so a shared mark is a run (`2–4`).
+    let mut decisions = c.decisions.clone();
+    decisions.sort_by_key(|(t, _)| *t);
+    let xs: Vec<f64> = decisions.iter().map(|(t, _)| x(t.millis())).collect();
+    for xt in &xs {
+        let _ = write!(
+            o,
+            "<line x1=\"{xt:.1}\" y1=\"{TOP}\" x2=\"{xt:.1}\" y2=\"{}\" stroke=\"{DECISION_COLOUR}\" stroke-dasharray=\"2,3\"/>",
+            H - BOTTOM,
+        );
+    }
+    for (xm, ns) in decision_marks(&xs, MARK_GAP) {
+        let xm = xm.clamp(LEFT + 28.0, W - RIGHT - 28.0);
+        let _ = write!(
+            o,
+            "<text class=\"mark\" x=\"{xm:.1}\" y=\"{:.1}\" font-size=\"{FONT}\" font-weight=\"700\" text-anchor=\"middle\" fill=\"{DECISION_COLOUR}\">{}</text>",
+            TOP - 12.0,
+            mark_label(&ns)
+        );
     }
     // The series.
     let points: Vec<String> = c
@@ -284,6 +386,48 @@ pub fn chart(c: &Chart) -> String {
         );
     }
     o.push_str("</svg>");
+    // The legend: every colour and every numbered mark, in words.
+    o.push_str("<ul class=\"legend\" aria-label=\"chart legend\">");
+    let _ = write!(
+        o,
+        "<li>{} {}</li>",
+        swatch(SERIES_COLOUR, "line"),
+        esc(&c.metric)
+    );
+    if let Some(v) = c.threshold {
+        let _ = write!(
+            o,
+            "<li>{} threshold {}</li>",
+            swatch(THRESHOLD_COLOUR, "dashed"),
+            fmt_num(v)
+        );
+    }
+    if let Some(v) = c.baseline {
+        let _ = write!(
+            o,
+            "<li>{} baseline {}</li>",
+            swatch(BASELINE_COLOUR, "dashed"),
+            fmt_num(v)
+        );
+    }
+    if c.threshold.is_some() {
+        let _ = write!(
+            o,
+            "<li>{} breach: past the threshold</li>",
+            swatch(BREACH_COLOUR, "block")
+        );
+    }
+    for (k, (t, action)) in decisions.iter().enumerate() {
+        let _ = write!(
+            o,
+            "<li class=\"decision\">{} <b>{}</b> {} at {}</li>",
+            swatch(DECISION_COLOUR, "dashed"),
+            k + 1,
+            action.as_str().replace('_', " "),
+            clock(*t)
+        );
+    }
+    o.push_str("</ul>");
     if let Some(q) = c.source.as_ref().and_then(|s| s.query.as_deref()) {
         let _ = write!(
             o,
@@ -292,4 +436,49 @@ pub fn chart(c: &Chart) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod chart_tests {
+    use super::*;
+
+    #[test]
+    fn close_decisions_share_a_mark_so_their_numbers_never_overlap() {
+        let marks = decision_marks(&[100.0, 110.0, 300.0, 120.0, 160.0], MARK_GAP);
+        assert_eq!(
+            marks,
+            vec![(100.0, vec![1, 2, 4]), (160.0, vec![5]), (300.0, vec![3])]
+        );
+        assert_eq!(mark_label(&[1, 2, 4]), "1,2,4");
+        assert_eq!(mark_label(&[2, 3, 4]), "2–4");
+        assert_eq!(mark_label(&[2, 3]), "2,3");
+        // Consecutive marks are at least MARK_GAP apart.
+        for w in marks.windows(2) {
+            assert!(w[1].0 - w[0].0 >= MARK_GAP, "{marks:?}");
+        }
+    }
+
+    #[test]
+    fn the_breach_is_the_run_past_the_threshold() {
+        let c = Chart {
+            metric: "m".into(),
+            series: [0.01, 0.4, 0.5, 0.02, 0.3]
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (Ts(k as i64 * 10_000), *v))
+                .collect(),
+            threshold: Some(0.05),
+            baseline: None,
+            opening_value: Some(0.4),
+            decisions: vec![],
+            source: None,
+        };
+        assert_eq!(
+            breach_spans(&c),
+            vec![(Ts(10_000), Ts(30_000)), (Ts(40_000), Ts(40_000))]
+        );
+        let svg = chart(&c);
+        assert_eq!(svg.matches("class=\"breach\"").count(), 2, "{svg}");
+        assert!(svg.contains("breach: past the threshold"), "{svg}");
+    }
 }
