@@ -450,6 +450,11 @@ fn load(
         errs.extend(e);
         Vec::new()
     });
+    errs.extend(ripcord::action::executor::placeholders::check(
+        &cfg.actions,
+        files.iter().flat_map(|f| &f.rules),
+        cfg.engine.grouping.as_ref(),
+    ));
     errs.into_result((cfg, files))
 }
 

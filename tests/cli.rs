@@ -518,3 +518,77 @@ tests:
         "{stdout}"
     );
 }
+
+/// A placeholder no decision or message will ever fill is refused by
+/// `check`, with its line and the name it was meant to be: in a webhook
+/// channel's body and an SMS gateway's body, and in an executor's argv,
+/// URL and headers. The same configs with the names spelled right pass.
+#[test]
+fn check_refuses_unknown_placeholders_in_every_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ripcord.yaml");
+    let cfg = config.to_str().unwrap();
+    let channels = "channels:\n\
+                    \x20 hook:\n\
+                    \x20   type: webhook\n\
+                    \x20   url: http://127.0.0.1:9/hook\n\
+                    \x20   body: '{\"text\": \"{titel}\", \"incident\": \"{incident}\"}'\n\
+                    \x20 gateway:\n\
+                    \x20   type: sms\n\
+                    \x20   provider: webhook\n\
+                    \x20   to: [\"+8613800000000\"]\n\
+                    \x20   url: http://127.0.0.1:9/sms\n\
+                    \x20   body: '{\"to\": \"{to}\", \"text\": \"{txt}\"}'\n";
+    let executors = "executors:\n\
+                     \x20 rollback:\n\
+                     \x20   command: {argv: [/bin/sh, \"{instnace}\"]}\n\
+                     \x20   verify: {http: {method: GET, url: \"http://127.0.0.1:9/health/{servce}/{instance}\"}}\n\
+                     \x20 pause_rollout:\n\
+                     \x20   http: {url: \"http://127.0.0.1:9/pause/{service}\", headers: {X-Incident: \"{incdent}\"}}\n";
+    for (yaml, wants) in [
+        (
+            channels,
+            vec![
+                format!(
+                    "{cfg}:5:11: channel `hook`: body: unknown placeholder `{{titel}}`: known: {{title}}, {{body}}, {{text}}, {{tier}}, {{severity}}, {{incident}}, {{kind}}"
+                ),
+                format!(
+                    "{cfg}:11:11: channel `gateway`: body: unknown placeholder `{{txt}}`: did you mean `{{text}}`?"
+                ),
+                "ripcord: 2 errors".to_owned(),
+            ],
+        ),
+        (
+            executors,
+            vec![
+                format!(
+                    "{cfg}:3:31: config: executors: rollback: command: argv: unknown placeholder `{{instnace}}`: did you mean `{{instance}}`?"
+                ),
+                format!(
+                    "{cfg}:4:39: config: executors: rollback: verify: http: url: unknown placeholder `{{servce}}`: did you mean `{{service}}`?"
+                ),
+                format!(
+                    "{cfg}:6:77: config: executors: pause_rollout: http: headers: X-Incident: unknown placeholder `{{incdent}}`: did you mean `{{incident}}`?"
+                ),
+                "ripcord: 3 errors".to_owned(),
+            ],
+        ),
+    ] {
+        std::fs::write(&config, yaml).unwrap();
+        let out = ripcord(&["check", "--config", cfg]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        for want in wants {
+            assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+        }
+        let fixed = yaml
+            .replace("{titel}", "{title}")
+            .replace("{txt}", "{text}")
+            .replace("{instnace}", "{instance}")
+            .replace("{servce}", "{service}")
+            .replace("{incdent}", "{incident}");
+        std::fs::write(&config, fixed).unwrap();
+        let out = ripcord(&["check", "--config", cfg]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
