@@ -560,12 +560,32 @@ fn test(config: Option<&Path>, rules_dir: Option<&Path>, strict: bool) -> Result
 /// Opens the journal the config (or `--state`) names: the PostgreSQL one
 /// of `journal.url`, else the SQLite file, which must exist.
 fn open_journal(at: &JournalArgs) -> Result<(Config, Box<dyn Journal>)> {
-    let cfg = match Config::load(at.config.as_deref()) {
+    open_journal_for(at, false)
+}
+
+/// [`open_journal`] for a command that may act (`resume` runs an
+/// executor): every secret must resolve. Commands that only read or
+/// write the journal never need a channel's secret.
+fn open_journal_for(at: &JournalArgs, acts: bool) -> Result<(Config, Box<dyn Journal>)> {
+    let (loaded, unresolved) = if acts {
+        (Config::load(at.config.as_deref()), Vec::new())
+    } else {
+        ripcord::config::secret::with_unresolved_allowed(|| Config::load(at.config.as_deref()))
+    };
+    let cfg = match loaded {
         Ok(c) => c,
         Err(errs) => anyhow::bail!("{errs}"),
     };
     let clock: Arc<dyn ripcord::time::Clock> = Arc::new(ripcord::time::SystemClock);
     if let (Some(url), None) = (&cfg.journal.url, &at.state) {
+        if url.is_unresolved() {
+            // The one secret a reading command needs.
+            let why = unresolved.iter().find(|w| w.contains("journal: url"));
+            anyhow::bail!(
+                "{}",
+                why.map_or("journal.url cannot be read", String::as_str)
+            );
+        }
         let j = ripcord::journal::PgJournal::connect(url, cfg.journal.ca_file.as_deref(), clock)?;
         return Ok((cfg, Box::new(j)));
     }
@@ -889,7 +909,7 @@ fn verdict(v: VerdictArgs, verdict: Option<Verdict>) -> Result<ExitCode> {
 }
 
 fn resume(service: &str, by: &str, at: &JournalArgs) -> Result<ExitCode> {
-    let (cfg, j) = open_journal(at)?;
+    let (cfg, j) = open_journal_for(at, true)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -909,7 +929,10 @@ fn resume(service: &str, by: &str, at: &JournalArgs) -> Result<ExitCode> {
 }
 
 fn gate(args: &GateArgs) -> Result<ExitCode> {
-    let cfg = match Config::load(args.config.as_deref()) {
+    // Only asks a running ripcord: no channel secret is needed.
+    let (loaded, _) =
+        ripcord::config::secret::with_unresolved_allowed(|| Config::load(args.config.as_deref()));
+    let cfg = match loaded {
         Ok(c) => c,
         Err(errs) => return Ok(report(&errs)),
     };

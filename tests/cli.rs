@@ -592,3 +592,67 @@ fn check_refuses_unknown_placeholders_in_every_template() {
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
 }
+
+/// An empty journal and a config whose channel secret is not set here.
+fn journal_without_secrets(dir: &std::path::Path) -> (String, String) {
+    let state = dir.join("state.db");
+    drop(ripcord::journal::SqliteJournal::open(&state, false).unwrap());
+    let config = dir.join("ripcord.yaml");
+    std::fs::write(
+        &config,
+        "channels:\n  ops-slack:\n    type: slack\n    webhook: {env: RIPCORD_TEST_UNSET_SLACK_WEBHOOK}\n\
+         routing:\n  low: {notify: [ops-slack]}\n",
+    )
+    .unwrap();
+    (
+        config.to_str().unwrap().to_owned(),
+        state.to_str().unwrap().to_owned(),
+    )
+}
+
+/// `show`, `incidents` (the README's `--since 90d`) and `report` read the
+/// journal; a channel's secret they never use must not stop them.
+#[test]
+fn reading_commands_need_no_channel_secret_and_take_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, state) = journal_without_secrets(dir.path());
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ripcord"))
+            .args(args)
+            .args(["--config", &cfg, "--state", &state])
+            .env_remove("RIPCORD_TEST_UNSET_SLACK_WEBHOOK")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["incidents"][..],
+        &["incidents", "--since", "90d", "--format", "md"],
+        &["incidents", "--since", "30d", "--format", "csv"],
+        &["silence", "ls"],
+    ] {
+        let out = run(args);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(
+            !err.contains("RIPCORD_TEST_UNSET_SLACK_WEBHOOK"),
+            "{args:?}: {err}"
+        );
+    }
+    let md = text(&run(&["incidents", "--since", "90d", "--format", "md"]).stdout);
+    assert!(md.starts_with("| incident | opened |"), "{md}");
+    // An unknown incident is the error, not the secret.
+    for args in [
+        &["show", "inc-000000000000"][..],
+        &["report", "inc-000000000000"],
+    ] {
+        let err = text(&run(args).stderr);
+        assert!(
+            !err.contains("RIPCORD_TEST_UNSET_SLACK_WEBHOOK"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("inc-000000000000"), "{args:?}: {err}");
+    }
+    // `resume` may run an executor: there the config must be whole.
+    let err = text(&run(&["resume", "web", "--by", "alice"]).stderr);
+    assert!(err.contains("RIPCORD_TEST_UNSET_SLACK_WEBHOOK"), "{err}");
+}
