@@ -228,8 +228,9 @@ enum SilenceCmd {
         /// notify: mute messages only (actions still run); all: actions too.
         #[arg(long, default_value = "notify", value_parser = ["notify", "all"])]
         scope: String,
-        #[arg(long, env = "USER")]
-        by: String,
+        /// Who silences (default: $USER, else the login name).
+        #[arg(long)]
+        by: Option<String>,
         #[arg(long)]
         comment: String,
         #[command(flatten)]
@@ -247,8 +248,9 @@ enum SilenceCmd {
     /// End a silence now.
     Expire {
         id: String,
-        #[arg(long, env = "USER")]
-        by: String,
+        /// Who expires it (default: $USER, else the login name).
+        #[arg(long)]
+        by: Option<String>,
         #[command(flatten)]
         at: JournalArgs,
     },
@@ -640,17 +642,21 @@ fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
                     )
                 }
             };
+            let (cfg, mut j) = open_journal(&at)?;
+            let seen = seen_label_names(&cfg, &*j)?;
+            for w in sil::unseen_label_warnings(&matchers, seen.iter().map(String::as_str)) {
+                eprintln!("warning: {w}");
+            }
             let post = PostableSilence {
                 id: None,
                 matchers,
                 starts_at: starts.to_string(),
                 ends_at,
                 until: until_batch,
-                created_by: by,
+                created_by: who(by)?,
                 comment,
                 scope: Scope::parse(&scope).unwrap_or_default(),
             };
-            let (cfg, mut j) = open_journal(&at)?;
             let s = sil::create(&mut *j, post, &cfg.silences.limits, now)?;
             println!("{}", s.id);
             eprintln!("silence {}", s.describe());
@@ -674,12 +680,53 @@ fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
             }
         }
         SilenceCmd::Expire { id, by, at } => {
+            let by = who(by)?;
             let (_, mut j) = open_journal(&at)?;
             let s = sil::expire(&mut *j, &id, &by, now)?;
             eprintln!("silence {} expired by {by}", s.id);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who runs the command: `--by`, else `$USER`, else `$LOGNAME`, else the
+/// login name of the process's user (a container often sets no `$USER`).
+fn who(by: Option<String>) -> Result<String> {
+    let named = by
+        .into_iter()
+        .chain(["USER", "LOGNAME"].map(|v| std::env::var(v).unwrap_or_default()))
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty());
+    if let Some(n) = named {
+        return Ok(n);
+    }
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) if !u.name.is_empty() => Ok(u.name),
+        _ => anyhow::bail!("who are you? give --by NAME (no $USER, and uid {uid} has no name)"),
+    }
+}
+
+/// Every label name the rules and the journal's incidents use: what a
+/// silence's matcher can sensibly name.
+fn seen_label_names(cfg: &Config, j: &dyn Journal) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    // The rules as `run` would load them; broken rules only lose the hint.
+    if let Ok(files) = rules::load(cfg.rules_dir.as_deref()) {
+        for r in files.iter().flat_map(|f| &f.rules) {
+            names.extend(r.group_by.iter().map(|l| l.to_string()));
+            names.extend(r.matchers.iter().map(|m| m.name.clone()));
+        }
+    }
+    if let Some(g) = &cfg.engine.grouping {
+        names.extend([g.service_label.to_string(), g.batch_label.to_string()]);
+    }
+    for i in j.incidents(None)? {
+        if let Some(o) = i.labels.as_object() {
+            names.extend(o.keys().cloned());
+        }
+    }
+    Ok(names)
 }
 
 fn now_ts() -> ripcord::time::Ts {

@@ -656,3 +656,52 @@ fn reading_commands_need_no_channel_secret_and_take_days() {
     let err = text(&run(&["resume", "web", "--by", "alice"]).stderr);
     assert!(err.contains("RIPCORD_TEST_UNSET_SLACK_WEBHOOK"), "{err}");
 }
+
+/// `ripcord silence add service=web --for 2h --comment …` (the help's
+/// example) works without `$USER` (a container's shell), and a label name
+/// nothing has ever carried is warned about, with the likely one.
+#[test]
+fn silence_add_needs_no_user_and_warns_about_unseen_label_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, state) = journal_without_secrets(dir.path());
+    let add = |matcher: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ripcord"))
+            .args([
+                "silence",
+                "add",
+                matcher,
+                "--for",
+                "2h",
+                "--comment",
+                "kernel patch",
+            ])
+            .args(["--config", &cfg, "--state", &state])
+            .env("USER", "")
+            .env_remove("LOGNAME")
+            .output()
+            .unwrap()
+    };
+    let out = add("service=web");
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let out = add("servce=web");
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "a warning, not an error: {err}");
+    assert!(
+        err.contains("warning: no rule or incident has ever used a label named `servce`: this matcher may never match; did you mean `service`?"),
+        "{err}"
+    );
+    let ls = Command::new(env!("CARGO_BIN_EXE_ripcord"))
+        .args([
+            "silence", "ls", "--json", "--config", &cfg, "--state", &state,
+        ])
+        .output()
+        .unwrap();
+    let silences: Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let by = silences[0]["createdBy"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!by.is_empty(), "{silences}");
+}
