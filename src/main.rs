@@ -1032,7 +1032,10 @@ fn gate(args: &GateArgs) -> Result<ExitCode> {
         let waited_out = args
             .timeout
             .is_some_and(|t| started.elapsed() >= t.to_std());
-        if decision == "hold" && args.wait && !waited_out {
+        // A name ripcord has never seen (a typo in the pipeline) never
+        // turns into go: say so and stop, even with --wait.
+        let unknown = answer["known_service"] == serde_json::Value::Bool(false);
+        if decision == "hold" && args.wait && !waited_out && !unknown {
             eprintln!(
                 "ripcord gate: {}: hold ({}); asking again in {}",
                 args.service,
@@ -1051,6 +1054,7 @@ fn gate(args: &GateArgs) -> Result<ExitCode> {
             }
         }
         return Ok(ExitCode::from(match decision.as_str() {
+            _ if unknown => 3,
             "go" => 0,
             "nogo" => 1,
             "hold" => 2,
