@@ -889,15 +889,18 @@ fn show(id: &str, at: &JournalArgs) -> Result<ExitCode> {
         )?;
     }
     if let Some(e) = j.escalation(id)? {
-        writeln!(
-            out,
-            "paging: {} (next step {}{})",
-            e.state,
-            e.step + 1,
-            e.acked_by
-                .map(|b| format!(", acked by {b}"))
-                .unwrap_or_default()
-        )?;
+        // A next step only while paging runs; `step` counts the steps sent.
+        let sent = format!(
+            "{} {} sent",
+            e.step,
+            plural(e.step as usize, "step", "steps")
+        );
+        let line = match (e.state.as_str(), &e.acked_by) {
+            ("active", _) => format!("active ({sent}; next: step {})", e.step + 1),
+            (_, Some(by)) => format!("acknowledged by {by} ({sent})"),
+            (state, None) => format!("{state} ({sent})"),
+        };
+        writeln!(out, "paging: {line}")?;
     }
     writeln!(out, "actions:")?;
     for a in j.actions_of(id)? {
