@@ -250,14 +250,21 @@ pub fn decide(
                             "rollback of {} released; it starts within seconds",
                             s.describe()
                         ),
+                        // Said in the incident's terms: the journal key
+                        // means nothing to whoever approved.
                         None => format!(
-                            "rollback released ({}); it starts within seconds",
-                            rollback_keys[0]
+                            "rollback of {} released; it starts within seconds",
+                            row.labels
+                                .get("instance")
+                                .and_then(|v| v.as_str())
+                                .map_or_else(
+                                    || "the incident's instance".to_owned(),
+                                    str::to_owned
+                                )
                         ),
                     };
-                    for (action, key) in release_with_rollback(j, incident, &request_key, by, now)?
-                    {
-                        detail.push_str(&format!("; {action} released beside it ({key})"));
+                    for (action, _) in release_with_rollback(j, incident, &request_key, by, now)? {
+                        detail.push_str(&format!("; {action} released beside it"));
                     }
                     detail
                 },
