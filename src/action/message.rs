@@ -266,6 +266,49 @@ fn short_fact(d: &Decision) -> String {
     }
 }
 
+/// The first thing whoever is paged or asked about a high-risk incident
+/// must read: what became of its rollout's pause (`actions`: the
+/// incident's actions as the journal has them); `None` when the incident
+/// pauses no rollout.
+pub fn rollout_line(actions: &[crate::journal::ActionRow]) -> Option<String> {
+    use crate::journal::ActionState;
+    let pause = actions
+        .iter()
+        .filter(|a| a.action == Action::PauseRollout)
+        .max_by_key(|a| a.decision.at)?;
+    let service = pause
+        .decision
+        .label("service")
+        .map_or_else(|| "the service".to_owned(), |s| one_line(s).into_owned());
+    Some(match pause.state {
+        ActionState::Done => {
+            format!("Rollout of {service} paused: no next batch until a human resumes it.")
+        }
+        ActionState::Failed | ActionState::Unknown => {
+            format!("Pausing the rollout of {service} FAILED: stop it by hand.")
+        }
+        ActionState::Skipped => format!(
+            "The rollout of {service} was NOT paused ({}).",
+            one_line(pause.detail.as_deref().unwrap_or("skipped"))
+        ),
+        _ => format!("Pausing the rollout of {service} now."),
+    })
+}
+
+/// Whether the incident's rollout pause is still under way (recorded or
+/// running): a page or an approval request waits a little for it, so that
+/// its first line can say the rollout is paused.
+pub fn pause_under_way(actions: &[crate::journal::ActionRow]) -> bool {
+    use crate::journal::ActionState;
+    actions.iter().any(|a| {
+        a.action == Action::PauseRollout
+            && matches!(a.state, ActionState::Pending | ActionState::Running)
+    })
+}
+
+/// How long a page or an approval request waits for the pause to land.
+pub const PAUSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What ripcord does for an action, in words for people.
 pub fn doing(a: Action) -> &'static str {
     match a {

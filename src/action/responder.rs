@@ -307,6 +307,12 @@ impl Responder {
             .map(|l| l.links(&id, verbs, now))
             .unwrap_or_default();
         let mut message = Message::for_decision(d, links);
+        let actions = super::actions_after_pause(&self.journal, &id)
+            .await
+            .unwrap_or_default();
+        if let Some(line) = super::message::rollout_line(&actions) {
+            message.body.insert_str(0, &format!("{line}\n"));
+        }
         match &d.batch {
             Some(b) => {
                 let breaching = b.breaching_targets();
