@@ -1072,7 +1072,7 @@ fn demo() -> Result<ExitCode> {
         Err(errs) => return Ok(report(&errs)),
     };
     init_logging(&ripcord::config::LogConfig {
-        level: "warn".into(),
+        level: Some("warn".into()),
         ..Default::default()
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1112,7 +1112,7 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
         );
     }
     init_logging(&ripcord::config::LogConfig {
-        level: "warn".into(),
+        level: Some("warn".into()),
         ..cfg.log.clone()
     });
     let opts = DrillOptions {
@@ -1182,7 +1182,7 @@ fn mock_broker(topics: &[String], partitions: i32) -> Result<ExitCode> {
 
 fn init_logging(cfg: &ripcord::config::LogConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.filter()));
     use std::io::IsTerminal;
     // Through a pipe of its own: a stderr nobody reads never stops ripcord.
     let builder = tracing_subscriber::fmt()

@@ -516,9 +516,8 @@ impl Responder {
                     self.tell_batch_rolled_back(d, executor.is_dry_run()).await;
                     return Outcome::done(detail);
                 }
-                let title = format!(
-                    "[{}] {} {}",
-                    d.tier.as_str().to_uppercase(),
+                let done = format!(
+                    "{} {}",
                     if executor.is_dry_run() {
                         "dry run: would roll back"
                     } else {
@@ -526,7 +525,9 @@ impl Responder {
                     },
                     subject(d)
                 );
-                self.tell_success(d, title, &detail).await;
+                let title = format!("[{}] {done}", d.tier.as_str().to_uppercase());
+                self.tell_success(d, title, &beside_title(&done, &detail))
+                    .await;
                 Outcome::done(detail)
             }
             ExecOutcome::Failed(_) => {
@@ -778,6 +779,20 @@ impl Responder {
             }
         }
     }
+}
+
+/// An outcome's detail without the words its title already says (a dry
+/// run's line starts with them): what is left, e.g. "no executor
+/// configured" or the command it would run.
+fn beside_title(title_words: &str, detail: &str) -> String {
+    let Some(rest) = detail.strip_prefix(title_words) else {
+        return detail.to_owned();
+    };
+    let rest = rest.trim_start_matches(':').trim();
+    rest.strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or(rest)
+        .to_owned()
 }
 
 /// What a decision is about, for a message title: its instance, else its
