@@ -152,6 +152,19 @@ impl Message {
         s
     }
 
+    /// A digest's title for `total` messages, of which `parts` are known:
+    /// a page keeps its PAGE header (whoever is paged must see a page, not
+    /// "2 updates").
+    pub fn digest_title(parts: &[Message], total: usize) -> String {
+        match parts.iter().find(|m| m.kind == Kind::Page) {
+            Some(page) if total > 1 => {
+                format!("{} (+{} more updates)", page.title, total - 1)
+            }
+            Some(page) => page.title.clone(),
+            None => format!("ripcord: {total} updates"),
+        }
+    }
+
     /// Merges messages held back by a rate limit into one digest. Each part
     /// keeps its title, its first line (a withdrawal or refusal is said
     /// there) and its links, labelled with their incident so that a
@@ -204,7 +217,7 @@ impl Message {
         }
         Message {
             kind: Kind::Digest,
-            title: format!("ripcord: {} updates", parts.len()),
+            title: Message::digest_title(parts, parts.len()),
             body: body.trim_end().to_owned(),
             tier,
             severity: worst,
@@ -426,6 +439,20 @@ mod tests {
         // One incident's links keep their plain labels.
         let one = Message::digest(&[approval("inc-1"), parts[4].clone()]);
         assert_eq!(one.links[0].label, "Approve rollback");
+    }
+
+    #[test]
+    fn a_digest_with_a_page_keeps_the_page_header() {
+        let mut page = approval("inc-000000000001");
+        page.kind = Kind::Page;
+        page.title = "[HIGH/severe] PAGE payments/i-pay-2: http-5xx".into();
+        let d = Message::digest(&[approval("inc-000000000002"), page]);
+        assert_eq!(
+            d.title,
+            "[HIGH/severe] PAGE payments/i-pay-2: http-5xx (+1 more updates)"
+        );
+        let plain = Message::digest(&[approval("inc-000000000002"), approval("inc-000000000003")]);
+        assert_eq!(plain.title, "ripcord: 2 updates");
     }
 
     #[test]

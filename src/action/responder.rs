@@ -322,18 +322,20 @@ impl Responder {
                     160,
                 );
                 message.body.push_str(&format!(
-                    "\nChoose the blast radius, then approve before {expires}:\
+                    "\nChoose the blast radius, then approve {}:\
                      \n  - the {} breaching instance{} ({names}): ripcord approve {id} --by <you>\
                      \n  - the whole batch ({whole} instance{}): ripcord approve {id} --by <you> --scope batch\
                      \n  - chosen instances: on the approve page, or --scope i-1,i-2\
                      \n  (or reject / ack)",
+                    crate::time::deadline_words(now, expires),
                     breaching.len(),
                     if breaching.len() == 1 { "" } else { "s" },
                     if whole == 1 { "" } else { "s" },
                 ));
             }
             None => message.body.push_str(&format!(
-                "\nConfirm the blast radius, then approve before {expires}:\n  ripcord approve {id} --by <you>   (or reject / ack)"
+                "\nConfirm the blast radius, then approve {}:\n  ripcord approve {id} --by <you>   (or reject / ack)",
+                crate::time::deadline_words(now, expires)
             )),
         }
         let channels = self.cfg.route(d.tier).approve.clone();
