@@ -27,17 +27,8 @@ fn client() -> reqwest::blocking::Client {
 /// `ripcord ARGS --config ripcord.yaml --state state.db` in `dir`: (exit
 /// code, stdout, stderr).
 fn cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(ripcord_bin())
-        .args(args)
-        .args(["--config", "ripcord.yaml", "--state", "state.db"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let all = [args, &["--config", "ripcord.yaml", "--state", "state.db"]].concat();
+    support::ripcord_in(dir, &all)
 }
 
 fn post(r: &Responder, path: &str, body: &Value) -> reqwest::blocking::Response {
