@@ -426,6 +426,14 @@ async fn link_act(
             );
         }
     };
+    // Done: back to the link's own page (post/redirect/get), which now
+    // says what was done, what happened since and where the incident is;
+    // reloading it acts on nothing.
+    let own = format!(
+        "/l/{}/{verb}/{expires}/{}",
+        crate::console::pages::seg(&id),
+        crate::console::pages::seg(&sig)
+    );
     match perform(
         &api,
         id,
@@ -439,11 +447,7 @@ async fn link_act(
     )
     .await
     {
-        Ok(done) => page(
-            StatusCode::OK,
-            &format!("{}: {}", done.incident, done.result),
-            &format!("<p>{}</p>", crate::text::html(&done.detail)),
-        ),
+        Ok(_) => axum::response::Redirect::to(&own).into_response(),
         Err(e) => page(
             status_of(&e),
             "not done",

@@ -162,6 +162,9 @@ pub async fn run(
 
     // Kafka: configured brokers, the embedded one, or none at all.
     let _embedded;
+    // Where Kafka clients connect, as the banner says (the embedded
+    // broker's own address is only ripcord's).
+    let mut bootstrap = None;
     let brokers = match &cfg.kafka.brokers {
         _ if !cfg.kafka.enabled => {
             say("kafka: disabled; events come over HTTP only");
@@ -190,6 +193,7 @@ pub async fn run(
                 cfg.kafka.topics.join(",")
             ));
             let direct = broker.direct.clone();
+            bootstrap = Some(broker.listen.to_string());
             _embedded = broker;
             direct
         }
@@ -525,7 +529,8 @@ pub async fn run(
             topic: cfg.kafka.topics[0].clone(),
         });
     }
-    tracing::info!(http = %http_addr, brokers = %brokers, "ripcord running");
+    let bootstrap = bootstrap.unwrap_or_else(|| brokers.clone());
+    tracing::info!(http = %http_addr, brokers = %bootstrap, "ripcord running");
 
     tokio::select! {
         _ = shutdown => {}

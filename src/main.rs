@@ -228,8 +228,9 @@ enum SilenceCmd {
         /// notify: mute messages only (actions still run); all: actions too.
         #[arg(long, default_value = "notify", value_parser = ["notify", "all"])]
         scope: String,
-        #[arg(long, env = "USER")]
-        by: String,
+        /// Who silences (default: $USER, else the login name).
+        #[arg(long)]
+        by: Option<String>,
         #[arg(long)]
         comment: String,
         #[command(flatten)]
@@ -247,8 +248,9 @@ enum SilenceCmd {
     /// End a silence now.
     Expire {
         id: String,
-        #[arg(long, env = "USER")]
-        by: String,
+        /// Who expires it (default: $USER, else the login name).
+        #[arg(long)]
+        by: Option<String>,
         #[command(flatten)]
         at: JournalArgs,
     },
@@ -450,6 +452,11 @@ fn load(
         errs.extend(e);
         Vec::new()
     });
+    errs.extend(ripcord::action::executor::placeholders::check(
+        &cfg.actions,
+        files.iter().flat_map(|f| &f.rules),
+        cfg.engine.grouping.as_ref(),
+    ));
     errs.into_result((cfg, files))
 }
 
@@ -555,12 +562,32 @@ fn test(config: Option<&Path>, rules_dir: Option<&Path>, strict: bool) -> Result
 /// Opens the journal the config (or `--state`) names: the PostgreSQL one
 /// of `journal.url`, else the SQLite file, which must exist.
 fn open_journal(at: &JournalArgs) -> Result<(Config, Box<dyn Journal>)> {
-    let cfg = match Config::load(at.config.as_deref()) {
+    open_journal_for(at, false)
+}
+
+/// [`open_journal`] for a command that may act (`resume` runs an
+/// executor): every secret must resolve. Commands that only read or
+/// write the journal never need a channel's secret.
+fn open_journal_for(at: &JournalArgs, acts: bool) -> Result<(Config, Box<dyn Journal>)> {
+    let (loaded, unresolved) = if acts {
+        (Config::load(at.config.as_deref()), Vec::new())
+    } else {
+        ripcord::config::secret::with_unresolved_allowed(|| Config::load(at.config.as_deref()))
+    };
+    let cfg = match loaded {
         Ok(c) => c,
         Err(errs) => anyhow::bail!("{errs}"),
     };
     let clock: Arc<dyn ripcord::time::Clock> = Arc::new(ripcord::time::SystemClock);
     if let (Some(url), None) = (&cfg.journal.url, &at.state) {
+        if url.is_unresolved() {
+            // The one secret a reading command needs.
+            let why = unresolved.iter().find(|w| w.contains("journal: url"));
+            anyhow::bail!(
+                "{}",
+                why.map_or("journal.url cannot be read", String::as_str)
+            );
+        }
         let j = ripcord::journal::PgJournal::connect(url, cfg.journal.ca_file.as_deref(), clock)?;
         return Ok((cfg, Box::new(j)));
     }
@@ -615,17 +642,21 @@ fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
                     )
                 }
             };
+            let (cfg, mut j) = open_journal(&at)?;
+            let seen = seen_label_names(&cfg, &*j)?;
+            for w in sil::unseen_label_warnings(&matchers, seen.iter().map(String::as_str)) {
+                eprintln!("warning: {w}");
+            }
             let post = PostableSilence {
                 id: None,
                 matchers,
                 starts_at: starts.to_string(),
                 ends_at,
                 until: until_batch,
-                created_by: by,
+                created_by: who(by)?,
                 comment,
                 scope: Scope::parse(&scope).unwrap_or_default(),
             };
-            let (cfg, mut j) = open_journal(&at)?;
             // The silences in force, to count the new one's bytes against
             // limits.silences_bytes as a running responder would.
             let guard = sil::Guard::new(
@@ -657,12 +688,53 @@ fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
             }
         }
         SilenceCmd::Expire { id, by, at } => {
+            let by = who(by)?;
             let (_, mut j) = open_journal(&at)?;
             let s = sil::expire(&mut *j, &id, &by, now)?;
             eprintln!("silence {} expired by {by}", s.id);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who runs the command: `--by`, else `$USER`, else `$LOGNAME`, else the
+/// login name of the process's user (a container often sets no `$USER`).
+fn who(by: Option<String>) -> Result<String> {
+    let named = by
+        .into_iter()
+        .chain(["USER", "LOGNAME"].map(|v| std::env::var(v).unwrap_or_default()))
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty());
+    if let Some(n) = named {
+        return Ok(n);
+    }
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) if !u.name.is_empty() => Ok(u.name),
+        _ => anyhow::bail!("who are you? give --by NAME (no $USER, and uid {uid} has no name)"),
+    }
+}
+
+/// Every label name the rules and the journal's incidents use: what a
+/// silence's matcher can sensibly name.
+fn seen_label_names(cfg: &Config, j: &dyn Journal) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    // The rules as `run` would load them; broken rules only lose the hint.
+    if let Ok(files) = rules::load(cfg.rules_dir.as_deref()) {
+        for r in files.iter().flat_map(|f| &f.rules) {
+            names.extend(r.group_by.iter().map(|l| l.to_string()));
+            names.extend(r.matchers.iter().map(|m| m.name.clone()));
+        }
+    }
+    if let Some(g) = &cfg.engine.grouping {
+        names.extend([g.service_label.to_string(), g.batch_label.to_string()]);
+    }
+    for i in j.incidents(None)? {
+        if let Some(o) = i.labels.as_object() {
+            names.extend(o.keys().cloned());
+        }
+    }
+    Ok(names)
 }
 
 fn now_ts() -> ripcord::time::Ts {
@@ -825,15 +897,18 @@ fn show(id: &str, at: &JournalArgs) -> Result<ExitCode> {
         )?;
     }
     if let Some(e) = j.escalation(id)? {
-        writeln!(
-            out,
-            "paging: {} (next step {}{})",
-            e.state,
-            e.step + 1,
-            e.acked_by
-                .map(|b| format!(", acked by {b}"))
-                .unwrap_or_default()
-        )?;
+        // A next step only while paging runs; `step` counts the steps sent.
+        let sent = format!(
+            "{} {} sent",
+            e.step,
+            plural(e.step as usize, "step", "steps")
+        );
+        let line = match (e.state.as_str(), &e.acked_by) {
+            ("active", _) => format!("active ({sent}; next: step {})", e.step + 1),
+            (_, Some(by)) => format!("acknowledged by {by} ({sent})"),
+            (state, None) => format!("{state} ({sent})"),
+        };
+        writeln!(out, "paging: {line}")?;
     }
     writeln!(out, "actions:")?;
     for a in j.actions_of(id)? {
@@ -892,7 +967,7 @@ fn verdict(v: VerdictArgs, verdict: Option<Verdict>) -> Result<ExitCode> {
 }
 
 fn resume(service: &str, by: &str, at: &JournalArgs) -> Result<ExitCode> {
-    let (cfg, j) = open_journal(at)?;
+    let (cfg, j) = open_journal_for(at, true)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -912,7 +987,10 @@ fn resume(service: &str, by: &str, at: &JournalArgs) -> Result<ExitCode> {
 }
 
 fn gate(args: &GateArgs) -> Result<ExitCode> {
-    let cfg = match Config::load(args.config.as_deref()) {
+    // Only asks a running ripcord: no channel secret is needed.
+    let (loaded, _) =
+        ripcord::config::secret::with_unresolved_allowed(|| Config::load(args.config.as_deref()));
+    let cfg = match loaded {
         Ok(c) => c,
         Err(errs) => return Ok(report(&errs)),
     };
@@ -965,7 +1043,10 @@ fn gate(args: &GateArgs) -> Result<ExitCode> {
         let waited_out = args
             .timeout
             .is_some_and(|t| started.elapsed() >= t.to_std());
-        if decision == "hold" && args.wait && !waited_out {
+        // A name ripcord has never seen (a typo in the pipeline) never
+        // turns into go: say so and stop, even with --wait.
+        let unknown = answer["known_service"] == serde_json::Value::Bool(false);
+        if decision == "hold" && args.wait && !waited_out && !unknown {
             eprintln!(
                 "ripcord gate: {}: hold ({}); asking again in {}",
                 args.service,
@@ -984,6 +1065,7 @@ fn gate(args: &GateArgs) -> Result<ExitCode> {
             }
         }
         return Ok(ExitCode::from(match decision.as_str() {
+            _ if unknown => 3,
             "go" => 0,
             "nogo" => 1,
             "hold" => 2,
@@ -998,7 +1080,7 @@ fn demo() -> Result<ExitCode> {
         Err(errs) => return Ok(report(&errs)),
     };
     init_logging(&ripcord::config::LogConfig {
-        level: "warn".into(),
+        level: Some("warn".into()),
         ..Default::default()
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1038,7 +1120,7 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
         );
     }
     init_logging(&ripcord::config::LogConfig {
-        level: "warn".into(),
+        level: Some("warn".into()),
         ..cfg.log.clone()
     });
     let opts = DrillOptions {
@@ -1108,7 +1190,7 @@ fn mock_broker(topics: &[String], partitions: i32) -> Result<ExitCode> {
 
 fn init_logging(cfg: &ripcord::config::LogConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.filter()));
     use std::io::IsTerminal;
     // Through a pipe of its own: a stderr nobody reads never stops ripcord.
     let builder = tracing_subscriber::fmt()

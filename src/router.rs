@@ -117,7 +117,10 @@ async fn require_token(State(intake): State<Arc<Intake>>, req: Request, next: Ne
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t);
         if !given.is_some_and(|g| token.matches(g.trim().as_bytes())) {
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: send the header `Authorization: Bearer <http.token>`",
+            );
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"ripcord\""),

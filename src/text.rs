@@ -51,14 +51,24 @@ pub fn markdown(s: &str) -> String {
     let trimmed = line.trim_start();
     let lead = line.len() - trimmed.len();
     out.push_str(&line[..lead]);
-    let starts_block = trimmed.starts_with(['#', '>', '-', '+'])
-        || trimmed
-            .split_once('.')
-            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if starts_block {
+    if trimmed.starts_with(['#', '>', '-', '+']) {
         out.push('\\');
     }
+    // `1. first` would start a numbered list: its dot is escaped (`1\.`);
+    // `1.1s` starts none and stays as it is.
+    let digits = trimmed.bytes().take_while(u8::is_ascii_digit).count();
     let mut rest = trimmed;
+    if digits > 0
+        && trimmed[digits..].starts_with('.')
+        && trimmed[digits + 1..]
+            .chars()
+            .next()
+            .is_none_or(char::is_whitespace)
+    {
+        out.push_str(&trimmed[..digits]);
+        out.push_str("\\.");
+        rest = &trimmed[digits + 1..];
+    }
     while let Some(c) = rest.chars().next() {
         if rest.starts_with("://") {
             out.push_str(":\u{200B}//");
@@ -227,7 +237,8 @@ mod tests {
             "\\[click\\]\\(http:\u{200B}//evil.example\\) @\u{200B}13800000000 \\<@\u{200B}all\\>"
         );
         assert_eq!(markdown("# huge"), "\\# huge");
-        assert_eq!(markdown("1. first"), "\\1. first");
+        assert_eq!(markdown("1. first"), "1\\. first");
+        assert_eq!(markdown("1.1s"), "1.1s");
         // The newline's visible escape keeps its backslash when rendered.
         assert_eq!(markdown("x\n- [LOW] forged"), "x\\\\u{a}- \\[LOW\\] forged");
         assert_eq!(markdown("http_5xx_ratio"), "http\\_5xx\\_ratio");

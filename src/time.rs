@@ -215,7 +215,14 @@ impl FromStr for Dur {
         if t == "0" {
             return Ok(Dur::ZERO);
         }
-        let sd = jiff::SignedDuration::from_str(t).map_err(|_| TimeError::Duration(truncate(s)))?;
+        // Days (`30d`, `90d`: how reviews are asked for) are 24 hours here:
+        // a span of time, never a calendar date.
+        let sd = jiff::SignedDuration::from_str(t)
+            .or_else(|_| {
+                jiff::Span::from_str(t)
+                    .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+            })
+            .map_err(|_| TimeError::Duration(truncate(s)))?;
         let ms = sd.as_millis();
         if ms < 0 || ms > i128::from(i32::MAX) * 1000 {
             return Err(TimeError::Duration(truncate(s)));
@@ -277,8 +284,29 @@ pub enum TimeError {
     Rfc3339(String),
     #[error("timestamp {0} ms is outside 1970..9999")]
     OutOfRange(i64),
-    #[error("`{0}` is not a duration (e.g. 30s, 10m, 1h30m)")]
+    #[error("`{0}` is not a duration (e.g. 30s, 10m, 1h30m, 90d)")]
     Duration(String),
+}
+
+/// A deadline as people read it: `within 30 min, by 10:38 UTC` (whole
+/// minutes, rounded up; the day too when it is not `now`'s).
+pub fn deadline_words(now: Ts, at: Ts) -> String {
+    let mins = (at.since(now).millis().max(0) + 59_999) / 60_000;
+    let span = match (mins / 60, mins % 60) {
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    };
+    let (a, b) = (now.to_string(), at.to_string());
+    let clock = b.get(11..16).unwrap_or(&b);
+    if a.get(..10) == b.get(..10) {
+        format!("within {span}, by {clock} UTC")
+    } else {
+        format!(
+            "within {span}, by {} {clock} UTC",
+            b.get(..10).unwrap_or(&b)
+        )
+    }
 }
 
 /// Keeps error messages short when the offending input is huge.
@@ -421,6 +449,24 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_read_as_minutes_and_a_clock() {
+        let now = Ts::parse_rfc3339("2026-11-21T10:08:00.250Z").unwrap();
+        let at = |s: &str| Ts::parse_rfc3339(s).unwrap();
+        assert_eq!(
+            deadline_words(now, at("2026-11-21T10:38:00.250Z")),
+            "within 30 min, by 10:38 UTC"
+        );
+        assert_eq!(
+            deadline_words(now, at("2026-11-21T12:08:30Z")),
+            "within 2 h 1 min, by 12:08 UTC"
+        );
+        assert_eq!(
+            deadline_words(now, at("2026-11-22T01:08:00.250Z")),
+            "within 15 h, by 2026-11-22 01:08 UTC"
+        );
+    }
+
+    #[test]
     fn durations_round_trip() {
         for (s, ms) in [
             ("30s", 30_000),
@@ -428,6 +474,9 @@ mod tests {
             ("1h30m", 5_400_000),
             ("500ms", 500),
             ("0", 0),
+            ("30d", 30 * 86_400_000),
+            ("90d", 90 * 86_400_000),
+            ("1d12h", 129_600_000),
         ] {
             let d: Dur = s.parse().unwrap();
             assert_eq!(d.0, ms, "{s}");

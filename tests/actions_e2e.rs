@@ -371,7 +371,8 @@ fn webhook(alerts: Vec<Value>) -> Value {
     json!({"version": "4", "status": "firing", "receiver": "ripcord", "groupKey": "{}:{}", "alerts": alerts})
 }
 
-/// GET or POST a link: (status, page).
+/// GET or POST a link: (status, page). A POST that acted answers 303 back
+/// to the link's own page (post/redirect/get): followed, as a phone does.
 fn open_link(url: &str, post_by: Option<&str>) -> (u16, String) {
     let c = client();
     let resp = match post_by {
@@ -383,6 +384,11 @@ fn open_link(url: &str, post_by: Option<&str>) -> (u16, String) {
             .send()
             .unwrap(),
     };
+    if resp.status() == 303 {
+        let to = resp.headers()["location"].to_str().unwrap().to_owned();
+        assert!(url.ends_with(&to), "back to the link's own page: {to}");
+        return open_link(url, None);
+    }
     (resp.status().as_u16(), resp.text().unwrap())
 }
 
@@ -506,15 +512,41 @@ fn an_approval_link_shows_a_page_on_get_and_approves_on_post_exactly_once() {
     assert_eq!(approval_state(&r, &id), "awaiting");
     assert_eq!(calls(dir.path()), Vec::<Vec<String>>::new());
 
-    // POST from the page: approved, the rollback runs once.
+    // POST from the page: approved, the rollback runs once. The phone
+    // lands back on the link's page, which now says what was done and
+    // leads to the incident: no button, no "works for", no journal key.
     let (code, page) = open_link(&approve, Some("alice"));
     assert_eq!(code, 200, "{page}");
-    assert!(page.contains("approved"), "{page}");
+    assert!(page.contains("Approved by alice via link"), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/incidents/{id}\"")),
+        "{page}"
+    );
+    for never in ["request_approval", "<form", "<button", "works for"] {
+        assert!(
+            !page.contains(never),
+            "`{never}` on the page after approving:\n{page}"
+        );
+    }
     assert!(
         wait_until(Duration::from_secs(30), || calls_for(dir.path(), "i-ap1")
             >= 1),
         "the rollback never ran:\n{}",
         r.stderr.text()
+    );
+    // Opened again, the used link shows what became of the rollback.
+    assert!(
+        wait_until(Duration::from_secs(10), || open_link(&approve, None)
+            .1
+            .contains("rollback done")),
+        "{}",
+        open_link(&approve, None).1
+    );
+    let (code, page) = open_link(&approve, None);
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        !page.contains("<form") && !page.contains("works for"),
+        "{page}"
     );
     let (code, page) = open_link(&approve, Some("alice"));
     assert_eq!(code, 409, "{page}");
@@ -1251,7 +1283,7 @@ fn a_link_cannot_be_used_from_another_site_and_its_page_is_locked_down() {
         &[("sec-fetch-site", "same-origin"), ("origin", &origin)],
         "by=alice&note=ok%0Aforged+line",
     );
-    assert_eq!(code, 200, "{page}");
+    assert_eq!(code, 303, "back to the link's page: {page}");
     assert_eq!(approval_state(&r, &id), "approved");
     let inc = r.incident(&id);
     assert!(

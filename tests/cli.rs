@@ -518,3 +518,190 @@ tests:
         "{stdout}"
     );
 }
+
+/// A placeholder no decision or message will ever fill is refused by
+/// `check`, with its line and the name it was meant to be: in a webhook
+/// channel's body and an SMS gateway's body, and in an executor's argv,
+/// URL and headers. The same configs with the names spelled right pass.
+#[test]
+fn check_refuses_unknown_placeholders_in_every_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ripcord.yaml");
+    let cfg = config.to_str().unwrap();
+    let channels = "channels:\n\
+                    \x20 hook:\n\
+                    \x20   type: webhook\n\
+                    \x20   url: http://127.0.0.1:9/hook\n\
+                    \x20   body: '{\"text\": \"{titel}\", \"incident\": \"{incident}\"}'\n\
+                    \x20 gateway:\n\
+                    \x20   type: sms\n\
+                    \x20   provider: webhook\n\
+                    \x20   to: [\"+8613800000000\"]\n\
+                    \x20   url: http://127.0.0.1:9/sms\n\
+                    \x20   body: '{\"to\": \"{to}\", \"text\": \"{txt}\"}'\n";
+    let executors = "executors:\n\
+                     \x20 rollback:\n\
+                     \x20   command: {argv: [/bin/sh, \"{instnace}\"]}\n\
+                     \x20   verify: {http: {method: GET, url: \"http://127.0.0.1:9/health/{servce}/{instance}\"}}\n\
+                     \x20 pause_rollout:\n\
+                     \x20   http: {url: \"http://127.0.0.1:9/pause/{service}\", headers: {X-Incident: \"{incdent}\"}}\n";
+    for (yaml, wants) in [
+        (
+            channels,
+            vec![
+                format!(
+                    "{cfg}:5:11: channel `hook`: body: unknown placeholder `{{titel}}`: known: {{title}}, {{body}}, {{text}}, {{tier}}, {{severity}}, {{incident}}, {{kind}}"
+                ),
+                format!(
+                    "{cfg}:11:11: channel `gateway`: body: unknown placeholder `{{txt}}`: did you mean `{{text}}`?"
+                ),
+                "ripcord: 2 errors".to_owned(),
+            ],
+        ),
+        (
+            executors,
+            vec![
+                format!(
+                    "{cfg}:3:31: config: executors: rollback: command: argv: unknown placeholder `{{instnace}}`: did you mean `{{instance}}`?"
+                ),
+                format!(
+                    "{cfg}:4:39: config: executors: rollback: verify: http: url: unknown placeholder `{{servce}}`: did you mean `{{service}}`?"
+                ),
+                format!(
+                    "{cfg}:6:77: config: executors: pause_rollout: http: headers: X-Incident: unknown placeholder `{{incdent}}`: did you mean `{{incident}}`?"
+                ),
+                "ripcord: 3 errors".to_owned(),
+            ],
+        ),
+    ] {
+        std::fs::write(&config, yaml).unwrap();
+        let out = ripcord(&["check", "--config", cfg]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        for want in wants {
+            assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+        }
+        let fixed = yaml
+            .replace("{titel}", "{title}")
+            .replace("{txt}", "{text}")
+            .replace("{instnace}", "{instance}")
+            .replace("{servce}", "{service}")
+            .replace("{incdent}", "{incident}");
+        std::fs::write(&config, fixed).unwrap();
+        let out = ripcord(&["check", "--config", cfg]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
+
+/// An empty journal and a config whose channel secret is not set here.
+fn journal_without_secrets(dir: &std::path::Path) -> (String, String) {
+    let state = dir.join("state.db");
+    drop(ripcord::journal::SqliteJournal::open(&state, false).unwrap());
+    let config = dir.join("ripcord.yaml");
+    std::fs::write(
+        &config,
+        "channels:\n  ops-slack:\n    type: slack\n    webhook: {env: RIPCORD_TEST_UNSET_SLACK_WEBHOOK}\n\
+         routing:\n  low: {notify: [ops-slack]}\n",
+    )
+    .unwrap();
+    (
+        config.to_str().unwrap().to_owned(),
+        state.to_str().unwrap().to_owned(),
+    )
+}
+
+/// `show`, `incidents` (the README's `--since 90d`) and `report` read the
+/// journal; a channel's secret they never use must not stop them.
+#[test]
+fn reading_commands_need_no_channel_secret_and_take_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, state) = journal_without_secrets(dir.path());
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ripcord"))
+            .args(args)
+            .args(["--config", &cfg, "--state", &state])
+            .env_remove("RIPCORD_TEST_UNSET_SLACK_WEBHOOK")
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["incidents"][..],
+        &["incidents", "--since", "90d", "--format", "md"],
+        &["incidents", "--since", "30d", "--format", "csv"],
+        &["silence", "ls"],
+    ] {
+        let out = run(args);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(
+            !err.contains("RIPCORD_TEST_UNSET_SLACK_WEBHOOK"),
+            "{args:?}: {err}"
+        );
+    }
+    let md = text(&run(&["incidents", "--since", "90d", "--format", "md"]).stdout);
+    assert!(md.starts_with("| incident | opened |"), "{md}");
+    // An unknown incident is the error, not the secret.
+    for args in [
+        &["show", "inc-000000000000"][..],
+        &["report", "inc-000000000000"],
+    ] {
+        let err = text(&run(args).stderr);
+        assert!(
+            !err.contains("RIPCORD_TEST_UNSET_SLACK_WEBHOOK"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("inc-000000000000"), "{args:?}: {err}");
+    }
+    // `resume` may run an executor: there the config must be whole.
+    let err = text(&run(&["resume", "web", "--by", "alice"]).stderr);
+    assert!(err.contains("RIPCORD_TEST_UNSET_SLACK_WEBHOOK"), "{err}");
+}
+
+/// `ripcord silence add service=web --for 2h --comment …` (the help's
+/// example) works without `$USER` (a container's shell), and a label name
+/// nothing has ever carried is warned about, with the likely one.
+#[test]
+fn silence_add_needs_no_user_and_warns_about_unseen_label_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, state) = journal_without_secrets(dir.path());
+    let add = |matcher: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ripcord"))
+            .args([
+                "silence",
+                "add",
+                matcher,
+                "--for",
+                "2h",
+                "--comment",
+                "kernel patch",
+            ])
+            .args(["--config", &cfg, "--state", &state])
+            .env("USER", "")
+            .env_remove("LOGNAME")
+            .output()
+            .unwrap()
+    };
+    let out = add("service=web");
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let out = add("servce=web");
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "a warning, not an error: {err}");
+    assert!(
+        err.contains("warning: no rule or incident has ever used a label named `servce`: this matcher may never match; did you mean `service`?"),
+        "{err}"
+    );
+    let ls = Command::new(env!("CARGO_BIN_EXE_ripcord"))
+        .args([
+            "silence", "ls", "--json", "--config", &cfg, "--state", &state,
+        ])
+        .output()
+        .unwrap();
+    let silences: Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let by = silences[0]["createdBy"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!by.is_empty(), "{silences}");
+}

@@ -376,9 +376,14 @@ fn a_promotion_binds_to_its_revision_and_needs_the_token() {
     // The next batch is not promoted by batch 3's promotion.
     let (code, out, _) = ripcord_gate(&r, &["pay", "--revision", "A", "--batch", "4"]);
     assert_eq!(code, 2, "{out}");
-    // A hostile service name stays one path segment.
-    let (code, _, err) = ripcord_gate(&r, &["../../healthz"]);
-    assert_eq!(code, 2, "{err}");
+    // A hostile service name stays one path segment: the gate itself
+    // answers, about a service it has never seen (exit 3).
+    let (code, out, err) = ripcord_gate(&r, &["../../healthz"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("ripcord has never seen a service named `../../healthz`"),
+        "{out}{err}"
+    );
 }
 
 /// A shipped manifest as JSON (through ripcord's own YAML reader).

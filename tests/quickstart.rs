@@ -94,6 +94,20 @@ fn the_readme_quick_start_pastes_and_shows_decisions_and_their_effects() {
             stderr.text()
         );
     }
+    // stderr reads as the README shows it: ripcord's own lines and the
+    // stand-ins' effects, no routine log lines, nothing said twice.
+    let log = stderr.text();
+    assert!(!log.contains(" INFO "), "{log}");
+    for l in stderr.all() {
+        assert!(
+            l.matches("would roll back").count() <= 1,
+            "said twice: {l}\n{log}"
+        );
+        assert!(
+            !l.starts_with("  | dry run: would roll back"),
+            "the title again: {l}\n{log}"
+        );
+    }
     for l in stdout.all() {
         assert!(!l.starts_with('{'), "pretty output, not JSON: {l}");
         assert!(l.contains(" LOW "), "{l}");

@@ -6,12 +6,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Responder, ripcord_bin, wait_until};
+use support::{Responder, wait_until};
 
 fn post_events(r: &Responder, events: &[Value]) {
     let body: String = events.iter().map(|e| format!("{e}\n")).collect();
@@ -25,16 +24,7 @@ fn post_events(r: &Responder, events: &[Value]) {
 }
 
 fn ripcord(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(ripcord_bin())
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::ripcord_in(dir, args)
 }
 
 fn at(t: i64) -> String {

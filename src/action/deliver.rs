@@ -545,14 +545,16 @@ fn incidents_of(d: &Delivery) -> Vec<String> {
 /// One delivery for many: a digest message whose outcome answers them all.
 fn merge(batch: Vec<Delivery>) -> Delivery {
     let mut parts: Vec<Message> = batch.iter().map(|d| d.message.clone()).collect();
-    let extra = parts.len().saturating_sub(DIGEST_PARTS);
+    let all = parts.len();
+    let title = Message::digest_title(&parts, all);
+    let extra = all.saturating_sub(DIGEST_PARTS);
     parts.truncate(DIGEST_PARTS);
     let mut message = Message::digest(&parts);
     if extra > 0 {
         message
             .body
             .push_str(&format!("\n… and {extra} more (see `ripcord incidents`)"));
-        message.title = format!("ripcord: {} updates", parts.len() + extra);
+        message.title = title;
     }
     let fallback = batch.iter().find_map(|d| d.fallback.clone());
     let mut incidents: Vec<String> = batch.iter().flat_map(incidents_of).collect();

@@ -152,6 +152,19 @@ impl Message {
         s
     }
 
+    /// A digest's title for `total` messages, of which `parts` are known:
+    /// a page keeps its PAGE header (whoever is paged must see a page, not
+    /// "2 updates").
+    pub fn digest_title(parts: &[Message], total: usize) -> String {
+        match parts.iter().find(|m| m.kind == Kind::Page) {
+            Some(page) if total > 1 => {
+                format!("{} (+{} more updates)", page.title, total - 1)
+            }
+            Some(page) => page.title.clone(),
+            None => format!("ripcord: {total} updates"),
+        }
+    }
+
     /// Merges messages held back by a rate limit into one digest. Each part
     /// keeps its title, its first line (a withdrawal or refusal is said
     /// there) and its links, labelled with their incident so that a
@@ -204,7 +217,7 @@ impl Message {
         }
         Message {
             kind: Kind::Digest,
-            title: format!("ripcord: {} updates", parts.len()),
+            title: Message::digest_title(parts, parts.len()),
             body: body.trim_end().to_owned(),
             tier,
             severity: worst,
@@ -265,6 +278,49 @@ fn short_fact(d: &Decision) -> String {
         _ => d.rule.to_string(),
     }
 }
+
+/// The first thing whoever is paged or asked about a high-risk incident
+/// must read: what became of its rollout's pause (`actions`: the
+/// incident's actions as the journal has them); `None` when the incident
+/// pauses no rollout.
+pub fn rollout_line(actions: &[crate::journal::ActionRow]) -> Option<String> {
+    use crate::journal::ActionState;
+    let pause = actions
+        .iter()
+        .filter(|a| a.action == Action::PauseRollout)
+        .max_by_key(|a| a.decision.at)?;
+    let service = pause
+        .decision
+        .label("service")
+        .map_or_else(|| "the service".to_owned(), |s| one_line(s).into_owned());
+    Some(match pause.state {
+        ActionState::Done => {
+            format!("Rollout of {service} paused: no next batch until a human resumes it.")
+        }
+        ActionState::Failed | ActionState::Unknown => {
+            format!("Pausing the rollout of {service} FAILED: stop it by hand.")
+        }
+        ActionState::Skipped => format!(
+            "The rollout of {service} was NOT paused ({}).",
+            one_line(pause.detail.as_deref().unwrap_or("skipped"))
+        ),
+        _ => format!("Pausing the rollout of {service} now."),
+    })
+}
+
+/// Whether the incident's rollout pause is still under way (recorded or
+/// running): a page or an approval request waits a little for it, so that
+/// its first line can say the rollout is paused.
+pub fn pause_under_way(actions: &[crate::journal::ActionRow]) -> bool {
+    use crate::journal::ActionState;
+    actions.iter().any(|a| {
+        a.action == Action::PauseRollout
+            && matches!(a.state, ActionState::Pending | ActionState::Running)
+    })
+}
+
+/// How long a page or an approval request waits for the pause to land.
+pub const PAUSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What ripcord does for an action, in words for people.
 pub fn doing(a: Action) -> &'static str {
@@ -383,6 +439,20 @@ mod tests {
         // One incident's links keep their plain labels.
         let one = Message::digest(&[approval("inc-1"), parts[4].clone()]);
         assert_eq!(one.links[0].label, "Approve rollback");
+    }
+
+    #[test]
+    fn a_digest_with_a_page_keeps_the_page_header() {
+        let mut page = approval("inc-000000000001");
+        page.kind = Kind::Page;
+        page.title = "[HIGH/severe] PAGE payments/i-pay-2: http-5xx".into();
+        let d = Message::digest(&[approval("inc-000000000002"), page]);
+        assert_eq!(
+            d.title,
+            "[HIGH/severe] PAGE payments/i-pay-2: http-5xx (+1 more updates)"
+        );
+        let plain = Message::digest(&[approval("inc-000000000002"), approval("inc-000000000003")]);
+        assert_eq!(plain.title, "ripcord: 2 updates");
     }
 
     #[test]

@@ -187,6 +187,24 @@ pub async fn with_journal<T: Send + 'static>(
     .unwrap_or_else(|e| Err(JournalError::Corrupt(format!("journal task failed: {e}"))))
 }
 
+/// The incident's actions once its rollout pause (if any) has landed, or
+/// [`message::PAUSE_WAIT`] passed: a high-risk page or approval request
+/// must first say whether the rollout is paused.
+pub async fn actions_after_pause(
+    journal: &SharedJournal,
+    incident: &str,
+) -> Result<Vec<ActionRow>, JournalError> {
+    let deadline = tokio::time::Instant::now() + message::PAUSE_WAIT;
+    loop {
+        let id = incident.to_owned();
+        let actions = with_journal(journal, move |j| j.actions_of(&id)).await?;
+        if !message::pause_under_way(&actions) || tokio::time::Instant::now() >= deadline {
+            return Ok(actions);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub struct Dispatcher {
     pub journal: SharedJournal,
     /// The executor lane's own connection: its claims and outcomes never

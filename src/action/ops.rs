@@ -250,14 +250,21 @@ pub fn decide(
                             "rollback of {} released; it starts within seconds",
                             s.describe()
                         ),
+                        // Said in the incident's terms: the journal key
+                        // means nothing to whoever approved.
                         None => format!(
-                            "rollback released ({}); it starts within seconds",
-                            rollback_keys[0]
+                            "rollback of {} released; it starts within seconds",
+                            row.labels
+                                .get("instance")
+                                .and_then(|v| v.as_str())
+                                .map_or_else(
+                                    || "the incident's instance".to_owned(),
+                                    str::to_owned
+                                )
                         ),
                     };
-                    for (action, key) in release_with_rollback(j, incident, &request_key, by, now)?
-                    {
-                        detail.push_str(&format!("; {action} released beside it ({key})"));
+                    for (action, _) in release_with_rollback(j, incident, &request_key, by, now)? {
+                        detail.push_str(&format!("; {action} released beside it"));
                     }
                     detail
                 },
@@ -319,10 +326,31 @@ pub(crate) fn release_with_rollback(
     Ok(out)
 }
 
-/// Acknowledges the incident: stops its paging.
+/// The journal line that says who acknowledged the incident first, as
+/// "acknowledged by NAME", with its time; `None` while nobody has.
+pub fn acknowledged(lines: &[crate::journal::TimelineEntry]) -> Option<(String, Ts)> {
+    lines.iter().find_map(|t| {
+        let who = t
+            .message
+            .strip_prefix("paging stopped: acked by ")
+            .or_else(|| t.message.strip_prefix("acknowledged by "))?;
+        Some((format!("acknowledged by {who}"), t.at))
+    })
+}
+
+/// Acknowledges the incident: stops its paging. Once only: a second
+/// acknowledgement (a double click, a second person) changes nothing and
+/// says who was first.
 pub fn ack(j: &mut dyn Journal, incident: &str, by: &str, now: Ts) -> Result<Done, OpError> {
     let by = who(by)?;
     known(j, incident)?;
+    if let Some((first, at)) = acknowledged(&j.timeline(incident)?) {
+        return Ok(Done {
+            incident: incident.to_owned(),
+            result: "already acknowledged".into(),
+            detail: format!("already {first} at {at}"),
+        });
+    }
     let stopped = j.stop_escalation(incident, "acked", Some(by), now)?;
     if !stopped {
         j.add_timeline(

@@ -308,6 +308,12 @@ impl Responder {
             .map(|l| l.links(&id, verbs, now))
             .unwrap_or_default();
         let mut message = Message::for_decision(d, links);
+        let actions = super::actions_after_pause(&self.journal, &id)
+            .await
+            .unwrap_or_default();
+        if let Some(line) = super::message::rollout_line(&actions) {
+            message.body.insert_str(0, &format!("{line}\n"));
+        }
         match &d.batch {
             Some(b) => {
                 let breaching = b.breaching_targets();
@@ -317,18 +323,20 @@ impl Responder {
                     160,
                 );
                 message.body.push_str(&format!(
-                    "\nChoose the blast radius, then approve before {expires}:\
+                    "\nChoose the blast radius, then approve {}:\
                      \n  - the {} breaching instance{} ({names}): ripcord approve {id} --by <you>\
                      \n  - the whole batch ({whole} instance{}): ripcord approve {id} --by <you> --scope batch\
                      \n  - chosen instances: on the approve page, or --scope i-1,i-2\
                      \n  (or reject / ack)",
+                    crate::time::deadline_words(now, expires),
                     breaching.len(),
                     if breaching.len() == 1 { "" } else { "s" },
                     if whole == 1 { "" } else { "s" },
                 ));
             }
             None => message.body.push_str(&format!(
-                "\nConfirm the blast radius, then approve before {expires}:\n  ripcord approve {id} --by <you>   (or reject / ack)"
+                "\nConfirm the blast radius, then approve {}:\n  ripcord approve {id} --by <you>   (or reject / ack)",
+                crate::time::deadline_words(now, expires)
             )),
         }
         let channels = self.cfg.route(d.tier).approve.clone();
@@ -511,9 +519,8 @@ impl Responder {
                     self.tell_batch_rolled_back(d, executor.is_dry_run()).await;
                     return Outcome::done(detail);
                 }
-                let title = format!(
-                    "[{}] {} {}",
-                    d.tier.as_str().to_uppercase(),
+                let done = format!(
+                    "{} {}",
                     if executor.is_dry_run() {
                         "dry run: would roll back"
                     } else {
@@ -521,7 +528,9 @@ impl Responder {
                     },
                     subject(d)
                 );
-                self.tell_success(d, title, &detail).await;
+                let title = format!("[{}] {done}", d.tier.as_str().to_uppercase());
+                self.tell_success(d, title, &beside_title(&done, &detail))
+                    .await;
                 Outcome::done(detail)
             }
             ExecOutcome::Failed(_) => {
@@ -773,6 +782,20 @@ impl Responder {
             }
         }
     }
+}
+
+/// An outcome's detail without the words its title already says (a dry
+/// run's line starts with them): what is left, e.g. "no executor
+/// configured" or the command it would run.
+fn beside_title(title_words: &str, detail: &str) -> String {
+    let Some(rest) = detail.strip_prefix(title_words) else {
+        return detail.to_owned();
+    };
+    let rest = rest.trim_start_matches(':').trim();
+    rest.strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or(rest)
+        .to_owned()
 }
 
 /// What a decision is about, for a message title: its instance, else its

@@ -202,7 +202,11 @@ impl Scheduler {
                     step as u32 + 1,
                 );
             }
-            let message = self.page_message(&e, incident.as_ref(), step, steps.len());
+            let mut message = self.page_message(&e, incident.as_ref(), step, steps.len());
+            let actions = super::actions_after_pause(&self.journal, &id).await?;
+            if let Some(line) = super::message::rollout_line(&actions) {
+                message.body.insert_str(0, &format!("{line}\n"));
+            }
             let fallback = self.cfg.route(e.tier).fallback.as_deref();
             let delivery = self.deliverer.send_all(&s.channels, &message, fallback);
             tokio::pin!(delivery);

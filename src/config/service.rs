@@ -229,15 +229,30 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub format: LogFormat,
-    /// A tracing filter, e.g. `info` or `ripcord=debug,rdkafka=warn`.
-    pub level: String,
+    /// A tracing filter, e.g. `info` or `ripcord=debug,rdkafka=warn`;
+    /// `None`: by format (see [`LogConfig::filter`]).
+    pub level: Option<String>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: LogFormat::Text,
-            level: "info".into(),
+            level: None,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The filter in force: the configured one, else `warn` for text (a
+    /// person at a terminal reads ripcord's own lines: what it listens
+    /// on, when it is ready, what the stand-ins did) and `info` for JSON
+    /// (a log pipeline keeps everything).
+    pub fn filter(&self) -> &str {
+        match (&self.level, self.format) {
+            (Some(l), _) => l,
+            (None, LogFormat::Text) => "warn",
+            (None, LogFormat::Json) => "info",
         }
     }
 }
@@ -599,7 +614,7 @@ pub(super) fn read_log(mut m: MapReader<'_>, l: &mut LogConfig, errs: &mut Error
                 format!("`{level}` is not a log filter (e.g. info, ripcord=debug,warn): {e}"),
             );
         }
-        l.level = level.to_owned();
+        l.level = Some(level.to_owned());
     }
     m.finish(errs);
 }

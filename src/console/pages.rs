@@ -975,6 +975,9 @@ pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -
         return o;
     };
     let i = &r.incident;
+    if let Some(done) = used(r, verb, now) {
+        return used_page(r, verb, &done);
+    }
     let _ = write!(
         o,
         "<p class=\"big\"><span class=\"badge tier-{tier}\">{tier}</span> <span class=\"badge sev-{sev}\">{sev}</span> <b>{target}</b></p>\
@@ -1069,6 +1072,67 @@ pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -
         button.1, button.0
     );
     o
+}
+
+/// What was already done with what the link does (approved by…,
+/// acknowledged by…), with its time: then the link can do nothing more.
+fn used(r: &Review, verb: Verb, now: Ts) -> Option<(String, Ts)> {
+    match verb {
+        Verb::Ack => crate::action::ops::acknowledged(&r.journal),
+        Verb::Approve | Verb::ApproveBatch | Verb::Reject => r
+            .approval
+            .as_ref()
+            .filter(|a| a.state != "awaiting")
+            .map(|a| (approval_state(a, now), a.decided_at.unwrap_or(now))),
+    }
+}
+
+/// The link's page once it can act no more (it is where the link sends
+/// the phone after its POST): what was done, what happened since, and the
+/// way to the incident; no button.
+fn used_page(r: &Review, verb: Verb, (done, at): &(String, Ts)) -> String {
+    let i = &r.incident;
+    let title = match verb {
+        Verb::Ack => "Page acknowledged",
+        _ => "Rollback decided",
+    };
+    let mut o = format!(
+        "<h1>{title}</h1><p class=\"big\"><span class=\"badge tier-{tier}\">{tier}</span> <span class=\"badge sev-{sev}\">{sev}</span> <b>{target}</b></p>\
+         <p class=\"done\">{}.</p>",
+        esc(&upper_first(done)),
+        tier = esc(&i.tier),
+        sev = esc(&i.severity),
+        target = esc(&target(i)),
+    );
+    let since: Vec<_> = r.timeline.iter().filter(|m| m.at >= *at).collect();
+    if since.is_empty() {
+        o.push_str(match verb {
+            Verb::Approve | Verb::ApproveBatch if done.starts_with("approved") => {
+                "<p class=\"outcome\">The rollback starts within seconds: reload this page to see how it went.</p>"
+            }
+            _ => "<p class=\"outcome\">Nothing has happened since.</p>",
+        });
+    } else {
+        o.push_str("<h2>Since then</h2><ul class=\"outcome\">");
+        for m in since {
+            let _ = write!(o, "<li>{}: {}</li>", clock(m.at), esc(&m.what));
+        }
+        o.push_str("</ul>");
+    }
+    let _ = write!(
+        o,
+        "<p>The incident is {}. <a href=\"/incidents/{}\">Open the incident</a></p>",
+        esc(&i.state),
+        seg(&i.id)
+    );
+    o
+}
+
+fn upper_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// An upgrade on the rollouts page: its gate, what its orchestrator last

@@ -361,6 +361,10 @@ pub struct Answer {
     pub paused: bool,
     pub promoted_by: Option<String>,
     pub evaluated_at: Ts,
+    /// False when ripcord knows nothing of the service (no tier, progress,
+    /// rollout, incident, promotion or sample): most likely a misspelled
+    /// name, which no amount of waiting will turn into an answer.
+    pub known_service: bool,
 }
 
 fn pct(r: f64) -> String {
@@ -625,6 +629,21 @@ pub fn evaluate(
         );
     }
 
+    let known_service = facts.tier.is_some()
+        || upgrade.is_some()
+        || facts.rollout.is_some()
+        || !facts.incidents.is_empty()
+        || !facts.promotions.is_empty()
+        || !facts.tally.is_empty();
+    if !known_service {
+        nogo.clear();
+        soft.clear();
+        hold = vec![format!(
+            "ripcord has never seen a service named `{}`: no progress, sample, incident or \
+             promotion of it, and no tier configured for it (tiers.services); check the name",
+            q.service
+        )];
+    }
     let decision = if !nogo.is_empty() {
         Decision::Nogo
     } else if !hold.is_empty() || !soft.is_empty() {
@@ -674,6 +693,7 @@ pub fn evaluate(
         paused: facts.rollout.as_ref().is_some_and(|r| r.paused),
         promoted_by: promotion.map(|p| p.by.clone()),
         evaluated_at: now,
+        known_service,
     }
 }
 

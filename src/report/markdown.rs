@@ -151,12 +151,24 @@ pub fn render(r: &Review) -> String {
             dur(b.measured)
         );
     }
-    let missed = r.missed();
-    if missed.is_empty() {
+    let names = |bs: Vec<&super::BudgetCheck>| {
+        bs.iter()
+            .map(|b| b.name.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let (missed, open) = (r.missed(), r.still_open());
+    if !missed.is_empty() {
+        let _ = writeln!(o, "\nMissed: {}.", names(missed));
+    }
+    if !open.is_empty() {
+        let _ = writeln!(o, "\nStill open (time left): {}.", names(open));
+    }
+    if r.budgets
+        .iter()
+        .all(|b| b.verdict != Verdict::Missed && b.verdict != Verdict::Open)
+    {
         let _ = writeln!(o, "\nEvery budget met.");
-    } else {
-        let names: Vec<&str> = missed.iter().map(|b| b.name.as_str()).collect();
-        let _ = writeln!(o, "\nMissed: {}.", names.join("; "));
     }
 
     let c = &r.chart;

@@ -330,12 +330,25 @@ impl Review {
         Some(s)
     }
 
-    /// The budgets missed (a drill exits 1 naming them). An open budget
-    /// counts as missed once the incident is over or the drill ended.
+    /// The budgets missed (a drill exits 1 naming them). A budget still
+    /// open is not missed while the incident runs (its time has not run
+    /// out), but a drill that ended with it open missed it.
     pub fn missed(&self) -> Vec<&BudgetCheck> {
+        let ended = self.drill.is_some();
         self.budgets
             .iter()
-            .filter(|b| b.verdict == Verdict::Missed || b.verdict == Verdict::Open)
+            .filter(|b| b.verdict == Verdict::Missed || (ended && b.verdict == Verdict::Open))
+            .collect()
+    }
+
+    /// The budgets whose time is still running (none once a drill ended).
+    pub fn still_open(&self) -> Vec<&BudgetCheck> {
+        if self.drill.is_some() {
+            return Vec::new();
+        }
+        self.budgets
+            .iter()
+            .filter(|b| b.verdict == Verdict::Open)
             .collect()
     }
 }

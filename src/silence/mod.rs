@@ -581,6 +581,32 @@ fn with_context<'a>(
     Labels(l)
 }
 
+/// Names every silence can match on, whatever the decision carries.
+pub const CONTEXT_LABELS: [&str; 4] = ["rule", "alertname", "tier", "severity"];
+
+/// One warning per matcher whose label name nothing has ever carried (a
+/// `servce=web` that would silence nothing), with the closest known name.
+/// `known`: the label names the rules and past incidents use.
+pub fn unseen_label_warnings<'a>(
+    matchers: &[MatcherSpec],
+    known: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let known: std::collections::BTreeSet<&str> = known.into_iter().chain(CONTEXT_LABELS).collect();
+    matchers
+        .iter()
+        .filter(|m| !known.contains(m.name.as_str()))
+        .map(|m| {
+            let hint = crate::config::yaml::did_you_mean(&m.name, known.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            format!(
+                "no rule or incident has ever used a label named `{}`: this matcher may never match{hint}",
+                crate::text::one_line(&m.name)
+            )
+        })
+        .collect()
+}
+
 /// Whether an action runs because a human approved it: the approved
 /// rollback (`…/approved`) and what the approval released beside it
 /// (`…/approved/switch_traffic`, and its later `…/restore_traffic`).

@@ -146,6 +146,20 @@ impl Lines {
     }
 }
 
+/// `ripcord ARGS` run in `dir`: (exit code, stdout, stderr).
+pub fn ripcord_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(ripcord_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// POSTs events (JSON lines) to `/api/v1/events` with the bearer `token`;
 /// they are journaled once it answers 200.
 pub fn post_events(r: &Responder, token: &str, events: &[Value]) {

@@ -153,6 +153,30 @@ pub fn read_channel(name: &str, mut m: MapReader<'_>, errs: &mut Errors) -> Opti
 }
 
 /// `20/min`, `1/s`, `100/h`: messages per period.
+/// The `{name}` placeholders of a template that name none of `known`,
+/// with a did-you-mean: a typo (`{titel}`) would otherwise be sent as
+/// written. JSON's own braces (`{"a": 1}`) are not placeholders.
+pub fn unknown_placeholders(template: &str, known: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        rest = after;
+        let Some(end) = after.find('}') else { break };
+        let name = &after[..end];
+        if crate::decode::is_label_name(name) && !known.contains(&name) {
+            let hint = crate::config::yaml::did_you_mean(name, known.iter().copied())
+                .map(|s| format!("did you mean `{{{s}}}`?"))
+                .unwrap_or_else(|| {
+                    let all: Vec<String> = known.iter().map(|k| format!("{{{k}}}")).collect();
+                    format!("known: {}", all.join(", "))
+                });
+            out.push(format!("unknown placeholder `{{{name}}}`: {hint}"));
+        }
+    }
+    out
+}
+
 pub fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
     let (n, per) = s
         .split_once('/')

@@ -356,21 +356,22 @@ pub(super) fn json_template(
         return (!m.has(key)).then(|| default.to_owned());
     };
     let sample = render(t, &Fields::example());
-    let problem = match serde_json::from_str::<serde_json::Value>(&sample) {
-        Ok(v) if object && !v.is_object() => Some("must render to a JSON object".to_owned()),
-        Ok(_) => None,
-        Err(e) => Some(format!(
+    let mut problems = super::unknown_placeholders(t, &Fields::NAMES);
+    match serde_json::from_str::<serde_json::Value>(&sample) {
+        Ok(v) if object && !v.is_object() => problems.push("must render to a JSON object".into()),
+        Ok(_) => {}
+        Err(e) => problems.push(format!(
             "does not render to JSON ({e}); placeholders go inside quotes: \"{{text}}\""
         )),
-    };
-    match problem {
-        None => Some(t.to_owned()),
-        Some(p) => {
-            let n = m.node_of(key).unwrap_or(m.node());
-            m.err(errs, n, key, p);
-            None
-        }
     }
+    if problems.is_empty() {
+        return Some(t.to_owned());
+    }
+    let n = m.node_of(key).unwrap_or(m.node());
+    for p in problems {
+        m.err(errs, n, key, p);
+    }
+    None
 }
 
 /// The values placeholders stand for, for one request.
@@ -408,6 +409,11 @@ impl<'a> Fields<'a> {
             link: "https://ripcord.example/ack?t=x&y=\"z\"",
         }
     }
+
+    /// Every name [`Fields::get`] answers.
+    const NAMES: [&'static str; 7] = [
+        "to", "text", "title", "severity", "tier", "incident", "link",
+    ];
 
     fn get(&self, name: &str) -> Option<&str> {
         Some(match name {

@@ -50,9 +50,12 @@ impl Webhook {
         let body = m.str("body", errs).map(str::to_owned);
         if let Some(b) = &body {
             let sample = render(b, &example());
+            let n = m.node_of("body").unwrap_or(m.node());
             if let Err(e) = serde_json::from_str::<serde_json::Value>(&sample) {
-                let n = m.node_of("body").unwrap_or(m.node());
                 m.err(errs, n, "body", format!("does not render to JSON ({e}); placeholders go inside quotes: \"{{title}}\""));
+            }
+            for p in super::unknown_placeholders(b, &FIELDS) {
+                m.err(errs, n, "body", p);
             }
         }
         Some(Webhook {

@@ -79,7 +79,7 @@ impl CommandExecutor {
                     continue;
                 }
                 match Template::parse(s) {
-                    Ok(t) => args.push(t),
+                    Ok(t) => args.push(t.at(&m, n, "argv")),
                     Err(e) => m.err(errs, n, "argv", e),
                 }
             }
@@ -100,6 +100,10 @@ impl CommandExecutor {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.args.iter()
     }
 
     /// The argv the program would get, values checked.

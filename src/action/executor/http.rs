@@ -49,6 +49,17 @@ impl HttpExecutor {
         self.timeout
     }
 
+    pub fn templates(&self) -> Vec<&Template> {
+        let headers = self.headers.iter().filter_map(|(_, v)| match v {
+            HeaderValue::Template(t) => Some(t),
+            HeaderValue::Secret(_) => None,
+        });
+        std::iter::once(&self.url)
+            .chain(headers)
+            .chain(self.body.as_ref())
+            .collect()
+    }
+
     pub fn from_config(mut m: MapReader<'_>, errs: &mut Errors) -> Option<HttpExecutor> {
         let method = match m
             .str("method", errs)
@@ -76,7 +87,9 @@ impl HttpExecutor {
             let parsed = Template::parse(u);
             let n = m.node_of("url").unwrap_or(m.node());
             match parsed {
-                Ok(t) if u.starts_with("http://") || u.starts_with("https://") => Some(t),
+                Ok(t) if u.starts_with("http://") || u.starts_with("https://") => {
+                    Some(t.at(&m, n, "url"))
+                }
                 Ok(_) => {
                     m.err(errs, n, "url", "must start with http:// or https://");
                     None
@@ -95,7 +108,7 @@ impl HttpExecutor {
             for (name, _, v) in hm.take_all() {
                 let value = match &v.value {
                     Value::Str(s) => match Template::parse(s) {
-                        Ok(t) => Some(HeaderValue::Template(t)),
+                        Ok(t) => Some(HeaderValue::Template(t.at(&hm, v, name))),
                         Err(e) => {
                             hm.err(errs, v, name, e);
                             None
@@ -108,12 +121,14 @@ impl HttpExecutor {
                 }
             }
         }
-        let body = m.str("body", errs).and_then(|b| match Template::parse(b) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let n = m.node_of("body").unwrap_or(m.node());
-                m.err(errs, n, "body", e);
-                None
+        let body = m.str("body", errs).and_then(|b| {
+            let n = m.node_of("body").unwrap_or(m.node());
+            match Template::parse(b) {
+                Ok(t) => Some(t.at(&m, n, "body")),
+                Err(e) => {
+                    m.err(errs, n, "body", e);
+                    None
+                }
             }
         });
         let timeout = m

@@ -9,6 +9,7 @@
 pub mod command;
 pub mod dry;
 pub mod http;
+pub mod placeholders;
 
 use std::collections::BTreeMap;
 
@@ -85,6 +86,11 @@ impl Patterns {
         p
     }
 
+    /// The labels given their own pattern: labels the operator expects.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
     /// Checks a value a template is about to use.
     pub fn check(&self, name: &str, value: &str) -> Result<(), String> {
         let re = self.by_name.get(name).unwrap_or(&self.default);
@@ -113,6 +119,19 @@ pub fn shown(v: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
+    /// Where it was written, so `check` can point at a placeholder no
+    /// event will ever fill.
+    origin: Option<Origin>,
+}
+
+/// A template's place in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: std::path::PathBuf,
+    pub line: u32,
+    pub column: u32,
+    /// "executors: rollback: argv", for messages.
+    pub what: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +162,25 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_owned()));
         }
-        Ok(Template { parts })
+        Ok(Template {
+            parts,
+            origin: None,
+        })
+    }
+
+    /// The same template, remembering where it was written.
+    pub fn at(mut self, m: &MapReader<'_>, node: &crate::config::yaml::Node, key: &str) -> Self {
+        self.origin = Some(Origin {
+            file: m.file().to_path_buf(),
+            line: node.line,
+            column: node.column,
+            what: format!("{}: {key}", m.what()),
+        });
+        self
+    }
+
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
     }
 
     pub fn vars(&self) -> impl Iterator<Item = &str> {
@@ -277,6 +314,15 @@ impl Executor {
             Executor::Command(c) => c.argv(vars, patterns).map(drop),
             Executor::Http(h) => h.check(vars, patterns),
             Executor::DryRun(d) => d.check(vars, patterns),
+        }
+    }
+
+    /// Every template it renders, for `check`'s placeholder pass.
+    pub fn templates(&self) -> Vec<&Template> {
+        match self {
+            Executor::Command(c) => c.templates().collect(),
+            Executor::Http(h) => h.templates(),
+            Executor::DryRun(d) => d.real.as_ref().map_or(Vec::new(), |r| r.templates()),
         }
     }
 
