@@ -303,7 +303,11 @@ pub async fn run(
     ));
     // The executor lane's own connection: a rollback's claim, admission and
     // outcome never queue behind a flood of message bookkeeping on `shared`.
-    let executor_journal: SharedJournal = Arc::new(Mutex::new(open(rt.clock.clone())?));
+    let executor_journal: SharedJournal = Arc::new(Mutex::new({
+        let mut j = open(rt.clock.clone())?;
+        j.prefer_writes();
+        j
+    }));
     let (handler, verifications): (Arc<dyn Handler>, _) = match rt.handler {
         Some(h) => (h, None),
         None => {

@@ -327,6 +327,13 @@ pub trait Ingest {
 /// leases, the rollback budget, timers (escalations, expiries,
 /// verifications, periodic leases).
 pub trait Work {
+    /// This connection's writes go first: the process's ingest commits
+    /// yield (briefly) to it while it waits for the write lock. For SQLite,
+    /// where one writer holds the whole database and waiters poll, so a
+    /// rollback's claim could otherwise lose to commit after commit of a
+    /// storm; PostgreSQL locks rows and needs nothing.
+    fn prefer_writes(&mut self) {}
+
     /// Moves up to `limit` pending actions of the given kinds to running,
     /// owned by `owner`, oldest first.
     fn claim_actions(

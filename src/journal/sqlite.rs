@@ -285,6 +285,9 @@ impl From<rusqlite::Error> for JournalError {
 
 pub struct SqliteJournal {
     conn: Connection,
+    /// Whether this connection's writers go first (`Work::prefer_writes`):
+    /// read by its busy handler.
+    preferred: Arc<std::sync::atomic::AtomicBool>,
     clock: Arc<dyn Clock>,
     path: std::path::PathBuf,
     /// Declared after `conn`: dropped (stopped and joined) after it.
@@ -312,7 +315,8 @@ impl SqliteJournal {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        conn.busy_handler(Some(busy_wait()))?;
+        let preferred = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        conn.busy_handler(Some(busy_wait(preferred.clone())))?;
         // Every transaction takes the write lock when it begins. A deferred
         // one that reads, then writes after another connection committed
         // fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT),
@@ -348,6 +352,7 @@ impl SqliteJournal {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteJournal {
             conn,
+            preferred,
             clock,
             path: path.to_owned(),
             checkpointer: None,
@@ -442,11 +447,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// every commit where the pipeline meets the dispatcher, whose transactions
 /// take tens of microseconds. This one polls every 20 µs for the first
 /// 2 ms, then backs off, and gives up after [`BUSY_TIMEOUT`].
-fn busy_wait() -> impl FnMut(i32) -> bool + Send + 'static {
+fn busy_wait(
+    preferred: Arc<std::sync::atomic::AtomicBool>,
+) -> impl FnMut(i32) -> bool + Send + 'static {
     let mut since = Instant::now();
     move |attempt| {
         if attempt == 0 {
             since = Instant::now();
+        }
+        if preferred.load(std::sync::atomic::Ordering::Relaxed) {
+            PREFERRED_WAITING.store(micros_now(), std::sync::atomic::Ordering::Relaxed);
         }
         let waited = since.elapsed();
         if waited >= BUSY_TIMEOUT {
@@ -460,6 +470,35 @@ fn busy_wait() -> impl FnMut(i32) -> bool + Send + 'static {
             Duration::from_millis(2)
         });
         true
+    }
+}
+
+/// When a preferred connection last waited for the write lock (µs on
+/// [`micros_now`]'s clock; 0: never). Process-wide: the connections that
+/// compete for one database file live in one process.
+static PREFERRED_WAITING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A waiter polls at most every 2 ms: seen within this, it still waits.
+const PREFERRED_FRESH_MICROS: u64 = 3_000;
+/// The longest an ingest commit steps aside for preferred writers.
+const YIELD_AT_MOST: Duration = Duration::from_millis(50);
+
+fn micros_now() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
+}
+
+/// Before an ingest commit takes the write lock: lets a preferred writer
+/// that is waiting for it (a rollback's claim) go first, for at most
+/// [`YIELD_AT_MOST`].
+fn yield_to_preferred_writers() {
+    let start = Instant::now();
+    while start.elapsed() < YIELD_AT_MOST {
+        let last = PREFERRED_WAITING.load(std::sync::atomic::Ordering::Relaxed);
+        if last == 0 || micros_now().saturating_sub(last) > PREFERRED_FRESH_MICROS {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -595,6 +634,7 @@ fn collect<T>(
 impl Ingest for SqliteJournal {
     fn commit(&mut self, batch: &Batch<'_>) -> Result<Vec<bool>, JournalError> {
         let now = self.now();
+        yield_to_preferred_writers();
         let tx = self.conn.transaction()?;
         for (partition, epoch) in &batch.epochs {
             let current: Option<i64> = tx
@@ -867,6 +907,11 @@ impl Ingest for SqliteJournal {
 }
 
 impl Work for SqliteJournal {
+    fn prefer_writes(&mut self) {
+        self.preferred
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn claim_actions(
         &mut self,
         owner: &str,
