@@ -356,6 +356,54 @@ fn replay_of_the_example_incident() {
     );
 }
 
+/// The plan's core indicator "DB transaction throughput", through the
+/// shipped rules: a busy service whose throughput falls to a third of its
+/// hour is rolled back; a quiet one (an hour under the 5/s floor) halving
+/// at night is left alone.
+#[test]
+fn replay_catches_db_throughput_falling_against_its_hour_above_the_floor() {
+    let mut events = String::new();
+    for minute in 0..78 {
+        let ts = format!("2026-11-21T{:02}:{:02}:00Z", 10 + minute / 60, minute % 60);
+        for (instance, before, after) in [("i-busy", 200.0, 60.0), ("i-quiet", 3.0, 0.5)] {
+            let value = if minute < 70 { before } else { after };
+            events.push_str(&format!(
+                r#"{{"metric":"db_transactions_per_second","value":{value},"ts":"{ts}","labels":{{"service":"orders","instance":"{instance}","tier":"low"}}}}"#
+            ));
+            events.push('\n');
+        }
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ripcord"))
+        .args(["replay", "--events", "-"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(events.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let d = decisions(&out);
+    let rollbacks: Vec<&Value> = d.iter().filter(|x| x["action"] == "rollback").collect();
+    assert_eq!(rollbacks.len(), 1, "{}", text(&out.stdout));
+    let r = rollbacks[0];
+    assert_eq!(r["rule"], "db-throughput-drop");
+    assert_eq!(r["labels"]["instance"], "i-busy");
+    assert_eq!(r["severity"], "functional");
+    assert_eq!(r["threshold"], 100.0, "half of the hour's 200/s");
+    assert!(
+        d.iter().all(|x| x["labels"]["instance"] != "i-quiet"),
+        "the quiet night acted: {}",
+        text(&out.stdout)
+    );
+}
+
 #[test]
 fn replay_of_a_missing_file_fails_clearly() {
     let out = ripcord(&["replay", "--events", "no/such/file.jsonl"]);
@@ -423,7 +471,7 @@ fn check_warns_about_unreadable_secrets_and_points_at_unknown_channels() {
     let out = ripcord(&["check", "--config", cfg]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("10 rules in 1 file"),
+        text(&out.stdout).contains("11 rules in 1 file"),
         "{}",
         text(&out.stdout)
     );
