@@ -1486,3 +1486,157 @@ fn silences_hold_back_what_their_scope_says_across_a_restart_until_expired_or_th
         "i-shop-2"
     ) == 1));
 }
+
+// ---------------------------------------------------------------------------
+// Staged verification.
+
+/// The plan's order after a rollback: system, services, business. Each
+/// stage runs only after the one before passed; a stage's retries absorb
+/// a host still booting; `windows: true` waits for the breached rule to
+/// clear; every result is on the timeline, the last with each stage's
+/// time. A stage that keeps failing pages, stops the later stages and
+/// marks the rollback failed.
+#[test]
+fn verification_stages_run_in_order_retry_and_a_failing_stage_pages() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let record = dir.path().join("calls.bin");
+    // `system` fails its first try per instance (the host still booting);
+    // `business` fails for i-vf every time.
+    let check = dir.path().join("check.sh");
+    std::fs::write(
+        &check,
+        format!(
+            "printf '%s\\0' CALL \"check-$1\" \"$2\" >> '{rec}'\n\
+             if [ \"$1\" = system ] && [ ! -e '{dir}/booted-'\"$2\" ]; then : > '{dir}/booted-'\"$2\"; echo booting >&2; exit 1; fi\n\
+             if [ \"$1\" = business ] && [ \"$2\" = i-vf ]; then echo \"orders failing on $2\" >&2; exit 1; fi\n\
+             echo \"$1 of $2 back\"\n",
+            rec = record.display(),
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let check = check.display();
+    let extra = format!(
+        r#"    verify:
+      delay: 0s
+      stages:
+        - {{name: system, command: {{argv: [/bin/sh, "{check}", system, "{{instance}}"], timeout: 10s}}, retries: 2, retry_delay: 1s}}
+        - {{name: services, http: {{method: GET, url: "{base}/status/{{instance}}"}}}}
+        - {{name: business, command: {{argv: [/bin/sh, "{check}", business, "{{instance}}"], timeout: 10s}}}}
+"#,
+        base = standin.base
+    );
+    write_config(dir.path(), port, &standin, "", "", &extra);
+    let r = Ripcord::start(dir.path(), port);
+    let ok = labels("pay", "i-vo", "low", "critical");
+    let bad = labels("pay", "i-vf", "low", "critical");
+    let start = now_millis() - 5_000;
+    r.post_alerts(&webhook(vec![
+        firing("fp-vo", &ok, start),
+        firing("fp-vf", &bad, start),
+    ]));
+    let mut ids = (None, None);
+    let found = wait_until(Duration::from_secs(30), || {
+        ids = (r.incident_of("i-vo"), r.incident_of("i-vf"));
+        ids.0.is_some() && ids.1.is_some()
+    });
+    assert!(found, "no incidents");
+    let (ok_id, bad_id) = (ids.0.unwrap(), ids.1.unwrap());
+    let finished = |id: &str, what: &str| {
+        wait_until(Duration::from_secs(60), || {
+            support::timeline_says(&r.incident(id), what)
+        })
+    };
+    assert!(
+        finished(&ok_id, "verification after rollback passed"),
+        "{}",
+        r.incident(&ok_id)
+    );
+    assert!(
+        finished(&bad_id, "verification stage business FAILED"),
+        "{}",
+        r.incident(&bad_id)
+    );
+
+    // In order, each after the one before passed; system tried twice.
+    let seen: Vec<String> = calls(dir.path())
+        .into_iter()
+        .filter(|c| {
+            c.get(1).map(String::as_str) == Some("i-vo")
+                || c.first().map(String::as_str) == Some("i-vo")
+        })
+        .map(|c| c[0].clone())
+        .collect();
+    assert_eq!(
+        seen,
+        ["i-vo", "check-system", "check-system", "check-business"],
+        "rollback, system (booting, then back), business"
+    );
+    let status: Vec<Hit> = standin
+        .all()
+        .into_iter()
+        .filter(|h| h.path == "/status/i-vo")
+        .collect();
+    assert_eq!(status.len(), 1, "services checked once");
+
+    let inc = r.incident(&ok_id);
+    let lines: Vec<String> = inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "verify")
+        .map(|t| t["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        lines[0].starts_with("verification stage system ok (")
+            && lines[0].contains("system of i-vo back")
+            && lines[0].ends_with("; 2 tries)"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("verification stage services ok"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("verification stage business ok"),
+        "{lines:?}"
+    );
+    let summary = &lines[3];
+    let shape: String = summary
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect();
+    assert_eq!(
+        shape,
+        "verification after rollback passed: system ok ##:##, services ok ##:##, business ok ##:##"
+    );
+    assert_eq!(r.actions(&ok_id, "rollback")[0]["state"], "done");
+
+    // The failing stage: paged, the rollback marked failed, nothing after.
+    let bad_inc = r.incident(&bad_id);
+    assert!(
+        support::timeline_says(&bad_inc, "orders failing on i-vf"),
+        "{bad_inc}"
+    );
+    assert!(!support::timeline_says(
+        &bad_inc,
+        "verification after rollback passed"
+    ));
+    assert_eq!(
+        r.actions(&bad_id, "rollback")[0]["state"],
+        "failed",
+        "{bad_inc}"
+    );
+    let paged = wait_until(Duration::from_secs(30), || {
+        standin.titles().iter().any(|t| {
+            t.contains("verification after rollback FAILED at stage business") && t.contains("i-vf")
+        })
+    });
+    assert!(paged, "{:?}", standin.titles());
+    assert!(
+        r.incident(&bad_id)["paging"].is_object(),
+        "paging started: {bad_inc}"
+    );
+}

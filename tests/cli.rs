@@ -87,6 +87,29 @@ fn check_fails(
     (out, err)
 }
 
+/// Staged verification's mistakes, each with its file and line, all at
+/// once.
+#[test]
+fn check_reports_every_verify_stage_error_with_file_and_line() {
+    check_fails(
+        "tests/fixtures/config-bad-verify.yaml",
+        &[],
+        &[
+            "tests/fixtures/config-bad-verify.yaml:7:",
+            "a check's timeout goes inside it",
+            "tests/fixtures/config-bad-verify.yaml:8:",
+            "`system` names two stages",
+            "tests/fixtures/config-bad-verify.yaml:9:",
+            "a stage needs a `name`",
+            "tests/fixtures/config-bad-verify.yaml:10:",
+            "a stage is `windows: true` or one `command`/`http` check, not both",
+            "tests/fixtures/config-bad-verify.yaml:11:",
+            "retries",
+            "ripcord: 5 errors",
+        ],
+    );
+}
+
 /// librdkafka judges `kafka.properties` at `check` time (names, values,
 /// and what this build supports: TLS and SCRAM need OpenSSL), the log
 /// filter is parsed as `run` parses it, and a credential never appears.

@@ -31,7 +31,10 @@ use crate::time::{Clock, Dur, SystemClock, Ts};
 /// 5: `silences`, `silence_holds`, `evidence`, `progress_log`,
 /// `approvals.decided_via`. 6: batch incidents (`incidents.batch`,
 /// `decisions.batch`, `approvals.scope`).
-const SCHEMA_VERSION: i64 = 6;
+// Version 8 (issue 22: `verifications.stage`). Version 7 is another
+// branch's; the step below is by column, not by version, so renumbering at
+// merge only changes this constant.
+const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS incidents (
@@ -94,7 +97,9 @@ CREATE INDEX IF NOT EXISTS actions_by_incident ON actions(incident_id);
 -- process that took one holds it (a crash there runs it again after).
 CREATE TABLE IF NOT EXISTS verifications (
     key TEXT PRIMARY KEY REFERENCES actions(key),
-    due_at INTEGER NOT NULL
+    due_at INTEGER NOT NULL,
+    -- The next stage to run: one that passed never runs again.
+    stage INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS verifications_by_due ON verifications(due_at);
 CREATE TABLE IF NOT EXISTS timeline (
@@ -317,6 +322,13 @@ impl SqliteJournal {
             add_column(&conn, "incidents", "batch", "TEXT")?;
             add_column(&conn, "decisions", "batch", "TEXT")?;
             add_column(&conn, "approvals", "scope", "TEXT")?;
+            // Version 8 (issue 22): staged verification.
+            add_column(
+                &conn,
+                "verifications",
+                "stage",
+                "INTEGER NOT NULL DEFAULT 0",
+            )?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(SqliteJournal {
@@ -903,6 +915,31 @@ impl Work for SqliteJournal {
         let out = actions_by_key(&tx, &keys)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    fn verification_stage(&mut self, key: &str) -> Result<Option<u32>, JournalError> {
+        let stage = self
+            .conn
+            .query_row(
+                "SELECT stage FROM verifications WHERE key = ?1",
+                [key],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?;
+        Ok(stage.map(|s| s as u32))
+    }
+
+    fn pass_verification_stage(
+        &mut self,
+        key: &str,
+        stage: u32,
+        held_until: Ts,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE verifications SET stage = max(stage, ?2), due_at = ?3 WHERE key = ?1",
+            params![key, i64::from(stage) + 1, held_until.millis()],
+        )?;
+        Ok(())
     }
 
     fn finish_verification(&mut self, key: &str) -> Result<(), JournalError> {
