@@ -1640,3 +1640,62 @@ fn verification_stages_run_in_order_retry_and_a_failing_stage_pages() {
         "paging started: {bad_inc}"
     );
 }
+
+/// `windows: true` as the business stage: it passes only once ripcord's
+/// own windows resolved the incident (here the alert resolving), after the
+/// stage before it passed.
+#[test]
+fn a_windows_stage_passes_once_the_breached_rule_clears() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        r#"    verify:
+      delay: 0s
+      stages:
+        - {{name: services, http: {{method: GET, url: "{base}/status/{{instance}}"}}}}
+        - {{name: business, windows: true, timeout: 5m}}
+"#,
+        base = standin.base
+    );
+    write_config(dir.path(), port, &standin, "", "", &extra);
+    let r = Ripcord::start(dir.path(), port);
+    let l = labels("pay", "i-vw", "low", "critical");
+    let start = now_millis() - 5_000;
+    r.post_alerts(&webhook(vec![firing("fp-vw", &l, start)]));
+    let mut id = None;
+    assert!(wait_until(Duration::from_secs(30), || {
+        id = r.incident_of("i-vw");
+        id.is_some()
+    }));
+    let id = id.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || support::timeline_says(
+            &r.incident(&id),
+            "verification stage services ok"
+        )),
+        "{}",
+        r.incident(&id)
+    );
+    assert!(!support::timeline_says(
+        &r.incident(&id),
+        "verification stage business"
+    ));
+    r.post_alerts(&webhook(vec![resolved("fp-vw", &l, start, now_millis())]));
+    assert!(
+        wait_until(Duration::from_secs(30), || support::timeline_says(
+            &r.incident(&id),
+            "verification after rollback passed: services ok"
+        )),
+        "{}",
+        r.incident(&id)
+    );
+    let inc = r.incident(&id);
+    assert!(
+        support::timeline_says(
+            &inc,
+            "verification stage business ok (alertmanager-forwarded back under its threshold)"
+        ),
+        "{inc}"
+    );
+}
