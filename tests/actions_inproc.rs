@@ -1128,6 +1128,21 @@ async fn a_shutdown_ends_a_retry_backoff_and_the_timeline_says_what_was_not_sent
     h.finish().await;
 }
 
+/// A second responder over the same journal and config, as after a
+/// restart: none of the first one's tasks.
+fn restart(r: &Responder) -> Arc<Responder> {
+    Arc::new(Responder {
+        journal: r.journal.clone(),
+        deliverer: r.deliverer.clone(),
+        cfg: r.cfg.clone(),
+        clock: r.clock.clone(),
+        links: r.links.clone(),
+        wake: r.wake.clone(),
+        metrics: r.metrics.clone(),
+        silences: r.silences.clone(),
+    })
+}
+
 /// A rollback's verification waits in the journal until it is due: it runs
 /// `delay` after the rollback, not before, in whichever responder runs then
 /// (here a second one over the same journal, as after a restart: the task
@@ -1168,17 +1183,7 @@ async fn a_verification_runs_when_due_even_after_a_restart_and_a_failure_pages()
         "{rollback:?}"
     );
 
-    let r = &h.responder;
-    let restarted = Arc::new(Responder {
-        journal: r.journal.clone(),
-        deliverer: r.deliverer.clone(),
-        cfg: r.cfg.clone(),
-        clock: r.clock.clone(),
-        links: r.links.clone(),
-        wake: r.wake.clone(),
-        metrics: r.metrics.clone(),
-        silences: r.silences.clone(),
-    });
+    let restarted = restart(&h.responder);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let verifying = tokio::spawn(restarted.verification_loop(stopped));
     let record = h.dir.path().join("calls.bin");
@@ -1277,18 +1282,6 @@ async fn a_verification_resumes_after_a_crash_at_the_stage_after_the_last_that_p
             .iter()
             .filter(|c| c.first().map(String::as_str) == Some(stage))
             .count()
-    };
-    let restart = |r: &Responder| {
-        Arc::new(Responder {
-            journal: r.journal.clone(),
-            deliverer: r.deliverer.clone(),
-            cfg: r.cfg.clone(),
-            clock: r.clock.clone(),
-            links: r.links.clone(),
-            wake: r.wake.clone(),
-            metrics: r.metrics.clone(),
-            silences: r.silences.clone(),
-        })
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let first = tokio::spawn(restart(&h.responder).verification_loop(stopped));

@@ -304,8 +304,8 @@ fn replay_prints_decisions_and_warns_about_malformed_lines() {
     assert_eq!(d[4]["tier"], "low");
 }
 
-#[test]
-fn replay_reads_standard_input() {
+/// `ripcord replay --events -` with `events` on its standard input.
+fn replay_stdin(events: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ripcord"))
         .args(["replay", "--events", "-"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -314,16 +314,16 @@ fn replay_reads_standard_input() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"metric":"up","value":0,"ts":"2026-11-21T10:00:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
+    child.stdin.take().unwrap().write_all(events).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn replay_reads_standard_input() {
+    let out = replay_stdin(br#"{"metric":"up","value":0,"ts":"2026-11-21T10:00:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
 {"metric":"up","value":0,"ts":"2026-11-21T10:01:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
 {"metric":"up","value":0,"ts":"2026-11-21T10:02:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
-"#)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+"#);
     assert!(out.status.success());
     let d = decisions(&out);
     assert_eq!(d.len(), 2, "{}", text(&out.stdout));
@@ -396,21 +396,7 @@ fn replay_catches_db_throughput_falling_against_its_hour_above_the_floor() {
             events.push('\n');
         }
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ripcord"))
-        .args(["replay", "--events", "-"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(events.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = replay_stdin(events.as_bytes());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let d = decisions(&out);
     let rollbacks: Vec<&Value> = d.iter().filter(|x| x["action"] == "rollback").collect();

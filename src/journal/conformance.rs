@@ -638,20 +638,24 @@ fn the_rollback_budget_admits_up_to_its_limits_across_processes(store: &dyn Stor
     }
 }
 
-fn verifications_are_claimed_when_due_leased_and_finished_once(store: &dyn Store) {
-    let mut j = store.connect();
-    let mut other = store.connect();
+/// Commits the sample decisions and claims one of their actions: its key.
+fn a_claimed_action(j: &mut dyn Journal) -> String {
     let (ds, _) = decisions();
     j.commit(&Batch {
         decisions: ds.iter().map(|d| ("t/0", d)).collect(),
         ..Batch::default()
     })
     .unwrap();
-    let key = j
-        .claim_actions("me", &Action::ALL, 1)
+    j.claim_actions("me", &Action::ALL, 1)
         .unwrap()
         .remove(0)
-        .key;
+        .key
+}
+
+fn verifications_are_claimed_when_due_leased_and_finished_once(store: &dyn Store) {
+    let mut j = store.connect();
+    let mut other = store.connect();
+    let key = a_claimed_action(&mut *j);
     let due = Ts(1_000_000);
     let lease = Dur::from_secs(60);
     j.schedule_verification(&key, due).unwrap();
@@ -690,17 +694,7 @@ fn verifications_are_claimed_when_due_leased_and_finished_once(store: &dyn Store
 fn a_passed_verification_stage_is_never_run_again_by_any_process(store: &dyn Store) {
     let mut j = store.connect();
     let mut other = store.connect();
-    let (ds, _) = decisions();
-    j.commit(&Batch {
-        decisions: ds.iter().map(|d| ("t/0", d)).collect(),
-        ..Batch::default()
-    })
-    .unwrap();
-    let key = j
-        .claim_actions("me", &Action::ALL, 1)
-        .unwrap()
-        .remove(0)
-        .key;
+    let key = a_claimed_action(&mut *j);
     assert_eq!(j.verification_stage(&key).unwrap(), None);
     let lease = Dur::from_secs(60);
     j.schedule_verification(&key, Ts(1_000)).unwrap();
