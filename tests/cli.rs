@@ -575,3 +575,21 @@ tests:
         "{stdout}"
     );
 }
+
+/// A baseline floor below zero is a mistake, named where it is written.
+#[test]
+fn check_refuses_a_negative_baseline_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "rules:\n  - name: tps\n    match: {metric: db_transactions_per_second}\n    window: 1m\n    baseline: {window: 1h, floor: -5}\n    condition: \"< 50% baseline\"\n",
+    )
+    .unwrap();
+    let out = ripcord(&["check", "--rules", dir.path().to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("r.yaml:5:35: rule `tps`: baseline: floor: must be zero or more"),
+        "{err}"
+    );
+}
