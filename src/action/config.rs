@@ -164,6 +164,8 @@ pub struct ActionsConfig {
     /// the rollout is resumed).
     pub restore: Option<Executor>,
     pub patterns: Patterns,
+    /// Whom to tell of a severe incident beside the team (`vendor:`).
+    pub vendor: Option<super::vendor::Vendor>,
 }
 
 impl Default for ActionsConfig {
@@ -188,6 +190,7 @@ impl Default for ActionsConfig {
             switch: None,
             restore: None,
             patterns: Patterns::default(),
+            vendor: None,
         }
     }
 }
@@ -475,6 +478,13 @@ pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors)
             out.patterns = Patterns::from_config(pm, errs);
         }
         m.finish(errs);
+    }
+    if let Some(m) = top.map("vendor", errs) {
+        let (vendor, channel) = super::vendor::read(m, errs);
+        out.vendor = vendor;
+        if let Some((name, node)) = channel {
+            refs.push(("vendor.channel".into(), name, node));
+        }
     }
     defaults(out, given_routing, given_escalation);
     for (what, name, node) in refs {

@@ -53,6 +53,9 @@ pub struct Responder {
 impl Handler for Responder {
     fn handle<'a>(&'a self, a: &'a ActionRow) -> BoxFuture<'a, Handled<'a>> {
         Box::pin(async move {
+            if self.cfg.vendor.as_ref().is_some_and(|v| v.due(a)) {
+                self.contact_vendor(&a.decision);
+            }
             match a.action {
                 Action::Notify => self.notify(&a.decision).await,
                 Action::Resolve => self.resolve(&a.decision).await,
@@ -95,6 +98,112 @@ fn summary(what: &str, results: &[Delivered]) -> Outcome {
 }
 
 impl Responder {
+    /// Tells the cloud vendor of a severe incident, once (the journal's
+    /// `vendor/<incident>` lease), on a task of its own: the action that
+    /// brought it about (a rollback) never waits for the vendor. The answer
+    /// goes on the incident's timeline (kind `vendor`).
+    fn contact_vendor(&self, d: &Decision) {
+        let Some(id) = d.incident.clone() else {
+            return;
+        };
+        let (journal, cfg, clock, deliverer) = (
+            self.journal.clone(),
+            self.cfg.clone(),
+            self.clock.clone(),
+            self.deliverer.clone(),
+        );
+        let d = d.clone();
+        tokio::spawn(async move {
+            let Some(vendor) = cfg.vendor.as_ref() else {
+                return;
+            };
+            let now = clock.now();
+            // Held for good: the vendor is never contacted twice.
+            let lease = format!("vendor/{id}");
+            let forever = now.saturating_add(Dur::from_mins(100 * 365 * 24 * 60));
+            match with_journal(&journal, move |j| {
+                j.take_lease(&lease, "vendor", forever, now)
+            })
+            .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!(incident = %id, error = %e, "could not take the vendor lease; the vendor is not contacted");
+                    return;
+                }
+            }
+            let vars = vendor.vars(&d);
+            let line = match &vendor.contact {
+                super::vendor::Contact::Http(h) => {
+                    match h.exchange(&vars, &vendor.patterns(&cfg.patterns)).await {
+                        Ok(answer) => {
+                            let verdict = match answer.outcome {
+                                ExecOutcome::Ok(_) => "vendor contacted",
+                                _ => "vendor contact FAILED",
+                            };
+                            let ticket = super::vendor::ticket_id(&answer.body)
+                                .map(|t| format!(", ticket {t}"))
+                                .unwrap_or_default();
+                            format!(
+                                "{verdict}: {} → HTTP {}{ticket}",
+                                answer.request, answer.status
+                            )
+                        }
+                        Err(e) => format!("vendor contact FAILED: {}", e.detail()),
+                    }
+                }
+                super::vendor::Contact::Channel(channel) => {
+                    let title = format!(
+                        "[{}/{}] severe incident, support needed: {}",
+                        d.tier.as_str().to_uppercase(),
+                        d.severity,
+                        subject(&d)
+                    );
+                    let body = [
+                        ("summary", "Summary"),
+                        ("instances", "Instances"),
+                        ("region", "Region"),
+                        ("timeline", "Timeline"),
+                    ]
+                    .iter()
+                    .filter_map(|(k, name)| {
+                        vars.0
+                            .get(*k)
+                            .filter(|v| !v.is_empty())
+                            .map(|v| format!("{name}: {v}"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                    let message = Message::note(
+                        Kind::Outcome,
+                        d.tier,
+                        d.severity,
+                        Some(id.as_str()),
+                        title,
+                        body,
+                    );
+                    let queued = deliverer
+                        .queue_all(std::slice::from_ref(channel), &message, None)
+                        .await;
+                    let out = summary("vendor message", &queued.outcomes().await);
+                    match out.state {
+                        ActionState::Done => format!("vendor contacted: {}", out.detail),
+                        _ => format!("vendor contact FAILED: {}", out.detail),
+                    }
+                }
+            };
+            let line = crate::text::one_line(&line).into_owned();
+            let line = super::message::truncate_utf8(&line, 400);
+            let at = clock.now();
+            if let Err(e) =
+                with_journal(&journal, move |j| j.add_timeline(&id, at, "vendor", &line)).await
+            {
+                tracing::error!(error = %e, "could not record the vendor's answer");
+            }
+        });
+    }
+
     /// Hands `message` to `channels` (with the tier's fallback); the
     /// outcomes follow.
     async fn queue(&self, tier: Tier, channels: &[String], message: &Message) -> Queued {
