@@ -137,10 +137,17 @@ impl Template {
         let mut parts = Vec::new();
         let mut rest = s;
         while let Some(start) = rest.find('{') {
-            if start > 0 {
-                parts.push(Part::Text(rest[..start].to_owned()));
-            }
             let after = &rest[start + 1..];
+            // JSON's own braces (`{"a": ...}`, `{ }`, `{}`) are text: a
+            // placeholder starts with a name.
+            if after.starts_with(['"', '}']) || after.starts_with(char::is_whitespace) {
+                push_text(&mut parts, &rest[..start + 1]);
+                rest = after;
+                continue;
+            }
+            if start > 0 {
+                push_text(&mut parts, &rest[..start]);
+            }
             let end = after
                 .find('}')
                 .ok_or_else(|| format!("`{s}`: `{{` without a closing `}}`"))?;
@@ -152,7 +159,7 @@ impl Template {
             rest = &after[end + 1..];
         }
         if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
+            push_text(&mut parts, rest);
         }
         Ok(Template { parts })
     }
@@ -188,6 +195,14 @@ impl Template {
             }
         }
         Ok(out)
+    }
+}
+
+/// Appends literal text, joined to the text before it.
+fn push_text(parts: &mut Vec<Part>, t: &str) {
+    match parts.last_mut() {
+        Some(Part::Text(prev)) => prev.push_str(t),
+        _ => parts.push(Part::Text(t.to_owned())),
     }
 }
 
@@ -366,6 +381,14 @@ mod tests {
                 .contains("no `instance`")
         );
         assert!(Template::parse("x{bad-name}").is_err());
+        // A JSON body: its braces are text, its placeholders are filled.
+        let body =
+            Template::parse(r#"{"instance": "{instance}", "o": {}, "p": { "q": 1 }}"#).unwrap();
+        assert_eq!(
+            body.render(&vars(&[("instance", "i-1")]), &p, verbatim)
+                .unwrap(),
+            r#"{"instance": "i-1", "o": {}, "p": { "q": 1 }}"#
+        );
         assert!(Template::parse("x{open").is_err());
     }
 }
