@@ -133,7 +133,18 @@ impl Responder {
                     return;
                 }
             }
-            let vars = vendor.vars(&d);
+            // An approved rollback's own message is the approval; the
+            // incident's summary is its opening line.
+            let mut summary_line = d.message.clone();
+            if d.is_derived() {
+                let i = id.to_string();
+                if let Ok(Some(first)) =
+                    with_journal(&journal, move |j| Ok(j.timeline(&i)?.into_iter().next())).await
+                {
+                    summary_line = first.message;
+                }
+            }
+            let vars = vendor.vars(&d, &summary_line);
             let line = match &vendor.contact {
                 super::vendor::Contact::Http(h) => {
                     match h.exchange(&vars, &vendor.patterns(&cfg.patterns)).await {

@@ -129,8 +129,9 @@ impl Vendor {
         }
     }
 
-    /// The decision's labels plus the vendor's facts.
-    pub fn vars(&self, d: &Decision) -> Vars {
+    /// The decision's labels plus the vendor's facts (`summary`: the
+    /// incident's opening line).
+    pub fn vars(&self, d: &Decision, summary: &str) -> Vars {
         let mut vars = Vars::of(d);
         let id = vars.0.get("incident").cloned().unwrap_or_default();
         let instances: Vec<String> = match &d.batch {
@@ -152,7 +153,7 @@ impl Vendor {
         };
         let region = vars.0.get("region").cloned().unwrap_or_default();
         for (name, value) in [
-            ("summary", d.message.clone()),
+            ("summary", summary.to_owned()),
             ("instances", instances.join(", ")),
             ("region", region),
             ("timeline", timeline),
