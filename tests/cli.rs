@@ -110,6 +110,19 @@ fn check_reports_every_verify_stage_error_with_file_and_line() {
     );
 }
 
+#[test]
+fn check_reports_a_bad_vendor_when_and_an_unknown_vendor_channel_with_file_and_line() {
+    check_fails(
+        "tests/fixtures/config-bad-vendor.yaml",
+        &[],
+        &[
+            "tests/fixtures/config-bad-vendor.yaml:4:9: config: vendor: when: `later`: expected approved or at_once",
+            "tests/fixtures/config-bad-vendor.yaml:5:12: config: vendor.channel: no channel named `nowhere` under `channels:`",
+            "ripcord: 2 errors",
+        ],
+    );
+}
+
 /// librdkafka judges `kafka.properties` at `check` time (names, values,
 /// and what this build supports: TLS and SCRAM need OpenSSL), the log
 /// filter is parsed as `run` parses it, and a credential never appears.
