@@ -141,7 +141,12 @@ impl Responder {
                 if let Ok(Some(first)) =
                     with_journal(&journal, move |j| Ok(j.timeline(&i)?.into_iter().next())).await
                 {
-                    summary_line = first.message;
+                    // Its line reads `<action>: <summary>`.
+                    summary_line = Action::ALL
+                        .iter()
+                        .find_map(|a| first.message.strip_prefix(&format!("{a}: ")))
+                        .unwrap_or(&first.message)
+                        .to_owned();
                 }
             }
             let vars = vendor.vars(&d, &summary_line);
