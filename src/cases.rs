@@ -376,13 +376,14 @@ mod tests {
 
     /// The operating plan's thresholds: (metric, direction, threshold,
     /// compared with a baseline). Each must guard every tier.
-    const PLAN: [(&str, Direction, f64, bool); 9] = [
+    const PLAN: [(&str, Direction, f64, bool); 10] = [
         ("cpu_usage_ratio", Direction::Above, 0.8, false),
         ("memory_usage_ratio", Direction::Above, 0.9, false),
         ("disk_io_latency_seconds", Direction::Above, 0.05, false),
         ("http_5xx_ratio", Direction::Above, 0.05, false),
         ("http_latency_seconds", Direction::Above, 2.0, true),
         ("db_connections", Direction::Above, 3.0, true),
+        ("db_transactions_per_second", Direction::Below, 0.5, true),
         ("request_success_ratio", Direction::Below, 0.999, false),
         (
             "order_processing_delay_seconds",

@@ -62,12 +62,18 @@ impl StandIn {
                     let keep = keep.clone();
                     async move {
                         let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let ticket = uri.path().starts_with("/vendor-api");
                         keep.lock().unwrap().push(Hit {
                             path: uri.path().to_owned(),
                             at: Instant::now(),
                             body,
                         });
-                        axum::Json(json!({"ok": true}))
+                        // A support-ticket API answers with the ticket's id.
+                        axum::Json(if ticket {
+                            json!({"ticket_id": "SUP-77", "status": "open"})
+                        } else {
+                            json!({"ok": true})
+                        })
                     }
                 });
                 let l = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -1517,4 +1523,419 @@ fn silences_hold_back_what_their_scope_says_across_a_restart_until_expired_or_th
         dir.path(),
         "i-shop-2"
     ) == 1));
+}
+
+// ---------------------------------------------------------------------------
+// Staged verification.
+
+/// The plan's order after a rollback: system, services, business. Each
+/// stage runs only after the one before passed; a stage's retries absorb
+/// a host still booting; `windows: true` waits for the breached rule to
+/// clear; every result is on the timeline, the last with each stage's
+/// time. A stage that keeps failing pages, stops the later stages and
+/// marks the rollback failed.
+#[test]
+fn verification_stages_run_in_order_retry_and_a_failing_stage_pages() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let record = dir.path().join("calls.bin");
+    // `system` fails its first try per instance (the host still booting);
+    // `business` fails for i-vf every time.
+    let check = dir.path().join("check.sh");
+    std::fs::write(
+        &check,
+        format!(
+            "printf '%s\\0' CALL \"check-$1\" \"$2\" >> '{rec}'\n\
+             if [ \"$1\" = system ] && [ ! -e '{dir}/booted-'\"$2\" ]; then : > '{dir}/booted-'\"$2\"; echo booting >&2; exit 1; fi\n\
+             if [ \"$1\" = business ] && [ \"$2\" = i-vf ]; then echo \"orders failing on $2\" >&2; exit 1; fi\n\
+             echo \"$1 of $2 back\"\n",
+            rec = record.display(),
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let check = check.display();
+    let extra = format!(
+        r#"    verify:
+      delay: 0s
+      stages:
+        - {{name: system, command: {{argv: [/bin/sh, "{check}", system, "{{instance}}"], timeout: 10s}}, retries: 2, retry_delay: 1s}}
+        - {{name: services, http: {{method: GET, url: "{base}/status/{{instance}}"}}}}
+        - {{name: business, command: {{argv: [/bin/sh, "{check}", business, "{{instance}}"], timeout: 10s}}}}
+"#,
+        base = standin.base
+    );
+    write_config(dir.path(), port, &standin, "", "", &extra);
+    let r = Ripcord::start(dir.path(), port);
+    let ok = labels("pay", "i-vo", "low", "critical");
+    let bad = labels("pay", "i-vf", "low", "critical");
+    let start = now_millis() - 5_000;
+    r.post_alerts(&webhook(vec![
+        firing("fp-vo", &ok, start),
+        firing("fp-vf", &bad, start),
+    ]));
+    let mut ids = (None, None);
+    let found = wait_until(Duration::from_secs(30), || {
+        ids = (r.incident_of("i-vo"), r.incident_of("i-vf"));
+        ids.0.is_some() && ids.1.is_some()
+    });
+    assert!(found, "no incidents");
+    let (ok_id, bad_id) = (ids.0.unwrap(), ids.1.unwrap());
+    let finished = |id: &str, what: &str| {
+        wait_until(Duration::from_secs(60), || {
+            support::timeline_says(&r.incident(id), what)
+        })
+    };
+    assert!(
+        finished(&ok_id, "verification after rollback passed"),
+        "{}",
+        r.incident(&ok_id)
+    );
+    assert!(
+        finished(&bad_id, "verification stage business FAILED"),
+        "{}",
+        r.incident(&bad_id)
+    );
+
+    // In order, each after the one before passed; system tried twice.
+    let seen: Vec<String> = calls(dir.path())
+        .into_iter()
+        .filter(|c| {
+            c.get(1).map(String::as_str) == Some("i-vo")
+                || c.first().map(String::as_str) == Some("i-vo")
+        })
+        .map(|c| c[0].clone())
+        .collect();
+    assert_eq!(
+        seen,
+        ["i-vo", "check-system", "check-system", "check-business"],
+        "rollback, system (booting, then back), business"
+    );
+    let status: Vec<Hit> = standin
+        .all()
+        .into_iter()
+        .filter(|h| h.path == "/status/i-vo")
+        .collect();
+    assert_eq!(status.len(), 1, "services checked once");
+
+    let inc = r.incident(&ok_id);
+    let lines: Vec<String> = inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "verify")
+        .map(|t| t["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        lines[0].starts_with("verification stage system ok (")
+            && lines[0].contains("system of i-vo back")
+            && lines[0].ends_with("; 2 tries)"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("verification stage services ok"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("verification stage business ok"),
+        "{lines:?}"
+    );
+    let summary = &lines[3];
+    let shape: String = summary
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect();
+    assert_eq!(
+        shape,
+        "verification after rollback passed: system ok ##:##, services ok ##:##, business ok ##:##"
+    );
+    assert_eq!(r.actions(&ok_id, "rollback")[0]["state"], "done");
+
+    // The failing stage: paged, the rollback marked failed, nothing after.
+    let bad_inc = r.incident(&bad_id);
+    assert!(
+        support::timeline_says(&bad_inc, "orders failing on i-vf"),
+        "{bad_inc}"
+    );
+    assert!(!support::timeline_says(
+        &bad_inc,
+        "verification after rollback passed"
+    ));
+    assert_eq!(
+        r.actions(&bad_id, "rollback")[0]["state"],
+        "failed",
+        "{bad_inc}"
+    );
+    let paged = wait_until(Duration::from_secs(30), || {
+        standin.titles().iter().any(|t| {
+            t.contains("verification after rollback FAILED at stage business") && t.contains("i-vf")
+        })
+    });
+    assert!(paged, "{:?}", standin.titles());
+    assert!(
+        r.incident(&bad_id)["paging"].is_object(),
+        "paging started: {bad_inc}"
+    );
+}
+
+/// `windows: true` as the business stage: it passes only once ripcord's
+/// own windows resolved the incident (here the alert resolving), after the
+/// stage before it passed.
+#[test]
+fn a_windows_stage_passes_once_the_breached_rule_clears() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        r#"    verify:
+      delay: 0s
+      stages:
+        - {{name: services, http: {{method: GET, url: "{base}/status/{{instance}}"}}}}
+        - {{name: business, windows: true, timeout: 5m}}
+"#,
+        base = standin.base
+    );
+    write_config(dir.path(), port, &standin, "", "", &extra);
+    let r = Ripcord::start(dir.path(), port);
+    let l = labels("pay", "i-vw", "low", "critical");
+    let start = now_millis() - 5_000;
+    r.post_alerts(&webhook(vec![firing("fp-vw", &l, start)]));
+    let mut id = None;
+    assert!(wait_until(Duration::from_secs(30), || {
+        id = r.incident_of("i-vw");
+        id.is_some()
+    }));
+    let id = id.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || support::timeline_says(
+            &r.incident(&id),
+            "verification stage services ok"
+        )),
+        "{}",
+        r.incident(&id)
+    );
+    assert!(!support::timeline_says(
+        &r.incident(&id),
+        "verification stage business"
+    ));
+    r.post_alerts(&webhook(vec![resolved("fp-vw", &l, start, now_millis())]));
+    assert!(
+        wait_until(Duration::from_secs(30), || support::timeline_says(
+            &r.incident(&id),
+            "verification after rollback passed: services ok"
+        )),
+        "{}",
+        r.incident(&id)
+    );
+    let inc = r.incident(&id);
+    assert!(
+        support::timeline_says(
+            &inc,
+            "verification stage business ok (alertmanager-forwarded back under its threshold)"
+        ),
+        "{inc}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The cloud vendor (severe incidents).
+
+/// What reached the stand-in on paths starting with `prefix`.
+fn hits_on(standin: &StandIn, prefix: &str) -> Vec<Hit> {
+    standin
+        .all()
+        .into_iter()
+        .filter(|h| h.path.starts_with(prefix))
+        .collect()
+}
+
+/// The incident's timeline lines of kind `vendor`.
+fn vendor_lines(r: &Ripcord, id: &str) -> Vec<String> {
+    r.incident(id)["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "vendor")
+        .map(|e| e["message"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_vendor_hears_of_a_severe_incident_once_after_its_approval_with_summary_instances_region_and_link()
+ {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = format!(
+        r#"vendor:
+  http:
+    method: POST
+    url: "{base}/vendor-api/tickets?key=s3cret-query"
+    headers: {{Authorization: "Bearer vendor-secret-token"}}
+    body: '{{"subject": "{{summary}}", "instances": "{{instances}}", "region": "{{region}}", "link": "{{timeline}}", "severity": "{{severity}}"}}'
+"#,
+        base = standin.base
+    );
+    write_config(dir.path(), port, &standin, "", "", &extra);
+    let r = Ripcord::start(dir.path(), port);
+    let mut severe = labels("pay", "i-sv1", "medium", "critical");
+    severe["region"] = json!("eu-west-1");
+    let functional = labels("pay", "i-fn1", "medium", "warning");
+    let start = now_millis() - 5_000;
+    r.post_alerts(&webhook(vec![
+        firing("fp-sv1", &severe, start),
+        firing("fp-fn1", &functional, start),
+    ]));
+    let (severe_id, _) = standin.approval_request(&r, "i-sv1");
+    let (functional_id, _) = standin.approval_request(&r, "i-fn1");
+    assert!(
+        wait_until(Duration::from_secs(10), || r
+            .actions(&severe_id, "request_approval")[0]["state"]
+            == "awaiting_approval"),
+        "{}",
+        r.incident(&severe_id)
+    );
+    // Nothing before the commander's approval, across a restart.
+    assert!(r.terminate().success());
+    assert!(
+        hits_on(&standin, "/vendor-api").is_empty(),
+        "contacted before the approval"
+    );
+    let r = Ripcord::start(dir.path(), port);
+    // The functional incident's approved rollback never reaches the vendor.
+    let (code, out) = cli(dir.path(), &["approve", &functional_id, "--by", "carol"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(20), || r
+            .actions(&functional_id, "rollback")
+            .first()
+            .is_some_and(|a| a["state"] == "done")),
+        "{}",
+        r.incident(&functional_id)
+    );
+    let (code, out) = cli(dir.path(), &["approve", &severe_id, "--by", "carol"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(20), || !vendor_lines(&r, &severe_id)
+            .is_empty()),
+        "no vendor line:\n{}\n{}",
+        r.incident(&severe_id),
+        r.stderr.text()
+    );
+    let hits = hits_on(&standin, "/vendor-api");
+    assert_eq!(
+        hits.len(),
+        1,
+        "{:?}",
+        hits.iter().map(|h| &h.body).collect::<Vec<_>>()
+    );
+    let body = &hits[0].body;
+    assert_eq!(body["instances"], "i-sv1");
+    assert_eq!(body["region"], "eu-west-1");
+    assert_eq!(body["severity"], "severe");
+    assert_eq!(
+        body["link"],
+        format!("http://127.0.0.1:{port}/incidents/{severe_id}").as_str()
+    );
+    assert_eq!(body["subject"], "ErrorsUp firing on pay/i-sv1: errors up");
+    let lines = vendor_lines(&r, &severe_id);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("HTTP 200") && lines[0].contains("ticket SUP-77"),
+        "{lines:?}"
+    );
+    assert!(
+        !lines[0].contains("s3cret") && !lines[0].contains("vendor-secret-token"),
+        "{lines:?}"
+    );
+    assert!(vendor_lines(&r, &functional_id).is_empty());
+}
+
+#[test]
+fn at_once_the_vendor_hears_of_each_severe_incident_once_and_never_of_a_functional_one() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let channels = format!(
+        "  vendor-desk: {{type: webhook, url: \"{}/vendor-chat\", rate: 100/s}}\n",
+        standin.base
+    );
+    let extra = "vendor: {when: at_once, channel: vendor-desk}\n".to_owned()
+        + "routing:\n  low: {notify: [hook]}\n  medium: {notify: [hook]}\n  high: {notify: [hook]}\n"
+        + "escalation:\n  low: [{after: 0s, channels: [hook]}]\n  medium: [{after: 0s, channels: [hook]}]\n  high: [{after: 0s, channels: [hook]}]\n";
+    write_config(dir.path(), port, &standin, &channels, "", &extra);
+    let r = Ripcord::start(dir.path(), port);
+    let start = now_millis() - 5_000;
+    // A functional low-tier incident first: rolled back, never the vendor.
+    r.post_alerts(&webhook(vec![firing(
+        "fp-lf",
+        &labels("web", "i-lf", "low", "warning"),
+        start,
+    )]));
+    assert!(
+        wait_until(Duration::from_secs(20), || calls_for(dir.path(), "i-lf")
+            == 1),
+        "{}",
+        r.stderr.text()
+    );
+    // Severe on the low tier (no approval there): the rollback and the
+    // notification both bring the vendor about; one message reaches it.
+    r.post_alerts(&webhook(vec![firing(
+        "fp-ls",
+        &labels("web", "i-ls", "low", "critical"),
+        start,
+    )]));
+    let mut id = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            id = r.incident_of("i-ls");
+            id.as_ref().is_some_and(|i| !vendor_lines(&r, i).is_empty())
+        }),
+        "{}",
+        r.stderr.text()
+    );
+    let id = id.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || r
+            .actions(&id, "rollback")
+            .first()
+            .is_some_and(|a| a["state"] == "done")),
+        "{}",
+        r.incident(&id)
+    );
+    // A restart: the incident's later actions (its all-clear) do not
+    // contact the vendor again.
+    assert!(r.terminate().success());
+    let r = Ripcord::start(dir.path(), port);
+    r.post_alerts(&webhook(vec![resolved(
+        "fp-ls",
+        &labels("web", "i-ls", "low", "critical"),
+        start,
+        now_millis(),
+    )]));
+    assert!(
+        wait_until(Duration::from_secs(20), || r
+            .actions(&id, "resolve")
+            .first()
+            .is_some_and(|a| a["state"] == "done")),
+        "{}",
+        r.incident(&id)
+    );
+    let hits = hits_on(&standin, "/vendor-chat");
+    assert_eq!(
+        hits.len(),
+        1,
+        "{:?}",
+        hits.iter().map(|h| &h.body).collect::<Vec<_>>()
+    );
+    let text = hits[0].body.to_string();
+    assert!(
+        text.contains("i-ls") && text.contains(&format!("/incidents/{id}")),
+        "{text}"
+    );
+    assert!(!text.contains("i-lf"), "{text}");
+    let lines = vendor_lines(&r, &id);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("vendor contacted"), "{lines:?}");
 }

@@ -1128,6 +1128,21 @@ async fn a_shutdown_ends_a_retry_backoff_and_the_timeline_says_what_was_not_sent
     h.finish().await;
 }
 
+/// A second responder over the same journal and config, as after a
+/// restart: none of the first one's tasks.
+fn restart(r: &Responder) -> Arc<Responder> {
+    Arc::new(Responder {
+        journal: r.journal.clone(),
+        deliverer: r.deliverer.clone(),
+        cfg: r.cfg.clone(),
+        clock: r.clock.clone(),
+        links: r.links.clone(),
+        wake: r.wake.clone(),
+        metrics: r.metrics.clone(),
+        silences: r.silences.clone(),
+    })
+}
+
 /// A rollback's verification waits in the journal until it is due: it runs
 /// `delay` after the rollback, not before, in whichever responder runs then
 /// (here a second one over the same journal, as after a restart: the task
@@ -1168,17 +1183,7 @@ async fn a_verification_runs_when_due_even_after_a_restart_and_a_failure_pages()
         "{rollback:?}"
     );
 
-    let r = &h.responder;
-    let restarted = Arc::new(Responder {
-        journal: r.journal.clone(),
-        deliverer: r.deliverer.clone(),
-        cfg: r.cfg.clone(),
-        clock: r.clock.clone(),
-        links: r.links.clone(),
-        wake: r.wake.clone(),
-        metrics: r.metrics.clone(),
-        silences: r.silences.clone(),
-    });
+    let restarted = restart(&h.responder);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let verifying = tokio::spawn(restarted.verification_loop(stopped));
     let record = h.dir.path().join("calls.bin");
@@ -1236,6 +1241,109 @@ async fn a_verification_runs_when_due_even_after_a_restart_and_a_failure_pages()
     assert_eq!(pending(), 0);
     stop.send(true).unwrap();
     drive(verifying).await.unwrap();
+    h.finish().await;
+}
+
+/// Staged verification across a crash: the responder that ran `system`
+/// (passed) dies while `services` waits to retry; the one that takes the
+/// verification over after its lease resumes at `services` and never runs
+/// `system` again.
+#[tokio::test(start_paused = true)]
+async fn a_verification_resumes_after_a_crash_at_the_stage_after_the_last_that_passed() {
+    let mut h = Harness::new(|base, dir| {
+        let record = dir.join("calls.bin");
+        let script = recording_script(dir, &record);
+        let check = dir.join("check.sh");
+        std::fs::write(
+            &check,
+            format!(
+                "printf '%s\\0' CALL \"$1\" >> '{rec}'\n\
+                 if [ \"$1\" = services ] && [ ! -e '{dir}/up' ]; then echo 'port 443 closed' >&2; exit 1; fi\n\
+                 echo \"$1 back\"\n",
+                rec = record.display(),
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        format!(
+            "{}executors:\n  rollback:\n    command: {{argv: [/bin/sh, '{script}', \"{{instance}}\"], timeout: 30s}}\n    verify:\n      delay: 1m\n      stages:\n        - {{name: system, command: {{argv: [/bin/sh, '{check}', system], timeout: 10s}}}}\n        - {{name: services, command: {{argv: [/bin/sh, '{check}', services], timeout: 10s}}, retries: 5, retry_delay: 1m}}\n",
+            channels(base),
+            script = script.display(),
+            check = check.display()
+        )
+    })
+    .await;
+    let labels = json!({"alertname": "Down", "service": "web", "instance": "i-0c", "tier": "low", "severity": "critical"});
+    let id = incident_of(&h.alert(&firing("fp-c", labels)).await, Action::Rollback);
+    h.dispatch().await;
+    let record = h.dir.path().join("calls.bin");
+    let runs = |stage: &str| {
+        calls(&record)
+            .iter()
+            .filter(|c| c.first().map(String::as_str) == Some(stage))
+            .count()
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let first = tokio::spawn(restart(&h.responder).verification_loop(stopped));
+    h.run_until(secs(62)).await;
+    let mut waited = 0;
+    while runs("services") == 0 {
+        waited += 1;
+        assert!(waited < 2000, "services never ran: {:?}", calls(&record));
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+            .await
+            .unwrap();
+    }
+    // Dies while `services` waits for its retry.
+    stop.send(true).unwrap();
+    drive(first).await.unwrap();
+    assert_eq!(runs("system"), 1);
+    std::fs::write(h.dir.path().join("up"), "").unwrap();
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let second = tokio::spawn(restart(&h.responder).verification_loop(stopped));
+    let passed = |tl: &[ripcord::journal::TimelineEntry]| {
+        tl.iter().any(|e| {
+            e.kind == "verify" && e.message.starts_with("verification after rollback passed")
+        })
+    };
+    let mut at = 62;
+    let timeline = loop {
+        let i = id.clone();
+        let tl = h.read(move |j| j.timeline(&i)).await;
+        if passed(&tl) {
+            break tl;
+        }
+        assert!(at < 1200, "never passed: {tl:?}");
+        at += 10;
+        h.run_until(secs(at)).await;
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+            .await
+            .unwrap();
+    };
+    assert_eq!(
+        runs("system"),
+        1,
+        "system passed before the crash: never again"
+    );
+    let services_ok = timeline
+        .iter()
+        .find(|e| e.message.starts_with("verification stage services ok"))
+        .unwrap();
+    assert!(
+        services_ok.message.contains("services back"),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .filter(|e| e.message.starts_with("verification stage system ok"))
+            .count()
+            == 1,
+        "{timeline:?}"
+    );
+    stop.send(true).unwrap();
+    drive(second).await.unwrap();
     h.finish().await;
 }
 

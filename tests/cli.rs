@@ -87,6 +87,42 @@ fn check_fails(
     (out, err)
 }
 
+/// Staged verification's mistakes, each with its file and line, all at
+/// once.
+#[test]
+fn check_reports_every_verify_stage_error_with_file_and_line() {
+    check_fails(
+        "tests/fixtures/config-bad-verify.yaml",
+        &[],
+        &[
+            "tests/fixtures/config-bad-verify.yaml:7:",
+            "a check's timeout goes inside it",
+            "tests/fixtures/config-bad-verify.yaml:8:",
+            "`system` names two stages",
+            "tests/fixtures/config-bad-verify.yaml:9:",
+            "a stage needs a `name`",
+            "tests/fixtures/config-bad-verify.yaml:10:",
+            "a stage is `windows: true` or one `command`/`http` check, not both",
+            "tests/fixtures/config-bad-verify.yaml:11:",
+            "retries",
+            "ripcord: 5 errors",
+        ],
+    );
+}
+
+#[test]
+fn check_reports_a_bad_vendor_when_and_an_unknown_vendor_channel_with_file_and_line() {
+    check_fails(
+        "tests/fixtures/config-bad-vendor.yaml",
+        &[],
+        &[
+            "tests/fixtures/config-bad-vendor.yaml:4:9: config: vendor: when: `later`: expected approved or at_once",
+            "tests/fixtures/config-bad-vendor.yaml:5:12: config: vendor.channel: no channel named `nowhere` under `channels:`",
+            "ripcord: 2 errors",
+        ],
+    );
+}
+
 /// librdkafka judges `kafka.properties` at `check` time (names, values,
 /// and what this build supports: TLS and SCRAM need OpenSSL), the log
 /// filter is parsed as `run` parses it, and a credential never appears.
@@ -281,8 +317,8 @@ fn replay_prints_decisions_and_warns_about_malformed_lines() {
     assert_eq!(d[4]["tier"], "low");
 }
 
-#[test]
-fn replay_reads_standard_input() {
+/// `ripcord replay --events -` with `events` on its standard input.
+fn replay_stdin(events: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ripcord"))
         .args(["replay", "--events", "-"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -291,16 +327,16 @@ fn replay_reads_standard_input() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"metric":"up","value":0,"ts":"2026-11-21T10:00:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
+    child.stdin.take().unwrap().write_all(events).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn replay_reads_standard_input() {
+    let out = replay_stdin(br#"{"metric":"up","value":0,"ts":"2026-11-21T10:00:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
 {"metric":"up","value":0,"ts":"2026-11-21T10:01:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
 {"metric":"up","value":0,"ts":"2026-11-21T10:02:00Z","labels":{"service":"web","instance":"i-1","tier":"low"}}
-"#)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+"#);
     assert!(out.status.success());
     let d = decisions(&out);
     assert_eq!(d.len(), 2, "{}", text(&out.stdout));
@@ -353,6 +389,40 @@ fn replay_of_the_example_incident() {
     assert!(
         !d.iter()
             .any(|x| x["action"] == "rollback" && x["tier"] == "high")
+    );
+}
+
+/// The plan's core indicator "DB transaction throughput", through the
+/// shipped rules: a busy service whose throughput falls to a third of its
+/// hour is rolled back; a quiet one (an hour under the 5/s floor) halving
+/// at night is left alone.
+#[test]
+fn replay_catches_db_throughput_falling_against_its_hour_above_the_floor() {
+    let mut events = String::new();
+    for minute in 0..78 {
+        let ts = format!("2026-11-21T{:02}:{:02}:00Z", 10 + minute / 60, minute % 60);
+        for (instance, before, after) in [("i-busy", 200.0, 60.0), ("i-quiet", 3.0, 0.5)] {
+            let value = if minute < 70 { before } else { after };
+            events.push_str(&format!(
+                r#"{{"metric":"db_transactions_per_second","value":{value},"ts":"{ts}","labels":{{"service":"orders","instance":"{instance}","tier":"low"}}}}"#
+            ));
+            events.push('\n');
+        }
+    }
+    let out = replay_stdin(events.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let d = decisions(&out);
+    let rollbacks: Vec<&Value> = d.iter().filter(|x| x["action"] == "rollback").collect();
+    assert_eq!(rollbacks.len(), 1, "{}", text(&out.stdout));
+    let r = rollbacks[0];
+    assert_eq!(r["rule"], "db-throughput-drop");
+    assert_eq!(r["labels"]["instance"], "i-busy");
+    assert_eq!(r["severity"], "functional");
+    assert_eq!(r["threshold"], 100.0, "half of the hour's 200/s");
+    assert!(
+        d.iter().all(|x| x["labels"]["instance"] != "i-quiet"),
+        "the quiet night acted: {}",
+        text(&out.stdout)
     );
 }
 
@@ -423,7 +493,7 @@ fn check_warns_about_unreadable_secrets_and_points_at_unknown_channels() {
     let out = ripcord(&["check", "--config", cfg]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("10 rules in 1 file"),
+        text(&out.stdout).contains("11 rules in 1 file"),
         "{}",
         text(&out.stdout)
     );
@@ -704,4 +774,22 @@ fn silence_add_needs_no_user_and_warns_about_unseen_label_names() {
         .unwrap_or_default()
         .to_owned();
     assert!(!by.is_empty(), "{silences}");
+}
+
+/// A baseline floor below zero is a mistake, named where it is written.
+#[test]
+fn check_refuses_a_negative_baseline_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "rules:\n  - name: tps\n    match: {metric: db_transactions_per_second}\n    window: 1m\n    baseline: {window: 1h, floor: -5}\n    condition: \"< 50% baseline\"\n",
+    )
+    .unwrap();
+    let out = ripcord(&["check", "--rules", dir.path().to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("r.yaml:5:35: rule `tps`: baseline: floor: must be zero or more"),
+        "{err}"
+    );
 }

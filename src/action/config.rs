@@ -90,11 +90,54 @@ impl Default for Budget {
     }
 }
 
+/// The plan's order of checks after a rollback: system, services,
+/// business. Each stage runs only once the one before passed.
 #[derive(Debug)]
 pub struct Verify {
-    /// Wait this long after the rollback before checking.
+    /// Wait this long after the rollback before the first stage.
     pub delay: Dur,
-    pub check: Executor,
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Debug)]
+pub struct Stage {
+    pub name: String,
+    pub probe: Probe,
+    /// Runs after the first failure before the stage fails.
+    pub retries: u32,
+    /// The pause before each retry.
+    pub retry_delay: Dur,
+}
+
+#[derive(Debug)]
+pub enum Probe {
+    /// A command or HTTP check (its own timeout inside).
+    Check(Box<Executor>),
+    /// ripcord's own windows: passes once the incident's rule cleared (the
+    /// breached rule back under its threshold for its `clear_for`, at
+    /// least its `for`), fails if it has not within `timeout`.
+    Windows { timeout: Dur },
+}
+
+impl Stage {
+    /// The longest the stage may take, retries included.
+    pub fn longest(&self) -> Dur {
+        match &self.probe {
+            Probe::Check(e) => {
+                let one = (e.timeout().as_millis() as i64).saturating_add(self.retry_delay.0);
+                Dur(one.saturating_mul(i64::from(self.retries) + 1))
+            }
+            Probe::Windows { timeout } => *timeout,
+        }
+    }
+}
+
+impl Verify {
+    /// Longer than any one stage may take, so no stage runs twice at once.
+    pub fn lease(&self) -> Dur {
+        let longest = self.stages.iter().map(Stage::longest).max();
+        Dur(longest.unwrap_or(Dur::ZERO).0.saturating_add(60_000))
+    }
 }
 
 #[derive(Debug)]
@@ -121,6 +164,8 @@ pub struct ActionsConfig {
     /// the rollout is resumed).
     pub restore: Option<Executor>,
     pub patterns: Patterns,
+    /// Whom to tell of a severe incident beside the team (`vendor:`).
+    pub vendor: Option<super::vendor::Vendor>,
 }
 
 impl Default for ActionsConfig {
@@ -145,6 +190,7 @@ impl Default for ActionsConfig {
             switch: None,
             restore: None,
             patterns: Patterns::default(),
+            vendor: None,
         }
     }
 }
@@ -238,11 +284,15 @@ impl ActionsConfig {
             rollback,
         )));
         if let Some(v) = &mut self.rollback.verify {
-            let real = std::mem::replace(
-                &mut v.check,
-                Executor::DryRun(DryRun::new("verify", "instance", None)),
-            );
-            v.check = Executor::DryRun(DryRun::new("verify", "instance", Some(real)));
+            for stage in &mut v.stages {
+                if let Probe::Check(check) = &mut stage.probe {
+                    let real = std::mem::replace(
+                        &mut **check,
+                        Executor::DryRun(DryRun::new("verify", "instance", None)),
+                    );
+                    **check = Executor::DryRun(DryRun::new("verify", "instance", Some(real)));
+                }
+            }
         }
         let pause = self.pause.take();
         self.pause = Some(Executor::DryRun(DryRun::new(
@@ -394,14 +444,8 @@ pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors)
             if rm.has("command") || rm.has("http") {
                 out.rollback.executor = Executor::from_config(&mut rm, errs);
             }
-            if let Some(mut vm) = rm.map("verify", errs) {
-                let delay = vm
-                    .dur("delay", Dur::ZERO..=Dur::from_mins(60), errs)
-                    .unwrap_or(Dur::from_secs(30));
-                if let Some(check) = Executor::from_config(&mut vm, errs) {
-                    out.rollback.verify = Some(Verify { delay, check });
-                }
-                vm.finish(errs);
+            if let Some(vm) = rm.map("verify", errs) {
+                out.rollback.verify = verify(file, vm, errs);
             }
             if let Some(mut bm) = rm.map("budget", errs) {
                 let b = &mut out.rollback.budget;
@@ -435,6 +479,13 @@ pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors)
         }
         m.finish(errs);
     }
+    if let Some(m) = top.map("vendor", errs) {
+        let (vendor, channel) = super::vendor::read(m, errs);
+        out.vendor = vendor;
+        if let Some((name, node)) = channel {
+            refs.push(("vendor.channel".into(), name, node));
+        }
+    }
     defaults(out, given_routing, given_escalation);
     for (what, name, node) in refs {
         if !declared.contains(&name) {
@@ -445,6 +496,100 @@ pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors)
             ));
         }
     }
+}
+
+/// `verify: {delay, stages: [...]}`, or the older `verify: {delay,
+/// command|http}` as one stage named `check`.
+fn verify(file: &std::path::Path, mut vm: MapReader<'_>, errs: &mut Errors) -> Option<Verify> {
+    let before = errs.len();
+    let delay = vm
+        .dur("delay", Dur::ZERO..=Dur::from_mins(60), errs)
+        .unwrap_or(Dur::from_secs(30));
+    let mut stages = Vec::new();
+    if vm.has("stages") {
+        if vm.has("command") || vm.has("http") {
+            let n = vm.node_of("stages").unwrap_or(vm.node());
+            vm.err(
+                errs,
+                n,
+                "stages",
+                "give `stages` or one `command`/`http` check, not both",
+            );
+        }
+        let items = vm.seq("stages", errs).unwrap_or_default();
+        if items.is_empty() && errs.len() == before {
+            let n = vm.node_of("stages").unwrap_or(vm.node());
+            vm.err(errs, n, "stages", "needs at least one stage");
+        }
+        let mut names = HashSet::new();
+        for item in items {
+            let Some(mut sm) = MapReader::new(file, item, "verify stage".to_owned(), errs) else {
+                continue;
+            };
+            let name = sm.str("name", errs).map(str::to_owned);
+            if name.is_none() && !sm.has("name") {
+                sm.err(
+                    errs,
+                    item,
+                    "name",
+                    "a stage needs a `name` (e.g. system, services, business)",
+                );
+            }
+            if let (Some(n), Some(node)) = (&name, sm.node_of("name")) {
+                if !names.insert(n.clone()) {
+                    sm.err(errs, node, "name", format!("`{n}` names two stages"));
+                }
+            }
+            let retries = sm.int("retries", 0..=100, errs).unwrap_or(0) as u32;
+            let retry_delay = sm
+                .dur("retry_delay", Dur::ZERO..=Dur::from_mins(60), errs)
+                .unwrap_or(Dur::from_secs(10));
+            let windows = sm.bool("windows", errs).unwrap_or(false);
+            let probe = if windows {
+                let both = [sm.node_of("command"), sm.node_of("http")];
+                if both.iter().any(Option::is_some) {
+                    sm.err(
+                        errs,
+                        item,
+                        "windows",
+                        "a stage is `windows: true` or one `command`/`http` check, not both",
+                    );
+                }
+                let timeout = sm
+                    .dur("timeout", Dur::from_secs(1)..=Dur::from_mins(24 * 60), errs)
+                    .unwrap_or(Dur::from_mins(10));
+                Some(Probe::Windows { timeout })
+            } else {
+                if let Some(n) = sm.node_of("timeout") {
+                    sm.err(
+                        errs,
+                        n,
+                        "timeout",
+                        "a check's timeout goes inside it: `command: {argv: [...], timeout: 1m}` or `http: {url: ..., timeout: 10s}`",
+                    );
+                }
+                Executor::from_config(&mut sm, errs).map(|e| Probe::Check(Box::new(e)))
+            };
+            sm.finish(errs);
+            if let (Some(name), Some(probe)) = (name, probe) {
+                stages.push(Stage {
+                    name,
+                    probe,
+                    retries,
+                    retry_delay,
+                });
+            }
+        }
+    } else if let Some(check) = Executor::from_config(&mut vm, errs) {
+        stages.push(Stage {
+            name: "check".to_owned(),
+            probe: Probe::Check(Box::new(check)),
+            retries: 0,
+            retry_delay: Dur::from_secs(10),
+        });
+    }
+    vm.finish(errs);
+    (errs.len() == before).then_some(Verify { delay, stages })
 }
 
 /// Unconfigured routing: every chat, webhook and email channel notifies.

@@ -15,6 +15,7 @@ pub mod message;
 pub mod ops;
 pub mod responder;
 pub mod scheduler;
+pub mod vendor;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use super::config::ActionsConfig;
+use super::config::{ActionsConfig, Probe, Stage, Verify};
 use super::deliver::{Delivered, Deliverer, Queued};
 use super::executor::{ExecOutcome, Vars};
 use super::links::{LinkSigner, Verb};
@@ -54,6 +54,9 @@ pub struct Responder {
 impl Handler for Responder {
     fn handle<'a>(&'a self, a: &'a ActionRow) -> BoxFuture<'a, Handled<'a>> {
         Box::pin(async move {
+            if self.cfg.vendor.as_ref().is_some_and(|v| v.due(a)) {
+                self.contact_vendor(&a.decision);
+            }
             match a.action {
                 Action::Notify => self.notify(&a.decision).await,
                 Action::Resolve => self.resolve(&a.decision).await,
@@ -96,6 +99,128 @@ fn summary(what: &str, results: &[Delivered]) -> Outcome {
 }
 
 impl Responder {
+    /// Tells the cloud vendor of a severe incident, once (the journal's
+    /// `vendor/<incident>` lease), on a task of its own: the action that
+    /// brought it about (a rollback) never waits for the vendor. The answer
+    /// goes on the incident's timeline (kind `vendor`).
+    fn contact_vendor(&self, d: &Decision) {
+        let Some(id) = d.incident.clone() else {
+            return;
+        };
+        let (journal, cfg, clock, deliverer) = (
+            self.journal.clone(),
+            self.cfg.clone(),
+            self.clock.clone(),
+            self.deliverer.clone(),
+        );
+        let d = d.clone();
+        tokio::spawn(async move {
+            let Some(vendor) = cfg.vendor.as_ref() else {
+                return;
+            };
+            let now = clock.now();
+            // Held for good: the vendor is never contacted twice.
+            let lease = format!("vendor/{id}");
+            let forever = now.saturating_add(Dur::from_mins(100 * 365 * 24 * 60));
+            match with_journal(&journal, move |j| {
+                j.take_lease(&lease, "vendor", forever, now)
+            })
+            .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!(incident = %id, error = %e, "could not take the vendor lease; the vendor is not contacted");
+                    return;
+                }
+            }
+            // An approved rollback's own message is the approval; the
+            // incident's summary is its opening line.
+            let mut summary_line = d.message.clone();
+            if d.is_derived() {
+                let i = id.to_string();
+                if let Ok(Some(first)) =
+                    with_journal(&journal, move |j| Ok(j.timeline(&i)?.into_iter().next())).await
+                {
+                    // Its line reads `<action>: <summary>`.
+                    summary_line = Action::ALL
+                        .iter()
+                        .find_map(|a| first.message.strip_prefix(&format!("{a}: ")))
+                        .unwrap_or(&first.message)
+                        .to_owned();
+                }
+            }
+            let vars = vendor.vars(&d, &summary_line);
+            let line = match &vendor.contact {
+                super::vendor::Contact::Http(h) => {
+                    match h.exchange(&vars, &vendor.patterns(&cfg.patterns)).await {
+                        Ok(answer) => {
+                            let verdict = match answer.outcome {
+                                ExecOutcome::Ok(_) => "vendor contacted",
+                                _ => "vendor contact FAILED",
+                            };
+                            let ticket = super::vendor::ticket_id(&answer.body)
+                                .map(|t| format!(", ticket {t}"))
+                                .unwrap_or_default();
+                            format!(
+                                "{verdict}: {} → HTTP {}{ticket}",
+                                answer.request, answer.status
+                            )
+                        }
+                        Err(e) => format!("vendor contact FAILED: {}", e.detail()),
+                    }
+                }
+                super::vendor::Contact::Channel(channel) => {
+                    let title = format!(
+                        "[{}/{}] severe incident, support needed: {}",
+                        d.tier.as_str().to_uppercase(),
+                        d.severity,
+                        subject(&d)
+                    );
+                    let body = [
+                        ("summary", "Summary"),
+                        ("instances", "Instances"),
+                        ("region", "Region"),
+                        ("timeline", "Timeline"),
+                    ]
+                    .iter()
+                    .filter_map(|(k, name)| {
+                        vars.0
+                            .get(*k)
+                            .filter(|v| !v.is_empty())
+                            .map(|v| format!("{name}: {v}"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                    let message = Message::note(
+                        Kind::Outcome,
+                        d.tier,
+                        d.severity,
+                        Some(id.as_str()),
+                        title,
+                        body,
+                    );
+                    let queued = deliverer
+                        .queue_all(std::slice::from_ref(channel), &message, None)
+                        .await;
+                    let out = summary("vendor message", &queued.outcomes().await);
+                    match out.state {
+                        ActionState::Done => format!("vendor contacted: {}", out.detail),
+                        _ => format!("vendor contact FAILED: {}", out.detail),
+                    }
+                }
+            };
+            let line = crate::text::one_line(&line).into_owned();
+            let line = super::message::truncate_utf8(&line, 400);
+            let at = clock.now();
+            if let Err(e) =
+                with_journal(&journal, move |j| j.add_timeline(&id, at, "vendor", &line)).await
+            {
+                tracing::error!(error = %e, "could not record the vendor's answer");
+            }
+        });
+    }
+
     /// Hands `message` to `channels` (with the tier's fallback); the
     /// outcomes follow.
     async fn queue(&self, tier: Tier, channels: &[String], message: &Message) -> Queued {
@@ -611,13 +736,14 @@ impl Responder {
 
     /// Runs post-rollback verifications as they fall due, until shutdown.
     /// They wait in the journal, so a restart picks up any that were due or
-    /// running; one still running at shutdown runs again after its lease.
+    /// running, at the stage after the last one that passed; a stage still
+    /// running at shutdown runs again after its lease.
     pub async fn verification_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let Some(v) = self.cfg.rollback.verify.as_ref() else {
             return;
         };
-        // Longer than a check may take, so none runs twice at once.
-        let lease = Dur(v.check.timeout().as_millis() as i64 + 60_000);
+        // Longer than a stage may take, so none runs twice at once.
+        let lease = v.lease();
         let mut running = JoinSet::new();
         loop {
             while running.try_join_next().is_some() {}
@@ -646,33 +772,181 @@ impl Responder {
         running.abort_all();
     }
 
-    /// Runs one post-rollback verification; its result goes on the
-    /// timeline and a failure pages.
+    /// Runs a post-rollback verification's stages in order, from the first
+    /// that has not passed yet. Each result goes on the timeline and is
+    /// journaled before the next stage starts; a failing stage pages on
+    /// every tier, marks the rollback failed (so the incident keeps asking
+    /// for attention) and ends the verification.
     async fn verify(&self, a: &ActionRow) {
         let Some(v) = self.cfg.rollback.verify.as_ref() else {
             return;
         };
         let d = &a.decision;
-        let result = v.check.run(&Vars::of(d), &self.cfg.patterns).await;
-        let line = match &result {
-            ExecOutcome::Ok(s) => format!("passed ({s})"),
-            ExecOutcome::Failed(s) | ExecOutcome::Refused(s) => format!("FAILED ({s})"),
+        let key = a.key.clone();
+        let first = match with_journal(&self.journal, move |j| j.verification_stage(&key)).await {
+            Ok(Some(s)) => s as usize,
+            Ok(None) => return, // finished by another process meanwhile
+            Err(e) => {
+                tracing::error!(error = %e, key = %a.key, "cannot read a verification's stage");
+                return;
+            }
         };
+        let lease = v.lease();
+        for (i, stage) in v.stages.iter().enumerate().skip(first) {
+            let result = self.run_stage(stage, d).await;
+            let at = self.clock.now();
+            match result {
+                Ok(detail) => {
+                    self.on_timeline(
+                        d,
+                        format!("verification stage {} ok ({detail})", stage.name),
+                    )
+                    .await;
+                    let (key, held) = (a.key.clone(), at.saturating_add(lease));
+                    if let Err(e) = with_journal(&self.journal, move |j| {
+                        j.pass_verification_stage(&key, i as u32, held)
+                    })
+                    .await
+                    {
+                        // Not recorded: the stage runs again after the lease.
+                        tracing::error!(error = %e, key = %a.key, "could not record a passed verification stage");
+                        return;
+                    }
+                }
+                Err(detail) => {
+                    let later = v.stages.len() - i - 1;
+                    let not_run = if later > 0 {
+                        format!("; {later} later stage(s) not run")
+                    } else {
+                        String::new()
+                    };
+                    self.on_timeline(
+                        d,
+                        format!(
+                            "verification stage {} FAILED ({detail}){not_run}",
+                            stage.name
+                        ),
+                    )
+                    .await;
+                    let what =
+                        format!("verification after rollback FAILED at stage {}", stage.name);
+                    self.trouble(d, &what, &detail).await;
+                    let (key, why) = (a.key.clone(), format!("rolled back, but {what}: {detail}"));
+                    let _ = with_journal(&self.journal, move |j| {
+                        j.set_action(&key, ActionState::Failed, &why)
+                    })
+                    .await;
+                    self.finish_verification(a).await;
+                    return;
+                }
+            }
+        }
+        let summary = self.stages_passed(d, v).await;
+        self.on_timeline(d, format!("verification after rollback passed: {summary}"))
+            .await;
+        self.finish_verification(a).await;
+    }
+
+    /// One stage, with its retries: `Ok` with what it reported, or `Err`
+    /// with the last failure.
+    async fn run_stage(&self, stage: &Stage, d: &Decision) -> Result<String, String> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let outcome = match &stage.probe {
+                Probe::Check(check) => match check.run(&Vars::of(d), &self.cfg.patterns).await {
+                    ExecOutcome::Ok(s) => Ok(s),
+                    // A refusal (a value the patterns reject) never changes.
+                    ExecOutcome::Refused(s) => return Err(s),
+                    ExecOutcome::Failed(s) => Err(s),
+                },
+                Probe::Windows { timeout } => return self.windows_clear(d, *timeout).await,
+            };
+            match outcome {
+                Ok(s) if tries > 1 => return Ok(format!("{s}; {tries} tries")),
+                Ok(s) => return Ok(s),
+                Err(s) if tries > stage.retries => {
+                    return Err(if tries > 1 {
+                        format!("{s}; {tries} tries")
+                    } else {
+                        s
+                    });
+                }
+                Err(_) => tokio::time::sleep(stage.retry_delay.to_std()).await,
+            }
+        }
+    }
+
+    /// ripcord's own windows as a business check: passes once the
+    /// incident's rule cleared (the engine resolved the incident: the
+    /// breached rule back on the safe side of its threshold for its
+    /// `clear_for`, at least its `for`).
+    async fn windows_clear(&self, d: &Decision, timeout: Dur) -> Result<String, String> {
+        let Some(id) = d.incident.as_ref().map(|i| i.to_string()) else {
+            return Err("no incident whose rule could clear".to_owned());
+        };
+        let deadline = self.clock.now().saturating_add(timeout);
+        loop {
+            let lookup = id.clone();
+            match with_journal(&self.journal, move |j| j.incident(&lookup)).await {
+                Ok(Some(inc)) if inc.resolved_at.is_some() => {
+                    return Ok(format!("{} back under its threshold", inc.rule));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, incident = %id, "cannot read the incident"),
+            }
+            if self.clock.now() >= deadline {
+                return Err(format!(
+                    "{} not back under its threshold within {timeout}",
+                    d.rule
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+
+    /// "system ok 12:03, services ok 12:04", from the timeline (stages that
+    /// passed before a restart included).
+    async fn stages_passed(&self, d: &Decision, v: &Verify) -> String {
+        let timeline = match &d.incident {
+            Some(id) => {
+                let id = id.to_string();
+                with_journal(&self.journal, move |j| j.timeline(&id))
+                    .await
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let parts: Vec<String> = v
+            .stages
+            .iter()
+            .map(|s| {
+                let prefix = format!("verification stage {} ok", s.name);
+                let at = timeline
+                    .iter()
+                    .rev()
+                    .find(|t| t.kind == "verify" && t.message.starts_with(&prefix))
+                    .map(|t| t.at.to_string());
+                match at {
+                    Some(at) => format!("{} ok {}", s.name, at.get(11..16).unwrap_or(&at)),
+                    None => format!("{} ok", s.name),
+                }
+            })
+            .collect();
+        parts.join(", ")
+    }
+
+    async fn on_timeline(&self, d: &Decision, message: String) {
         if let Some(id) = &d.incident {
-            let (id, at, msg) = (
-                id.clone(),
-                self.clock.now(),
-                format!("verification after rollback {line}"),
-            );
+            let (id, at) = (id.clone(), self.clock.now());
             let _ = with_journal(&self.journal, move |j| {
-                j.add_timeline(&id, at, "verify", &msg)
+                j.add_timeline(&id, at, "verify", &message)
             })
             .await;
         }
-        if !matches!(result, ExecOutcome::Ok(_)) {
-            self.trouble(d, "verification after rollback FAILED", result.detail())
-                .await;
-        }
+    }
+
+    async fn finish_verification(&self, a: &ActionRow) {
         let key = a.key.clone();
         if let Err(e) = with_journal(&self.journal, move |j| j.finish_verification(&key)).await {
             tracing::error!(error = %e, key = %a.key, "could not record a finished verification");

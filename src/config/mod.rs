@@ -178,6 +178,9 @@ impl Config {
             }
             let mut actions = crate::action::config::ActionsConfig::default();
             crate::action::config::read(&mut top, &mut actions, &mut errs);
+            if let Some(v) = &mut actions.vendor {
+                v.public_url = cfg.http.public_url.clone();
+            }
             if actions.approvals.link_secret.is_some() && cfg.http.public_url.is_none() {
                 let n = top.node_of("approvals").unwrap_or(&root);
                 errs.push(ConfigError::at(

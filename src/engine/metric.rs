@@ -546,7 +546,9 @@ impl MetricState {
         }
         let baseline = match (&m.baseline, &self.base) {
             (Some(b), Some(rings)) => match rings.read(s, b.spec, b.agg, at, None) {
-                Some(r) if r.count >= b.min_samples => Some(r.value),
+                Some(r) if r.count >= b.min_samples && b.floor.is_none_or(|f| r.value >= f) => {
+                    Some(r.value)
+                }
                 _ => return Verdict::Unknown,
             },
             _ => None,

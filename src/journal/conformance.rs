@@ -157,6 +157,7 @@ conformance!(
     one_lease_holder_at_a_time,
     the_rollback_budget_admits_up_to_its_limits_across_processes,
     verifications_are_claimed_when_due_leased_and_finished_once,
+    a_passed_verification_stage_is_never_run_again_by_any_process,
     a_partition_claimed_by_another_process_commits_nothing_for_this_one,
     a_reaped_claim_can_never_admit_its_rollback,
     severity_only_rises,
@@ -638,20 +639,24 @@ fn the_rollback_budget_admits_up_to_its_limits_across_processes(store: &dyn Stor
     }
 }
 
-fn verifications_are_claimed_when_due_leased_and_finished_once(store: &dyn Store) {
-    let mut j = store.connect();
-    let mut other = store.connect();
+/// Commits the sample decisions and claims one of their actions: its key.
+fn a_claimed_action(j: &mut dyn Journal) -> String {
     let (ds, _) = decisions();
     j.commit(&Batch {
         decisions: ds.iter().map(|d| ("t/0", d)).collect(),
         ..Batch::default()
     })
     .unwrap();
-    let key = j
-        .claim_actions("me", &Action::ALL, 1)
+    j.claim_actions("me", &Action::ALL, 1)
         .unwrap()
         .remove(0)
-        .key;
+        .key
+}
+
+fn verifications_are_claimed_when_due_leased_and_finished_once(store: &dyn Store) {
+    let mut j = store.connect();
+    let mut other = store.connect();
+    let key = a_claimed_action(&mut *j);
     let due = Ts(1_000_000);
     let lease = Dur::from_secs(60);
     j.schedule_verification(&key, due).unwrap();
@@ -681,6 +686,45 @@ fn verifications_are_claimed_when_due_leased_and_finished_once(store: &dyn Store
             .unwrap()
             .is_empty()
     );
+}
+
+/// Staged verification: each stage that passed is recorded, so another
+/// process (after a crash or failover) resumes at the next stage; a stage
+/// recorded twice (a slow process finishing late) never moves it back;
+/// the lease is renewed while the next stage runs.
+fn a_passed_verification_stage_is_never_run_again_by_any_process(store: &dyn Store) {
+    let mut j = store.connect();
+    let mut other = store.connect();
+    let key = a_claimed_action(&mut *j);
+    assert_eq!(j.verification_stage(&key).unwrap(), None);
+    let lease = Dur::from_secs(60);
+    j.schedule_verification(&key, Ts(1_000)).unwrap();
+    assert_eq!(j.verification_stage(&key).unwrap(), Some(0));
+    assert_eq!(
+        j.claim_verifications(Ts(1_000), lease, 10).unwrap().len(),
+        1
+    );
+    j.pass_verification_stage(&key, 0, Ts(500_000)).unwrap();
+    j.pass_verification_stage(&key, 1, Ts(500_000)).unwrap();
+    j.pass_verification_stage(&key, 0, Ts(500_000)).unwrap(); // late: no step back
+    assert_eq!(other.verification_stage(&key).unwrap(), Some(2));
+    // Held while stage 2 runs, then another process takes it over there.
+    assert!(
+        other
+            .claim_verifications(Ts(499_999), lease, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        other
+            .claim_verifications(Ts(500_000), lease, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(other.verification_stage(&key).unwrap(), Some(2));
+    other.finish_verification(&key).unwrap();
+    assert_eq!(j.verification_stage(&key).unwrap(), None);
 }
 
 /// A replica that lost a partition (another claimed it after a rebalance

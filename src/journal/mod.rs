@@ -356,6 +356,20 @@ pub trait Work {
         limit: usize,
     ) -> Result<Vec<ActionRow>, JournalError>;
 
+    /// The stage of `key`'s verification to run next (0 at first); `None`
+    /// when none is scheduled.
+    fn verification_stage(&mut self, key: &str) -> Result<Option<u32>, JournalError>;
+
+    /// Stage `stage` of `key`'s verification passed (its result on the
+    /// timeline): it never runs again, and the verification stays held
+    /// until `held_until` while the next stage runs.
+    fn pass_verification_stage(
+        &mut self,
+        key: &str,
+        stage: u32,
+        held_until: Ts,
+    ) -> Result<(), JournalError>;
+
     /// The verification of `key` ran and its result is on the timeline.
     fn finish_verification(&mut self, key: &str) -> Result<(), JournalError>;
 

@@ -54,6 +54,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/postgres/0005_batches.sql"),
     ),
     (6, include_str!("../../migrations/postgres/0006_reads.sql")),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_verify_stages.sql"),
+    ),
 ];
 
 /// Any key, for the advisory locks that serialize migrations and the
@@ -1067,6 +1071,35 @@ impl Work for PgJournal {
             let out = actions_by_key(&tx, &keys).await?;
             tx.commit().await?;
             Ok(out)
+        })
+    }
+
+    fn verification_stage(&mut self, key: &str) -> Result<Option<u32>, JournalError> {
+        self.block(async {
+            let row = self
+                .conn()
+                .await?
+                .query_opt("SELECT stage FROM verifications WHERE key = $1", &[&key])
+                .await?;
+            Ok(row.map(|r| r.get::<_, i32>(0) as u32))
+        })
+    }
+
+    fn pass_verification_stage(
+        &mut self,
+        key: &str,
+        stage: u32,
+        held_until: Ts,
+    ) -> Result<(), JournalError> {
+        self.block(async {
+            self.conn()
+                .await?
+                .execute(
+                    "UPDATE verifications SET stage = GREATEST(stage, $2), due_at = $3 WHERE key = $1",
+                    &[&key, &(stage as i32 + 1), &held_until.millis()],
+                )
+                .await?;
+            Ok(())
         })
     }
 

@@ -33,7 +33,8 @@ use crate::time::{Clock, Dur, SystemClock, Ts};
 /// `approvals.decided_via`. 6: batch incidents (`incidents.batch`,
 /// `decisions.batch`, `approvals.scope`). 7: `incidents.service` and the
 /// indexes the console's list and the gate read open incidents by.
-const SCHEMA_VERSION: i64 = 7;
+/// 8: `verifications.stage` (staged verification).
+const SCHEMA_VERSION: i64 = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS incidents (
@@ -99,7 +100,9 @@ CREATE INDEX IF NOT EXISTS actions_by_incident ON actions(incident_id);
 -- process that took one holds it (a crash there runs it again after).
 CREATE TABLE IF NOT EXISTS verifications (
     key TEXT PRIMARY KEY REFERENCES actions(key),
-    due_at INTEGER NOT NULL
+    due_at INTEGER NOT NULL,
+    -- The next stage to run: one that passed never runs again.
+    stage INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS verifications_by_due ON verifications(due_at);
 CREATE TABLE IF NOT EXISTS timeline (
@@ -346,6 +349,13 @@ impl SqliteJournal {
                 "UPDATE incidents SET service = (SELECT json_extract(p.value, '$[1]')
                      FROM json_each(incidents.labels) p WHERE json_extract(p.value, '$[0]') = 'service')
                  WHERE service IS NULL",
+            )?;
+            // Version 8 (issue 22): staged verification.
+            add_column(
+                &conn,
+                "verifications",
+                "stage",
+                "INTEGER NOT NULL DEFAULT 0",
             )?;
         }
         conn.execute_batch(READ_INDEXES)?;
@@ -981,6 +991,31 @@ impl Work for SqliteJournal {
         let out = actions_by_key(&tx, &keys)?;
         tx.commit()?;
         Ok(out)
+    }
+
+    fn verification_stage(&mut self, key: &str) -> Result<Option<u32>, JournalError> {
+        let stage = self
+            .conn
+            .query_row(
+                "SELECT stage FROM verifications WHERE key = ?1",
+                [key],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?;
+        Ok(stage.map(|s| s as u32))
+    }
+
+    fn pass_verification_stage(
+        &mut self,
+        key: &str,
+        stage: u32,
+        held_until: Ts,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE verifications SET stage = max(stage, ?2), due_at = ?3 WHERE key = ?1",
+            params![key, i64::from(stage) + 1, held_until.millis()],
+        )?;
+        Ok(())
     }
 
     fn finish_verification(&mut self, key: &str) -> Result<(), JournalError> {

@@ -249,7 +249,9 @@ impl Review {
         }
         m.verified = journal
             .iter()
-            .find(|t| t.kind == "verify" && t.message.contains("passed"))
+            .find(|t| {
+                t.kind == "verify" && t.message.starts_with("verification after rollback passed")
+            })
             .map(|t| t.at);
 
         let tier: Tier = inc.tier.parse().unwrap_or(Tier::Medium);

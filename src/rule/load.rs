@@ -745,6 +745,16 @@ fn parse_metric_part(
             );
         }
         let bmin = b.int("min_samples", 1..=1_000_000, errs).unwrap_or(1) as u64;
+        let floor = b.f64("floor", errs);
+        if let Some(f) = floor.filter(|f| *f < 0.0) {
+            let n = b.node_of("floor").unwrap_or(b.node());
+            b.err(
+                errs,
+                n,
+                "floor",
+                format!("must be zero or more (the least baseline worth judging), not {f}"),
+            );
+        }
         let bbuckets = b
             .int("buckets", 1..=i64::from(MAX_BUCKETS), errs)
             .map_or(DEFAULT_BUCKETS, |x| x as u32);
@@ -756,6 +766,7 @@ fn parse_metric_part(
             agg: bagg,
             spec: Spec::offset(bwindow, offset, bbuckets),
             min_samples: bmin,
+            floor,
         })
     });
 

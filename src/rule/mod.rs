@@ -103,6 +103,9 @@ pub struct Baseline {
     pub agg: Agg,
     pub spec: Spec,
     pub min_samples: u64,
+    /// A baseline below this gives no verdict: a quiet hour (a night's few
+    /// transactions) is too thin to call half of it a fault.
+    pub floor: Option<f64>,
 }
 
 /// A rule over alerts forwarded by Alertmanager.

@@ -192,10 +192,19 @@ impl HttpExecutor {
     }
 
     pub async fn run(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
-        let url = match self.url.render(vars, patterns, url_value) {
-            Ok(u) => u,
-            Err(e) => return ExecOutcome::Refused(e),
-        };
+        match self.exchange(vars, patterns).await {
+            Ok(answer) => answer.outcome,
+            Err(refused_or_failed) => refused_or_failed,
+        }
+    }
+
+    /// Sends the request: its outcome and the answer's body (up to 64 KiB),
+    /// or the outcome of a request refused or never answered.
+    pub async fn exchange(&self, vars: &Vars, patterns: &Patterns) -> Result<Answer, ExecOutcome> {
+        let url = self
+            .url
+            .render(vars, patterns, url_value)
+            .map_err(ExecOutcome::Refused)?;
         let mut req = self
             .client
             .request(self.method.clone(), &url)
@@ -203,22 +212,19 @@ impl HttpExecutor {
         for (name, value) in &self.headers {
             let v = match value {
                 HeaderValue::Secret(s) => s.expose().to_owned(),
-                HeaderValue::Template(t) => match t.render(vars, patterns, super::verbatim) {
-                    Ok(v) => v,
-                    Err(e) => return ExecOutcome::Refused(e),
-                },
+                HeaderValue::Template(t) => t
+                    .render(vars, patterns, super::verbatim)
+                    .map_err(ExecOutcome::Refused)?,
             };
             req = req.header(name.as_str(), v);
         }
         if let Some(b) = &self.body {
-            match b.render(vars, patterns, json_escape) {
-                Ok(body) => {
-                    req = req
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body);
-                }
-                Err(e) => return ExecOutcome::Refused(e),
-            }
+            let body = b
+                .render(vars, patterns, json_escape)
+                .map_err(ExecOutcome::Refused)?;
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         match req.send().await {
             Ok(resp) => {
@@ -236,20 +242,35 @@ impl HttpExecutor {
                 } else {
                     self.expect.contains(&status.as_u16())
                 };
-                if ok {
-                    ExecOutcome::Ok(detail)
-                } else {
-                    ExecOutcome::Failed(detail)
-                }
+                Ok(Answer {
+                    outcome: if ok {
+                        ExecOutcome::Ok(detail)
+                    } else {
+                        ExecOutcome::Failed(detail)
+                    },
+                    status: status.as_u16(),
+                    request: format!("{} {}", self.method, redact_query(&url)),
+                    body: truncate_utf8(&text, 64 * 1024),
+                })
             }
-            Err(e) => ExecOutcome::Failed(format!(
+            Err(e) => Err(ExecOutcome::Failed(format!(
                 "{} {}: {}",
                 self.method,
                 redact_query(&url),
                 without_url(&e)
-            )),
+            ))),
         }
     }
+}
+
+/// What a server answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub outcome: ExecOutcome,
+    pub status: u16,
+    /// `METHOD url`, without the URL's query.
+    pub request: String,
+    pub body: String,
 }
 
 /// Query strings may carry tokens: not in the timeline.

@@ -91,6 +91,17 @@ impl Patterns {
         self.by_name.keys().map(String::as_str)
     }
 
+    /// These patterns with `names` let through as `pattern` (for facts
+    /// ripcord writes itself, like a vendor message's summary).
+    pub fn allowing(&self, names: &[&str], pattern: &str) -> Patterns {
+        let mut p = self.clone();
+        let re = Regex::new(&format!("^(?:{pattern})$")).expect("a fixed pattern");
+        for n in names {
+            p.by_name.insert((*n).to_owned(), re.clone());
+        }
+        p
+    }
+
     /// Checks a value a template is about to use.
     pub fn check(&self, name: &str, value: &str) -> Result<(), String> {
         let re = self.by_name.get(name).unwrap_or(&self.default);
@@ -145,10 +156,17 @@ impl Template {
         let mut parts = Vec::new();
         let mut rest = s;
         while let Some(start) = rest.find('{') {
-            if start > 0 {
-                parts.push(Part::Text(rest[..start].to_owned()));
-            }
             let after = &rest[start + 1..];
+            // JSON's own braces (`{"a": ...}`, `{ }`, `{}`) are text: a
+            // placeholder starts with a name.
+            if after.starts_with(['"', '}']) || after.starts_with(char::is_whitespace) {
+                push_text(&mut parts, &rest[..start + 1]);
+                rest = after;
+                continue;
+            }
+            if start > 0 {
+                push_text(&mut parts, &rest[..start]);
+            }
             let end = after
                 .find('}')
                 .ok_or_else(|| format!("`{s}`: `{{` without a closing `}}`"))?;
@@ -160,7 +178,7 @@ impl Template {
             rest = &after[end + 1..];
         }
         if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_owned()));
+            push_text(&mut parts, rest);
         }
         Ok(Template {
             parts,
@@ -214,6 +232,14 @@ impl Template {
             }
         }
         Ok(out)
+    }
+}
+
+/// Appends literal text, joined to the text before it.
+fn push_text(parts: &mut Vec<Part>, t: &str) {
+    match parts.last_mut() {
+        Some(Part::Text(prev)) => prev.push_str(t),
+        _ => parts.push(Part::Text(t.to_owned())),
     }
 }
 
@@ -401,6 +427,14 @@ mod tests {
                 .contains("no `instance`")
         );
         assert!(Template::parse("x{bad-name}").is_err());
+        // A JSON body: its braces are text, its placeholders are filled.
+        let body =
+            Template::parse(r#"{"instance": "{instance}", "o": {}, "p": { "q": 1 }}"#).unwrap();
+        assert_eq!(
+            body.render(&vars(&[("instance", "i-1")]), &p, verbatim)
+                .unwrap(),
+            r#"{"instance": "i-1", "o": {}, "p": { "q": 1 }}"#
+        );
         assert!(Template::parse("x{open").is_err());
     }
 }

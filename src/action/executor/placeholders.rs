@@ -41,19 +41,40 @@ pub fn check<'r>(
     if open {
         known.extend(COMMON);
     }
+    let stages = actions
+        .rollback
+        .verify
+        .iter()
+        .flat_map(|v| &v.stages)
+        .filter_map(|s| match &s.probe {
+            crate::action::config::Probe::Check(e) => Some(&**e),
+            crate::action::config::Probe::Windows { .. } => None,
+        });
     let executors = [
         actions.rollback.executor.as_ref(),
-        actions.rollback.verify.as_ref().map(|v| &v.check),
         actions.pause.as_ref(),
         actions.resume.as_ref(),
         actions.switch.as_ref(),
         actions.restore.as_ref(),
     ];
+    // Each template, and whether the vendor's facts fill it too.
+    let mut templates: Vec<(&crate::action::executor::Template, bool)> = executors
+        .into_iter()
+        .flatten()
+        .chain(stages)
+        .flat_map(|e| e.templates())
+        .map(|t| (t, false))
+        .collect();
+    if let Some(crate::action::vendor::Contact::Http(h)) =
+        actions.vendor.as_ref().map(|v| &v.contact)
+    {
+        templates.extend(h.templates().into_iter().map(|t| (t, true)));
+    }
     let mut errs = Errors::default();
-    for t in executors.into_iter().flatten().flat_map(|e| e.templates()) {
+    for (t, vendor) in templates {
         let Some(at) = t.origin() else { continue };
         for name in t.vars() {
-            if known.contains(name) {
+            if known.contains(name) || (vendor && crate::action::vendor::FACTS.contains(&name)) {
                 continue;
             }
             let hint = did_you_mean(name, known.iter().copied());
