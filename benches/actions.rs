@@ -49,7 +49,7 @@ mod support;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -428,67 +428,27 @@ fn silences_scenario(bin: &str, probes: usize) -> Outcome {
     o
 }
 
-/// Holds `n` silent connections from `from` addresses, reopened at once.
-fn silent_flood(
-    port: u16,
-    n: usize,
-    stop: Arc<AtomicBool>,
-) -> (std::thread::JoinHandle<()>, Arc<AtomicU64>) {
-    let opened = Arc::new(AtomicU64::new(0));
-    let count = opened.clone();
-    let t = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let to: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-            let mut tasks = Vec::new();
-            for k in 0..n {
-                let from = if k % 2 == 0 {
-                    std::net::IpAddr::from([127, 0, 0, 2])
-                } else {
-                    std::net::IpAddr::from([127, 1, 0, (k / 2 % 250) as u8 + 1])
-                };
-                let (stop, count) = (stop.clone(), count.clone());
-                tasks.push(tokio::spawn(async move {
-                    use tokio::io::AsyncReadExt;
-                    while !stop.load(Ordering::Relaxed) {
-                        let s = tokio::net::TcpSocket::new_v4().unwrap();
-                        if s.bind((from, 0).into()).is_err() {
-                            return;
-                        }
-                        if let Ok(mut c) = s.connect(to).await {
-                            count.fetch_add(1, Ordering::Relaxed);
-                            let mut buf = [0u8; 512];
-                            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                                while !matches!(c.read(&mut buf).await, Ok(0) | Err(_)) {}
-                            })
-                            .await;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }));
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
-        });
-    });
-    (t, opened)
-}
-
 fn connections_scenario(bin: &str, probes: usize) -> Outcome {
     let run = start(bin, "http:\n  max_connections: 64\n");
     let stop = Arc::new(AtomicBool::new(false));
-    let (flood, opened) = silent_flood(run.port, 300, stop.clone());
+    // Half from 127.0.0.2, half from 127.1.0.1..250, interleaved.
+    let from: Vec<std::net::IpAddr> = (0..300)
+        .map(|k| {
+            if k % 2 == 0 {
+                std::net::IpAddr::from([127, 0, 0, 2])
+            } else {
+                std::net::IpAddr::from([127, 1, 0, (k / 2 % 250) as u8 + 1])
+            }
+        })
+        .collect();
+    let to: std::net::SocketAddr = ([127, 0, 0, 1], run.port).into();
+    let flood = support::silent_flood(to, from, 300, stop.clone());
     std::thread::sleep(Duration::from_secs(2));
     let mut o = probe(&run, "conns", probes);
     stop.store(true, Ordering::Relaxed);
-    let _ = flood.join();
+    let opened = flood.join().unwrap_or(0);
     o.notes.push(format!(
-        "300 silent connections held, {} opened in all",
-        opened.load(Ordering::Relaxed)
+        "300 silent connections held, {opened} opened in all"
     ));
     o
 }

@@ -630,56 +630,6 @@ fn ripcord_crashes_while_alertmanager_keeps_sending_and_nothing_fires_twice() {
     assert!(r.terminate().success());
 }
 
-/// Holds `n` connections to `to` open and silent from `from` (addresses on
-/// loopback: Linux routes all of 127/8 there), opening another as soon as
-/// one is closed, until `stop`. Returns how many were opened in all.
-fn silent_flood(
-    to: SocketAddr,
-    from: Vec<std::net::IpAddr>,
-    n: usize,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<usize> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let opened = std::sync::Arc::new(AtomicUsize::new(0));
-        rt.block_on(async {
-            let mut tasks = Vec::new();
-            for k in 0..n {
-                let (ip, stop, opened) = (from[k % from.len()], stop.clone(), opened.clone());
-                tasks.push(tokio::spawn(async move {
-                    use tokio::io::AsyncReadExt;
-                    while !stop.load(Ordering::Relaxed) {
-                        let sock = tokio::net::TcpSocket::new_v4().unwrap();
-                        if sock.bind(SocketAddr::new(ip, 0)).is_err() {
-                            return;
-                        }
-                        if let Ok(mut c) = sock.connect(to).await {
-                            opened.fetch_add(1, Ordering::Relaxed);
-                            let mut buf = [0u8; 512];
-                            // Silent: wait for the server to close it.
-                            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                                while !matches!(c.read(&mut buf).await, Ok(0) | Err(_)) {}
-                            })
-                            .await;
-                        }
-                        // Reopened at once (a breath, not to spin the CPU
-                        // the responder needs).
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }));
-            }
-            for t in tasks {
-                let _ = t.await;
-            }
-        });
-        opened.load(Ordering::Relaxed)
-    })
-}
-
 /// 300 connections held open and silent (half from one address, half from
 /// 150 others), reopened whenever closed, against `max_connections: 64`:
 /// Alertmanager still delivers every notification, and a firing alert
@@ -699,8 +649,8 @@ fn silent_connections_never_lock_out_alertmanager() {
         .map(|k| std::net::IpAddr::from([127, 1, 0, k + 1]))
         .collect();
     let floods = [
-        silent_flood(r.http, one, 150, stop.clone()),
-        silent_flood(r.http, many, 150, stop.clone()),
+        support::silent_flood(r.http, one, 150, stop.clone()),
+        support::silent_flood(r.http, many, 150, stop.clone()),
     ];
     // Let the flood fill every slot before Alertmanager comes.
     std::thread::sleep(Duration::from_secs(2));

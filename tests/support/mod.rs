@@ -1220,3 +1220,53 @@ pub fn ripcord_with_token(dir: &Path, token: &str, extra: &str) -> Responder {
     assert!(ready, "ripcord never ready:\n{}", r.stderr.text());
     r
 }
+
+/// Holds `n` connections to `to` open and silent from `from` (addresses on
+/// loopback: Linux routes all of 127/8 there), opening another as soon as
+/// one is closed, until `stop`. Returns how many were opened in all.
+pub fn silent_flood(
+    to: SocketAddr,
+    from: Vec<std::net::IpAddr>,
+    n: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let opened = std::sync::Arc::new(AtomicUsize::new(0));
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for k in 0..n {
+                let (ip, stop, opened) = (from[k % from.len()], stop.clone(), opened.clone());
+                tasks.push(tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    while !stop.load(Ordering::Relaxed) {
+                        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+                        if sock.bind(SocketAddr::new(ip, 0)).is_err() {
+                            return;
+                        }
+                        if let Ok(mut c) = sock.connect(to).await {
+                            opened.fetch_add(1, Ordering::Relaxed);
+                            let mut buf = [0u8; 512];
+                            // Silent: wait for the server to close it.
+                            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                                while !matches!(c.read(&mut buf).await, Ok(0) | Err(_)) {}
+                            })
+                            .await;
+                        }
+                        // Reopened at once (a breath, not to spin the CPU
+                        // the responder needs).
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        opened.load(Ordering::Relaxed)
+    })
+}
