@@ -189,6 +189,16 @@ rules:
 
 /// Decisions from a breach (open, worsen) and its resolve, through the real engine.
 fn decisions() -> (Vec<Decision>, Engine) {
+    through_the_engine([(0, 0.6), (5, 2.0), (10, 2.0)].into_iter().map(|(t, v)| {
+        format!(
+            r#"{{"metric":"m","value":{v},"ts":{},"labels":{{"service":"s","instance":"i-1"}}}}"#,
+            1_795_255_200_000i64 + t * 1000
+        )
+    }))
+}
+
+/// The decisions `RULES` make of these event lines, and the engine.
+fn through_the_engine(lines: impl IntoIterator<Item = String>) -> (Vec<Decision>, Engine) {
     let mut errs = Errors::default();
     let file = parse_file(Path::new("t.yaml"), RULES, &mut errs).unwrap();
     let mut engine = Engine::new(
@@ -196,11 +206,7 @@ fn decisions() -> (Vec<Decision>, Engine) {
         EngineConfig::default(),
     );
     let mut out = Vec::new();
-    for (t, v) in [(0, 0.6), (5, 2.0), (10, 2.0)] {
-        let line = format!(
-            r#"{{"metric":"m","value":{v},"ts":{},"labels":{{"service":"s","instance":"i-1"}}}}"#,
-            1_795_255_200_000i64 + t * 1000
-        );
+    for line in lines {
         let mut ev = Vec::new();
         crate::decode::decode(line.as_bytes(), &mut ev).unwrap();
         engine.process(&ev[0], &mut out);
@@ -1453,26 +1459,15 @@ fn pending_actions_are_counted_by_kind_until_claimed(store: &dyn Store) {
 
 /// A high-tier batch of three whose instances i-2 and i-3 breach.
 fn batch_decisions() -> (Vec<Decision>, Engine) {
-    let mut errs = Errors::default();
-    let file = parse_file(Path::new("t.yaml"), RULES, &mut errs).unwrap();
-    let mut engine = Engine::new(
-        std::sync::Arc::new(rule_set(&[file])),
-        EngineConfig::default(),
-    );
-    let mut out = Vec::new();
-    for t in (0..=120).step_by(10) {
-        for i in 1..=3 {
+    through_the_engine((0..=120).step_by(10).flat_map(|t| {
+        (1..=3).map(move |i| {
             let v = if t >= 10 && i > 1 { 0.6 } else { 0.1 };
-            let line = format!(
+            format!(
                 r#"{{"metric":"m","value":{v},"ts":{},"labels":{{"service":"s","instance":"i-{i}","batch":"b1","tier":"high"}}}}"#,
                 1_795_255_200_000i64 + t * 1000
-            );
-            let mut ev = Vec::new();
-            crate::decode::decode(line.as_bytes(), &mut ev).unwrap();
-            engine.process(&ev[0], &mut out);
-        }
-    }
-    (out, engine)
+            )
+        })
+    }))
 }
 
 fn a_batch_incident_keeps_its_members_and_rolls_back_each_instance_approved(store: &dyn Store) {
