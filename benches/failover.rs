@@ -116,6 +116,8 @@ fn start(run: &Run<'_>, name: &str) -> Replica {
             ),
         ),
     };
+    // `FAILOVER_PROPERTIES`: more librdkafka properties (`debug: "fetch", `).
+    let properties = properties + &std::env::var("FAILOVER_PROPERTIES").unwrap_or_default();
     let cfg = run.dir.join(format!("{name}.yaml"));
     std::fs::write(
         &cfg,
@@ -142,7 +144,11 @@ executors:
     let mut child = Command::new(ripcord_bin())
         .args(["run", "--config", cfg.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "info")
+        // `FAILOVER_LOG` (a RUST_LOG filter) to see more of a round.
+        .env(
+            "RUST_LOG",
+            std::env::var("FAILOVER_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .current_dir(run.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -270,6 +276,14 @@ fn round(n: usize, setup: Setup, kafka: Option<&Kafka>, session_ms: u64) -> Roun
         survivor.stderr.tail(30)
     );
     let acted = acted_at(dir.path(), "i-after").unwrap();
+    if std::env::var_os("FAILOVER_SHOW").is_some() {
+        // The survivor's log from the kill on, to see where a round's time went.
+        eprintln!(
+            "survivor after the kill (killed at {}):\n{}",
+            rfc3339(killed_ms),
+            survivor.stderr.all()[mark..].join("\n")
+        );
+    }
     let since_kill = |at: i64| Duration::from_millis(at.saturating_sub(killed_ms).max(0) as u64);
     let assigned_at = logged_at(&survivor.stderr, mark, "partitions assigned");
     let warmed_at = logged_at(&survivor.stderr, mark, "partition warmed");

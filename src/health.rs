@@ -92,6 +92,14 @@ impl Health {
         });
     }
 
+    /// The consumer is a steady member of its group, whatever it holds
+    /// (possibly nothing: more members than partitions).
+    pub fn joined(&self) {
+        self.with(|s| {
+            s.kafka.get_or_insert_with(KafkaState::default).joined = true;
+        });
+    }
+
     pub fn revoked(&self, partitions: impl IntoIterator<Item = String>) {
         self.with(|s| {
             if let Some(k) = &mut s.kafka {
@@ -187,6 +195,10 @@ impl Health {
                     k.assigned.len(),
                     k.warming.iter().cloned().collect::<Vec<_>>().join(", ")
                 )),
+                Some(k) if k.assigned.is_empty() => Ok(
+                    "http intake up; the Kafka group gives this member no partition (more members than partitions): it stands by"
+                        .into(),
+                ),
                 Some(k) => Ok(format!(
                     "http intake up, {} Kafka {} warmed and consuming",
                     k.assigned.len(),
@@ -204,6 +216,15 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_given_no_partition_is_ready_once_it_joined() {
+        let h = Health::new(true, Duration::from_secs(60));
+        h.http_up(true);
+        assert!(h.ready().unwrap_err().contains("assign"));
+        h.joined();
+        assert!(h.ready().unwrap().contains("no partition"));
+    }
 
     #[test]
     fn ready_only_once_every_part_is() {

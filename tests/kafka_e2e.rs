@@ -350,6 +350,99 @@ fn kafka_consumer_protocol_two_consumers_split_the_work_and_rebalance() {
     two_consumers_split_the_work_and_rebalance(Protocol::Consumer);
 }
 
+/// More replicas than partitions: the one the group gives nothing is ready
+/// (a stand-by, or a rolling restart never finishes), and takes the
+/// partition over when its owner dies.
+fn a_member_given_no_partition_is_ready_and_takes_over(protocol: Protocol) {
+    let k = Kafka::get();
+    let topic = &unique("ev-standby");
+    k.create_topic(topic, 1);
+    k.create_topic(&format!("{topic}-dead"), 1);
+    let dir = workdir_with_rules(DOWN_RULES);
+    let cfg = config_with(dir.path(), topic, &unique("e2e-standby"), protocol);
+    let args = [
+        "--brokers",
+        k.brokers.as_str(),
+        "--config",
+        &cfg,
+        "--state",
+        "state.db",
+    ];
+    let first = Responder::start(dir.path(), &args);
+    first.wait_warmed(Duration::from_secs(30));
+    let second = Responder::start(dir.path(), &args);
+    let readyz = |r: &Responder| {
+        reqwest::blocking::get(r.url("/readyz"))
+            .ok()
+            .map(|x| (x.status().as_u16(), x.text().unwrap_or_default()))
+    };
+    let standing_by = |r: &Responder| {
+        readyz(r).is_some_and(|(status, body)| status == 200 && body.contains("no partition"))
+    };
+    // Either may end up holding the partition (the classic protocol hands
+    // everything out again when the second joins).
+    assert!(
+        wait_until(Duration::from_secs(30), || standing_by(&first)
+            || standing_by(&second)),
+        "the member holding nothing never said it was ready: {:?} / {:?}\n{}",
+        readyz(&first),
+        readyz(&second),
+        second.stderr.text()
+    );
+    let (owner, b) = if standing_by(&second) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || readyz(&owner).is_some_and(
+            |(status, body)| status == 200 && body.contains("1 Kafka partition")
+        )),
+        "the owner is not ready: {:?}",
+        readyz(&owner)
+    );
+    let taken_over_from = b.stderr.text().matches("partition warmed").count();
+    owner.kill9();
+    // The owner is gone: after its session the stand-by owns the partition.
+    assert!(
+        wait_until(Duration::from_secs(40), || b
+            .stderr
+            .text()
+            .matches("partition warmed")
+            .count()
+            > taken_over_from),
+        "the stand-by never took the partition over:\n{}",
+        b.stderr.text()
+    );
+    let base = now_millis();
+    let events: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            let v = if i < 2 { 1.0 } else { 0.0 };
+            let e = sample("up", v, base + i * 500, "svc", "i-1", "low");
+            ("svc".to_owned(), e)
+        })
+        .collect();
+    produce(&k.brokers, topic, &events);
+    assert!(
+        wait_until(Duration::from_secs(30), || b
+            .decisions()
+            .iter()
+            .any(|d| d["action"] == "rollback")),
+        "the stand-by never acted:\n{}",
+        b.stderr.text()
+    );
+}
+
+#[test]
+fn kafka_a_member_given_no_partition_is_ready_and_takes_over() {
+    a_member_given_no_partition_is_ready_and_takes_over(Protocol::Classic);
+}
+
+#[test]
+fn kafka_consumer_protocol_a_member_given_no_partition_is_ready_and_takes_over() {
+    a_member_given_no_partition_is_ready_and_takes_over(Protocol::Consumer);
+}
+
 #[test]
 fn kafka_poison_messages_are_skipped_counted_and_dead_lettered() {
     let k = Kafka::get();

@@ -45,8 +45,7 @@ pub use scenario::{Scenario, ScenarioError};
 pub const MARKER_HEADER: &str = "ripcord-drill";
 
 /// Whether a Kafka message carries the drill marker.
-pub fn is_marked(headers: Option<&rdkafka::message::BorrowedHeaders>) -> bool {
-    use rdkafka::message::Headers;
+pub fn is_marked<H: rdkafka::message::Headers>(headers: Option<&H>) -> bool {
     headers.is_some_and(|h| h.iter().any(|x| x.key == MARKER_HEADER))
 }
 

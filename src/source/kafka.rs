@@ -86,6 +86,9 @@ struct Context {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     pending: Mutex<Vec<Assigned>>,
+    /// Set when `pending` grows: the loop stops its batch and warms first.
+    assigned_news: AtomicBool,
+    group_protocol: GroupProtocol,
     lost: Mutex<Vec<PartitionId>>,
     /// `auto.offset.reset` is earliest (else latest).
     from_earliest: bool,
@@ -223,6 +226,11 @@ pub fn partition_name(topic: &str, partition: i32) -> String {
 
 impl ClientContext for Context {
     fn stats(&self, stats: Statistics) {
+        if let Some(group) = &stats.cgrp {
+            if member_of_the_group(self.group_protocol, group) {
+                self.health.joined();
+            }
+        }
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
                 if *p >= 0 && part.consumer_lag >= 0 {
@@ -243,7 +251,8 @@ impl ClientContext for Context {
 
 impl ConsumerContext for Context {
     /// Rebalancing done by hand so assigned partitions start where the
-    /// journal says and stay paused until warmed, and revoked ones have
+    /// journal says and are warmed before the loop takes their first
+    /// message, and revoked ones have
     /// their in-flight batch journaled before another member takes over.
     /// The classic protocol is eager (everything is revoked, then the new
     /// assignment handed over whole); KIP-848's is incremental (only the
@@ -303,9 +312,12 @@ impl ConsumerContext for Context {
                     tracing::error!(error = %e, "assign failed");
                     return;
                 }
-                if let Err(e) = consumer.pause(&assign) {
-                    tracing::warn!(error = %e, "pausing partitions for warm-up failed");
-                }
+                // Not paused for the warm-up: the loop warms before it
+                // takes another message (a message of a partition still
+                // warming is held back until then). A pause and resume
+                // would cost up to a second: librdkafka's fetcher is not
+                // woken by a resume and sleeps up to 1 s with nothing to
+                // fetch (`rd_kafka_max_block_ms`, rdkafka_broker.c).
                 let names: Vec<String> = assigned
                     .iter()
                     .map(|a| partition_name(&a.topic, a.partition))
@@ -316,6 +328,7 @@ impl ConsumerContext for Context {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .extend(assigned);
+                self.assigned_news.store(true, Ordering::Release);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let mut pipeline = lock(&self.pipeline);
@@ -368,6 +381,24 @@ impl ConsumerContext for Context {
             }
         }
     }
+}
+
+/// Whether librdkafka's group state says this consumer is a member, even
+/// one the group gives nothing (more replicas than partitions): the
+/// classic protocol calls back with an empty assignment then, KIP-848's
+/// does not call back at all and leaves the join state at `init`
+/// (`rd_kafka_cgrp_consumer_handle_next_assignment` reconciles only an
+/// assignment that differs). With the coordinator up for a second (its
+/// heartbeat answered within milliseconds), such a member stands by.
+fn member_of_the_group(
+    protocol: GroupProtocol,
+    group: &rdkafka::statistics::ConsumerGroup,
+) -> bool {
+    group.state == "up"
+        && (group.join_state == "steady"
+            || (protocol == GroupProtocol::Consumer
+                && group.join_state == "init"
+                && group.stateage >= 1000))
 }
 
 /// Whether the group hands partitions over incrementally (KIP-848's
@@ -521,7 +552,9 @@ pub struct Start {
 
 /// The consumer loop.
 pub struct KafkaSource {
-    consumer: BaseConsumer<Context>,
+    /// Shared with `poll_batch`'s borrowed messages while the loop feeds
+    /// them on (`&mut self`).
+    consumer: Arc<BaseConsumer<Context>>,
     cfg: KafkaConfig,
     brokers: String,
     pipeline: Arc<Mutex<Pipeline>>,
@@ -532,6 +565,9 @@ pub struct KafkaSource {
     ids: PartitionIds,
     /// Partitions that reached their end: their clocks may follow the wall.
     caught_up: HashMap<PartitionId, bool>,
+    /// Messages of partitions assigned but not warmed yet, polled in the
+    /// same turn as their assignment: taken once the partition is warmed.
+    held: Vec<rdkafka::message::OwnedMessage>,
     last_tick: Instant,
     /// When `between` last handed the loop work (an HTTP request).
     last_between_work: Instant,
@@ -659,7 +695,9 @@ fn consumer_config(cfg: &KafkaConfig, brokers: &str) -> ClientConfig {
         .set("fetch.min.bytes", "1")
         .set("queued.min.messages", "100000")
         .set("fetch.queue.backoff.ms", "1")
-        .set("statistics.interval.ms", "5000")
+        // Once a second: consumer lag for the metrics, and the group state
+        // that says a member holding no partition has joined.
+        .set("statistics.interval.ms", "1000")
         .set("max.poll.interval.ms", "600000")
         .set("group.protocol", cfg.group_protocol.as_str())
         .set_log_level(RDKafkaLogLevel::Warning);
@@ -698,6 +736,8 @@ impl KafkaSource {
             metrics: metrics.clone(),
             health: health.clone(),
             pending: Mutex::new(Vec::new()),
+            assigned_news: AtomicBool::new(false),
+            group_protocol: cfg.group_protocol,
             lost: Mutex::new(Vec::new()),
             started_ms: start.at.millis(),
             embedded: start.embedded,
@@ -725,7 +765,7 @@ impl KafkaSource {
             ),
         };
         Ok(KafkaSource {
-            consumer,
+            consumer: Arc::new(consumer),
             cfg,
             brokers,
             pipeline,
@@ -735,6 +775,7 @@ impl KafkaSource {
             dead_letters,
             ids: Vec::new(),
             caught_up: HashMap::new(),
+            held: Vec::new(),
             last_tick: Instant::now(),
             last_between_work: Instant::now()
                 .checked_sub(BUSY_FOR)
@@ -802,9 +843,10 @@ impl KafkaSource {
         let mut got = 0;
         // Events, not messages: an Alertmanager payload holds several.
         let mut processed = 0u64;
+        let consumer = self.consumer.clone();
         while got < self.cfg.max_batch {
             let timeout = if got == 0 { wait } else { Duration::ZERO };
-            let msg = match self.consumer.poll(timeout) {
+            let msg = match consumer.poll(timeout) {
                 None => break,
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     // The EOF names the partition, not the topic.
@@ -812,6 +854,14 @@ impl KafkaSource {
                         if let Some(Some(id)) = slots.get(partition.max(0) as usize) {
                             self.caught_up.insert(*id, true);
                         }
+                    }
+                    if self
+                        .consumer
+                        .context()
+                        .assigned_news
+                        .load(Ordering::Acquire)
+                    {
+                        break;
                     }
                     continue;
                 }
@@ -832,33 +882,20 @@ impl KafkaSource {
                 Some(Ok(m)) => m,
             };
             got += 1;
-            let (topic, partition, offset) =
-                (msg.topic().to_owned(), msg.partition(), msg.offset());
-            let id = partition_id(&mut self.ids, &self.pipeline, &topic, partition);
-            self.caught_up.insert(id, false);
-            if !self.cfg.accept_drill_events && crate::drill::is_marked(msg.headers()) {
-                // A drill's event on a topic production reads: never acted on.
-                lock(&self.pipeline).pass(id, offset);
-                self.metrics.event(Source::Kafka, Outcome::DrillRefused);
-                tracing::warn!(topic = %topic, partition, offset, "a drill's event refused: production never acts on a drill (ripcord drill --topic names a topic of its own)");
-                continue;
+            // An assignment came in during this poll: warm it before
+            // another message; one of its own is held until then.
+            let news = self
+                .consumer
+                .context()
+                .assigned_news
+                .load(Ordering::Acquire);
+            if news && self.warming(msg.topic(), msg.partition()) {
+                self.held.push(msg.detach());
+                break;
             }
-            let payload = msg.payload().unwrap_or(&[]);
-            let result = lock(&self.pipeline).ingest(id, payload, Some(offset));
-            match result {
-                Ok(n) => processed += n as u64,
-                Err(rejected) => {
-                    let outcome = match &rejected {
-                        Rejected::Decode(e) => {
-                            self.metrics.decode_error(Source::Kafka, e.reason());
-                            Outcome::DecodeError
-                        }
-                        Rejected::FromTheFuture { .. } => Outcome::FromTheFuture,
-                    };
-                    self.metrics.event(Source::Kafka, outcome);
-                    tracing::warn!(topic = %topic, partition, offset, error = %rejected, "poison message skipped");
-                    self.dead_letter(&msg, &rejected);
-                }
+            processed += self.take(&msg);
+            if news {
+                break;
             }
         }
         if processed > 0 {
@@ -868,7 +905,51 @@ impl KafkaSource {
         got
     }
 
-    fn dead_letter(&self, msg: &rdkafka::message::BorrowedMessage<'_>, why: &Rejected) {
+    /// Whether `topic`/`partition` was assigned and waits to be warmed.
+    fn warming(&self, topic: &str, partition: i32) -> bool {
+        self.consumer
+            .context()
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|a| a.topic == topic && a.partition == partition)
+    }
+
+    /// Feeds one message to the pipeline (a poison one is counted, logged
+    /// and dead-lettered); the events it held.
+    fn take(&mut self, msg: &impl Message) -> u64 {
+        let (topic, partition, offset) = (msg.topic().to_owned(), msg.partition(), msg.offset());
+        let id = partition_id(&mut self.ids, &self.pipeline, &topic, partition);
+        self.caught_up.insert(id, false);
+        if !self.cfg.accept_drill_events && crate::drill::is_marked(msg.headers()) {
+            // A drill's event on a topic production reads: never acted on.
+            lock(&self.pipeline).pass(id, offset);
+            self.metrics.event(Source::Kafka, Outcome::DrillRefused);
+            tracing::warn!(topic = %topic, partition, offset, "a drill's event refused: production never acts on a drill (ripcord drill --topic names a topic of its own)");
+            return 0;
+        }
+        let payload = msg.payload().unwrap_or(&[]);
+        let result = lock(&self.pipeline).ingest(id, payload, Some(offset));
+        match result {
+            Ok(n) => n as u64,
+            Err(rejected) => {
+                let outcome = match &rejected {
+                    Rejected::Decode(e) => {
+                        self.metrics.decode_error(Source::Kafka, e.reason());
+                        Outcome::DecodeError
+                    }
+                    Rejected::FromTheFuture { .. } => Outcome::FromTheFuture,
+                };
+                self.metrics.event(Source::Kafka, outcome);
+                tracing::warn!(topic = %topic, partition, offset, error = %rejected, "poison message skipped");
+                self.dead_letter(msg, &rejected);
+                0
+            }
+        }
+    }
+
+    fn dead_letter(&self, msg: &impl Message, why: &Rejected) {
         let (Some(producer), Some(topic)) = (&self.dead_letters, &self.cfg.dead_letter_topic)
         else {
             return;
@@ -960,8 +1041,12 @@ impl KafkaSource {
     }
 
     /// Warms newly assigned partitions from their recent history, then
-    /// resumes them.
+    /// takes the messages of theirs held back meanwhile.
     fn warm_pending(&mut self) -> Result<(), KafkaSourceError> {
+        self.consumer
+            .context()
+            .assigned_news
+            .store(false, Ordering::Release);
         let pending: Vec<Assigned> = std::mem::take(
             &mut *self
                 .consumer
@@ -1002,15 +1087,25 @@ impl KafkaSource {
                 open_incidents = report.restored,
                 "partition warmed"
             );
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&a.topic, a.partition);
-            if let Err(e) = self.consumer.resume(&tpl) {
-                // Not ours any more (a newer rebalance took it): nothing to resume.
-                tracing::warn!(partition = %partition_name(&a.topic, a.partition), error = %e, "could not resume a warmed partition");
-            }
             self.health.warmed(&partition_name(&a.topic, a.partition));
-            self.caught_up.insert(id, false);
+            // Its end may have been reported while it warmed.
+            self.caught_up.entry(id).or_insert(false);
+            let (mine, others) = std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|m| m.topic() == a.topic && m.partition() == a.partition);
+            self.held = others;
+            let mut processed = 0;
+            for m in mine {
+                processed += self.take(&m);
+            }
+            if processed > 0 {
+                self.metrics
+                    .events(Source::Kafka, Outcome::Processed, processed);
+            }
         }
+        // Held messages of partitions revoked before they were warmed: the
+        // next owner reads them.
+        self.held.clear();
         Ok(())
     }
 
@@ -1022,6 +1117,11 @@ impl KafkaSource {
         w: &mut crate::pipeline::Warming,
     ) -> Result<(), KafkaSourceError> {
         let lookback = lock(&self.pipeline).lookback();
+        let began = Instant::now();
+        let partition = partition_name(&a.topic, a.partition);
+        // Where a warm-up's time goes (it delays the partition's first
+        // decision after an assignment).
+        let step = |what: &str| tracing::debug!(partition = %partition, elapsed_ms = began.elapsed().as_millis() as u64, "warm-up: {what}");
         let accept_drill = self.cfg.accept_drill_events;
         let timeout = Duration::from_secs(10);
         // Where live consumption will start.
@@ -1060,6 +1160,7 @@ impl KafkaSource {
                 log: ClientLog::new("warm-up reader"),
                 metrics: self.metrics.clone(),
             })?;
+        step("reader created");
         let since = self.clock.now().saturating_sub(lookback).millis();
         let mut query = TopicPartitionList::new();
         query.add_partition_offset(&a.topic, a.partition, Offset::Offset(since))?;
@@ -1067,6 +1168,7 @@ impl KafkaSource {
         // mock cluster), scan back a bounded number of messages instead and
         // skip the ones older than the lookback by their timestamp.
         let (low, _) = reader.fetch_watermarks(&a.topic, a.partition, timeout)?;
+        step("watermarks read");
         let scan_back = low.max(end - self.cfg.warm_up_max_messages as i64);
         let begin = match reader.offsets_for_times(query, timeout) {
             Ok(found) => match found
@@ -1084,6 +1186,7 @@ impl KafkaSource {
         // Trust but verify: if the message just before the answer is itself
         // recent, the broker's time index is wrong (librdkafka's mock cluster
         // answers "end" to every time): scan back instead.
+        step("offsets for times read");
         let begin = if begin > low
             && begin > scan_back
             && timestamp_at(&reader, &a.topic, a.partition, begin - 1)?.is_some_and(|t| t >= since)
@@ -1092,6 +1195,7 @@ impl KafkaSource {
         } else {
             begin
         };
+        step("start checked");
         if begin >= end {
             return Ok(());
         }
