@@ -565,6 +565,8 @@ pub struct KafkaSource {
     ids: PartitionIds,
     /// Partitions that reached their end: their clocks may follow the wall.
     caught_up: HashMap<PartitionId, bool>,
+    /// Made at the start, kept (see [`KafkaSource::new_warm_reader`]).
+    warm_reader: Option<BaseConsumer<HelperContext>>,
     /// Messages of partitions assigned but not warmed yet, polled in the
     /// same turn as their assignment: taken once the partition is warmed.
     held: Vec<rdkafka::message::OwnedMessage>,
@@ -588,9 +590,11 @@ fn timestamp_at(
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         match reader.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => return Ok(m.timestamp().to_millis()),
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
-            Some(Err(_)) | None => {}
+            Some(Ok(m)) if m.topic() == topic && m.partition() == partition => {
+                return Ok(m.timestamp().to_millis());
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => return Ok(None),
+            Some(_) | None => {}
         }
     }
     Ok(None)
@@ -764,7 +768,7 @@ impl KafkaSource {
                     })?,
             ),
         };
-        Ok(KafkaSource {
+        let mut source = KafkaSource {
             consumer: Arc::new(consumer),
             cfg,
             brokers,
@@ -776,13 +780,19 @@ impl KafkaSource {
             ids: Vec::new(),
             caught_up: HashMap::new(),
             held: Vec::new(),
+            warm_reader: None,
             last_tick: Instant::now(),
             last_between_work: Instant::now()
                 .checked_sub(BUSY_FOR)
                 .unwrap_or_else(Instant::now),
             last_error_log: None,
             error_burst: 0,
-        })
+        };
+        if source.cfg.warm_up {
+            // Made now, so its connection is up before a failover needs it.
+            source.warm_reader = Some(source.new_warm_reader()?);
+        }
+        Ok(source)
     }
 
     fn id(&mut self, topic: &str, partition: i32) -> PartitionId {
@@ -1112,17 +1122,15 @@ impl KafkaSource {
     /// Feeds `w` the partition's events from `now - lookback` up to where
     /// live consumption resumes.
     fn read_history(
-        &self,
+        &mut self,
         a: &Assigned,
         w: &mut crate::pipeline::Warming,
     ) -> Result<(), KafkaSourceError> {
-        let lookback = lock(&self.pipeline).lookback();
         let began = Instant::now();
         let partition = partition_name(&a.topic, a.partition);
         // Where a warm-up's time goes (it delays the partition's first
         // decision after an assignment).
         let step = |what: &str| tracing::debug!(partition = %partition, elapsed_ms = began.elapsed().as_millis() as u64, "warm-up: {what}");
-        let accept_drill = self.cfg.accept_drill_events;
         let timeout = Duration::from_secs(10);
         // Where live consumption will start.
         let end = match a.start {
@@ -1145,22 +1153,58 @@ impl KafkaSource {
                 }
             }
         };
-        // Every consumer property (TLS, SASL and tunables alike), then
-        // what a reader that never joins the group needs.
+        if self.warm_reader.is_none() {
+            self.warm_reader = Some(self.new_warm_reader()?);
+            step("reader created");
+        }
+        let reader = self.warm_reader.as_ref().expect("made above");
+        let read = self.read_history_with(reader, a, end, w, &step);
+        // Idle until the next warm-up (nothing fetched meanwhile).
+        if let Err(e) = reader.unassign() {
+            tracing::debug!(error = %e, "warm-up reader: unassign");
+        }
+        read
+    }
+
+    /// The reader that re-reads history, kept for the source's life: a
+    /// new one per warm-up cost ~100 ms at its close (librdkafka waits for
+    /// its threads), on the way to the partition's first decision. Every
+    /// consumer property (TLS, SASL and tunables alike), then what a
+    /// reader that never joins the group needs.
+    fn new_warm_reader(&self) -> Result<BaseConsumer<HelperContext>, KafkaSourceError> {
         let mut reader = connection_config(&self.cfg, &self.brokers);
         for (k, v) in &self.cfg.properties {
             reader.set(k, v.expose());
         }
-        let reader: BaseConsumer<HelperContext> = reader
+        let debug = self.cfg.properties.iter().any(|(k, _)| k == "debug");
+        Ok(reader
             .set("group.id", format!("{}-warmup", self.cfg.group))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .set_log_level(RDKafkaLogLevel::Warning)
+            .set_log_level(if debug {
+                RDKafkaLogLevel::Debug
+            } else {
+                RDKafkaLogLevel::Warning
+            })
             .create_with_context(HelperContext {
                 log: ClientLog::new("warm-up reader"),
                 metrics: self.metrics.clone(),
-            })?;
-        step("reader created");
+            })?)
+    }
+
+    /// [`Self::read_history`] from the offset the lookback starts at to
+    /// `end`, with `reader`.
+    fn read_history_with(
+        &self,
+        reader: &BaseConsumer<HelperContext>,
+        a: &Assigned,
+        end: i64,
+        w: &mut crate::pipeline::Warming,
+        step: &dyn Fn(&str),
+    ) -> Result<(), KafkaSourceError> {
+        let lookback = lock(&self.pipeline).lookback();
+        let accept_drill = self.cfg.accept_drill_events;
+        let timeout = Duration::from_secs(10);
         let since = self.clock.now().saturating_sub(lookback).millis();
         let mut query = TopicPartitionList::new();
         query.add_partition_offset(&a.topic, a.partition, Offset::Offset(since))?;
@@ -1205,6 +1249,9 @@ impl KafkaSource {
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             match reader.poll(Duration::from_millis(200)) {
+                // The reader is reused: what an earlier assignment left
+                // queued is not this partition's history.
+                Some(Ok(m)) if m.topic() != a.topic || m.partition() != a.partition => {}
                 Some(Ok(m)) => {
                     if m.offset() >= end {
                         break;
@@ -1218,7 +1265,8 @@ impl KafkaSource {
                         break;
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(KafkaError::PartitionEOF(p))) if p == a.partition => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "warm-up read error");
                 }
