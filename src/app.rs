@@ -60,6 +60,8 @@ pub enum AppError {
     Forward(#[from] crate::source::forward::ForwardError),
     #[error("the pipeline thread failed: {0}")]
     Pipeline(String),
+    #[error("cannot start the executor lane's thread: {0}")]
+    ExecutorThread(std::io::Error),
 }
 
 /// Everything `run` needs besides the config.
@@ -482,7 +484,8 @@ pub async fn run(
         })
         .map_err(|e| AppError::Pipeline(e.to_string()))?;
 
-    // The dispatcher.
+    // The dispatcher; its executor lane on a thread of its own.
+    let executor_thread = LaneThread::start("ripcord-executors")?;
     let (dispatch_stop_tx, dispatch_stop_rx) = watch::channel(false);
     let dispatcher = Dispatcher {
         journal: shared,
@@ -496,6 +499,7 @@ pub async fn run(
         output: Some(output.clone()),
         silences,
         clock: rt.clock.clone(),
+        executor_runtime: Some(executor_thread.handle.clone()),
     };
     let grace = cfg.shutdown_grace.to_std();
     let dispatch = tokio::spawn(dispatcher.run(dispatch_stop_rx, grace));
@@ -587,6 +591,47 @@ pub async fn run(
         Err(_) => Err(AppError::Pipeline(
             "did not stop within the grace period".into(),
         )),
+    }
+}
+
+/// A runtime on a thread of its own, for one dispatcher lane: under a storm
+/// of alerts the shared runtime's queues are full of message work, and the
+/// OS schedules this thread beside it instead of behind it. It runs until
+/// dropped, then gives what still runs a second.
+struct LaneThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl LaneThread {
+    fn start(name: &str) -> Result<LaneThread, AppError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(name)
+            .build()
+            .map_err(AppError::ExecutorThread)?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                // A dropped sender ends it too.
+                let _ = runtime.block_on(stopped);
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(AppError::ExecutorThread)?;
+        Ok(LaneThread {
+            handle,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Drop for LaneThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 

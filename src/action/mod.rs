@@ -226,6 +226,11 @@ pub struct Dispatcher {
     /// as skipped instead of run.
     pub silences: Arc<crate::silence::Guard>,
     pub clock: Arc<dyn crate::time::Clock>,
+    /// Where the executor lane runs (a runtime on a thread of its own), or
+    /// beside the rest when `None`: a storm of alerts keeps the shared
+    /// runtime's queues full of message work, and a rollback's claim must
+    /// not wait its turn behind it.
+    pub executor_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Dispatcher {
@@ -246,10 +251,13 @@ impl Dispatcher {
             .collect();
         let mut loops = JoinSet::new();
         for (lane, wake) in &wakes {
-            loops.spawn(
-                this.clone()
-                    .run_lane(*lane, wake.clone(), shutdown.clone(), grace),
-            );
+            let lane_loop = this
+                .clone()
+                .run_lane(*lane, wake.clone(), shutdown.clone(), grace);
+            match (lane, &this.executor_runtime) {
+                (Lane::Executors, Some(runtime)) => loops.spawn_on(lane_loop, runtime),
+                _ => loops.spawn(lane_loop),
+            };
         }
         loops.spawn({
             let (this, mut stop) = (this.clone(), shutdown.clone());
