@@ -1296,16 +1296,32 @@ fn rollout_card(f: &Frame<'_>, k: usize, v: &UpgradeView) -> String {
             });
         }
     }
-    o.push_str("<ol class=\"steps\">");
     let last = steps.len().saturating_sub(1);
-    for (n, s) in steps.iter().enumerate() {
-        let state = match s.stage.as_str() {
-            "failed" => "failed",
-            "batch_done" | "completed" if n < last || !u.open => "done",
-            "batch_done" => "soaking",
-            _ if n < last => "done",
-            _ => "running",
-        };
+    let steps: Vec<(BatchStep, &'static str)> = steps
+        .into_iter()
+        .enumerate()
+        .map(|(n, s)| {
+            let state = match s.stage.as_str() {
+                "failed" => "failed",
+                "batch_done" | "completed" if n < last || !u.open => "done",
+                "batch_done" => "soaking",
+                _ if n < last => "done",
+                _ => "running",
+            };
+            (s, state)
+        })
+        .collect();
+    o.push_str(&super::timeline::batch_timeline(
+        f.now,
+        &u.service,
+        &steps,
+        u.open,
+        v.gate.as_ref(),
+        v.pause.as_ref(),
+    ));
+    o.push_str("<ol class=\"steps\">");
+    for (n, (s, state)) in steps.iter().enumerate() {
+        let state = *state;
         let _ = write!(
             o,
             "<li class=\"step batch b-{state}\"><span class=\"step-head\">Batch {}</span> \
