@@ -828,7 +828,7 @@ fn incidents(at: &JournalArgs, status: &str, json: bool) -> Result<ExitCode> {
                 r.state.clone(),
                 r.tier.clone(),
                 r.severity.clone(),
-                r.opened_at.to_string(),
+                ripcord::time::day_clock_words(r.opened_at),
                 r.rule.clone(),
                 ripcord::text::one_line(&format!("{}{}", whom.join(","), waiting)).into_owned(),
             ]
