@@ -828,7 +828,7 @@ fn incidents(at: &JournalArgs, status: &str, json: bool) -> Result<ExitCode> {
                 r.state.clone(),
                 r.tier.clone(),
                 r.severity.clone(),
-                r.opened_at.to_string(),
+                ripcord::time::day_clock_words(r.opened_at),
                 r.rule.clone(),
                 ripcord::text::one_line(&format!("{}{}", whom.join(","), waiting)).into_owned(),
             ]
@@ -878,10 +878,16 @@ fn show(id: &str, at: &JournalArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let mut out = io::stdout().lock();
+    let when = |t| ripcord::time::clock_words(now_ts(), t);
     writeln!(
         out,
         "{} {} ({} tier, {}), {} since {}",
-        inc.id, inc.rule, inc.tier, inc.severity, inc.state, inc.opened_at
+        inc.id,
+        inc.rule,
+        inc.tier,
+        inc.severity,
+        inc.state,
+        when(inc.opened_at)
     )?;
     writeln!(out, "labels: {}", inc.labels)?;
     if let Some(a) = j.approval(id)? {
@@ -889,8 +895,8 @@ fn show(id: &str, at: &JournalArgs) -> Result<ExitCode> {
             out,
             "approval: {} (requested {}, expires {}{})",
             a.state,
-            a.requested_at,
-            a.expires_at,
+            when(a.requested_at),
+            when(a.expires_at),
             a.decided_by
                 .map(|b| format!(", by {b}"))
                 .unwrap_or_default()
@@ -922,7 +928,7 @@ fn show(id: &str, at: &JournalArgs) -> Result<ExitCode> {
     }
     writeln!(out, "timeline:")?;
     for t in j.timeline(id)? {
-        writeln!(out, "  {}  {:<8} {}", t.at, t.kind, t.message)?;
+        writeln!(out, "  {}  {:<8} {}", when(t.at), t.kind, t.message)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -81,10 +81,9 @@ fn paint(color: bool, code: &str, text: &str) -> String {
     }
 }
 
-/// `2026-11-21 10:04:00  HIGH   severe      pause_rollout     payments/i-p1: http_5xx_ratio avg over 1m is 0.15 (> 0.05) for 90s  [inc-…]`
+/// `2026-11-21 10:04:00 UTC  HIGH   severe      pause_rollout     payments/i-p1: http_5xx_ratio avg over 1m is 0.15 (> 0.05) for 90s  [inc-…]`
 fn pretty(d: &Decision, released: Option<&str>, color: bool) -> String {
-    let at = d.at.to_string();
-    let at = at.replacen('T', " ", 1);
+    let at = crate::time::day_clock_words(d.at);
     let tier = format!("{:<6}", d.tier.as_str().to_uppercase());
     let tier = paint(
         color,

@@ -297,15 +297,37 @@ pub fn deadline_words(now: Ts, at: Ts) -> String {
         (h, 0) => format!("{h} h"),
         (h, m) => format!("{h} h {m} min"),
     };
-    let (a, b) = (now.to_string(), at.to_string());
-    let clock = b.get(11..16).unwrap_or(&b);
+    format!("within {span}, by {}", day_and_clock(now, at, 16))
+}
+
+/// A time as ripcord writes it for people (messages, action details,
+/// timelines, `show`, the console): `10:02:03 UTC`, its day first when
+/// that is not `now`'s (`2026-11-20 10:02:03 UTC`); never RFC 3339 with
+/// milliseconds, which stays for machines (JSON fields, CSV).
+pub fn clock_words(now: Ts, t: Ts) -> String {
+    day_and_clock(now, t, 19)
+}
+
+/// [`clock_words`] with the day always: `2026-11-20 10:02:03 UTC`, for
+/// lines read later or across days (the decisions on stdout).
+pub fn day_clock_words(t: Ts) -> String {
+    let s = t.to_string();
+    format!(
+        "{} {} UTC",
+        s.get(..10).unwrap_or(&s),
+        s.get(11..19).unwrap_or("")
+    )
+}
+
+/// `t` as `HH:MM[:SS] UTC` (`end`: where in RFC 3339 the clock stops),
+/// with the day first when it is not `now`'s.
+fn day_and_clock(now: Ts, t: Ts, end: usize) -> String {
+    let (a, b) = (now.to_string(), t.to_string());
+    let clock = b.get(11..end).unwrap_or(&b);
     if a.get(..10) == b.get(..10) {
-        format!("within {span}, by {clock} UTC")
+        format!("{clock} UTC")
     } else {
-        format!(
-            "within {span}, by {} {clock} UTC",
-            b.get(..10).unwrap_or(&b)
-        )
+        format!("{} {clock} UTC", b.get(..10).unwrap_or(&b))
     }
 }
 
@@ -463,6 +485,24 @@ mod tests {
         assert_eq!(
             deadline_words(now, at("2026-11-22T01:08:00.250Z")),
             "within 15 h, by 2026-11-22 01:08 UTC"
+        );
+    }
+
+    #[test]
+    fn times_read_as_a_clock_with_the_day_when_it_is_not_today() {
+        let now = Ts::parse_rfc3339("2026-11-21T10:08:00.250Z").unwrap();
+        let at = |s: &str| Ts::parse_rfc3339(s).unwrap();
+        assert_eq!(
+            clock_words(now, at("2026-11-21T10:02:03.457Z")),
+            "10:02:03 UTC"
+        );
+        assert_eq!(
+            clock_words(now, at("2026-11-20T23:59:59.999Z")),
+            "2026-11-20 23:59:59 UTC"
+        );
+        assert_eq!(
+            day_clock_words(at("2026-11-21T10:02:03.457Z")),
+            "2026-11-21 10:02:03 UTC"
         );
     }
 

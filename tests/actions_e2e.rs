@@ -624,6 +624,136 @@ fn a_rejected_approval_never_rolls_back() {
     assert_eq!(req[0]["state"], "rejected", "{inc}");
 }
 
+/// One chat post per incident event: a medium incident's approval request
+/// is its report (no "reporting" post one second before it), and a
+/// progress post says its text once.
+#[test]
+fn a_medium_incident_is_one_post_and_a_progress_post_says_its_text_once() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(dir.path(), port, &standin, "", "", "");
+    let r = Ripcord::start(dir.path(), port);
+    let l = labels("pay", "i-one1", "medium", "critical");
+    r.post_alerts(&webhook(vec![firing("fp-one1", &l, now_millis() - 5_000)]));
+    let (id, _) = standin.approval_request(&r, "i-one1");
+    // The report's own outcome is the event to wait for: once it settled,
+    // every post it made has been answered by the stand-in.
+    let settled = wait_until(Duration::from_secs(30), || {
+        r.actions(&id, "notify")
+            .iter()
+            .any(|a| !["pending", "running"].contains(&a["state"].as_str().unwrap_or("")))
+    });
+    assert!(settled, "{}", r.incident(&id));
+    let posts: Vec<Value> = standin
+        .all()
+        .into_iter()
+        .map(|h| h.body)
+        .filter(|b| b["incident"] == id.as_str())
+        .collect();
+    assert_eq!(
+        posts.len(),
+        1,
+        "one post for the incident's opening: {posts:#?}"
+    );
+    let post = &posts[0];
+    assert_eq!(post["kind"], "approval_request", "{post:#}");
+    let body = post["body"].as_str().unwrap();
+    for fact in [
+        "where: ",
+        "instance=i-one1",
+        "tier: medium",
+        "ripcord: rollback prepared",
+    ] {
+        assert!(
+            body.contains(fact),
+            "the request carries the report ({fact}): {body}"
+        );
+    }
+    let notify = &r.actions(&id, "notify")[0];
+    assert_eq!(notify["state"], "done", "{notify}");
+
+    let progress = json!({"kind": "progress", "ts": rfc3339(now_millis()), "stage": "batch_done",
+        "labels": {"service": "shop", "batch": "2"}, "done": 20, "total": 100});
+    let resp = client()
+        .post(r.url("/api/v1/events"))
+        .header("content-type", "application/x-ndjson")
+        .body(format!("{progress}\n"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut post = None;
+    let ok = wait_until(Duration::from_secs(30), || {
+        post = standin
+            .all()
+            .into_iter()
+            .find(|h| h.body["kind"] == "progress")
+            .map(|h| h.body);
+        post.is_some()
+    });
+    assert!(ok, "no progress post: {:?}", standin.all());
+    let post = post.unwrap();
+    let text = "shop batch 2 done: 20 of 100 instances upgraded";
+    let said = format!("{}\n{}", post["title"], post["body"]);
+    assert_eq!(said.matches(text).count(), 1, "said once: {post:#}");
+}
+
+/// What people read says a time one way (`10:02:03 UTC`, the day first
+/// when it is not today's), never RFC 3339 with milliseconds: the approval
+/// request, the action details and the timeline (API), `ripcord show`.
+/// Machine fields (`at`, `expires_at` in the JSON) keep RFC 3339.
+#[test]
+fn people_read_times_one_way_in_messages_details_timelines_and_show() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(dir.path(), port, &standin, "", "", "");
+    let r = Ripcord::start(dir.path(), port);
+    let l = labels("pay", "i-time1", "medium", "critical");
+    r.post_alerts(&webhook(vec![firing("fp-time1", &l, now_millis() - 5_000)]));
+    let (id, _) = standin.approval_request(&r, "i-time1");
+    let settled = wait_until(Duration::from_secs(30), || {
+        r.actions(&id, "request_approval")
+            .iter()
+            .any(|a| a["state"] == "awaiting_approval")
+    });
+    assert!(settled, "{}", r.incident(&id));
+    let machine = regex::Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d").unwrap();
+    let human = regex::Regex::new(r"\b\d\d:\d\d(:\d\d)? UTC\b").unwrap();
+    let request = standin.with_link(&id, "approve")[0]["body"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inc = r.incident(&id);
+    let detail = r.actions(&id, "request_approval")[0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let timeline: Vec<String> = inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["message"].as_str().unwrap().to_owned())
+        .collect();
+    let (code, shown) = cli(dir.path(), &["show", &id]);
+    assert_eq!(code, 0, "{shown}");
+    let read = [
+        ("the approval request", request),
+        ("the request's detail", detail),
+        ("the timeline", timeline.join("\n")),
+        ("show", shown),
+    ];
+    for (what, text) in &read {
+        assert!(
+            !machine.is_match(text),
+            "{what} says a time as RFC 3339: {text}"
+        );
+        assert!(human.is_match(text), "{what} says no time: {text}");
+    }
+    // The JSON keeps its machine times.
+    assert!(machine.is_match(&inc.to_string()), "{inc}");
+}
+
 #[test]
 fn a_recovery_withdraws_the_waiting_approval() {
     let standin = StandIn::start();

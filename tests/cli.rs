@@ -547,7 +547,7 @@ fn replay_prints_readable_lines_on_request() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 6, "{stdout}");
     assert!(
-        lines[0].starts_with("2026-11-21 10:02:15Z  HIGH   severe     pause_rollout"),
+        lines[0].starts_with("2026-11-21 10:02:15 UTC  HIGH   severe     pause_rollout"),
         "{stdout}"
     );
     assert!(

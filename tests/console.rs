@@ -900,10 +900,12 @@ while (walker.nextNode()) {
 return problems;
 "#;
 
-/// The chart's text boxes as the browser lays them out: any two that
+/// The text boxes of the drawing `arguments[0]` (the incident's chart,
+/// /rollouts' timeline) as the browser lays them out: any two that
 /// overlap, and the smallest type's height.
 const CHART_JS: &str = r#"
-const boxes = [...document.querySelectorAll('.chart svg.chart-svg text')].map(t => {
+const root = arguments[0];
+const boxes = [...document.querySelectorAll(root + ' svg text')].map(t => {
   const r = t.getBoundingClientRect();
   return {text: t.textContent, l: r.left, r: r.right, t: r.top, b: r.bottom};
 });
@@ -914,8 +916,11 @@ for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++
   if (w > 0.5 && h > 0.5) overlaps.push(a.text + ' / ' + b.text);
 }
 return {count: boxes.length, overlaps, smallest: Math.min(...boxes.map(b => b.b - b.t)),
-        legend: document.querySelectorAll('.chart ul.legend li').length,
-        breach: document.querySelectorAll('.chart svg rect.breach').length};
+        legend: document.querySelectorAll(root + ' ul.legend li').length,
+        breach: document.querySelectorAll(root + ' svg rect.breach').length,
+        bars: [...document.querySelectorAll(root + ' svg rect.bar')].map(b => b.getAttribute('class')),
+        soaks: document.querySelectorAll(root + ' svg rect.soak').length,
+        pauses: document.querySelectorAll(root + ' svg line.pause').length};
 "#;
 
 /// Whether any button on the page says `text`.
@@ -1033,12 +1038,41 @@ async fn the_console_reads_at_phone_and_desktop_width_and_offers_only_what_can_s
         .goto(&r.url(&format!("/incidents/{medium}")))
         .await
         .unwrap();
-    let chart = phone.execute(CHART_JS, vec![]).await.unwrap();
+    let chart = phone
+        .execute(CHART_JS, vec![json!(".chart")])
+        .await
+        .unwrap();
     assert!(chart["count"].as_u64().unwrap() >= 8, "{chart}");
     assert_eq!(chart["overlaps"], json!([]), "{chart}");
     assert!(chart["smallest"].as_f64().unwrap() >= 9.0, "{chart}");
     assert!(chart["legend"].as_u64().unwrap() >= 3, "{chart}");
     assert!(chart["breach"].as_u64().unwrap() >= 1, "{chart}");
+
+    // /rollouts' timeline at phone width: cart's batch 1 done then soaked
+    // until batch 2 started, batch 2 running, the pause marked; its type
+    // readable, no two labels overlapping, a legend.
+    phone.goto(&r.url("/rollouts")).await.unwrap();
+    let timeline = phone
+        .execute(CHART_JS, vec![json!("figure.timeline")])
+        .await
+        .unwrap();
+    assert_eq!(
+        timeline["bars"],
+        json!(["bar b-done", "bar b-running"]),
+        "{timeline}"
+    );
+    assert_eq!(timeline["soaks"], 1, "{timeline}");
+    assert_eq!(timeline["pauses"], 1, "{timeline}");
+    assert_eq!(timeline["overlaps"], json!([]), "{timeline}");
+    assert!(timeline["smallest"].as_f64().unwrap() >= 9.0, "{timeline}");
+    assert!(timeline["legend"].as_u64().unwrap() >= 4, "{timeline}");
+    let said = text_of(&phone, "figure.timeline svg").await;
+    assert!(
+        said.contains("Batch 1")
+            && said.contains("Batch 2")
+            && said.contains(&format!("for {high}")),
+        "{said}"
+    );
 
     // The chain as steps, who was reached when: relative and absolute.
     phone

@@ -281,6 +281,66 @@ fn show(calls: &[Vec<String>]) -> String {
 
 // --- the scripts as files -------------------------------------------------
 
+/// The first `scripts/run` (no release binary yet) says that the build
+/// takes minutes; a later one does not. `scripts/run` runs as shipped, in a
+/// copy of the tree whose `scripts/setup` and `cargo` are fakes (the fake
+/// cargo "builds" a ripcord that says how it was run).
+#[test]
+fn the_first_scripts_run_says_the_build_takes_minutes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path();
+    for sub in ["scripts", "bin"] {
+        fs::create_dir(root.join(sub)).expect("dir");
+    }
+    let bash = real_tool("bash");
+    let exec = |path: PathBuf, text: String| {
+        fs::write(&path, text).expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    {
+        let _writing = EXEC_FILES.write().unwrap_or_else(|e| e.into_inner());
+        let run = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/run"))
+            .expect("scripts/run");
+        exec(root.join("scripts/run"), run);
+        exec(root.join("scripts/setup"), "#!/bin/sh\nexit 0\n".into());
+        let b = bash.display();
+        exec(
+            root.join("bin/cargo"),
+            format!(
+                "#!{b}\nmkdir -p target/release\nprintf '#!{b}\\necho \"ran $*\"\\n' > target/release/ripcord\nchmod +x target/release/ripcord\n"
+            ),
+        );
+    }
+    let path = format!("{}:/usr/bin:/bin", root.join("bin").display());
+    let run = || {
+        let out = {
+            let _spawning = EXEC_FILES.read().unwrap_or_else(|e| e.into_inner());
+            Command::new(&bash)
+                .arg(root.join("scripts/run"))
+                .arg("--dry-run")
+                .env("PATH", &path)
+                .current_dir(root)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run scripts/run")
+        };
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert_eq!(stdout, "ran run --dry-run\n", "{stderr}");
+        stderr
+    };
+    let first = run();
+    assert!(
+        first.contains("building ripcord for the first time; this takes several minutes"),
+        "{first}"
+    );
+    let later = run();
+    assert!(!later.contains("first time"), "{later}");
+}
+
 /// ripcord runs the executors without a shell: the scripts must be
 /// executable and name their interpreter.
 #[test]

@@ -116,6 +116,7 @@ fn a_drill_on_every_tier_meets_the_plans_budgets_and_writes_its_review() {
         );
         assert_eq!(code, 0, "{tier}: {err}");
         assert!(err.contains("drill: every budget met"), "{tier}: {err}");
+        said_up_front_then_phase_by_phase(tier, &err);
         let review = std::fs::read_to_string(dir.path().join(&out)).unwrap();
         assert!(
             review.contains("> **DRILL**: played by `ripcord drill`"),
@@ -149,6 +150,50 @@ fn a_drill_on_every_tier_meets_the_plans_budgets_and_writes_its_review() {
             );
         }
     }
+}
+
+/// stderr says first how long the drill takes at its speed (from the
+/// tier's rules: detection and recovery, in event time), then one line per
+/// phase as it comes, each with the time since the scenario began; no log
+/// noise.
+fn said_up_front_then_phase_by_phase(tier: &str, err: &str) {
+    let lines: Vec<&str> = err.lines().collect();
+    let at = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{tier}: no line `{prefix}…`:\n{err}"))
+    };
+    let eta = at("drill: about ");
+    let line = lines[eta];
+    assert!(
+        line.contains(" at x60 (the batch goes bad 30s, detection ")
+            && line.contains(", recovery ")
+            && line.ends_with(" of event time)"),
+        "{tier}: {line}"
+    );
+    let mut last = eta;
+    for phase in [
+        "drill: the scenario is playing (after ",
+        "drill: incident ",
+        "drill: rollback done; the instance reports healthy again (after ",
+        "drill: incident ",
+    ] {
+        let next = last
+            + 1
+            + lines[last + 1..]
+                .iter()
+                .position(|l| l.starts_with(phase) && l.ends_with(')'))
+                .unwrap_or_else(|| panic!("{tier}: no `{phase}…` after line {last}:\n{err}"));
+        last = next;
+    }
+    assert!(lines[last].contains(" recovered (after "), "{tier}: {err}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(" INFO ") || l.contains(" DEBUG ")),
+        "{tier}: log noise on stderr:\n{err}"
+    );
 }
 
 #[test]

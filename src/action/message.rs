@@ -53,8 +53,9 @@ pub struct Message {
 }
 
 impl Message {
-    /// The message for a decision, with what ripcord does and waits for.
-    pub fn for_decision(d: &Decision, links: Vec<Link>) -> Message {
+    /// The message for a decision, with what ripcord does and waits for
+    /// (`now`: when it is written, for the times it names).
+    pub fn for_decision(d: &Decision, links: Vec<Link>, now: crate::time::Ts) -> Message {
         let kind = match d.action {
             Action::Resolve => Kind::Resolved,
             Action::RequestApproval => Kind::ApprovalRequest,
@@ -64,8 +65,12 @@ impl Message {
         };
         // Text from events (labels, annotations) is data: each value is put
         // on one line, so it can never start a line of its own.
+        let title = title(d);
         let mut body = String::new();
-        let _ = writeln!(body, "{}", one_line(&d.message));
+        // Said once: progress is titled with its own text.
+        if title != d.message {
+            let _ = writeln!(body, "{}", one_line(&d.message));
+        }
         let whom: Vec<String> = d
             .labels
             .iter()
@@ -99,13 +104,17 @@ impl Message {
                 d.tier, d.severity, d.rule
             );
         }
-        let _ = writeln!(body, "ripcord: {}", doing(d.action));
         if let Some(id) = &d.incident {
-            let _ = writeln!(body, "incident: {id} (at {})", d.at);
+            let _ = writeln!(body, "ripcord: {}", doing(d.action));
+            let _ = writeln!(
+                body,
+                "incident: {id} (at {})",
+                crate::time::clock_words(now, d.at)
+            );
         }
         Message {
             kind,
-            title: one_line(&title(d)).into_owned(),
+            title: one_line(&title).into_owned(),
             body: body.trim_end().to_owned(),
             tier: d.tier,
             severity: d.severity,

@@ -348,7 +348,7 @@ pub fn ack(j: &mut dyn Journal, incident: &str, by: &str, now: Ts) -> Result<Don
         return Ok(Done {
             incident: incident.to_owned(),
             result: "already acknowledged".into(),
-            detail: format!("already {first} at {at}"),
+            detail: format!("already {first} at {}", crate::time::clock_words(now, at)),
         });
     }
     let stopped = j.stop_escalation(incident, "acked", Some(by), now)?;
@@ -388,7 +388,8 @@ pub async fn resume(
         Some(r) => {
             return Err(OpError::Conflict(format!(
                 "the rollout of {service} is not paused (resumed by {} at {})",
-                r.changed_by, r.changed_at
+                r.changed_by,
+                crate::time::clock_words(now, r.changed_at)
             )));
         }
         None => {

@@ -242,15 +242,53 @@ impl Responder {
             self.escalate(id.as_str(), d.tier, d.severity == Severity::Severe)
                 .await;
         }
-        let message = Message::for_decision(d, Vec::new());
-        let channels = self.cfg.route(d.tier).notify.clone();
+        let message = Message::for_decision(d, Vec::new(), self.clock.now());
+        let route = self.cfg.route(d.tier);
+        let mut channels = route.notify.clone();
+        // One post per event: where the same event asks for approval, the
+        // request carries this report (its facts, what ripcord does), so
+        // a channel the request reaches gets no second post.
+        let carried = self.asked_in_the_same_event(d).await;
+        if carried {
+            channels.retain(|c| !route.approve.contains(c));
+            if channels.is_empty() {
+                return Handled::Done(Outcome::done(format!(
+                    "{} notification carried by the approval request",
+                    d.tier
+                )));
+            }
+        }
         let queued = self.queue(d.tier, &channels, &message).await;
         Handled::Queued(Box::pin(async move {
-            summary(
+            let mut out = summary(
                 &format!("{} notification", d.tier),
                 &queued.outcomes().await,
-            )
+            );
+            if carried {
+                out.detail
+                    .push_str("; the approval request carried it everywhere else");
+            }
+            out
         }))
+    }
+
+    /// Whether the event behind `d` (a notify) also decided a new approval
+    /// request for its incident (same decision time), one that goes out
+    /// whatever happens: not one about members that joined a batch, which
+    /// is skipped while the first request waits.
+    async fn asked_in_the_same_event(&self, d: &Decision) -> bool {
+        let Some(id) = d.incident.as_ref().map(|i| i.to_string()) else {
+            return false;
+        };
+        let actions = with_journal(&self.journal, move |j| j.actions_of(&id))
+            .await
+            .unwrap_or_default();
+        actions.iter().any(|a| {
+            a.action == Action::RequestApproval
+                && a.decision.at == d.at
+                && a.state != ActionState::Skipped
+                && a.decision.batch.as_ref().is_none_or(|b| b.about.is_empty())
+        })
     }
 
     async fn resolve<'a>(&'a self, d: &'a Decision) -> Handled<'a> {
@@ -275,7 +313,7 @@ impl Responder {
             }
             return Handled::Done(Outcome::skipped(detail));
         }
-        let mut message = Message::for_decision(d, Vec::new());
+        let mut message = Message::for_decision(d, Vec::new(), self.clock.now());
         if withdrawn {
             // First, so a digest (which keeps each part's first line) says it too.
             message.body.insert_str(
@@ -432,7 +470,7 @@ impl Responder {
             .as_ref()
             .map(|l| l.links(&id, verbs, now))
             .unwrap_or_default();
-        let mut message = Message::for_decision(d, links);
+        let mut message = Message::for_decision(d, links, now);
         let actions = super::actions_after_pause(&self.journal, &id)
             .await
             .unwrap_or_default();
@@ -470,7 +508,11 @@ impl Responder {
             let sent = summary("approval request", &queued.outcomes().await);
             Outcome {
                 state: ActionState::AwaitingApproval,
-                detail: format!("waiting for approval until {expires}; {}", sent.detail),
+                detail: format!(
+                    "waiting for approval until {}; {}",
+                    crate::time::clock_words(now, expires),
+                    sent.detail
+                ),
             }
         }))
     }
@@ -628,7 +670,10 @@ impl Responder {
                     .as_ref()
                     .map(|v| self.clock.now().saturating_add(v.delay));
                 let detail = match due {
-                    Some(due) => format!("{detail}; verification due at {due}"),
+                    Some(due) => format!(
+                        "{detail}; verification due at {}",
+                        crate::time::clock_words(self.clock.now(), due)
+                    ),
                     None => detail,
                 };
                 let (key, done) = (a.key.clone(), detail.clone());

@@ -313,7 +313,7 @@ impl Scheduler {
                 "incident {} needs a human (step {} of {steps}, paging since {}).\nAcknowledge to stop the paging: ripcord ack {} --by <you>",
                 e.incident,
                 step + 1,
-                e.started_at,
+                crate::time::clock_words(now, e.started_at),
                 e.incident
             ),
             tier: e.tier,
@@ -437,7 +437,7 @@ impl Scheduler {
                 whom.join("/"),
                 i.tier,
                 i.severity,
-                i.opened_at
+                crate::time::clock_words(now, i.opened_at)
             );
         }
         let _ = writeln!(body, "Waiting for approval: {}", approvals.len());
@@ -445,7 +445,9 @@ impl Scheduler {
             let _ = writeln!(
                 body,
                 "- {} ({} tier), until {}",
-                a.incident, a.tier, a.expires_at
+                a.incident,
+                a.tier,
+                crate::time::clock_words(now, a.expires_at)
             );
         }
         let _ = writeln!(body, "Rollouts paused: {}", paused.len());
@@ -453,7 +455,9 @@ impl Scheduler {
             let _ = writeln!(
                 body,
                 "- {} since {} (resume: ripcord resume {} --by <you>)",
-                r.service, r.changed_at, r.service
+                r.service,
+                crate::time::clock_words(now, r.changed_at),
+                r.service
             );
         }
         let _ = writeln!(body, "Upgrades running: {}", upgrades.len());

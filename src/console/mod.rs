@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod host;
 pub mod pages;
+pub mod timeline;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -658,7 +658,7 @@ fn approval_state(a: &ApprovalRow, now: Ts) -> String {
             human(Dur::from_secs(
                 a.expires_at.since(now).millis().max(0) / 1000
             )),
-            a.expires_at
+            crate::time::clock_words(now, a.expires_at)
         ),
         (state, Some(by)) => {
             let via = a
@@ -667,7 +667,9 @@ fn approval_state(a: &ApprovalRow, now: Ts) -> String {
                 .unwrap_or_default();
             format!(
                 "{state} by {by}{via}{}",
-                a.decided_at.map(|t| format!(" at {t}")).unwrap_or_default()
+                a.decided_at
+                    .map(|t| format!(" at {}", crate::time::clock_words(now, t)))
+                    .unwrap_or_default()
             )
         }
         (state, None) => state.to_owned(),
@@ -1025,8 +1027,9 @@ pub fn confirm(r: Option<&Review>, id: &str, verb: Verb, expires: Ts, now: Ts) -
     let left = expires.since(now);
     let _ = write!(
         o,
-        "<p class=\"left\">This link works for <b>{}</b> more (until {expires}) and only once.</p>",
-        human(Dur::from_secs(left.millis().max(0) / 1000))
+        "<p class=\"left\">This link works for <b>{}</b> more (until {}) and only once.</p>",
+        human(Dur::from_secs(left.millis().max(0) / 1000)),
+        crate::time::clock_words(now, expires)
     );
     let mut acted = Vec::new();
     if let Some(a) = &r.approval {
@@ -1293,16 +1296,32 @@ fn rollout_card(f: &Frame<'_>, k: usize, v: &UpgradeView) -> String {
             });
         }
     }
-    o.push_str("<ol class=\"steps\">");
     let last = steps.len().saturating_sub(1);
-    for (n, s) in steps.iter().enumerate() {
-        let state = match s.stage.as_str() {
-            "failed" => "failed",
-            "batch_done" | "completed" if n < last || !u.open => "done",
-            "batch_done" => "soaking",
-            _ if n < last => "done",
-            _ => "running",
-        };
+    let steps: Vec<(BatchStep, &'static str)> = steps
+        .into_iter()
+        .enumerate()
+        .map(|(n, s)| {
+            let state = match s.stage.as_str() {
+                "failed" => "failed",
+                "batch_done" | "completed" if n < last || !u.open => "done",
+                "batch_done" => "soaking",
+                _ if n < last => "done",
+                _ => "running",
+            };
+            (s, state)
+        })
+        .collect();
+    o.push_str(&super::timeline::batch_timeline(
+        f.now,
+        &u.service,
+        &steps,
+        u.open,
+        v.gate.as_ref(),
+        v.pause.as_ref(),
+    ));
+    o.push_str("<ol class=\"steps\">");
+    for (n, (s, state)) in steps.iter().enumerate() {
+        let state = *state;
         let _ = write!(
             o,
             "<li class=\"step batch b-{state}\"><span class=\"step-head\">Batch {}</span> \

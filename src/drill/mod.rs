@@ -18,6 +18,7 @@
 //! Phones are never rung by a drill unless asked (`--page-phones`): SMS
 //! and voice channels are replaced by the log for its duration.
 
+pub mod eta;
 pub mod scenario;
 
 use std::path::PathBuf;
@@ -249,6 +250,24 @@ pub async fn run(
     let end_clock = clock.clone();
     let (ready_tx, ready_rx) = oneshot::channel::<Ready>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // Said up front: how long this takes at this speed.
+    let mut eta_line =
+        eta::estimate(&scenario.shape(), &rules, opts.tier, opts.speed).line(opts.speed);
+    if opts.approve == Approve::Wait {
+        eta_line.push_str(", plus the time a human takes to approve");
+    }
+    if let Some(x) = cfg
+        .actions
+        .rollback
+        .executor
+        .as_ref()
+        .filter(|x| !x.is_dry_run())
+    {
+        eta_line.push_str(&format!(
+            ", plus the rollback's own run (at most {})",
+            eta::wall_words(x.timeout())
+        ));
+    }
     let mut rt = Runtime::new(rules);
     rt.clock = Arc::new(clock.clone());
     rt.decisions_out = Box::new(std::io::sink());
@@ -262,6 +281,7 @@ pub async fn run(
         "drill: {} tier, {} on {}, scenario {}, clock x{}",
         opts.tier, opts.service, opts.instance, scenario.name, opts.speed
     ));
+    say(&eta_line);
     let responder = app::run(cfg, rt, async {
         let _ = stop_rx.await;
     });
@@ -345,6 +365,15 @@ async fn follow(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let origin = clock.now();
+    let began = Instant::now();
+    // Each phase's line says how far into the drill it came.
+    let say = move |line: &str| {
+        say(&format!(
+            "{line} (after {})",
+            eta::wall_words(began.elapsed())
+        ))
+    };
+    say("drill: the scenario is playing");
     let run = format!("{} {}", std::process::id(), origin);
     let services = scenario.services();
     let mut player = scenario.player(origin);

@@ -177,6 +177,27 @@ impl Scenario {
         }
     }
 
+    /// What the drill's estimate needs: the metric the built-in scenario
+    /// breaches, and how long the scenario's own events last before the
+    /// rollback (the built-in batch: until it goes bad) and after it.
+    pub fn shape(&self) -> Shape {
+        let span = |r: &[Recorded]| r.last().map_or(Dur::ZERO, |l| l.offset);
+        match &self.source {
+            Source::BuiltIn { .. } => Shape {
+                metric: Some("http_5xx_ratio"),
+                every: EVERY,
+                bad: BAD_AFTER,
+                recovery: Dur::ZERO,
+            },
+            Source::File { bad, recovery } => Shape {
+                metric: None,
+                every: EVERY,
+                bad: span(bad),
+                recovery: span(recovery),
+            },
+        }
+    }
+
     /// Plays the scenario from `start` (event time).
     pub fn player(&self, start: Ts) -> Player {
         Player {
@@ -188,6 +209,16 @@ impl Scenario {
             said_batch: false,
         }
     }
+}
+
+/// See [`Scenario::shape`].
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub metric: Option<&'static str>,
+    /// How often the built-in scenario samples.
+    pub every: Dur,
+    pub bad: Dur,
+    pub recovery: Dur,
 }
 
 /// Where a scenario is.

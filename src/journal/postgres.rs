@@ -1541,7 +1541,10 @@ impl Verdicts for PgJournal {
                     incident,
                     at,
                     "approval",
-                    &format!("approval requested; expires at {expires}"),
+                    &format!(
+                        "approval requested; expires at {}",
+                        crate::time::clock_words(at, expires)
+                    ),
                 )
                 .await?;
             }

@@ -1395,7 +1395,10 @@ impl Verdicts for SqliteJournal {
                 incident,
                 at,
                 "approval",
-                &format!("approval requested; expires at {expires}"),
+                &format!(
+                    "approval requested; expires at {}",
+                    crate::time::clock_words(at, expires)
+                ),
             )?;
         }
         tx.commit()?;

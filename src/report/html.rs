@@ -231,9 +231,11 @@ fn mark_label(ns: &[usize]) -> String {
     }
 }
 
-/// A small swatch for the legend: a line (dashed or not) or a block.
-fn swatch(colour: &str, kind: &str) -> String {
+/// A small swatch for a legend: a line (dashed or not), a block (the
+/// breach) or a bar (the console's rollout timeline).
+pub fn swatch(colour: &str, kind: &str) -> String {
     let shape = match kind {
+        "bar" => format!("<rect x=\"0\" y=\"2\" width=\"24\" height=\"10\" fill=\"{colour}\"/>"),
         "block" => format!(
             "<rect x=\"0\" y=\"1\" width=\"24\" height=\"12\" fill=\"{colour}\" stroke=\"#d08a7a\"/>"
         ),
