@@ -86,6 +86,37 @@ const MAX_PENDING_BYTES: usize = 16 << 20;
 /// goes out as a series of digests and no message is summarised away.
 const DIGEST_PARTS: usize = 50;
 
+/// Messages a worker holds for its channel, their weight kept as they come
+/// and go: a hung channel in a storm holds tens of thousands, and summing
+/// them again for every arrival cost more than the storm's other work.
+#[derive(Default)]
+struct Held {
+    queue: VecDeque<Delivery>,
+    bytes: usize,
+}
+
+impl Held {
+    fn push(&mut self, d: Delivery) {
+        self.bytes += weight(&d);
+        self.queue.push_back(d);
+    }
+
+    fn pop_front(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.bytes -= weight(&d);
+        Some(d)
+    }
+
+    /// The oldest `n` (fewer if fewer wait).
+    fn take(&mut self, n: usize) -> Vec<Delivery> {
+        std::iter::from_fn(|| self.pop_front()).take(n).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
 /// What a held message costs.
 fn weight(d: &Delivery) -> usize {
     d.message.title.len()
@@ -289,12 +320,12 @@ impl Worker {
         mut draining: watch::Receiver<bool>,
     ) {
         let (limiter, clock) = self.limiter();
-        let mut pending: VecDeque<Delivery> = VecDeque::new();
+        let mut pending = Held::default();
         loop {
             if pending.is_empty() {
                 tokio::select! {
                     d = rx.recv() => match d {
-                        Some(d) => pending.push_back(d),
+                        Some(d) => pending.push(d),
                         None => return,
                     },
                     _ = shutdown.wait_for(|s| *s) => {}
@@ -331,12 +362,7 @@ impl Worker {
             // Held back by the rate limit: what waits goes out as one digest
             // (up to DIGEST_PARTS; the rest waits for the next send).
             // Otherwise one message at a time.
-            let batch: Vec<Delivery> = if was_limited {
-                let n = pending.len().min(DIGEST_PARTS);
-                pending.drain(..n).collect()
-            } else {
-                pending.pop_front().into_iter().collect()
-            };
+            let batch: Vec<Delivery> = pending.take(if was_limited { DIGEST_PARTS } else { 1 });
             self.deliver(batch, &mut rx, &mut pending, &mut shutdown, &mut draining)
                 .await;
         }
@@ -344,14 +370,12 @@ impl Worker {
 
     /// Keeps a message; past [`MAX_PENDING_BYTES`] the oldest are given up
     /// (counted, and said on their incidents' timelines).
-    fn hold(&self, pending: &mut VecDeque<Delivery>, d: Delivery) {
-        pending.push_back(d);
-        let mut bytes: usize = pending.iter().map(weight).sum();
-        while bytes > MAX_PENDING_BYTES && pending.len() > 1 {
+    fn hold(&self, pending: &mut Held, d: Delivery) {
+        pending.push(d);
+        while pending.bytes > MAX_PENDING_BYTES && pending.queue.len() > 1 {
             let Some(old) = pending.pop_front() else {
                 break;
             };
-            bytes -= weight(&old);
             self.metrics.message(&self.spec.name, "dropped");
             tracing::warn!(channel = %self.spec.name, title = %old.message.title, "a message was given up: the channel's queue is full");
             if let Some(tx) = old.done {
@@ -366,12 +390,12 @@ impl Worker {
     /// Messages still waiting when ripcord stops (held, or handed over and
     /// not yet taken): their incidents' timelines say they were never sent,
     /// so nobody takes silence for delivery.
-    async fn abandon(&self, mut pending: VecDeque<Delivery>, rx: &mut mpsc::Receiver<Delivery>) {
+    async fn abandon(&self, mut pending: Held, rx: &mut mpsc::Receiver<Delivery>) {
         rx.close();
         while let Ok(d) = rx.try_recv() {
-            pending.push_back(d);
+            pending.push(d);
         }
-        for d in pending {
+        for d in pending.queue {
             let detail = format!(
                 "not sent via {}: ripcord stopped before sending \"{}\"",
                 self.spec.name, d.message.title
@@ -390,7 +414,7 @@ impl Worker {
         &self,
         batch: Vec<Delivery>,
         rx: &mut mpsc::Receiver<Delivery>,
-        pending: &mut VecDeque<Delivery>,
+        pending: &mut Held,
         shutdown: &mut watch::Receiver<bool>,
         draining: &mut watch::Receiver<bool>,
     ) {
@@ -575,5 +599,47 @@ fn merge(batch: Vec<Delivery>) -> Delivery {
         fallback,
         done: Some(tx),
         incidents,
+    }
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::*;
+    use crate::action::message::{Kind, Message};
+    use crate::decision::{Severity, Tier};
+
+    fn delivery(title: &str, body_bytes: usize) -> Delivery {
+        Delivery::new(
+            Message {
+                kind: Kind::Incident,
+                title: title.to_owned(),
+                body: "x".repeat(body_bytes),
+                tier: Tier::Medium,
+                severity: Severity::Functional,
+                incident: None,
+                links: Vec::new(),
+                mention: false,
+            },
+            None,
+            None,
+        )
+    }
+
+    #[test]
+    fn held_bytes_are_the_weight_of_what_is_held_through_pushes_pops_and_takes() {
+        let mut held = Held::default();
+        for i in 0..500 {
+            held.push(delivery(&format!("m{i}"), i * 7 % 300));
+            if i % 3 == 0 {
+                held.pop_front();
+            }
+            if i % 50 == 0 {
+                held.take(DIGEST_PARTS);
+            }
+            assert_eq!(held.bytes, held.queue.iter().map(weight).sum::<usize>());
+        }
+        let left = held.queue.len();
+        assert_eq!(held.take(left + 10).len(), left);
+        assert_eq!((held.bytes, held.is_empty()), (0, true));
     }
 }
