@@ -439,6 +439,7 @@ impl Harness {
             wake: wake.clone(),
             metrics,
             silences: silences.clone(),
+            findings: None,
         });
         let scheduler = Scheduler {
             journal: journal.clone(),
@@ -1140,6 +1141,7 @@ fn restart(r: &Responder) -> Arc<Responder> {
         wake: r.wake.clone(),
         metrics: r.metrics.clone(),
         silences: r.silences.clone(),
+        findings: None,
     })
 }
 
