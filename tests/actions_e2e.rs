@@ -1969,7 +1969,10 @@ fn shop_gate(r: &Ripcord) -> (String, String) {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    (g["decision"].as_str().unwrap().to_owned(), reasons.join("; "))
+    (
+        g["decision"].as_str().unwrap().to_owned(),
+        reasons.join("; "),
+    )
 }
 
 /// A medium-tier batch done: ripcord checks a random 10% of the instances

@@ -91,10 +91,8 @@ impl Responder {
             b.batch_instances.len() as u32,
             now.saturating_add(v.delay),
         );
-        let names = crate::text::compact_names(
-            &picked.iter().map(String::as_str).collect::<Vec<_>>(),
-            300,
-        );
+        let names =
+            crate::text::compact_names(&picked.iter().map(String::as_str).collect::<Vec<_>>(), 300);
         let started = with_journal(&self.journal, move |j| {
             j.start_sample_check(&SampleStart {
                 from_key: &from,
@@ -161,7 +159,8 @@ impl Responder {
                         stage.name,
                         hhmm.get(11..16).unwrap_or(&hhmm)
                     ));
-                    let (key, detail, held) = (a.key.clone(), passed.clone(), at.saturating_add(lease));
+                    let (key, detail, held) =
+                        (a.key.clone(), passed.clone(), at.saturating_add(lease));
                     if let Err(e) = with_journal(&self.journal, move |j| {
                         j.sample_result(&key, SampleState::Running, &detail, at)?;
                         j.pass_verification_stage(&key, i as u32, held)
@@ -223,7 +222,10 @@ impl Responder {
                     .is_some_and(|b| b.members.iter().any(|m| &*m.instance == instance))
         });
         match on_it {
-            Some(i) => Err(format!("incident {} ({}) is open on {instance}", i.id, i.rule)),
+            Some(i) => Err(format!(
+                "incident {} ({}) is open on {instance}",
+                i.id, i.rule
+            )),
             None => Ok(format!("no incident open on {instance}")),
         }
     }
@@ -286,7 +288,9 @@ impl Responder {
                 Ok(()) => {
                     match tokio::time::timeout(Duration::from_secs(30), rx).await {
                         Ok(Ok(Ok(_))) => {}
-                        other => tracing::error!(key = %d.key, result = ?other.map(|r| r.map(|a| a.map(|_| ()))), "the sample check's alert was not taken"),
+                        other => {
+                            tracing::error!(key = %d.key, result = ?other.map(|r| r.map(|a| a.map(|_| ()))), "the sample check's alert was not taken")
+                        }
                     }
                     return;
                 }

@@ -509,7 +509,14 @@ pub fn evaluate(
         }
         Some(u) => {
             soak_from = Some(u.updated_at);
-            sample_verdict(facts, u, cfg.sample_check.get(tier), now, &mut nogo, &mut hold);
+            sample_verdict(
+                facts,
+                u,
+                cfg.sample_check.get(tier),
+                now,
+                &mut nogo,
+                &mut hold,
+            );
         }
     }
     // Without a batch_done, the span is the last min_soak of samples and
