@@ -1481,3 +1481,112 @@ async fn a_silence_made_mid_chain_holds_back_the_steps_due_under_it_until_it_exp
     assert!(active.is_empty(), "expired on time: {active:?}");
     h.finish().await;
 }
+
+/// The sample check across a crash: the pick is journaled once (the batch
+/// done's message handled again, as after a crash mid-message, picks
+/// nothing new); the responder that ran `system` on the picked instances
+/// dies while `services` waits to retry; the one that takes over after the
+/// lease runs only `services`, and the rows end `passed`.
+#[tokio::test(start_paused = true)]
+async fn a_sample_check_is_picked_once_and_resumes_after_a_crash_without_rerunning_a_stage() {
+    let mut h = Harness::new(|base, dir| {
+        let record = dir.join("calls.bin");
+        let script = recording_script(dir, &record);
+        let check = dir.join("check.sh");
+        std::fs::write(
+            &check,
+            format!(
+                "printf '%s\\0' CALL \"$1\" \"$2\" >> '{rec}'\n\
+                 if [ \"$1\" = services ] && [ ! -e '{dir}/up' ]; then echo 'port 443 closed' >&2; exit 1; fi\n\
+                 echo \"$1 back\"\n",
+                rec = record.display(),
+                dir = dir.display()
+            ),
+        )
+        .unwrap();
+        format!(
+            "{}executors:\n  rollback:\n    command: {{argv: [/bin/sh, '{script}', \"{{instance}}\"], timeout: 30s}}\n    verify:\n      delay: 1m\n      stages:\n        - {{name: system, command: {{argv: [/bin/sh, '{check}', system, \"{{instance}}\"], timeout: 10s}}}}\n        - {{name: services, command: {{argv: [/bin/sh, '{check}', services, \"{{instance}}\"], timeout: 10s}}, retries: 5, retry_delay: 1m}}\n",
+            channels(base),
+            script = script.display(),
+            check = check.display()
+        )
+    })
+    .await;
+    let instances: Vec<String> = (1..=20).map(|i| format!("i-{i:02}")).collect();
+    let event = json!({"kind": "progress", "ts": START.millis(), "stage": "batch_done",
+        "instances": instances, "labels": {"service": "shop", "batch": "3", "tier": "medium"}});
+    h.alert(&event).await;
+    let handled = h.dispatch().await;
+    let sample = || async {
+        with_journal(&h.journal, |j| j.sample_checks("shop", "3"))
+            .await
+            .unwrap()
+    };
+    let picked: Vec<String> = sample().await.into_iter().map(|r| r.instance).collect();
+    assert_eq!(picked.len(), 2, "10% of 20");
+    // The message handled again: the same two.
+    for (row, _) in &handled {
+        drop(h.responder.handle(row).await);
+    }
+    let again: Vec<String> = sample().await.into_iter().map(|r| r.instance).collect();
+    assert_eq!(again, picked, "picked once");
+
+    let record = h.dir.path().join("calls.bin");
+    let runs = |stage: &str| {
+        calls(&record)
+            .iter()
+            .filter(|c| c.first().map(String::as_str) == Some(stage))
+            .map(|c| c[1].clone())
+            .collect::<Vec<_>>()
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let first = tokio::spawn(restart(&h.responder).verification_loop(stopped));
+    h.run_until(secs(62)).await;
+    let mut waited = 0;
+    while runs("services").len() < 2 {
+        waited += 1;
+        assert!(waited < 2000, "services never ran: {:?}", calls(&record));
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+            .await
+            .unwrap();
+    }
+    // Dies while `services` waits for its retry.
+    stop.send(true).unwrap();
+    drive(first).await.unwrap();
+    let mut systems = runs("system");
+    systems.sort();
+    assert_eq!(systems, picked, "system ran once on each picked instance");
+    std::fs::write(h.dir.path().join("up"), "").unwrap();
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let second = tokio::spawn(restart(&h.responder).verification_loop(stopped));
+    let mut at = 62;
+    let rows = loop {
+        let rows = sample().await;
+        if rows
+            .iter()
+            .all(|r| r.state == ripcord::journal::SampleState::Passed)
+        {
+            break rows;
+        }
+        assert!(at < 1200, "never passed: {rows:?}");
+        at += 10;
+        h.run_until(secs(at)).await;
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+            .await
+            .unwrap();
+    };
+    assert_eq!(
+        runs("system").len(),
+        2,
+        "system passed before the crash: never again"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.detail.starts_with("system ok") && r.detail.contains("services ok")),
+        "{rows:?}"
+    );
+    stop.send(true).unwrap();
+    drive(second).await.unwrap();
+    h.finish().await;
+}
