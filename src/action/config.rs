@@ -257,6 +257,29 @@ impl ActionsConfig {
     /// channel takes every message (routing, paging and status keep their
     /// timing), and every executor becomes a dry run that says what it
     /// would do (showing the configured command or request, if any).
+    /// For a drill on stand-ins without `verify`: the plan's three stages
+    /// (system, services, business) as stand-ins that say what they would
+    /// check, so the drill plays the staged verification and the sample
+    /// check too.
+    pub fn stand_in_verify(&mut self) {
+        use super::executor::dry::DryRun;
+        if self.rollback.verify.is_some() {
+            return;
+        }
+        let stage = |name: &str| Stage {
+            name: name.to_owned(),
+            probe: Probe::Check(Box::new(Executor::DryRun(DryRun::new(
+                "verify", "instance", None,
+            )))),
+            retries: 0,
+            retry_delay: Dur::ZERO,
+        };
+        self.rollback.verify = Some(Verify {
+            delay: Dur::ZERO,
+            stages: vec![stage("system"), stage("services"), stage("business")],
+        });
+    }
+
     pub fn use_stand_ins(&mut self) {
         use super::executor::dry::DryRun;
         let log = "log".to_owned();
