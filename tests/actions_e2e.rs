@@ -2054,6 +2054,20 @@ grouping: {{wait: 1s}}
     assert!(rows.iter().all(|s| s["state"] == "passed"
         && s["detail"].as_str().unwrap().contains("system ok")
         && s["detail"].as_str().unwrap().contains("services ok")));
+    // The console's rollout page shows it.
+    let page = client()
+        .get(r.url("/rollouts"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("sample check: 2 of 2 passed"), "{page}");
+    for i in &checked {
+        assert!(
+            page.contains(&format!("{i} <b>passed</b>: system ok ")),
+            "{page}"
+        );
+    }
 
     // Batch 2: every instance fails `system`.
     let batch2: Vec<String> = (1..=5).map(|i| format!("b2-{i:02}")).collect();
