@@ -1246,35 +1246,39 @@ async fn a_verification_runs_when_due_even_after_a_restart_and_a_failure_pages()
     h.finish().await;
 }
 
+/// The recording rollback script and two verification stages of a check
+/// script that records `stage instance`: `system` passes, `services` fails
+/// ("port 443 closed", 5 retries a minute apart) until the file `up` exists.
+fn two_stage_verify(base: &str, dir: &Path) -> String {
+    let record = dir.join("calls.bin");
+    let script = recording_script(dir, &record);
+    let check = dir.join("check.sh");
+    std::fs::write(
+        &check,
+        format!(
+            "printf '%s\\0' CALL \"$1\" \"$2\" >> '{rec}'\n\
+             if [ \"$1\" = services ] && [ ! -e '{dir}/up' ]; then echo 'port 443 closed' >&2; exit 1; fi\n\
+             echo \"$1 back\"\n",
+            rec = record.display(),
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    format!(
+        "{}executors:\n  rollback:\n    command: {{argv: [/bin/sh, '{script}', \"{{instance}}\"], timeout: 30s}}\n    verify:\n      delay: 1m\n      stages:\n        - {{name: system, command: {{argv: [/bin/sh, '{check}', system, \"{{instance}}\"], timeout: 10s}}}}\n        - {{name: services, command: {{argv: [/bin/sh, '{check}', services, \"{{instance}}\"], timeout: 10s}}, retries: 5, retry_delay: 1m}}\n",
+        channels(base),
+        script = script.display(),
+        check = check.display()
+    )
+}
+
 /// Staged verification across a crash: the responder that ran `system`
 /// (passed) dies while `services` waits to retry; the one that takes the
 /// verification over after its lease resumes at `services` and never runs
 /// `system` again.
 #[tokio::test(start_paused = true)]
 async fn a_verification_resumes_after_a_crash_at_the_stage_after_the_last_that_passed() {
-    let mut h = Harness::new(|base, dir| {
-        let record = dir.join("calls.bin");
-        let script = recording_script(dir, &record);
-        let check = dir.join("check.sh");
-        std::fs::write(
-            &check,
-            format!(
-                "printf '%s\\0' CALL \"$1\" >> '{rec}'\n\
-                 if [ \"$1\" = services ] && [ ! -e '{dir}/up' ]; then echo 'port 443 closed' >&2; exit 1; fi\n\
-                 echo \"$1 back\"\n",
-                rec = record.display(),
-                dir = dir.display()
-            ),
-        )
-        .unwrap();
-        format!(
-            "{}executors:\n  rollback:\n    command: {{argv: [/bin/sh, '{script}', \"{{instance}}\"], timeout: 30s}}\n    verify:\n      delay: 1m\n      stages:\n        - {{name: system, command: {{argv: [/bin/sh, '{check}', system], timeout: 10s}}}}\n        - {{name: services, command: {{argv: [/bin/sh, '{check}', services], timeout: 10s}}, retries: 5, retry_delay: 1m}}\n",
-            channels(base),
-            script = script.display(),
-            check = check.display()
-        )
-    })
-    .await;
+    let mut h = Harness::new(two_stage_verify).await;
     let labels = json!({"alertname": "Down", "service": "web", "instance": "i-0c", "tier": "low", "severity": "critical"});
     let id = incident_of(&h.alert(&firing("fp-c", labels)).await, Action::Rollback);
     h.dispatch().await;
@@ -1489,29 +1493,7 @@ async fn a_silence_made_mid_chain_holds_back_the_steps_due_under_it_until_it_exp
 /// lease runs only `services`, and the rows end `passed`.
 #[tokio::test(start_paused = true)]
 async fn a_sample_check_is_picked_once_and_resumes_after_a_crash_without_rerunning_a_stage() {
-    let mut h = Harness::new(|base, dir| {
-        let record = dir.join("calls.bin");
-        let script = recording_script(dir, &record);
-        let check = dir.join("check.sh");
-        std::fs::write(
-            &check,
-            format!(
-                "printf '%s\\0' CALL \"$1\" \"$2\" >> '{rec}'\n\
-                 if [ \"$1\" = services ] && [ ! -e '{dir}/up' ]; then echo 'port 443 closed' >&2; exit 1; fi\n\
-                 echo \"$1 back\"\n",
-                rec = record.display(),
-                dir = dir.display()
-            ),
-        )
-        .unwrap();
-        format!(
-            "{}executors:\n  rollback:\n    command: {{argv: [/bin/sh, '{script}', \"{{instance}}\"], timeout: 30s}}\n    verify:\n      delay: 1m\n      stages:\n        - {{name: system, command: {{argv: [/bin/sh, '{check}', system, \"{{instance}}\"], timeout: 10s}}}}\n        - {{name: services, command: {{argv: [/bin/sh, '{check}', services, \"{{instance}}\"], timeout: 10s}}, retries: 5, retry_delay: 1m}}\n",
-            channels(base),
-            script = script.display(),
-            check = check.display()
-        )
-    })
-    .await;
+    let mut h = Harness::new(two_stage_verify).await;
     let instances: Vec<String> = (1..=20).map(|i| format!("i-{i:02}")).collect();
     let event = json!({"kind": "progress", "ts": START.millis(), "stage": "batch_done",
         "instances": instances, "labels": {"service": "shop", "batch": "3", "tier": "medium"}});
