@@ -745,7 +745,7 @@ fn sample_verdict(
         .filter(|r| r.done_at >= u.updated_at)
         .collect();
     if rows.is_empty() {
-        if sampled && now.since(u.updated_at) < SAMPLE_START_GRACE {
+        if sampled && u.stage == "batch_done" && now.since(u.updated_at) < SAMPLE_START_GRACE {
             hold.push(format!("sample check of batch {batch} not started yet"));
         }
         return;
