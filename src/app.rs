@@ -322,6 +322,7 @@ pub async fn run(
                 wake: notify.clone(),
                 metrics: metrics.clone(),
                 silences: silences.clone(),
+                findings: Some(intake.submit.clone()),
             };
             let executors = Arc::new(Responder {
                 journal: executor_journal.clone(),

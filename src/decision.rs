@@ -479,7 +479,8 @@ impl Serialize for Decision {
         if let Some(from) = &self.escalated_from {
             st.serialize_field("escalated_from", from)?;
         }
-        if let Some(b) = &self.batch {
+        // A batch done's roster (for the sample check) is no incident's.
+        if let Some(b) = self.batch.as_ref().filter(|_| self.incident.is_some()) {
             st.serialize_field("instances", &b.instances())?;
             if !b.about.is_empty() {
                 st.serialize_field("about", &b.about)?;

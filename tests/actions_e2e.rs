@@ -2069,3 +2069,175 @@ fn at_once_the_vendor_hears_of_each_severe_incident_once_and_never_of_a_function
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].starts_with("vendor contacted"), "{lines:?}");
 }
+
+// ---------------------------------------------------------------------------
+// The medium tier's sample check after each batch.
+
+/// One upgrade progress event of `shop` (medium tier) naming its instances.
+fn batch_done(batch: &str, instances: &[String]) -> Value {
+    json!({"kind": "progress", "ts": now_millis(), "stage": "batch_done",
+           "done": instances.len(), "total": 100, "instances": instances,
+           "labels": {"service": "shop", "batch": batch, "tier": "medium"}})
+}
+
+fn post_progress(r: &Ripcord, event: &Value) {
+    let resp = client()
+        .post(r.url("/api/v1/events"))
+        .header("content-type", "application/x-ndjson")
+        .body(format!("{event}\n"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
+}
+
+/// The gate's answer for `shop`: (decision, reasons joined).
+fn shop_gate(r: &Ripcord) -> (String, String) {
+    let g = r.get("/api/v1/rollouts/shop/gate");
+    let reasons: Vec<&str> = g["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    (
+        g["decision"].as_str().unwrap().to_owned(),
+        reasons.join("; "),
+    )
+}
+
+/// A medium-tier batch done: ripcord checks a random 10% of the instances
+/// the event names (2 of 12) with the verification stages; the gate holds
+/// while they run and goes once they passed. A later batch whose sampled
+/// instance fails its first stage: the gate says nogo naming the instance
+/// and the stage, and an incident opens for the instance (the medium
+/// tier's policy asks for an approval).
+#[test]
+fn a_medium_batch_is_sample_checked_and_the_gate_holds_goes_and_nogoes_on_it() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let record = dir.path().join("calls.bin");
+    // `system` waits for `release` (so the gate is seen holding), then
+    // passes, except on batch 2's instances.
+    let check = dir.path().join("check.sh");
+    std::fs::write(
+        &check,
+        format!(
+            "printf '%s\\0' CALL \"check-$1\" \"$2\" >> '{rec}'\n\
+             while [ ! -e '{dir}/release' ]; do sleep 0.05; done\n\
+             case \"$2\" in b2-*) echo \"kernel 5.10 still on $2\" >&2; exit 1;; esac\n\
+             echo \"$1 of $2 upgraded\"\n",
+            rec = record.display(),
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let extra = format!(
+        r#"    verify:
+      delay: 0s
+      stages:
+        - {{name: system, command: {{argv: [/bin/sh, "{check}", system, "{{instance}}"], timeout: 20s}}}}
+        - {{name: services, http: {{method: GET, url: "{base}/status/{{instance}}"}}}}
+gates: {{min_soak: 0s, min_samples: 0}}
+grouping: {{wait: 1s}}
+"#,
+        check = check.display(),
+        base = standin.base
+    );
+    write_config(dir.path(), port, &standin, "", "", &extra);
+    let r = Ripcord::start(dir.path(), port);
+
+    let batch1: Vec<String> = (1..=12).map(|i| format!("b1-{i:02}")).collect();
+    post_progress(&r, &batch_done("1", &batch1));
+    let mut seen = String::new();
+    let held = wait_until(Duration::from_secs(30), || {
+        let (d, why) = shop_gate(&r);
+        seen = format!("{d}: {why}");
+        d == "hold" && why.contains("sample check of batch 1: 0 of 2 passed")
+    });
+    assert!(held, "{seen}");
+    std::fs::write(dir.path().join("release"), "").unwrap();
+    let went = wait_until(Duration::from_secs(30), || {
+        let (d, why) = shop_gate(&r);
+        seen = format!("{d}: {why}");
+        d == "go"
+    });
+    assert!(went, "{seen}");
+    let checked: BTreeSet<String> = calls(dir.path())
+        .into_iter()
+        .filter(|c| c[0] == "check-system")
+        .map(|c| c[1].clone())
+        .collect();
+    assert_eq!(checked.len(), 2, "10% of 12, rounded up: {checked:?}");
+    assert!(checked.iter().all(|i| batch1.contains(i)), "{checked:?}");
+    for i in &checked {
+        let hits = standin
+            .all()
+            .into_iter()
+            .filter(|h| h.path == format!("/status/{i}"))
+            .count();
+        assert_eq!(hits, 1, "services checked once on {i}");
+    }
+    let g = r.get("/api/v1/rollouts/shop/gate");
+    let rows = g["sample_check"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{g}");
+    assert!(rows.iter().all(|s| s["state"] == "passed"
+        && s["detail"].as_str().unwrap().contains("system ok")
+        && s["detail"].as_str().unwrap().contains("services ok")));
+    // The console's rollout page shows it.
+    let page = client()
+        .get(r.url("/rollouts"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("sample check: 2 of 2 passed"), "{page}");
+    for i in &checked {
+        assert!(
+            page.contains(&format!("{i} <b>passed</b>: system ok ")),
+            "{page}"
+        );
+    }
+
+    // Batch 2: every instance fails `system`.
+    let batch2: Vec<String> = (1..=5).map(|i| format!("b2-{i:02}")).collect();
+    post_progress(&r, &batch_done("2", &batch2));
+    let nogo = wait_until(Duration::from_secs(30), || {
+        let (d, why) = shop_gate(&r);
+        seen = format!("{d}: {why}");
+        d == "nogo"
+    });
+    assert!(nogo, "{seen}");
+    let failed = r.get("/api/v1/rollouts/shop/gate")["sample_check"][0].clone();
+    let instance = failed["instance"].as_str().unwrap().to_owned();
+    assert!(batch2.contains(&instance), "{failed}");
+    assert!(
+        seen.contains(&format!(
+            "sample check of batch 2 failed on {instance}: stage system FAILED"
+        )) && seen.contains("kernel 5.10 still on"),
+        "{seen}"
+    );
+    // The incident: opened for the instance, the medium tier asks.
+    let mut incident = Value::Null;
+    let opened = wait_until(Duration::from_secs(30), || {
+        incident = r.get("/api/v1/incidents")["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i.to_string().contains(&instance))
+            .cloned()
+            .unwrap_or(Value::Null);
+        !incident.is_null()
+    });
+    assert!(opened, "{}", r.get("/api/v1/incidents"));
+    let id = incident["id"].as_str().unwrap().to_owned();
+    let asked = wait_until(Duration::from_secs(30), || {
+        approval_state(&r, &id) != "none"
+    });
+    assert!(asked, "{}", r.incident(&id));
+    assert!(
+        support::timeline_says(&r.incident(&id), "stage system FAILED"),
+        "{}",
+        r.incident(&id)
+    );
+}

@@ -439,6 +439,7 @@ impl Harness {
             wake: wake.clone(),
             metrics,
             silences: silences.clone(),
+            findings: None,
         });
         let scheduler = Scheduler {
             journal: journal.clone(),
@@ -1140,6 +1141,7 @@ fn restart(r: &Responder) -> Arc<Responder> {
         wake: r.wake.clone(),
         metrics: r.metrics.clone(),
         silences: r.silences.clone(),
+        findings: None,
     })
 }
 
@@ -1244,35 +1246,39 @@ async fn a_verification_runs_when_due_even_after_a_restart_and_a_failure_pages()
     h.finish().await;
 }
 
+/// The recording rollback script and two verification stages of a check
+/// script that records `stage instance`: `system` passes, `services` fails
+/// ("port 443 closed", 5 retries a minute apart) until the file `up` exists.
+fn two_stage_verify(base: &str, dir: &Path) -> String {
+    let record = dir.join("calls.bin");
+    let script = recording_script(dir, &record);
+    let check = dir.join("check.sh");
+    std::fs::write(
+        &check,
+        format!(
+            "printf '%s\\0' CALL \"$1\" \"$2\" >> '{rec}'\n\
+             if [ \"$1\" = services ] && [ ! -e '{dir}/up' ]; then echo 'port 443 closed' >&2; exit 1; fi\n\
+             echo \"$1 back\"\n",
+            rec = record.display(),
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    format!(
+        "{}executors:\n  rollback:\n    command: {{argv: [/bin/sh, '{script}', \"{{instance}}\"], timeout: 30s}}\n    verify:\n      delay: 1m\n      stages:\n        - {{name: system, command: {{argv: [/bin/sh, '{check}', system, \"{{instance}}\"], timeout: 10s}}}}\n        - {{name: services, command: {{argv: [/bin/sh, '{check}', services, \"{{instance}}\"], timeout: 10s}}, retries: 5, retry_delay: 1m}}\n",
+        channels(base),
+        script = script.display(),
+        check = check.display()
+    )
+}
+
 /// Staged verification across a crash: the responder that ran `system`
 /// (passed) dies while `services` waits to retry; the one that takes the
 /// verification over after its lease resumes at `services` and never runs
 /// `system` again.
 #[tokio::test(start_paused = true)]
 async fn a_verification_resumes_after_a_crash_at_the_stage_after_the_last_that_passed() {
-    let mut h = Harness::new(|base, dir| {
-        let record = dir.join("calls.bin");
-        let script = recording_script(dir, &record);
-        let check = dir.join("check.sh");
-        std::fs::write(
-            &check,
-            format!(
-                "printf '%s\\0' CALL \"$1\" >> '{rec}'\n\
-                 if [ \"$1\" = services ] && [ ! -e '{dir}/up' ]; then echo 'port 443 closed' >&2; exit 1; fi\n\
-                 echo \"$1 back\"\n",
-                rec = record.display(),
-                dir = dir.display()
-            ),
-        )
-        .unwrap();
-        format!(
-            "{}executors:\n  rollback:\n    command: {{argv: [/bin/sh, '{script}', \"{{instance}}\"], timeout: 30s}}\n    verify:\n      delay: 1m\n      stages:\n        - {{name: system, command: {{argv: [/bin/sh, '{check}', system], timeout: 10s}}}}\n        - {{name: services, command: {{argv: [/bin/sh, '{check}', services], timeout: 10s}}, retries: 5, retry_delay: 1m}}\n",
-            channels(base),
-            script = script.display(),
-            check = check.display()
-        )
-    })
-    .await;
+    let mut h = Harness::new(two_stage_verify).await;
     let labels = json!({"alertname": "Down", "service": "web", "instance": "i-0c", "tier": "low", "severity": "critical"});
     let id = incident_of(&h.alert(&firing("fp-c", labels)).await, Action::Rollback);
     h.dispatch().await;
@@ -1477,5 +1483,92 @@ async fn a_silence_made_mid_chain_holds_back_the_steps_due_under_it_until_it_exp
     let later = h.clock.now();
     let active = h.read(move |j| j.silences(later, false)).await;
     assert!(active.is_empty(), "expired on time: {active:?}");
+    h.finish().await;
+}
+
+/// The sample check across a crash: the pick is journaled once (the batch
+/// done's message handled again, as after a crash mid-message, picks
+/// nothing new); the responder that ran `system` on the picked instances
+/// dies while `services` waits to retry; the one that takes over after the
+/// lease runs only `services`, and the rows end `passed`.
+#[tokio::test(start_paused = true)]
+async fn a_sample_check_is_picked_once_and_resumes_after_a_crash_without_rerunning_a_stage() {
+    let mut h = Harness::new(two_stage_verify).await;
+    let instances: Vec<String> = (1..=20).map(|i| format!("i-{i:02}")).collect();
+    let event = json!({"kind": "progress", "ts": START.millis(), "stage": "batch_done",
+        "instances": instances, "labels": {"service": "shop", "batch": "3", "tier": "medium"}});
+    h.alert(&event).await;
+    let handled = h.dispatch().await;
+    let sample = || async {
+        with_journal(&h.journal, |j| j.sample_checks("shop", "3"))
+            .await
+            .unwrap()
+    };
+    let picked: Vec<String> = sample().await.into_iter().map(|r| r.instance).collect();
+    assert_eq!(picked.len(), 2, "10% of 20");
+    // The message handled again: the same two.
+    for (row, _) in &handled {
+        drop(h.responder.handle(row).await);
+    }
+    let again: Vec<String> = sample().await.into_iter().map(|r| r.instance).collect();
+    assert_eq!(again, picked, "picked once");
+
+    let record = h.dir.path().join("calls.bin");
+    let runs = |stage: &str| {
+        calls(&record)
+            .iter()
+            .filter(|c| c.first().map(String::as_str) == Some(stage))
+            .map(|c| c[1].clone())
+            .collect::<Vec<_>>()
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let first = tokio::spawn(restart(&h.responder).verification_loop(stopped));
+    h.run_until(secs(62)).await;
+    let mut waited = 0;
+    while runs("services").len() < 2 {
+        waited += 1;
+        assert!(waited < 2000, "services never ran: {:?}", calls(&record));
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+            .await
+            .unwrap();
+    }
+    // Dies while `services` waits for its retry.
+    stop.send(true).unwrap();
+    drive(first).await.unwrap();
+    let mut systems = runs("system");
+    systems.sort();
+    assert_eq!(systems, picked, "system ran once on each picked instance");
+    std::fs::write(h.dir.path().join("up"), "").unwrap();
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let second = tokio::spawn(restart(&h.responder).verification_loop(stopped));
+    let mut at = 62;
+    let rows = loop {
+        let rows = sample().await;
+        if rows
+            .iter()
+            .all(|r| r.state == ripcord::journal::SampleState::Passed)
+        {
+            break rows;
+        }
+        assert!(at < 1200, "never passed: {rows:?}");
+        at += 10;
+        h.run_until(secs(at)).await;
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+            .await
+            .unwrap();
+    };
+    assert_eq!(
+        runs("system").len(),
+        2,
+        "system passed before the crash: never again"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.detail.starts_with("system ok") && r.detail.contains("services ok")),
+        "{rows:?}"
+    );
+    stop.send(true).unwrap();
+    drive(second).await.unwrap();
     h.finish().await;
 }

@@ -793,3 +793,20 @@ fn check_refuses_a_negative_baseline_floor() {
         "{err}"
     );
 }
+
+#[test]
+fn check_reports_every_bad_sample_check_value_with_file_and_line_beside_other_errors() {
+    check_fails(
+        "tests/fixtures/config-bad-sample-check.yaml",
+        &[],
+        &[
+            "tests/fixtures/config-bad-sample-check.yaml:4:11: config: sample_check: medium: expected a percentage from 0% to 100% (or off), got number 10",
+            "tests/fixtures/config-bad-sample-check.yaml:5:9: config: sample_check: high: expected a percentage from 0% to 100% (or off), got \"150%\"",
+            "tests/fixtures/config-bad-sample-check.yaml:6:8: config: sample_check: low: expected a percentage from 0% to 100% (or off), got \"ten%\"",
+            "tests/fixtures/config-bad-sample-check.yaml:7:",
+            "staging",
+            "tests/fixtures/config-bad-sample-check.yaml:9:",
+            "ripcord: 5 errors",
+        ],
+    );
+}

@@ -117,6 +117,18 @@ fn a_drill_on_every_tier_meets_the_plans_budgets_and_writes_its_review() {
         assert_eq!(code, 0, "{tier}: {err}");
         assert!(err.contains("drill: every budget met"), "{tier}: {err}");
         said_up_front_then_phase_by_phase(tier, &err);
+        // The staged verification after the rollback, on every tier; the
+        // sample check of the healthy batch on the medium tier only.
+        assert!(
+            err.contains("drill: verification after rollback passed: system ok ",)
+                && err.contains(", business ok "),
+            "{tier}: {err}"
+        );
+        assert_eq!(
+            err.contains("drill: sample check of ripcord-drill batch 0: 1 of 1 passed (i-drill-"),
+            tier == "medium",
+            "{tier}: {err}"
+        );
         let review = std::fs::read_to_string(dir.path().join(&out)).unwrap();
         assert!(
             review.contains("> **DRILL**: played by `ripcord drill`"),

@@ -166,6 +166,9 @@ pub struct ActionsConfig {
     pub patterns: Patterns,
     /// Whom to tell of a severe incident beside the team (`vendor:`).
     pub vendor: Option<super::vendor::Vendor>,
+    /// The share of a finished batch's instances (percent, 0: off) the
+    /// verification stages run on, per tier (`sample_check:`).
+    pub sample_check: [f64; 3],
 }
 
 impl Default for ActionsConfig {
@@ -191,6 +194,7 @@ impl Default for ActionsConfig {
             restore: None,
             patterns: Patterns::default(),
             vendor: None,
+            sample_check: SAMPLE_CHECK_DEFAULT,
         }
     }
 }
@@ -210,6 +214,12 @@ impl ActionsConfig {
 
     pub fn on_timeout(&self, t: Tier) -> OnTimeout {
         self.approvals.on_timeout[idx(t)]
+    }
+
+    /// The percentage of a finished batch sample-checked on tier `t` (0:
+    /// none).
+    pub fn sample_percent(&self, t: Tier) -> f64 {
+        self.sample_check[idx(t)]
     }
 
     /// Nothing to act with: no channel and no executor at all (a first run).
@@ -247,6 +257,29 @@ impl ActionsConfig {
     /// channel takes every message (routing, paging and status keep their
     /// timing), and every executor becomes a dry run that says what it
     /// would do (showing the configured command or request, if any).
+    /// For a drill on stand-ins without `verify`: the plan's three stages
+    /// (system, services, business) as stand-ins that say what they would
+    /// check, so the drill plays the staged verification and the sample
+    /// check too.
+    pub fn stand_in_verify(&mut self) {
+        use super::executor::dry::DryRun;
+        if self.rollback.verify.is_some() {
+            return;
+        }
+        let stage = |name: &str| Stage {
+            name: name.to_owned(),
+            probe: Probe::Check(Box::new(Executor::DryRun(DryRun::new(
+                "verify", "instance", None,
+            )))),
+            retries: 0,
+            retry_delay: Dur::ZERO,
+        };
+        self.rollback.verify = Some(Verify {
+            delay: Dur::ZERO,
+            stages: vec![stage("system"), stage("services"), stage("business")],
+        });
+    }
+
     pub fn use_stand_ins(&mut self) {
         use super::executor::dry::DryRun;
         let log = "log".to_owned();
@@ -479,6 +512,9 @@ pub fn read(top: &mut MapReader<'_>, out: &mut ActionsConfig, errs: &mut Errors)
         }
         m.finish(errs);
     }
+    if let Some(m) = top.map("sample_check", errs) {
+        read_sample_check(m, &mut out.sample_check, errs);
+    }
     if let Some(m) = top.map("vendor", errs) {
         let (vendor, channel) = super::vendor::read(m, errs);
         out.vendor = vendor;
@@ -686,4 +722,42 @@ fn is_name(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The plan: "after the upgrade, sample-check 10% of upgraded instances"
+/// on the medium tier; the low tier is not sampled, the high tier watches
+/// every batch through its gates and soak (100% may be set).
+pub const SAMPLE_CHECK_DEFAULT: [f64; 3] = [0.0, 10.0, 0.0];
+
+/// Reads `sample_check: {medium: 10%, high: 100%, low: off}`: each tier a
+/// percentage in (0, 100] or `off` (`0%`); tiers not named keep their
+/// default; an unknown tier is an unknown key.
+fn read_sample_check(mut m: MapReader<'_>, out: &mut [f64; 3], errs: &mut Errors) {
+    for t in Tier::ALL {
+        let Some(n) = m.get(t.as_str()) else {
+            continue;
+        };
+        let pct = match &n.value {
+            Value::Str(s) if s == "off" => Some(0.0),
+            Value::Bool(false) => Some(0.0),
+            Value::Str(s) => s
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<f64>().ok())
+                .filter(|p| p.is_finite() && (0.0..=100.0).contains(p)),
+            _ => None,
+        };
+        match pct {
+            Some(p) => out[idx(t)] = p,
+            None => m.err(
+                errs,
+                n,
+                t.as_str(),
+                format!(
+                    "expected a percentage from 0% to 100% (or off), got {}",
+                    n.describe()
+                ),
+            ),
+        }
+    }
+    m.finish(errs);
 }

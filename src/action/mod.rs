@@ -14,6 +14,7 @@ pub mod links;
 pub mod message;
 pub mod ops;
 pub mod responder;
+pub mod sample;
 pub mod scheduler;
 pub mod vendor;
 

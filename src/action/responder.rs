@@ -49,6 +49,9 @@ pub struct Responder {
     /// Mutes the messages that only inform (an all-clear, "rolled back")
     /// under a silence; the dispatcher holds back whole actions.
     pub silences: Arc<crate::silence::Guard>,
+    /// Where a failed sample check's alert goes in (ripcord's own HTTP
+    /// intake), so the rules open its incident; `None`: nowhere.
+    pub findings: Option<std::sync::mpsc::SyncSender<crate::pipeline::Submission>>,
 }
 
 impl Handler for Responder {
@@ -231,7 +234,7 @@ impl Responder {
     /// Tells the tier's channels, without waiting for them: an action's
     /// outcome never waits for its messages (their outcomes go on the
     /// timeline).
-    async fn tell(&self, tier: Tier, message: Message) {
+    pub(super) async fn tell(&self, tier: Tier, message: Message) {
         let channels = self.cfg.route(tier).notify.clone();
         drop(self.queue(tier, &channels, &message).await);
     }
@@ -259,6 +262,10 @@ impl Responder {
             }
         }
         let queued = self.queue(d.tier, &channels, &message).await;
+        if d.incident.is_none() && d.batch.is_some() {
+            // A batch done: its tier's sample check.
+            self.start_sample_check(d).await;
+        }
         Handled::Queued(Box::pin(async move {
             let mut out = summary(
                 &format!("{} notification", d.tier),
@@ -827,6 +834,10 @@ impl Responder {
             return;
         };
         let d = &a.decision;
+        if d.incident.is_none() {
+            // Only a sample check's instances verify outside an incident.
+            return self.verify_sample(a, v).await;
+        }
         let key = a.key.clone();
         let first = match with_journal(&self.journal, move |j| j.verification_stage(&key)).await {
             Ok(Some(s)) => s as usize,
@@ -894,7 +905,7 @@ impl Responder {
 
     /// One stage, with its retries: `Ok` with what it reported, or `Err`
     /// with the last failure.
-    async fn run_stage(&self, stage: &Stage, d: &Decision) -> Result<String, String> {
+    pub(super) async fn run_stage(&self, stage: &Stage, d: &Decision) -> Result<String, String> {
         let mut tries = 0;
         loop {
             tries += 1;

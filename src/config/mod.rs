@@ -190,6 +190,15 @@ impl Config {
                      (how people reach ripcord, e.g. https://ripcord.example.com)",
                 ));
             }
+            // The gates wait for the sample check of the tiers that run one.
+            let sampled = |t| actions.sample_percent(t) > 0.0 && actions.rollback.verify.is_some();
+            let mut gates = (*cfg.gates).clone();
+            gates.sample_check = crate::gate::PerTier {
+                low: sampled(crate::decision::Tier::Low),
+                medium: sampled(crate::decision::Tier::Medium),
+                high: sampled(crate::decision::Tier::High),
+            };
+            cfg.gates = std::sync::Arc::new(gates);
             cfg.actions = std::sync::Arc::new(actions);
             let token_given = top.node_of("http").is_some_and(|h| {
                 matches!(&h.value, yaml::Value::Map(e) if e.iter().any(|(k, _)| k.as_str() == Some("token")))

@@ -1355,6 +1355,34 @@ fn rollout_card(f: &Frame<'_>, k: usize, v: &UpgradeView) -> String {
                 );
             }
         }
+        // The batch's sample check, instance by instance.
+        if let Some(g) = v
+            .gate
+            .as_ref()
+            .filter(|g| n == last && !g.sample_check.is_empty())
+        {
+            let passed = g
+                .sample_check
+                .iter()
+                .filter(|r| r.state == crate::journal::SampleState::Passed)
+                .count();
+            let _ = write!(
+                o,
+                "<div class=\"sample\">sample check: {passed} of {} passed<ul>",
+                g.sample_check.len()
+            );
+            for r in &g.sample_check {
+                let _ = write!(
+                    o,
+                    "<li class=\"sample-{state}\">{} <b>{state}</b>{}{}</li>",
+                    esc(&r.instance),
+                    if r.detail.is_empty() { "" } else { ": " },
+                    esc(&r.detail),
+                    state = r.state.as_str(),
+                );
+            }
+            o.push_str("</ul></div>");
+        }
         o.push_str("</li>");
     }
     if let Some(g) = &v.gate {

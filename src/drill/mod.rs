@@ -207,6 +207,7 @@ fn drill_config(
         .ok_or_else(|| DrillError::Setup("the actions config is shared".into()))?;
     if opts.dry_run || actions.is_unconfigured() {
         actions.use_stand_ins();
+        actions.stand_in_verify();
         notes.push(
             "stand-ins: messages went to the log, executors only said what they would do".into(),
         );
@@ -381,8 +382,12 @@ async fn follow(
     let mut approved = false;
     let mut asked_human = false;
     let mut rollback_done_at: Option<Ts> = None;
+    let (mut sample_said, mut verify_said) = (false, false);
     loop {
         let now = clock.now();
+        if !sample_said {
+            sample_said = say_sample_check(&journal, &services, &*say)?;
+        }
         // Events due by now, in order; the recovery part only once the
         // rollback is done (re-timed from then).
         for line in player.due(now, rollback_done_at) {
@@ -450,6 +455,14 @@ async fn follow(
                     say("drill: rollback done; the instance reports healthy again");
                 }
             }
+            if !verify_said && rollback_done_at.is_some() {
+                if let Some(line) = journal.timeline(id)?.into_iter().find(|t| {
+                    t.kind == "verify" && t.message.starts_with("verification after rollback")
+                }) {
+                    verify_said = true;
+                    say(&format!("drill: {}", line.message));
+                }
+            }
             if let Some(inc) = journal.incident(id)? {
                 if inc.state == "resolved" {
                     say(&format!("drill: incident {id} recovered"));
@@ -467,6 +480,39 @@ async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Says once what the sample check of the healthy batch before the bad
+/// one came to, when it has ended (true then, or when there is none to
+/// wait for: a recorded scenario without one).
+fn say_sample_check(
+    journal: &SqliteJournal,
+    services: &[String],
+    say: &(dyn Fn(&str) + Send + Sync),
+) -> Result<bool, DrillError> {
+    use crate::journal::SampleState;
+    for service in services {
+        let rows = journal.sample_checks(service, scenario::HEALTHY_BATCH)?;
+        if rows.is_empty() || rows.iter().any(|r| r.state == SampleState::Running) {
+            continue;
+        }
+        let passed = rows
+            .iter()
+            .filter(|r| r.state == SampleState::Passed)
+            .count();
+        let each: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} {}: {}", r.instance, r.state.as_str(), r.detail))
+            .collect();
+        say(&format!(
+            "drill: sample check of {service} batch {}: {passed} of {} passed ({})",
+            scenario::HEALTHY_BATCH,
+            rows.len(),
+            each.join("; ")
+        ));
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Approves through the drill's own API, as a human's click would.

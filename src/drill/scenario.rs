@@ -37,6 +37,9 @@ pub enum ScenarioError {
 }
 
 /// One event of a file, at its offset from the scenario's start.
+/// The built-in scenario's healthy batch, reported done before the bad one.
+pub const HEALTHY_BATCH: &str = "0";
+
 #[derive(Debug, Clone)]
 struct Recorded {
     offset: Dur,
@@ -267,6 +270,17 @@ impl Player {
                 };
                 if !self.said_batch {
                     self.said_batch = true;
+                    // A healthy batch before the bad one: its tier's sample
+                    // check (medium: 10%, one of the ten) runs on it.
+                    let healthy: Vec<String> =
+                        (0..10).map(|i| format!("{instance}-b0-{i}")).collect();
+                    out.push(stamped(
+                        &json!({"kind": "progress", "stage": "batch_done", "done": 10, "total": 11,
+                            "instances": healthy,
+                            "labels": labels(&[("batch", HEALTHY_BATCH)]),
+                            "message": "drill: batch 0 upgraded"}),
+                        self.start,
+                    ));
                     out.push(stamped(
                         &json!({"kind": "progress", "stage": "batch_started", "done": 0, "total": 1,
                             "labels": labels(&[("batch", "1")]),
@@ -383,14 +397,18 @@ mod tests {
         let start = Ts(0);
         let mut p = s.player(start);
         let lines = p.due(Ts(45_000), None);
-        // Progress, then samples at 0, 15, 30 and 45 s: bad from 30 s.
-        assert!(lines[0].payload.contains("batch_started"));
-        let values: Vec<bool> = lines[1..]
+        // The healthy batch done (its sample check), batch 1 started, then
+        // samples at 0, 15, 30 and 45 s: bad from 30 s.
+        assert!(
+            lines[0].payload.contains("batch_done") && lines[0].payload.contains("i-drill-1-b0-9")
+        );
+        assert!(lines[1].payload.contains("batch_started"));
+        let values: Vec<bool> = lines[2..]
             .iter()
             .map(|l| l.payload.contains("0.3"))
             .collect();
         assert_eq!(values, [false, false, true, true]);
-        assert!(lines[1].payload.contains("\"tier\":\"low\""));
+        assert!(lines[2].payload.contains("\"tier\":\"low\""));
         let healed = p.due(Ts(60_000), Some(Ts(50_000)));
         assert!(healed[0].payload.contains("0.001"));
     }

@@ -387,6 +387,16 @@ impl Grouper {
         }
     }
 
+    /// The instances of `service`'s `batch`: as its progress named them,
+    /// else as seen with its label; sorted, bounded.
+    pub fn batch_roster(&self, service: &str, batch: &str) -> Vec<Box<str>> {
+        self.services.get(service).map_or_else(Vec::new, |v| {
+            let mut all = v.batch_instances(batch);
+            all.truncate(MAX_MEMBERS);
+            all
+        })
+    }
+
     /// Whether a service is mid-upgrade: breaches outside its batches are
     /// then weighed against the upgrade (see the module docs).
     fn mid_upgrade(&self, service: &str, now: Ts) -> bool {

@@ -534,8 +534,33 @@ impl Engine {
             fingerprint: None,
             escalated_from: None,
             evidence: Default::default(),
-            batch: None,
+            batch: self.finished_batch(p),
         }
+    }
+
+    /// A `batch_done` carries the batch's instances (as the progress named
+    /// them, else as seen with its label), for the tier's sample check.
+    fn finished_batch(&self, p: &Progress<'_>) -> Option<Arc<crate::decision::BatchInfo>> {
+        if p.stage != Stage::BatchDone {
+            return None;
+        }
+        let service = p.labels.get("service")?;
+        let batch = p.labels.get("batch")?;
+        let instances: Vec<Box<str>> = match &self.grouper {
+            Some(g) => g.batch_roster(service, batch),
+            None => p.instances.iter().map(|i| Box::from(i.as_ref())).collect(),
+        };
+        Some(Arc::new(crate::decision::BatchInfo {
+            service: service.into(),
+            batch: batch.into(),
+            members: Vec::new(),
+            size: instances.len() as u32,
+            outside: Vec::new(),
+            outside_seen: 0,
+            failed: false,
+            about: Vec::new(),
+            batch_instances: instances,
+        }))
     }
 }
 

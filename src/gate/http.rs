@@ -151,18 +151,28 @@ fn facts(
         .get(service)
         .copied()
         .or_else(|| incidents.iter().find_map(|i| i.tier.parse().ok()));
+    let upgrade = j
+        .upgrades(false)?
+        .into_iter()
+        .find(|u| u.service == service);
+    let sample = match q
+        .batch
+        .as_deref()
+        .or(upgrade.as_ref().and_then(|u| u.batch.as_deref()))
+    {
+        Some(batch) => j.sample_checks(service, batch)?,
+        None => Vec::new(),
+    };
     Ok(Facts {
         tier,
-        upgrade: j
-            .upgrades(false)?
-            .into_iter()
-            .find(|u| u.service == service),
+        upgrade,
         rollout: j.rollouts()?.into_iter().find(|r| r.service == service),
         incidents,
         incidents_open: open.total,
         promotions: j.promotions(service)?,
         tally: j.tally(service, since)?,
         freezes: Vec::new(),
+        sample,
     })
 }
 

@@ -80,6 +80,10 @@ pub struct GateConfig {
     pub baseline_tolerance: f64,
     /// How long tallies are kept.
     pub retention: Dur,
+    /// Whether a finished batch of the tier is sample-checked (the
+    /// top-level `sample_check:` with verification stages configured):
+    /// the gate then waits for the check.
+    pub sample_check: PerTier<bool>,
 }
 
 impl Default for GateConfig {
@@ -104,6 +108,11 @@ impl Default for GateConfig {
             success_metric: "request_success_ratio".into(),
             baseline_tolerance: 0.0005,
             retention: Dur::from_mins(2 * 24 * 60),
+            sample_check: PerTier {
+                low: false,
+                medium: false,
+                high: false,
+            },
         }
     }
 }
@@ -310,6 +319,8 @@ pub struct Facts {
     pub tally: Vec<TallyRow>,
     /// Freeze windows on now for the service, described.
     pub freezes: Vec<String>,
+    /// The newest sample check of the batch asked about, by instance.
+    pub sample: Vec<crate::journal::SampleRow>,
 }
 
 /// An open incident as the gate reports it.
@@ -360,6 +371,9 @@ pub struct Answer {
     pub baseline: Option<Success>,
     pub paused: bool,
     pub promoted_by: Option<String>,
+    /// The batch's sample check, by instance (empty: none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sample_check: Vec<crate::journal::SampleRow>,
     pub evaluated_at: Ts,
     /// False when ripcord knows nothing of the service (no tier, progress,
     /// rollout, incident, promotion or sample): most likely a misspelled
@@ -493,7 +507,17 @@ pub fn evaluate(
         Some(u) if u.stage == "batch_started" => {
             hold.push(format!("{} is still being upgraded", describe(u)))
         }
-        Some(u) => soak_from = Some(u.updated_at),
+        Some(u) => {
+            soak_from = Some(u.updated_at);
+            sample_verdict(
+                facts,
+                u,
+                cfg.sample_check.get(tier),
+                now,
+                &mut nogo,
+                &mut hold,
+            );
+        }
     }
     // Without a batch_done, the span is the last min_soak of samples and
     // counts as soaked once samples cover it.
@@ -692,8 +716,59 @@ pub fn evaluate(
         baseline,
         paused: facts.rollout.as_ref().is_some_and(|r| r.paused),
         promoted_by: promotion.map(|p| p.by.clone()),
+        sample_check: facts.sample.clone(),
         evaluated_at: now,
         known_service,
+    }
+}
+
+/// How long after a batch done a sampled tier's gate waits for its
+/// sample check to start (it starts within seconds; a batch whose
+/// instances nobody knows has nothing to sample).
+const SAMPLE_START_GRACE: Dur = Dur::from_mins(2);
+
+/// The batch's sample check: nogo when an instance failed (no promotion
+/// lifts it), hold while any runs, nothing once all passed.
+fn sample_verdict(
+    facts: &Facts,
+    u: &UpgradeRow,
+    sampled: bool,
+    now: Ts,
+    nogo: &mut Vec<String>,
+    hold: &mut Vec<String>,
+) {
+    use crate::journal::SampleState;
+    let batch = u.batch.as_deref().unwrap_or("?");
+    let rows: Vec<_> = facts
+        .sample
+        .iter()
+        .filter(|r| r.done_at >= u.updated_at)
+        .collect();
+    if rows.is_empty() {
+        if sampled && u.stage == "batch_done" && now.since(u.updated_at) < SAMPLE_START_GRACE {
+            hold.push(format!("sample check of batch {batch} not started yet"));
+        }
+        return;
+    }
+    let passed = rows
+        .iter()
+        .filter(|r| r.state == SampleState::Passed)
+        .count();
+    let failed: Vec<_> = rows
+        .iter()
+        .filter(|r| r.state == SampleState::Failed)
+        .collect();
+    for r in &failed {
+        nogo.push(format!(
+            "sample check of batch {batch} failed on {}: {}",
+            r.instance, r.detail
+        ));
+    }
+    if failed.is_empty() && passed < rows.len() {
+        hold.push(format!(
+            "sample check of batch {batch}: {passed} of {} passed",
+            rows.len()
+        ));
     }
 }
 

@@ -505,3 +505,72 @@ fn a_batch_incident_that_may_not_be_the_upgrade_holds_instead_of_nogo() {
         a.reasons
     );
 }
+
+fn sampled(
+    instance: &str,
+    state: crate::journal::SampleState,
+    detail: &str,
+) -> crate::journal::SampleRow {
+    crate::journal::SampleRow {
+        service: "web".into(),
+        batch: "2".into(),
+        done_at: t(0),
+        instance: instance.into(),
+        key: format!("progress/x/sample/{instance}"),
+        state,
+        detail: detail.into(),
+        of: 20,
+        updated_at: t(1),
+    }
+}
+
+#[test]
+fn the_sample_check_holds_while_it_runs_goes_once_passed_and_a_failure_is_a_nogo_no_promotion_lifts()
+ {
+    use crate::journal::SampleState::{Failed, Passed, Running};
+    let mut cfg = GateConfig::default();
+    cfg.sample_check.low = true;
+    let q = ask(Some("2"), None);
+    let judge = |f: &Facts, now: Ts| evaluate(&q, f, &cfg, Tier::Medium, now);
+    let mut f = soaked_low();
+    // Right after the batch done: not started yet (for a short while).
+    let a = judge(&f, t(0));
+    assert!(
+        a.reasons
+            .iter()
+            .any(|r| r == "sample check of batch 2 not started yet"),
+        "{:?}",
+        a.reasons
+    );
+    f.sample = vec![
+        sampled("i-1", Passed, "system ok 10:01"),
+        sampled("i-2", Running, ""),
+    ];
+    let a = judge(&f, t(20));
+    assert_eq!(a.decision, Decision::Hold, "{:?}", a.reasons);
+    assert!(
+        a.reasons
+            .contains(&"sample check of batch 2: 1 of 2 passed".to_owned())
+    );
+    f.sample[1].state = Passed;
+    let a = judge(&f, t(20));
+    assert_eq!(a.decision, Decision::Go, "{:?}", a.reasons);
+    assert_eq!(a.sample_check.len(), 2);
+    f.sample[1] = sampled("i-2", Failed, "stage services FAILED: HTTP 503");
+    f.promotions = vec![promotion("2", None, t(10))];
+    let a = judge(&f, t(20));
+    assert_eq!(a.decision, Decision::Nogo, "{:?}", a.reasons);
+    assert!(
+        a.reasons.contains(
+            &"sample check of batch 2 failed on i-2: stage services FAILED: HTTP 503".to_owned()
+        ),
+        "{:?}",
+        a.reasons
+    );
+    // An unsampled tier whose check never started goes as before.
+    f.sample.clear();
+    f.promotions.clear();
+    cfg.sample_check.low = false;
+    let judge = |f: &Facts, now: Ts| evaluate(&q, f, &cfg, Tier::Medium, now);
+    assert_eq!(judge(&f, t(20)).decision, Decision::Go);
+}

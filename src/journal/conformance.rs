@@ -158,6 +158,7 @@ conformance!(
     the_rollback_budget_admits_up_to_its_limits_across_processes,
     verifications_are_claimed_when_due_leased_and_finished_once,
     a_passed_verification_stage_is_never_run_again_by_any_process,
+    a_batch_is_sample_checked_once_and_each_instance_ends_once,
     a_partition_claimed_by_another_process_commits_nothing_for_this_one,
     a_reaped_claim_can_never_admit_its_rollback,
     severity_only_rises,
@@ -731,6 +732,85 @@ fn a_passed_verification_stage_is_never_run_again_by_any_process(store: &dyn Sto
     assert_eq!(other.verification_stage(&key).unwrap(), Some(2));
     other.finish_verification(&key).unwrap();
     assert_eq!(j.verification_stage(&key).unwrap(), None);
+}
+
+/// A batch done's sample check is picked once (a second start, by this
+/// process or another, writes nothing), each picked instance runs as a
+/// verification of its own, and a final result never changes.
+fn a_batch_is_sample_checked_once_and_each_instance_ends_once(store: &dyn Store) {
+    let mut j = store.connect();
+    let mut other = store.connect();
+    let done_at = Ts(1_795_255_200_000);
+    let (ds, _) = through_the_engine([format!(
+        r#"{{"kind":"progress","ts":{},"labels":{{"service":"s","batch":"2"}},"stage":"batch_done","instances":["i-1","i-2","i-3"]}}"#,
+        done_at.millis()
+    )]);
+    let d = &ds[0];
+    assert_eq!(d.batch.as_ref().unwrap().batch_instances.len(), 3, "{d:?}");
+    j.commit(&Batch {
+        decisions: vec![("t/0", d)],
+        ..Batch::default()
+    })
+    .unwrap();
+    fn start<'a>(key: &'a str, done_at: Ts, picked: &'a [String], now: i64) -> SampleStart<'a> {
+        SampleStart {
+            from_key: key,
+            service: "s",
+            batch: "2",
+            done_at,
+            instances: picked,
+            of: 3,
+            due: Ts(now),
+            now: Ts(now),
+        }
+    }
+    let first = ["i-1".to_owned(), "i-3".to_owned()];
+    assert!(
+        j.start_sample_check(&start(&d.key, done_at, &first, 1_000))
+            .unwrap()
+    );
+    assert!(
+        !other
+            .start_sample_check(&start(&d.key, done_at, &["i-2".to_owned()], 2_000))
+            .unwrap(),
+        "picked once"
+    );
+    let rows = other.sample_checks("s", "2").unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.instance.as_str()).collect();
+    assert_eq!(names, ["i-1", "i-3"]);
+    assert!(
+        rows.iter()
+            .all(|r| r.state == SampleState::Running && r.of == 3)
+    );
+    // Each is a verification whose decision names its instance.
+    let due = other
+        .claim_verifications(Ts(1_000), Dur::from_secs(60), 10)
+        .unwrap();
+    let mut verified: Vec<&str> = due
+        .iter()
+        .filter_map(|a| a.decision.label("instance"))
+        .collect();
+    verified.sort_unstable();
+    assert_eq!(verified, ["i-1", "i-3"]);
+    assert!(due.iter().all(|a| a.decision.incident.is_none()));
+    let k1 = sample_key(&d.key, "i-1");
+    j.sample_result(&k1, SampleState::Running, "system ok 10:01", Ts(3_000))
+        .unwrap();
+    j.sample_result(
+        &k1,
+        SampleState::Failed,
+        "stage services FAILED: 503",
+        Ts(4_000),
+    )
+    .unwrap();
+    other
+        .sample_result(&k1, SampleState::Passed, "late", Ts(5_000))
+        .unwrap();
+    let rows = j.sample_checks("s", "2").unwrap();
+    assert_eq!(rows[0].state, SampleState::Failed, "{rows:?}");
+    assert_eq!(rows[0].detail, "stage services FAILED: 503");
+    assert_eq!(rows[1].state, SampleState::Running);
+    assert!(j.sample_checks("s", "1").unwrap().is_empty());
 }
 
 /// A replica that lost a partition (another claimed it after a rebalance

@@ -373,6 +373,24 @@ pub trait Work {
     /// The verification of `key` ran and its result is on the timeline.
     fn finish_verification(&mut self, key: &str) -> Result<(), JournalError>;
 
+    /// Starts the sample check of a finished batch, once: for each picked
+    /// instance, a copy of the batch-done decision `from_key` naming it
+    /// (keyed [`sample_key`]), a verification due at `due` and a `running`
+    /// row. False (and nothing written) when this batch done's check was
+    /// started before, so the random pick is made once.
+    fn start_sample_check(&mut self, check: &SampleStart<'_>) -> Result<bool, JournalError>;
+
+    /// Records what the sample instance of verification `key` came to:
+    /// `running` with the stages passed so far, or a final `passed` /
+    /// `failed`, which never changes again.
+    fn sample_result(
+        &mut self,
+        key: &str,
+        state: SampleState,
+        detail: &str,
+        at: Ts,
+    ) -> Result<(), JournalError>;
+
     /// Sets an action's state, recording `detail` on its incident's timeline.
     fn set_action(
         &mut self,
@@ -611,6 +629,10 @@ pub trait Reads {
 
     /// The service's promotions, oldest first.
     fn promotions(&self, service: &str) -> Result<Vec<Promotion>, JournalError>;
+
+    /// The newest sample check of `service`'s `batch` (the instances of its
+    /// last `batch_done`), by instance.
+    fn sample_checks(&self, service: &str, batch: &str) -> Result<Vec<SampleRow>, JournalError>;
 
     /// Actions waiting to be claimed, counted by kind (telemetry's queue
     /// depth per lane).
@@ -948,6 +970,74 @@ pub struct RolloutRow {
     pub changed_at: Ts,
     pub changed_by: String,
     pub incident: Option<String>,
+}
+
+/// A sample check about to start (see [`Work::start_sample_check`]).
+#[derive(Debug, Clone)]
+pub struct SampleStart<'a> {
+    /// The batch-done progress decision.
+    pub from_key: &'a str,
+    pub service: &'a str,
+    pub batch: &'a str,
+    /// When the batch reported done: with service and batch, the check.
+    pub done_at: Ts,
+    /// The instances picked.
+    pub instances: &'a [String],
+    /// How many instances the batch has.
+    pub of: u32,
+    pub due: Ts,
+    pub now: Ts,
+}
+
+/// The key of `instance`'s verification in the sample check of `from_key`.
+pub fn sample_key(from_key: &str, instance: &str) -> String {
+    format!("{from_key}/sample/{instance}")
+}
+
+/// Where one sample instance's stages are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleState {
+    Running,
+    Passed,
+    Failed,
+}
+
+impl SampleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SampleState::Running => "running",
+            SampleState::Passed => "passed",
+            SampleState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<SampleState, JournalError> {
+        Ok(match s {
+            "running" => SampleState::Running,
+            "passed" => SampleState::Passed,
+            "failed" => SampleState::Failed,
+            _ => return Err(JournalError::Corrupt(format!("sample state {s:?}"))),
+        })
+    }
+}
+
+/// One instance of a batch's sample check.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SampleRow {
+    pub service: String,
+    pub batch: String,
+    pub done_at: Ts,
+    pub instance: String,
+    /// Its verification's key.
+    pub key: String,
+    pub state: SampleState,
+    /// The stages passed so far ("system ok 10:03"), or the failing stage
+    /// and what it reported.
+    pub detail: String,
+    /// How many instances the batch has.
+    pub of: u32,
+    pub updated_at: Ts,
 }
 
 /// The last progress an upgrade reported.

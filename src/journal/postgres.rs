@@ -27,8 +27,8 @@ use super::rows::{
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
     EscalationRow, Expired, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
-    OpenPage, Reads, RollbackLimits, RolloutRow, Silences, TIERS_BY_URGENCY, TimelineEntry,
-    UpgradeRow, Verdict, Verdicts, Via, Work,
+    OpenPage, Reads, RollbackLimits, RolloutRow, SampleRow, SampleStart, SampleState, Silences,
+    TIERS_BY_URGENCY, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
 };
 use crate::config::Secret;
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
@@ -57,6 +57,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         7,
         include_str!("../../migrations/postgres/0007_verify_stages.sql"),
+    ),
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_sample_checks.sql"),
     ),
 ];
 
@@ -1108,6 +1112,88 @@ impl Work for PgJournal {
             self.conn()
                 .await?
                 .execute("DELETE FROM verifications WHERE key = $1", &[&key])
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn start_sample_check(&mut self, c: &SampleStart<'_>) -> Result<bool, JournalError> {
+        self.block(async {
+            let mut conn = self.conn().await?;
+            let tx = conn.transaction().await?;
+            // Two replicas starting the same check: the second waits here
+            // and then finds the first one's rows.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&format!("sample/{}/{}", c.service, c.batch)],
+            )
+            .await?;
+            let started = tx
+                .query_opt(
+                    "SELECT 1 FROM sample_checks WHERE service = $1 AND batch = $2 AND done_at = $3 LIMIT 1",
+                    &[&c.service, &c.batch, &c.done_at.millis()],
+                )
+                .await?
+                .is_some();
+            let labels = tx
+                .query_opt("SELECT labels FROM decisions WHERE key = $1", &[&c.from_key])
+                .await?;
+            let (false, Some(labels)) = (started, labels) else {
+                return Ok(false);
+            };
+            let base = labels_from(labels.try_get::<_, &str>(0)?)?;
+            let (now, due, done_at) = (c.now.millis(), c.due.millis(), c.done_at.millis());
+            let of = c.of as i32;
+            for instance in c.instances {
+                let key = super::sample_key(c.from_key, instance);
+                let labels = labels_json(&super::rows::with_instance(&base, instance));
+                let message = format!("sample check of {instance}");
+                tx.execute(
+                    "INSERT INTO decisions (key, incident_id, seq, at, action, tier, severity, rule, labels,
+                         value, threshold, baseline, fingerprint, message, partition, recorded_at, escalated_from, service, batch)
+                     SELECT $1, incident_id, seq, at, 'notify', tier, severity, rule, $2, value, threshold, baseline,
+                         fingerprint, $3, partition, $4, NULL, service, NULL FROM decisions WHERE key = $5",
+                    &[&key, &labels, &message, &now, &c.from_key],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO actions (key, incident_id, action, state, created_at, finished_at)
+                     VALUES ($1, NULL, 'notify', 'done', $2, $2)",
+                    &[&key, &now],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO verifications (key, due_at) VALUES ($1, $2)",
+                    &[&key, &due],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO sample_checks (service, batch, done_at, instance, key, state, \"of\", updated_at)
+                     VALUES ($1, $2, $3, $4, $5, 'running', $6, $7)",
+                    &[&c.service, &c.batch, &done_at, instance, &key, &of, &now],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    fn sample_result(
+        &mut self,
+        key: &str,
+        state: SampleState,
+        detail: &str,
+        at: Ts,
+    ) -> Result<(), JournalError> {
+        self.block(async {
+            self.conn()
+                .await?
+                .execute(
+                    "UPDATE sample_checks SET state = $2, detail = $3, updated_at = $4
+                     WHERE key = $1 AND state = 'running'",
+                    &[&key, &state.as_str(), &detail, &at.millis()],
+                )
                 .await?;
             Ok(())
         })
@@ -2311,6 +2397,38 @@ impl Reads for PgJournal {
                         tier: tier.parse().map_err(|e: String| {
                             JournalError::Corrupt(format!("gate_tally tier: {e}"))
                         })?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn sample_checks(&self, service: &str, batch: &str) -> Result<Vec<SampleRow>, JournalError> {
+        self.block(async {
+            let rows = self
+                .conn()
+                .await?
+                .query(
+                    "SELECT service, batch, done_at, instance, key, state, detail, \"of\", updated_at
+                     FROM sample_checks
+                     WHERE service = $1 AND batch = $2 AND done_at = (SELECT max(done_at)
+                         FROM sample_checks WHERE service = $1 AND batch = $2)
+                     ORDER BY instance",
+                    &[&service, &batch],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(SampleRow {
+                        service: r.try_get(0)?,
+                        batch: r.try_get(1)?,
+                        done_at: Ts(r.try_get(2)?),
+                        instance: r.try_get(3)?,
+                        key: r.try_get(4)?,
+                        state: SampleState::parse(r.try_get::<_, &str>(5)?)?,
+                        detail: r.try_get(6)?,
+                        of: r.try_get::<_, i32>(7)? as u32,
+                        updated_at: Ts(r.try_get(8)?),
                     })
                 })
                 .collect()

@@ -18,8 +18,8 @@ use super::rows::{
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
     EscalationRow, Expired, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
-    OpenPage, Reads, RollbackLimits, RolloutRow, Silences, TIERS_BY_URGENCY, TimelineEntry,
-    UpgradeRow, Verdict, Verdicts, Via, Work,
+    OpenPage, Reads, RollbackLimits, RolloutRow, SampleRow, SampleStart, SampleState, Silences,
+    TIERS_BY_URGENCY, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
 };
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
@@ -105,6 +105,21 @@ CREATE TABLE IF NOT EXISTS verifications (
     stage INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS verifications_by_due ON verifications(due_at);
+-- The medium tier's sample check after each batch (issue 22 §2): one row
+-- per picked instance of a batch done; its stages run as a verification
+-- keyed `key`. A new table: older journals get it from this schema.
+CREATE TABLE IF NOT EXISTS sample_checks (
+    service TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    done_at INTEGER NOT NULL,
+    instance TEXT NOT NULL,
+    key TEXT NOT NULL UNIQUE REFERENCES actions(key),
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    of INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (service, batch, done_at, instance)
+);
 CREATE TABLE IF NOT EXISTS timeline (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     incident_id TEXT NOT NULL,
@@ -1024,6 +1039,80 @@ impl Work for SqliteJournal {
         Ok(())
     }
 
+    fn start_sample_check(&mut self, c: &SampleStart<'_>) -> Result<bool, JournalError> {
+        let tx = self.conn.transaction()?;
+        let started = tx
+            .query_row(
+                "SELECT 1 FROM sample_checks WHERE service = ?1 AND batch = ?2 AND done_at = ?3 LIMIT 1",
+                params![c.service, c.batch, c.done_at.millis()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        let labels: Option<String> = tx
+            .query_row(
+                "SELECT labels FROM decisions WHERE key = ?1",
+                [c.from_key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let (false, Some(labels)) = (started, labels) else {
+            return Ok(false);
+        };
+        let base = labels_from(&labels)?;
+        for instance in c.instances {
+            let key = super::sample_key(c.from_key, instance);
+            let labels = labels_json(&super::rows::with_instance(&base, instance));
+            let message = format!("sample check of {instance}");
+            tx.execute(
+                "INSERT INTO decisions (key, incident_id, seq, at, action, tier, severity, rule, labels,
+                     value, threshold, baseline, fingerprint, message, partition, recorded_at, escalated_from, service, batch)
+                 SELECT ?1, incident_id, seq, at, 'notify', tier, severity, rule, ?2, value, threshold, baseline,
+                     fingerprint, ?3, partition, ?4, NULL, service, NULL FROM decisions WHERE key = ?5",
+                params![key, labels, message, c.now.millis(), c.from_key],
+            )?;
+            tx.execute(
+                "INSERT INTO actions (key, incident_id, action, state, created_at, finished_at)
+                 VALUES (?1, NULL, 'notify', 'done', ?2, ?2)",
+                params![key, c.now.millis()],
+            )?;
+            tx.execute(
+                "INSERT INTO verifications (key, due_at) VALUES (?1, ?2)",
+                params![key, c.due.millis()],
+            )?;
+            tx.execute(
+                "INSERT INTO sample_checks (service, batch, done_at, instance, key, state, of, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)",
+                params![
+                    c.service,
+                    c.batch,
+                    c.done_at.millis(),
+                    instance,
+                    key,
+                    c.of,
+                    c.now.millis()
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn sample_result(
+        &mut self,
+        key: &str,
+        state: SampleState,
+        detail: &str,
+        at: Ts,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE sample_checks SET state = ?2, detail = ?3, updated_at = ?4
+             WHERE key = ?1 AND state = 'running'",
+            params![key, state.as_str(), detail, at.millis()],
+        )?;
+        Ok(())
+    }
+
     fn set_action(
         &mut self,
         key: &str,
@@ -1927,6 +2016,29 @@ impl Reads for SqliteJournal {
              WHERE ?1 = 0 OR open = 1 ORDER BY service",
         )?;
         collect(&mut stmt, [open_only], upgrade_row)
+    }
+
+    fn sample_checks(&self, service: &str, batch: &str) -> Result<Vec<SampleRow>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT service, batch, done_at, instance, key, state, detail, of, updated_at
+             FROM sample_checks
+             WHERE service = ?1 AND batch = ?2 AND done_at = (SELECT max(done_at)
+                 FROM sample_checks WHERE service = ?1 AND batch = ?2)
+             ORDER BY instance",
+        )?;
+        collect(&mut stmt, params![service, batch], |r| {
+            Ok(SampleRow {
+                service: r.get(0)?,
+                batch: r.get(1)?,
+                done_at: Ts(r.get(2)?),
+                instance: r.get(3)?,
+                key: r.get(4)?,
+                state: SampleState::parse(&r.get::<_, String>(5)?)?,
+                detail: r.get(6)?,
+                of: r.get::<_, i64>(7)? as u32,
+                updated_at: Ts(r.get(8)?),
+            })
+        })
     }
 
     fn tally(&self, service: &str, since: Ts) -> Result<Vec<TallyRow>, JournalError> {
