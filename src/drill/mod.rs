@@ -386,7 +386,7 @@ async fn follow(
     loop {
         let now = clock.now();
         if !sample_said {
-            sample_said = say_sample_check(&journal, &services, &*say)?;
+            sample_said = say_sample_check(&journal, &services, &say)?;
         }
         // Events due by now, in order; the recovery part only once the
         // rollback is done (re-timed from then).

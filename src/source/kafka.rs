@@ -1233,7 +1233,7 @@ impl KafkaSource {
         step("offsets for times read");
         let begin = if begin > low
             && begin > scan_back
-            && timestamp_at(&reader, &a.topic, a.partition, begin - 1)?.is_some_and(|t| t >= since)
+            && timestamp_at(reader, &a.topic, a.partition, begin - 1)?.is_some_and(|t| t >= since)
         {
             scan_back
         } else {
