@@ -1807,6 +1807,30 @@ fn verification_stages_run_in_order_retry_and_a_failing_stage_pages() {
         r.incident(&bad_id)["paging"].is_object(),
         "paging started: {bad_inc}"
     );
+
+    // The alert recovers: the incident resolves, but the paging about the
+    // failed verification goes on until someone acknowledges it.
+    r.post_alerts(&webhook(vec![resolved("fp-vf", &bad, start, now_millis())]));
+    let all_clear = wait_until(Duration::from_secs(30), || {
+        r.actions(&bad_id, "resolve")
+            .first()
+            .is_some_and(|a| a["state"] == "done")
+    });
+    assert!(all_clear, "{}", r.incident(&bad_id));
+    let inc = r.incident(&bad_id);
+    assert_eq!(inc["paging"]["state"], "active", "{inc}");
+    assert!(
+        !support::timeline_says(&inc, "paging stopped: resolved"),
+        "{inc}"
+    );
+    assert!(
+        standin
+            .lines()
+            .iter()
+            .any(|l| l.contains("the rollback or its verification FAILED: paging goes on")),
+        "the all-clear says the paging goes on: {:?}",
+        standin.lines()
+    );
 }
 
 /// `windows: true` as the business stage: it passes only once ripcord's

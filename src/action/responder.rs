@@ -309,10 +309,24 @@ impl Responder {
         })
         .await
         .unwrap_or(false);
-        let _ = with_journal(&self.journal, move |j| {
-            j.stop_escalation(&i2, "resolved", None, now)
-        })
-        .await;
+        // A rollback that failed, or whose verification failed, pages about
+        // the instance, not the metric: the metric's recovery does not end
+        // that paging, a human's acknowledgement does. (A journal error
+        // reads as "failed": paging on is the safe side.)
+        let rollback_failed = with_journal(&self.journal, move |j| j.actions_of(&i2))
+            .await
+            .map_or(true, |actions| {
+                actions
+                    .iter()
+                    .any(|a| a.action == Action::Rollback && a.state == ActionState::Failed)
+            });
+        if !rollback_failed {
+            let i3 = id.clone();
+            let _ = with_journal(&self.journal, move |j| {
+                j.stop_escalation(&i3, "resolved", None, now)
+            })
+            .await;
+        }
         if let Some(hold) = self.silences.hold(Action::Resolve, &d.key, d, now) {
             let mut detail = format!("all-clear not sent: {}", hold.detail);
             if withdrawn {
@@ -328,12 +342,19 @@ impl Responder {
                 "The rollback approval request is withdrawn: no rollback will run. ",
             );
         }
+        if rollback_failed {
+            message.body.insert_str(0, STILL_PAGING);
+        }
         let channels = self.cfg.route(d.tier).notify.clone();
         let queued = self.queue(d.tier, &channels, &message).await;
         Handled::Queued(Box::pin(async move {
             let mut out = summary("resolution", &queued.outcomes().await);
             if withdrawn {
                 out.detail.push_str("; approval request withdrawn");
+            }
+            if rollback_failed {
+                out.detail
+                    .push_str("; paging goes on: the rollback or its verification failed");
             }
             out
         }))
@@ -1043,6 +1064,11 @@ struct TrafficWords {
     failed: &'static str,
     by_hand: &'static str,
 }
+
+/// The all-clear's first words when the incident's rollback (or its
+/// verification) failed: the metric is back, the instance is not vouched
+/// for, and whoever is paged must still answer.
+const STILL_PAGING: &str = "The metric is back, but the rollback or its verification FAILED: paging goes on until someone acknowledges. ";
 
 const SWITCH: TrafficWords = TrafficWords {
     executor: "switch_traffic",
