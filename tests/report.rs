@@ -31,10 +31,19 @@ fn at(t: i64) -> String {
     support::rfc3339(t)
 }
 
-/// Seconds since the epoch of the review line's RFC 3339 time.
+/// Seconds since the epoch of the review line's time, written for people
+/// (`2026-12-07 10:02:03 UTC`, never RFC 3339 with milliseconds).
 fn secs_of(line: &str) -> i64 {
     let ts = line.trim_start_matches("| ").split(" |").next().unwrap();
-    jiff::Timestamp::from_str(ts).unwrap().as_second()
+    let civil = ts
+        .strip_suffix(" UTC")
+        .unwrap_or_else(|| panic!("`{ts}` is not a time as people read it"));
+    jiff::civil::DateTime::from_str(civil)
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap()
+        .timestamp()
+        .as_second()
 }
 
 /// The time of the review's timeline row `what` (exact match of its text).

@@ -1600,9 +1600,11 @@ fn silence_item(f: &Frame<'_>, s: &Silence, live: bool) -> String {
     let until = match &s.until {
         Some(u) => format!(
             "until batch {} of {} completes (at the latest {})",
-            u.batch, u.service, s.ends_at
+            u.batch,
+            u.service,
+            crate::time::clock_words(f.now, s.ends_at)
         ),
-        None => format!("until {}", s.ends_at),
+        None => format!("until {}", crate::time::clock_words(f.now, s.ends_at)),
     };
     let mut o = format!(
         "<li><span class=\"badge scope-{scope}\">{scope}</span> <code>{m}</code> <span class=\"meta\">{state}, {until}, by {by}: {c}{expired}</span> <code class=\"id\">{id}</code>",

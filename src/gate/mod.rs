@@ -688,7 +688,11 @@ pub fn evaluate(
     reasons.extend(soft);
     if decision == Decision::Go {
         reasons.push(match promotion {
-            Some(p) => format!("promoted by {} at {}", p.by, p.at),
+            Some(p) => format!(
+                "promoted by {} at {}",
+                p.by,
+                crate::time::clock_words(now, p.at)
+            ),
             None => format!(
                 "soaked {} with request success {} over {} samples, nothing open",
                 min_soak,

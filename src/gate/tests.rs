@@ -266,6 +266,11 @@ fn a_promotion_binds_to_its_batch_and_revision() {
     let a = judge(&ask(None, Some("A")), &f, t(3));
     assert_eq!(a.decision, Decision::Go, "{:?}", a.reasons);
     assert_eq!(a.promoted_by.as_deref(), Some("alice"));
+    // Said as people read a time, not RFC 3339.
+    assert_eq!(
+        a.reasons.last().map(String::as_str),
+        Some("promoted by alice at 08:02:00 UTC")
+    );
     // Revision B is not promoted by A's approval, nor is an unnamed one.
     let a = judge(&ask(None, Some("B")), &f, t(3));
     assert_eq!(a.decision, Decision::Hold);

@@ -90,13 +90,14 @@ pub fn render(r: &Review) -> String {
             "value vs threshold",
             esc(&r.value_vs_threshold().unwrap_or_else(|| "-".into())),
         ),
-        ("opened (breach)", i.opened_at.to_string()),
+        ("opened (breach)", crate::time::day_clock_words(i.opened_at)),
         (
             "resolved",
-            i.resolved_at.map_or("not yet".into(), |t| t.to_string()),
+            i.resolved_at
+                .map_or("not yet".into(), crate::time::day_clock_words),
         ),
         ("state", esc(&i.state)),
-        ("review drawn up", r.drawn_at.to_string()),
+        ("review drawn up", crate::time::day_clock_words(r.drawn_at)),
     ] {
         let _ = write!(o, "<tr><th>{k}</th><td>{v}</td></tr>");
     }
@@ -113,7 +114,12 @@ pub fn render(r: &Review) -> String {
         "<h2>Timeline (UTC, from the journal)</h2><table><tr><th>time</th><th>what</th></tr>",
     );
     for m in &r.timeline {
-        let _ = write!(o, "<tr><td>{}</td><td>{}</td></tr>", m.at, esc(&m.what));
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td></tr>",
+            crate::time::day_clock_words(m.at),
+            esc(&m.what)
+        );
     }
     o.push_str("</table>");
 
@@ -158,7 +164,7 @@ pub fn render(r: &Review) -> String {
         let _ = write!(
             o,
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            t.at,
+            crate::time::day_clock_words(t.at),
             esc(&t.kind),
             esc(&t.message)
         );

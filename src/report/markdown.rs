@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::{Review, Verdict};
 use crate::text::markdown as md;
+use crate::time::day_clock_words;
 
 /// `2m30s`, or `-` when the moment never came.
 fn dur(d: Option<crate::time::Dur>) -> String {
@@ -48,13 +49,14 @@ pub fn render(r: &Review) -> String {
         ("where", labels.join(", ")),
         // ripcord's own numbers: nothing to escape.
         ("value vs threshold", value),
-        ("opened (breach)", i.opened_at.to_string()),
+        ("opened (breach)", crate::time::day_clock_words(i.opened_at)),
         (
             "resolved",
-            i.resolved_at.map_or("not yet".into(), |t| t.to_string()),
+            i.resolved_at
+                .map_or("not yet".into(), crate::time::day_clock_words),
         ),
         ("state", md(&i.state)),
-        ("review drawn up", r.drawn_at.to_string()),
+        ("review drawn up", crate::time::day_clock_words(r.drawn_at)),
     ] {
         let _ = writeln!(o, "| {k} | {v} |");
     }
@@ -117,7 +119,7 @@ pub fn render(r: &Review) -> String {
     let _ = writeln!(o, "\n## Timeline (UTC, from the journal)\n");
     let _ = writeln!(o, "| time | what |\n|---|---|");
     for m in &r.timeline {
-        let _ = writeln!(o, "| {} | {} |", m.at, md(&m.what));
+        let _ = writeln!(o, "| {} | {} |", day_clock_words(m.at), md(&m.what));
     }
 
     let _ = writeln!(o, "\n## Durations\n");
@@ -205,7 +207,13 @@ pub fn render(r: &Review) -> String {
     let _ = writeln!(o, "\n## Journal\n");
     let _ = writeln!(o, "| time | kind | message |\n|---|---|---|");
     for t in &r.journal {
-        let _ = writeln!(o, "| {} | {} | {} |", t.at, md(&t.kind), md(&t.message));
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} |",
+            day_clock_words(t.at),
+            md(&t.kind),
+            md(&t.message)
+        );
     }
     o
 }

@@ -210,9 +210,11 @@ impl Silence {
         let until = match &self.until {
             Some(u) => format!(
                 "until batch {} of {} completes (at the latest {})",
-                u.batch, u.service, self.ends_at
+                u.batch,
+                u.service,
+                crate::time::day_clock_words(self.ends_at)
             ),
-            None => format!("until {}", self.ends_at),
+            None => format!("until {}", crate::time::day_clock_words(self.ends_at)),
         };
         format!(
             "{} [{}] {} {until} by {}: {}",

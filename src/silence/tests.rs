@@ -242,6 +242,16 @@ fn an_until_batch_silence_ends_at_the_maximum_at_the_latest() {
         NOW.saturating_add(SilenceLimits::default().max_duration)
     );
     assert_eq!(s.until.as_ref().unwrap().batch, "2");
+    // `silence ls` and the gate say its end as people read a time.
+    let said = s.describe();
+    let latest = crate::time::day_clock_words(s.ends_at);
+    assert!(
+        said.contains(&format!(
+            "until batch 2 of web completes (at the latest {latest})"
+        )) && latest.ends_with(" UTC")
+            && !said.contains(&s.ends_at.to_string()),
+        "{said}"
+    );
 }
 
 fn windows(yaml: &str) -> Result<Windows, crate::config::Errors> {
