@@ -519,12 +519,16 @@ fn every_replica_of_a_cluster_gives_the_same_answer() {
     let b = start_with(dir.path(), "b.yaml", &journal);
     let t = now_millis();
     let mut events = vec![progress("web", 2, "batch_done", t - 10_000)];
+    // Samples from the trailing soak (3 s) on: the gate's window starts on
+    // the minute that holds `now - soak`, so older ones count only in the
+    // later seconds of a minute (this test failed when it ran in a
+    // minute's first seconds).
     events.extend(series(
         "request_success_ratio",
         json!({"service": "web", "batch": "2", "instance": "i-1"}),
         0.9999,
-        t - 9_000,
-        8,
+        t - 2_000,
+        7,
     ));
     post_events(&a, &events);
     let from_a = argo(&a, "web", "?batch=2");
