@@ -252,37 +252,70 @@ fn mock_cluster_kill_minus_nine_mid_stream_loses_nothing_and_repeats_nothing() {
     kill_and_restart(&m.brokers, "ev-restart", 2, Protocol::Classic, |_, _| {});
 }
 
+/// Members of one group on a new topic of `partitions` (and its
+/// dead-letter topic), sharing one journal file (as on one host).
+struct Group {
+    dir: tempfile::TempDir,
+    brokers: String,
+    topic: String,
+    cfg: String,
+}
+
+impl Group {
+    fn new(k: &Kafka, name: &str, partitions: i32, protocol: Protocol) -> Group {
+        let topic = unique(&format!("ev-{name}"));
+        k.create_topic(&topic, partitions);
+        k.create_topic(&format!("{topic}-dead"), 1);
+        let dir = workdir_with_rules(DOWN_RULES);
+        let cfg = config_with(
+            dir.path(),
+            &topic,
+            &unique(&format!("e2e-{name}")),
+            protocol,
+        );
+        Group {
+            dir,
+            brokers: k.brokers.clone(),
+            topic,
+            cfg,
+        }
+    }
+
+    /// One more member.
+    fn start(&self) -> Responder {
+        Responder::start(
+            self.dir.path(),
+            &[
+                "--brokers",
+                &self.brokers,
+                "--config",
+                &self.cfg,
+                "--state",
+                "state.db",
+            ],
+        )
+    }
+}
+
 /// Two members of one group: the second takes a partition from the first
 /// (classic: everything is revoked and handed out again; KIP-848: only the
 /// partition that moves), then the first leaves and the second takes all.
 fn two_consumers_split_the_work_and_rebalance(protocol: Protocol) {
     let k = Kafka::get();
-    let topic = &unique("ev-split");
-    k.create_topic(topic, 2);
-    k.create_topic(&format!("{topic}-dead"), 1);
-    let dir = workdir_with_rules(DOWN_RULES);
-    let cfg = config_with(dir.path(), topic, &unique("e2e-split"), protocol);
-    // Two processes, one group, one journal file (shared, as on one host).
-    let args = [
-        "--brokers",
-        k.brokers.as_str(),
-        "--config",
-        &cfg,
-        "--state",
-        "state.db",
-    ];
+    let group = Group::new(&k, "split", 2, protocol);
+    let topic = &group.topic;
     let events = stream(now_millis());
-    let want = expected(dir.path(), &events);
+    let want = expected(group.dir.path(), &events);
     let (p1, p2) = (events.len() * 3 / 10, events.len() * 6 / 10);
 
-    let a = Responder::start(dir.path(), &args);
+    let a = group.start();
     a.wait_warmed(Duration::from_secs(30));
     produce_spread(&k.brokers, topic, Some(2), &events[..p1]);
     assert!(wait_until(Duration::from_secs(20), || !a
         .decisions()
         .is_empty()));
 
-    let mut b = Responder::start(dir.path(), &args);
+    let mut b = group.start();
     // The group rebalances: each gets one partition. A gives one up (and,
     // with the classic protocol, is handed the other back).
     b.wait_warmed(Duration::from_secs(40));
@@ -355,22 +388,10 @@ fn kafka_consumer_protocol_two_consumers_split_the_work_and_rebalance() {
 /// partition over when its owner dies.
 fn a_member_given_no_partition_is_ready_and_takes_over(protocol: Protocol) {
     let k = Kafka::get();
-    let topic = &unique("ev-standby");
-    k.create_topic(topic, 1);
-    k.create_topic(&format!("{topic}-dead"), 1);
-    let dir = workdir_with_rules(DOWN_RULES);
-    let cfg = config_with(dir.path(), topic, &unique("e2e-standby"), protocol);
-    let args = [
-        "--brokers",
-        k.brokers.as_str(),
-        "--config",
-        &cfg,
-        "--state",
-        "state.db",
-    ];
-    let first = Responder::start(dir.path(), &args);
+    let group = Group::new(&k, "standby", 1, protocol);
+    let first = group.start();
     first.wait_warmed(Duration::from_secs(30));
-    let second = Responder::start(dir.path(), &args);
+    let second = group.start();
     let readyz = |r: &Responder| {
         reqwest::blocking::get(r.url("/readyz"))
             .ok()
@@ -422,7 +443,7 @@ fn a_member_given_no_partition_is_ready_and_takes_over(protocol: Protocol) {
             ("svc".to_owned(), e)
         })
         .collect();
-    produce(&k.brokers, topic, &events);
+    produce(&k.brokers, &group.topic, &events);
     assert!(
         wait_until(Duration::from_secs(30), || b
             .decisions()
