@@ -379,6 +379,18 @@ async fn drive<F: std::future::Future>(fut: F) -> F::Output {
     }
 }
 
+/// Waits 10 ms of real time and moves the paused clock as far. A loop
+/// that sleeps between looks (the verification loop's second) and looked a
+/// moment before something fell due (its journal read slow under load)
+/// wakes only when the clock moves, and here only the test moves it: a wait
+/// that held the clock still waited for nothing (it failed once under load).
+async fn a_moment() {
+    tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_millis(10)).await;
+}
+
 /// The real action layer around a journal in a temp dir, on the paused
 /// clock, with the stand-in.
 struct Harness {
@@ -1224,9 +1236,7 @@ async fn a_verification_runs_when_due_even_after_a_restart_and_a_failure_pages()
             "verification not finished: pending {}, escalation {esc:?}, timeline {tl:?}",
             pending()
         );
-        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
-            .await
-            .unwrap();
+        a_moment().await;
     };
     assert_eq!(checks(), vec![vec!["check".to_owned(), "i-0a".to_owned()]]);
     assert!(
@@ -1296,9 +1306,7 @@ async fn a_verification_resumes_after_a_crash_at_the_stage_after_the_last_that_p
     while runs("services") == 0 {
         waited += 1;
         assert!(waited < 2000, "services never ran: {:?}", calls(&record));
-        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
-            .await
-            .unwrap();
+        a_moment().await;
     }
     // Dies while `services` waits for its retry.
     stop.send(true).unwrap();
@@ -1528,9 +1536,7 @@ async fn a_sample_check_is_picked_once_and_resumes_after_a_crash_without_rerunni
     while runs("services").len() < 2 {
         waited += 1;
         assert!(waited < 2000, "services never ran: {:?}", calls(&record));
-        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
-            .await
-            .unwrap();
+        a_moment().await;
     }
     // Dies while `services` waits for its retry.
     stop.send(true).unwrap();
