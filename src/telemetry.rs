@@ -765,22 +765,18 @@ pub async fn watch_journal(
 ) {
     loop {
         let now = clock.now();
-        let read = crate::action::with_journal(&journal, move |j| {
-            let waiting = j.pending_actions()?;
-            let approvals = j.approvals(Some("awaiting"))?;
-            let oldest = approvals.first().map(|a| now.since(a.requested_at));
-            let open = j.incidents(Some("open"))?;
-            let by_tier: Vec<(crate::decision::Tier, usize)> = crate::decision::Tier::ALL
-                .into_iter()
-                .map(|t| (t, open.iter().filter(|i| i.tier == t.as_str()).count()))
-                .collect();
-            Ok((waiting, approvals.len(), oldest, by_tier))
-        })
-        .await;
+        let read =
+            crate::action::with_journal(&journal, move |j| Ok((j.pending_actions()?, j.gauges()?)))
+                .await;
         match read {
-            Ok((waiting, approvals, oldest, by_tier)) => {
-                for (tier, n) in by_tier {
-                    metrics.open_incidents(tier.as_str(), n);
+            Ok((waiting, gauges)) => {
+                for tier in crate::decision::Tier::ALL {
+                    let open = gauges
+                        .open_by_tier
+                        .iter()
+                        .find(|(t, _)| t == tier.as_str())
+                        .map_or(0, |(_, n)| *n);
+                    metrics.open_incidents(tier.as_str(), open as usize);
                 }
                 for lane in crate::action::Lane::ALL {
                     let n: u64 = waiting
@@ -790,7 +786,11 @@ pub async fn watch_journal(
                         .sum();
                     metrics.action_queue(lane.as_str(), n);
                 }
-                metrics.pending_approvals(approvals, oldest.map_or(0.0, |d| d.as_secs_f64()));
+                let oldest = gauges.oldest_awaiting.map(|at| now.since(at));
+                metrics.pending_approvals(
+                    gauges.awaiting_approvals as usize,
+                    oldest.map_or(0.0, |d| d.as_secs_f64()),
+                );
             }
             Err(e) => tracing::debug!(error = %e, "telemetry: cannot read the journal"),
         }

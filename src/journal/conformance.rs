@@ -1773,4 +1773,42 @@ fn people_read_open_incidents_by_urgency_and_service_in_bounded_pages(store: &dy
     assert_eq!(pay.total, 2);
     assert!(pay.rows.iter().any(|i| i.id == "high"), "{:?}", ids(&pay));
     assert!(j.open_of_service("nothing", 10).unwrap().rows.is_empty());
+
+    // Telemetry's gauges: counted, the resolved one and decided requests
+    // left out.
+    let mut g = j.gauges().unwrap();
+    g.open_by_tier.sort();
+    assert_eq!(
+        g,
+        Gauges {
+            open_by_tier: vec![("high".into(), 1), ("low".into(), 2), ("medium".into(), 2)],
+            awaiting_approvals: 0,
+            oldest_awaiting: None,
+        }
+    );
+    for (id, at) in [("med-func", 4_000), ("med-minor", 3_500), ("high", 600)] {
+        j.open_approval(
+            id,
+            &format!("{id}/0/request_approval"),
+            Medium,
+            Ts(at),
+            Ts(at + 60_000),
+        )
+        .unwrap();
+    }
+    j.decide_approval(
+        "high",
+        Verdict::Reject,
+        "erin",
+        "",
+        Via::Console,
+        Ts(700),
+        None,
+    )
+    .unwrap();
+    let g = j.gauges().unwrap();
+    assert_eq!(
+        (g.awaiting_approvals, g.oldest_awaiting),
+        (2, Some(Ts(3_500)))
+    );
 }

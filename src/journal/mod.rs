@@ -586,6 +586,17 @@ pub struct OpenPage {
     pub total: u64,
 }
 
+/// Telemetry's gauges, counted where the rows are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Open incidents by tier (tiers with none left out).
+    pub open_by_tier: Vec<(String, u64)>,
+    /// Approval requests still waiting for a human.
+    pub awaiting_approvals: u64,
+    /// When the oldest of them was requested.
+    pub oldest_awaiting: Option<Ts>,
+}
+
 /// Tiers, most urgent first (the order people read open incidents in).
 pub const TIERS_BY_URGENCY: [&str; 3] = ["high", "medium", "low"];
 
@@ -637,6 +648,12 @@ pub trait Reads {
     /// Actions waiting to be claimed, counted by kind (telemetry's queue
     /// depth per lane).
     fn pending_actions(&self) -> Result<Vec<(Action, u64)>, JournalError>;
+
+    /// Open incidents per tier and the approvals still waiting: counts,
+    /// not rows. Telemetry reads them every few seconds, and reading every
+    /// open incident's row for that cost a storm's 100k incidents tens of
+    /// megabytes a pass.
+    fn gauges(&self) -> Result<Gauges, JournalError>;
 
     // For the incident review (`ripcord report`).
 

@@ -26,7 +26,7 @@ use super::rows::{
 };
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
-    EscalationRow, Expired, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
+    EscalationRow, Expired, Gauges, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
     OpenPage, Reads, RollbackLimits, RolloutRow, SampleRow, SampleStart, SampleState, Silences,
     TIERS_BY_URGENCY, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
 };
@@ -2311,6 +2311,34 @@ impl Reads for PgJournal {
         self.block(async {
             let rows = self
                 .conn()
+    fn gauges(&self) -> Result<Gauges, JournalError> {
+        self.block(async {
+            let conn = self.conn().await?;
+            let rows = conn
+                .query(
+                    "SELECT tier, count(*) FROM incidents WHERE state = 'open' GROUP BY tier",
+                    &[],
+                )
+                .await?;
+            let open_by_tier = rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+                .collect();
+            let row = conn
+                .query_one(
+                    "SELECT count(*), min(requested_at) FROM approvals WHERE state = 'awaiting'",
+                    &[],
+                )
+                .await?;
+            let (awaiting, oldest): (i64, Option<i64>) = (row.get(0), row.get(1));
+            Ok(Gauges {
+                open_by_tier,
+                awaiting_approvals: awaiting.max(0) as u64,
+                oldest_awaiting: oldest.map(Ts),
+            })
+        })
+    }
+
                 .await?
                 .query(
                     "SELECT * FROM approvals WHERE $1::TEXT IS NULL OR state = $1 ORDER BY requested_at",

@@ -17,7 +17,7 @@ use super::rows::{
 };
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
-    EscalationRow, Expired, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
+    EscalationRow, Expired, Gauges, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
     OpenPage, Reads, RollbackLimits, RolloutRow, SampleRow, SampleStart, SampleState, Silences,
     TIERS_BY_URGENCY, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
 };
@@ -2017,6 +2017,25 @@ impl Reads for SqliteJournal {
         )?;
         collect(&mut stmt, [open_only], upgrade_row)
     }
+    fn gauges(&self) -> Result<Gauges, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT tier, count(*) FROM incidents WHERE state = 'open' GROUP BY tier",
+        )?;
+        let open_by_tier = collect(&mut stmt, [], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        let (awaiting, oldest) = self.conn.query_row(
+            "SELECT count(*), min(requested_at) FROM approvals WHERE state = 'awaiting'",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
+        )?;
+        Ok(Gauges {
+            open_by_tier,
+            awaiting_approvals: awaiting.max(0) as u64,
+            oldest_awaiting: oldest.map(Ts),
+        })
+    }
+
 
     fn sample_checks(&self, service: &str, batch: &str) -> Result<Vec<SampleRow>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
