@@ -435,6 +435,28 @@ impl Checkpointer {
                     match r {
                         Ok(_) => failing = false,
                         Err(e) if !failing => {
+    /// For a process's other connections to a file whose pipeline
+    /// connection checkpoints in the background
+    /// ([`Self::checkpoint_in_background`]): none of their commits
+    /// checkpoints either. Left on, the executor lane's commits (a
+    /// rollback's claim, admission and outcome) copied a storm's WAL into
+    /// the database inside the commit: 15% of that thread's time in the
+    /// storm bench, on the path of every rollback.
+    pub fn without_checkpoints(self) -> Result<Self, JournalError> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(self)
+    }
+
+    /// Keeps up to `bytes` of the database's pages in this connection's
+    /// cache (SQLite's default is 2 MB). The pipeline's commits insert
+    /// into half a dozen indexes; once a storm's journal outgrew 2 MB,
+    /// every insert read its B-tree pages back from the kernel.
+    pub fn cache_bytes(self, bytes: u64) -> Result<Self, JournalError> {
+        let kib = (bytes / 1024).max(1) as i64;
+        self.conn.pragma_update(None, "cache_size", -kib)?;
+        Ok(self)
+    }
+
                             failing = true;
                             tracing::warn!(error = %e, "journal checkpoint failed; retrying");
                         }

@@ -165,6 +165,21 @@ fn background_checkpoints_move_the_wal_into_the_database_outside_commits() {
     // Frequent checkpoints: the pages reach the database while it runs.
     let mut j = SqliteJournal::open(&path, false)
         .unwrap()
+    // Another connection of the same process leaves checkpoints to the
+    // pipeline's thread too: its commits never copy the WAL back.
+    let mut other = SqliteJournal::open(&path, false)
+        .unwrap()
+        .without_checkpoints()
+        .unwrap();
+    let before = db_len();
+    fill(&mut other, 500);
+    assert_eq!(
+        db_len(),
+        before,
+        "another connection's commit ran a checkpoint"
+    );
+    drop(other);
+
         .checkpoint_in_background(Duration::from_millis(10))
         .unwrap();
     fill(&mut j, 1000);
