@@ -62,6 +62,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         8,
         include_str!("../../migrations/postgres/0008_sample_checks.sql"),
     ),
+    (
+        9,
+        include_str!("../../migrations/postgres/0009_rollback_admissions.sql"),
+    ),
 ];
 
 /// Any key, for the advisory locks that serialize migrations and the
@@ -2307,10 +2311,6 @@ impl Reads for PgJournal {
         })
     }
 
-    fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError> {
-        self.block(async {
-            let rows = self
-                .conn()
     fn gauges(&self) -> Result<Gauges, JournalError> {
         self.block(async {
             let conn = self.conn().await?;
@@ -2339,6 +2339,10 @@ impl Reads for PgJournal {
         })
     }
 
+    fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError> {
+        self.block(async {
+            let rows = self
+                .conn()
                 .await?
                 .query(
                     "SELECT * FROM approvals WHERE $1::TEXT IS NULL OR state = $1 ORDER BY requested_at",

@@ -266,11 +266,42 @@ CREATE TABLE IF NOT EXISTS silence_holds (
 /// What people read without slowing anyone: the open incidents of a
 /// service (the gate), the open ones by urgency (the console's list), the
 /// newest resolved. Partial: only open (or resolved) rows are indexed.
+/// And what a rollback reads on its way: the rollbacks the budget counts.
 const READ_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS incidents_open_by_service ON incidents(service, severity_rank, opened_at) WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS incidents_open_by_urgency ON incidents(tier, severity_rank, opened_at) WHERE state = 'open';
 CREATE INDEX IF NOT EXISTS incidents_resolved_by_time ON incidents(resolved_at) WHERE state = 'resolved';
+CREATE INDEX IF NOT EXISTS actions_rollbacks_admitted ON actions(admitted_at) WHERE action = 'rollback';
 ";
+
+/// The rollbacks the budget admitted since `?2`, other than `?3`, of
+/// service `?1` (or all): read through `actions_rollbacks_admitted`. Over
+/// every action it was a storm's slowest step before a rollback (two
+/// scans of 200k message actions per rollback).
+const ROLLBACKS_ADMITTED_SINCE: &str =
+    "SELECT count(*) FROM actions a JOIN decisions d ON d.key = a.key
+     WHERE a.action = 'rollback' AND a.admitted_at >= ?2 AND a.key != ?3
+       AND (?1 IS NULL OR d.service = ?1)";
+
+/// A lane's claim: its oldest pending actions of `kinds`, at most `?3`.
+/// `INDEXED BY` because SQLite's planner (no ANALYZE statistics) took
+/// `actions_by_state` and walked every pending action, a storm's thousands
+/// of pending messages, for each rollback's claim, inside the write lock.
+fn claim_sql(kinds: &[Action]) -> String {
+    // The kinds as a literal list (the enum's own names: nothing from
+    // outside): one cached statement per lane.
+    let list = kinds
+        .iter()
+        .map(|a| format!("'{}'", a.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE actions SET state = 'running', owner = ?1, attempts = attempts + 1, started_at = ?2
+         WHERE key IN (SELECT key FROM actions INDEXED BY actions_pending_by_kind
+             WHERE state = 'pending' AND action IN ({list}) ORDER BY rowid LIMIT ?3)
+         RETURNING key"
+    )
+}
 
 /// `ALTER TABLE … ADD COLUMN` unless the column is there already.
 fn add_column(
@@ -404,6 +435,28 @@ impl SqliteJournal {
         Ok(self)
     }
 
+    /// For a process's other connections to a file whose pipeline
+    /// connection checkpoints in the background
+    /// ([`Self::checkpoint_in_background`]): none of their commits
+    /// checkpoints either. Left on, the executor lane's commits (a
+    /// rollback's claim, admission and outcome) copied a storm's WAL into
+    /// the database inside the commit: 15% of that thread's time in the
+    /// storm bench, on the path of every rollback.
+    pub fn without_checkpoints(self) -> Result<Self, JournalError> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(self)
+    }
+
+    /// Keeps up to `bytes` of the database's pages in this connection's
+    /// cache (SQLite's default is 2 MB). The pipeline's commits insert
+    /// into half a dozen indexes; once a storm's journal outgrew 2 MB,
+    /// every insert read its B-tree pages back from the kernel.
+    pub fn cache_bytes(self, bytes: u64) -> Result<Self, JournalError> {
+        let kib = (bytes / 1024).max(1) as i64;
+        self.conn.pragma_update(None, "cache_size", -kib)?;
+        Ok(self)
+    }
+
     fn now(&self) -> i64 {
         self.clock.now().millis()
     }
@@ -435,28 +488,6 @@ impl Checkpointer {
                     match r {
                         Ok(_) => failing = false,
                         Err(e) if !failing => {
-    /// For a process's other connections to a file whose pipeline
-    /// connection checkpoints in the background
-    /// ([`Self::checkpoint_in_background`]): none of their commits
-    /// checkpoints either. Left on, the executor lane's commits (a
-    /// rollback's claim, admission and outcome) copied a storm's WAL into
-    /// the database inside the commit: 15% of that thread's time in the
-    /// storm bench, on the path of every rollback.
-    pub fn without_checkpoints(self) -> Result<Self, JournalError> {
-        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        Ok(self)
-    }
-
-    /// Keeps up to `bytes` of the database's pages in this connection's
-    /// cache (SQLite's default is 2 MB). The pipeline's commits insert
-    /// into half a dozen indexes; once a storm's journal outgrew 2 MB,
-    /// every insert read its B-tree pages back from the kernel.
-    pub fn cache_bytes(self, bytes: u64) -> Result<Self, JournalError> {
-        let kib = (bytes / 1024).max(1) as i64;
-        self.conn.pragma_update(None, "cache_size", -kib)?;
-        Ok(self)
-    }
-
                             failing = true;
                             tracing::warn!(error = %e, "journal checkpoint failed; retrying");
                         }
@@ -966,24 +997,9 @@ impl Work for SqliteJournal {
         limit: usize,
     ) -> Result<Vec<ActionRow>, JournalError> {
         let now = self.now();
-        // The kinds as a literal list (the enum's own names: nothing from
-        // outside), so the lane's pending actions are read through
-        // `actions_pending_by_kind`: a rollback's claim never walks the
-        // thousands of messages a storm leaves pending, inside the write
-        // lock every commit waits for. One cached statement per lane.
-        let list = kinds
-            .iter()
-            .map(|a| format!("'{}'", a.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
         let tx = self.conn.transaction()?;
         let keys: Vec<String> = {
-            let mut stmt = tx.prepare_cached(&format!(
-                "UPDATE actions SET state = 'running', owner = ?1, attempts = attempts + 1, started_at = ?2
-                 WHERE key IN (SELECT key FROM actions WHERE state = 'pending' AND action IN ({list})
-                     ORDER BY rowid LIMIT ?3)
-                 RETURNING key"
-            ))?;
+            let mut stmt = tx.prepare_cached(&claim_sql(kinds))?;
             collect(&mut stmt, params![owner, now, limit as i64], |r| {
                 Ok(r.get::<_, String>(0)?)
             })?
@@ -1411,9 +1427,7 @@ impl Work for SqliteJournal {
         }
         let count = |service: Option<&str>| -> rusqlite::Result<u32> {
             tx.query_row(
-                "SELECT count(*) FROM actions a JOIN decisions d ON d.key = a.key
-                 WHERE a.action = 'rollback' AND a.admitted_at >= ?2 AND a.key != ?3
-                   AND (?1 IS NULL OR d.service = ?1)",
+                ROLLBACKS_ADMITTED_SINCE,
                 params![service, since.millis(), key],
                 |r| r.get::<_, i64>(0),
             )
@@ -2003,6 +2017,25 @@ impl Reads for SqliteJournal {
             .collect())
     }
 
+    fn gauges(&self) -> Result<Gauges, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT tier, count(*) FROM incidents WHERE state = 'open' GROUP BY tier",
+        )?;
+        let open_by_tier = collect(&mut stmt, [], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        let (awaiting, oldest) = self.conn.query_row(
+            "SELECT count(*), min(requested_at) FROM approvals WHERE state = 'awaiting'",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
+        )?;
+        Ok(Gauges {
+            open_by_tier,
+            awaiting_approvals: awaiting.max(0) as u64,
+            oldest_awaiting: oldest.map(Ts),
+        })
+    }
+
     fn approvals(&self, state: Option<&str>) -> Result<Vec<ApprovalRow>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT * FROM approvals WHERE ?1 IS NULL OR state = ?1 ORDER BY requested_at",
@@ -2039,25 +2072,6 @@ impl Reads for SqliteJournal {
         )?;
         collect(&mut stmt, [open_only], upgrade_row)
     }
-    fn gauges(&self) -> Result<Gauges, JournalError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT tier, count(*) FROM incidents WHERE state = 'open' GROUP BY tier",
-        )?;
-        let open_by_tier = collect(&mut stmt, [], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
-        })?;
-        let (awaiting, oldest) = self.conn.query_row(
-            "SELECT count(*), min(requested_at) FROM approvals WHERE state = 'awaiting'",
-            [],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?)),
-        )?;
-        Ok(Gauges {
-            open_by_tier,
-            awaiting_approvals: awaiting.max(0) as u64,
-            oldest_awaiting: oldest.map(Ts),
-        })
-    }
-
 
     fn sample_checks(&self, service: &str, batch: &str) -> Result<Vec<SampleRow>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
