@@ -115,11 +115,6 @@ pub fn instance_name(clock: &dyn Clock) -> String {
 /// commits): at 10k events/s that keeps it to a few hundred pages.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// The SQLite pipeline connection's page cache: its indexes' upper levels
-/// stay in memory as a storm's journal grows (counted in the 128 MiB the
-/// deployment keeps beside the `limits:` budgets).
-const PIPELINE_CACHE_BYTES: u64 = 32 << 20;
-
 /// Rollbacks and pauses running at once (their own lane: messages never
 /// take these slots).
 const EXECUTOR_SLOTS: usize = 16;
@@ -163,7 +158,6 @@ pub async fn run(
         Some(p) => Box::new(p.another()),
         None => Box::new(
             SqliteJournal::open_with_clock(&cfg.journal.path, false, rt.clock.clone())?
-                .cache_bytes(PIPELINE_CACHE_BYTES)?
                 .checkpoint_in_background(CHECKPOINT_EVERY)?,
         ),
     };

@@ -447,16 +447,6 @@ impl SqliteJournal {
         Ok(self)
     }
 
-    /// Keeps up to `bytes` of the database's pages in this connection's
-    /// cache (SQLite's default is 2 MB). The pipeline's commits insert
-    /// into half a dozen indexes; once a storm's journal outgrew 2 MB,
-    /// every insert read its B-tree pages back from the kernel.
-    pub fn cache_bytes(self, bytes: u64) -> Result<Self, JournalError> {
-        let kib = (bytes / 1024).max(1) as i64;
-        self.conn.pragma_update(None, "cache_size", -kib)?;
-        Ok(self)
-    }
-
     fn now(&self) -> i64 {
         self.clock.now().millis()
     }
