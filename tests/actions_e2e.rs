@@ -355,6 +355,18 @@ channels:
     std::fs::write(dir.join("ripcord.yaml"), yaml).unwrap();
 }
 
+/// A stand-in, a temp dir and `ripcord run` on the plain config
+/// ([`write_config`] with nothing added). Bound in this order, they are
+/// dropped ripcord first.
+fn on_plain_config() -> (StandIn, tempfile::TempDir, Ripcord) {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    write_config(dir.path(), port, &standin, "", "", "");
+    let r = Ripcord::start(dir.path(), port);
+    (standin, dir, r)
+}
+
 fn labels(service: &str, instance: &str, tier: &str, severity: &str) -> Value {
     json!({"alertname": "ErrorsUp", "service": service, "instance": instance, "tier": tier, "severity": severity})
 }
@@ -429,11 +441,8 @@ fn cli(r_dir: &Path, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn an_approval_link_shows_a_page_on_get_and_approves_on_post_exactly_once() {
-    let standin = StandIn::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_config(dir.path(), port, &standin, "", "", "");
-    let r = Ripcord::start(dir.path(), port);
+    let (standin, dir, r) = on_plain_config();
+    let port = r.http.port();
     let start = now_millis() - 5_000;
     let l = labels("pay", "i-ap1", "medium", "warning");
     r.post_alerts(&webhook(vec![firing("fp-ap1", &l, start)]));
@@ -590,11 +599,7 @@ fn an_approval_link_shows_a_page_on_get_and_approves_on_post_exactly_once() {
 
 #[test]
 fn a_rejected_approval_never_rolls_back() {
-    let standin = StandIn::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_config(dir.path(), port, &standin, "", "", "");
-    let r = Ripcord::start(dir.path(), port);
+    let (standin, dir, r) = on_plain_config();
     let l = labels("pay", "i-rj1", "medium", "warning");
     r.post_alerts(&webhook(vec![firing("fp-rj1", &l, now_millis() - 5_000)]));
     let (id, links) = standin.approval_request(&r, "i-rj1");
@@ -629,11 +634,7 @@ fn a_rejected_approval_never_rolls_back() {
 /// progress post says its text once.
 #[test]
 fn a_medium_incident_is_one_post_and_a_progress_post_says_its_text_once() {
-    let standin = StandIn::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_config(dir.path(), port, &standin, "", "", "");
-    let r = Ripcord::start(dir.path(), port);
+    let (standin, _dir, r) = on_plain_config();
     let l = labels("pay", "i-one1", "medium", "critical");
     r.post_alerts(&webhook(vec![firing("fp-one1", &l, now_millis() - 5_000)]));
     let (id, _) = standin.approval_request(&r, "i-one1");
@@ -704,11 +705,7 @@ fn a_medium_incident_is_one_post_and_a_progress_post_says_its_text_once() {
 /// Machine fields (`at`, `expires_at` in the JSON) keep RFC 3339.
 #[test]
 fn people_read_times_one_way_in_messages_details_timelines_and_show() {
-    let standin = StandIn::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_config(dir.path(), port, &standin, "", "", "");
-    let r = Ripcord::start(dir.path(), port);
+    let (standin, dir, r) = on_plain_config();
     let l = labels("pay", "i-time1", "medium", "critical");
     r.post_alerts(&webhook(vec![firing("fp-time1", &l, now_millis() - 5_000)]));
     let (id, _) = standin.approval_request(&r, "i-time1");
@@ -756,11 +753,7 @@ fn people_read_times_one_way_in_messages_details_timelines_and_show() {
 
 #[test]
 fn a_recovery_withdraws_the_waiting_approval() {
-    let standin = StandIn::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_config(dir.path(), port, &standin, "", "", "");
-    let r = Ripcord::start(dir.path(), port);
+    let (standin, dir, r) = on_plain_config();
     let start = now_millis() - 10_000;
     let l = labels("pay", "i-wd1", "medium", "warning");
     r.post_alerts(&webhook(vec![firing("fp-wd1", &l, start)]));
@@ -801,11 +794,8 @@ fn a_recovery_withdraws_the_waiting_approval() {
 
 #[test]
 fn an_approval_pending_across_a_restart_is_approved_with_the_cli_and_rolls_back_once() {
-    let standin = StandIn::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_config(dir.path(), port, &standin, "", "", "");
-    let r = Ripcord::start(dir.path(), port);
+    let (standin, dir, r) = on_plain_config();
+    let port = r.http.port();
     let l = labels("pay", "i-rs1", "medium", "warning");
     r.post_alerts(&webhook(vec![firing("fp-rs1", &l, now_millis() - 5_000)]));
     let (id, _) = standin.approval_request(&r, "i-rs1");
@@ -1364,11 +1354,8 @@ escalation:
 /// on another site cannot act with a link it learned; a note is bounded.
 #[test]
 fn a_link_cannot_be_used_from_another_site_and_its_page_is_locked_down() {
-    let standin = StandIn::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    write_config(dir.path(), port, &standin, "", "", "");
-    let r = Ripcord::start(dir.path(), port);
+    let (standin, _dir, r) = on_plain_config();
+    let port = r.http.port();
     let l = labels("pay", "i-xs1", "medium", "warning");
     r.post_alerts(&webhook(vec![firing("fp-xs1", &l, now_millis() - 5_000)]));
     let (id, links) = standin.approval_request(&r, "i-xs1");
