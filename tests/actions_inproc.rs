@@ -547,6 +547,31 @@ impl Harness {
         }
     }
 
+    /// With [`two_stage_verify`]'s config: a verification loop runs from
+    /// 62 s (its verifications due at 60 s) until `services` has run
+    /// `times` (failing: no `up` file yet; it retries a minute later),
+    /// then stops, as its process would at a crash.
+    async fn crash_while_services_waits_to_retry(&self, times: usize) {
+        let record = self.dir.path().join("calls.bin");
+        let services = || {
+            calls(&record)
+                .iter()
+                .filter(|c| c.first().map(String::as_str) == Some("services"))
+                .count()
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let first = tokio::spawn(restart(&self.responder).verification_loop(stopped));
+        self.run_until(secs(62)).await;
+        let mut waited = 0;
+        while services() < times {
+            waited += 1;
+            assert!(waited < 2000, "services never ran: {:?}", calls(&record));
+            a_moment().await;
+        }
+        stop.send(true).unwrap();
+        drive(first).await.unwrap();
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn Journal) -> Result<T, ripcord::journal::JournalError> + Send + 'static,
@@ -1299,18 +1324,8 @@ async fn a_verification_resumes_after_a_crash_at_the_stage_after_the_last_that_p
             .filter(|c| c.first().map(String::as_str) == Some(stage))
             .count()
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let first = tokio::spawn(restart(&h.responder).verification_loop(stopped));
-    h.run_until(secs(62)).await;
-    let mut waited = 0;
-    while runs("services") == 0 {
-        waited += 1;
-        assert!(waited < 2000, "services never ran: {:?}", calls(&record));
-        a_moment().await;
-    }
     // Dies while `services` waits for its retry.
-    stop.send(true).unwrap();
-    drive(first).await.unwrap();
+    h.crash_while_services_waits_to_retry(1).await;
     assert_eq!(runs("system"), 1);
     std::fs::write(h.dir.path().join("up"), "").unwrap();
 
@@ -1529,18 +1544,8 @@ async fn a_sample_check_is_picked_once_and_resumes_after_a_crash_without_rerunni
             .map(|c| c[1].clone())
             .collect::<Vec<_>>()
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let first = tokio::spawn(restart(&h.responder).verification_loop(stopped));
-    h.run_until(secs(62)).await;
-    let mut waited = 0;
-    while runs("services").len() < 2 {
-        waited += 1;
-        assert!(waited < 2000, "services never ran: {:?}", calls(&record));
-        a_moment().await;
-    }
     // Dies while `services` waits for its retry.
-    stop.send(true).unwrap();
-    drive(first).await.unwrap();
+    h.crash_while_services_waits_to_retry(2).await;
     let mut systems = runs("system");
     systems.sort();
     assert_eq!(systems, picked, "system ran once on each picked instance");
