@@ -572,6 +572,29 @@ impl Harness {
         drive(first).await.unwrap();
     }
 
+    /// Looks (`look`) until `passed` says so, moving the clock 10 s
+    /// between looks from 62 s (a scheduler pass each, up to 1200 s) with
+    /// a moment of real time for what runs meanwhile (a check's process).
+    async fn run_until_it_passes<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+        &self,
+        mut look: impl FnMut() -> F,
+        passed: impl Fn(&T) -> bool,
+    ) -> T {
+        let mut at = 62;
+        loop {
+            let seen = look().await;
+            if passed(&seen) {
+                return seen;
+            }
+            assert!(at < 1200, "never passed: {seen:?}");
+            at += 10;
+            self.run_until(secs(at)).await;
+            tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
+                .await
+                .unwrap();
+        }
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn Journal) -> Result<T, ripcord::journal::JournalError> + Send + 'static,
@@ -1336,20 +1359,15 @@ async fn a_verification_resumes_after_a_crash_at_the_stage_after_the_last_that_p
             e.kind == "verify" && e.message.starts_with("verification after rollback passed")
         })
     };
-    let mut at = 62;
-    let timeline = loop {
-        let i = id.clone();
-        let tl = h.read(move |j| j.timeline(&i)).await;
-        if passed(&tl) {
-            break tl;
-        }
-        assert!(at < 1200, "never passed: {tl:?}");
-        at += 10;
-        h.run_until(secs(at)).await;
-        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
-            .await
-            .unwrap();
-    };
+    let timeline = h
+        .run_until_it_passes(
+            || {
+                let i = id.clone();
+                h.read(move |j| j.timeline(&i))
+            },
+            |tl| passed(tl),
+        )
+        .await;
     assert_eq!(
         runs("system"),
         1,
@@ -1553,22 +1571,12 @@ async fn a_sample_check_is_picked_once_and_resumes_after_a_crash_without_rerunni
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let second = tokio::spawn(restart(&h.responder).verification_loop(stopped));
-    let mut at = 62;
-    let rows = loop {
-        let rows = sample().await;
-        if rows
-            .iter()
-            .all(|r| r.state == ripcord::journal::SampleState::Passed)
-        {
-            break rows;
-        }
-        assert!(at < 1200, "never passed: {rows:?}");
-        at += 10;
-        h.run_until(secs(at)).await;
-        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(10)))
-            .await
-            .unwrap();
-    };
+    let rows = h
+        .run_until_it_passes(sample, |rows| {
+            rows.iter()
+                .all(|r| r.state == ripcord::journal::SampleState::Passed)
+        })
+        .await;
     assert_eq!(
         runs("system").len(),
         2,
