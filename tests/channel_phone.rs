@@ -20,8 +20,8 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 
+use ripcord::action::channel::ChannelSpec;
 use ripcord::action::channel::{SendContext, SendOutcome, channel_from_yaml};
-use ripcord::action::deliver::ChannelSpec;
 use ripcord::action::message::{Kind, Link, Message};
 use ripcord::decision::{Severity, Tier};
 use ripcord::time::Ts;

@@ -23,8 +23,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::channel::{Channel, read_channel};
-use super::deliver::ChannelSpec;
+use super::channel::log::Log;
+use super::channel::{ChannelSpec, Class, read_channel};
 use super::executor::{Executor, Patterns};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
@@ -239,11 +239,11 @@ impl ActionsConfig {
     pub fn phones_to_log(&mut self) -> Vec<String> {
         let mut muted = Vec::new();
         for spec in &mut self.channels {
-            if spec.channel.rings_a_phone() {
+            if spec.channel.class().rings_a_phone() {
                 muted.push(spec.name.clone());
                 *spec = Arc::new(ChannelSpec {
                     name: spec.name.clone(),
-                    channel: Channel::Log(super::channel::log::Log),
+                    channel: Box::new(Log),
                     rate: spec.rate,
                     timeout: spec.timeout,
                     retries: 0,
@@ -285,7 +285,7 @@ impl ActionsConfig {
         let log = "log".to_owned();
         self.channels = vec![Arc::new(ChannelSpec {
             name: log.clone(),
-            channel: Channel::Log(super::channel::log::Log),
+            channel: Box::new(Log),
             rate: (100, std::time::Duration::from_secs(1)),
             timeout: std::time::Duration::from_secs(5),
             retries: 0,
@@ -361,20 +361,13 @@ impl ActionsConfig {
             .collect()
     }
 
-    fn of_kind(&self, pred: impl Fn(&Channel) -> bool) -> Vec<String> {
+    fn of_class(&self, classes: &[Class]) -> Vec<String> {
         self.channels
             .iter()
-            .filter(|c| pred(&c.channel))
+            .filter(|c| classes.contains(&c.channel.class()))
             .map(|c| c.name.clone())
             .collect()
     }
-}
-
-fn is_chat(c: &Channel) -> bool {
-    matches!(
-        c,
-        Channel::DingTalk(_) | Channel::WeCom(_) | Channel::Slack(_) | Channel::Webhook(_)
-    )
 }
 
 /// Reads every action section present under `top` (the config's root) into
@@ -631,10 +624,10 @@ fn verify(file: &std::path::Path, mut vm: MapReader<'_>, errs: &mut Errors) -> O
 /// Unconfigured routing: every chat, webhook and email channel notifies.
 /// Unconfigured escalation: chat at once, SMS after 5 min, voice after 10.
 fn defaults(out: &mut ActionsConfig, given_routing: [bool; 3], given_escalation: [bool; 3]) {
-    let notify = out.of_kind(|c| is_chat(c) || matches!(c, Channel::Email(_)));
-    let chat = out.of_kind(is_chat);
-    let sms = out.of_kind(|c| matches!(c, Channel::Sms(_)));
-    let voice = out.of_kind(|c| matches!(c, Channel::Voice(_)));
+    let notify = out.of_class(&[Class::Chat, Class::Email]);
+    let chat = out.of_class(&[Class::Chat]);
+    let sms = out.of_class(&[Class::Text]);
+    let voice = out.of_class(&[Class::Call]);
     for t in Tier::ALL {
         let i = idx(t);
         if !given_routing[i] {

@@ -18,25 +18,12 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::channel::{Channel, SendContext, SendOutcome};
+use super::channel::{ChannelSpec, SendContext, SendOutcome};
 use super::message::Message;
 use super::{SharedJournal, with_journal};
 use crate::decision::IncidentId;
 use crate::telemetry::Metrics;
 use crate::time::Clock;
-
-/// A channel with its delivery settings.
-#[derive(Debug)]
-pub struct ChannelSpec {
-    pub name: String,
-    pub channel: Channel,
-    /// At most `rate.0` messages per `rate.1`.
-    pub rate: (u32, Duration),
-    /// Longest a single send may take.
-    pub timeout: Duration,
-    /// Attempts after the first, for passing failures.
-    pub retries: u32,
-}
 
 /// One message for one channel.
 pub struct Delivery {

@@ -42,7 +42,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{SendContext, SendOutcome};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending};
 use crate::action::message::{Kind, Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::read_secret;
@@ -327,7 +327,7 @@ impl Email {
             .map_err(|e| format!("cannot build the email: {e}"))
     }
 
-    pub async fn send(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
+    async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let email = match self.build(msg, ctx.now) {
             Ok(e) => e,
             Err(e) => return SendOutcome::Reject(e),
@@ -563,6 +563,27 @@ fn clickable(url: &str) -> bool {
     ["http://", "https://", "mailto:"]
         .iter()
         .any(|p| lower.starts_with(p))
+}
+
+
+pub const CHANNEL: Registration = Registration {
+    kind: "email",
+    read: |m, errs| Some(Box::new(Email::from_config(m, errs)?)),
+};
+
+impl Channel for Email {
+    fn class(&self) -> Class {
+        Class::Email
+    }
+
+    /// What a shared SMTP relay takes without throttling.
+    fn default_rate(&self) -> (u32, Duration) {
+        (30, Duration::from_secs(60))
+    }
+
+    fn send<'a>(&'a self, ctx: &'a SendContext<'a>, msg: &'a Message) -> Sending<'a> {
+        Box::pin(self.post(ctx, msg))
+    }
 }
 
 #[cfg(test)]

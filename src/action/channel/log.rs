@@ -6,7 +6,9 @@
 //! console: {type: log}
 //! ```
 
-use super::{SendContext, SendOutcome};
+use std::time::Duration;
+
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending};
 use crate::action::message::Message;
 use crate::config::Errors;
 use crate::config::yaml::MapReader;
@@ -33,10 +35,30 @@ impl Log {
         out
     }
 
-    pub async fn send(&self, _: &SendContext<'_>, msg: &Message) -> SendOutcome {
+    async fn post(&self, _: &SendContext<'_>, msg: &Message) -> SendOutcome {
         for l in Log::lines(msg) {
             crate::output::say(&l);
         }
         SendOutcome::Sent("logged".into())
+    }
+}
+
+pub const CHANNEL: Registration = Registration {
+    kind: "log",
+    read: |m, errs| Some(Box::new(Log::from_config(m, errs)?)),
+};
+
+impl Channel for Log {
+    fn class(&self) -> Class {
+        Class::Record
+    }
+
+    /// Only ripcord's own stderr.
+    fn default_rate(&self) -> (u32, Duration) {
+        (100, Duration::from_secs(1))
+    }
+
+    fn send<'a>(&'a self, ctx: &'a SendContext<'a>, msg: &'a Message) -> Sending<'a> {
+        Box::pin(self.post(ctx, msg))
     }
 }

@@ -1,102 +1,60 @@
-//! Channels: where messages go. One file per kind, one variant per kind in
-//! [`Channel`]; adding a channel is a new file, a variant and its arms in
-//! the three `match`es below.
+//! Channels: where messages go. One file per kind, each implementing
+//! [`Channel`] and declaring its `type:` name, class and default rate; one
+//! line in [`channels!`] below registers it. What channels share lives in
+//! [`kit`] (the contract, sending) and [`robot`] (group-chat robot
+//! webhooks); this file only reads the `channels:` section through the
+//! registry.
 //!
 //! A channel only formats and sends one message and reports what the
 //! provider answered. Rate limits, retries, digests, timeouts and fallbacks
 //! are the delivery worker's job ([`crate::action::deliver`]), the same for
 //! every channel.
 
-pub mod dingtalk;
-pub mod email;
-pub mod log;
-pub mod slack;
-pub mod sms;
-pub mod voice;
-pub mod webhook;
-pub mod wecom;
+pub mod kit;
+pub mod robot;
 
 use std::time::Duration;
 
-use super::deliver::ChannelSpec;
-use super::message::Message;
+pub use kit::{Channel, Class, Registration, SendContext, SendOutcome, without_url};
+
 use crate::config::Errors;
 use crate::config::yaml::MapReader;
-use crate::time::{Dur, Ts};
+use crate::time::Dur;
 
-/// What a send needs besides the message.
-pub struct SendContext<'a> {
-    pub http: &'a reqwest::Client,
-    /// The injected clock's now (signatures carry timestamps).
-    pub now: Ts,
+/// Declares each channel module and registers its `CHANNEL`.
+macro_rules! channels {
+    ($($module:ident),* $(,)?) => {
+        $(pub mod $module;)*
+        /// Every channel kind, in the order `type:` errors list them.
+        pub const REGISTRY: &[Registration] = &[$($module::CHANNEL),*];
+    };
 }
 
-/// What the provider answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// The provider accepted the message; the detail says how (e.g. its
-    /// message id, `errcode 0`).
-    Sent(String),
-    /// Worth trying again: 5xx, timeouts, 429 and "too fast" error codes.
-    /// `after` is the provider's own hint (Retry-After), if any.
-    Retry {
-        after: Option<Duration>,
-        reason: String,
-    },
-    /// The provider refused it for good (other 4xx, bad signature, …):
-    /// retrying will not help; the tier's fallback channel gets it.
-    Reject(String),
+channels!(
+    dingtalk, wecom, feishu, slack, teams, email, sms, voice, webhook, log
+);
+
+/// The `type:` names, for config errors.
+pub fn types() -> String {
+    REGISTRY
+        .iter()
+        .map(|r| r.kind)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-impl SendOutcome {
-    /// Maps an HTTP status with no more specific meaning.
-    pub fn from_status(
-        status: reqwest::StatusCode,
-        retry_after: Option<Duration>,
-        body: &str,
-    ) -> SendOutcome {
-        let body = crate::action::message::truncate_utf8(body.trim(), 300);
-        if status.is_success() {
-            SendOutcome::Sent(format!("HTTP {}", status.as_u16()))
-        } else if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
-            SendOutcome::Retry {
-                after: retry_after,
-                reason: format!("HTTP {}: {body}", status.as_u16()),
-            }
-        } else {
-            SendOutcome::Reject(format!("HTTP {}: {body}", status.as_u16()))
-        }
-    }
-
-    /// Maps a transport error (connect refused, reset, timeout).
-    pub fn from_transport(e: &reqwest::Error) -> SendOutcome {
-        SendOutcome::Retry {
-            after: None,
-            reason: format!("transport error: {}", without_url(e)),
-        }
-    }
-}
-
-/// reqwest errors print the URL, which for chat robots carries the access
-/// token: strip it.
-pub fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(url) = e.url() {
-        s = s.replace(url.as_str(), "<url>");
-    }
-    s
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is rare for these APIs).
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+/// A configured channel: a name, its kind, and the delivery worker's
+/// settings for it.
+#[derive(Debug)]
+pub struct ChannelSpec {
+    pub name: String,
+    pub channel: Box<dyn Channel>,
+    /// At most `rate.0` messages per `rate.1`.
+    pub rate: (u32, Duration),
+    /// Longest a single send may take.
+    pub timeout: Duration,
+    /// Attempts after the first, for passing failures.
+    pub retries: u32,
 }
 
 /// Reads one entry of the `channels:` section: the common settings
@@ -105,12 +63,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 pub fn read_channel(name: &str, mut m: MapReader<'_>, errs: &mut Errors) -> Option<ChannelSpec> {
     let kind = m.str("type", errs).map(str::to_owned);
     if kind.is_none() && !m.has("type") {
-        m.err(
-            errs,
-            m.node(),
-            "type",
-            format!("is required ({})", Channel::TYPES),
-        );
+        m.err(errs, m.node(), "type", format!("is required ({})", types()));
     }
     let rate = m.str("rate", errs).and_then(|r| match parse_rate(r) {
         Ok(r) => Some(r),
@@ -125,16 +78,17 @@ pub fn read_channel(name: &str, mut m: MapReader<'_>, errs: &mut Errors) -> Opti
         .unwrap_or(Dur::from_secs(10));
     let retries = m.int("retries", 0..=20, errs).unwrap_or(5) as u32;
     let kind = kind?;
-    let channel = match Channel::from_config(&kind, &mut m, errs) {
+    let registration = REGISTRY.iter().find(|r| r.kind == kind);
+    let channel = match registration.and_then(|r| (r.read)(&mut m, errs)) {
         Some(c) => c,
         None => {
-            if !Channel::TYPES.split(", ").any(|t| t == kind) {
+            if registration.is_none() {
                 let n = m.node_of("type").unwrap_or(m.node());
                 m.err(
                     errs,
                     n,
                     "type",
-                    format!("unknown channel type `{kind}`; expected {}", Channel::TYPES),
+                    format!("unknown channel type `{kind}`; expected {}", types()),
                 );
             }
             m.finish(errs);
@@ -153,30 +107,6 @@ pub fn read_channel(name: &str, mut m: MapReader<'_>, errs: &mut Errors) -> Opti
 }
 
 /// `20/min`, `1/s`, `100/h`: messages per period.
-/// The `{name}` placeholders of a template that name none of `known`,
-/// with a did-you-mean: a typo (`{titel}`) would otherwise be sent as
-/// written. JSON's own braces (`{"a": 1}`) are not placeholders.
-pub fn unknown_placeholders(template: &str, known: &[&str]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        let after = &rest[start + 1..];
-        rest = after;
-        let Some(end) = after.find('}') else { break };
-        let name = &after[..end];
-        if crate::decode::is_label_name(name) && !known.contains(&name) {
-            let hint = crate::config::yaml::did_you_mean(name, known.iter().copied())
-                .map(|s| format!("did you mean `{{{s}}}`?"))
-                .unwrap_or_else(|| {
-                    let all: Vec<String> = known.iter().map(|k| format!("{{{k}}}")).collect();
-                    format!("known: {}", all.join(", "))
-                });
-            out.push(format!("unknown placeholder `{{{name}}}`: {hint}"));
-        }
-    }
-    out
-}
-
 pub fn parse_rate(s: &str) -> Result<(u32, Duration), String> {
     let (n, per) = s
         .split_once('/')
@@ -206,70 +136,5 @@ pub fn channel_from_yaml(name: &str, yaml: &str) -> Result<ChannelSpec, Errors> 
     match spec {
         Some(s) if errs.is_empty() => Ok(s),
         _ => Err(errs),
-    }
-}
-
-#[derive(Debug)]
-pub enum Channel {
-    DingTalk(dingtalk::DingTalk),
-    WeCom(wecom::WeCom),
-    Slack(slack::Slack),
-    Email(email::Email),
-    Sms(sms::Sms),
-    Voice(voice::Voice),
-    Webhook(webhook::Webhook),
-    Log(log::Log),
-}
-
-impl Channel {
-    /// The `type:` names, for config errors.
-    pub const TYPES: &'static str = "dingtalk, wecom, slack, email, sms, voice, webhook, log";
-
-    /// Reads a channel's own settings (everything but the common `type`,
-    /// `rate`, `timeout` and `retries`, which the caller has taken).
-    pub fn from_config(kind: &str, m: &mut MapReader<'_>, errs: &mut Errors) -> Option<Channel> {
-        Some(match kind {
-            "dingtalk" => Channel::DingTalk(dingtalk::DingTalk::from_config(m, errs)?),
-            "wecom" => Channel::WeCom(wecom::WeCom::from_config(m, errs)?),
-            "slack" => Channel::Slack(slack::Slack::from_config(m, errs)?),
-            "email" => Channel::Email(email::Email::from_config(m, errs)?),
-            "sms" => Channel::Sms(sms::Sms::from_config(m, errs)?),
-            "voice" => Channel::Voice(voice::Voice::from_config(m, errs)?),
-            "webhook" => Channel::Webhook(webhook::Webhook::from_config(m, errs)?),
-            "log" => Channel::Log(log::Log::from_config(m, errs)?),
-            _ => return None,
-        })
-    }
-
-    /// Whether the channel rings someone's phone (SMS, a call): a drill
-    /// leaves those alone unless asked.
-    pub fn rings_a_phone(&self) -> bool {
-        matches!(self, Channel::Sms(_) | Channel::Voice(_))
-    }
-
-    /// The provider's documented rate: (messages, per period).
-    pub fn default_rate(&self) -> (u32, Duration) {
-        match self {
-            Channel::DingTalk(_) | Channel::WeCom(_) => (20, Duration::from_secs(60)),
-            Channel::Slack(_) => (1, Duration::from_secs(1)),
-            Channel::Email(_) => (30, Duration::from_secs(60)),
-            Channel::Sms(_) => (10, Duration::from_secs(60)),
-            Channel::Voice(_) => (5, Duration::from_secs(60)),
-            Channel::Webhook(_) => (10, Duration::from_secs(1)),
-            Channel::Log(_) => (100, Duration::from_secs(1)),
-        }
-    }
-
-    pub async fn send(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
-        match self {
-            Channel::DingTalk(c) => c.send(ctx, msg).await,
-            Channel::WeCom(c) => c.send(ctx, msg).await,
-            Channel::Slack(c) => c.send(ctx, msg).await,
-            Channel::Email(c) => c.send(ctx, msg).await,
-            Channel::Sms(c) => c.send(ctx, msg).await,
-            Channel::Voice(c) => c.send(ctx, msg).await,
-            Channel::Webhook(c) => c.send(ctx, msg).await,
-            Channel::Log(c) => c.send(ctx, msg).await,
-        }
     }
 }

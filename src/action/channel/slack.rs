@@ -33,9 +33,11 @@
 //! (`channel_not_found`, `no_service`) and 410 (`channel_is_archived`) are
 //! refusals: retrying will not help.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
-use super::{SendContext, SendOutcome, retry_after};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
 use crate::action::message::{Kind, Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
@@ -113,7 +115,7 @@ impl Slack {
         payload(msg, self.mention.as_deref().filter(|_| msg.mention))
     }
 
-    pub async fn send(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
+    async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let body = self.payload(msg).to_string();
         let req = ctx
             .http
@@ -448,6 +450,27 @@ fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+
+pub const CHANNEL: Registration = Registration {
+    kind: "slack",
+    read: |m, errs| Some(Box::new(Slack::from_config(m, errs)?)),
+};
+
+impl Channel for Slack {
+    fn class(&self) -> Class {
+        Class::Chat
+    }
+
+    /// Slack's incoming webhooks: one message a second.
+    fn default_rate(&self) -> (u32, Duration) {
+        (1, Duration::from_secs(1))
+    }
+
+    fn send<'a>(&'a self, ctx: &'a SendContext<'a>, msg: &'a Message) -> Sending<'a> {
+        Box::pin(self.post(ctx, msg))
+    }
 }
 
 #[cfg(test)]

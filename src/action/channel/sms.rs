@@ -85,7 +85,7 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Digest as _;
 
-use super::{SendContext, SendOutcome, retry_after, without_url};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after, without_url};
 use crate::action::message::{Link, Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret, secret_from_node};
@@ -137,7 +137,7 @@ impl Sms {
         Some(Sms { to: to?, via: via? })
     }
 
-    pub async fn send(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
+    async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let text = sms_text(msg);
         match &self.via {
             SmsVia::Twilio(api) => {
@@ -356,7 +356,7 @@ pub(super) fn json_template(
         return (!m.has(key)).then(|| default.to_owned());
     };
     let sample = render(t, &Fields::example());
-    let mut problems = super::unknown_placeholders(t, &Fields::NAMES);
+    let mut problems = super::kit::unknown_placeholders(t, &Fields::NAMES);
     match serde_json::from_str::<serde_json::Value>(&sample) {
         Ok(v) if object && !v.is_object() => problems.push("must render to a JSON object".into()),
         Ok(_) => {}
@@ -1067,6 +1067,27 @@ fn url_secrets(url: &str) -> Vec<String> {
     // Longest first, so a part never leaves a piece of a longer one.
     out.sort_by_key(|s| std::cmp::Reverse(s.len()));
     out
+}
+
+
+pub const CHANNEL: Registration = Registration {
+    kind: "sms",
+    read: |m, errs| Some(Box::new(Sms::from_config(m, errs)?)),
+};
+
+impl Channel for Sms {
+    fn class(&self) -> Class {
+        Class::Text
+    }
+
+    /// SMS providers throttle per number; ten a minute stays clear.
+    fn default_rate(&self) -> (u32, Duration) {
+        (10, Duration::from_secs(60))
+    }
+
+    fn send<'a>(&'a self, ctx: &'a SendContext<'a>, msg: &'a Message) -> Sending<'a> {
+        Box::pin(self.post(ctx, msg))
+    }
 }
 
 #[cfg(test)]

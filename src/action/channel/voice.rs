@@ -52,8 +52,10 @@
 //! A partial failure is retried for every number (see [`super::sms`]):
 //! people already called are called again.
 
+use std::time::Duration;
+
 use super::sms::{Aliyun, Fields, Hook, Provider, Twilio, each_number, json_template, read_common};
-use super::{SendContext, SendOutcome};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending};
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::yaml::MapReader;
@@ -134,7 +136,7 @@ impl Voice {
         Some(Voice { to: to?, via: via? })
     }
 
-    pub async fn send(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
+    async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let text = spoken_text(msg);
         match &self.via {
             VoiceVia::Twilio { api, language } => {
@@ -250,6 +252,27 @@ pub fn xml_escape(s: &str) -> String {
         }
     }
     out
+}
+
+
+pub const CHANNEL: Registration = Registration {
+    kind: "voice",
+    read: |m, errs| Some(Box::new(Voice::from_config(m, errs)?)),
+};
+
+impl Channel for Voice {
+    fn class(&self) -> Class {
+        Class::Call
+    }
+
+    /// A call takes a minute; five a minute is already a storm.
+    fn default_rate(&self) -> (u32, Duration) {
+        (5, Duration::from_secs(60))
+    }
+
+    fn send<'a>(&'a self, ctx: &'a SendContext<'a>, msg: &'a Message) -> Sending<'a> {
+        Box::pin(self.post(ctx, msg))
+    }
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@
 //! `{severity}`, `{incident}`, `{kind}`) are JSON-escaped, so they belong
 //! inside string quotes. Without `body`, the whole message is sent as JSON.
 
+use std::time::Duration;
+
 use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{SendContext, SendOutcome, retry_after};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
 use crate::action::message::{Kind, Message};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret, secret_from_node};
@@ -54,7 +56,7 @@ impl Webhook {
             if let Err(e) = serde_json::from_str::<serde_json::Value>(&sample) {
                 m.err(errs, n, "body", format!("does not render to JSON ({e}); placeholders go inside quotes: \"{{title}}\""));
             }
-            for p in super::unknown_placeholders(b, &FIELDS) {
+            for p in super::kit::unknown_placeholders(b, &FIELDS) {
                 m.err(errs, n, "body", p);
             }
         }
@@ -81,7 +83,7 @@ impl Webhook {
         }
     }
 
-    pub async fn send(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
+    async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let mut req = ctx
             .http
             .post(self.url.expose())
@@ -161,6 +163,27 @@ fn example() -> Message {
         "a \"quoted\" title".into(),
         "line one\nline two".into(),
     )
+}
+
+
+pub const CHANNEL: Registration = Registration {
+    kind: "webhook",
+    read: |m, errs| Some(Box::new(Webhook::from_config(m, errs)?)),
+};
+
+impl Channel for Webhook {
+    fn class(&self) -> Class {
+        Class::Chat
+    }
+
+    /// A receiver of ours, not a provider's quota.
+    fn default_rate(&self) -> (u32, Duration) {
+        (10, Duration::from_secs(1))
+    }
+
+    fn send<'a>(&'a self, ctx: &'a SendContext<'a>, msg: &'a Message) -> Sending<'a> {
+        Box::pin(self.post(ctx, msg))
+    }
 }
 
 #[cfg(test)]

@@ -36,10 +36,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::dingtalk::{
+use super::robot::{
     Format, errcode, read_format, read_list, read_webhook, scrub_outcome, secret_parts,
 };
-use super::{SendContext, SendOutcome, retry_after};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
 use crate::action::message::{Message, split_utf8, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::Secret;
@@ -81,7 +81,7 @@ impl WeCom {
         })
     }
 
-    pub async fn send(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
+    async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let parts = self.payloads(msg);
         let n = parts.len();
         for (i, body) in parts.into_iter().enumerate() {
@@ -215,6 +215,27 @@ fn answer(text: &str) -> SendOutcome {
             "errcode 93000: invalid webhook URL or key ({errmsg}); check the robot's webhook"
         )),
         other => SendOutcome::Reject(format!("errcode {other}: {errmsg}")),
+    }
+}
+
+
+pub const CHANNEL: Registration = Registration {
+    kind: "wecom",
+    read: |m, errs| Some(Box::new(WeCom::from_config(m, errs)?)),
+};
+
+impl Channel for WeCom {
+    fn class(&self) -> Class {
+        Class::Chat
+    }
+
+    /// The robot's documented limit: 20 messages a minute.
+    fn default_rate(&self) -> (u32, Duration) {
+        (20, Duration::from_secs(60))
+    }
+
+    fn send<'a>(&'a self, ctx: &'a SendContext<'a>, msg: &'a Message) -> Sending<'a> {
+        Box::pin(self.post(ctx, msg))
     }
 }
 

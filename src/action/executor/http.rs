@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use super::{ExecOutcome, Patterns, Template, Vars};
-use crate::action::channel::without_url;
+use crate::action::channel::kit::without_url;
 use crate::action::message::truncate_utf8;
 use crate::config::Errors;
 use crate::config::secret::{Secret, secret_from_node};

@@ -1,0 +1,152 @@
+//! What the robot webhooks of group chats (DingTalk, WeCom, Feishu) share:
+//! a webhook URL that is itself the credential, `markdown` or `text`
+//! format, lists of people to mention, bodies cut to the provider's limit
+//! as valid JSON, `errcode` answers, and outcomes scrubbed of the URL, its
+//! token and the signing secret.
+
+use super::kit::SendOutcome;
+use crate::action::message::truncate_utf8;
+use crate::config::Errors;
+use crate::config::secret::{Secret, read_secret};
+use crate::config::yaml::MapReader;
+use serde_json::Value;
+
+/// How a chat robot's messages are formatted (shared with WeCom).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Markdown,
+    Text,
+}
+
+/// Renders with `head` cut (on a character boundary, ending in `…`) to the
+/// longest prefix whose serialized JSON is at most `limit` bytes. What JSON
+/// escaping adds varies along the text, so the cut is found by bisection
+/// (the size only grows with the prefix).
+pub fn fit_json(limit: usize, head: &str, render: impl Fn(&str) -> Value) -> String {
+    let full = render(head).to_string();
+    if full.len() <= limit {
+        return full;
+    }
+    // Invariant: a prefix of `lo` bytes fits (or lo = 0), `hi` does not.
+    let (mut lo, mut hi) = (0usize, head.len());
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if render(&truncate_utf8(head, mid)).to_string().len() <= limit {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    render(&truncate_utf8(head, lo)).to_string()
+}
+
+/// `errcode` and (shortened) `errmsg` of a chat robot's JSON answer.
+pub fn errcode(text: &str) -> Option<(i64, String)> {
+    let v: Value = serde_json::from_str(text.trim()).ok()?;
+    let code = v.get("errcode")?.as_i64()?;
+    let msg = v.get("errmsg").and_then(Value::as_str).unwrap_or("");
+    Some((code, truncate_utf8(msg, 300)))
+}
+
+/// Reads a robot's webhook: a secret holding an http(s) URL. Errors never
+/// show the URL.
+pub fn read_webhook(
+    m: &mut MapReader<'_>,
+    key: &str,
+    example_env: &str,
+    errs: &mut Errors,
+) -> Option<Secret> {
+    let present = m.has(key);
+    let Some(url) = read_secret(m, key, errs) else {
+        if !present {
+            m.err(
+                errs,
+                m.node(),
+                key,
+                format!("is required: the robot's webhook URL, e.g. {{env: {example_env}}}"),
+            );
+        }
+        return None;
+    };
+    let ok = url.is_unresolved()
+        || reqwest::Url::parse(url.expose())
+            .ok()
+            .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if !ok {
+        let n = m.node_of(key).unwrap_or(m.node());
+        m.err(
+            errs,
+            n,
+            key,
+            "is not an http(s) URL (the value is a secret and not shown)",
+        );
+        return None;
+    }
+    Some(url)
+}
+
+/// `format: markdown` (the default) or `format: text`.
+pub fn read_format(m: &mut MapReader<'_>, errs: &mut Errors) -> Format {
+    match m.str("format", errs) {
+        None | Some("markdown") => Format::Markdown,
+        Some("text") => Format::Text,
+        Some(other) => {
+            let n = m.node_of("format").unwrap_or(m.node());
+            m.err(
+                errs,
+                n,
+                "format",
+                format!("unknown format `{other}`; expected markdown or text"),
+            );
+            Format::Markdown
+        }
+    }
+}
+
+/// A list of non-empty strings (mobiles, user ids).
+pub fn read_list(m: &mut MapReader<'_>, key: &str, errs: &mut Errors) -> Vec<String> {
+    let mut out = Vec::new();
+    for (s, node) in m.str_list(key, errs).unwrap_or_default() {
+        let s = s.trim();
+        if s.is_empty() {
+            m.err(errs, node, key, "must not be empty");
+        } else {
+            out.push(s.to_owned());
+        }
+    }
+    out
+}
+
+/// The webhook and the values of its query (access_token, key): what must
+/// never be shown.
+pub fn secret_parts(webhook: &Secret) -> Vec<String> {
+    let mut n = vec![webhook.expose().to_owned()];
+    if let Ok(u) = reqwest::Url::parse(webhook.expose()) {
+        n.push(u.as_str().to_owned());
+        for (_, v) in u.query_pairs() {
+            if v.len() >= 6 {
+                n.push(v.into_owned());
+            }
+        }
+    }
+    n
+}
+
+/// Removes any of `needles` from an outcome's text (provider errors may
+/// echo the URL; transport errors already drop it).
+pub fn scrub_outcome(outcome: SendOutcome, needles: &[String]) -> SendOutcome {
+    let scrub = |s: String| {
+        needles
+            .iter()
+            .filter(|n| !n.is_empty())
+            .fold(s, |s, n| s.replace(n.as_str(), "<redacted>"))
+    };
+    match outcome {
+        SendOutcome::Sent(s) => SendOutcome::Sent(scrub(s)),
+        SendOutcome::Retry { after, reason } => SendOutcome::Retry {
+            after,
+            reason: scrub(reason),
+        },
+        SendOutcome::Reject(s) => SendOutcome::Reject(scrub(s)),
+    }
+}
