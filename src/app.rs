@@ -27,15 +27,16 @@ use crate::action::deliver::Deliverer;
 use crate::action::links::LinkSigner;
 use crate::action::responder::Responder;
 use crate::action::scheduler::Scheduler;
-use crate::action::{Dispatcher, Handler, SharedJournal};
+use crate::action::{Dispatcher, Handler};
 use crate::api::Api;
-use crate::config::Config;
 use crate::health::Health;
+use crate::journal::SharedJournal;
 use crate::journal::{Journal, JournalError, PgJournal, SqliteJournal};
 use crate::output::{Format, Output, say};
 use crate::pipeline::{HTTP_PARTITION, Pipeline, Submission};
 use crate::router::router;
 use crate::rule::RuleSet;
+use crate::settings::Config;
 use crate::source::embedded::{EmbeddedBroker, EmbeddedError};
 use crate::source::forward::SampleForwarder;
 use crate::source::http::Intake;
@@ -389,7 +390,7 @@ pub async fn run(
             .merge(crate::silence::http::routes(silence_api))
             .merge(crate::alertmanager::routes(alertmanager_api)),
         crate::gate::http::open_routes(gates.clone()).merge(crate::console::routes(
-            crate::api::public(api.clone()),
+            crate::console::links::routes(api.clone()),
             Arc::new(crate::console::Console {
                 api,
                 gates,

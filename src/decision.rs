@@ -497,3 +497,43 @@ impl Serialize for Decision {
         st.end()
     }
 }
+
+/// Which actions share a pool of slots. Executors (rollback, pause, traffic
+/// switches) never
+/// wait behind messages: they are claimed first, on a journal connection
+/// of their own, into slots messages cannot take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Executors,
+    Messages,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Executors, Lane::Messages];
+
+    pub fn of(a: Action) -> Lane {
+        match a {
+            Action::Rollback
+            | Action::PauseRollout
+            | Action::SwitchTraffic
+            | Action::RestoreTraffic => Lane::Executors,
+            Action::RequestApproval | Action::Page | Action::Notify | Action::Resolve => {
+                Lane::Messages
+            }
+        }
+    }
+
+    pub fn actions(self) -> Vec<Action> {
+        Action::ALL
+            .into_iter()
+            .filter(|a| Lane::of(*a) == self)
+            .collect()
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Executors => "executors",
+            Lane::Messages => "messages",
+        }
+    }
+}

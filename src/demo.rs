@@ -23,11 +23,11 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::app::{self, Ready, Runtime};
-use crate::config::Config;
 use crate::drill::ScaledClock;
 use crate::journal::SqliteJournal;
 use crate::journal::prelude::*;
 use crate::rule::RuleSet;
+use crate::settings::Config;
 use crate::time::{Clock, Ts};
 
 /// Event time runs this many times faster than the wall.

@@ -30,6 +30,7 @@ pub mod report;
 pub mod router;
 pub mod rule;
 pub mod server;
+pub mod settings;
 pub mod silence;
 pub mod source;
 pub mod telemetry;

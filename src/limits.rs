@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn the_limits_section_is_read_with_every_error_named() {
         let path = std::path::Path::new("r.yaml");
-        let c = crate::config::Config::parse(
+        let c = crate::settings::Config::parse(
             path,
             "limits:\n  groups_bytes: 128MiB\n  alerts_bytes: 33554432\n",
         )
@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(c.limits.groups_bytes, 128 << 20);
         assert_eq!(c.limits.alerts_bytes, 32 << 20);
         assert_eq!(c.limits.silences_bytes, 8 << 20);
-        let errs = crate::config::Config::parse(
+        let errs = crate::settings::Config::parse(
             path,
             "limits:\n  groups_bytes: 12 parsecs\n  silences_bytes: 10\n  other: 1\n",
         )

@@ -12,10 +12,11 @@ use clap::{Parser, Subcommand};
 
 use ripcord::action::ops;
 use ripcord::cases;
-use ripcord::config::{Config, Errors, LogFormat};
+use ripcord::config::Errors;
 use ripcord::engine::Engine;
 use ripcord::journal::{Journal, SqliteJournal, Verdict};
 use ripcord::rule::load::{self as rules, RuleFile};
+use ripcord::settings::{Config, LogFormat};
 
 /// `eprintln!` that never panics: a closed stderr (`ripcord … 2>&1 | head
 /// -1`) is no reason to crash.
@@ -978,7 +979,7 @@ fn resume(service: &str, by: &str, at: &JournalArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let journal: ripcord::action::SharedJournal = Arc::new(std::sync::Mutex::new(j));
+    let journal: ripcord::journal::SharedJournal = Arc::new(std::sync::Mutex::new(j));
     let now = ripcord::time::Clock::now(&ripcord::time::SystemClock);
     match rt.block_on(ops::resume(&journal, &cfg.actions, service, by, now)) {
         Ok(done) => {
@@ -1085,7 +1086,7 @@ fn demo() -> Result<ExitCode> {
         Ok(f) => f,
         Err(errs) => return Ok(report(&errs)),
     };
-    init_logging(&ripcord::config::LogConfig {
+    init_logging(&ripcord::settings::LogConfig {
         level: Some("warn".into()),
         ..Default::default()
     });
@@ -1125,7 +1126,7 @@ fn drill(args: DrillArgs) -> Result<ExitCode> {
             "the configured executors would roll back `i-drill-1`: name a staging instance with              --instance, or rehearse with --dry-run"
         );
     }
-    init_logging(&ripcord::config::LogConfig {
+    init_logging(&ripcord::settings::LogConfig {
         level: Some("warn".into()),
         ..cfg.log.clone()
     });
@@ -1194,7 +1195,7 @@ fn mock_broker(topics: &[String], partitions: i32) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_logging(cfg: &ripcord::config::LogConfig) {
+fn init_logging(cfg: &ripcord::settings::LogConfig) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.filter()));
     use std::io::IsTerminal;

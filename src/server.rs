@@ -35,7 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::config::HttpLimits;
+use crate::settings::HttpLimits;
 
 /// File descriptors kept free for everything but HTTP clients: executors
 /// (a rollback script's pipes), the journal, Kafka, channel sends.

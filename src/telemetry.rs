@@ -757,7 +757,7 @@ fn classic_of(om: &str) -> String {
 /// waiting per lane and the oldest approval request still waiting. On its
 /// own connection, so nothing else waits for it.
 pub async fn watch_journal(
-    journal: crate::action::SharedJournal,
+    journal: crate::journal::SharedJournal,
     metrics: Arc<Metrics>,
     clock: Arc<dyn crate::time::Clock>,
     every: std::time::Duration,
@@ -765,9 +765,10 @@ pub async fn watch_journal(
 ) {
     loop {
         let now = clock.now();
-        let read =
-            crate::action::with_journal(&journal, move |j| Ok((j.pending_actions()?, j.gauges()?)))
-                .await;
+        let read = crate::journal::with_journal(&journal, move |j| {
+            Ok((j.pending_actions()?, j.gauges()?))
+        })
+        .await;
         match read {
             Ok((waiting, gauges)) => {
                 for tier in crate::decision::Tier::ALL {
@@ -778,10 +779,10 @@ pub async fn watch_journal(
                         .map_or(0, |(_, n)| *n);
                     metrics.open_incidents(tier.as_str(), open as usize);
                 }
-                for lane in crate::action::Lane::ALL {
+                for lane in crate::decision::Lane::ALL {
                     let n: u64 = waiting
                         .iter()
-                        .filter(|(a, _)| crate::action::Lane::of(*a) == lane)
+                        .filter(|(a, _)| crate::decision::Lane::of(*a) == lane)
                         .map(|(_, n)| n)
                         .sum();
                     metrics.action_queue(lane.as_str(), n);

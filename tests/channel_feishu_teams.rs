@@ -533,8 +533,7 @@ fn feishu_and_teams_config_errors_are_all_reported_without_the_secret() {
         "fs",
         "type: feishu\nwebhook: \"ftp://x/hook/fs-hook-token-2f7c1b90-8d44\"\nat_users: [\"ou_1\", \"<at id=all>\"]\nat_all: maybe",
     )
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     let all = format!("{e:?}");
     assert!(all.contains("webhook"), "{all}");
     assert!(all.contains("is not an http(s) URL"), "{all}");
@@ -542,9 +541,7 @@ fn feishu_and_teams_config_errors_are_all_reported_without_the_secret() {
     assert!(all.contains("at_all"), "{all}");
     assert!(!all.contains(HOOK), "{all}");
 
-    let e = channel_from_yaml("tm", "type: teams\nat_users: [\"a b\"]")
-        .err()
-        .expect("refused");
+    let e = channel_from_yaml("tm", "type: teams\nat_users: [\"a b\"]").expect_err("refused");
     let all = format!("{e:?}");
     assert!(
         all.contains("webhook") && all.contains("is required"),
@@ -552,7 +549,7 @@ fn feishu_and_teams_config_errors_are_all_reported_without_the_secret() {
     );
     assert!(all.contains("at_users"), "{all}");
 
-    let e = channel_from_yaml("x", "type: lark").err().expect("refused");
+    let e = channel_from_yaml("x", "type: lark").expect_err("refused");
     let all = format!("{e:?}");
     assert!(
         all.contains("feishu") && all.contains("teams"),
@@ -702,7 +699,7 @@ channels:
   tm: {type: teams, webhook: "https://example.invalid/workflows/x?sig=abcdefgh"}
   mail: {type: email, host: smtp.example.com, from: "ripcord@example.com", to: [oncall@example.com]}
 "#;
-    let cfg = ripcord::config::Config::parse(std::path::Path::new("ripcord.yaml"), yaml)
+    let cfg = ripcord::settings::Config::parse(std::path::Path::new("ripcord.yaml"), yaml)
         .unwrap_or_else(|e| panic!("{e:?}"));
     for t in [Tier::Low, Tier::Medium, Tier::High] {
         let route = cfg.actions.route(t);

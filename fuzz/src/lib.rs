@@ -285,7 +285,8 @@ pub fn check_drill_scenario(data: &[u8]) {
 /// validates without panic.
 pub fn check_console_request(data: &[u8]) {
     use http::{HeaderMap, HeaderValue, header};
-    use ripcord::config::{ConsoleConfig, Secret};
+    use ripcord::config::Secret;
+    use ripcord::console::host::ConsoleConfig;
     use ripcord::console::auth::{Auth, May};
     use ripcord::console::pages::SilenceForm;
     let Ok(text) = std::str::from_utf8(data) else {

@@ -20,14 +20,16 @@ pub mod vendor;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::decision::Action;
-use crate::journal::{ActionRow, ActionState, Journal, JournalError};
+pub use crate::decision::Lane;
+use crate::journal::{ActionRow, ActionState, JournalError};
+pub use crate::journal::{SharedJournal, with_journal};
 use crate::telemetry::Metrics;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -130,63 +132,6 @@ impl Handler for ByLane {
             Lane::Messages => self.messages.handle(action),
         }
     }
-}
-
-/// Which actions share a pool of slots. Executors (rollback, pause, traffic
-/// switches) never
-/// wait behind messages: they are claimed first, on a journal connection
-/// of their own, into slots messages cannot take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    Executors,
-    Messages,
-}
-
-impl Lane {
-    pub const ALL: [Lane; 2] = [Lane::Executors, Lane::Messages];
-
-    pub fn of(a: Action) -> Lane {
-        match a {
-            Action::Rollback
-            | Action::PauseRollout
-            | Action::SwitchTraffic
-            | Action::RestoreTraffic => Lane::Executors,
-            Action::RequestApproval | Action::Page | Action::Notify | Action::Resolve => {
-                Lane::Messages
-            }
-        }
-    }
-
-    pub fn actions(self) -> Vec<Action> {
-        Action::ALL
-            .into_iter()
-            .filter(|a| Lane::of(*a) == self)
-            .collect()
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lane::Executors => "executors",
-            Lane::Messages => "messages",
-        }
-    }
-}
-
-/// A journal shared by blocking calls from async code: the lock is only
-/// ever taken inside `spawn_blocking`, never held across an `.await`.
-pub type SharedJournal = Arc<Mutex<Box<dyn Journal>>>;
-
-pub async fn with_journal<T: Send + 'static>(
-    journal: &SharedJournal,
-    f: impl FnOnce(&mut dyn Journal) -> Result<T, JournalError> + Send + 'static,
-) -> Result<T, JournalError> {
-    let j = journal.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut guard = j.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut **guard)
-    })
-    .await
-    .unwrap_or_else(|e| Err(JournalError::Corrupt(format!("journal task failed: {e}"))))
 }
 
 /// The incident's actions once its rollout pause (if any) has landed, or

@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{AlertmanagerApi, RECEIVER, bad_query, err, filters, flag, params};
-use crate::action::with_journal;
 use crate::journal::IncidentRow;
+use crate::journal::with_journal;
 use crate::rule::Matcher;
 use crate::silence::{Compiled, SilenceState, labels_of_incident};
 use crate::time::{Dur, Ts};

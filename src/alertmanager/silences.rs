@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{AlertmanagerApi, bad_query, err, filters};
-use crate::action::with_journal;
+use crate::journal::with_journal;
 use crate::rule::Matcher;
 use crate::silence::http::{gettable, status_of};
 use crate::silence::{MatcherSpec, PostableSilence, Silence, SilenceError, SilenceState};

@@ -4,8 +4,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::yaml::Node;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: PathBuf,
@@ -22,10 +20,6 @@ impl ConfigError {
             column,
             message: message.into(),
         }
-    }
-
-    pub fn at(file: &Path, node: &Node, message: impl Into<String>) -> ConfigError {
-        ConfigError::new(file, node.line, node.column, message)
     }
 }
 

@@ -14,6 +14,14 @@ use serde_saphyr::Spanned;
 use super::error::{ConfigError, Errors};
 use crate::time::Dur;
 
+/// An error at a node: its file, line and column. (Here, not in
+/// `error.rs`, so errors know nothing of YAML.)
+impl ConfigError {
+    pub fn at(file: &Path, node: &Node, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(file, node.line, node.column, message)
+    }
+}
+
 /// Files larger than this are refused before parsing.
 pub const MAX_FILE_BYTES: usize = 8 * 1024 * 1024;
 

@@ -22,7 +22,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::config::{ConsoleConfig, Secret};
+use super::host::ConsoleConfig;
+use crate::config::Secret;
 use crate::time::{Dur, Ts};
 
 /// The session cookie's name.
@@ -419,7 +420,10 @@ mod tests {
     fn the_console_config_is_read_and_every_error_named_with_its_line() {
         let path = std::path::Path::new("r.yaml");
         let ok = "http:\n  console:\n    trusted_user_header: X-Auth-Request-User\n    trusted_proxies: [10.0.0.9]\n    open_on_loopback: false\n";
-        let c = crate::config::Config::parse(path, ok).unwrap().http.console;
+        let c = crate::settings::Config::parse(path, ok)
+            .unwrap()
+            .http
+            .console;
         assert_eq!(
             c.trusted_user_header.as_deref(),
             Some("x-auth-request-user")
@@ -430,7 +434,7 @@ mod tests {
         );
         assert!(!c.open_on_loopback);
         assert!(
-            !crate::config::Config::parse(path, "http: {}\n")
+            !crate::settings::Config::parse(path, "http: {}\n")
                 .unwrap()
                 .http
                 .console
@@ -438,7 +442,7 @@ mod tests {
             "loopback is not open unless configured"
         );
         let unlisted = "http:\n  console:\n    trusted_user_header: X-Auth-Request-User\n";
-        let errs = crate::config::Config::parse(path, unlisted)
+        let errs = crate::settings::Config::parse(path, unlisted)
             .unwrap_err()
             .to_string();
         assert!(
@@ -446,7 +450,7 @@ mod tests {
             "{errs}"
         );
         let bad = "http:\n  console:\n    trusted_user_header: \"bad header\"\n    trusted_proxies: [proxy.local]\n    colour: red\n";
-        let errs = crate::config::Config::parse(path, bad)
+        let errs = crate::settings::Config::parse(path, bad)
             .unwrap_err()
             .to_string();
         assert!(

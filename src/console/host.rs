@@ -17,6 +17,27 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+/// `http.console`: who may see and use the console (see `crate::console`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConsoleConfig {
+    /// Lets a browser read (not act) after signing in with it, or a client
+    /// with it as bearer token.
+    pub read_token: Option<crate::config::Secret>,
+    /// A reverse proxy's header naming the signed-in user (oauth2-proxy
+    /// behind nginx `auth_request`, which sets it on every request it
+    /// passes). Trusted, to read and act, only from `trusted_proxies`,
+    /// which must then be given.
+    pub trusted_user_header: Option<String>,
+    /// Peers whose user header is believed. Never assumed: every peer of a
+    /// proxy on the same host, a `kubectl port-forward` or a mesh sidecar
+    /// is loopback, and so is anyone those let through.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Reading without credentials from a loopback peer (default false:
+    /// see `trusted_proxies`). Without any token configured the API is
+    /// open on loopback, and so is reading the console.
+    pub open_on_loopback: bool,
+}
+
 /// One allowed `host[:port]`; no port: any port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {

@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod host;
+pub mod links;
 pub mod pages;
 pub mod timeline;
 
@@ -31,13 +32,15 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::action::links::Verb;
-use crate::action::{ops, with_journal};
-use crate::api::{Api, Who, perform, same_origin, status_of};
+use crate::action::ops;
+use crate::api::{Api, Who, perform, status_of};
+use crate::journal::with_journal;
 use crate::journal::{IncidentRow, Via};
 use crate::report::{Budgets, Review};
 use crate::silence::{self, MatcherSpec, PostableSilence, UntilBatch};
 use crate::time::Dur;
 use auth::{Auth, May, SignInLimits, Viewer};
+use links::{same_origin, scope_of_form};
 use pages::Frame;
 
 const STYLE: &str = include_str!("style.css");
@@ -456,8 +459,7 @@ async fn act(
             &back,
         );
     };
-    let scope = match crate::api::scope_of_form(&form.scope, std::slice::from_ref(&form.instances))
-    {
+    let scope = match scope_of_form(&form.scope, std::slice::from_ref(&form.instances)) {
         Ok(s) => s,
         Err(why) => return c.say(&seen, StatusCode::BAD_REQUEST, "Not done", &why, &back),
     };

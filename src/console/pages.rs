@@ -6,6 +6,7 @@
 
 use std::fmt::Write;
 
+use super::timeline::BatchStep;
 use crate::action::config::Step;
 use crate::action::links::Verb;
 use crate::gate::Answer;
@@ -1148,20 +1149,6 @@ pub struct UpgradeView {
     pub log: Vec<UpgradeRow>,
     pub promotions: Vec<crate::gate::Promotion>,
     pub pause: Option<RolloutRow>,
-}
-
-/// One batch of an upgrade, from its progress reports.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BatchStep {
-    pub batch: String,
-    pub started: Ts,
-    pub last: Ts,
-    pub stage: String,
-    /// Instances in the batch, when the reports count them (`done` before
-    /// and after it).
-    pub size: Option<u64>,
-    pub done: Option<u64>,
-    pub total: Option<u64>,
 }
 
 /// An upgrade's batches in the order they ran, from its progress log.

@@ -6,12 +6,25 @@
 
 use std::fmt::Write;
 
-use super::pages::BatchStep;
-use super::pages::esc;
 use crate::gate::Answer;
 use crate::journal::RolloutRow;
 use crate::report::html::{clock, swatch};
+use crate::text::html as esc;
 use crate::time::Ts;
+
+/// One batch of an upgrade, from its progress reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStep {
+    pub batch: String,
+    pub started: Ts,
+    pub last: Ts,
+    pub stage: String,
+    /// Instances in the batch, when the reports count them (`done` before
+    /// and after it).
+    pub size: Option<u64>,
+    pub done: Option<u64>,
+    pub total: Option<u64>,
+}
 
 const W: f64 = 600.0;
 /// Row labels ("Batch 3") take the left of the drawing.

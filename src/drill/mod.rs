@@ -21,6 +21,7 @@
 pub mod eta;
 pub mod scenario;
 
+pub use crate::source::kafka::{MARKER_HEADER, is_marked, marker};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,33 +31,14 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use tokio::sync::oneshot;
 
 use crate::app::{self, Ready, Runtime};
-use crate::config::Config;
 use crate::decision::{Action, Tier};
 use crate::journal::prelude::*;
 use crate::journal::{ActionState, SqliteJournal};
 use crate::rule::RuleSet;
+use crate::settings::Config;
 use crate::time::{Clock, Dur, Ts};
 
 pub use scenario::{Scenario, ScenarioError};
-
-/// The Kafka header every event a drill produces carries (its value names
-/// the drill run). A responder other than the drill's own refuses such an
-/// event, counted as `drill_refused` (`kafka.accept_drill_events`), so a
-/// drill played onto a topic production also reads never acts there.
-pub const MARKER_HEADER: &str = "ripcord-drill";
-
-/// Whether a Kafka message carries the drill marker.
-pub fn is_marked<H: rdkafka::message::Headers>(headers: Option<&H>) -> bool {
-    headers.is_some_and(|h| h.iter().any(|x| x.key == MARKER_HEADER))
-}
-
-/// The headers of a drill's event.
-pub fn marker(run: &str) -> rdkafka::message::OwnedHeaders {
-    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-        key: MARKER_HEADER,
-        value: Some(run),
-    })
-}
 
 /// Whether production, subscribed to `topics` (names, or librdkafka's
 /// regexes: `^ripcord-.*`), would consume `topic`; the subscription that

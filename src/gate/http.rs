@@ -30,8 +30,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Answer, Decision, Facts, GateConfig, Promotion, Question, evaluate};
-use crate::action::{SharedJournal, with_journal};
 use crate::journal::{Journal, JournalError};
+use crate::journal::{SharedJournal, with_journal};
 use crate::rule::TierResolver;
 use crate::time::{Clock, Dur};
 

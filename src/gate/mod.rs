@@ -30,6 +30,7 @@ use crate::config::Errors;
 use crate::config::yaml::MapReader;
 use crate::decision::Tier;
 use crate::journal::{IncidentRow, RolloutRow, UpgradeRow};
+pub use crate::journal::{Promotion, blocks, waits_for_approval};
 use crate::time::{Dur, Ts};
 
 pub use tally::{Tally, TallyRow};
@@ -252,18 +253,6 @@ impl Decision {
     }
 }
 
-/// A human's go-ahead for one batch: every revision of it, or only the one
-/// named.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Promotion {
-    pub service: String,
-    pub batch: Option<String>,
-    pub revision: Option<String>,
-    pub by: String,
-    pub note: String,
-    pub at: Ts,
-}
-
 /// What the caller asks about.
 #[derive(Debug, Clone, Default)]
 pub struct Question {
@@ -273,31 +262,6 @@ pub struct Question {
     /// The revision being rolled out (Flagger's `checksum`, an Argo arg):
     /// only promotions of the same revision count.
     pub revision: Option<String>,
-}
-
-/// Whether an open incident waits for a human to approve its rollback
-/// (asked, or about to be asked).
-pub fn waits_for_approval(i: &IncidentRow) -> bool {
-    i.attention.iter().any(|a| {
-        matches!(
-            a.as_str(),
-            "request_approval:pending"
-                | "request_approval:running"
-                | "request_approval:awaiting_approval"
-        )
-    })
-}
-
-/// Whether an open incident makes its service's gate a nogo: any but a
-/// minor one, unless it is on a medium-tier service and waits for a human
-/// to approve its rollback, or is a batch incident whose fault shows
-/// outside the batch too (both hold instead). The journal's
-/// `open_of_service` says the same in SQL, but for the batch's outside
-/// breaches (kept in JSON): such an incident is listed, never missed.
-pub fn blocks(i: &IncidentRow) -> bool {
-    i.severity != "minor"
-        && !(i.tier == "medium" && waits_for_approval(i))
-        && i.batch.as_ref().is_none_or(|b| b.outside.is_empty())
 }
 
 /// Open incidents a gate answer lists (the most severe; the rest counted).

@@ -5,38 +5,10 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
-use crate::decision::Tier;
 use crate::event::Event;
+pub use crate::journal::TallyRow;
 use crate::rule::TierResolver;
 use crate::time::Ts;
-
-/// The samples of one (service, batch, minute). `batch` is empty for
-/// instances not (yet) upgraded: the same-age baseline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TallyRow {
-    pub service: String,
-    pub batch: String,
-    /// Start of the minute (event time).
-    pub minute: Ts,
-    pub samples: u64,
-    /// Sum of the sampled success ratios.
-    pub sum: f64,
-    /// Lowest sampled ratio.
-    pub low: f64,
-    pub tier: Tier,
-}
-
-impl TallyRow {
-    /// Folds `other` (same key) into this row.
-    pub fn merge(&mut self, other: &TallyRow) {
-        self.samples += other.samples;
-        self.sum += other.sum;
-        self.low = self.low.min(other.low);
-        self.tier = other.tier;
-    }
-}
 
 /// Counts success samples until the next commit takes them. Keyed
 /// service -> batch -> minute, so a sample of a row already there is

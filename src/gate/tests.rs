@@ -387,7 +387,7 @@ fn tallies_of_several_partitions_merge_into_one_row_per_key() {
 #[test]
 fn gates_config_reads_per_tier_values_and_names_mistakes() {
     let text = "gates:\n  min_soak: {high: 2h, low: 5m}\n  min_samples: 30\n  success_threshold: 99.95%\n  require_approval: {high: true}\n  baseline_tolerance: 0.001\n";
-    let cfg = crate::config::Config::parse(std::path::Path::new("r.yaml"), text).unwrap();
+    let cfg = crate::settings::Config::parse(std::path::Path::new("r.yaml"), text).unwrap();
     let g = &cfg.gates;
     assert_eq!(g.min_soak.high, Dur::from_mins(120));
     assert_eq!(
@@ -400,7 +400,7 @@ fn gates_config_reads_per_tier_values_and_names_mistakes() {
     assert!((g.success_threshold - 0.9995).abs() < 1e-12);
     assert!(g.require_approval.high && !g.require_approval.low);
     let bad = "gates:\n  min_soak: {hgh: 2h}\n  success_threshold: 120%\n  succes_metric: x\n";
-    let errs = crate::config::Config::parse(std::path::Path::new("r.yaml"), bad)
+    let errs = crate::settings::Config::parse(std::path::Path::new("r.yaml"), bad)
         .unwrap_err()
         .to_string();
     assert!(

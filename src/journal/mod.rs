@@ -26,21 +26,130 @@
 
 pub mod postgres;
 mod rows;
+pub mod silences;
 pub mod sqlite;
 
 #[cfg(test)]
 mod conformance;
 
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 
 use crate::decision::{Action, Decision, IncidentId, Tier};
 use crate::engine::Incident;
-use crate::gate::{Promotion, TallyRow};
-use crate::silence::Silence;
 use crate::time::{Dur, Ts};
+use silences::Silence;
 
 pub use postgres::PgJournal;
 pub use sqlite::SqliteJournal;
+
+/// `journal:` in the config: where the journal lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalConfig {
+    /// SQLite database file (WAL mode). Several ripcord processes on one host
+    /// may share it.
+    pub path: std::path::PathBuf,
+    /// PostgreSQL (`postgres://user@host/db`): the journal of a cluster of
+    /// replicas. A secret (it may carry a password).
+    pub url: Option<crate::config::Secret>,
+    /// A PEM bundle of CAs that may sign the PostgreSQL server's
+    /// certificate, besides the system's (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            url: None,
+            ca_file: None,
+            path: std::path::PathBuf::from("ripcord-state.db"),
+        }
+    }
+}
+
+/// A journal shared by blocking calls from async code: the lock is only
+/// ever taken inside `spawn_blocking`, never held across an `.await`.
+pub type SharedJournal = Arc<Mutex<Box<dyn Journal>>>;
+
+pub async fn with_journal<T: Send + 'static>(
+    journal: &SharedJournal,
+    f: impl FnOnce(&mut dyn Journal) -> Result<T, JournalError> + Send + 'static,
+) -> Result<T, JournalError> {
+    let j = journal.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = j.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut **guard)
+    })
+    .await
+    .unwrap_or_else(|e| Err(JournalError::Corrupt(format!("journal task failed: {e}"))))
+}
+
+// ---------------------------------------------------------------------------
+// Rows the rollout gate reads and writes.
+
+/// A human's go-ahead for one batch: every revision of it, or only the one
+/// named.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Promotion {
+    pub service: String,
+    pub batch: Option<String>,
+    pub revision: Option<String>,
+    pub by: String,
+    pub note: String,
+    pub at: Ts,
+}
+
+/// The samples of one (service, batch, minute). `batch` is empty for
+/// instances not (yet) upgraded: the same-age baseline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TallyRow {
+    pub service: String,
+    pub batch: String,
+    /// Start of the minute (event time).
+    pub minute: Ts,
+    pub samples: u64,
+    /// Sum of the sampled success ratios.
+    pub sum: f64,
+    /// Lowest sampled ratio.
+    pub low: f64,
+    pub tier: Tier,
+}
+
+impl TallyRow {
+    /// Folds `other` (same key) into this row.
+    pub fn merge(&mut self, other: &TallyRow) {
+        self.samples += other.samples;
+        self.sum += other.sum;
+        self.low = self.low.min(other.low);
+        self.tier = other.tier;
+    }
+}
+
+/// Whether an open incident waits for a human to approve its rollback
+/// (asked, or about to be asked).
+pub fn waits_for_approval(i: &IncidentRow) -> bool {
+    i.attention.iter().any(|a| {
+        matches!(
+            a.as_str(),
+            "request_approval:pending"
+                | "request_approval:running"
+                | "request_approval:awaiting_approval"
+        )
+    })
+}
+
+/// Whether an open incident makes its service's gate a nogo: any but a
+/// minor one, unless it is on a medium-tier service and waits for a human
+/// to approve its rollback, or is a batch incident whose fault shows
+/// outside the batch too (both hold instead). The gate's rule, kept here
+/// beside `open_of_service`, which says the same in SQL, but for the batch's outside
+/// breaches (kept in JSON): such an incident is listed, never missed.
+pub fn blocks(i: &IncidentRow) -> bool {
+    i.severity != "minor"
+        && !(i.tier == "medium" && waits_for_approval(i))
+        && i.batch.as_ref().is_none_or(|b| b.outside.is_empty())
+}
 
 /// Every role trait, for code that holds a concrete journal.
 pub mod prelude {
@@ -102,7 +211,7 @@ fn ends_until_batch(p: &UpgradeRow) -> Option<(&str, Option<&str>)> {
 
 /// The configured backend, as a journal of every role.
 pub fn open(
-    cfg: &crate::config::JournalConfig,
+    cfg: &JournalConfig,
     clock: std::sync::Arc<dyn crate::time::Clock>,
 ) -> Result<Box<dyn Journal>, JournalError> {
     match &cfg.url {
@@ -615,7 +724,7 @@ pub trait Reads {
 
     /// A service's open incidents for its gate: the `limit` most severe
     /// (newest first within a severity), plus the first one that blocks the
-    /// gate ([`crate::gate::blocks`]) if none of those does; and how many
+    /// gate ([`blocks`]) if none of those does; and how many
     /// are open.
     fn open_of_service(&self, service: &str, limit: usize) -> Result<OpenPage, JournalError>;
 
@@ -703,7 +812,7 @@ pub struct HoldRecord {
     pub action_key: String,
     pub action: Action,
     pub incident: Option<String>,
-    pub scope: crate::silence::Scope,
+    pub scope: silences::Scope,
     pub detail: String,
     pub at: Ts,
 }

@@ -24,17 +24,17 @@ use super::rows::{
     HOLD_COLS, SILENCE_COLS, SilenceCols, batch_from, batch_json, hold_from, labels_from,
     labels_json, matchers_json, parse,
 };
+use super::silences::Silence;
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
     EscalationRow, Expired, Gauges, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
     OpenPage, Reads, RollbackLimits, RolloutRow, SampleRow, SampleStart, SampleState, Silences,
     TIERS_BY_URGENCY, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
 };
+use super::{Promotion, TallyRow};
 use crate::config::Secret;
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
-use crate::gate::{Promotion, TallyRow};
-use crate::silence::Silence;
 use crate::time::{Clock, Dur, Ts};
 
 /// The migrations, in order: (version, SQL).
@@ -2107,7 +2107,7 @@ impl super::Charts for PgJournal {
 const LIST_FILTER: &str = "($2::TEXT IS NULL OR i.severity = $2)
      AND ($3::TEXT IS NULL OR strpos(lower(i.labels || ' ' || i.rule || ' ' || i.id), $3) > 0)";
 
-/// An open incident that blocks its service's gate (`crate::gate::blocks`).
+/// An open incident that blocks its service's gate (`super::blocks`).
 const BLOCKS_GATE: &str = "i.severity <> 'minor' AND NOT (i.tier = 'medium' AND EXISTS (
      SELECT 1 FROM actions a WHERE a.incident_id = i.id AND a.action = 'request_approval'
        AND a.state IN ('pending', 'running', 'awaiting_approval')))";
@@ -2191,7 +2191,7 @@ impl Reads for PgJournal {
                 )
                 .await?
                 .try_get(0)?;
-            if total as usize > rows.len() && !rows.iter().any(crate::gate::blocks) {
+            if total as usize > rows.len() && !rows.iter().any(super::blocks) {
                 for r in c
                     .query(
                         &format!(

@@ -72,13 +72,13 @@ pub struct SilenceCols {
 pub const SILENCE_COLS: &str = "id, matchers, scope, starts_at, ends_at, until_service, until_batch, \
      created_by, comment, created_at, updated_at, expired_by";
 
-pub fn matchers_json(m: &[crate::silence::MatcherSpec]) -> String {
+pub fn matchers_json(m: &[super::silences::MatcherSpec]) -> String {
     serde_json::to_string(m).unwrap_or_else(|_| "[]".into())
 }
 
 impl SilenceCols {
-    pub fn into_silence(self) -> Result<crate::silence::Silence, JournalError> {
-        use crate::silence::{Scope, Silence, UntilBatch};
+    pub fn into_silence(self) -> Result<super::silences::Silence, JournalError> {
+        use super::silences::{Scope, Silence, UntilBatch};
         use crate::time::Ts;
         let matchers = serde_json::from_str(&self.matchers)
             .map_err(|e| JournalError::Corrupt(format!("silence {} matchers: {e}", self.id)))?;
@@ -119,7 +119,7 @@ pub fn hold_from(
         action_key,
         action: parse("action", action)?,
         incident,
-        scope: crate::silence::Scope::parse(scope)
+        scope: super::silences::Scope::parse(scope)
             .ok_or_else(|| JournalError::Corrupt(format!("hold scope {scope:?}")))?,
         detail,
         at: crate::time::Ts(at),

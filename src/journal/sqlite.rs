@@ -15,16 +15,16 @@ use super::rows::{
     HOLD_COLS, SILENCE_COLS, SilenceCols, batch_from, batch_json, hold_from, labels_from,
     labels_json, matchers_json, parse,
 };
+use super::silences::Silence;
 use super::{
     ActionRow, ActionState, Admission, ApprovalDecided, ApprovalOpened, ApprovalRow, Batch,
     EscalationRow, Expired, Gauges, HoldRecord, IncidentFilter, IncidentRow, Ingest, JournalError,
     OpenPage, Reads, RollbackLimits, RolloutRow, SampleRow, SampleStart, SampleState, Silences,
     TIERS_BY_URGENCY, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
 };
+use super::{Promotion, TallyRow};
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
-use crate::gate::{Promotion, TallyRow};
-use crate::silence::Silence;
 use crate::time::{Clock, Dur, SystemClock, Ts};
 
 /// 2: `actions.admitted_at` (the rollback budget). 3: `partition_owners`
@@ -1885,7 +1885,7 @@ impl super::Charts for SqliteJournal {
 const LIST_FILTER: &str = "(?2 IS NULL OR i.severity = ?2)
      AND (?3 IS NULL OR instr(lower(i.labels || ' ' || i.rule || ' ' || i.id), ?3) > 0)";
 
-/// An open incident that blocks its service's gate (`crate::gate::blocks`).
+/// An open incident that blocks its service's gate (`super::blocks`).
 const BLOCKS_GATE: &str = "i.severity <> 'minor' AND NOT (i.tier = 'medium' AND EXISTS (
      SELECT 1 FROM actions a WHERE a.incident_id = i.id AND a.action = 'request_approval'
        AND a.state IN ('pending', 'running', 'awaiting_approval')))";
@@ -1946,7 +1946,7 @@ impl Reads for SqliteJournal {
             .conn
             .prepare_cached("SELECT count(*) FROM incidents WHERE state = 'open' AND service = ?1")?
             .query_row([service], |r| r.get(0))?;
-        if total as usize > rows.len() && !rows.iter().any(crate::gate::blocks) {
+        if total as usize > rows.len() && !rows.iter().any(super::blocks) {
             let mut first = self.conn.prepare_cached(&format!(
                 "{INCIDENT_ROW} WHERE i.state = 'open' AND i.service = ?1 AND {BLOCKS_GATE}
                  ORDER BY i.severity_rank DESC, i.opened_at DESC, i.id LIMIT 1"

@@ -24,10 +24,10 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 use super::promql::{self, Series};
-use crate::action::{SharedJournal, with_journal};
 use crate::config::yaml::MapReader;
 use crate::config::{Errors, Secret};
 use crate::decision::{Action, ChartSource, Decision, EvidenceSeries};
+use crate::journal::{SharedJournal, with_journal};
 use crate::telemetry::Metrics;
 use crate::time::{Clock, Dur, Ts};
 

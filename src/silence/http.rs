@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{PostableSilence, Silence, SilenceError, SilenceState};
-use crate::action::{SharedJournal, with_journal};
+use crate::journal::{SharedJournal, with_journal};
 use crate::time::{Clock, Ts};
 
 pub struct SilenceApi {

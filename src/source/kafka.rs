@@ -34,11 +34,30 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use crate::config::{GroupProtocol, KafkaConfig};
 use crate::health::Health;
 use crate::pipeline::{PartitionId, Pipeline, Rejected};
+use crate::settings::{GroupProtocol, KafkaConfig};
 use crate::telemetry::{Metrics, Outcome, Source};
 use crate::time::Clock;
+
+/// The Kafka header every event a drill produces carries (its value names
+/// the drill run). A responder other than the drill's own refuses such an
+/// event, counted as `drill_refused` (`kafka.accept_drill_events`), so a
+/// drill played onto a topic production also reads never acts there.
+pub const MARKER_HEADER: &str = "ripcord-drill";
+
+/// Whether a Kafka message carries the drill marker.
+pub fn is_marked<H: rdkafka::message::Headers>(headers: Option<&H>) -> bool {
+    headers.is_some_and(|h| h.iter().any(|x| x.key == MARKER_HEADER))
+}
+
+/// The headers of a drill's event.
+pub fn marker(run: &str) -> rdkafka::message::OwnedHeaders {
+    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: MARKER_HEADER,
+        value: Some(run),
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
@@ -932,7 +951,7 @@ impl KafkaSource {
         let (topic, partition, offset) = (msg.topic().to_owned(), msg.partition(), msg.offset());
         let id = partition_id(&mut self.ids, &self.pipeline, &topic, partition);
         self.caught_up.insert(id, false);
-        if !self.cfg.accept_drill_events && crate::drill::is_marked(msg.headers()) {
+        if !self.cfg.accept_drill_events && is_marked(msg.headers()) {
             // A drill's event on a topic production reads: never acted on.
             lock(&self.pipeline).pass(id, offset);
             self.metrics.event(Source::Kafka, Outcome::DrillRefused);
@@ -1257,7 +1276,7 @@ impl KafkaSource {
                         break;
                     }
                     let recent = m.timestamp().to_millis().is_none_or(|t| t >= since);
-                    let drill = !accept_drill && crate::drill::is_marked(m.headers());
+                    let drill = !accept_drill && is_marked(m.headers());
                     if recent && !drill {
                         w.feed(m.payload().unwrap_or(&[]));
                     }

@@ -1,11 +1,12 @@
 //! The sections `ripcord run` needs: kafka, http, journal, log, shutdown.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
-use super::error::Errors;
-use super::secret::{Secret, read_secret, secret_from_node};
-use super::yaml::{MapReader, Value};
+use crate::config::error::Errors;
+use crate::config::secret::{Secret, read_secret, secret_from_node};
+use crate::config::yaml::{MapReader, Value};
+use crate::console::host::ConsoleConfig;
+use crate::journal::JournalConfig;
 use crate::time::Dur;
 
 /// Where events come from on Kafka. `brokers: None` starts the embedded
@@ -125,27 +126,6 @@ pub struct HttpConfig {
     pub console: ConsoleConfig,
 }
 
-/// `http.console`: who may see and use the console (see `crate::console`).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ConsoleConfig {
-    /// Lets a browser read (not act) after signing in with it, or a client
-    /// with it as bearer token.
-    pub read_token: Option<Secret>,
-    /// A reverse proxy's header naming the signed-in user (oauth2-proxy
-    /// behind nginx `auth_request`, which sets it on every request it
-    /// passes). Trusted, to read and act, only from `trusted_proxies`,
-    /// which must then be given.
-    pub trusted_user_header: Option<String>,
-    /// Peers whose user header is believed. Never assumed: every peer of a
-    /// proxy on the same host, a `kubectl port-forward` or a mesh sidecar
-    /// is loopback, and so is anyone those let through.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// Reading without credentials from a loopback peer (default false:
-    /// see `trusted_proxies`). Without any token configured the API is
-    /// open on loopback, and so is reading the console.
-    pub open_on_loopback: bool,
-}
-
 /// What clients may hold: defaults that suit Alertmanager (a handful of
 /// keep-alive connections, bodies in one go) and shed everything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,29 +172,6 @@ impl Default for HttpConfig {
             limits: HttpLimits::default(),
             stall_after: crate::time::Dur::from_secs(20),
             console: ConsoleConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct JournalConfig {
-    /// SQLite database file (WAL mode). Several ripcord processes on one host
-    /// may share it.
-    pub path: PathBuf,
-    /// PostgreSQL (`postgres://user@host/db`): the journal of a cluster of
-    /// replicas. A secret (it may carry a password).
-    pub url: Option<Secret>,
-    /// A PEM bundle of CAs that may sign the PostgreSQL server's
-    /// certificate, besides the system's (a private CA).
-    pub ca_file: Option<PathBuf>,
-}
-
-impl Default for JournalConfig {
-    fn default() -> Self {
-        JournalConfig {
-            url: None,
-            ca_file: None,
-            path: PathBuf::from("ripcord-state.db"),
         }
     }
 }
@@ -515,11 +472,11 @@ fn read_console(mut m: MapReader<'_>, c: &mut ConsoleConfig, errs: &mut Errors) 
 
 pub(super) fn read_journal(mut m: MapReader<'_>, j: &mut JournalConfig, errs: &mut Errors) {
     if let Some(p) = m.str("path", errs) {
-        j.path = super::relative_to(m.file(), p);
+        j.path = crate::config::relative_to(m.file(), p);
     }
     j.url = read_secret(&mut m, "url", errs);
     if let Some(p) = m.str("ca_file", errs) {
-        let path = super::relative_to(m.file(), p);
+        let path = crate::config::relative_to(m.file(), p);
         let n = m.node_of("ca_file").unwrap_or(m.node());
         if j.url.is_none() {
             m.err(errs, n, "ca_file", "is for PostgreSQL: give `url` too");

@@ -1,0 +1,431 @@
+//! The whole `ripcord.yaml`: [`Config`], parsed then validated as a whole.
+//!
+//! Every section is optional; what is left out takes the operating plan's
+//! defaults. All problems are reported at once with file and line, before
+//! anything starts. This sits above every section it holds (each section's
+//! type lives with the module that uses it); the reading blocks they share
+//! (YAML with spans, errors, secrets) are [`crate::config`], below them all.
+
+mod service;
+
+use std::path::{Path, PathBuf};
+
+pub use service::{GroupProtocol, HttpConfig, HttpLimits, KafkaConfig, LogConfig, LogFormat};
+
+use crate::config::relative_to;
+use crate::config::yaml::{self, MapReader, Node};
+use crate::config::{ConfigError, Errors};
+use crate::journal::JournalConfig;
+
+use crate::decision::{Action, Tier};
+use crate::engine::EngineConfig;
+use crate::time::Dur;
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from; `None` when running on defaults.
+    pub path: Option<PathBuf>,
+    pub engine: EngineConfig,
+    /// Rules directory from the config file (the command line wins).
+    pub rules_dir: Option<PathBuf>,
+    pub kafka: KafkaConfig,
+    pub http: HttpConfig,
+    pub journal: JournalConfig,
+    pub log: LogConfig,
+    /// How long a graceful shutdown may take before in-flight work is left
+    /// for the next start to pick up.
+    pub shutdown_grace: Dur,
+    /// Live input stamped further ahead of the clock than this is refused.
+    pub max_future: Dur,
+    /// Channels, routing, escalation, approvals, status and executors.
+    pub actions: std::sync::Arc<crate::action::config::ActionsConfig>,
+    /// What the rollout gates ask of a batch before the next may start.
+    pub gates: std::sync::Arc<crate::gate::GateConfig>,
+    /// Limits on silences; maintenance and freeze windows.
+    pub silences: std::sync::Arc<crate::silence::SilenceConfig>,
+    /// The plan's time budgets, for reviews and drills.
+    pub budgets: crate::report::Budgets,
+    /// Where alert incidents' charts come from (optional).
+    pub prometheus: Option<crate::report::prometheus::PrometheusConfig>,
+    /// Memory budgets in bytes; the process's shared counters live in
+    /// `engine.budgets`, built from these.
+    pub limits: crate::limits::LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: None,
+            engine: EngineConfig::default(),
+            rules_dir: None,
+            kafka: KafkaConfig::default(),
+            http: HttpConfig::default(),
+            journal: JournalConfig::default(),
+            log: LogConfig::default(),
+            shutdown_grace: Dur::from_secs(10),
+            max_future: Dur::from_mins(5),
+            actions: Default::default(),
+            gates: Default::default(),
+            silences: Default::default(),
+            budgets: Default::default(),
+            prometheus: None,
+            limits: Default::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or returns the defaults when there is none.
+    pub fn load(path: Option<&Path>) -> Result<Config, Errors> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(path, &text),
+            Err(e) => Err(Errors(vec![ConfigError::new(
+                path,
+                0,
+                0,
+                format!("cannot read config: {e}"),
+            )])),
+        }
+    }
+
+    /// Checks what command-line overrides can break, after they are applied.
+    pub fn validate_overrides(&self) -> Result<(), Errors> {
+        let mut errs = Errors::default();
+        if !self.http.listen.ip().is_loopback() && self.http.token.is_none() {
+            errs.push(ConfigError::new(
+                Path::new("--listen"),
+                0,
+                0,
+                format!(
+                    "{} is not a loopback address and no http.token is configured; \
+                     every endpoint that can trigger an action must be authenticated",
+                    self.http.listen
+                ),
+            ));
+        }
+        errs.into_result(())
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Errors> {
+        let mut errs = Errors::default();
+        let root = match yaml::parse(path, text) {
+            Ok(n) => n,
+            Err(e) => return Err(Errors(vec![e])),
+        };
+        let mut cfg = Config {
+            path: Some(path.to_path_buf()),
+            ..Config::default()
+        };
+        if let Some(mut top) = MapReader::new(path, &root, "config", &mut errs) {
+            if let Some(m) = top.map("engine", &mut errs) {
+                read_engine(m, &mut cfg.engine, &mut cfg.max_future, &mut errs);
+            }
+            if let Some(m) = top.map("tiers", &mut errs) {
+                read_tiers(m, &mut cfg.engine, &mut errs);
+            }
+            if let Some(m) = top.map("policy", &mut errs) {
+                read_policy(m, &mut cfg.engine, &mut errs);
+            }
+            if let Some(m) = top.map("grouping", &mut errs) {
+                read_grouping(m, &mut cfg.engine, &mut errs);
+            }
+            if let Some(dir) = top.str("rules", &mut errs) {
+                cfg.rules_dir = Some(relative_to(path, dir));
+            }
+            if let Some(m) = top.map("kafka", &mut errs) {
+                service::read_kafka(m, &mut cfg.kafka, &mut errs);
+            }
+            if let Some(m) = top.map("http", &mut errs) {
+                service::read_http(m, &mut cfg.http, &mut errs);
+            }
+            if let Some(m) = top.map("journal", &mut errs) {
+                service::read_journal(m, &mut cfg.journal, &mut errs);
+            }
+            if let Some(m) = top.map("log", &mut errs) {
+                service::read_log(m, &mut cfg.log, &mut errs);
+            }
+            if let Some(m) = top.map("gates", &mut errs) {
+                let mut gates = crate::gate::GateConfig::default();
+                crate::gate::read_config(m, &mut gates, &mut errs);
+                cfg.gates = std::sync::Arc::new(gates);
+            }
+            let mut silences = crate::silence::SilenceConfig::default();
+            if let Some(m) = top.map("silences", &mut errs) {
+                crate::silence::read_config(m, &mut silences.limits, &mut errs);
+            }
+            if let Some(items) = top.seq("windows", &mut errs) {
+                silences.windows = crate::silence::window::read(path, items, &mut errs);
+            }
+            cfg.silences = std::sync::Arc::new(silences);
+            if let Some(m) = top.map("budgets", &mut errs) {
+                crate::report::budget::read_config(m, &mut cfg.budgets, &mut errs);
+            }
+            if let Some(m) = top.map("prometheus", &mut errs) {
+                cfg.prometheus = crate::report::prometheus::read_config(m, &mut errs);
+            }
+            if let Some(m) = top.map("limits", &mut errs) {
+                crate::limits::read_config(m, &mut cfg.limits, &mut errs);
+            }
+            cfg.engine.budgets = crate::limits::Budgets::new(&cfg.limits);
+            if let Some(m) = top.map("shutdown", &mut errs) {
+                service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);
+            }
+            let mut actions = crate::action::config::ActionsConfig::default();
+            crate::action::config::read(&mut top, &mut actions, &mut errs);
+            if let Some(v) = &mut actions.vendor {
+                v.public_url = cfg.http.public_url.clone();
+            }
+            if actions.approvals.link_secret.is_some() && cfg.http.public_url.is_none() {
+                let n = top.node_of("approvals").unwrap_or(&root);
+                errs.push(ConfigError::at(
+                    path,
+                    n,
+                    "config: approvals: link_secret makes one-click links, which need http.public_url \
+                     (how people reach ripcord, e.g. https://ripcord.example.com)",
+                ));
+            }
+            // The gates wait for the sample check of the tiers that run one.
+            let sampled = |t| actions.sample_percent(t) > 0.0 && actions.rollback.verify.is_some();
+            let mut gates = (*cfg.gates).clone();
+            gates.sample_check = crate::gate::PerTier {
+                low: sampled(crate::decision::Tier::Low),
+                medium: sampled(crate::decision::Tier::Medium),
+                high: sampled(crate::decision::Tier::High),
+            };
+            cfg.gates = std::sync::Arc::new(gates);
+            cfg.actions = std::sync::Arc::new(actions);
+            let token_given = top.node_of("http").is_some_and(|h| {
+                matches!(&h.value, yaml::Value::Map(e) if e.iter().any(|(k, _)| k.as_str() == Some("token")))
+            });
+            if !cfg.http.listen.ip().is_loopback() && cfg.http.token.is_none() && !token_given {
+                let n = top.node_of("http").unwrap_or(&root);
+                errs.push(ConfigError::at(
+                    path,
+                    n,
+                    format!(
+                        "config: http: listen is {} (not loopback) but no http.token is set; \
+                         every endpoint that can trigger an action must be authenticated",
+                        cfg.http.listen
+                    ),
+                ));
+            }
+            top.finish(&mut errs);
+        }
+        errs.into_result(cfg)
+    }
+}
+
+fn read_engine(
+    mut m: MapReader<'_>,
+    e: &mut EngineConfig,
+    max_future: &mut Dur,
+    errs: &mut Errors,
+) {
+    if let Some(d) = m.dur(
+        "max_future",
+        Dur::from_secs(1)..=Dur::from_mins(24 * 60),
+        errs,
+    ) {
+        *max_future = d;
+    }
+    if let Some(d) = m.dur("allowed_lateness", Dur::ZERO..=Dur::from_mins(60), errs) {
+        e.allowed_lateness = d;
+    }
+    if let Some(n) = m.int("max_groups_per_rule", 1..=100_000_000, errs) {
+        e.max_groups_per_rule = n as usize;
+    }
+    if let Some(n) = m.get("idle_after") {
+        if n.as_str() != Some("auto") {
+            e.idle_after = m.dur(
+                "idle_after",
+                Dur::from_secs(1)..=Dur::from_mins(7 * 24 * 60),
+                errs,
+            );
+        }
+    }
+    if let Some(n) = m.node_of("alert_memory_bytes") {
+        m.err(
+            errs,
+            n,
+            "alert_memory_bytes",
+            "moved to limits.alerts_bytes (every memory budget is under limits:)",
+        );
+    }
+    if let Some(d) = m.dur(
+        "alert_memory",
+        Dur::from_mins(1)..=Dur::from_mins(30 * 24 * 60),
+        errs,
+    ) {
+        e.alert_memory = d;
+    }
+    m.finish(errs);
+}
+
+fn tier_of(m: &MapReader<'_>, n: &Node, key: &str, errs: &mut Errors) -> Option<Tier> {
+    match n.as_str().map(str::parse::<Tier>) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            m.err(errs, n, key, e);
+            None
+        }
+        None => {
+            m.err(
+                errs,
+                n,
+                key,
+                format!("expected low, medium or high, got {}", n.describe()),
+            );
+            None
+        }
+    }
+}
+
+fn read_tiers(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
+    if let Some(l) = m.str("label", errs) {
+        if crate::decode::is_label_name(l) {
+            e.tiers.label = l.to_owned();
+        } else {
+            let n = m.node_of("label").unwrap_or(m.node());
+            m.err(errs, n, "label", format!("`{l}` is not a valid label name"));
+        }
+    }
+    if let Some(n) = m.get("default") {
+        if let Some(t) = tier_of(&m, n, "default", errs) {
+            e.tiers.default = t;
+        }
+    }
+    if let Some(mut sm) = m.map("services", errs) {
+        for (service, _, v) in sm.take_all() {
+            if let Some(t) = tier_of(&sm, v, service, errs) {
+                e.tiers.services.insert(service.to_owned(), t);
+            }
+        }
+    }
+    m.finish(errs);
+}
+
+/// `grouping:`: batch incidents (see [`crate::engine::Grouping`]).
+fn read_grouping(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
+    let mut g = e.grouping.clone().unwrap_or_default();
+    let enabled = m.bool("enabled", errs).unwrap_or(true);
+    if let Some(list) = m.str_list("by", errs) {
+        let n = m.node_of("by").unwrap_or(m.node());
+        match list.as_slice() {
+            [(service, _), (batch, _)] => {
+                for (l, node) in &list {
+                    if !crate::decode::is_label_name(l) {
+                        m.err(errs, node, "by", format!("`{l}` is not a valid label name"));
+                    }
+                }
+                if service == batch {
+                    m.err(
+                        errs,
+                        n,
+                        "by",
+                        "the service label and the batch label must differ",
+                    );
+                }
+                g.service_label = (*service).into();
+                g.batch_label = (*batch).into();
+            }
+            _ => m.err(
+                errs,
+                n,
+                "by",
+                "expected two labels: the service's and the batch's, e.g. [service, batch]",
+            ),
+        }
+    }
+    if let Some(d) = m.dur("wait", Dur::ZERO..=Dur::from_mins(30), errs) {
+        g.wait = d;
+    }
+    if let Some(n) = m.int("batch_failed", 1..=1_000_000, errs) {
+        g.batch_failed = Some(n as u32);
+    }
+    if let Some(b) = m.bool("attribute", errs) {
+        g.attribute = b;
+    }
+    if let Some(d) = m.dur(
+        "attribute_window",
+        Dur::ZERO..=Dur::from_mins(24 * 60),
+        errs,
+    ) {
+        g.attribute_window = d;
+    }
+    m.finish(errs);
+    e.grouping = enabled.then_some(g);
+}
+
+fn read_policy(mut m: MapReader<'_>, e: &mut EngineConfig, errs: &mut Errors) {
+    for key in ["low", "medium", "high", "minor"] {
+        let Some(list) = m.str_list(key, errs) else {
+            continue;
+        };
+        let mut actions = Vec::new();
+        for (s, n) in list {
+            match s.parse::<Action>() {
+                Ok(Action::Resolve) => m.err(errs, n, key, "`resolve` is not a policy action"),
+                Ok(a) if a.is_released_only() => m.err(
+                    errs,
+                    n,
+                    key,
+                    format!("`{a}` is not a policy action: only a human's verdict releases it"),
+                ),
+                Ok(a) if actions.contains(&a) => m.err(errs, n, key, format!("`{a}` listed twice")),
+                Ok(a) => actions.push(a),
+                Err(err) => m.err(errs, n, key, err),
+            }
+        }
+        if key == "minor" && actions.iter().any(|a| *a != Action::Notify) {
+            let n = m.node_of(key).unwrap_or(m.node());
+            m.err(errs, n, key, "minor faults only notify (the plan: record, keep watching, do not stop the upgrade)");
+            continue;
+        }
+        match key {
+            "minor" => e.policy.minor = actions,
+            k => *e.policy.for_tier_mut(k.parse().expect("tier key")) = actions,
+        }
+    }
+    m.finish(errs);
+}
+
+#[cfg(test)]
+mod grouping_tests {
+    use super::*;
+
+    #[test]
+    fn grouping_reads_its_knobs_and_names_each_bad_one_with_its_line() {
+        let cfg = Config::parse(
+            Path::new("r.yaml"),
+            "grouping:\n  by: [svc, wave]\n  wait: 5s\n  batch_failed: 4\n  attribute: false\n",
+        )
+        .unwrap();
+        let g = cfg.engine.grouping.expect("on");
+        assert_eq!((&*g.service_label, &*g.batch_label), ("svc", "wave"));
+        assert_eq!(g.wait, Dur::from_secs(5));
+        assert_eq!(g.batch_failed, Some(4));
+        assert!(!g.attribute);
+        let off = Config::parse(Path::new("r.yaml"), "grouping: {enabled: false}\n").unwrap();
+        assert!(
+            off.engine.grouping.is_none(),
+            "off: one incident per instance"
+        );
+        assert!(Config::default().engine.grouping.is_some(), "on by default");
+        let errs = Config::parse(
+            Path::new("r.yaml"),
+            "grouping:\n  by: [service]\n  wait: 2h\n  bogus: 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errs.contains("r.yaml:2") && errs.contains("two labels"),
+            "{errs}"
+        );
+        assert!(errs.contains("r.yaml:3") && errs.contains("wait"), "{errs}");
+        assert!(errs.contains("bogus"), "{errs}");
+    }
+}
