@@ -236,13 +236,7 @@ pub(crate) fn check_label(
     None
 }
 
-pub fn is_label_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
-}
+pub use crate::text::is_label_name;
 
 pub fn is_metric_name(s: &str) -> bool {
     let b = s.as_bytes();

@@ -111,20 +111,10 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// `text` with any part of the connection URL that could be a credential
-/// taken out (driver messages never quote it, but a parse error might).
+/// `text` with the connection URL and its password taken out (driver
+/// messages never quote it, but a parse error might).
 pub fn scrub(text: &str, url: &str) -> String {
-    let mut out = text.replace(url, "<url>");
-    if let Some((_, rest)) = url.split_once("://") {
-        if let Some((userinfo, _)) = rest.split_once('@') {
-            if let Some((_, password)) = userinfo.split_once(':') {
-                if !password.is_empty() {
-                    out = out.replace(password, "<password>");
-                }
-            }
-        }
-    }
-    out
+    crate::text::redact::Redact::new().url(url).apply(text)
 }
 
 #[derive(Clone)]

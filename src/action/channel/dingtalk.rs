@@ -49,12 +49,13 @@ use sha2::Sha256;
 use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
 use crate::action::message::{Message, truncate_utf8};
 use super::robot::{
-    Format, errcode, fit_json, read_format, read_list, read_webhook, scrub_outcome, secret_parts,
+    Format, errcode, fit_json, read_format, read_list, read_webhook, 
 };
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
 use crate::config::yaml::MapReader;
 use crate::text::markdown;
+use crate::text::redact::Redact;
 
 /// Largest request body DingTalk accepts.
 pub const MAX_BODY_BYTES: usize = 20_000;
@@ -121,7 +122,7 @@ impl DingTalk {
             }
             Err(e) => SendOutcome::from_transport(&e),
         };
-        scrub_outcome(outcome, &self.needles())
+        outcome.redacted(&self.redact())
     }
 
     /// The webhook, signed when a secret is set.
@@ -218,12 +219,13 @@ impl DingTalk {
         }
     }
 
-    fn needles(&self) -> Vec<String> {
-        let mut n = secret_parts(&self.webhook);
-        if let Some(s) = &self.secret {
-            n.push(s.expose().to_owned());
+    /// The webhook (its access token) and the signing secret.
+    fn redact(&self) -> Redact {
+        let r = Redact::new().url(self.webhook.expose());
+        match &self.secret {
+            Some(s) => r.secret(s.expose()),
+            None => r,
         }
-        n
     }
 }
 
@@ -447,13 +449,10 @@ mod tests {
     #[test]
     fn scrubbing_removes_token_and_secret() {
         let r = robot(Format::Markdown, Some("SECfoo2"));
-        let o = scrub_outcome(
-            SendOutcome::Reject(
-                "bad https://oapi.dingtalk.com/robot/send?access_token=tok123456 tok123456 SECfoo2"
-                    .into(),
-            ),
-            &r.needles(),
-        );
+        let o = SendOutcome::Reject(
+            "bad https://oapi.dingtalk.com/robot/send?access_token=tok123456 tok123456 SECfoo2".into(),
+        )
+        .redacted(&r.redact());
         let SendOutcome::Reject(s) = o else { panic!() };
         assert!(!s.contains("tok123456") && !s.contains("SECfoo2"), "{s}");
     }

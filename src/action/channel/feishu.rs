@@ -47,13 +47,14 @@ use sha2::Sha256;
 use super::kit::{
     Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json,
 };
-use super::robot::{fit_json, read_list, read_webhook, scrub_outcome, secret_parts};
+use super::robot::{fit_json, read_list, read_webhook};
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
 use crate::config::yaml::MapReader;
 use crate::decision::Tier;
 use crate::text::one_line;
+use crate::text::redact::Redact;
 
 pub const CHANNEL: Registration = Registration {
     kind: "feishu",
@@ -118,19 +119,12 @@ impl Feishu {
             Ok(a) => a.by_status(),
             Err(o) => o,
         };
-        let mut needles = secret_parts(&self.webhook);
-        if let Ok(u) = reqwest::Url::parse(self.webhook.expose()) {
-            // The token is the hook's last path segment.
-            if let Some(token) = u.path_segments().and_then(|mut s| s.next_back()) {
-                if token.len() >= 6 {
-                    needles.push(token.to_owned());
-                }
-            }
-        }
+        // The hook's token is its last path segment (Redact takes it).
+        let mut redact = Redact::new().url(self.webhook.expose());
         if let Some(s) = &self.secret {
-            needles.push(s.expose().to_owned());
+            redact = redact.secret(s.expose());
         }
-        scrub_outcome(outcome, &needles)
+        outcome.redacted(&redact)
     }
 
     /// The JSON body, at most [`MAX_BODY_BYTES`], signed for `timestamp_s`

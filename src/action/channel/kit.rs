@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::action::message::Message;
 use crate::config::Errors;
 use crate::config::yaml::MapReader;
+use crate::text::redact::Redact;
 use crate::time::Ts;
 
 /// What a channel is for, as routing and escalation see it: unconfigured
@@ -109,6 +110,19 @@ impl SendOutcome {
         }
     }
 
+    /// The outcome with every secret of `r` taken out of its text
+    /// (provider errors may echo the URL, its token or a header).
+    pub fn redacted(self, r: &Redact) -> SendOutcome {
+        match self {
+            SendOutcome::Sent(s) => SendOutcome::Sent(r.apply(&s)),
+            SendOutcome::Retry { after, reason } => SendOutcome::Retry {
+                after,
+                reason: r.apply(&reason),
+            },
+            SendOutcome::Reject(s) => SendOutcome::Reject(r.apply(&s)),
+        }
+    }
+
     /// Maps a transport error (connect refused, reset, timeout).
     pub fn from_transport(e: &reqwest::Error) -> SendOutcome {
         SendOutcome::Retry {
@@ -144,24 +158,19 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 /// with a did-you-mean: a typo (`{titel}`) would otherwise be sent as
 /// written. JSON's own braces (`{"a": 1}`) are not placeholders.
 pub fn unknown_placeholders(template: &str, known: &[&str]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        let after = &rest[start + 1..];
-        rest = after;
-        let Some(end) = after.find('}') else { break };
-        let name = &after[..end];
-        if crate::decode::is_label_name(name) && !known.contains(&name) {
+    crate::text::template::placeholders(template)
+        .into_iter()
+        .filter(|name| !known.contains(name))
+        .map(|name| {
             let hint = crate::config::yaml::did_you_mean(name, known.iter().copied())
                 .map(|s| format!("did you mean `{{{s}}}`?"))
                 .unwrap_or_else(|| {
                     let all: Vec<String> = known.iter().map(|k| format!("{{{k}}}")).collect();
                     format!("known: {}", all.join(", "))
                 });
-            out.push(format!("unknown placeholder `{{{name}}}`: {hint}"));
-        }
-    }
-    out
+            format!("unknown placeholder `{{{name}}}`: {hint}")
+        })
+        .collect()
 }
 
 /// A provider's answer to a POST.

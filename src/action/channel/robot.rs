@@ -4,7 +4,6 @@
 //! as valid JSON, `errcode` answers, and outcomes scrubbed of the URL, its
 //! token and the signing secret.
 
-use super::kit::SendOutcome;
 use crate::action::message::truncate_utf8;
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
@@ -115,38 +114,4 @@ pub fn read_list(m: &mut MapReader<'_>, key: &str, errs: &mut Errors) -> Vec<Str
         }
     }
     out
-}
-
-/// The webhook and the values of its query (access_token, key): what must
-/// never be shown.
-pub fn secret_parts(webhook: &Secret) -> Vec<String> {
-    let mut n = vec![webhook.expose().to_owned()];
-    if let Ok(u) = reqwest::Url::parse(webhook.expose()) {
-        n.push(u.as_str().to_owned());
-        for (_, v) in u.query_pairs() {
-            if v.len() >= 6 {
-                n.push(v.into_owned());
-            }
-        }
-    }
-    n
-}
-
-/// Removes any of `needles` from an outcome's text (provider errors may
-/// echo the URL; transport errors already drop it).
-pub fn scrub_outcome(outcome: SendOutcome, needles: &[String]) -> SendOutcome {
-    let scrub = |s: String| {
-        needles
-            .iter()
-            .filter(|n| !n.is_empty())
-            .fold(s, |s, n| s.replace(n.as_str(), "<redacted>"))
-    };
-    match outcome {
-        SendOutcome::Sent(s) => SendOutcome::Sent(scrub(s)),
-        SendOutcome::Retry { after, reason } => SendOutcome::Retry {
-            after,
-            reason: scrub(reason),
-        },
-        SendOutcome::Reject(s) => SendOutcome::Reject(scrub(s)),
-    }
 }

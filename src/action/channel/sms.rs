@@ -88,9 +88,11 @@ use sha2::Digest as _;
 use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after, without_url};
 use crate::action::message::{Link, Message, truncate_utf8};
 use crate::config::Errors;
+use crate::text::template::{fill, json_escaped};
 use crate::config::secret::{Secret, read_secret, secret_from_node};
 use crate::config::yaml::MapReader;
 use crate::text::percent_encode;
+use crate::text::redact::Redact;
 use crate::time::Ts;
 
 /// The longest SMS text, in bytes.
@@ -429,31 +431,10 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Substitutes `{name}` with the JSON-escaped value (no quotes added);
-/// unknown `{…}` stay as written.
+/// Fills `{name}` with the JSON-escaped value (no quotes added); unknown
+/// `{…}` stay as written.
 pub(super) fn render(template: &str, f: &Fields<'_>) -> String {
-    let mut out = String::with_capacity(template.len() + 128);
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        let value = after
-            .find('}')
-            .and_then(|end| f.get(&after[..end]).map(|v| (v, end)));
-        match value {
-            Some((v, end)) => {
-                let quoted = serde_json::to_string(v).unwrap_or_default();
-                out.push_str(&quoted[1..quoted.len() - 1]);
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    fill(template, |name| f.get(name).map(json_escaped))
 }
 
 /// The link a phone message carries: an acknowledge or approve link if
@@ -1004,13 +985,11 @@ impl Hook {
         if r.status.is_success() {
             return Attempt::Ok(format!("HTTP {status}"));
         }
-        let mut body = r.body.replace(self.url.expose(), "<url>");
-        for s in url_secrets(self.url.expose()) {
-            body = body.replace(&s, "<redacted>");
-        }
-        for (_, v) in &self.headers {
-            body = body.replace(v.expose(), "<redacted>");
-        }
+        let redact = self
+            .headers
+            .iter()
+            .fold(Redact::new().url(self.url.expose()), |r, (_, v)| r.secret(v.expose()));
+        let body = redact.apply(&r.body);
         let reason = format!("HTTP {status}: {}", short(&body));
         if status == 429 || status == 408 || r.status.is_server_error() {
             Attempt::Retry {
@@ -1042,32 +1021,6 @@ impl Hook {
     }
 }
 
-/// The parts of a secret URL a gateway might echo in an error: the path
-/// with its query, each query value, a long last path segment (where
-/// tokens often sit).
-fn url_secrets(url: &str) -> Vec<String> {
-    let Ok(u) = reqwest::Url::parse(url) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    if let Some(q) = u.query() {
-        out.push(format!("{}?{q}", u.path()));
-        out.push(q.to_owned());
-        for (_, v) in u.query_pairs() {
-            if v.len() >= 4 {
-                out.push(v.into_owned());
-            }
-        }
-    }
-    if let Some(last) = u.path_segments().and_then(|mut s| s.next_back()) {
-        if last.len() >= 16 {
-            out.push(last.to_owned());
-        }
-    }
-    // Longest first, so a part never leaves a piece of a longer one.
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    out
-}
 
 
 pub const CHANNEL: Registration = Registration {

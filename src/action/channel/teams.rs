@@ -32,13 +32,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json};
-use super::robot::{fit_json, read_list, read_webhook, scrub_outcome, secret_parts};
+use super::robot::{fit_json, read_list, read_webhook};
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::Secret;
 use crate::config::yaml::MapReader;
 use crate::decision::Tier;
 use crate::text::one_line;
+use crate::text::redact::Redact;
 
 pub const CHANNEL: Registration = Registration {
     kind: "teams",
@@ -93,7 +94,7 @@ impl Teams {
             Ok(a) => a.by_status(),
             Err(o) => o,
         };
-        scrub_outcome(outcome, &secret_parts(&self.webhook))
+        outcome.redacted(&Redact::new().url(self.webhook.expose()))
     }
 
     /// The JSON body, at most [`MAX_BODY_BYTES`].

@@ -14,13 +14,13 @@
 
 use std::time::Duration;
 
-use std::collections::BTreeMap;
 
 use serde_json::json;
 
 use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
 use crate::action::message::{Kind, Message};
 use crate::config::Errors;
+use crate::text::template::{fill, json_escaped};
 use crate::config::secret::{Secret, read_secret, secret_from_node};
 use crate::config::yaml::MapReader;
 
@@ -116,42 +116,21 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
-/// Substitutes `{field}` with the JSON-escaped field (no quotes added).
+/// Fills `{field}` with the JSON-escaped field (no quotes added).
 fn render(template: &str, msg: &Message) -> String {
-    let values: BTreeMap<&str, String> = FIELDS
-        .iter()
-        .map(|f| {
-            let v = match *f {
-                "title" => msg.title.clone(),
-                "body" => msg.body.clone(),
-                "text" => msg.plain(),
-                "tier" => msg.tier.to_string(),
-                "severity" => msg.severity.to_string(),
-                "incident" => msg.incident.clone().unwrap_or_default(),
-                _ => kind_name(msg.kind).to_owned(),
-            };
-            let quoted = serde_json::to_string(&v).unwrap_or_default();
-            (*f, quoted[1..quoted.len() - 1].to_owned())
-        })
-        .collect();
-    let mut out = String::with_capacity(template.len() + 64);
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        match after.find('}').map(|end| (&after[..end], end)) {
-            Some((name, end)) if values.contains_key(name) => {
-                out.push_str(&values[name]);
-                rest = &after[end + 1..];
-            }
-            _ => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    fill(template, |name| {
+        let v = match name {
+            "title" => msg.title.clone(),
+            "body" => msg.body.clone(),
+            "text" => msg.plain(),
+            "tier" => msg.tier.to_string(),
+            "severity" => msg.severity.to_string(),
+            "incident" => msg.incident.clone().unwrap_or_default(),
+            "kind" => kind_name(msg.kind).to_owned(),
+            _ => return None,
+        };
+        Some(json_escaped(&v))
+    })
 }
 
 fn example() -> Message {

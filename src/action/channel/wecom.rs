@@ -37,7 +37,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::robot::{
-    Format, errcode, read_format, read_list, read_webhook, scrub_outcome, secret_parts,
+    Format, errcode, read_format, read_list, read_webhook, 
 };
 use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
 use crate::action::message::{Message, split_utf8, truncate_utf8};
@@ -45,6 +45,7 @@ use crate::config::Errors;
 use crate::config::secret::Secret;
 use crate::config::yaml::MapReader;
 use crate::text::markdown;
+use crate::text::redact::Redact;
 
 /// Largest `markdown.content`, in bytes.
 pub const MAX_MARKDOWN_BYTES: usize = 4096;
@@ -85,7 +86,7 @@ impl WeCom {
         let parts = self.payloads(msg);
         let n = parts.len();
         for (i, body) in parts.into_iter().enumerate() {
-            let outcome = scrub_outcome(self.send_one(ctx, body).await, &self.needles());
+            let outcome = self.send_one(ctx, body).await.redacted(&self.redact());
             let part = |s: String| {
                 if n == 1 {
                     s
@@ -189,8 +190,9 @@ impl WeCom {
         }
     }
 
-    fn needles(&self) -> Vec<String> {
-        secret_parts(&self.webhook)
+    /// The webhook: its `key` is the credential.
+    fn redact(&self) -> Redact {
+        Redact::new().url(self.webhook.expose())
     }
 }
 

@@ -279,8 +279,7 @@ fn redact_query(url: &str) -> &str {
 }
 
 fn json_escape(v: &str) -> Result<String, String> {
-    let quoted = serde_json::to_string(v).unwrap_or_default();
-    Ok(quoted[1..quoted.len() - 1].to_owned())
+    Ok(crate::text::template::json_escaped(v))
 }
 
 /// A value in a URL: percent-encoded (so `/`, `?` and `#` stay inside it),

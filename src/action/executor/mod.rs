@@ -126,10 +126,11 @@ pub fn shown(v: &str) -> String {
     format!("\"{s}\"")
 }
 
-/// A template: literal text with `{name}` placeholders.
+/// A template as an executor holds it: ripcord's one template syntax
+/// ([`crate::text::template`]) and where it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
-    parts: Vec<Part>,
+    text: crate::text::template::Template,
     /// Where it was written, so `check` can point at a placeholder no
     /// event will ever fill.
     origin: Option<Origin>,
@@ -145,43 +146,10 @@ pub struct Origin {
     pub what: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Var(String),
-}
-
 impl Template {
     pub fn parse(s: &str) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut rest = s;
-        while let Some(start) = rest.find('{') {
-            let after = &rest[start + 1..];
-            // JSON's own braces (`{"a": ...}`, `{ }`, `{}`) are text: a
-            // placeholder starts with a name.
-            if after.starts_with(['"', '}']) || after.starts_with(char::is_whitespace) {
-                push_text(&mut parts, &rest[..start + 1]);
-                rest = after;
-                continue;
-            }
-            if start > 0 {
-                push_text(&mut parts, &rest[..start]);
-            }
-            let end = after
-                .find('}')
-                .ok_or_else(|| format!("`{s}`: `{{` without a closing `}}`"))?;
-            let name = &after[..end];
-            if !crate::decode::is_label_name(name) {
-                return Err(format!("`{s}`: `{{{name}}}` is not a label or fact name"));
-            }
-            parts.push(Part::Var(name.to_owned()));
-            rest = &after[end + 1..];
-        }
-        if !rest.is_empty() {
-            push_text(&mut parts, rest);
-        }
         Ok(Template {
-            parts,
+            text: crate::text::template::Template::parse(s)?,
             origin: None,
         })
     }
@@ -202,10 +170,7 @@ impl Template {
     }
 
     pub fn vars(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Var(v) => Some(v.as_str()),
-            Part::Text(_) => None,
-        })
+        self.text.vars()
     }
 
     /// Renders with every value checked against its pattern first and then
@@ -217,29 +182,14 @@ impl Template {
         patterns: &Patterns,
         escape: impl Fn(&str) -> Result<String, String>,
     ) -> Result<String, String> {
-        let mut out = String::new();
-        for p in &self.parts {
-            match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Var(name) => {
-                    let v = vars
-                        .0
-                        .get(name)
-                        .ok_or_else(|| format!("refused: the event has no `{name}` label"))?;
-                    patterns.check(name, v)?;
-                    out.push_str(&escape(v).map_err(|e| format!("refused: `{name}` {e}"))?);
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Appends literal text, joined to the text before it.
-fn push_text(parts: &mut Vec<Part>, t: &str) {
-    match parts.last_mut() {
-        Some(Part::Text(prev)) => prev.push_str(t),
-        _ => parts.push(Part::Text(t.to_owned())),
+        self.text.render(|name| {
+            let v = vars
+                .0
+                .get(name)
+                .ok_or_else(|| format!("refused: the event has no `{name}` label"))?;
+            patterns.check(name, v)?;
+            escape(v).map_err(|e| format!("refused: `{name}` {e}"))
+        })
     }
 }
 

@@ -3,6 +3,9 @@
 //! the leaf helpers every output (stdout, channels, pages) uses before
 //! putting such text in front of a human.
 
+pub mod redact;
+pub mod template;
+
 use std::borrow::Cow;
 
 /// Whether `c` can break a line or change how the text around it reads:
@@ -200,6 +203,16 @@ pub fn compact_names(names: &[&str], max_bytes: usize) -> String {
         shown += n;
     }
     out
+}
+
+/// A Prometheus label name: what a label may be called, and what a
+/// template placeholder may name.
+pub fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 #[cfg(test)]
