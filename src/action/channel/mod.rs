@@ -11,6 +11,7 @@
 //! every channel.
 
 pub mod kit;
+pub mod phone;
 pub mod robot;
 
 use std::time::Duration;

@@ -54,7 +54,10 @@
 
 use std::time::Duration;
 
-use super::sms::{Aliyun, Fields, Hook, Provider, Twilio, each_number, json_template, read_common};
+use super::phone::{
+    Aliyun, Fields, Hook, Provider, Twilio, each_number, json_template, read_common, render,
+    required_str,
+};
 use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending};
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
@@ -119,7 +122,7 @@ impl Voice {
             }
             Provider::Aliyun => {
                 let api = Aliyun::from_config(m, ALIYUN_VOICE_URL, errs);
-                let tts_code = super::sms::required_str(m, "tts_code", errs);
+                let tts_code = required_str(m, "tts_code", errs);
                 let tts_param = json_template(m, "tts_param", DEFAULT_TTS_PARAM, true, errs);
                 let show_number = m.str("called_show_number", errs).map(str::to_owned);
                 let play_times = m.int("play_times", 1..=3, errs);
@@ -158,7 +161,7 @@ impl Voice {
             } => {
                 let play_times = play_times.map(|p| p.to_string());
                 let request = |to: &str| {
-                    let param = super::sms::render(tts_param, &Fields::of(msg, to, &text));
+                    let param = render(tts_param, &Fields::of(msg, to, &text));
                     let called = aliyun_called_number(to);
                     let mut params = vec![
                         ("Action", "SingleCallByTts"),
