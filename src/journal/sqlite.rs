@@ -27,252 +27,23 @@ use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
 use crate::engine::Incident;
 use crate::time::{Clock, Dur, SystemClock, Ts};
 
-/// 2: `actions.admitted_at` (the rollback budget). 3: `partition_owners`
-/// (fencing). 4: `inbox.origin` (replicas follow each other's bodies).
-/// 5: `silences`, `silence_holds`, `evidence`, `progress_log`,
-/// `approvals.decided_via`. 6: batch incidents (`incidents.batch`,
-/// `decisions.batch`, `approvals.scope`). 7: `incidents.service` and the
-/// indexes the console's list and the gate read open incidents by.
-/// 8: `verifications.stage` (staged verification).
-const SCHEMA_VERSION: i64 = 8;
+/// The schema steps, in order: (the version a step brings the journal to,
+/// its SQL). Each runs once, in the transaction that sets the version
+/// (`PRAGMA user_version`); a new step is a new file here and a line.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (8, include_str!("../../migrations/sqlite/0008_baseline.sql")),
+    (
+        9,
+        include_str!("../../migrations/sqlite/0009_read_indexes.sql"),
+    ),
+];
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS incidents (
-    id TEXT PRIMARY KEY,
-    rule TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    tier TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    severity_rank INTEGER NOT NULL,
-    opened_at INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    resolved_at INTEGER,
-    fingerprint TEXT,
-    seq INTEGER NOT NULL,
-    fired INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    batch TEXT,
-    service TEXT
-);
-CREATE INDEX IF NOT EXISTS incidents_by_partition ON incidents(partition, state);
-CREATE TABLE IF NOT EXISTS decisions (
-    key TEXT PRIMARY KEY,
-    incident_id TEXT,
-    seq INTEGER NOT NULL,
-    at INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    tier TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    value REAL,
-    threshold REAL,
-    baseline REAL,
-    fingerprint TEXT,
-    escalated_from TEXT,
-    service TEXT,
-    message TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    recorded_at INTEGER NOT NULL,
-    batch TEXT
-);
-CREATE INDEX IF NOT EXISTS decisions_by_incident ON decisions(incident_id);
-CREATE TABLE IF NOT EXISTS actions (
-    key TEXT PRIMARY KEY REFERENCES decisions(key),
-    incident_id TEXT,
-    action TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    owner TEXT,
-    created_at INTEGER NOT NULL,
-    started_at INTEGER,
-    finished_at INTEGER,
-    detail TEXT,
-    -- When a rollback passed the budget (NULL: not admitted).
-    admitted_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS actions_by_state ON actions(state);
--- A lane's claim reads only its own kinds of pending actions.
-CREATE INDEX IF NOT EXISTS actions_pending_by_kind ON actions(action) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS actions_by_incident ON actions(incident_id);
--- Post-rollback checks still to run: due_at is when, or until when a
--- process that took one holds it (a crash there runs it again after).
-CREATE TABLE IF NOT EXISTS verifications (
-    key TEXT PRIMARY KEY REFERENCES actions(key),
-    due_at INTEGER NOT NULL,
-    -- The next stage to run: one that passed never runs again.
-    stage INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS verifications_by_due ON verifications(due_at);
--- The medium tier's sample check after each batch (issue 22 §2): one row
--- per picked instance of a batch done; its stages run as a verification
--- keyed `key`. A new table: older journals get it from this schema.
-CREATE TABLE IF NOT EXISTS sample_checks (
-    service TEXT NOT NULL,
-    batch TEXT NOT NULL,
-    done_at INTEGER NOT NULL,
-    instance TEXT NOT NULL,
-    key TEXT NOT NULL UNIQUE REFERENCES actions(key),
-    state TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '',
-    of INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    PRIMARY KEY (service, batch, done_at, instance)
-);
-CREATE TABLE IF NOT EXISTS timeline (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    incident_id TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS timeline_by_incident ON timeline(incident_id, seq);
-CREATE TABLE IF NOT EXISTS positions (
-    partition TEXT PRIMARY KEY,
-    next_offset INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS inbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_at INTEGER NOT NULL,
-    body BLOB NOT NULL,
-    origin TEXT
-);
-CREATE INDEX IF NOT EXISTS inbox_by_time ON inbox(received_at);
-CREATE TABLE IF NOT EXISTS owners (
-    owner TEXT PRIMARY KEY,
-    seen_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS approvals (
-    incident_id TEXT PRIMARY KEY,
-    request_key TEXT NOT NULL,
-    tier TEXT NOT NULL,
-    state TEXT NOT NULL,
-    requested_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    decided_by TEXT,
-    decided_at INTEGER,
-    note TEXT,
-    decided_via TEXT,
-    scope TEXT
-);
-CREATE INDEX IF NOT EXISTS approvals_due ON approvals(state, expires_at);
-CREATE TABLE IF NOT EXISTS escalations (
-    incident_id TEXT PRIMARY KEY,
-    tier TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    started_at INTEGER NOT NULL,
-    next_at INTEGER,
-    claimed_until INTEGER,
-    state TEXT NOT NULL,
-    acked_by TEXT,
-    acked_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS escalations_due ON escalations(state, next_at);
-CREATE TABLE IF NOT EXISTS rollouts (
-    service TEXT PRIMARY KEY,
-    paused INTEGER NOT NULL,
-    changed_at INTEGER NOT NULL,
-    changed_by TEXT NOT NULL,
-    incident_id TEXT
-);
-CREATE TABLE IF NOT EXISTS upgrades (
-    service TEXT PRIMARY KEY,
-    batch TEXT,
-    stage TEXT NOT NULL,
-    done INTEGER,
-    total INTEGER,
-    message TEXT,
-    updated_at INTEGER NOT NULL,
-    open INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS partition_owners (
-    partition TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    epoch INTEGER NOT NULL,
-    claimed_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    until_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS gate_tally (
-    service TEXT NOT NULL,
-    batch TEXT NOT NULL,
-    minute INTEGER NOT NULL,
-    samples INTEGER NOT NULL,
-    total REAL NOT NULL,
-    low REAL NOT NULL,
-    tier TEXT NOT NULL,
-    PRIMARY KEY (service, batch, minute)
-);
-CREATE TABLE IF NOT EXISTS promotions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    service TEXT NOT NULL,
-    batch TEXT,
-    revision TEXT,
-    by TEXT NOT NULL,
-    note TEXT NOT NULL,
-    at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS promotions_by_service ON promotions(service, seq);
-CREATE TABLE IF NOT EXISTS silences (
-    id TEXT PRIMARY KEY,
-    matchers TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    starts_at INTEGER NOT NULL,
-    ends_at INTEGER NOT NULL,
-    until_service TEXT,
-    until_batch TEXT,
-    created_by TEXT NOT NULL,
-    comment TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    expired_by TEXT
-);
-CREATE INDEX IF NOT EXISTS silences_by_end ON silences(ends_at);
-CREATE INDEX IF NOT EXISTS silences_until ON silences(until_service) WHERE until_service IS NOT NULL;
-CREATE TABLE IF NOT EXISTS evidence (
-    incident_id TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    points TEXT NOT NULL,
-    PRIMARY KEY (incident_id, at)
-);
-CREATE TABLE IF NOT EXISTS progress_log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    service TEXT NOT NULL,
-    batch TEXT,
-    stage TEXT NOT NULL,
-    done INTEGER,
-    total INTEGER,
-    message TEXT,
-    at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS progress_log_by_service ON progress_log(service, at);
-CREATE TABLE IF NOT EXISTS silence_holds (
-    source TEXT NOT NULL,
-    action_key TEXT NOT NULL,
-    action TEXT NOT NULL,
-    incident_id TEXT,
-    scope TEXT NOT NULL,
-    detail TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    PRIMARY KEY (source, action_key)
-);
-";
+/// The version this ripcord leaves a journal at.
+const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
-/// What people read without slowing anyone: the open incidents of a
-/// service (the gate), the open ones by urgency (the console's list), the
-/// newest resolved. Partial: only open (or resolved) rows are indexed.
-/// And what a rollback reads on its way: the rollbacks the budget counts.
-const READ_INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS incidents_open_by_service ON incidents(service, severity_rank, opened_at) WHERE state = 'open';
-CREATE INDEX IF NOT EXISTS incidents_open_by_urgency ON incidents(tier, severity_rank, opened_at) WHERE state = 'open';
-CREATE INDEX IF NOT EXISTS incidents_resolved_by_time ON incidents(resolved_at) WHERE state = 'resolved';
-CREATE INDEX IF NOT EXISTS actions_rollbacks_admitted ON actions(admitted_at) WHERE action = 'rollback';
-";
+/// Where the steps kept as files begin: a journal at an older version was
+/// made by a ripcord that applied its steps in code.
+const FIRST_FILE_VERSION: i64 = MIGRATIONS[0].0;
 
 /// The rollbacks the budget admitted since `?2`, other than `?3`, of
 /// service `?1` (or all): read through `actions_rollbacks_admitted`. Over
@@ -301,6 +72,54 @@ fn claim_sql(kinds: &[Action]) -> String {
              WHERE state = 'pending' AND action IN ({list}) ORDER BY rowid LIMIT ?3)
          RETURNING key"
     )
+}
+
+/// Brings the journal to [`SCHEMA_VERSION`]: each step newer than the
+/// journal's version, in order, each in its own transaction with the
+/// version it sets. Several processes may open one journal at once: the
+/// version is read again under the write lock, so a step runs once.
+fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
+    loop {
+        let tx = conn.transaction()?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(JournalError::Corrupt(format!(
+                "schema version {version} is newer than this ripcord ({SCHEMA_VERSION})"
+            )));
+        }
+        let Some((to, sql)) = MIGRATIONS.iter().find(|(v, _)| *v > version) else {
+            return Ok(());
+        };
+        if version > 0 && version < FIRST_FILE_VERSION {
+            upgrade_before_files(&tx)?;
+        } else {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", to)?;
+        tx.commit()?;
+    }
+}
+
+/// A journal of versions 1 to 7, whose steps ran in code: the baseline's
+/// tables and indexes it lacks (all `IF NOT EXISTS`), then the columns
+/// later versions added to its tables.
+fn upgrade_before_files(conn: &Connection) -> Result<(), JournalError> {
+    conn.execute_batch(MIGRATIONS[0].1)?;
+    add_column(conn, "actions", "admitted_at", "INTEGER")?;
+    add_column(conn, "inbox", "origin", "TEXT")?;
+    add_column(conn, "approvals", "decided_via", "TEXT")?;
+    add_column(conn, "incidents", "batch", "TEXT")?;
+    add_column(conn, "decisions", "batch", "TEXT")?;
+    add_column(conn, "approvals", "scope", "TEXT")?;
+    add_column(conn, "incidents", "service", "TEXT")?;
+    // Labels are a JSON list of [name, value] pairs.
+    conn.execute_batch(
+        "UPDATE incidents SET service = (SELECT json_extract(p.value, '$[1]')
+             FROM json_each(incidents.labels) p WHERE json_extract(p.value, '$[0]') = 'service')
+         WHERE service IS NULL",
+    )?;
+    add_column(conn, "verifications", "stage", "INTEGER NOT NULL DEFAULT 0")?;
+    Ok(())
 }
 
 /// `ALTER TABLE … ADD COLUMN` unless the column is there already.
@@ -374,38 +193,7 @@ impl SqliteJournal {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(JournalError::Corrupt(format!(
-                "schema version {version} is newer than this ripcord ({SCHEMA_VERSION})"
-            )));
-        }
-        conn.execute_batch(SCHEMA)?;
-        // Columns later versions added to tables an older journal has.
-        if version < SCHEMA_VERSION {
-            add_column(&conn, "actions", "admitted_at", "INTEGER")?;
-            add_column(&conn, "inbox", "origin", "TEXT")?;
-            add_column(&conn, "approvals", "decided_via", "TEXT")?;
-            add_column(&conn, "incidents", "batch", "TEXT")?;
-            add_column(&conn, "decisions", "batch", "TEXT")?;
-            add_column(&conn, "approvals", "scope", "TEXT")?;
-            add_column(&conn, "incidents", "service", "TEXT")?;
-            // Labels are a JSON list of [name, value] pairs.
-            conn.execute_batch(
-                "UPDATE incidents SET service = (SELECT json_extract(p.value, '$[1]')
-                     FROM json_each(incidents.labels) p WHERE json_extract(p.value, '$[0]') = 'service')
-                 WHERE service IS NULL",
-            )?;
-            // Version 8 (issue 22): staged verification.
-            add_column(
-                &conn,
-                "verifications",
-                "stage",
-                "INTEGER NOT NULL DEFAULT 0",
-            )?;
-        }
-        conn.execute_batch(READ_INDEXES)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        migrate(&mut conn)?;
         Ok(SqliteJournal {
             conn,
             preferred,
