@@ -268,7 +268,7 @@ impl ActionsConfig {
         }
         let stage = |name: &str| Stage {
             name: name.to_owned(),
-            probe: Probe::Check(Box::new(Executor::DryRun(DryRun::new(
+            probe: Probe::Check(Box::new(Executor::new(DryRun::new(
                 "verify", "instance", None,
             )))),
             retries: 0,
@@ -311,7 +311,7 @@ impl ActionsConfig {
             s.channels = vec![log.clone()];
         }
         let rollback = self.rollback.executor.take();
-        self.rollback.executor = Some(Executor::DryRun(DryRun::new(
+        self.rollback.executor = Some(Executor::new(DryRun::new(
             "roll back",
             "instance",
             rollback,
@@ -321,32 +321,32 @@ impl ActionsConfig {
                 if let Probe::Check(check) = &mut stage.probe {
                     let real = std::mem::replace(
                         &mut **check,
-                        Executor::DryRun(DryRun::new("verify", "instance", None)),
+                        Executor::new(DryRun::new("verify", "instance", None)),
                     );
-                    **check = Executor::DryRun(DryRun::new("verify", "instance", Some(real)));
+                    **check = Executor::new(DryRun::new("verify", "instance", Some(real)));
                 }
             }
         }
         let pause = self.pause.take();
-        self.pause = Some(Executor::DryRun(DryRun::new(
+        self.pause = Some(Executor::new(DryRun::new(
             "pause the rollout of",
             "service",
             pause,
         )));
         let resume = self.resume.take();
-        self.resume = Some(Executor::DryRun(DryRun::new(
+        self.resume = Some(Executor::new(DryRun::new(
             "resume the rollout of",
             "service",
             resume,
         )));
         let switch = self.switch.take();
-        self.switch = Some(Executor::DryRun(DryRun::new(
+        self.switch = Some(Executor::new(DryRun::new(
             "shift to the standby pool the traffic of",
             "service",
             switch,
         )));
         let restore = self.restore.take();
-        self.restore = Some(Executor::DryRun(DryRun::new(
+        self.restore = Some(Executor::new(DryRun::new(
             "send back to the primary pool the traffic of",
             "service",
             restore,

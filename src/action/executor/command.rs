@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{ExecOutcome, Patterns, Template, Vars};
+use super::{ExecOutcome, Execute, Patterns, Registration, Running, Template, Vars};
 use crate::action::message::truncate_utf8;
 use crate::config::Errors;
 use crate::config::yaml::MapReader;
@@ -98,14 +98,6 @@ impl CommandExecutor {
         })
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    pub fn templates(&self) -> impl Iterator<Item = &Template> {
-        self.args.iter()
-    }
-
     /// The argv the program would get, values checked.
     pub fn argv(&self, vars: &Vars, patterns: &Patterns) -> Result<Vec<String>, String> {
         let mut out = vec![self.program.clone()];
@@ -115,7 +107,7 @@ impl CommandExecutor {
         Ok(out)
     }
 
-    pub async fn run(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
+    async fn run_now(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
         let argv = match self.argv(vars, patterns) {
             Ok(a) => a,
             Err(e) => return ExecOutcome::Refused(e),
@@ -263,4 +255,28 @@ fn outputs(stdout: &(Vec<u8>, usize), stderr: &(Vec<u8>, usize)) -> String {
         s.push_str(&format!("; {name}{more}: {text}"));
     }
     s
+}
+
+pub const EXECUTOR: Registration = Registration {
+    key: "command",
+    example: "`command: {argv: [...]}`",
+    read: |m, errs| Some(Box::new(CommandExecutor::from_config(m, errs)?)),
+};
+
+impl Execute for CommandExecutor {
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn describe(&self, vars: &Vars, patterns: &Patterns) -> Result<String, String> {
+        Ok(self.argv(vars, patterns)?.join(" "))
+    }
+
+    fn templates(&self) -> Vec<&Template> {
+        self.args.iter().collect()
+    }
+
+    fn run<'a>(&'a self, vars: &'a Vars, patterns: &'a Patterns) -> Running<'a> {
+        Box::pin(self.run_now(vars, patterns))
+    }
 }

@@ -3,7 +3,7 @@
 //! channels and no executors at all, as on a first run), so a new user
 //! sees the effect of each decision without touching a host.
 
-use super::{ExecOutcome, Executor, Patterns, Vars};
+use super::{ExecOutcome, Execute, Executor, Patterns, Running, Template, Vars};
 
 #[derive(Debug)]
 pub struct DryRun {
@@ -25,19 +25,7 @@ impl DryRun {
         }
     }
 
-    pub fn timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(1)
-    }
-
-    /// The refusal a real run would give, if any.
-    pub fn check(&self, vars: &Vars, patterns: &Patterns) -> Result<(), String> {
-        match &self.real {
-            Some(r) => r.check(vars, patterns),
-            None => Ok(()),
-        }
-    }
-
-    pub async fn run(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
+    async fn run_now(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
         let target = vars
             .0
             .get(self.target)
@@ -53,5 +41,38 @@ impl DryRun {
         let line = format!("dry run: would {} {target}{how}", self.doing);
         crate::output::say(&line);
         ExecOutcome::Ok(line)
+    }
+}
+
+impl Execute for DryRun {
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+
+    fn describe(&self, vars: &Vars, patterns: &Patterns) -> Result<String, String> {
+        match &self.real {
+            Some(r) => r.describe(vars, patterns),
+            None => Ok(format!("(dry run: {})", self.doing)),
+        }
+    }
+
+    /// The refusal a real run would give, if any.
+    fn check(&self, vars: &Vars, patterns: &Patterns) -> Result<(), String> {
+        match &self.real {
+            Some(r) => r.check(vars, patterns),
+            None => Ok(()),
+        }
+    }
+
+    fn templates(&self) -> Vec<&Template> {
+        self.real.as_ref().map_or(Vec::new(), |r| r.templates())
+    }
+
+    fn run<'a>(&'a self, vars: &'a Vars, patterns: &'a Patterns) -> Running<'a> {
+        Box::pin(self.run_now(vars, patterns))
+    }
+
+    fn is_dry_run(&self) -> bool {
+        true
     }
 }

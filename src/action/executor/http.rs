@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use super::{ExecOutcome, Patterns, Template, Vars};
+use super::{ExecOutcome, Execute, Patterns, Registration, Running, Template, Vars};
 use crate::action::channel::kit::without_url;
 use crate::action::message::truncate_utf8;
 use crate::config::Errors;
@@ -45,21 +45,6 @@ pub struct HttpExecutor {
 }
 
 impl HttpExecutor {
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    pub fn templates(&self) -> Vec<&Template> {
-        let headers = self.headers.iter().filter_map(|(_, v)| match v {
-            HeaderValue::Template(t) => Some(t),
-            HeaderValue::Secret(_) => None,
-        });
-        std::iter::once(&self.url)
-            .chain(headers)
-            .chain(self.body.as_ref())
-            .collect()
-    }
-
     pub fn from_config(mut m: MapReader<'_>, errs: &mut Errors) -> Option<HttpExecutor> {
         let method = match m
             .str("method", errs)
@@ -169,29 +154,7 @@ impl HttpExecutor {
         })
     }
 
-    /// Renders the URL, header and body templates, sending nothing.
-    pub fn check(&self, vars: &Vars, patterns: &Patterns) -> Result<(), String> {
-        self.url.render(vars, patterns, url_value)?;
-        for (_, value) in &self.headers {
-            if let HeaderValue::Template(t) = value {
-                t.render(vars, patterns, super::verbatim)?;
-            }
-        }
-        if let Some(b) = &self.body {
-            b.render(vars, patterns, json_escape)?;
-        }
-        Ok(())
-    }
-
-    /// `METHOD url` as a run would send it (without the query, which may
-    /// carry a token).
-    pub fn describe(&self, vars: &Vars, patterns: &Patterns) -> Result<String, String> {
-        self.check(vars, patterns)?;
-        let url = self.url.render(vars, patterns, url_value)?;
-        Ok(format!("{} {}", self.method, redact_query(&url)))
-    }
-
-    pub async fn run(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
+    async fn run_now(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
         match self.exchange(vars, patterns).await {
             Ok(answer) => answer.outcome,
             Err(refused_or_failed) => refused_or_failed,
@@ -292,6 +255,55 @@ fn url_value(v: &str) -> Result<String, String> {
         ));
     }
     Ok(crate::text::percent_encode(v))
+}
+
+pub const EXECUTOR: Registration = Registration {
+    key: "http",
+    example: "`http: {url: ...}`",
+    read: |m, errs| Some(Box::new(HttpExecutor::from_config(m, errs)?)),
+};
+
+impl Execute for HttpExecutor {
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `METHOD url` as a run would send it (without the query, which may
+    /// carry a token).
+    fn describe(&self, vars: &Vars, patterns: &Patterns) -> Result<String, String> {
+        self.check(vars, patterns)?;
+        let url = self.url.render(vars, patterns, url_value)?;
+        Ok(format!("{} {}", self.method, redact_query(&url)))
+    }
+
+    /// Renders the URL, header and body templates, sending nothing.
+    fn check(&self, vars: &Vars, patterns: &Patterns) -> Result<(), String> {
+        self.url.render(vars, patterns, url_value)?;
+        for (_, value) in &self.headers {
+            if let HeaderValue::Template(t) = value {
+                t.render(vars, patterns, super::verbatim)?;
+            }
+        }
+        if let Some(b) = &self.body {
+            b.render(vars, patterns, json_escape)?;
+        }
+        Ok(())
+    }
+
+    fn templates(&self) -> Vec<&Template> {
+        let headers = self.headers.iter().filter_map(|(_, v)| match v {
+            HeaderValue::Template(t) => Some(t),
+            HeaderValue::Secret(_) => None,
+        });
+        std::iter::once(&self.url)
+            .chain(headers)
+            .chain(self.body.as_ref())
+            .collect()
+    }
+
+    fn run<'a>(&'a self, vars: &'a Vars, patterns: &'a Patterns) -> Running<'a> {
+        Box::pin(self.run_now(vars, patterns))
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ pub mod dry;
 pub mod http;
 pub mod placeholders;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use std::collections::BTreeMap;
 
 use regex::Regex;
@@ -217,97 +220,118 @@ impl ExecOutcome {
     }
 }
 
-#[derive(Debug)]
-pub enum Executor {
-    Command(command::CommandExecutor),
-    Http(http::HttpExecutor),
-    DryRun(dry::DryRun),
-}
-
-impl Executor {
-    /// Reads `{command: {...}}` or `{http: {...}}` (exactly one).
-    pub fn from_config(m: &mut MapReader<'_>, errs: &mut Errors) -> Option<Executor> {
-        let cmd = m.map("command", errs);
-        let http = m.map("http", errs);
-        match (cmd, http) {
-            (Some(c), None) => {
-                command::CommandExecutor::from_config(c, errs).map(Executor::Command)
-            }
-            (None, Some(h)) => http::HttpExecutor::from_config(h, errs).map(Executor::Http),
-            (Some(_), Some(_)) => {
-                m.err(
-                    errs,
-                    m.node(),
-                    "command",
-                    "give either `command` or `http`, not both",
-                );
-                None
-            }
-            (None, None) => {
-                m.err(
-                    errs,
-                    m.node(),
-                    "command",
-                    "needs `command: {argv: [...]}` or `http: {url: ...}`",
-                );
-                None
-            }
-        }
-    }
-
+/// What every kind of executor does. A kind is one file implementing this
+/// and declaring its [`Registration`], and one line in [`KINDS`].
+pub trait Execute: Send + Sync + std::fmt::Debug {
     /// The longest one run may take.
-    pub fn timeout(&self) -> std::time::Duration {
-        match self {
-            Executor::Command(c) => c.timeout(),
-            Executor::Http(h) => h.timeout(),
-            Executor::DryRun(d) => d.timeout(),
-        }
-    }
-
-    /// A stand-in that only says what it would do.
-    pub fn is_dry_run(&self) -> bool {
-        matches!(self, Executor::DryRun(_))
-    }
-
+    fn timeout(&self) -> std::time::Duration;
     /// What a run would do, in one line (argv, or method and URL without
     /// its query), with every value checked as for real.
-    pub fn describe(&self, vars: &Vars, patterns: &Patterns) -> Result<String, String> {
-        match self {
-            Executor::Command(c) => Ok(c.argv(vars, patterns)?.join(" ")),
-            Executor::Http(h) => h.describe(vars, patterns),
-            Executor::DryRun(d) => match &d.real {
-                Some(r) => r.describe(vars, patterns),
-                None => Ok(format!("(dry run: {})", d.doing)),
-            },
-        }
-    }
-
+    fn describe(&self, vars: &Vars, patterns: &Patterns) -> Result<String, String>;
     /// Renders every template without running anything: `Err` is the
-    /// refusal `run` would give. Lets a refused rollback be told apart
-    /// before it takes a place in the budget.
-    pub fn check(&self, vars: &Vars, patterns: &Patterns) -> Result<(), String> {
-        match self {
-            Executor::Command(c) => c.argv(vars, patterns).map(drop),
-            Executor::Http(h) => h.check(vars, patterns),
-            Executor::DryRun(d) => d.check(vars, patterns),
+    /// refusal `run` would give.
+    fn check(&self, vars: &Vars, patterns: &Patterns) -> Result<(), String> {
+        self.describe(vars, patterns).map(drop)
+    }
+    /// Every template it renders, for `check`'s placeholder pass.
+    fn templates(&self) -> Vec<&Template>;
+    fn run<'a>(&'a self, vars: &'a Vars, patterns: &'a Patterns) -> Running<'a>;
+    /// A stand-in that only says what it would do.
+    fn is_dry_run(&self) -> bool {
+        false
+    }
+}
+
+/// A run in flight: what [`Execute::run`] returns.
+pub type Running<'a> = Pin<Box<dyn Future<Output = ExecOutcome> + Send + 'a>>;
+
+/// How a kind of executor is named in the config (`command: {...}`) and
+/// read.
+pub struct Registration {
+    pub key: &'static str,
+    /// What its settings look like, for the error that names the kinds.
+    pub example: &'static str,
+    pub read: fn(MapReader<'_>, &mut Errors) -> Option<Box<dyn Execute>>,
+}
+
+/// The kinds a config can name. (The dry run stands in for them; it is
+/// never configured.)
+const KINDS: &[Registration] = &[command::EXECUTOR, http::EXECUTOR];
+
+/// A configured executor of any kind.
+#[derive(Debug)]
+pub struct Executor(Box<dyn Execute>);
+
+impl Executor {
+    pub fn new(e: impl Execute + 'static) -> Executor {
+        Executor(Box::new(e))
+    }
+
+    /// Reads exactly one of the kinds' keys (`{command: {...}}` or
+    /// `{http: {...}}`).
+    pub fn from_config(m: &mut MapReader<'_>, errs: &mut Errors) -> Option<Executor> {
+        let mut given: Vec<(&Registration, MapReader<'_>)> = KINDS
+            .iter()
+            .filter_map(|k| m.map(k.key, errs).map(|sub| (k, sub)))
+            .collect();
+        let keys = || {
+            KINDS
+                .iter()
+                .map(|k| format!("`{}`", k.key))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        };
+        match given.len() {
+            1 => {
+                let (kind, sub) = given.pop().expect("one");
+                (kind.read)(sub, errs).map(Executor)
+            }
+            0 => {
+                let examples: Vec<&str> = KINDS.iter().map(|k| k.example).collect();
+                m.err(
+                    errs,
+                    m.node(),
+                    KINDS[0].key,
+                    format!("needs {}", examples.join(" or ")),
+                );
+                None
+            }
+            _ => {
+                m.err(
+                    errs,
+                    m.node(),
+                    given[0].0.key,
+                    format!("give either {}, not both", keys()),
+                );
+                None
+            }
         }
     }
 
-    /// Every template it renders, for `check`'s placeholder pass.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.0.timeout()
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.0.is_dry_run()
+    }
+
+    pub fn describe(&self, vars: &Vars, patterns: &Patterns) -> Result<String, String> {
+        self.0.describe(vars, patterns)
+    }
+
+    /// Lets a refused rollback be told apart before it takes a place in
+    /// the budget.
+    pub fn check(&self, vars: &Vars, patterns: &Patterns) -> Result<(), String> {
+        self.0.check(vars, patterns)
+    }
+
     pub fn templates(&self) -> Vec<&Template> {
-        match self {
-            Executor::Command(c) => c.templates().collect(),
-            Executor::Http(h) => h.templates(),
-            Executor::DryRun(d) => d.real.as_ref().map_or(Vec::new(), |r| r.templates()),
-        }
+        self.0.templates()
     }
 
     pub async fn run(&self, vars: &Vars, patterns: &Patterns) -> ExecOutcome {
-        match self {
-            Executor::Command(c) => c.run(vars, patterns).await,
-            Executor::Http(h) => h.run(vars, patterns).await,
-            Executor::DryRun(d) => d.run(vars, patterns).await,
-        }
+        self.0.run(vars, patterns).await
     }
 }
 

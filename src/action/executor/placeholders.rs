@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use super::Execute as _;
 use crate::action::config::ActionsConfig;
 use crate::config::yaml::did_you_mean;
 use crate::config::{ConfigError, Errors};
