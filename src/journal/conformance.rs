@@ -12,6 +12,7 @@ use crate::decision::{Action, Severity, Tier};
 use crate::engine::{Engine, EngineConfig};
 use crate::rule::load::{parse_file, rule_set};
 use crate::time::{Clock, SystemClock};
+use silences::{MatcherSpec, Scope, SilenceState, UntilBatch};
 
 /// A store the tests open several connections to (as several processes or
 /// replicas would).
@@ -1081,8 +1082,8 @@ fn tally_row(
     samples: u64,
     sum: f64,
     low: f64,
-) -> crate::gate::TallyRow {
-    crate::gate::TallyRow {
+) -> TallyRow {
+    TallyRow {
         service: service.into(),
         batch: batch.into(),
         minute: Ts(minute * 60_000),
@@ -1155,16 +1156,15 @@ fn a_fenced_commit_counts_no_samples_for_the_gate(store: &dyn Store) {
 fn promotions_are_kept_in_order_per_service(store: &dyn Store) {
     let mut a = store.connect();
     let b = store.connect();
-    let p = |service: &str, batch: Option<&str>, revision: Option<&str>, by: &str, at: i64| {
-        crate::gate::Promotion {
+    let p =
+        |service: &str, batch: Option<&str>, revision: Option<&str>, by: &str, at: i64| Promotion {
             service: service.into(),
             batch: batch.map(Into::into),
             revision: revision.map(Into::into),
             by: by.into(),
             note: format!("note by {by}"),
             at: Ts(at),
-        }
-    };
+        };
     a.promote(&p("web", Some("2"), Some("A"), "alice", 5))
         .unwrap();
     a.promote(&p("db", Some("1"), None, "bob", 6)).unwrap();
@@ -1235,20 +1235,36 @@ fn connections_writing_at_once_wait_for_each_other_instead_of_failing(store: &dy
     }
 }
 
-fn silence_at(now: Ts, extra: serde_json::Value) -> crate::silence::Silence {
-    let mut v = serde_json::json!({
-        "matchers": [{"name": "service", "value": "s", "isRegex": false}],
-        "startsAt": now.to_string(),
-        "createdBy": "alice",
-        "comment": "kernel patch",
-    });
-    for (k, x) in extra.as_object().unwrap() {
-        v[k] = x.clone();
+/// A silence as the journal stores it (the silence module validates what
+/// people post; the journal keeps what it is given).
+fn silence_at(
+    id: &str,
+    starts_at: Ts,
+    ends_at: Ts,
+    scope: Scope,
+    until: Option<(&str, &str)>,
+) -> Silence {
+    Silence {
+        id: id.to_owned(),
+        matchers: vec![MatcherSpec {
+            name: "service".into(),
+            value: "s".into(),
+            is_regex: false,
+            is_equal: true,
+        }],
+        scope,
+        starts_at,
+        ends_at,
+        until: until.map(|(service, batch)| UntilBatch {
+            service: service.into(),
+            batch: batch.into(),
+        }),
+        created_by: "alice".into(),
+        comment: "kernel patch".into(),
+        created_at: starts_at,
+        updated_at: starts_at,
+        expired_by: None,
     }
-    serde_json::from_value::<crate::silence::PostableSilence>(v)
-        .unwrap()
-        .validate(&crate::silence::SilenceLimits::default(), now)
-        .unwrap()
 }
 
 fn progress(batch: &str, stage: &str, at: Ts) -> UpgradeRow {
@@ -1265,20 +1281,17 @@ fn progress(batch: &str, stage: &str, at: Ts) -> UpgradeRow {
 }
 
 fn silences_are_kept_expire_on_time_and_end_with_their_batch(store: &dyn Store) {
-    use crate::silence::SilenceState;
     let now = Ts(1_795_255_200_000);
     let min = |m: i64| now.saturating_add(Dur::from_mins(m));
-    let timed = silence_at(
-        now,
-        serde_json::json!({"endsAt": min(60).to_string(), "scope": "all"}),
-    );
-    let pending = silence_at(
-        now,
-        serde_json::json!({"startsAt": min(10).to_string(), "endsAt": min(20).to_string()}),
-    );
+    let day = Dur::from_mins(24 * 60);
+    let timed = silence_at("sil-timed", now, min(60), Scope::All, None);
+    let pending = silence_at("sil-pending", min(10), min(20), Scope::Notify, None);
     let until = silence_at(
+        "sil-until",
         now,
-        serde_json::json!({"until": {"service": "s", "batch": "2"}}),
+        now.saturating_add(day),
+        Scope::Notify,
+        Some(("s", "2")),
     );
     let mut a = store.connect();
     for s in [&timed, &pending, &until] {
@@ -1360,8 +1373,11 @@ fn silences_are_kept_expire_on_time_and_end_with_their_batch(store: &dyn Store) 
     assert_eq!(ended.state(min(29)), SilenceState::Active);
     // A failed upgrade ends every until-batch silence of the service.
     let next = silence_at(
+        "sil-next",
         min(31),
-        serde_json::json!({"until": {"service": "s", "batch": "3"}}),
+        min(31).saturating_add(day),
+        Scope::Notify,
+        Some(("s", "3")),
     );
     a.add_silence(&next).unwrap();
     let failed = progress("3", "failed", min(40));
@@ -1388,7 +1404,7 @@ fn a_hold_skips_a_running_action_once_and_is_audited(store: &dyn Store) {
         action_key: a.key.clone(),
         action: a.action,
         incident: a.incident.clone(),
-        scope: crate::silence::Scope::All,
+        scope: Scope::All,
         detail: "held back by silence sil-1 (scope all, alice: kernel patch)".into(),
         at: Ts(1_795_255_300_000),
     };
