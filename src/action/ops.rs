@@ -198,7 +198,7 @@ impl Scope {
     }
 }
 
-fn known(j: &dyn Journal, incident: &str) -> Result<(), OpError> {
+fn known(j: &dyn crate::journal::Reads, incident: &str) -> Result<(), OpError> {
     match j.incident(incident)? {
         Some(_) => Ok(()),
         None => Err(OpError::NoIncident(incident.to_owned())),

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::AppError;
 use crate::health::Health;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Ingest, JournalError};
 use crate::output::say;
 use crate::pipeline::{HTTP_PARTITION, Pipeline, Submission};
 use crate::settings::KafkaConfig;
@@ -146,7 +146,7 @@ pub fn start_pipeline_thread(
 /// Rebuilds the HTTP partition's windows from the journaled request bodies.
 pub fn warm_http(
     pipeline: &Mutex<Pipeline>,
-    journal: &dyn Journal,
+    journal: &dyn Ingest,
     clock: &dyn Clock,
 ) -> Result<(), JournalError> {
     let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());

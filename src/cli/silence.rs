@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use super::{JournalArgs, open_journal, who};
-use ripcord::journal::Journal;
+use ripcord::journal::Reads;
 use ripcord::rule::load::{self as rules};
 use ripcord::settings::Config;
 
@@ -159,7 +159,7 @@ pub fn silence(cmd: SilenceCmd) -> Result<ExitCode> {
 
 /// Every label name the rules and the journal's incidents use: what a
 /// silence's matcher can sensibly name.
-pub fn seen_label_names(cfg: &Config, j: &dyn Journal) -> Result<Vec<String>> {
+pub fn seen_label_names(cfg: &Config, j: &dyn Reads) -> Result<Vec<String>> {
     let mut names: Vec<String> = Vec::new();
     // The rules as `run` would load them; broken rules only lose the hint.
     if let Ok(files) = rules::load(cfg.rules_dir.as_deref()) {

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Answer, Decision, Facts, GateConfig, Promotion, Question, evaluate};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{JournalError, Reads};
 use crate::journal::{SharedJournal, with_journal};
 use crate::rule::TierResolver;
 use crate::time::{Clock, Dur};
@@ -128,7 +128,7 @@ fn too_long(what: &str, v: Option<&str>) -> Option<Response> {
 
 /// Gathers what the journal holds about the service.
 fn facts(
-    j: &mut dyn Journal,
+    j: &dyn Reads,
     q: &Question,
     cfg: &GateConfig,
     tiers: &TierResolver,

@@ -477,7 +477,7 @@ pub enum SilenceError {
 /// CLI): within the per-silence caps, the count in force and the bytes
 /// budget (the guard's, which it joins at once).
 pub fn create(
-    j: &mut dyn crate::journal::Journal,
+    j: &mut dyn crate::journal::Silences,
     post: PostableSilence,
     guard: &Guard,
     now: Ts,
@@ -489,7 +489,7 @@ pub fn create(
 /// Puts a checked silence in force and records it, within the caps on
 /// silences in force (their count and bytes).
 pub fn record(
-    j: &mut dyn crate::journal::Journal,
+    j: &mut dyn crate::journal::Silences,
     c: Compiled,
     guard: &Guard,
     now: Ts,
@@ -513,7 +513,7 @@ pub fn record(
 
 /// Ends a silence now (the API and the CLI).
 pub fn expire(
-    j: &mut dyn crate::journal::Journal,
+    j: &mut dyn crate::journal::Silences,
     id: &str,
     by: &str,
     now: Ts,
