@@ -410,6 +410,36 @@ fn open_link(url: &str, post_by: Option<&str>) -> (u16, String) {
     (resp.status().as_u16(), resp.text().unwrap())
 }
 
+/// The incident's rollbacks, once every one has ended (done, failed,
+/// skipped, unknown). A rollback runs only as a journaled action, claimed
+/// once: when the journal holds no rollback that could still start, none
+/// can run, and checks that "nothing more ran" need no waiting.
+fn ended_rollbacks(r: &Ripcord, id: &str) -> Vec<Value> {
+    let ended = |a: &Value| {
+        matches!(
+            a["state"].as_str(),
+            Some("done" | "failed" | "skipped" | "unknown")
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || r
+            .actions(id, "rollback")
+            .iter()
+            .all(ended)),
+        "a rollback still runs: {}",
+        r.incident(id)
+    );
+    r.actions(id, "rollback")
+}
+
+/// Ran exactly once, as one journaled rollback, claimed once.
+fn assert_one_rollback(r: &Ripcord, id: &str) {
+    let rollbacks = ended_rollbacks(r, id);
+    assert_eq!(rollbacks.len(), 1, "{}", r.incident(id));
+    assert_eq!(rollbacks[0]["state"], "done", "{}", r.incident(id));
+    assert_eq!(rollbacks[0]["attempts"], 1, "{}", r.incident(id));
+}
+
 fn approval_state(r: &Ripcord, id: &str) -> String {
     r.incident(id)["approval"]["state"]
         .as_str()
@@ -571,7 +601,7 @@ fn an_approval_link_shows_a_page_on_get_and_approves_on_post_exactly_once() {
         .send()
         .unwrap();
     assert_eq!(again.status(), 409);
-    std::thread::sleep(Duration::from_secs(3));
+    assert_one_rollback(&r, &id);
     assert_eq!(
         calls(dir.path()),
         vec![vec!["i-ap1".to_owned(), "pay".to_owned()]]
@@ -616,8 +646,7 @@ fn a_rejected_approval_never_rolls_back() {
 
     let (code, page) = open_link(&links["approve"], Some("alice"));
     assert_eq!(code, 409, "{page}");
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(calls(dir.path()), Vec::<Vec<String>>::new());
+    // The verdict is journaled: no rollback was, so none can run.
     let inc = r.incident(&id);
     assert_eq!(inc["approval"]["state"], "rejected");
     assert_eq!(inc["approval"]["decided_by"], "bob");
@@ -627,6 +656,7 @@ fn a_rejected_approval_never_rolls_back() {
     );
     let req = r.actions(&id, "request_approval");
     assert_eq!(req[0]["state"], "rejected", "{inc}");
+    assert_eq!(calls(dir.path()), Vec::<Vec<String>>::new());
 }
 
 /// One chat post per incident event: a medium incident's approval request
@@ -787,9 +817,9 @@ fn a_recovery_withdraws_the_waiting_approval() {
     let (code, page) = open_link(&links["approve"], Some("alice"));
     assert_eq!(code, 409, "{page}");
     assert!(page.contains("withdrawn"), "{page}");
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(calls(dir.path()), Vec::<Vec<String>>::new());
+    // Withdrawn in the journal, no rollback journaled: none can run.
     assert!(r.actions(&id, "rollback").is_empty());
+    assert_eq!(calls(dir.path()), Vec::<Vec<String>>::new());
 }
 
 #[test]
@@ -819,7 +849,7 @@ fn an_approval_pending_across_a_restart_is_approved_with_the_cli_and_rolls_back_
         "the rollback never ran:\n{}",
         r.stderr.text()
     );
-    std::thread::sleep(Duration::from_secs(3));
+    assert_one_rollback(&r, &id);
     assert_eq!(
         calls(dir.path()),
         vec![vec!["i-rs1".to_owned(), "pay".to_owned()]]
@@ -885,12 +915,6 @@ escalation:
     let (m_id, _) = standin.approval_request(&r, "i-exm");
     let (h_id, _) = standin.approval_request(&r, "i-exh");
     let asked = Instant::now();
-
-    // Well within the minute: nothing yet.
-    std::thread::sleep(Duration::from_secs(40));
-    assert_eq!(approval_state(&r, &m_id), "awaiting");
-    assert_eq!(approval_state(&r, &h_id), "awaiting");
-    assert!(calls(dir.path()).is_empty());
     let pager = || {
         standin
             .all()
@@ -898,10 +922,10 @@ escalation:
             .filter(|h| h.path == "/pager" && h.body["incident"].as_str() == Some(&h_id))
             .count()
     };
-    assert_eq!(pager(), 0);
 
-    // After it: medium rolls back, high pages.
-    let ok = wait_until(Duration::from_secs(60), || {
+    // After the minute: medium rolls back, high pages (the journal's dates,
+    // below, show that nothing came before it).
+    let ok = wait_until(Duration::from_secs(120), || {
         calls_for(dir.path(), "i-exm") >= 1 && pager() >= 1
     });
     assert!(
@@ -913,13 +937,35 @@ escalation:
         r.stderr.text()
     );
     assert!(asked.elapsed() >= Duration::from_secs(55), "too early");
-    std::thread::sleep(Duration::from_secs(3));
+    assert_one_rollback(&r, &m_id);
     assert_eq!(
         calls(dir.path()),
         vec![vec!["i-exm".to_owned(), "pay".to_owned()]]
     );
     assert_eq!(approval_state(&r, &m_id), "expired");
     assert_eq!(approval_state(&r, &h_id), "expired");
+    // Nothing before the minute was up, as the journal dates it: each
+    // approval asked for a minute and expired at its deadline or after,
+    // the only rollback is the timeout's, and paging began no earlier.
+    let at = |v: &Value| ripcord::time::Ts::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    for id in [&m_id, &h_id] {
+        let a = r.incident(id)["approval"].clone();
+        assert_eq!(
+            at(&a["expires_at"]).0 - at(&a["requested_at"]).0,
+            60_000,
+            "{a}"
+        );
+        assert!(
+            at(&a["decided_at"]) >= at(&a["expires_at"]),
+            "expired early: {a}"
+        );
+    }
+    let h_deadline = at(&r.incident(&h_id)["approval"]["expires_at"]);
+    let paging = r.incident(&h_id)["paging"].clone();
+    assert!(
+        at(&paging["started_at"]) >= h_deadline,
+        "paged early: {paging}"
+    );
     assert!(r.actions(&h_id, "rollback").is_empty());
     let rb = r.actions(&m_id, "rollback");
     assert_eq!(rb.len(), 1);
@@ -1022,7 +1068,8 @@ fn hostile_instance_labels_are_refused_paged_and_never_reach_the_script() {
         "chat heard of {refused} refusals: {:?}",
         standin.titles()
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Every hostile rollback ended refused (above): only the good value
+    // could reach the script.
     assert_eq!(
         calls(dir.path()),
         vec![vec!["i-good".to_owned(), "svc-ok".to_owned()]],

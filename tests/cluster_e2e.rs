@@ -251,14 +251,14 @@ fn an_approval_pending_on_a_dead_replica_is_approved_through_another_and_rolls_b
         calls(c.dir.path()).get("i-a") == Some(&1)
     });
     assert!(ran, "the approved rollback never ran:\n{}", b.stderr.text());
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(calls(c.dir.path()).get("i-a"), Some(&1), "ran once");
+    // One journaled rollback, ended: no replica can run it again.
     assert!(
         wait_until(Duration::from_secs(10), || c.action_states("rollback")
             == ["done"]),
         "{:?}",
         c.action_states("rollback")
     );
+    assert_eq!(calls(c.dir.path()).get("i-a"), Some(&1), "ran once");
 }
 
 /// (b) The replica running a paging chain dies after its first step; the
@@ -312,7 +312,7 @@ fn a_rollback_running_on_a_dead_replica_becomes_unknown_and_never_runs_again() {
         c.action_states("rollback"),
         b.stderr.text()
     );
-    std::thread::sleep(Duration::from_secs(4));
+    // `unknown` is final: no replica re-runs it (the claim is journaled).
     assert_eq!(calls(c.dir.path()).get("i-c"), Some(&1), "never re-run");
     assert_eq!(c.action_states("rollback"), ["unknown"]);
 }
@@ -334,9 +334,15 @@ fn a_verification_due_on_a_dead_replica_runs_once_on_a_survivor() {
         !c.capture.times("/verify/i-d").is_empty()
     });
     assert!(checked, "the verification never ran");
-    std::thread::sleep(Duration::from_secs(3));
+    // Its row goes when its outcome is journaled: nothing left to run.
+    assert!(
+        wait_until(Duration::from_secs(30), || count(
+            &c.db,
+            "SELECT count(*) FROM verifications"
+        ) == 0),
+        "the verification is still due"
+    );
     assert_eq!(c.capture.times("/verify/i-d").len(), 1, "ran once");
-    assert_eq!(count(&c.db, "SELECT count(*) FROM verifications"), 0);
 }
 
 /// A replica stopped past its session timeout loses its partition to
