@@ -18,6 +18,7 @@
 
 mod alert;
 mod batch;
+pub mod config;
 mod incident;
 mod metric;
 mod trail;
