@@ -14,9 +14,9 @@ use crate::health::Health;
 use crate::journal::{Ingest, JournalError};
 use crate::output::say;
 use crate::pipeline::{HTTP_PARTITION, Pipeline, Submission};
-use crate::settings::KafkaConfig;
 use crate::source::embedded::EmbeddedBroker;
 use crate::source::kafka::{KafkaSource, KafkaSourceError, Start};
+use crate::source::kafka_config::KafkaConfig;
 use crate::telemetry::Metrics;
 use crate::time::{Clock, Ts};
 

@@ -17,6 +17,10 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::config::Errors;
+use crate::config::secret::read_secret;
+use crate::config::yaml::MapReader;
+
 /// `http.console`: who may see and use the console (see `crate::console`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConsoleConfig {
@@ -151,6 +155,51 @@ pub async fn check(State(hosts): State<Arc<Hosts>>, req: Request, next: Next) ->
         ),
     )
     .into_response()
+}
+
+/// `http.console`, read here beside [`ConsoleConfig`].
+pub fn read_config(mut m: MapReader<'_>, c: &mut ConsoleConfig, errs: &mut Errors) {
+    c.read_token = read_secret(&mut m, "read_token", errs);
+    if let Some(h) = m.str("trusted_user_header", errs) {
+        let n = m.node_of("trusted_user_header").unwrap_or(m.node());
+        match axum::http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(_) => c.trusted_user_header = Some(h.to_ascii_lowercase()),
+            Err(_) => m.err(
+                errs,
+                n,
+                "trusted_user_header",
+                format!("`{h}` is not an HTTP header name"),
+            ),
+        }
+    }
+    if let Some(list) = m.str_list("trusted_proxies", errs) {
+        for (ip, node) in list {
+            match ip.parse::<std::net::IpAddr>() {
+                Ok(a) => c.trusted_proxies.push(a),
+                Err(_) => m.err(
+                    errs,
+                    node,
+                    "trusted_proxies",
+                    format!("`{ip}` is not an IP address"),
+                ),
+            }
+        }
+    }
+    if let Some(b) = m.bool("open_on_loopback", errs) {
+        c.open_on_loopback = b;
+    }
+    if c.trusted_user_header.is_some() && c.trusted_proxies.is_empty() {
+        let n = m.node_of("trusted_user_header").unwrap_or(m.node());
+        m.err(
+            errs,
+            n,
+            "trusted_user_header",
+            "name the proxy in trusted_proxies: the header is believed only from listed \
+             addresses (loopback is not assumed: a proxy on this host, kubectl port-forward \
+             and a mesh sidecar all connect from loopback, with whatever header their client sent)",
+        );
+    }
+    m.finish(errs);
 }
 
 #[cfg(test)]

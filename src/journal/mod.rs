@@ -151,6 +151,59 @@ pub fn blocks(i: &IncidentRow) -> bool {
         && i.batch.as_ref().is_none_or(|b| b.outside.is_empty())
 }
 
+/// `journal:` in the config, read here beside [`JournalConfig`].
+pub fn read_config(
+    mut m: crate::config::yaml::MapReader<'_>,
+    j: &mut JournalConfig,
+    errs: &mut crate::config::Errors,
+) {
+    if let Some(p) = m.str("path", errs) {
+        j.path = crate::config::relative_to(m.file(), p);
+    }
+    j.url = crate::config::secret::read_secret(&mut m, "url", errs);
+    if let Some(p) = m.str("ca_file", errs) {
+        let path = crate::config::relative_to(m.file(), p);
+        let n = m.node_of("ca_file").unwrap_or(m.node());
+        if j.url.is_none() {
+            m.err(errs, n, "ca_file", "is for PostgreSQL: give `url` too");
+        } else if let Err(e) = std::fs::metadata(&path) {
+            m.err(errs, n, "ca_file", format!("{}: {e}", path.display()));
+        }
+        j.ca_file = Some(path);
+    }
+    if let Some(url) = j.url.as_ref().filter(|u| !u.is_unresolved()) {
+        let n = m.node_of("url").unwrap_or(m.node());
+        if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
+            m.err(
+                errs,
+                n,
+                "url",
+                "expected postgres://user@host:5432/database (the value is a secret and not shown)",
+            );
+        } else if let Err(e) = url.expose().parse::<tokio_postgres::Config>() {
+            m.err(
+                errs,
+                n,
+                "url",
+                format!(
+                    "is not a PostgreSQL connection string: {}",
+                    crate::journal::postgres::scrub(&e.to_string(), url.expose())
+                ),
+            );
+        }
+        if m.has("path") {
+            let n = m.node_of("path").unwrap_or(m.node());
+            m.err(
+                errs,
+                n,
+                "path",
+                "give `url` (PostgreSQL) or `path` (SQLite), not both",
+            );
+        }
+    }
+    m.finish(errs);
+}
+
 /// Every role trait, for code that holds a concrete journal.
 pub mod prelude {
     pub use super::{Ingest, Journal, Reads, Silences, Verdicts, Work};

@@ -10,7 +10,8 @@ mod service;
 
 use std::path::{Path, PathBuf};
 
-pub use service::{GroupProtocol, HttpConfig, HttpLimits, KafkaConfig, LogConfig, LogFormat};
+pub use crate::source::kafka_config::{GroupProtocol, KafkaConfig};
+pub use service::{HttpConfig, HttpLimits, LogConfig, LogFormat};
 
 use crate::config::relative_to;
 use crate::config::yaml::{self, MapReader};
@@ -141,13 +142,13 @@ impl Config {
                 cfg.rules_dir = Some(relative_to(path, dir));
             }
             if let Some(m) = top.map("kafka", &mut errs) {
-                service::read_kafka(m, &mut cfg.kafka, &mut errs);
+                crate::source::kafka_config::read_kafka(m, &mut cfg.kafka, &mut errs);
             }
             if let Some(m) = top.map("http", &mut errs) {
                 service::read_http(m, &mut cfg.http, &mut errs);
             }
             if let Some(m) = top.map("journal", &mut errs) {
-                service::read_journal(m, &mut cfg.journal, &mut errs);
+                crate::journal::read_config(m, &mut cfg.journal, &mut errs);
             }
             if let Some(m) = top.map("log", &mut errs) {
                 service::read_log(m, &mut cfg.log, &mut errs);

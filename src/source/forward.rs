@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use super::kafka_config::KafkaConfig;
 use crate::event::Event;
-use crate::settings::KafkaConfig;
 use crate::source::kafka::{HelperContext, connection_config};
 use crate::telemetry::Metrics;
 

@@ -34,9 +34,9 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
+use super::kafka_config::{GroupProtocol, KafkaConfig};
 use crate::health::Health;
 use crate::pipeline::{PartitionId, Pipeline, Rejected};
-use crate::settings::{GroupProtocol, KafkaConfig};
 use crate::telemetry::{Metrics, Outcome, Source};
 use crate::time::Clock;
 

@@ -6,3 +6,4 @@ pub mod embedded;
 pub mod forward;
 pub mod http;
 pub mod kafka;
+pub mod kafka_config;
