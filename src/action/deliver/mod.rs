@@ -1,5 +1,10 @@
 //! Delivery: one worker per channel, so a slow or dead channel never delays
-//! another.
+//! another. Its stages, one file each: [`rate`] (the channel's rate, no
+//! burst), [`digest`] (what waits is held, bounded in bytes, and merged),
+//! [`retry`] (backoff, honouring Retry-After); the fallback is the last
+//! step of [`Worker::deliver`]. Muting is the dispatcher's and the
+//! responder's (a silence holds an action back before any message is
+//! made), escalation the scheduler's.
 //!
 //! Each worker keeps the channel within its rate limit (governor). Messages
 //! that arrive while it waits are merged into one digest when it may send
@@ -9,14 +14,17 @@
 //! failing, goes to the tier's fallback channel. Every outcome lands on the
 //! incident's timeline, and "sent" only ever means the provider said so.
 
-use std::collections::{HashMap, VecDeque};
-use std::num::NonZeroU32;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use governor::{Quota, RateLimiter};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+mod digest;
+mod rate;
+mod retry;
+
+use digest::{DIGEST_PARTS, Held, MAX_PENDING_BYTES, incidents_of, merge};
 
 use super::channel::{ChannelSpec, SendContext, SendOutcome};
 use super::message::Message;
@@ -64,75 +72,6 @@ impl Delivered {
         matches!(self.outcome, SendOutcome::Sent(_))
     }
 }
-
-/// Bytes of messages a worker holds for its channel; past it, in a storm,
-/// the oldest are given up (each incident's timeline says so), bounding
-/// memory whatever the flood.
-const MAX_PENDING_BYTES: usize = 16 << 20;
-/// Messages one digest carries; more wait for the next send, so a flood
-/// goes out as a series of digests and no message is summarised away.
-const DIGEST_PARTS: usize = 50;
-
-/// Messages a worker holds for its channel, their weight kept as they come
-/// and go: a hung channel in a storm holds tens of thousands, and summing
-/// them again for every arrival cost more than the storm's other work.
-#[derive(Default)]
-struct Held {
-    queue: VecDeque<Delivery>,
-    bytes: usize,
-}
-
-impl Held {
-    fn push(&mut self, d: Delivery) {
-        self.bytes += weight(&d);
-        self.queue.push_back(d);
-    }
-
-    fn pop_front(&mut self) -> Option<Delivery> {
-        let d = self.queue.pop_front()?;
-        self.bytes -= weight(&d);
-        Some(d)
-    }
-
-    /// The oldest `n` (fewer if fewer wait).
-    fn take(&mut self, n: usize) -> Vec<Delivery> {
-        std::iter::from_fn(|| self.pop_front()).take(n).collect()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-}
-
-/// What a held message costs.
-fn weight(d: &Delivery) -> usize {
-    d.message.title.len()
-        + d.message.body.len()
-        + d.message
-            .links
-            .iter()
-            .map(|l| l.label.len() + l.url.len())
-            .sum::<usize>()
-        + 256
-}
-
-/// A clock for governor that follows tokio's (pausable) time.
-#[derive(Clone, Debug)]
-struct TokioRateClock(tokio::time::Instant);
-
-impl governor::clock::Clock for TokioRateClock {
-    type Instant = Duration;
-    fn now(&self) -> Duration {
-        self.0.elapsed()
-    }
-}
-
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    TokioRateClock,
-    governor::middleware::NoOpMiddleware<Duration>,
->;
 
 /// Hands messages to the channel workers.
 #[derive(Clone)]
@@ -282,31 +221,13 @@ struct Worker {
 }
 
 impl Worker {
-    /// `n` per `per` as one send every `per / n` (plus 2%, at least 50 ms)
-    /// with no burst: then no window of length `per` ever holds more than
-    /// `n` sends, even as the provider sees them, after network jitter
-    /// (providers count in sliding windows: DingTalk's 21st message in a
-    /// minute is refused). Messages that arrive in between are merged into
-    /// a digest.
-    fn limiter(&self) -> (Limiter, TokioRateClock) {
-        let (n, per) = self.spec.rate;
-        let n = NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
-        let spacing = per / n.get();
-        let spacing = spacing + (spacing / 50).max(Duration::from_millis(50));
-        let quota = Quota::with_period(spacing)
-            .unwrap_or_else(|| Quota::per_second(n))
-            .allow_burst(NonZeroU32::MIN);
-        let clock = TokioRateClock(tokio::time::Instant::now());
-        (RateLimiter::direct_with_clock(quota, clock.clone()), clock)
-    }
-
     async fn run(
         self,
         mut rx: mpsc::Receiver<Delivery>,
         mut shutdown: watch::Receiver<bool>,
         mut draining: watch::Receiver<bool>,
     ) {
-        let (limiter, clock) = self.limiter();
+        let (limiter, clock) = rate::limiter(self.spec.rate);
         let mut pending = Held::default();
         loop {
             if pending.is_empty() {
@@ -440,11 +361,7 @@ impl Worker {
                 }
                 SendOutcome::Retry { after, reason } if attempt < self.spec.retries => {
                     attempt += 1;
-                    let backoff =
-                        Duration::from_secs(1 << attempt.min(6)).min(Duration::from_secs(60));
-                    let wait = after
-                        .unwrap_or(backoff)
-                        .max(backoff.min(Duration::from_secs(1)));
+                    let wait = retry::wait_before(attempt, *after);
                     self.note(
                         &incidents,
                         &format!(
@@ -542,91 +459,5 @@ impl Worker {
                 tracing::error!(error = %e, "could not write a send outcome to the timeline");
             }
         }
-    }
-}
-
-fn incidents_of(d: &Delivery) -> Vec<String> {
-    if d.incidents.is_empty() {
-        d.message.incident.iter().cloned().collect()
-    } else {
-        d.incidents.clone()
-    }
-}
-
-/// One delivery for many: a digest message whose outcome answers them all.
-fn merge(batch: Vec<Delivery>) -> Delivery {
-    let mut parts: Vec<Message> = batch.iter().map(|d| d.message.clone()).collect();
-    let all = parts.len();
-    let title = Message::digest_title(&parts, all);
-    let extra = all.saturating_sub(DIGEST_PARTS);
-    parts.truncate(DIGEST_PARTS);
-    let mut message = Message::digest(&parts);
-    if extra > 0 {
-        message
-            .body
-            .push_str(&format!("\n… and {extra} more (see `ripcord incidents`)"));
-        message.title = title;
-    }
-    let fallback = batch.iter().find_map(|d| d.fallback.clone());
-    let mut incidents: Vec<String> = batch.iter().flat_map(incidents_of).collect();
-    incidents.sort();
-    incidents.dedup();
-    let waiters: Vec<oneshot::Sender<Delivered>> =
-        batch.into_iter().filter_map(|d| d.done).collect();
-    let (tx, rx) = oneshot::channel::<Delivered>();
-    tokio::spawn(async move {
-        if let Ok(outcome) = rx.await {
-            for w in waiters {
-                let _ = w.send(outcome.clone());
-            }
-        }
-    });
-    Delivery {
-        message,
-        fallback,
-        done: Some(tx),
-        incidents,
-    }
-}
-
-#[cfg(test)]
-mod held_tests {
-    use super::*;
-    use crate::action::message::{Kind, Message};
-    use crate::decision::{Severity, Tier};
-
-    fn delivery(title: &str, body_bytes: usize) -> Delivery {
-        Delivery::new(
-            Message {
-                kind: Kind::Incident,
-                title: title.to_owned(),
-                body: "x".repeat(body_bytes),
-                tier: Tier::Medium,
-                severity: Severity::Functional,
-                incident: None,
-                links: Vec::new(),
-                mention: false,
-            },
-            None,
-            None,
-        )
-    }
-
-    #[test]
-    fn held_bytes_are_the_weight_of_what_is_held_through_pushes_pops_and_takes() {
-        let mut held = Held::default();
-        for i in 0..500 {
-            held.push(delivery(&format!("m{i}"), i * 7 % 300));
-            if i % 3 == 0 {
-                held.pop_front();
-            }
-            if i % 50 == 0 {
-                held.take(DIGEST_PARTS);
-            }
-            assert_eq!(held.bytes, held.queue.iter().map(weight).sum::<usize>());
-        }
-        let left = held.queue.len();
-        assert_eq!(held.take(left + 10).len(), left);
-        assert_eq!((held.bytes, held.is_empty()), (0, true));
     }
 }
