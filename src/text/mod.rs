@@ -207,6 +207,7 @@ pub fn compact_names(names: &[&str], max_bytes: usize) -> String {
 
 /// A Prometheus label name: what a label may be called, and what a
 /// template placeholder may name.
+#[inline]
 pub fn is_label_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
