@@ -963,7 +963,7 @@ svc = compose["services"]["prometheus-kafka-adapter"]
 assert svc["image"].startswith("telefonica/prometheus-kafka-adapter:"), "image %s" % svc["image"]
 env = svc["environment"]
 assert env["SERIALIZATION_FORMAT"] == "json", "SERIALIZATION_FORMAT is %s; ripcord reads the adapter's json" % env["SERIALIZATION_FORMAT"]
-default = re.search(r'topics: vec!\["([^"]+)"', open("src/settings/service.rs").read()).group(1)
+default = re.search(r'topics: vec!\["([^"]+)"', open("src/source/kafka_config.rs").read()).group(1)
 assert env["KAFKA_TOPIC"] == default, "KAFKA_TOPIC %s, ripcord's default topic %s" % (env["KAFKA_TOPIC"], default)
 assert env["KAFKA_TOPIC"] in cfg["kafka"]["topics"], "ripcord.yaml does not read %s" % env["KAFKA_TOPIC"]
 assert env["KAFKA_BROKER_LIST"].split(",") == cfg["kafka"]["brokers"], \
