@@ -135,11 +135,7 @@ impl Message {
         body: String,
     ) -> Message {
         // The title is one line; the body keeps its lines, each made safe.
-        let body = body
-            .lines()
-            .map(|l| one_line(l).into_owned())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let body = crate::text::each_line(&body);
         Message {
             kind,
             title: one_line(&title).into_owned(),

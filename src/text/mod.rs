@@ -41,6 +41,15 @@ pub fn one_line(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `s` with its line breaks kept and each line made [`one_line`]: a body
+/// whose lines are its own, none of them able to forge another.
+pub fn each_line(s: &str) -> String {
+    s.lines()
+        .map(|l| one_line(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Text for a chat's markdown (DingTalk, WeCom), where it is shown and
 /// must do nothing: on one line; markdown punctuation backslash-escaped
 /// (no link, image, emphasis, HTML or `<@user>` mention can form); a

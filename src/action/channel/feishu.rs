@@ -156,12 +156,7 @@ impl Feishu {
             }
             mentions.extend(self.at_users.iter().map(|id| format!("<at id={id}></at>")));
         }
-        let body: String = msg
-            .body
-            .lines()
-            .map(|l| one_line(l).into_owned())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let body = crate::text::each_line(&msg.body);
         let signed = self
             .secret
             .as_ref()

@@ -122,12 +122,7 @@ impl Teams {
                 })
             })
             .collect();
-        let body: String = msg
-            .body
-            .lines()
-            .map(|l| one_line(l).into_owned())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let body = crate::text::each_line(&msg.body);
         fit_json(MAX_BODY_BYTES, &body, |body| {
             let mut blocks = vec![json!({
                 "type": "RichTextBlock",
