@@ -854,6 +854,11 @@ impl Grouper {
         }
     }
 
+    /// When [`Grouper::fire_due`] next has something to do (wall time).
+    pub fn next_due(&self) -> Option<Ts> {
+        self.next_due
+    }
+
     /// Runs what is due at `now`: forming incidents fire, late members are
     /// announced, held outside breaches are released.
     pub fn fire_due(&mut self, policy: &Policy, now: Ts, out: &mut Vec<Decision>) {

@@ -379,6 +379,24 @@ impl Engine {
         self.stats.decisions += (out.len() - start) as u64;
     }
 
+    /// The wall time from which [`Engine::tick`] has work: the first rule
+    /// timer once the lateness allowance has passed it twice over (a tick
+    /// moves the clock to `now` minus the allowance, and timers run up to
+    /// that minus the allowance again), or a batch incident's wait. The
+    /// live loop sleeps until then instead of ticking on a fixed beat.
+    pub fn next_due(&self) -> Option<Ts> {
+        let lateness = self.cfg.allowed_lateness;
+        let timer = self
+            .timers
+            .peek()
+            .map(|Reverse((at, ..))| at.saturating_add(lateness).saturating_add(lateness));
+        let batch = self.grouper.as_ref().and_then(|g| g.next_due());
+        match (timer, batch) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// End of input: runs every timer up to the newest event time, without
     /// waiting for the lateness allowance (no more events are coming), and
     /// every batch incident's wait.

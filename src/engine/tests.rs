@@ -556,3 +556,59 @@ fn decisions_carry_the_window_before_the_breach_and_the_readings_since() {
     assert_eq!(ev.points.last().unwrap().0, resolve.at);
     assert!(ev.points.windows(2).all(|w| w[0].0 < w[1].0));
 }
+
+/// The live loop sleeps until `next_due` instead of ticking every second:
+/// a tick a moment before it finds nothing to decide, and ticking only at
+/// each `next_due` decides what ticking every second does, no later than
+/// that second.
+#[test]
+fn ticking_at_next_due_decides_what_a_tick_every_second_does() {
+    let start = |e: &mut Engine| {
+        let mut out = Vec::new();
+        sample(e, 0, "a", 0.10, &mut out);
+        sample(e, 5, "b", 0.10, &mut out);
+        sample(e, 30, "b", 0.0, &mut out);
+    };
+    let end = Ts::from_millis(T0 + 600_000).unwrap();
+    // Every second.
+    let mut every = engine_with(FIVE_XX, EngineConfig::default());
+    start(&mut every);
+    let mut by_second = Vec::new();
+    let mut wall = Ts::from_millis(T0).unwrap();
+    while wall <= end {
+        let mut out = Vec::new();
+        every.tick(wall, &mut out);
+        by_second.extend(out.into_iter().map(|d| (wall, d)));
+        wall = wall.saturating_add(Dur::from_secs(1));
+    }
+    assert!(
+        !by_second.is_empty(),
+        "the case decides something when quiet"
+    );
+    // Only at each deadline, after a look a millisecond before it.
+    let mut sleeper = engine_with(FIVE_XX, EngineConfig::default());
+    start(&mut sleeper);
+    let mut at_due = Vec::new();
+    while let Some(due) = sleeper.next_due().filter(|d| *d <= end) {
+        let mut out = Vec::new();
+        sleeper.tick(due.saturating_sub(Dur(1)), &mut out);
+        assert!(out.is_empty(), "a tick 1 ms before {due:?} decided {out:?}");
+        sleeper.tick(due, &mut out);
+        assert_ne!(
+            sleeper.next_due(),
+            Some(due),
+            "a tick at the deadline left it due"
+        );
+        at_due.extend(out.into_iter().map(|d| (due, d)));
+    }
+    assert_eq!(
+        actions(&at_due.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>()),
+        actions(&by_second.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>())
+    );
+    for ((due, _), (second, _)) in at_due.iter().zip(&by_second) {
+        assert!(
+            due <= second,
+            "decided at {due:?}, after the 1 s tick's {second:?}"
+        );
+    }
+}
