@@ -26,7 +26,9 @@ struct State {
     stopping: bool,
     /// `None`: no Kafka in this run.
     kafka: Option<KafkaState>,
-    last_turn: Instant,
+    /// Each pipeline shard's last loop turn: one stuck shard is a stall,
+    /// however well the others turn.
+    last_turn: Vec<Instant>,
     /// A warm-up is running: the loop is busy reading history, not stuck.
     warming_since: Option<Instant>,
     journal_error: Option<String>,
@@ -48,7 +50,7 @@ impl Health {
                 http_up: false,
                 stopping: false,
                 kafka: kafka.then(KafkaState::default),
-                last_turn: Instant::now(),
+                last_turn: vec![Instant::now()],
                 warming_since: None,
                 journal_error: None,
                 failed: None,
@@ -69,15 +71,25 @@ impl Health {
         self.with(|s| s.stopping = true);
     }
 
+    /// Shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.with(|s| s.stopping)
+    }
+
     /// The pipeline thread ended with an error: nothing is read any more.
     pub fn failed(&self, why: impl Into<String>) {
         let why = why.into();
         self.with(|s| s.failed = Some(why));
     }
 
-    /// One pipeline loop turn happened.
-    pub fn turned(&self) {
-        self.with(|s| s.last_turn = Instant::now());
+    /// One loop turn of pipeline shard `shard` happened.
+    pub fn turned(&self, shard: usize) {
+        self.with(|s| {
+            if s.last_turn.len() <= shard {
+                s.last_turn.resize(shard + 1, Instant::now());
+            }
+            s.last_turn[shard] = Instant::now();
+        });
     }
 
     /// Partitions handed to this member, not yet warmed.
@@ -119,7 +131,7 @@ impl Health {
     pub fn warmed(&self, partition: &str) {
         self.with(|s| {
             s.warming_since = None;
-            s.last_turn = Instant::now();
+            s.last_turn.iter_mut().for_each(|t| *t = Instant::now());
             if let Some(k) = &mut s.kafka {
                 k.warming.remove(partition);
             }
@@ -144,7 +156,7 @@ impl Health {
         if s.warming_since.is_some() {
             return None;
         }
-        let quiet = s.last_turn.elapsed();
+        let quiet = s.last_turn.iter().map(Instant::elapsed).max()?;
         (quiet >= self.stall_after).then_some(quiet)
     }
 
@@ -269,7 +281,26 @@ mod tests {
         assert!(h.live().is_ok());
         h.warmed("x");
         assert!(h.live().is_ok());
-        h.turned();
+        h.turned(0);
         assert!(h.ready().is_ok());
+    }
+
+    /// With several shards, one stuck on its journal is a stall even while
+    /// another turns (an idle shard must not vouch for a stuck one).
+    #[test]
+    fn one_stuck_shard_is_a_stall() {
+        let h = Health::new(false, Duration::from_millis(30));
+        h.turned(0);
+        h.turned(1);
+        assert!(h.live().is_ok());
+        std::thread::sleep(Duration::from_millis(40));
+        h.turned(1);
+        assert!(
+            h.live().unwrap_err().contains("no progress"),
+            "{:?}",
+            h.live()
+        );
+        h.turned(0);
+        assert!(h.live().is_ok());
     }
 }

@@ -20,8 +20,9 @@ use ripcord::health::Health;
 use ripcord::journal::sqlite::SqliteJournal;
 use ripcord::output::{Format, Output};
 use ripcord::pipeline::Pipeline;
+use ripcord::pipeline::driver::{Driver, Shared};
 use ripcord::settings::KafkaConfig;
-use ripcord::source::kafka::{KafkaSource, Start};
+use ripcord::source::kafka::{KafkaSource, Parts, Start};
 use ripcord::telemetry::Metrics;
 use ripcord::time::{Clock, SystemClock};
 use serde_json::Value;
@@ -81,38 +82,55 @@ impl Running {
         std::fs::write(dir.path().join("rules/down.yaml"), RULES).unwrap();
         let files = ripcord::rule::load::load_dir(&dir.path().join("rules")).expect("rules load");
         let rules = Arc::new(ripcord::rule::load::rule_set(&files));
-        let journal = SqliteJournal::open(&dir.path().join("state.db"), false).unwrap();
+        let db = dir.path().join("state.db");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new());
         let out = Out::default();
-        let pipeline = Arc::new(Mutex::new(Pipeline::new(
-            rules,
-            EngineConfig::default(),
-            Box::new(journal),
-            clock.clone(),
+        let output = Output::spawn(Box::new(out.clone()), Format::Json, metrics.clone());
+        let health = Arc::new(Health::new(true, Duration::from_secs(60)));
+        let shared = Shared::new(
             metrics.clone(),
-            Output::spawn(Box::new(out.clone()), Format::Json, metrics.clone()),
-            Arc::new(Notify::new()),
-        )));
+            health.clone(),
+            Arc::new(|why: String| panic!("a shard failed: {why}")),
+        );
+        // Two shards, as on a two-core machine: the cases below hold
+        // whichever shard a partition lands on.
+        let drivers = (0..2)
+            .map(|i| {
+                let journal = SqliteJournal::open(&db, false).unwrap();
+                let pipeline = Pipeline::new(
+                    rules.clone(),
+                    EngineConfig::default(),
+                    Box::new(journal),
+                    clock.clone(),
+                    metrics.clone(),
+                    output.clone(),
+                    Arc::new(Notify::new()),
+                );
+                Driver::new(i, pipeline, None, shared.clone())
+            })
+            .collect();
         let start = Start {
             at: clock.now(),
             embedded: false,
         };
-        let health = Arc::new(Health::new(true, Duration::from_secs(60)));
         let mut source = KafkaSource::new(
             kafka,
             brokers.to_owned(),
-            pipeline,
-            metrics.clone(),
-            clock,
-            health,
-            start,
+            drivers,
+            Parts {
+                metrics: metrics.clone(),
+                clock,
+                health,
+                start,
+                positions: Box::new(SqliteJournal::open(&db, false).unwrap()),
+            },
         )
         .expect("source starts");
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let thread = std::thread::spawn(move || {
-            source.run(&thread_stop, |_| {}).expect("source runs");
+            source.run(&thread_stop).expect("source runs");
         });
         Running {
             out,

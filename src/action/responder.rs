@@ -51,7 +51,7 @@ pub struct Responder {
     pub silences: Arc<crate::silence::Guard>,
     /// Where a failed sample check's alert goes in (ripcord's own HTTP
     /// intake), so the rules open its incident; `None`: nowhere.
-    pub findings: Option<std::sync::mpsc::SyncSender<crate::pipeline::Submission>>,
+    pub findings: Option<crate::pipeline::input::Submit>,
 }
 
 impl Handler for Responder {

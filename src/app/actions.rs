@@ -3,7 +3,6 @@
 //! and the dispatcher with its executor lane on a thread of its own.
 
 use std::sync::Arc;
-use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -18,7 +17,6 @@ use crate::action::scheduler::Scheduler;
 use crate::action::{Dispatcher, Handler};
 use crate::journal::SharedJournal;
 use crate::output::Output;
-use crate::pipeline::Submission;
 use crate::settings::Config;
 use crate::silence::Guard;
 use crate::telemetry::Metrics;
@@ -64,7 +62,7 @@ pub struct Parts<'a> {
     pub output: &'a Arc<Output>,
     pub owner: &'a str,
     /// Where the responder submits what it finds (verification results).
-    pub findings: SyncSender<Submission>,
+    pub findings: crate::pipeline::input::Submit,
 }
 
 /// What the dispatcher is built from besides the action layer.

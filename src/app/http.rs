@@ -2,7 +2,6 @@
 //! silences, Alertmanager's API and the console, on one listener.
 
 use std::net::SocketAddr;
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use super::journal::Journals;
 use crate::api::Api;
 use crate::health::Health;
 use crate::output::say;
-use crate::pipeline::Submission;
+use crate::pipeline::input::{HttpInput, submissions};
 use crate::router::router;
 use crate::settings::Config;
 use crate::source::forward::SampleForwarder;
@@ -42,14 +41,14 @@ pub async fn bind(cfg: &Config) -> Result<(TcpListener, SocketAddr), AppError> {
     Ok((listener, addr))
 }
 
-/// The HTTP intake and the queue it feeds the pipeline thread through.
+/// The HTTP intake and the queue it feeds the HTTP shard through.
 pub fn intake(
     cfg: &Config,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
     clock: &Arc<dyn Clock>,
-) -> Result<(Arc<Intake>, Receiver<Submission>), AppError> {
-    let (submit, submissions) = std::sync::mpsc::sync_channel::<Submission>(cfg.http.queue);
+) -> Result<(Arc<Intake>, HttpInput), AppError> {
+    let (submit, submissions) = submissions(cfg.http.queue);
     // Replicas sharing a journal and a Kafka cluster: a sample posted to
     // any of them goes onto the topic, to its service's partition owner.
     // (Alone, or on the embedded broker, this replica owns every window.)

@@ -1,21 +1,21 @@
 //! Where events come in: Kafka (configured brokers, the embedded one, or
-//! none) and HTTP, into the pipeline thread.
+//! none) and HTTP, into the pipeline's shards.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::AppError;
 use crate::health::Health;
-use crate::journal::{Ingest, JournalError};
+use crate::journal::{Ingest, Journal, JournalError};
 use crate::output::say;
-use crate::pipeline::{HTTP_PARTITION, Pipeline, Submission};
+use crate::pipeline::driver::{Driver, OnFail, Shard, Shared};
+use crate::pipeline::input::HttpInput;
+use crate::pipeline::{HTTP_PARTITION, Pipeline};
 use crate::source::embedded::EmbeddedBroker;
-use crate::source::kafka::{KafkaSource, KafkaSourceError, Start};
+use crate::source::kafka::{KafkaSource, KafkaSourceError, Parts as SourceParts, Start};
 use crate::source::kafka_config::KafkaConfig;
 use crate::telemetry::Metrics;
 use crate::time::{Clock, Ts};
@@ -75,81 +75,136 @@ impl Brokers {
     }
 }
 
-/// The pipeline thread: the Kafka source's loop with HTTP between polls,
-/// or HTTP alone. When it fails it says so at once (`failed`): a
-/// responder that no longer reads its input must not look healthy.
-#[allow(clippy::too_many_arguments)]
-pub fn start_pipeline_thread(
-    cfg: &KafkaConfig,
-    brokers: &Brokers,
-    pipeline: Arc<Mutex<Pipeline>>,
-    submissions: Receiver<Submission>,
-    metrics: Arc<Metrics>,
-    clock: Arc<dyn Clock>,
-    health: Arc<Health>,
-    started: Ts,
-    stop: Arc<AtomicBool>,
-    failed: watch::Sender<bool>,
-) -> Result<std::thread::JoinHandle<Result<(), KafkaSourceError>>, AppError> {
-    let source = if cfg.enabled {
-        let mut kafka = cfg.clone();
-        if cfg.brokers.is_none()
-            && !kafka
-                .properties
-                .iter()
-                .any(|(k, _)| k == "fetch.wait.max.ms")
-        {
-            // The embedded broker, like tansu, holds a fetch for the whole
-            // wait even with data there (Kafka answers at once): a 10 ms
-            // wait would be a 10 ms floor on every decision.
-            kafka.properties.push((
-                "fetch.wait.max.ms".to_owned(),
-                crate::config::Secret::new("1"),
-            ));
-        }
-        Some(KafkaSource::new(
-            kafka,
-            brokers.list.clone(),
-            pipeline.clone(),
-            metrics,
-            clock,
-            health.clone(),
-            Start {
-                at: started,
-                embedded: cfg.brokers.is_none(),
-            },
-        )?)
-    } else {
-        None
-    };
-    std::thread::Builder::new()
-        .name("ripcord-pipeline".into())
-        .spawn(move || {
-            let mut intake = HttpIntake::new(submissions);
-            let result = match source {
-                Some(mut source) => source.run(&stop, |p| intake.drain(p)),
-                None => {
-                    intake.run_alone(&pipeline, &stop, &health);
-                    Ok(())
+/// The running intake: the Kafka poll thread and the shards it feeds,
+/// or (without Kafka) the one shard HTTP feeds.
+pub enum Intake {
+    Kafka {
+        thread: std::thread::JoinHandle<Result<(), KafkaSourceError>>,
+        stop: Arc<AtomicBool>,
+    },
+    Alone(Shard),
+}
+
+impl Intake {
+    /// Stops reading; every shard journals its last batch (and, with
+    /// Kafka, offsets are committed). Blocks.
+    pub fn stop(self) -> Result<(), AppError> {
+        match self {
+            Intake::Kafka { thread, stop } => {
+                stop.store(true, Ordering::Relaxed);
+                match thread.join() {
+                    Ok(r) => r.map_err(AppError::from),
+                    Err(_) => Err(AppError::Pipeline("panicked".into())),
                 }
-            };
+            }
+            Intake::Alone(mut shard) => shard.stop().map_err(AppError::from),
+        }
+    }
+}
+
+/// What the intake is built from.
+pub struct Parts<'a> {
+    pub cfg: &'a KafkaConfig,
+    pub brokers: &'a Brokers,
+    /// One pipeline per shard; the first takes HTTP.
+    pub pipelines: Vec<Pipeline>,
+    pub http: HttpInput,
+    /// Reads assigned partitions' journaled positions.
+    pub positions: Box<dyn Journal>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub health: Arc<Health>,
+    pub started: Ts,
+    /// Set when a part of the intake fails: a responder that no longer
+    /// reads its input must not look healthy.
+    pub failed: watch::Sender<bool>,
+}
+
+/// Starts the shards and, with Kafka, the poll thread that feeds them.
+pub fn start(p: Parts<'_>) -> Result<Intake, AppError> {
+    let failed = Arc::new(p.failed);
+    let health = p.health.clone();
+    let on_fail: OnFail = Arc::new(move |why: String| {
+        health.failed(why);
+        failed.send_replace(true);
+    });
+    let shared = Shared::new(p.metrics.clone(), p.health.clone(), on_fail.clone());
+    let mut http = Some(p.http);
+    let drivers: Vec<Driver> = if p.cfg.enabled {
+        p.pipelines
+            .into_iter()
+            .enumerate()
+            .map(|(i, pipeline)| Driver::new(i, pipeline, http.take(), shared.clone()))
+            .collect()
+    } else {
+        // Without Kafka, one shard does it all.
+        p.pipelines
+            .into_iter()
+            .take(1)
+            .map(|pipeline| Driver::new(0, pipeline, http.take(), shared.clone()))
+            .collect()
+    };
+    if !p.cfg.enabled {
+        let Some(driver) = drivers.into_iter().next() else {
+            return Err(AppError::Pipeline("no pipeline shard".into()));
+        };
+        let shard = driver
+            .spawn()
+            .map_err(|e| AppError::Pipeline(e.to_string()))?;
+        return Ok(Intake::Alone(shard));
+    }
+    let mut kafka = p.cfg.clone();
+    if p.cfg.brokers.is_none()
+        && !kafka
+            .properties
+            .iter()
+            .any(|(k, _)| k == "fetch.wait.max.ms")
+    {
+        // The embedded broker, like tansu, holds a fetch for the whole
+        // wait even with data there (Kafka answers at once): a 10 ms
+        // wait would be a 10 ms floor on every decision.
+        kafka.properties.push((
+            "fetch.wait.max.ms".to_owned(),
+            crate::config::Secret::new("1"),
+        ));
+    }
+    let mut source = KafkaSource::new(
+        kafka,
+        p.brokers.list.clone(),
+        drivers,
+        SourceParts {
+            metrics: p.metrics,
+            clock: p.clock,
+            health: p.health,
+            start: Start {
+                at: p.started,
+                embedded: p.cfg.brokers.is_none(),
+            },
+            positions: p.positions,
+        },
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("ripcord-kafka".into())
+        .spawn(move || {
+            let result = source.run(&thread_stop);
             if let Err(e) = &result {
-                tracing::error!(error = %e, "the pipeline stopped");
-                health.failed(e.to_string());
-                failed.send_replace(true);
+                tracing::error!(error = %e, "the Kafka source stopped");
+                on_fail(e.to_string());
             }
             result
         })
-        .map_err(|e| AppError::Pipeline(e.to_string()))
+        .map_err(|e| AppError::Pipeline(e.to_string()))?;
+    Ok(Intake::Kafka { thread, stop })
 }
 
 /// Rebuilds the HTTP partition's windows from the journaled request bodies.
 pub fn warm_http(
-    pipeline: &Mutex<Pipeline>,
+    p: &mut Pipeline,
     journal: &dyn Ingest,
     clock: &dyn Clock,
 ) -> Result<(), JournalError> {
-    let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
     let id = p.partition(HTTP_PARTITION);
     let since = clock.now().saturating_sub(p.lookback());
     let mut w = p.start_warm(id);
@@ -164,83 +219,4 @@ pub fn warm_http(
         "http input warmed"
     );
     Ok(())
-}
-
-/// The HTTP side of the pipeline loop: drains accepted requests, moves the
-/// HTTP partition's clock when it is quiet, and prunes old request bodies.
-struct HttpIntake {
-    rx: Receiver<Submission>,
-    last_input: Instant,
-    last_tick: Instant,
-    last_prune: Instant,
-    last_follow: Instant,
-}
-
-impl HttpIntake {
-    fn new(rx: Receiver<Submission>) -> HttpIntake {
-        let now = Instant::now();
-        HttpIntake {
-            rx,
-            last_input: now,
-            last_tick: now,
-            last_prune: now,
-            last_follow: now,
-        }
-    }
-
-    /// The pipeline loop when there is no Kafka: waits for a request (no
-    /// busy polling), journals it, and answers it.
-    fn run_alone(&mut self, pipeline: &Mutex<Pipeline>, stop: &AtomicBool, health: &Health) {
-        while !stop.load(Ordering::Relaxed) {
-            health.turned();
-            let first = self.rx.recv_timeout(Duration::from_millis(100)).ok();
-            {
-                let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(s) = first {
-                    p.ingest_http(s);
-                    self.last_input = Instant::now();
-                }
-                self.drain(&mut p);
-                if !p.dirty() {
-                    continue;
-                }
-            }
-            crate::pipeline::commit_until_done(pipeline, stop, health);
-        }
-        // Requests already taken are answered before the thread ends.
-        {
-            let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
-            self.drain(&mut p);
-        }
-        crate::pipeline::commit_until_done(pipeline, stop, health);
-    }
-
-    fn drain(&mut self, p: &mut Pipeline) {
-        for _ in 0..1024 {
-            match self.rx.try_recv() {
-                Ok(s) => {
-                    p.ingest_http(s);
-                    self.last_input = Instant::now();
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
-        if self.last_follow.elapsed() >= Duration::from_secs(1) {
-            self.last_follow = Instant::now();
-            if let Err(e) = p.follow_inbox() {
-                tracing::warn!(error = %e, "cannot follow the other replicas' HTTP bodies");
-            }
-        }
-        if self.last_tick.elapsed() >= Duration::from_secs(1)
-            && self.last_input.elapsed() >= Duration::from_secs(1)
-        {
-            self.last_tick = Instant::now();
-            let id = p.partition(HTTP_PARTITION);
-            p.tick(id);
-        }
-        if self.last_prune.elapsed() >= Duration::from_secs(60) {
-            self.last_prune = Instant::now();
-            p.prune_inbox();
-        }
-    }
 }

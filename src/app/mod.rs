@@ -4,13 +4,13 @@
 //! [`actions`] (channels, responder, scheduler, dispatcher), [`shutdown`].
 //!
 //! ```text
-//! Kafka ─┐                                   ┌─> stdout (decisions)
-//!        ├─> pipeline thread: decode -> engine ─> journal ─┤
-//! HTTP ──┘       (one engine per partition)  └─> dispatcher -> handlers
+//! Kafka -> poll thread ─┐ (partitions spread, whole)   ┌─> stdout (decisions)
+//!                      ├─> shards: decode -> engine -> journal ─┤
+//! HTTP ────────────────┘ (one engine per partition)  └─> dispatcher -> handlers
 //! ```
 //!
 //! With `kafka.enabled: false` (or `--no-kafka`) there is no consumer and no
-//! broker: the pipeline thread waits on HTTP submissions alone.
+//! broker: one shard waits on HTTP submissions alone.
 //!
 //! Shutdown (SIGINT / SIGTERM): see [`shutdown`].
 
@@ -22,8 +22,7 @@ mod shutdown;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -132,23 +131,38 @@ pub async fn run(
     metrics.watch_budgets(cfg.engine.budgets.clone());
     let owner = instance_name(clock.as_ref());
     let journals = Journals::open(&cfg.journal, clock.clone())?;
-    let pipeline_journal = journals.pipeline()?;
     let brokers = Brokers::start(&cfg.kafka).await?;
 
     let notify = Arc::new(Notify::new());
     let output = Output::spawn(decisions_out, format, metrics.clone());
-    let mut pipeline = Pipeline::new(
-        rules,
-        cfg.engine.clone(),
-        pipeline_journal,
-        clock.clone(),
-        metrics.clone(),
-        output.clone(),
-        notify.clone(),
-    );
-    pipeline.set_max_future(cfg.max_future);
-    pipeline.set_owner(owner.clone());
-    pipeline.set_gates(cfg.gates.clone());
+    // One pipeline per shard, each on a journal connection of its own
+    // (no shard waits on another's commit). Without Kafka, one.
+    let shards = if cfg.kafka.enabled {
+        cfg.pipeline.shards
+    } else {
+        1
+    };
+    let mut pipelines = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let journal = if i == 0 {
+            journals.pipeline()?
+        } else {
+            journals.part()?
+        };
+        let mut pipeline = Pipeline::new(
+            rules.clone(),
+            cfg.engine.clone(),
+            journal,
+            clock.clone(),
+            metrics.clone(),
+            output.clone(),
+            notify.clone(),
+        );
+        pipeline.set_max_future(cfg.max_future);
+        pipeline.set_owner(owner.clone());
+        pipeline.set_gates(cfg.gates.clone());
+        pipelines.push(pipeline);
+    }
     let (side_stop, side_stopped) = watch::channel(false);
     let mut side_tasks = Vec::new();
     // Alert charts: fetched from Prometheus on a task and a journal
@@ -162,11 +176,12 @@ pub async fn run(
             side_stopped,
         )
         .map_err(|e| AppError::Pipeline(format!("prometheus client: {e}")))?;
-        pipeline.set_charts(charts);
+        for p in &mut pipelines {
+            p.set_charts(charts.clone());
+        }
         side_tasks.push(task);
     }
-    let pipeline = Arc::new(Mutex::new(pipeline));
-    intake::warm_http(&pipeline, &*journals.part()?, clock.as_ref())?;
+    intake::warm_http(&mut pipelines[0], &*journals.part()?, clock.as_ref())?;
 
     let health = Arc::new(Health::new(
         cfg.kafka.enabled,
@@ -201,20 +216,19 @@ pub async fn run(
     )?;
     health.http_up(true);
 
-    let pipeline_stop = Arc::new(AtomicBool::new(false));
     let (failed, mut failed_rx) = watch::channel(false);
-    let pipeline_thread = intake::start_pipeline_thread(
-        &cfg.kafka,
-        &brokers,
-        pipeline,
-        submissions,
-        metrics.clone(),
-        clock.clone(),
-        health.clone(),
+    let reading = intake::start(intake::Parts {
+        cfg: &cfg.kafka,
+        brokers: &brokers,
+        pipelines,
+        http: submissions,
+        positions: journals.part()?,
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        health: health.clone(),
         started,
-        pipeline_stop.clone(),
         failed,
-    )?;
+    })?;
     let grace = cfg.shutdown_grace.to_std();
     let dispatching = actions.dispatch(
         actions::DispatchParts {
@@ -257,8 +271,7 @@ pub async fn run(
         deliverer: actions.deliverer.clone(),
         ready,
         serving,
-        pipeline_stop,
-        pipeline: pipeline_thread,
+        intake: reading,
         dispatching,
         actions,
         side_stop,

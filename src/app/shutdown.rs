@@ -5,7 +5,6 @@
 //! within the grace period, each part with what the ones before it left.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -17,7 +16,6 @@ use super::http::Serving;
 use crate::action::deliver::Deliverer;
 use crate::health::Health;
 use crate::output::Output;
-use crate::source::kafka::KafkaSourceError;
 
 /// Every running part, in the order they stop.
 pub struct Running {
@@ -26,8 +24,7 @@ pub struct Running {
     /// The `ready:` line's task and what stops it.
     pub ready: (watch::Sender<bool>, JoinHandle<()>),
     pub serving: Serving,
-    pub pipeline_stop: Arc<AtomicBool>,
-    pub pipeline: std::thread::JoinHandle<Result<(), KafkaSourceError>>,
+    pub intake: super::intake::Intake,
     pub dispatching: Dispatching,
     pub actions: Actions,
     /// Side tasks (alert charts, the journal's gauges) stop on this.
@@ -48,11 +45,9 @@ impl Running {
         self.ready.0.send_replace(true);
         let _ = self.ready.1.await;
         self.serving.stop(left()).await;
-        self.pipeline_stop.store(true, Ordering::Relaxed);
-        let pipeline = self.pipeline;
+        let intake = self.intake;
         let joined =
-            tokio::time::timeout(left(), tokio::task::spawn_blocking(move || pipeline.join()))
-                .await;
+            tokio::time::timeout(left(), tokio::task::spawn_blocking(move || intake.stop())).await;
         self.dispatching.stop(left()).await;
         // Messages already handed to channels get the rest of the grace period.
         self.actions.stop(left()).await;
@@ -65,9 +60,8 @@ impl Running {
         let rest = left();
         let _ = tokio::task::spawn_blocking(move || output.close(rest)).await;
         match joined {
-            Ok(Ok(Ok(Ok(())))) => Ok(()),
-            Ok(Ok(Ok(Err(e)))) => Err(e.into()),
-            Ok(Ok(Err(_))) | Ok(Err(_)) => Err(AppError::Pipeline("panicked".into())),
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(AppError::Pipeline("panicked".into())),
             Err(_) => Err(AppError::Pipeline(
                 "did not stop within the grace period".into(),
             )),

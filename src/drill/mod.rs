@@ -21,7 +21,7 @@
 pub mod eta;
 pub mod scenario;
 
-pub use crate::source::kafka::{MARKER_HEADER, is_marked, marker};
+pub use crate::source::kafka_client::{MARKER_HEADER, is_marked, marker};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

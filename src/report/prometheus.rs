@@ -120,6 +120,17 @@ pub struct Charts {
     last: Option<(String, bool)>,
 }
 
+impl Clone for Charts {
+    /// Another pipeline shard's handle on the same fetcher.
+    fn clone(&self) -> Charts {
+        Charts {
+            tx: self.tx.clone(),
+            metrics: self.metrics.clone(),
+            last: None,
+        }
+    }
+}
+
 impl Charts {
     /// Called for every decision newly journaled.
     pub fn offer(&mut self, d: &Decision) {

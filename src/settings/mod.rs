@@ -51,6 +51,8 @@ pub struct Config {
     /// Memory budgets in bytes; the process's shared counters live in
     /// `engine.budgets`, built from these.
     pub limits: crate::limits::LimitsConfig,
+    /// How the pipeline spreads its work (`pipeline.shards`).
+    pub pipeline: crate::pipeline::PipelineConfig,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             budgets: Default::default(),
             prometheus: None,
             limits: Default::default(),
+            pipeline: Default::default(),
         }
     }
 }
@@ -176,6 +179,9 @@ impl Config {
                 crate::limits::read_config(m, &mut cfg.limits, &mut errs);
             }
             cfg.engine.budgets = crate::limits::Budgets::new(&cfg.limits);
+            if let Some(m) = top.map("pipeline", &mut errs) {
+                crate::pipeline::read_config(m, &mut cfg.pipeline, &mut errs);
+            }
             if let Some(m) = top.map("shutdown", &mut errs) {
                 service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);
             }

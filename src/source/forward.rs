@@ -14,7 +14,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::kafka_config::KafkaConfig;
 use crate::event::Event;
-use crate::source::kafka::{HelperContext, connection_config};
+use crate::source::kafka_client::{HelperContext, connection_config};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@
 //! The bearer token is checked before the body is read.
 
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::TrySendError;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -33,7 +33,7 @@ use crate::time::{Clock, Dur};
 
 /// What the receiver's handlers share.
 pub struct Intake {
-    pub submit: SyncSender<Submission>,
+    pub submit: crate::pipeline::input::Submit,
     pub token: Option<Secret>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,

@@ -6,4 +6,7 @@ pub mod embedded;
 pub mod forward;
 pub mod http;
 pub mod kafka;
+pub mod kafka_client;
 pub mod kafka_config;
+pub mod kafka_history;
+pub mod kafka_shards;

@@ -3,9 +3,13 @@
 //! partition, or `http`), so a partition's state can be dropped when it is
 //! revoked and rebuilt when it is assigned.
 //!
-//! Synchronous by design: the Kafka loop and tests drive it from one thread,
-//! in order, and it commits each batch to the journal before anything
-//! downstream sees the batch's decisions.
+//! Synchronous by design: a shard's [`driver`] owns it and drives it from
+//! one thread, in order, and it commits each batch to the journal before
+//! anything downstream sees the batch's decisions. Partitions are spread
+//! over several shards (`pipeline.shards`), each a pipeline of its own.
+
+pub mod driver;
+pub mod input;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,6 +27,34 @@ use crate::output::Output;
 use crate::rule::RuleSet;
 use crate::telemetry::{Metrics, Outcome, Source};
 use crate::time::{Clock, Dur, Ts};
+
+/// The `pipeline:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Engine shards, each a thread with its own windows and incidents;
+    /// Kafka partitions are spread over them, whole. More shards than
+    /// assigned partitions stand idle. Default: the number of cores.
+    pub shards: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            shards: std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+}
+
+pub fn read_config(
+    mut m: crate::config::yaml::MapReader<'_>,
+    out: &mut PipelineConfig,
+    errs: &mut crate::config::Errors,
+) {
+    if let Some(n) = m.int("shards", 1..=256, errs) {
+        out.shards = n as usize;
+    }
+    m.finish(errs);
+}
 
 /// The partition name HTTP input is journaled under.
 pub const HTTP_PARTITION: &str = "http";
@@ -276,6 +308,24 @@ impl Pipeline {
         }
         self.names.push(name.to_owned());
         PartitionId((self.names.len() - 1) as u32)
+    }
+
+    /// The partition's id, if it has one.
+    pub fn find(&self, name: &str) -> Option<PartitionId> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| PartitionId(i as u32))
+    }
+
+    /// The pipeline's clock.
+    pub fn now(&self) -> Ts {
+        self.clock.now()
+    }
+
+    /// When a tick of the partition next has work (wall time), if ever.
+    pub fn next_due(&self, p: PartitionId) -> Option<Ts> {
+        self.engines.get(&p).and_then(Engine::next_due)
     }
 
     pub fn name(&self, p: PartitionId) -> &str {
@@ -617,31 +667,32 @@ impl Pipeline {
         }
     }
 
-    /// Refreshes size gauges.
-    pub fn report(&mut self) {
-        let (groups, bytes, late) = self.engines.values().fold((0, 0, 0), |(g, b, l), e| {
-            (
-                g + e.groups(),
-                b + e.state_bytes(),
-                l + e.stats().samples_late,
-            )
-        });
-        self.metrics.engine_size(groups, bytes, late);
-        let (alert_bytes, refused, cut) = self.engines.values().fold((0, 0, 0), |(b, r, c), e| {
-            (
-                b + e.alert_memory(),
-                r + e.stats().alerts_refused_memory,
-                c + e.stats().labels_truncated,
-            )
-        });
-        self.metrics.alert_memory(alert_bytes, refused, cut);
-        if refused > self.refused_said {
+    /// What this pipeline's engines hold, for the gauges.
+    pub fn sizes(&self) -> Sizes {
+        self.engines.values().fold(Sizes::default(), |s, e| Sizes {
+            groups: s.groups + e.groups(),
+            bytes: s.bytes + e.state_bytes(),
+            late: s.late + e.stats().samples_late,
+            alert_bytes: s.alert_bytes + e.alert_memory(),
+            alerts_refused: s.alerts_refused + e.stats().alerts_refused_memory,
+            labels_cut: s.labels_cut + e.stats().labels_truncated,
+        })
+    }
+
+    /// Refreshes the size gauges with `total` (every shard's [`Sizes`]
+    /// summed) and says when memory budgets refuse something new.
+    pub fn report(&mut self, total: &Sizes) {
+        self.metrics
+            .engine_size(total.groups, total.bytes, total.late);
+        self.metrics
+            .alert_memory(total.alert_bytes, total.alerts_refused, total.labels_cut);
+        if total.alerts_refused > self.refused_said {
             tracing::warn!(
-                refused = refused - self.refused_said,
-                bytes = alert_bytes,
+                refused = total.alerts_refused - self.refused_said,
+                bytes = total.alert_bytes,
                 "alerts refused: remembered alerts fill limits.alerts_bytes"
             );
-            self.refused_said = refused;
+            self.refused_said = total.alerts_refused;
         }
         let budgets = &self.engine_cfg.budgets;
         let groups_refused = budgets.groups.refused();
@@ -652,6 +703,30 @@ impl Pipeline {
                 "new groups refused: the engines' groups fill limits.groups_bytes"
             );
             self.groups_refused_said = groups_refused;
+        }
+    }
+}
+
+/// What engines hold, summed over partitions (and over shards).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub groups: usize,
+    pub bytes: usize,
+    pub late: u64,
+    pub alert_bytes: usize,
+    pub alerts_refused: u64,
+    pub labels_cut: u64,
+}
+
+impl Sizes {
+    pub fn plus(&self, o: &Sizes) -> Sizes {
+        Sizes {
+            groups: self.groups + o.groups,
+            bytes: self.bytes + o.bytes,
+            late: self.late + o.late,
+            alert_bytes: self.alert_bytes + o.alert_bytes,
+            alerts_refused: self.alerts_refused + o.alerts_refused,
+            labels_cut: self.labels_cut + o.labels_cut,
         }
     }
 }
@@ -695,39 +770,4 @@ pub struct WarmUp {
     pub events: usize,
     pub restored: usize,
     pub orphans: usize,
-}
-
-/// Commits the pipeline's batch, retrying while the journal refuses (the
-/// engine has moved on: the batch must not be lost), with a backoff up to
-/// 5 s. `None` only at shutdown, when the journal still refuses after
-/// that: the uncommitted input is read again at the next start.
-pub fn commit_until_done(
-    pipeline: &std::sync::Mutex<Pipeline>,
-    stop: &std::sync::atomic::AtomicBool,
-    health: &crate::health::Health,
-) -> Option<Committed> {
-    let mut backoff = std::time::Duration::from_millis(50);
-    loop {
-        let result = pipeline.lock().unwrap_or_else(|e| e.into_inner()).commit();
-        match result {
-            Ok(c) => {
-                health.journal_ok();
-                return Some(c);
-            }
-            Err(e) => {
-                health.journal_refuses(e.to_string());
-                tracing::error!(error = %e, retry_in = ?backoff, "journal commit failed; holding the batch and retrying");
-                if stop.load(std::sync::atomic::Ordering::Relaxed)
-                    && backoff >= std::time::Duration::from_secs(5)
-                {
-                    tracing::error!(
-                        "giving up at shutdown: the uncommitted events will be re-read at the next start"
-                    );
-                    return None;
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
-    }
 }
