@@ -71,6 +71,8 @@
 //!   (each decides and is acted on), or redeliveries of firing alerts
 //! - `E2E_RULES` [the shipped rules]: another rules directory (to compare
 //!   two builds on the same rules)
+//! - `E2E_SHARDS` [unset: ripcord's default, one per core]: the
+//!   pipeline's engine shards (`pipeline.shards`)
 //! - `E2E_RIPCORD_BIN` [the bench build]: another `ripcord` binary to run,
 //!   to compare two builds
 //!
@@ -464,6 +466,9 @@ impl Ripcord {
         }
         if let Ok(rules) = std::env::var("E2E_RULES") {
             let _ = writeln!(yaml, "rules: \"{rules}\"");
+        }
+        if let Ok(shards) = std::env::var("E2E_SHARDS") {
+            let _ = writeln!(yaml, "pipeline:\n  shards: {shards}");
         }
         std::fs::write(&config, yaml).unwrap();
         let state = dir.path().join("state.db");
