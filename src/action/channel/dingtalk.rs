@@ -46,7 +46,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json};
 use crate::action::message::{Message, truncate_utf8};
 use super::robot::{
     Format, errcode, fit_json, read_format, read_list, read_webhook, 
@@ -98,29 +98,10 @@ impl DingTalk {
 
     async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let url = self.url(ctx.now.millis());
-        let body = self.payload(msg);
-        let sent = ctx
-            .http
-            .post(url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/json; charset=utf-8",
-            )
-            .body(body)
-            .send()
-            .await;
-        let outcome = match sent {
-            Ok(resp) => {
-                let status = resp.status();
-                let after = retry_after(resp.headers());
-                let text = resp.text().await.unwrap_or_default();
-                if status.is_success() {
-                    answer(&text)
-                } else {
-                    SendOutcome::from_status(status, after, &text)
-                }
-            }
-            Err(e) => SendOutcome::from_transport(&e),
+        let outcome = match post_json(ctx.http, &url, self.payload(msg)).await {
+            // A refusal comes as an errcode in a 200.
+            Ok(a) => a.by_body(answer),
+            Err(o) => o,
         };
         outcome.redacted(&self.redact())
     }
