@@ -47,7 +47,7 @@ use sha2::Sha256;
 use super::kit::{
     Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json,
 };
-use super::robot::{fit_json, read_list, read_webhook};
+use super::robot::{fit_json, read_ids, read_webhook};
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
@@ -81,25 +81,14 @@ impl Feishu {
         let before = errs.len();
         let webhook = read_webhook(m, "webhook", "FEISHU_WEBHOOK", errs);
         let secret = read_secret(m, "secret", errs);
-        let at_users = read_list(m, "at_users", errs);
-        for id in &at_users {
-            // An id goes into `<at id=…>` markup: nothing but an id fits.
-            if !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                let n = m.node_of("at_users").unwrap_or(m.node());
-                m.err(
-                    errs,
-                    n,
-                    "at_users",
-                    format!(
-                        "`{}` is not a Feishu open_id or user_id (letters, digits, _ and - only)",
-                        one_line(id)
-                    ),
-                );
-            }
-        }
+        // An id goes into `<at id=…>` markup: nothing but an id fits.
+        let at_users = read_ids(
+            m,
+            "at_users",
+            "_-",
+            "a Feishu open_id or user_id (letters, digits, _ and - only)",
+            errs,
+        );
         let at_all = m.bool("at_all", errs).unwrap_or(false);
         if errs.len() > before {
             return None;
