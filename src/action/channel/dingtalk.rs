@@ -47,10 +47,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json};
+use super::robot::{Format, errcode, fit_json, read_format, read_list, read_webhook};
 use crate::action::message::{Message, truncate_utf8};
-use super::robot::{
-    Format, errcode, fit_json, read_format, read_list, read_webhook, 
-};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
 use crate::config::yaml::MapReader;
@@ -74,7 +72,6 @@ pub struct DingTalk {
     at_all: bool,
     format: Format,
 }
-
 
 impl DingTalk {
     pub fn from_config(m: &mut MapReader<'_>, errs: &mut Errors) -> Option<DingTalk> {
@@ -231,7 +228,6 @@ fn markdown_head(msg: &Message) -> String {
     s
 }
 
-
 /// Maps DingTalk's `{"errcode": …, "errmsg": …}` answer.
 fn answer(text: &str) -> SendOutcome {
     let Some((code, errmsg)) = errcode(text) else {
@@ -257,13 +253,6 @@ fn answer(text: &str) -> SendOutcome {
         other => SendOutcome::Reject(format!("errcode {other}: {errmsg}")),
     }
 }
-
-
-
-
-
-
-
 
 pub const CHANNEL: Registration = Registration {
     kind: "dingtalk",
@@ -431,7 +420,8 @@ mod tests {
     fn scrubbing_removes_token_and_secret() {
         let r = robot(Format::Markdown, Some("SECfoo2"));
         let o = SendOutcome::Reject(
-            "bad https://oapi.dingtalk.com/robot/send?access_token=tok123456 tok123456 SECfoo2".into(),
+            "bad https://oapi.dingtalk.com/robot/send?access_token=tok123456 tok123456 SECfoo2"
+                .into(),
         )
         .redacted(&r.redact());
         let SendOutcome::Reject(s) = o else { panic!() };

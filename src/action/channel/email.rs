@@ -550,7 +550,6 @@ fn clickable(url: &str) -> bool {
         .any(|p| lower.starts_with(p))
 }
 
-
 pub const CHANNEL: Registration = Registration {
     kind: "email",
     read: |m, errs| Some(Box::new(Email::from_config(m, errs)?)),

@@ -44,9 +44,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::kit::{
-    Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json,
-};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json};
 use super::robot::{fit_json, read_ids, read_webhook};
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
@@ -253,18 +251,20 @@ mod tests {
     fn the_signature_is_keyed_by_timestamp_and_secret_over_nothing() {
         // Computed the way Feishu's Java and Go demos do: the HMAC is keyed
         // by "{timestamp}\n{secret}" and run over no bytes at all.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"1599360473\nsecret")
-            .expect("key");
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(b"1599360473\nsecret").expect("key");
         mac.update(b"");
-        let want =
-            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
         assert_eq!(sign(1_599_360_473, "secret"), want);
         assert_ne!(sign(1_599_360_474, "secret"), want);
     }
 
     #[test]
     fn answers_map_to_outcomes() {
-        assert!(matches!(answer(r#"{"code":0,"msg":"success","data":{}}"#), SendOutcome::Sent(_)));
+        assert!(matches!(
+            answer(r#"{"code":0,"msg":"success","data":{}}"#),
+            SendOutcome::Sent(_)
+        ));
         assert!(matches!(
             answer(r#"{"StatusCode":0,"StatusMessage":"success"}"#),
             SendOutcome::Sent(_)
@@ -273,7 +273,10 @@ mod tests {
             answer(r#"{"code":11232,"msg":"frequency limited"}"#),
             SendOutcome::Retry { .. }
         ));
-        assert!(matches!(answer(r#"{"code":19021,"msg":"sign match fail"}"#), SendOutcome::Reject(_)));
+        assert!(matches!(
+            answer(r#"{"code":19021,"msg":"sign match fail"}"#),
+            SendOutcome::Reject(_)
+        ));
         assert!(matches!(answer("<html>"), SendOutcome::Reject(_)));
     }
 }

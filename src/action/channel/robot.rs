@@ -171,6 +171,9 @@ mod tests {
         assert!(e.contains("is not a Feishu open_id or user_id"), "{e}");
         assert_eq!(errors("teams", "oncall@example.com"), "");
         let e = errors("teams", "a</at>\nb");
-        assert!(e.contains("`a</at>\\u{a}b` is not a user principal name"), "{e}");
+        assert!(
+            e.contains("`a</at>\\u{a}b` is not a user principal name"),
+            "{e}"
+        );
     }
 }

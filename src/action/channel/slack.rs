@@ -441,7 +441,6 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
-
 pub const CHANNEL: Registration = Registration {
     kind: "slack",
     read: |m, errs| Some(Box::new(Slack::from_config(m, errs)?)),

@@ -14,15 +14,14 @@
 
 use std::time::Duration;
 
-
 use serde_json::json;
 
 use super::kit::{self, Channel, Class, Registration, SendContext, SendOutcome, Sending};
 use crate::action::message::{Kind, Message};
 use crate::config::Errors;
-use crate::text::template::{fill, json_escaped};
 use crate::config::secret::{Secret, read_secret, secret_from_node};
 use crate::config::yaml::MapReader;
+use crate::text::template::{fill, json_escaped};
 
 #[derive(Debug)]
 pub struct Webhook {
@@ -134,7 +133,6 @@ fn example() -> Message {
         "line one\nline two".into(),
     )
 }
-
 
 pub const CHANNEL: Registration = Registration {
     kind: "webhook",

@@ -36,10 +36,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::robot::{
-    Format, errcode, read_format, read_list, read_webhook, 
-};
 use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json};
+use super::robot::{Format, errcode, read_format, read_list, read_webhook};
 use crate::action::message::{Message, split_utf8, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::Secret;
@@ -201,7 +199,6 @@ fn answer(text: &str) -> SendOutcome {
         other => SendOutcome::Reject(format!("errcode {other}: {errmsg}")),
     }
 }
-
 
 pub const CHANNEL: Registration = Registration {
     kind: "wecom",
