@@ -103,9 +103,16 @@ pub fn markdown(s: &str) -> String {
 /// Text for HTML (pages, the review): on one line, and `& < > " '`
 /// escaped, so it can only ever be text, in an element or an attribute.
 pub fn html(s: &str) -> String {
-    let line = one_line(s);
-    let mut out = String::with_capacity(line.len() + 8);
-    for c in line.chars() {
+    escape_html(&one_line(s))
+}
+
+/// `& < > " '` escaped, so the text can only ever be text, in an element
+/// or a quoted attribute; line breaks and other characters are kept (the
+/// email's HTML part lays out lines itself). Output that shows text from
+/// events on one line wants [`html`].
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -265,6 +272,15 @@ mod tests {
         // The newline's visible escape keeps its backslash when rendered.
         assert_eq!(markdown("x\n- [LOW] forged"), "x\\\\u{a}- \\[LOW\\] forged");
         assert_eq!(markdown("http_5xx_ratio"), "http\\_5xx\\_ratio");
+    }
+
+    #[test]
+    fn html_escapes_the_five_specials_and_html_also_keeps_one_line() {
+        assert_eq!(
+            escape_html("<a href=\"x\">Tom & 'Jerry'</a>\n回滚"),
+            "&lt;a href=&quot;x&quot;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;\n回滚"
+        );
+        assert_eq!(html("<b>\nx"), "&lt;b&gt;\\u{a}x");
     }
 
     #[test]

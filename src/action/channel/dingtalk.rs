@@ -46,11 +46,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json};
+use super::robot::{Format, errcode, fit_json, read_format, read_list, read_webhook};
 use crate::action::message::{Message, truncate_utf8};
-use super::robot::{
-    Format, errcode, fit_json, read_format, read_list, read_webhook, 
-};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
 use crate::config::yaml::MapReader;
@@ -75,7 +73,6 @@ pub struct DingTalk {
     format: Format,
 }
 
-
 impl DingTalk {
     pub fn from_config(m: &mut MapReader<'_>, errs: &mut Errors) -> Option<DingTalk> {
         let before = errs.len();
@@ -98,29 +95,10 @@ impl DingTalk {
 
     async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let url = self.url(ctx.now.millis());
-        let body = self.payload(msg);
-        let sent = ctx
-            .http
-            .post(url)
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/json; charset=utf-8",
-            )
-            .body(body)
-            .send()
-            .await;
-        let outcome = match sent {
-            Ok(resp) => {
-                let status = resp.status();
-                let after = retry_after(resp.headers());
-                let text = resp.text().await.unwrap_or_default();
-                if status.is_success() {
-                    answer(&text)
-                } else {
-                    SendOutcome::from_status(status, after, &text)
-                }
-            }
-            Err(e) => SendOutcome::from_transport(&e),
+        let outcome = match post_json(ctx.http, &url, self.payload(msg)).await {
+            // A refusal comes as an errcode in a 200.
+            Ok(a) => a.by_body(answer),
+            Err(o) => o,
         };
         outcome.redacted(&self.redact())
     }
@@ -250,7 +228,6 @@ fn markdown_head(msg: &Message) -> String {
     s
 }
 
-
 /// Maps DingTalk's `{"errcode": …, "errmsg": …}` answer.
 fn answer(text: &str) -> SendOutcome {
     let Some((code, errmsg)) = errcode(text) else {
@@ -276,13 +253,6 @@ fn answer(text: &str) -> SendOutcome {
         other => SendOutcome::Reject(format!("errcode {other}: {errmsg}")),
     }
 }
-
-
-
-
-
-
-
 
 pub const CHANNEL: Registration = Registration {
     kind: "dingtalk",
@@ -450,7 +420,8 @@ mod tests {
     fn scrubbing_removes_token_and_secret() {
         let r = robot(Format::Markdown, Some("SECfoo2"));
         let o = SendOutcome::Reject(
-            "bad https://oapi.dingtalk.com/robot/send?access_token=tok123456 tok123456 SECfoo2".into(),
+            "bad https://oapi.dingtalk.com/robot/send?access_token=tok123456 tok123456 SECfoo2"
+                .into(),
         )
         .redacted(&r.redact());
         let SendOutcome::Reject(s) = o else { panic!() };

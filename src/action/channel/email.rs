@@ -47,6 +47,7 @@ use crate::action::message::{Kind, Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::read_secret;
 use crate::config::yaml::MapReader;
+use crate::text::escape_html;
 
 /// How long lettre waits to connect (the delivery worker's `timeout`
 /// bounds the whole send).
@@ -472,22 +473,6 @@ fn message_id(domain: &str, now: crate::time::Ts) -> String {
     format!("<ripcord.{}.{}.{seq}@{domain}>", now.0, std::process::id())
 }
 
-/// Text for HTML content and attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 fn accent(msg: &Message) -> &'static str {
     match msg.kind {
         Kind::Resolved => "#1e8e3e",
@@ -564,7 +549,6 @@ fn clickable(url: &str) -> bool {
         .iter()
         .any(|p| lower.starts_with(p))
 }
-
 
 pub const CHANNEL: Registration = Registration {
     kind: "email",

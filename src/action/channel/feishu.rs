@@ -44,10 +44,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::kit::{
-    Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json,
-};
-use super::robot::{fit_json, read_list, read_webhook};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json};
+use super::robot::{fit_json, read_ids, read_webhook};
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
@@ -81,25 +79,14 @@ impl Feishu {
         let before = errs.len();
         let webhook = read_webhook(m, "webhook", "FEISHU_WEBHOOK", errs);
         let secret = read_secret(m, "secret", errs);
-        let at_users = read_list(m, "at_users", errs);
-        for id in &at_users {
-            // An id goes into `<at id=…>` markup: nothing but an id fits.
-            if !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                let n = m.node_of("at_users").unwrap_or(m.node());
-                m.err(
-                    errs,
-                    n,
-                    "at_users",
-                    format!(
-                        "`{}` is not a Feishu open_id or user_id (letters, digits, _ and - only)",
-                        one_line(id)
-                    ),
-                );
-            }
-        }
+        // An id goes into `<at id=…>` markup: nothing but an id fits.
+        let at_users = read_ids(
+            m,
+            "at_users",
+            "_-",
+            "a Feishu open_id or user_id (letters, digits, _ and - only)",
+            errs,
+        );
         let at_all = m.bool("at_all", errs).unwrap_or(false);
         if errs.len() > before {
             return None;
@@ -115,8 +102,8 @@ impl Feishu {
     async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let body = self.payload(msg, ctx.now.millis().div_euclid(1000));
         let outcome = match post_json(ctx.http, self.webhook.expose(), body).await {
-            Ok(a) if a.status.is_success() => answer(&a.text),
-            Ok(a) => a.by_status(),
+            // A refusal comes as a code in a 200.
+            Ok(a) => a.by_body(answer),
             Err(o) => o,
         };
         // The hook's token is its last path segment (Redact takes it).
@@ -264,18 +251,20 @@ mod tests {
     fn the_signature_is_keyed_by_timestamp_and_secret_over_nothing() {
         // Computed the way Feishu's Java and Go demos do: the HMAC is keyed
         // by "{timestamp}\n{secret}" and run over no bytes at all.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"1599360473\nsecret")
-            .expect("key");
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(b"1599360473\nsecret").expect("key");
         mac.update(b"");
-        let want =
-            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
         assert_eq!(sign(1_599_360_473, "secret"), want);
         assert_ne!(sign(1_599_360_474, "secret"), want);
     }
 
     #[test]
     fn answers_map_to_outcomes() {
-        assert!(matches!(answer(r#"{"code":0,"msg":"success","data":{}}"#), SendOutcome::Sent(_)));
+        assert!(matches!(
+            answer(r#"{"code":0,"msg":"success","data":{}}"#),
+            SendOutcome::Sent(_)
+        ));
         assert!(matches!(
             answer(r#"{"StatusCode":0,"StatusMessage":"success"}"#),
             SendOutcome::Sent(_)
@@ -284,7 +273,10 @@ mod tests {
             answer(r#"{"code":11232,"msg":"frequency limited"}"#),
             SendOutcome::Retry { .. }
         ));
-        assert!(matches!(answer(r#"{"code":19021,"msg":"sign match fail"}"#), SendOutcome::Reject(_)));
+        assert!(matches!(
+            answer(r#"{"code":19021,"msg":"sign match fail"}"#),
+            SendOutcome::Reject(_)
+        ));
         assert!(matches!(answer("<html>"), SendOutcome::Reject(_)));
     }
 }

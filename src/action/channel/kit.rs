@@ -1,7 +1,9 @@
 //! What every channel is made of: the [`Channel`] contract a channel file
 //! implements, its [`Registration`] (its `type:` name and how it reads its
 //! settings), and what channels share for sending: the context, the
-//! outcome, HTTP status and transport mapping, and template checks.
+//! outcome, building and sending HTTP requests ([`post`], [`post_form`],
+//! [`post_json`], [`exchange`]), HTTP status and transport mapping, and
+//! template checks.
 //!
 //! A channel only formats and sends one message and reports what the
 //! provider answered. Rate limits, retries, digests, timeouts and fallbacks
@@ -15,6 +17,7 @@ use std::time::Duration;
 use crate::action::message::Message;
 use crate::config::Errors;
 use crate::config::yaml::MapReader;
+use crate::text::percent_encode;
 use crate::text::redact::Redact;
 use crate::time::Ts;
 
@@ -173,7 +176,7 @@ pub fn unknown_placeholders(template: &str, known: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// A provider's answer to a POST.
+/// A provider's answer to a request.
 pub struct Answer {
     pub status: reqwest::StatusCode,
     /// Its `Retry-After`, if any.
@@ -186,22 +189,65 @@ impl Answer {
     pub fn by_status(&self) -> SendOutcome {
         SendOutcome::from_status(self.status, self.retry_after, &self.text)
     }
+
+    /// On 2xx, the outcome `read` finds in the body; otherwise by status.
+    /// For providers that refuse inside a 200 (chat robots' `errcode`,
+    /// Feishu's `code`) or whose 2xx body is worth reporting (Slack's `ok`).
+    pub fn by_body(&self, read: impl FnOnce(&str) -> SendOutcome) -> SendOutcome {
+        if self.status.is_success() {
+            read(&self.text)
+        } else {
+            self.by_status()
+        }
+    }
 }
 
-/// POSTs a serialized JSON body and reads the answer; a transport error
-/// (refused, reset, timed out) is already the outcome, without the URL.
-pub async fn post_json(
+/// JSON as the chat robots (DingTalk, WeCom, Feishu) and Teams are sent it.
+pub const JSON_UTF8: &str = "application/json; charset=utf-8";
+/// JSON as Slack and the generic webhooks are sent it.
+pub const JSON: &str = "application/json";
+/// Form fields (Twilio).
+pub const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A POST of `body` as `content_type`. Channels build their requests here,
+/// add what is their own (auth, configured headers) and send them with
+/// [`exchange`], so no channel writes its own request and answer handling.
+pub fn post(
     http: &reqwest::Client,
     url: &str,
+    content_type: &'static str,
     body: String,
-) -> Result<Answer, SendOutcome> {
-    let resp = http
-        .post(url)
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            "application/json; charset=utf-8",
-        )
+) -> reqwest::RequestBuilder {
+    http.post(url)
+        .header(reqwest::header::CONTENT_TYPE, content_type)
         .body(body)
+}
+
+/// A POST of form fields, names and values percent-encoded as RFC 3986
+/// (which is also valid `application/x-www-form-urlencoded`).
+pub fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
+    post(http, url, FORM, form_encode(fields))
+}
+
+/// `name=value&…`, each percent-encoded.
+fn form_encode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Sends a request and reads the answer: status, `Retry-After` and body
+/// text (empty if it cannot be read). A transport error (refused, reset,
+/// timed out) is already the outcome, a retry, without the URL, which for
+/// most channels is or carries the credential.
+pub async fn exchange(req: reqwest::RequestBuilder) -> Result<Answer, SendOutcome> {
+    let resp = req
         .send()
         .await
         .map_err(|e| SendOutcome::from_transport(&e))?;
@@ -213,4 +259,14 @@ pub async fn post_json(
         retry_after,
         text,
     })
+}
+
+/// POSTs a serialized JSON body ([`JSON_UTF8`]) and reads the answer, as
+/// [`exchange`] does.
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: String,
+) -> Result<Answer, SendOutcome> {
+    exchange(post(http, url, JSON_UTF8, body)).await
 }

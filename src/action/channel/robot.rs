@@ -8,6 +8,7 @@ use crate::action::message::truncate_utf8;
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
 use crate::config::yaml::MapReader;
+use crate::text::one_line;
 use serde_json::Value;
 
 /// How a chat robot's messages are formatted (shared with WeCom).
@@ -114,4 +115,65 @@ pub fn read_list(m: &mut MapReader<'_>, key: &str, errs: &mut Errors) -> Vec<Str
         }
     }
     out
+}
+
+/// A list of user ids that go into a chat's mention markup (Feishu's
+/// `<at id=…>`, Teams' `<at>…</at>`): read as [`read_list`] reads, and
+/// each id refused unless it is ASCII letters, digits and `also` alone, so
+/// no configured id can close the tag or add markup. `what` is the error's
+/// "is not …" (what the ids are, and what they may hold). The list comes
+/// back either way; the error is in `errs`.
+pub fn read_ids(
+    m: &mut MapReader<'_>,
+    key: &str,
+    also: &str,
+    what: &str,
+    errs: &mut Errors,
+) -> Vec<String> {
+    let ids = read_list(m, key, errs);
+    for id in &ids {
+        if !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || also.contains(c))
+        {
+            let n = m.node_of(key).unwrap_or(m.node());
+            m.err(errs, n, key, format!("`{}` is not {what}", one_line(id)));
+        }
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::action::channel::channel_from_yaml;
+
+    /// The errors for a channel with `at_users: [id]`, one per line.
+    fn errors(kind: &str, id: &str) -> String {
+        let yaml = format!(
+            "type: {kind}\nwebhook: https://hooks.example/hook/abc\nat_users: [{}]\n",
+            serde_json::to_string(id).unwrap()
+        );
+        match channel_from_yaml("chat", &yaml) {
+            Ok(_) => String::new(),
+            Err(errs) => errs
+                .0
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    #[test]
+    fn mention_ids_that_could_hold_markup_are_refused() {
+        assert_eq!(errors("feishu", "ou_7d8a6e6d-f7621"), "");
+        let e = errors("feishu", "ou_1></at><at id=all");
+        assert!(e.contains("is not a Feishu open_id or user_id"), "{e}");
+        assert_eq!(errors("teams", "oncall@example.com"), "");
+        let e = errors("teams", "a</at>\nb");
+        assert!(
+            e.contains("`a</at>\\u{a}b` is not a user principal name"),
+            "{e}"
+        );
+    }
 }

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
+use super::kit::{self, Channel, Class, Registration, SendContext, SendOutcome, Sending};
 use crate::action::message::{Kind, Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
@@ -117,26 +117,15 @@ impl Slack {
 
     async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let body = self.payload(msg).to_string();
-        let req = ctx
-            .http
-            .post(self.webhook.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                let after = retry_after(resp.headers());
-                let text = resp.text().await.unwrap_or_default();
-                if status.is_success() {
-                    let text = truncate_utf8(text.trim(), 100);
-                    SendOutcome::Sent(format!("HTTP {}: {text}", status.as_u16()))
-                } else {
-                    // 429 and 5xx are passing, 408 too; the other 4xx are
-                    // Slack's refusals, reported with its error string.
-                    SendOutcome::from_status(status, after, &text)
-                }
-            }
-            Err(e) => SendOutcome::from_transport(&e),
+        match kit::exchange(kit::post(ctx.http, self.webhook.expose(), kit::JSON, body)).await {
+            // 200 `ok`: reported as Slack wrote it. 429 and 5xx are
+            // passing, 408 too; the other 4xx are Slack's refusals,
+            // reported with its error string.
+            Ok(a) => a.by_body(|text| {
+                let text = truncate_utf8(text.trim(), 100);
+                SendOutcome::Sent(format!("HTTP {}: {text}", a.status.as_u16()))
+            }),
+            Err(o) => o,
         }
     }
 }
@@ -451,7 +440,6 @@ fn one_line(s: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
-
 
 pub const CHANNEL: Registration = Registration {
     kind: "slack",

@@ -80,12 +80,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-
 use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending};
 use super::phone::aliyun::{ALIYUN_SMS_URL, DEFAULT_ALIYUN_PARAM};
 use super::phone::{
-    Aliyun, Fields, Hook, Provider, Twilio, each_number, exchange_all, json_template,
-    pick_link, read_common, render, required_str, summarize, transport,
+    Aliyun, Fields, Hook, Provider, Twilio, each_number, exchange_all, json_template, pick_link,
+    read_common, render, required_str, summarize, transport,
 };
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
@@ -180,7 +179,6 @@ impl Sms {
     }
 }
 
-
 /// Title, incident id and one link, within [`SMS_MAX_BYTES`]; the title is
 /// shortened first so the link stays usable.
 pub fn sms_text(msg: &Message) -> String {
@@ -226,9 +224,9 @@ mod tests {
     use crate::action::channel::phone::aliyun::*;
     use crate::action::channel::phone::*;
     use crate::action::message::Link;
+    use crate::decision::{Severity, Tier};
     use crate::text::percent_encode;
     use crate::time::Ts;
-    use crate::decision::{Severity, Tier};
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
         p.iter()
@@ -439,4 +437,3 @@ mod tests {
         );
     }
 }
-

@@ -32,7 +32,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json};
-use super::robot::{fit_json, read_list, read_webhook};
+use super::robot::{fit_json, read_ids, read_webhook};
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::Secret;
@@ -60,26 +60,15 @@ impl Teams {
     pub fn from_config(m: &mut MapReader<'_>, errs: &mut Errors) -> Option<Teams> {
         let before = errs.len();
         let webhook = read_webhook(m, "webhook", "TEAMS_WEBHOOK", errs);
-        let at_users = read_list(m, "at_users", errs);
-        for id in &at_users {
-            // An id goes between `<at>` tags and into the entities: a UPN
-            // or an Entra object id, nothing that could close the tag.
-            if !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "@._-".contains(c))
-            {
-                let n = m.node_of("at_users").unwrap_or(m.node());
-                m.err(
-                    errs,
-                    n,
-                    "at_users",
-                    format!(
-                        "`{}` is not a user principal name or Entra id (letters, digits, @ . _ - only)",
-                        one_line(id)
-                    ),
-                );
-            }
-        }
+        // An id goes between `<at>` tags and into the entities: a UPN or
+        // an Entra object id, nothing that could close the tag.
+        let at_users = read_ids(
+            m,
+            "at_users",
+            "@._-",
+            "a user principal name or Entra id (letters, digits, @ . _ - only)",
+            errs,
+        );
         if errs.len() > before {
             return None;
         }

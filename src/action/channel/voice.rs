@@ -54,11 +54,11 @@
 
 use std::time::Duration;
 
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending};
 use super::phone::{
     Aliyun, Fields, Hook, Provider, Twilio, each_number, json_template, read_common, render,
     required_str,
 };
-use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending};
 use crate::action::message::{Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::yaml::MapReader;
@@ -256,7 +256,6 @@ pub fn xml_escape(s: &str) -> String {
     }
     out
 }
-
 
 pub const CHANNEL: Registration = Registration {
     kind: "voice",

@@ -14,15 +14,14 @@
 
 use std::time::Duration;
 
-
 use serde_json::json;
 
-use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
+use super::kit::{self, Channel, Class, Registration, SendContext, SendOutcome, Sending};
 use crate::action::message::{Kind, Message};
 use crate::config::Errors;
-use crate::text::template::{fill, json_escaped};
 use crate::config::secret::{Secret, read_secret, secret_from_node};
 use crate::config::yaml::MapReader;
+use crate::text::template::{fill, json_escaped};
 
 #[derive(Debug)]
 pub struct Webhook {
@@ -56,7 +55,7 @@ impl Webhook {
             if let Err(e) = serde_json::from_str::<serde_json::Value>(&sample) {
                 m.err(errs, n, "body", format!("does not render to JSON ({e}); placeholders go inside quotes: \"{{title}}\""));
             }
-            for p in super::kit::unknown_placeholders(b, &FIELDS) {
+            for p in kit::unknown_placeholders(b, &FIELDS) {
                 m.err(errs, n, "body", p);
             }
         }
@@ -84,22 +83,13 @@ impl Webhook {
     }
 
     async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
-        let mut req = ctx
-            .http
-            .post(self.url.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(self.payload(msg));
+        let mut req = kit::post(ctx.http, self.url.expose(), kit::JSON, self.payload(msg));
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.expose());
         }
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                let after = retry_after(resp.headers());
-                let body = resp.text().await.unwrap_or_default();
-                SendOutcome::from_status(status, after, &body)
-            }
-            Err(e) => SendOutcome::from_transport(&e),
+        match kit::exchange(req).await {
+            Ok(a) => a.by_status(),
+            Err(o) => o,
         }
     }
 }
@@ -143,7 +133,6 @@ fn example() -> Message {
         "line one\nline two".into(),
     )
 }
-
 
 pub const CHANNEL: Registration = Registration {
     kind: "webhook",

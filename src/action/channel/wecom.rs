@@ -36,10 +36,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::robot::{
-    Format, errcode, read_format, read_list, read_webhook, 
-};
-use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, retry_after};
+use super::kit::{Channel, Class, Registration, SendContext, SendOutcome, Sending, post_json};
+use super::robot::{Format, errcode, read_format, read_list, read_webhook};
 use crate::action::message::{Message, split_utf8, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::Secret;
@@ -113,28 +111,10 @@ impl WeCom {
     }
 
     async fn send_one(&self, ctx: &SendContext<'_>, body: String) -> SendOutcome {
-        let sent = ctx
-            .http
-            .post(self.webhook.expose())
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/json; charset=utf-8",
-            )
-            .body(body)
-            .send()
-            .await;
-        match sent {
-            Ok(resp) => {
-                let status = resp.status();
-                let after = retry_after(resp.headers());
-                let text = resp.text().await.unwrap_or_default();
-                if status.is_success() {
-                    answer(&text)
-                } else {
-                    SendOutcome::from_status(status, after, &text)
-                }
-            }
-            Err(e) => SendOutcome::from_transport(&e),
+        match post_json(ctx.http, self.webhook.expose(), body).await {
+            // A refusal comes as an errcode in a 200.
+            Ok(a) => a.by_body(answer),
+            Err(o) => o,
         }
     }
 
@@ -219,7 +199,6 @@ fn answer(text: &str) -> SendOutcome {
         other => SendOutcome::Reject(format!("errcode {other}: {errmsg}")),
     }
 }
-
 
 pub const CHANNEL: Registration = Registration {
     kind: "wecom",

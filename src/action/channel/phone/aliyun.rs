@@ -7,7 +7,8 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Digest as _;
 
-use super::{Attempt, Reply, base_url, required_secret, required_str, short};
+use super::{Attempt, base_url, required_secret, required_str, short};
+use crate::action::channel::kit::Answer;
 use crate::config::Errors;
 use crate::config::secret::Secret;
 use crate::config::yaml::MapReader;
@@ -102,8 +103,8 @@ impl Aliyun {
     /// `CallId`); flow control and server trouble are worth retrying;
     /// anything else is final. Without a JSON answer the HTTP status
     /// decides.
-    pub fn interpret(r: &Reply, id_field: &str) -> Attempt {
-        let json: Option<serde_json::Value> = serde_json::from_str(&r.body).ok();
+    pub fn interpret(r: &Answer, id_field: &str) -> Attempt {
+        let json: Option<serde_json::Value> = serde_json::from_str(&r.text).ok();
         let field = |k: &str| {
             json.as_ref()
                 .and_then(|v| v.get(k))
@@ -127,7 +128,7 @@ impl Aliyun {
                     let floor =
                         (code == "isv.BUSINESS_LIMIT_CONTROL").then_some(Duration::from_secs(60));
                     Attempt::Retry {
-                        after: r.after.max(floor),
+                        after: r.retry_after.max(floor),
                         reason,
                     }
                 } else {
@@ -136,13 +137,13 @@ impl Aliyun {
             }
             None if r.status.is_server_error() || status == 429 || status == 408 => {
                 Attempt::Retry {
-                    after: r.after,
-                    reason: format!("HTTP {status}: {}", short(&r.body)),
+                    after: r.retry_after,
+                    reason: format!("HTTP {status}: {}", short(&r.text)),
                 }
             }
             None => Attempt::Reject(format!(
                 "HTTP {status}, no Code in the answer: {}",
-                short(&r.body)
+                short(&r.text)
             )),
         }
     }

@@ -1,7 +1,7 @@
 //! Any HTTP gateway: a JSON body from a template, per number.
 
-use super::{Attempt, Fields, Reply, each_number, json_template, render, required_secret, short};
-use crate::action::channel::kit::{SendContext, SendOutcome};
+use super::{Attempt, Fields, each_number, json_template, render, required_secret, short};
+use crate::action::channel::kit::{Answer, JSON, SendContext, SendOutcome, post};
 use crate::action::message::Message;
 use crate::config::Errors;
 use crate::config::secret::{Secret, secret_from_node};
@@ -61,10 +61,7 @@ impl Hook {
     }
 
     pub fn request(&self, http: &reqwest::Client, fields: &Fields<'_>) -> reqwest::RequestBuilder {
-        let mut req = http
-            .post(self.url.expose())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(render(&self.body, fields));
+        let mut req = post(http, self.url.expose(), JSON, render(&self.body, fields));
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.expose());
         }
@@ -74,7 +71,7 @@ impl Hook {
     /// 2xx is success; 429, 408 and 5xx are worth retrying. The answer is
     /// scrubbed of the URL and header values in case the gateway echoes
     /// them.
-    pub fn interpret(&self, r: &Reply) -> Attempt {
+    pub fn interpret(&self, r: &Answer) -> Attempt {
         let status = r.status.as_u16();
         if r.status.is_success() {
             return Attempt::Ok(format!("HTTP {status}"));
@@ -85,11 +82,11 @@ impl Hook {
             .fold(Redact::new().url(self.url.expose()), |r, (_, v)| {
                 r.secret(v.expose())
             });
-        let body = redact.apply(&r.body);
+        let body = redact.apply(&r.text);
         let reason = format!("HTTP {status}: {}", short(&body));
         if status == 429 || status == 408 || r.status.is_server_error() {
             Attempt::Retry {
-                after: r.after,
+                after: r.retry_after,
                 reason,
             }
         } else {

@@ -9,12 +9,11 @@ pub mod twilio;
 
 use std::time::Duration;
 
-use super::kit::{SendOutcome, retry_after, without_url};
+use super::kit::{self, Answer, SendOutcome};
 use crate::action::message::{Link, Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
 use crate::config::yaml::MapReader;
-use crate::text::percent_encode;
 use crate::text::template::{fill, json_escaped};
 
 pub(crate) use aliyun::Aliyun;
@@ -192,7 +191,7 @@ pub(crate) fn json_template(
         return (!m.has(key)).then(|| default.to_owned());
     };
     let sample = render(t, &Fields::example());
-    let mut problems = super::kit::unknown_placeholders(t, &Fields::NAMES);
+    let mut problems = kit::unknown_placeholders(t, &Fields::NAMES);
     match serde_json::from_str::<serde_json::Value>(&sample) {
         Ok(v) if object && !v.is_object() => problems.push("must render to a JSON object".into()),
         Ok(_) => {}
@@ -297,6 +296,18 @@ pub(crate) enum Attempt {
     Reject(String),
 }
 
+/// What [`kit::exchange`] makes of a request that got no answer (a
+/// transport error: a retry), as the attempt it is.
+impl From<SendOutcome> for Attempt {
+    fn from(o: SendOutcome) -> Attempt {
+        match o {
+            SendOutcome::Sent(id) => Attempt::Ok(id),
+            SendOutcome::Retry { after, reason } => Attempt::Retry { after, reason },
+            SendOutcome::Reject(reason) => Attempt::Reject(reason),
+        }
+    }
+}
+
 pub(crate) fn transport(reason: String) -> Attempt {
     Attempt::Retry {
         after: None,
@@ -304,27 +315,10 @@ pub(crate) fn transport(reason: String) -> Attempt {
     }
 }
 
-/// A provider's HTTP answer.
-pub(crate) struct Reply {
-    pub status: reqwest::StatusCode,
-    pub after: Option<Duration>,
-    pub body: String,
-}
-
-pub(crate) async fn exchange(req: reqwest::RequestBuilder) -> Result<Reply, Attempt> {
-    match req.send().await {
-        Ok(resp) => {
-            let status = resp.status();
-            let after = retry_after(resp.headers());
-            let body = resp.text().await.unwrap_or_default();
-            Ok(Reply {
-                status,
-                after,
-                body,
-            })
-        }
-        Err(e) => Err(transport(format!("transport error: {}", without_url(&e)))),
-    }
+/// Sends one provider request ([`kit::exchange`]); a transport failure
+/// comes back as the `Attempt` it means.
+pub(crate) async fn exchange(req: reqwest::RequestBuilder) -> Result<Answer, Attempt> {
+    kit::exchange(req).await.map_err(Attempt::from)
 }
 
 /// Sends the requests at once (one slow number must not eat the others'
@@ -332,7 +326,7 @@ pub(crate) async fn exchange(req: reqwest::RequestBuilder) -> Result<Reply, Atte
 /// the `Attempt` it means.
 pub(crate) async fn exchange_all(
     reqs: Vec<reqwest::RequestBuilder>,
-) -> Vec<Result<Reply, Attempt>> {
+) -> Vec<Result<Answer, Attempt>> {
     if reqs.len() == 1 {
         let req = reqs.into_iter().next().expect("one request");
         return vec![exchange(req).await];
@@ -342,7 +336,7 @@ pub(crate) async fn exchange_all(
     for (i, req) in reqs.into_iter().enumerate() {
         set.spawn(async move { (i, exchange(req).await) });
     }
-    let mut out: Vec<Option<Result<Reply, Attempt>>> = (0..n).map(|_| None).collect();
+    let mut out: Vec<Option<Result<Answer, Attempt>>> = (0..n).map(|_| None).collect();
     while let Some(joined) = set.join_next().await {
         if let Ok((i, r)) = joined {
             out[i] = Some(r);
@@ -360,7 +354,7 @@ pub(crate) async fn each_number(
     to: &[String],
     verb: &str,
     request: impl Fn(&str) -> reqwest::RequestBuilder,
-    interpret: impl Fn(&Reply) -> Attempt,
+    interpret: impl Fn(&Answer) -> Attempt,
 ) -> SendOutcome {
     let replies = exchange_all(to.iter().map(|n| request(n)).collect()).await;
     let results = to
@@ -427,17 +421,4 @@ pub(crate) fn summarize(verb: &str, results: Vec<(Vec<String>, Attempt)>) -> Sen
 /// An error body, trimmed and bounded, for outcome strings.
 pub(crate) fn short(body: &str) -> String {
     truncate_utf8(body.trim(), 300)
-}
-
-// --- form and percent encoding ------------------------------------------------
-
-// RFC 3986 encoding, Aliyun's POP encoding and valid
-// `application/x-www-form-urlencoded`: `crate::text::percent_encode`.
-
-pub(crate) fn form_encode(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }

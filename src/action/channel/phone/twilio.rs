@@ -1,9 +1,7 @@
 //! Twilio: SMS and calls through its REST API.
 
-use super::{
-    Attempt, Reply, base_url, e164_error, form_encode, is_e164, required_secret, required_str,
-    short,
-};
+use super::{Attempt, base_url, e164_error, is_e164, required_secret, required_str, short};
+use crate::action::channel::kit::{Answer, post_form};
 use crate::config::Errors;
 use crate::config::secret::Secret;
 use crate::config::yaml::MapReader;
@@ -68,19 +66,14 @@ impl Twilio {
             "{}/2010-04-01/Accounts/{}/{resource}.json",
             self.base, self.account_sid
         );
-        http.post(url)
+        post_form(http, &url, &[("To", to), ("From", &self.from), extra])
             .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(form_encode(&[("To", to), ("From", &self.from), extra]))
     }
 
     /// 2xx: the resource's `sid`. Errors carry `code` and `message`; 429
     /// (20429) and 5xx are worth retrying, any other refusal is final.
-    pub fn interpret(&self, r: &Reply) -> Attempt {
-        let json: Option<serde_json::Value> = serde_json::from_str(&r.body).ok();
+    pub fn interpret(&self, r: &Answer) -> Attempt {
+        let json: Option<serde_json::Value> = serde_json::from_str(&r.text).ok();
         let field = |k: &str| json.as_ref().and_then(|v| v.get(k)).cloned();
         let status = r.status.as_u16();
         if r.status.is_success() {
@@ -94,14 +87,14 @@ impl Twilio {
         let detail = match (code, message) {
             (Some(c), Some(m)) => format!("HTTP {status}, Twilio error {c}: {}", short(&m)),
             (Some(c), None) => format!("HTTP {status}, Twilio error {c}"),
-            _ => format!("HTTP {status}: {}", short(&r.body)),
+            _ => format!("HTTP {status}: {}", short(&r.text)),
         };
         // The account SID is not a secret, but it has no business in a
         // timeline either.
         let detail = detail.replace(&self.account_sid, "<account>");
         if status == 429 || status == 408 || code == Some(20429) || r.status.is_server_error() {
             Attempt::Retry {
-                after: r.after,
+                after: r.retry_after,
                 reason: detail,
             }
         } else {
