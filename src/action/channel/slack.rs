@@ -42,6 +42,7 @@ use crate::action::message::{Kind, Message, truncate_utf8};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret};
 use crate::config::yaml::MapReader;
+use crate::text::redact::Redact;
 
 /// Header block text.
 pub const HEADER_MAX: usize = 150;
@@ -117,7 +118,14 @@ impl Slack {
 
     async fn post(&self, ctx: &SendContext<'_>, msg: &Message) -> SendOutcome {
         let body = self.payload(msg).to_string();
-        match kit::exchange(kit::post(ctx.http, self.webhook.expose(), kit::JSON, body)).await {
+        let outcome = match kit::exchange(kit::post(
+            ctx.http,
+            self.webhook.expose(),
+            kit::JSON,
+            body,
+        ))
+        .await
+        {
             // 200 `ok`: reported as Slack wrote it. 429 and 5xx are
             // passing, 408 too; the other 4xx are Slack's refusals,
             // reported with its error string.
@@ -126,7 +134,15 @@ impl Slack {
                 SendOutcome::Sent(format!("HTTP {}: {text}", a.status.as_u16()))
             }),
             Err(o) => o,
+        };
+        // The hook's URL is its credential (its path holds the token): an
+        // answer that echoes it must not carry it into the journal or log.
+        let mut redact = Redact::new().url(self.webhook.expose());
+        if let Some((_, path)) = self.webhook.expose().split_once("/services/") {
+            // `T…/B…/<secret>`: the whole path names and opens the hook.
+            redact = redact.secret(path);
         }
+        outcome.redacted(&redact)
     }
 }
 

@@ -21,6 +21,7 @@ use crate::action::message::{Kind, Message};
 use crate::config::Errors;
 use crate::config::secret::{Secret, read_secret, secret_from_node};
 use crate::config::yaml::MapReader;
+use crate::text::redact::Redact;
 use crate::text::template::{fill, json_escaped};
 
 #[derive(Debug)]
@@ -87,10 +88,17 @@ impl Webhook {
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.expose());
         }
-        match kit::exchange(req).await {
+        let outcome = match kit::exchange(req).await {
             Ok(a) => a.by_status(),
             Err(o) => o,
+        };
+        // The URL may carry a token and the headers are credentials: an
+        // answer that echoes them must not carry them into the journal.
+        let mut redact = Redact::new().url(self.url.expose());
+        for (_, v) in &self.headers {
+            redact = redact.secret(v.expose());
         }
+        outcome.redacted(&redact)
     }
 }
 
