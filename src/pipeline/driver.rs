@@ -530,7 +530,8 @@ fn commit_until_done(pipeline: &mut Pipeline, health: &Health) -> Option<Committ
     }
 }
 
-/// A running shard: its input and its thread.
+/// A running shard: its input and its thread. Dropped while running (a
+/// source that failed to start), it is stopped: it journals and ends.
 pub struct Shard {
     feed: Feed,
     thread: Option<std::thread::JoinHandle<Result<(), JournalError>>>,
@@ -551,6 +552,14 @@ impl Shard {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(JournalError::Corrupt("a pipeline shard panicked".into())),
             None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.stop();
         }
     }
 }

@@ -516,11 +516,8 @@ impl KafkaSource {
         for d in ready {
             match d.spawn() {
                 Ok(s) => shards.push(s),
-                Err(e) => {
-                    let mut started = Router::new(shards, 1);
-                    let _ = started.stop();
-                    return Err(KafkaSourceError::Thread(e));
-                }
+                // The shards started so far stop as they drop.
+                Err(e) => return Err(KafkaSourceError::Thread(e)),
             }
         }
         let mut reader = connection_config(&cfg, &brokers);
@@ -540,16 +537,12 @@ impl KafkaSource {
                     && matches!(v.expose(), "earliest" | "smallest" | "beginning")
             }),
         };
+        // On an error from here the context (and with it every shard,
+        // see `Shard`'s drop) is dropped: the shards journal and end.
         let consumer: BaseConsumer<Context> =
-            match consumer_config(&cfg, &brokers).create_with_context(context) {
-                Ok(c) => c,
-                Err(e) => return Err(e.into()),
-            };
+            consumer_config(&cfg, &brokers).create_with_context(context)?;
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
-        if let Err(e) = consumer.subscribe(&topics) {
-            let _ = lock(&consumer.context().router).stop();
-            return Err(e.into());
-        }
+        consumer.subscribe(&topics)?;
         Ok(KafkaSource {
             consumer,
             said,

@@ -21,6 +21,13 @@ use crate::pipeline::input::{Assignment, Input, Records};
 /// a few batches, so this bounds its memory in bytes.
 const BATCH_BYTES: usize = 4 << 20;
 
+/// How long a revocation waits for the shards to journal what they
+/// processed. A shard held up by a refusing journal must not hold the
+/// group's rebalance (and the partitions' next owner) for longer: what it
+/// did not journal, the next owner reads again, and its late commits for
+/// those partitions fail on the next owner's claim.
+const REVOKE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the shards say back to the poll thread.
 pub enum Said {
     /// Journaled up to these positions: store them as the offsets.
@@ -128,9 +135,17 @@ impl Router {
                 acks.push(done);
             }
         }
+        let deadline = std::time::Instant::now() + REVOKE_WAIT;
         for done in acks {
-            // Err: the shard is gone (it failed); nothing to wait for.
-            let _ = done.recv();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // Disconnected: the shard is gone (it failed); nothing to wait for.
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(left) {
+                tracing::warn!(
+                    wait = ?REVOKE_WAIT,
+                    "a shard has not journaled its revoked partitions in time (its journal refuses?); \
+                     letting them go: the next owner resumes at the journal's position and fences this process out"
+                );
+            }
         }
     }
 
