@@ -393,7 +393,10 @@ async fn answers_map_to_outcomes() {
     // A proxy or Slack itself echoing the hook's path: the token (the
     // hook's credential) is taken out (send_once fails on a leak).
     slack.answer(404, None, "no_service: /services/T000/B000/SeCrEtToKeN");
-    assert!(matches!(send_once(&yaml, &msg).await, SendOutcome::Reject(_)));
+    assert!(matches!(
+        send_once(&yaml, &msg).await,
+        SendOutcome::Reject(_)
+    ));
     slack.answer(200, None, "ok /services/T000/B000/SeCrEtToKeN");
     assert!(matches!(send_once(&yaml, &msg).await, SendOutcome::Sent(_)));
     assert!(slack.seen().iter().all(|s| s.problems.is_empty()));
