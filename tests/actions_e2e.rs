@@ -11,9 +11,8 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use ripcord::action::links::{LinkSigner, Verb};
 use ripcord::config::Secret;
 use ripcord::time::{Dur, Ts};
 use serde_json::{Value, json};
-use support::{Lines, free_port, now_millis, rfc3339, ripcord_bin, wait_until};
+use support::{Responder, free_port, now_millis, rfc3339, ripcord_bin, wait_until};
 
 const LINK_SECRET: &str = "e2e-link-secret-0123456789";
 
@@ -174,47 +173,29 @@ impl StandIn {
 // ripcord.
 
 /// `ripcord run` on a port the test picked (the config's `public_url`
-/// names it), journal `state.db` in `dir`.
-struct Ripcord {
-    child: Child,
-    http: SocketAddr,
-    stdout: Lines,
-    stderr: Lines,
+/// names it), journal `state.db` in `dir`: the shared harness's
+/// [`Responder`], with this file's requests on top.
+struct Ripcord(Responder);
+
+impl std::ops::Deref for Ripcord {
+    type Target = Responder;
+    fn deref(&self) -> &Responder {
+        &self.0
+    }
 }
 
 impl Ripcord {
     fn start(dir: &Path, port: u16) -> Ripcord {
-        let mut child = Command::new(ripcord_bin())
-            .arg("run")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--config", "ripcord.yaml", "--state", "state.db"])
-            .current_dir(dir)
-            .env(
-                "RUST_LOG",
-                std::env::var("RIPCORD_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ripcord run");
-        let stdout = Lines::of(child.stdout.take().unwrap());
-        let stderr = Lines::of(child.stderr.take().unwrap());
-        let r = Ripcord {
-            child,
-            http: format!("127.0.0.1:{port}").parse().unwrap(),
-            stdout,
-            stderr,
-        };
+        let r = Ripcord(Responder::start_on(
+            dir,
+            &format!("127.0.0.1:{port}"),
+            &["--config", "ripcord.yaml", "--state", "state.db"],
+        ));
         let ready = wait_until(Duration::from_secs(30), || {
             reqwest::blocking::get(r.url("/readyz")).is_ok_and(|x| x.status() == 200)
         });
         assert!(ready, "ripcord never ready:\n{}", r.stderr.text());
         r
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.http, path)
     }
 
     fn pid(&self) -> u32 {
@@ -264,29 +245,8 @@ impl Ripcord {
     }
 
     /// SIGTERM, then waits for the exit.
-    fn terminate(mut self) -> ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < end,
-                "no exit after SIGTERM:\n{}",
-                self.stderr.text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Ripcord {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn terminate(self) -> ExitStatus {
+        self.0.terminate(Duration::from_secs(30)).0
     }
 }
 

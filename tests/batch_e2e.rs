@@ -9,23 +9,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Capture, Lines, free_port, now_millis, rfc3339, wait_until};
+use support::{Capture, Responder, free_port, now_millis, rfc3339, wait_until};
 
 const LINK_SECRET: &str = "batch-e2e-link-secret-0123456789";
 
+/// A running `ripcord run` (the shared harness's [`Responder`]), its
+/// directory and the chat stand-in it posts to.
 struct Run {
-    child: std::process::Child,
+    ripcord: Responder,
     base: String,
-    stdout: Lines,
-    stderr: Lines,
     dir: tempfile::TempDir,
     chat: Capture,
 }
 
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Run {
+    type Target = Responder;
+    fn deref(&self) -> &Responder {
+        &self.ripcord
     }
 }
 
@@ -70,29 +70,27 @@ executors:
         pause = pause.display(),
     );
     std::fs::write(dir.path().join("ripcord.yaml"), yaml).unwrap();
-    let mut child = std::process::Command::new(support::ripcord_bin())
-        .args(["run", "--no-kafka", "--output", "json"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--config", "ripcord.yaml", "--state", "state.db"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ripcord run");
-    let stdout = Lines::of(child.stdout.take().unwrap());
-    let stderr = Lines::of(child.stderr.take().unwrap());
+    let ripcord = Responder::start_on(
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--no-kafka",
+            "--output",
+            "json",
+            "--config",
+            "ripcord.yaml",
+            "--state",
+            "state.db",
+        ],
+    );
     let base = format!("http://127.0.0.1:{port}");
     let ready = wait_until(Duration::from_secs(60), || {
         reqwest::blocking::get(format!("{base}/readyz")).is_ok_and(|r| r.status() == 200)
     });
-    assert!(ready, "ripcord never ready:\n{}", stderr.text());
+    assert!(ready, "ripcord never ready:\n{}", ripcord.stderr.text());
     Run {
-        child,
+        ripcord,
         base,
-        stdout,
-        stderr,
         dir,
         chat,
     }
