@@ -16,7 +16,8 @@
 # RUSTC_BOOTSTRAP=1.
 #
 # Environment: FUZZ_TIMEOUT (seconds one input may take, default 10),
-# FUZZ_RSS_MB (memory limit, default 2048).
+# FUZZ_RSS_MB (memory limit, default 2048), RIPCORD_FUZZ_TARGET_DIR
+# (where targets are built, default ~/.cache/ripcord/fuzz-target).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -64,7 +65,13 @@ export RUSTC_BOOTSTRAP=1
 # twice as many inputs in its time budget. Debug assertions (and so
 # integer overflow checks) stay on. Build and run must use the same flags
 # or each run rebuilds.
-BUILD_FLAGS=(--release --debug-assertions --sanitizer none)
+#
+# The build goes to a cache outside the checkout (like scripts/setup's
+# Kafka jars): a fresh machine builds every dependency once (about ten
+# minutes here), every later run, from any clone, only what changed.
+FUZZ_TARGET_DIR=${RIPCORD_FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ripcord/fuzz-target}
+mkdir -p "$FUZZ_TARGET_DIR"
+BUILD_FLAGS=(--release --debug-assertions --sanitizer none --target-dir "$FUZZ_TARGET_DIR")
 
 command -v cargo >/dev/null || die "cargo is not installed"
 command -v c++ >/dev/null || die "a C++ compiler (c++) is needed to build libFuzzer; apt-get install g++"
