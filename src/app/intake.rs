@@ -129,30 +129,22 @@ pub fn start(p: Parts<'_>) -> Result<Intake, AppError> {
         failed.send_replace(true);
     });
     let shared = Shared::new(p.metrics.clone(), p.health.clone(), on_fail.clone());
-    let mut http = Some(p.http);
-    let drivers: Vec<Driver> = if p.cfg.enabled {
-        p.pipelines
-            .into_iter()
-            .enumerate()
-            .map(|(i, pipeline)| Driver::new(i, pipeline, http.take(), shared.clone()))
-            .collect()
-    } else {
-        // Without Kafka, one shard does it all.
-        p.pipelines
-            .into_iter()
-            .take(1)
-            .map(|pipeline| Driver::new(0, pipeline, http.take(), shared.clone()))
-            .collect()
-    };
+    let mut pipelines = p.pipelines.into_iter();
     if !p.cfg.enabled {
-        let Some(driver) = drivers.into_iter().next() else {
+        // Without Kafka, one shard does it all.
+        let Some(pipeline) = pipelines.next() else {
             return Err(AppError::Pipeline("no pipeline shard".into()));
         };
-        let shard = driver
+        let shard = Driver::new(0, pipeline, Some(p.http), shared)
             .spawn()
             .map_err(|e| AppError::Pipeline(e.to_string()))?;
         return Ok(Intake::Alone(shard));
     }
+    let mut http = Some(p.http);
+    let drivers: Vec<Driver> = pipelines
+        .enumerate()
+        .map(|(i, pipeline)| Driver::new(i, pipeline, http.take(), shared.clone()))
+        .collect();
     let mut kafka = p.cfg.clone();
     if p.cfg.brokers.is_none()
         && !kafka

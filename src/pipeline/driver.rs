@@ -93,7 +93,9 @@ pub struct Driver {
     index: usize,
     pipeline: Pipeline,
     input: Receiver<Input>,
-    feed: Feed,
+    /// The sending end, handed to the [`Shard`] at spawn: the driver keeps
+    /// none, so its input disconnects once every feed is gone.
+    feed: Option<Feed>,
     bell: Doorbell,
     http: Option<Receiver<super::Submission>>,
     history: Option<Box<dyn History>>,
@@ -130,7 +132,7 @@ impl Driver {
             index,
             pipeline,
             input,
-            feed,
+            feed: Some(feed),
             bell,
             http: http.map(|h| h.rx),
             history: None,
@@ -161,14 +163,9 @@ impl Driver {
         self.max_batch = max_batch.max(1);
     }
 
-    /// Where the source sends this shard's input.
-    pub fn feed(&self) -> Feed {
-        self.feed.clone()
-    }
-
     /// Starts the driver's thread.
-    pub fn spawn(self) -> std::io::Result<Shard> {
-        let feed = self.feed.clone();
+    pub fn spawn(mut self) -> std::io::Result<Shard> {
+        let feed = self.feed.take().expect("a driver is spawned once");
         let thread = std::thread::Builder::new()
             .name(format!("ripcord-shard-{}", self.index))
             .spawn(move || self.run())?;
@@ -191,7 +188,10 @@ impl Driver {
         loop {
             self.shared.health.turned(self.index);
             let mut worked = false;
-            let mut stop = None;
+            // Stop asked for (with whom to answer once the last batch is
+            // journaled), or every feed gone.
+            let mut stopping = false;
+            let mut stopped_ack = None;
             // Inputs until the batch is full: one journal transaction for
             // what a backlog brings in, at once for a lone event.
             let mut messages = 0;
@@ -211,14 +211,13 @@ impl Driver {
                         let _ = ack.send(());
                     }
                     Ok(Input::Stop(ack)) => {
-                        stop = Some(ack);
+                        (stopping, stopped_ack) = (true, Some(ack));
                         break;
                     }
                     Err(TryRecvError::Empty) => break,
                     // Every feed is gone: nothing more will come.
                     Err(TryRecvError::Disconnected) => {
-                        let (ack, _) = std::sync::mpsc::sync_channel(1);
-                        stop = Some(ack);
+                        stopping = true;
                         break;
                     }
                 }
@@ -230,10 +229,12 @@ impl Driver {
                 self.commit();
                 worked = true;
             }
-            if let Some(ack) = stop {
+            if stopping {
                 self.take_http();
                 self.commit();
-                let _ = ack.send(());
+                if let Some(ack) = stopped_ack {
+                    let _ = ack.send(());
+                }
                 return Ok(());
             }
             if !worked {
@@ -356,6 +357,7 @@ impl Driver {
             let id = self.pipeline.partition(name);
             self.pipeline.drop_partition(id);
             self.caught_up.remove(&id);
+            self.snoozed.remove(&id);
             for s in self.slots.iter_mut().filter(|s| **s == Some(id)) {
                 *s = None;
             }
@@ -503,7 +505,7 @@ impl Driver {
 }
 
 /// Commits the pipeline's batch, retrying with a backoff up to 5 s while
-/// the journal refuses. At shutdown (`Pipeline::stopping`) it gives up
+/// the journal refuses. At shutdown ([`Health::is_stopping`]) it gives up
 /// once the backoff reaches 5 s: the uncommitted input is read again at
 /// the next start.
 fn commit_until_done(pipeline: &mut Pipeline, health: &Health) -> Option<Committed> {

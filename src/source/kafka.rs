@@ -40,7 +40,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 pub use super::kafka_client::KafkaSourceError;
 use super::kafka_client::{ClientLog, HelperContext, connection_config, timestamp_at};
-use super::kafka_client::{is_marked, partition_name};
+use super::kafka_client::{is_marked, partition_name, topic_partition};
 use super::kafka_config::{GroupProtocol, KafkaConfig};
 use super::kafka_history::KafkaHistory;
 use super::kafka_shards::{self, KafkaUpstream, Router, Said};
@@ -631,10 +631,4 @@ impl KafkaSource {
             }
         }
     }
-}
-
-/// `topic/partition` back into its parts.
-fn topic_partition(name: &str) -> Option<(&str, i32)> {
-    let (topic, partition) = name.rsplit_once('/')?;
-    Some((topic, partition.parse().ok()?))
 }

@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 
-use super::kafka_client::{HelperContext, partition_name};
+use super::kafka_client::{HelperContext, partition_name, topic_partition};
 use crate::journal::JournalError;
 use crate::pipeline::Rejected;
 use crate::pipeline::driver::{Shard, Upstream};
@@ -272,8 +272,10 @@ impl Upstream for KafkaUpstream {
         let Some((producer, topic)) = &self.dead_letters else {
             return;
         };
-        let (source_topic, source_partition) =
-            partition.rsplit_once('/').unwrap_or((partition, ""));
+        let (source_topic, source_partition) = match topic_partition(partition) {
+            Some((topic, number)) => (topic, number.to_string()),
+            None => (partition, String::new()),
+        };
         let error = why.to_string();
         let offset = offset.to_string();
         let headers = OwnedHeaders::new()
