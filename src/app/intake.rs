@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
 use super::AppError;
+use super::journal::Journals;
 use crate::health::Health;
-use crate::journal::{Ingest, Journal, JournalError};
+use crate::journal::{Ingest, JournalError};
 use crate::output::say;
 use crate::pipeline::driver::{Driver, OnFail, Shard, Shared};
 use crate::pipeline::input::HttpInput;
@@ -109,8 +110,9 @@ pub struct Parts<'a> {
     /// One pipeline per shard; the first takes HTTP.
     pub pipelines: Vec<Pipeline>,
     pub http: HttpInput,
-    /// Reads assigned partitions' journaled positions.
-    pub positions: Box<dyn Journal>,
+    /// Where the Kafka source gets the connection that reads assigned
+    /// partitions' journaled positions (opened only with Kafka).
+    pub journals: &'a Journals,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub health: Arc<Health>,
@@ -172,7 +174,7 @@ pub fn start(p: Parts<'_>) -> Result<Intake, AppError> {
                 at: p.started,
                 embedded: p.cfg.brokers.is_none(),
             },
-            positions: p.positions,
+            positions: p.journals.part()?,
         },
     )?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -222,7 +222,7 @@ pub async fn run(
         brokers: &brokers,
         pipelines,
         http: submissions,
-        positions: journals.part()?,
+        journals: &journals,
         metrics: metrics.clone(),
         clock: clock.clone(),
         health: health.clone(),
