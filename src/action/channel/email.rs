@@ -440,12 +440,10 @@ fn is_loopback(host: &str) -> bool {
         || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `prefix title`, one line.
+/// `prefix title`, one line (whatever the title holds: a header line
+/// must never be broken or reordered).
 fn subject(prefix: &str, title: &str) -> String {
-    let title: String = title
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let title = crate::text::one_line(title);
     let s = if prefix.is_empty() {
         title.trim().to_owned()
     } else {
@@ -711,6 +709,16 @@ mod tests {
         let s = subject("[ripcord]", &msg.title);
         // A line break in a title is shown, never obeyed.
         assert_eq!(s, "[ripcord] 回滚 <b>&\\u{a}second line");
+    }
+
+    #[test]
+    fn a_subject_can_neither_break_nor_reorder() {
+        // A title straight from an event, not cleaned by the message.
+        let s = subject("[ripcord]", "db down\r\nBcc: x@evil \u{202E}gnp.exe");
+        assert_eq!(
+            s,
+            "[ripcord] db down\\u{d}\\u{a}Bcc: x@evil \\u{202e}gnp.exe"
+        );
     }
 
     #[test]
