@@ -41,14 +41,15 @@ pub async fn bind(cfg: &Config) -> Result<(TcpListener, SocketAddr), AppError> {
     Ok((listener, addr))
 }
 
-/// The HTTP intake and the queue it feeds the HTTP shard through.
+/// The HTTP intake and the queues it feeds the shards through.
 pub fn intake(
     cfg: &Config,
+    shards: usize,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
     clock: &Arc<dyn Clock>,
-) -> Result<(Arc<Intake>, HttpInput), AppError> {
-    let (submit, submissions) = submissions(cfg.http.queue);
+) -> Result<(Arc<Intake>, Vec<HttpInput>), AppError> {
+    let (submit, submissions) = submissions(cfg.http.queue, shards);
     // Replicas sharing a journal and a Kafka cluster: a sample posted to
     // any of them goes onto the topic, to its service's partition owner.
     // (Alone, or on the embedded broker, this replica owns every window.)

@@ -10,11 +10,10 @@ use tokio::sync::watch;
 use super::AppError;
 use super::journal::Journals;
 use crate::health::Health;
-use crate::journal::{Ingest, JournalError};
 use crate::output::say;
+use crate::pipeline::Pipeline;
 use crate::pipeline::driver::{Driver, OnFail, Shard, Shared};
 use crate::pipeline::input::HttpInput;
-use crate::pipeline::{HTTP_PARTITION, Pipeline};
 use crate::source::embedded::EmbeddedBroker;
 use crate::source::kafka::{KafkaSource, KafkaSourceError, Parts as SourceParts, Start};
 use crate::source::kafka_config::KafkaConfig;
@@ -77,13 +76,13 @@ impl Brokers {
 }
 
 /// The running intake: the Kafka poll thread and the shards it feeds,
-/// or (without Kafka) the one shard HTTP feeds.
+/// or (without Kafka) the shards HTTP alone feeds.
 pub enum Intake {
     Kafka {
         thread: std::thread::JoinHandle<Result<(), KafkaSourceError>>,
         stop: Arc<AtomicBool>,
     },
-    Alone(Shard),
+    Alone(Vec<Shard>),
 }
 
 impl Intake {
@@ -98,7 +97,16 @@ impl Intake {
                     Err(_) => Err(AppError::Pipeline("panicked".into())),
                 }
             }
-            Intake::Alone(mut shard) => shard.stop().map_err(AppError::from),
+            Intake::Alone(shards) => {
+                let mut result = Ok(());
+                for mut shard in shards {
+                    let stopped = shard.stop();
+                    if result.is_ok() {
+                        result = stopped;
+                    }
+                }
+                result.map_err(AppError::from)
+            }
         }
     }
 }
@@ -107,9 +115,9 @@ impl Intake {
 pub struct Parts<'a> {
     pub cfg: &'a KafkaConfig,
     pub brokers: &'a Brokers,
-    /// One pipeline per shard; the first takes HTTP.
+    /// One pipeline per shard, each with its share of HTTP.
     pub pipelines: Vec<Pipeline>,
-    pub http: HttpInput,
+    pub http: Vec<HttpInput>,
     /// Where the Kafka source gets the connection that reads assigned
     /// partitions' journaled positions (opened only with Kafka).
     pub journals: &'a Journals,
@@ -131,22 +139,27 @@ pub fn start(p: Parts<'_>) -> Result<Intake, AppError> {
         failed.send_replace(true);
     });
     let shared = Shared::new(p.metrics.clone(), p.health.clone(), on_fail.clone());
-    let mut pipelines = p.pipelines.into_iter();
-    if !p.cfg.enabled {
-        // Without Kafka, one shard does it all.
-        let Some(pipeline) = pipelines.next() else {
-            return Err(AppError::Pipeline("no pipeline shard".into()));
-        };
-        let shard = Driver::new(0, pipeline, Some(p.http), shared)
-            .spawn()
-            .map_err(|e| AppError::Pipeline(e.to_string()))?;
-        return Ok(Intake::Alone(shard));
+    if p.pipelines.is_empty() || p.pipelines.len() != p.http.len() {
+        return Err(AppError::Pipeline(
+            "every pipeline shard needs its HTTP queue".into(),
+        ));
     }
-    let mut http = Some(p.http);
-    let drivers: Vec<Driver> = pipelines
+    let drivers: Vec<Driver> = p
+        .pipelines
+        .into_iter()
+        .zip(p.http)
         .enumerate()
-        .map(|(i, pipeline)| Driver::new(i, pipeline, http.take(), shared.clone()))
+        .map(|(i, (pipeline, http))| Driver::new(i, pipeline, Some(http), shared.clone()))
         .collect();
+    if !p.cfg.enabled {
+        // Without Kafka, HTTP alone feeds the shards.
+        let mut shards = Vec::with_capacity(drivers.len());
+        for d in drivers {
+            // A shard spawned before a failure is stopped when dropped.
+            shards.push(d.spawn().map_err(|e| AppError::Pipeline(e.to_string()))?);
+        }
+        return Ok(Intake::Alone(shards));
+    }
     let mut kafka = p.cfg.clone();
     if p.cfg.brokers.is_none()
         && !kafka
@@ -191,26 +204,4 @@ pub fn start(p: Parts<'_>) -> Result<Intake, AppError> {
         })
         .map_err(|e| AppError::Pipeline(e.to_string()))?;
     Ok(Intake::Kafka { thread, stop })
-}
-
-/// Rebuilds the HTTP partition's windows from the journaled request bodies.
-pub fn warm_http(
-    p: &mut Pipeline,
-    journal: &dyn Ingest,
-    clock: &dyn Clock,
-) -> Result<(), JournalError> {
-    let id = p.partition(HTTP_PARTITION);
-    let since = clock.now().saturating_sub(p.lookback());
-    let mut w = p.start_warm(id);
-    for body in journal.inbox_since(since)? {
-        w.feed(&body);
-    }
-    let report = p.finish_warm(id, w)?;
-    p.follow_inbox_from_now()?;
-    tracing::info!(
-        events = report.events,
-        open_incidents = report.restored,
-        "http input warmed"
-    );
-    Ok(())
 }

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! With `kafka.enabled: false` (or `--no-kafka`) there is no consumer and no
-//! broker: one shard waits on HTTP submissions alone.
+//! broker: the shards wait on HTTP submissions alone, each deciding its
+//! services' events.
 //!
 //! Shutdown (SIGINT / SIGTERM): see [`shutdown`].
 
@@ -32,6 +33,7 @@ use crate::health::Health;
 use crate::journal::JournalError;
 use crate::output::{Format, Output, say};
 use crate::pipeline::Pipeline;
+use crate::pipeline::spread::Spread;
 use crate::rule::RuleSet;
 use crate::settings::Config;
 use crate::source::embedded::EmbeddedError;
@@ -136,12 +138,9 @@ pub async fn run(
     let notify = Arc::new(Notify::new());
     let output = Output::spawn(decisions_out, format, metrics.clone());
     // One pipeline per shard, each on a journal connection of its own
-    // (no shard waits on another's commit). Without Kafka, one.
-    let shards = if cfg.kafka.enabled {
-        cfg.pipeline.shards
-    } else {
-        1
-    };
+    // (no shard waits on another's commit). Kafka partitions are spread
+    // over them whole, HTTP events by service.
+    let shards = cfg.pipeline.shards;
     let mut pipelines = Vec::with_capacity(shards);
     for i in 0..shards {
         let journal = if i == 0 {
@@ -161,6 +160,10 @@ pub async fn run(
         pipeline.set_max_future(cfg.max_future);
         pipeline.set_owner(owner.clone());
         pipeline.set_gates(cfg.gates.clone());
+        pipeline.set_spread(Spread {
+            index: i,
+            of: shards,
+        });
         pipelines.push(pipeline);
     }
     let (side_stop, side_stopped) = watch::channel(false);
@@ -181,13 +184,13 @@ pub async fn run(
         }
         side_tasks.push(task);
     }
-    intake::warm_http(&mut pipelines[0], &*journals.part()?, clock.as_ref())?;
+    crate::pipeline::warm_http(&mut pipelines, &*journals.part()?)?;
 
     let health = Arc::new(Health::new(
         cfg.kafka.enabled,
         cfg.http.stall_after.to_std(),
     ));
-    let (intake, submissions) = http::intake(&cfg, &metrics, &health, &clock)?;
+    let (intake, submissions) = http::intake(&cfg, shards, &metrics, &health, &clock)?;
     let (listener, http_addr) = http::bind(&cfg).await?;
     let actions = Actions::start(
         actions::Parts {

@@ -97,7 +97,8 @@ pub struct Driver {
     /// none, so its input disconnects once every feed is gone.
     feed: Option<Feed>,
     bell: Doorbell,
-    http: Option<Receiver<super::Submission>>,
+    /// This shard's parts of HTTP requests.
+    http: Option<Receiver<super::input::Part>>,
     history: Option<Box<dyn History>>,
     upstream: Option<Box<dyn Upstream>>,
     /// The source's partition numbers, to this pipeline's ids.
@@ -118,7 +119,8 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver for `pipeline`; with `http`, the one HTTP submissions go to.
+    /// A driver for `pipeline`; with `http`, its share of HTTP requests
+    /// (the pipeline's [`super::spread::Spread`] says which).
     pub fn new(
         index: usize,
         pipeline: Pipeline,
@@ -399,15 +401,17 @@ impl Driver {
     fn until_next_timer(&self) -> Duration {
         let now = self.pipeline.now();
         let wall = Instant::now();
-        let mut beats = vec![self.next_report];
-        if self.http.is_some() {
-            beats.extend([self.next_follow, self.next_prune]);
-        }
-        let beat = beats
-            .into_iter()
-            .map(|at| at.saturating_duration_since(wall))
-            .min()
-            .unwrap_or(LONGEST_WAIT);
+        let http = self.http.is_some();
+        let beat = [
+            Some(self.next_report),
+            http.then_some(self.next_follow),
+            (http && self.index == 0).then_some(self.next_prune),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|at| at.saturating_duration_since(wall))
+        .min()
+        .unwrap_or(LONGEST_WAIT);
         self.on_the_wall()
             .filter_map(|id| self.due(id))
             .map(|due| due.since(now).to_std())
@@ -450,7 +454,8 @@ impl Driver {
                 tracing::warn!(error = %e, "cannot follow the other replicas' HTTP bodies");
             }
         }
-        if self.http.is_some() && wall >= self.next_prune {
+        // One shard prunes for all (they share the journal).
+        if self.http.is_some() && self.index == 0 && wall >= self.next_prune {
             self.next_prune = wall + PRUNE_EVERY;
             self.pipeline.prune_inbox();
         }

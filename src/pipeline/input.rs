@@ -3,11 +3,13 @@
 //! wakes the driver when they do. The driver never polls: it waits on its
 //! doorbell until input comes or its next timer is due.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::Submission;
+use super::spread::{Joint, PartAck, shards_of};
 
 /// What a source hands a shard, in the order it must be handled.
 pub enum Input {
@@ -187,39 +189,110 @@ impl Feed {
     }
 }
 
-/// The HTTP server's end of the HTTP shard's submissions: a queue of its
-/// own (`http.queue` long), so a Kafka backlog never fills it.
+/// What a shard's driver takes of an HTTP request: the whole body (it
+/// decides the events of its own services) and its share of the answer.
+pub struct Part {
+    pub body: bytes::Bytes,
+    pub form: crate::decode::BodyForm,
+    /// This part journals the body (for warm-ups and the other replicas):
+    /// one part of each request does.
+    pub journal_body: bool,
+    pub ack: PartAck,
+}
+
+/// The HTTP server's end of the shards' submissions: one queue per shard,
+/// and at most `http.queue` requests waiting in all (so a Kafka backlog
+/// never fills it, and a full one turns a request away whole, never half
+/// queued).
 #[derive(Clone)]
 pub struct Submit {
-    tx: SyncSender<Submission>,
+    shards: Arc<[ShardQueue]>,
+    waiting: Arc<AtomicUsize>,
+    bound: usize,
+}
+
+struct ShardQueue {
+    tx: SyncSender<Part>,
     bell: Doorbell,
 }
 
 impl Submit {
-    /// Queues `s` for the pipeline, or hands it back when the queue is full.
+    /// Queues `s` for the shards of its services, or hands it back when
+    /// `http.queue` requests already wait. The body must decode (the
+    /// receiver checked it). Once the shards are gone the answer is
+    /// dropped unanswered: the client hears ripcord stopped.
     pub fn try_send(&self, s: Submission) -> Result<(), TrySendError<Submission>> {
-        self.tx.try_send(s)?;
-        self.bell.ring();
+        if self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.bound).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(TrySendError::Full(s));
+        }
+        let targets = if self.shards.len() == 1 {
+            vec![0]
+        } else {
+            let mut events = Vec::new();
+            // An undecodable body goes whole to one shard, which says why.
+            let _ = crate::decode::decode_body(&s.body, s.form, &mut events);
+            shards_of(&events, self.shards.len())
+        };
+        let waiting = self.waiting.clone();
+        let joint = Joint::new(
+            s.ack,
+            targets.len(),
+            Box::new(move || {
+                waiting.fetch_sub(1, Ordering::AcqRel);
+            }),
+        );
+        for (n, &i) in targets.iter().enumerate() {
+            let part = Part {
+                body: s.body.clone(),
+                form: s.form,
+                journal_body: n == 0,
+                ack: PartAck::new(joint.clone()),
+            };
+            // Never full: a queue holds at most `bound` parts, one per
+            // waiting request. A shard gone since drops its part, and the
+            // answer with it (the client hears ripcord stopped).
+            let q = &self.shards[i];
+            let _ = q.tx.try_send(part);
+            q.bell.ring();
+        }
         Ok(())
     }
 }
 
-/// The driver's end of the HTTP submissions.
+/// A shard driver's end of its HTTP parts.
 pub struct HttpInput {
-    pub(super) rx: Receiver<Submission>,
+    pub(super) rx: Receiver<Part>,
     pub(super) bell: Doorbell,
 }
 
-/// The HTTP submissions queue, `bound` long.
-pub fn submissions(bound: usize) -> (Submit, HttpInput) {
-    let (tx, rx) = std::sync::mpsc::sync_channel(bound);
-    let bell = Doorbell::default();
-    (
-        Submit {
+/// The HTTP submissions' queues, one per shard, `bound` requests waiting
+/// at most in all.
+pub fn submissions(bound: usize, shards: usize) -> (Submit, Vec<HttpInput>) {
+    let bound = bound.max(1);
+    let mut queues = Vec::with_capacity(shards);
+    let mut inputs = Vec::with_capacity(shards);
+    for _ in 0..shards.max(1) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(bound);
+        let bell = Doorbell::default();
+        queues.push(ShardQueue {
             tx,
             bell: bell.clone(),
+        });
+        inputs.push(HttpInput { rx, bell });
+    }
+    (
+        Submit {
+            shards: queues.into(),
+            waiting: Arc::default(),
+            bound,
         },
-        HttpInput { rx, bell },
+        inputs,
     )
 }
 

@@ -10,6 +10,7 @@
 
 pub mod driver;
 pub mod input;
+pub mod spread;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::decode::{self, BodyForm, DecodeError, decode_body};
 use crate::engine::{Engine, EngineConfig};
 use crate::event::{Event, Stage};
 use crate::gate::{GateConfig, Tally, TallyRow};
-use crate::journal::{Batch, Journal, JournalError, UpgradeRow};
+use crate::journal::{Batch, Ingest, Journal, JournalError, UpgradeRow};
 use crate::output::Output;
 use crate::rule::RuleSet;
 use crate::telemetry::{Metrics, Outcome, Source};
@@ -166,7 +167,9 @@ pub struct Pipeline {
     decisions: Vec<(PartitionId, Decision)>,
     positions: HashMap<PartitionId, i64>,
     inbox: Vec<Vec<u8>>,
-    acks: Vec<(Ack, Accepted)>,
+    acks: Vec<(spread::PartAck, Accepted)>,
+    /// Which HTTP events are this shard's (by service).
+    spread: spread::Spread,
     /// Alerts refused for memory, as last said in the log.
     refused_said: u64,
     groups_refused_said: u64,
@@ -214,6 +217,7 @@ impl Pipeline {
             positions: HashMap::new(),
             inbox: Vec::new(),
             acks: Vec::new(),
+            spread: spread::Spread::default(),
             refused_said: 0,
             groups_refused_said: 0,
             owner: String::new(),
@@ -260,6 +264,12 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// This shard's place among the shards: it decides the HTTP events of
+    /// its services only.
+    pub fn set_spread(&mut self, spread: spread::Spread) {
+        self.spread = spread;
     }
 
     /// How far ahead of the clock an event's time may be (clock skew).
@@ -378,15 +388,17 @@ impl Pipeline {
         }
     }
 
-    /// Processes an HTTP body already validated by the receiver. Its answer
-    /// waits for the next [`Pipeline::commit`].
-    pub fn ingest_http(&mut self, s: Submission) {
+    /// Processes this shard's events of an HTTP body already validated by
+    /// the receiver. Its answer waits for the next [`Pipeline::commit`].
+    pub fn ingest_http(&mut self, s: input::Part) {
         let p = self.partition(HTTP_PARTITION);
         let mut events = Vec::new();
         if let Err(e) = decode_body(&s.body, s.form, &mut events) {
-            let _ = s.ack.send(Err(e.to_string()));
+            s.ack.send(Err(e.to_string()));
             return;
         }
+        let spread = self.spread;
+        events.retain(|e| spread.owns_event(e));
         let before = self.decisions.len();
         self.note_for_gates(p, &events);
         let mut out = Vec::new();
@@ -400,10 +412,12 @@ impl Pipeline {
         self.metrics
             .events(Source::Http, Outcome::Processed, events.len() as u64);
         self.decisions.extend(out.into_iter().map(|d| (p, d)));
-        let mut stored = Vec::with_capacity(s.body.len() + 1);
-        stored.push(s.form.tag());
-        stored.extend_from_slice(&s.body);
-        self.inbox.push(stored);
+        if s.journal_body {
+            let mut stored = Vec::with_capacity(s.body.len() + 1);
+            stored.push(s.form.tag());
+            stored.extend_from_slice(&s.body);
+            self.inbox.push(stored);
+        }
         let accepted = Accepted {
             events: events.len(),
             decisions: self.decisions.len() - before,
@@ -527,7 +541,7 @@ impl Pipeline {
             self.dispatch.notify_one();
         }
         for (ack, accepted) in self.acks.drain(..) {
-            let _ = ack.send(Ok(accepted));
+            ack.send(Ok(accepted));
         }
         self.decisions.clear();
         self.positions.clear();
@@ -576,7 +590,7 @@ impl Pipeline {
             engine: Engine::new(self.rules.clone(), self.engine_cfg.clone()),
             events: 0,
             started: Instant::now(),
-            is_http: self.name(p) == HTTP_PARTITION,
+            http: (self.name(p) == HTTP_PARTITION).then_some(self.spread),
             discard: Vec::new(),
         }
     }
@@ -588,9 +602,16 @@ impl Pipeline {
         self.metrics
             .events(Source::Warmup, Outcome::Processed, w.events as u64);
         let name = self.name(p).to_owned();
-        let open = self.journal.open_incidents(&name)?;
+        let mut open = self.journal.open_incidents(&name)?;
         let since = self.clock.now().saturating_sub(self.lookback());
-        let resolved = self.journal.resolved_since(&name, since)?;
+        let mut resolved = self.journal.resolved_since(&name, since)?;
+        if let Some(spread) = w.http {
+            // HTTP incidents of other shards' services are theirs: one
+            // installed here would be resolved here, by a timer, while its
+            // owner still holds it.
+            open.retain(|i| spread.owns_labels(&i.labels));
+            resolved.retain(|(i, _)| spread.owns_labels(&i.labels));
+        }
         let at = engine.watermark().unwrap_or(self.clock.now());
         let orphans = engine.reconcile(&open, &resolved, at);
         for o in &orphans {
@@ -645,7 +666,11 @@ impl Pipeline {
             if decode_body(body, form, &mut events).is_err() {
                 continue;
             }
-            for e in events.iter().filter(|e| !matches!(e, Event::Sample(_))) {
+            let spread = self.spread;
+            for e in events
+                .iter()
+                .filter(|e| !matches!(e, Event::Sample(_)) && spread.owns_event(e))
+            {
                 engine.process(e, &mut discard);
                 n += 1;
             }
@@ -707,6 +732,38 @@ impl Pipeline {
     }
 }
 
+/// Rebuilds each shard's HTTP windows from the journaled request bodies
+/// (read once; each shard takes its services' events).
+pub fn warm_http(pipelines: &mut [Pipeline], journal: &dyn Ingest) -> Result<(), JournalError> {
+    let Some(first) = pipelines.first() else {
+        return Ok(());
+    };
+    let since = first.now().saturating_sub(first.lookback());
+    let mut warming: Vec<_> = pipelines
+        .iter_mut()
+        .map(|p| {
+            let id = p.partition(HTTP_PARTITION);
+            (id, p.start_warm(id))
+        })
+        .collect();
+    for body in journal.inbox_since(since)? {
+        for (_, w) in &mut warming {
+            w.feed(&body);
+        }
+    }
+    for (shard, (p, (id, w))) in pipelines.iter_mut().zip(warming).enumerate() {
+        let report = p.finish_warm(id, w)?;
+        p.follow_inbox_from_now()?;
+        tracing::info!(
+            shard,
+            events = report.events,
+            open_incidents = report.restored,
+            "http input warmed"
+        );
+    }
+    Ok(())
+}
+
 /// What engines hold, summed over partitions (and over shards).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sizes {
@@ -736,7 +793,8 @@ pub struct Warming {
     engine: Engine,
     events: usize,
     started: Instant,
-    is_http: bool,
+    /// For the HTTP partition: which bodies' events are this shard's.
+    http: Option<spread::Spread>,
     discard: Vec<Decision>,
 }
 
@@ -745,14 +803,17 @@ impl Warming {
     /// body). Undecodable inputs are skipped, as they were when live.
     pub fn feed(&mut self, payload: &[u8]) {
         let mut events = Vec::new();
-        let ok = if self.is_http {
-            match payload.split_first() {
-                Some((tag, body)) => BodyForm::from_tag(*tag)
-                    .is_some_and(|f| decode_body(body, f, &mut events).is_ok()),
-                None => false,
+        let ok = match self.http {
+            Some(spread) => {
+                let ok = match payload.split_first() {
+                    Some((tag, body)) => BodyForm::from_tag(*tag)
+                        .is_some_and(|f| decode_body(body, f, &mut events).is_ok()),
+                    None => false,
+                };
+                events.retain(|e| spread.owns_event(e));
+                ok
             }
-        } else {
-            decode::decode(payload, &mut events).is_ok()
+            None => decode::decode(payload, &mut events).is_ok(),
         };
         if ok {
             self.events += events.len();
