@@ -292,6 +292,17 @@ fn link(chat: &Capture, incident: &str, verb: &str) -> Option<String> {
     })
 }
 
+/// The incident's rollback action rows, as `/api/v1/incidents/{id}` shows them.
+fn rollback_rows(shown: &Value) -> Vec<Value> {
+    shown["actions"]
+        .as_array()
+        .expect("the incident lists its actions")
+        .iter()
+        .filter(|a| a["action"] == "rollback")
+        .cloned()
+        .collect()
+}
+
 async fn api_json(r: &Responder, path: &str) -> Value {
     reqwest::Client::new()
         .get(r.url(path))
@@ -432,12 +443,12 @@ async fn the_list_goes_live_the_chart_renders_and_a_phone_approval_rolls_back_on
         .unwrap();
     assert_eq!(wrong.status(), 401);
     assert!(wrong.headers().get("set-cookie").is_none());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // An approval is journaled before its answer: still awaiting and no
+    // action row means nothing can run (no waiting to prove it).
+    let shown = api_json(&r, &format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(shown["approval"]["state"], "awaiting");
+    assert_eq!(rollback_rows(&shown).len(), 0, "nothing queued: {shown}");
     assert_eq!(rollbacks(dir.path(), "i-pay-1"), 0, "nothing acted");
-    assert_eq!(
-        api_json(&r, &format!("/api/v1/incidents/{id}")).await["approval"]["state"],
-        "awaiting"
-    );
 
     // The phone: the approve link from the chat message.
     let url = link(&chat, &id, "approve").expect("an approve link in the chat");
@@ -490,7 +501,13 @@ async fn the_list_goes_live_the_chart_renders_and_a_phone_approval_rolls_back_on
         .await
         .unwrap();
     assert_eq!(refused.status(), 409);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // One rollback row, finished: nothing is left that could run it again.
+    let shown = api_json(&r, &format!("/api/v1/incidents/{id}")).await;
+    let rows = rollback_rows(&shown);
+    assert!(
+        rows.len() == 1 && rows[0]["state"] == "done",
+        "one finished rollback: {shown}"
+    );
     assert_eq!(rollbacks(dir.path(), "i-pay-1"), 1, "the rollback ran once");
 
     // The list at phone width says what ripcord did.

@@ -329,9 +329,10 @@ fn signal_term(pid: u32) {
 #[test]
 fn a_closed_stderr_is_no_panic() {
     let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
     let mut child = Command::new(ripcord_bin())
         .args(["run", "--state", "state.db"])
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(any_kafka_port())
         .current_dir(dir.path())
         .stdin(Stdio::null())
@@ -343,11 +344,25 @@ fn a_closed_stderr_is_no_panic() {
     let mut first = String::new();
     err.read_line(&mut first).unwrap();
     drop(err);
-    // Everything it writes to stderr from now on meets a closed pipe.
-    std::thread::sleep(Duration::from_secs(5));
+    // Everything it writes to stderr from now on meets a closed pipe: the
+    // rest of its start-up banner, then a warning for a refused request.
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let up = || reqwest::blocking::get(url("/healthz")).is_ok_and(|r| r.status() == 200);
     assert!(
-        child.try_wait().unwrap().is_none(),
-        "ripcord exited with a closed stderr: {:?} (first line: {first})",
+        wait_until(Duration::from_secs(30), up),
+        "never answered: {:?} (first line: {first})",
+        child.try_wait()
+    );
+    let refused = reqwest::blocking::Client::new()
+        .post(url("/api/v1/events"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(
+        up() && child.try_wait().unwrap().is_none(),
+        "ripcord stopped with a closed stderr: {:?} (first line: {first})",
         child.try_wait()
     );
     signal_term(child.id());
