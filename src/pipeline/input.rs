@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::Submission;
 use super::spread::{Joint, PartAck, shards_of};
+use crate::event::Event;
 
 /// What a source hands a shard, in the order it must be handled.
 pub enum Input {
@@ -222,6 +223,37 @@ impl Submit {
     /// receiver checked it). Once the shards are gone the answer is
     /// dropped unanswered: the client hears ripcord stopped.
     pub fn try_send(&self, s: Submission) -> Result<(), TrySendError<Submission>> {
+        if self.shards.len() == 1 {
+            return self.send_to(s, vec![0]);
+        }
+        let mut events = Vec::new();
+        // An undecodable body goes whole to one shard, which says why.
+        let _ = crate::decode::decode_body(&s.body, s.form, &mut events);
+        let targets = shards_of(&events, self.shards.len());
+        self.send_to(s, targets)
+    }
+
+    /// The shards a body of these `events` goes to, for
+    /// [`Submit::try_send_routed`]: the HTTP receiver, which decoded the
+    /// body to validate it, does not have it decoded again to be routed.
+    pub fn route(&self, events: &[Event<'_>]) -> Route {
+        Route(shards_of(events, self.shards.len()))
+    }
+
+    /// [`Submit::try_send`] to the shards `route` (of this body) names.
+    pub fn try_send_routed(
+        &self,
+        s: Submission,
+        route: Route,
+    ) -> Result<(), TrySendError<Submission>> {
+        if route.0.iter().any(|&i| i >= self.shards.len()) {
+            // Made by another Submit: routed here anew.
+            return self.try_send(s);
+        }
+        self.send_to(s, route.0)
+    }
+
+    fn send_to(&self, s: Submission, targets: Vec<usize>) -> Result<(), TrySendError<Submission>> {
         if self
             .waiting
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -231,14 +263,6 @@ impl Submit {
         {
             return Err(TrySendError::Full(s));
         }
-        let targets = if self.shards.len() == 1 {
-            vec![0]
-        } else {
-            let mut events = Vec::new();
-            // An undecodable body goes whole to one shard, which says why.
-            let _ = crate::decode::decode_body(&s.body, s.form, &mut events);
-            shards_of(&events, self.shards.len())
-        };
         let waiting = self.waiting.clone();
         let joint = Joint::new(
             s.ack,
@@ -264,6 +288,10 @@ impl Submit {
         Ok(())
     }
 }
+
+/// The shards one body's events go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route(Vec<usize>);
 
 /// A shard driver's end of its HTTP parts.
 pub struct HttpInput {

@@ -171,7 +171,7 @@ pub(crate) async fn events(
 /// a cluster is configured, hands the rest to the pipeline and waits for
 /// the journal.
 async fn accept(intake: &Intake, body: Bytes, form: BodyForm, alerts_only: bool) -> Response {
-    let has_samples = {
+    let (has_samples, route) = {
         let mut events = Vec::new();
         if let Err(e) = decode_body(&body, form, &mut events) {
             intake.metrics.decode_error(Source::Http, "body");
@@ -189,23 +189,33 @@ async fn accept(intake: &Intake, body: Bytes, form: BodyForm, alerts_only: bool)
                 "expected an Alertmanager webhook payload (\"version\":\"4\", \"alerts\":[…]); send other events to /api/v1/events",
             );
         }
-        events.iter().any(|e| matches!(e, Event::Sample(_)))
+        (
+            events.iter().any(|e| matches!(e, Event::Sample(_))),
+            intake.submit.route(&events),
+        )
     };
-    let (body, form, forwarded) = match &intake.forward {
+    // The route is the body's as validated, unless samples went to Kafka
+    // (the rest is routed anew).
+    let (body, form, forwarded, route) = match &intake.forward {
         Some(fw) if has_samples => match forward_samples(intake, fw, &body, form).await {
-            Ok((_, 0)) => (body, form, 0),
+            Ok((_, 0)) => (body, form, 0, Some(route)),
             Ok((None, n)) => return answer(Accepted::default(), n),
-            Ok((Some(rest), n)) => (rest, BodyForm::Lines, n),
+            Ok((Some(rest), n)) => (rest, BodyForm::Lines, n, None),
             Err(r) => return r,
         },
-        _ => (body, form, 0),
+        _ => (body, form, 0, Some(route)),
     };
     let (tx, rx) = oneshot::channel();
-    match intake.submit.try_send(Submission {
+    let submission = Submission {
         body,
         form,
         ack: tx,
-    }) {
+    };
+    let sent = match route {
+        Some(route) => intake.submit.try_send_routed(submission, route),
+        None => intake.submit.try_send(submission),
+    };
+    match sent {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => return busy("ripcord is busy; retry shortly"),
         Err(TrySendError::Disconnected(_)) => {
