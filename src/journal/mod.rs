@@ -37,7 +37,6 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::decision::{Action, Decision, IncidentId, Tier};
-use crate::engine::Incident;
 use crate::time::{Dur, Ts};
 use silences::Silence;
 
@@ -411,6 +410,28 @@ pub struct IncidentRow {
     pub batch: Option<std::sync::Arc<crate::decision::BatchInfo>>,
 }
 
+/// An open (or recently resolved) incident as journaled: what an engine
+/// resuming its partition needs to carry on without deciding anything
+/// twice. The journal's own row; the pipeline turns it into the engine's
+/// incident at a warm-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenIncident {
+    pub id: IncidentId,
+    pub rule: std::sync::Arc<str>,
+    pub labels: crate::decision::GroupLabels,
+    pub tier: Tier,
+    pub opened: Ts,
+    pub severity: crate::decision::Severity,
+    /// Actions already decided, as bits of [`Action::bit`].
+    pub fired: u8,
+    /// Decisions emitted so far.
+    pub seq: u32,
+    /// For an incident that follows an Alertmanager alert: its fingerprint.
+    pub fingerprint: Option<Box<str>>,
+    /// For a batch incident: its batch and members, as last decided.
+    pub batch: Option<std::sync::Arc<crate::decision::BatchInfo>>,
+}
+
 /// One line of an incident's timeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineEntry {
@@ -446,7 +467,7 @@ pub trait Ingest {
     fn position(&self, partition: &str) -> Result<Option<i64>, JournalError>;
 
     /// Open incidents that came from `partition`.
-    fn open_incidents(&self, partition: &str) -> Result<Vec<Incident>, JournalError>;
+    fn open_incidents(&self, partition: &str) -> Result<Vec<OpenIncident>, JournalError>;
 
     /// Incidents from `partition` resolved at or after `since` (event time),
     /// with the time each resolved.
@@ -454,7 +475,7 @@ pub trait Ingest {
         &self,
         partition: &str,
         since: Ts,
-    ) -> Result<Vec<(Incident, Ts)>, JournalError>;
+    ) -> Result<Vec<(OpenIncident, Ts)>, JournalError>;
 
     /// HTTP bodies accepted at or after `since` (wall time), oldest first.
     fn inbox_since(&self, since: Ts) -> Result<Vec<Vec<u8>>, JournalError>;

@@ -31,10 +31,9 @@ use super::{
     OpenPage, Reads, RollbackLimits, RolloutRow, SampleRow, SampleStart, SampleState, Silences,
     TIERS_BY_URGENCY, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
 };
-use super::{Promotion, TallyRow};
+use super::{OpenIncident, Promotion, TallyRow};
 use crate::config::Secret;
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
-use crate::engine::Incident;
 use crate::time::{Clock, Dur, Ts};
 
 /// The migrations, in order: (version, SQL).
@@ -337,9 +336,9 @@ impl PgJournal {
     }
 }
 
-fn incident_from(r: &Row) -> Result<Incident, JournalError> {
+fn incident_from(r: &Row) -> Result<OpenIncident, JournalError> {
     let labels: String = r.try_get("labels")?;
-    Ok(Incident {
+    Ok(OpenIncident {
         id: IncidentId::from_string(r.try_get::<_, String>("id")?),
         rule: r.try_get::<_, String>("rule")?.into(),
         labels: labels_from(&labels)?,
@@ -865,7 +864,7 @@ impl Ingest for PgJournal {
         })
     }
 
-    fn open_incidents(&self, partition: &str) -> Result<Vec<Incident>, JournalError> {
+    fn open_incidents(&self, partition: &str) -> Result<Vec<OpenIncident>, JournalError> {
         self.block(async {
             let rows = self
                 .conn()
@@ -883,7 +882,7 @@ impl Ingest for PgJournal {
         &self,
         partition: &str,
         since: Ts,
-    ) -> Result<Vec<(Incident, Ts)>, JournalError> {
+    ) -> Result<Vec<(OpenIncident, Ts)>, JournalError> {
         self.block(async {
             let rows = self
                 .conn()

@@ -22,9 +22,8 @@ use super::{
     OpenPage, Reads, RollbackLimits, RolloutRow, SampleRow, SampleStart, SampleState, Silences,
     TIERS_BY_URGENCY, TimelineEntry, UpgradeRow, Verdict, Verdicts, Via, Work,
 };
-use super::{Promotion, TallyRow};
+use super::{OpenIncident, Promotion, TallyRow};
 use crate::decision::{Action, Decision, IncidentId, Severity, Tier};
-use crate::engine::Incident;
 use crate::time::{Clock, Dur, SystemClock, Ts};
 
 /// The schema steps, in order: (the version a step brings the journal to,
@@ -358,12 +357,12 @@ fn yield_to_preferred_writers() {
     }
 }
 
-fn incident_from(row: &Row<'_>) -> Result<Incident, JournalError> {
+fn incident_from(row: &Row<'_>) -> Result<OpenIncident, JournalError> {
     let labels: String = row.get("labels")?;
     let tier: String = row.get("tier")?;
     let severity: String = row.get("severity")?;
     let rule: String = row.get("rule")?;
-    Ok(Incident {
+    Ok(OpenIncident {
         id: IncidentId::from_string(row.get::<_, String>("id")?),
         rule: rule.into(),
         labels: labels_from(&labels)?,
@@ -684,7 +683,7 @@ impl Ingest for SqliteJournal {
             .optional()?)
     }
 
-    fn open_incidents(&self, partition: &str) -> Result<Vec<Incident>, JournalError> {
+    fn open_incidents(&self, partition: &str) -> Result<Vec<OpenIncident>, JournalError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT * FROM incidents WHERE partition = ?1 AND state = 'open' ORDER BY opened_at, id")?;
@@ -695,7 +694,7 @@ impl Ingest for SqliteJournal {
         &self,
         partition: &str,
         since: Ts,
-    ) -> Result<Vec<(Incident, Ts)>, JournalError> {
+    ) -> Result<Vec<(OpenIncident, Ts)>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT * FROM incidents WHERE partition = ?1 AND state = 'resolved' AND resolved_at >= ?2 ORDER BY opened_at, id",
         )?;

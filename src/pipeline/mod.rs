@@ -20,10 +20,10 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::decision::Decision;
 use crate::decode::{self, BodyForm, DecodeError, decode_body};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, Incident};
 use crate::event::{Event, Stage};
 use crate::gate::{GateConfig, Tally, TallyRow};
-use crate::journal::{Batch, Ingest, Journal, JournalError, UpgradeRow};
+use crate::journal::{Batch, Ingest, Journal, JournalError, OpenIncident, UpgradeRow};
 use crate::output::Output;
 use crate::rule::RuleSet;
 use crate::telemetry::{Metrics, Outcome, Source};
@@ -602,9 +602,19 @@ impl Pipeline {
         self.metrics
             .events(Source::Warmup, Outcome::Processed, w.events as u64);
         let name = self.name(p).to_owned();
-        let mut open = self.journal.open_incidents(&name)?;
+        let mut open: Vec<Incident> = self
+            .journal
+            .open_incidents(&name)?
+            .into_iter()
+            .map(resumed)
+            .collect();
         let since = self.clock.now().saturating_sub(self.lookback());
-        let mut resolved = self.journal.resolved_since(&name, since)?;
+        let mut resolved: Vec<(Incident, Ts)> = self
+            .journal
+            .resolved_since(&name, since)?
+            .into_iter()
+            .map(|(i, at)| (resumed(i), at))
+            .collect();
         if let Some(spread) = w.http {
             // HTTP incidents of other shards' services are theirs: one
             // installed here would be resolved here, by a timer, while its
@@ -762,6 +772,22 @@ pub fn warm_http(pipelines: &mut [Pipeline], journal: &dyn Ingest) -> Result<(),
         );
     }
     Ok(())
+}
+
+/// A journaled incident as the engine resumes it.
+fn resumed(row: OpenIncident) -> Incident {
+    Incident {
+        id: row.id,
+        rule: row.rule,
+        labels: row.labels,
+        tier: row.tier,
+        opened: row.opened,
+        severity: row.severity,
+        fired: row.fired,
+        seq: row.seq,
+        fingerprint: row.fingerprint,
+        batch: row.batch,
+    }
 }
 
 /// What engines hold, summed over partitions (and over shards).
