@@ -5,7 +5,8 @@
 //! the wrong shard would be resolved there, by a timer, while its service
 //! is still failing).
 
-use std::io::Write;
+mod support;
+
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use ripcord::pipeline::spread::{Spread, shard_of};
 use ripcord::pipeline::{Accepted, Pipeline, Sizes, Submission, warm_http};
 use ripcord::telemetry::Metrics;
 use ripcord::time::{Clock, Ts};
-use serde_json::Value;
+use support::Captured;
 use tokio::sync::Notify;
 
 /// Down when every `up` sample of 30 s is 0, and at least three of them.
@@ -47,28 +48,12 @@ impl Clock for TestClock {
     }
 }
 
-#[derive(Clone, Default)]
-struct Out(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Out {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Out {
-    /// `action` decisions for `service`, as printed.
-    fn count(&self, action: &str, service: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).expect("decision lines are JSON"))
-            .filter(|d| d["action"] == action && d["labels"]["service"] == service)
-            .count()
-    }
+/// `action` decisions for `service`, as printed.
+fn count(out: &Captured, action: &str, service: &str) -> usize {
+    out.decisions()
+        .iter()
+        .filter(|d| d["action"] == action && d["labels"]["service"] == service)
+        .count()
 }
 
 /// Two shards taking HTTP, as `ripcord run` has them without Kafka.
@@ -78,7 +63,7 @@ struct Running {
     sizes: Arc<Mutex<Vec<Sizes>>>,
 }
 
-fn start(dir: &std::path::Path, clock: &Arc<TestClock>, out: &Out) -> Running {
+fn start(dir: &std::path::Path, clock: &Arc<TestClock>, out: &Captured) -> Running {
     let files = ripcord::rule::load::load_dir(&dir.join("rules")).expect("rules load");
     let rules = Arc::new(ripcord::rule::load::rule_set(&files));
     let db = dir.join("state.db");
@@ -180,7 +165,7 @@ fn each_shard_decides_its_services_and_gets_back_only_their_incidents() {
     let t0 = Ts(jiff::Timestamp::now().as_millisecond() / 1000 * 1000);
     let at = |secs: i64| Ts(t0.0 + secs * 1000);
     let clock = Arc::new(TestClock::default());
-    let out = Out::default();
+    let out = Captured::default();
 
     let r = start(dir.path(), &clock, &out);
     // One request names both services: it is answered once both shards
@@ -195,7 +180,7 @@ fn each_shard_decides_its_services_and_gets_back_only_their_incidents() {
         assert_eq!(got.events, 2, "both shards' events are counted");
     }
     wait_for("a rollback of each service", || {
-        out.count("rollback", &a) == 1 && out.count("rollback", &b) == 1
+        count(&out, "rollback", &a) == 1 && count(&out, "rollback", &b) == 1
     });
     // Each shard holds only its own service's window.
     wait_for("each shard's size report", || {
@@ -215,7 +200,7 @@ fn each_shard_decides_its_services_and_gets_back_only_their_incidents() {
         assert_eq!(r.post(format!("[{}]", down(&a, at(k * 10)))).events, 1);
     }
     wait_for("the quiet service resolved by its shard's timer", || {
-        out.count("resolve", &b) == 1
+        count(&out, "resolve", &b) == 1
     });
     // A later decision of `b`'s shard: what that shard printed before it
     // (a wrongly restored incident's resolve, in the same tick as `b`'s)
@@ -230,15 +215,15 @@ fn each_shard_decides_its_services_and_gets_back_only_their_incidents() {
         ));
     }
     wait_for("the sentinel service's rollback", || {
-        out.count("rollback", &c) == 1
+        count(&out, "rollback", &c) == 1
     });
     assert_eq!(
-        out.count("resolve", &a),
+        count(&out, "resolve", &a),
         0,
         "`a` is still failing: its incident must not be resolved"
     );
     assert_eq!(
-        out.count("rollback", &a),
+        count(&out, "rollback", &a),
         1,
         "the restart did not roll `a` back again"
     );

@@ -3,9 +3,10 @@
 //! source and pipeline. (Crashes, rebalances and a real broker are in
 //! kafka_e2e.rs.)
 
-use std::io::Write;
+mod support;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use ripcord::settings::KafkaConfig;
 use ripcord::source::kafka::{KafkaSource, Parts, Start};
 use ripcord::telemetry::Metrics;
 use ripcord::time::{Clock, SystemClock};
-use serde_json::Value;
+use support::Captured;
 use tokio::sync::Notify;
 
 /// Down when every `up` sample of 30 s is 0, and at least three of them
@@ -43,32 +44,9 @@ rules:
     clear_for: 0s
 "#;
 
-/// Decisions the pipeline prints, as the responder's stdout would carry them.
-#[derive(Clone, Default)]
-struct Out(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Out {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Out {
-    fn decisions(&self) -> Vec<Value> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("decision lines are JSON"))
-            .collect()
-    }
-}
-
 /// A source and pipeline on their own thread, as `ripcord run` has them.
 struct Running {
-    out: Out,
+    out: Captured,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -85,7 +63,7 @@ impl Running {
         let db = dir.path().join("state.db");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new());
-        let out = Out::default();
+        let out = Captured::default();
         let output = Output::spawn(Box::new(out.clone()), Format::Json, metrics.clone());
         let health = Arc::new(Health::new(true, Duration::from_secs(60)));
         let shared = Shared::new(
