@@ -107,6 +107,24 @@ impl Ripcord {
             .collect()
     }
 
+    /// Waits until none of the incident's actions can still run (none
+    /// pending or running; an approval request's row ends `approved`, and
+    /// what it approved has a row of its own): what ran then is all that
+    /// will.
+    #[track_caller]
+    fn wait_settled(&self, id: &str) {
+        let can_run = |a: &Value| matches!(a["state"].as_str(), Some("pending" | "running"));
+        let ok = wait_until(Duration::from_secs(30), || {
+            let shown = self.get(&format!("/api/v1/incidents/{id}"));
+            !shown["actions"].as_array().unwrap().iter().any(can_run)
+        });
+        assert!(
+            ok,
+            "{id} still has an action that can run: {}",
+            self.get(&format!("/api/v1/incidents/{id}"))
+        );
+    }
+
     /// Waits until the incident's only `action` is in `state`.
     #[track_caller]
     fn wait_state(&self, id: &str, action: &str, state: &str) -> Value {
@@ -366,7 +384,7 @@ fn an_approved_severe_high_risk_rollback_switches_traffic_and_resume_restores_it
     // Not paused any more: a second resume is refused and restores nothing.
     let (code, again) = r.resume("pay", "carol");
     assert_eq!(code, 409, "{again}");
-    std::thread::sleep(Duration::from_secs(2));
+    r.wait_settled(&id);
     assert_eq!(r.actions(&id, "restore_traffic").len(), 1);
     assert_eq!(calls_of(dir.path(), "nginx").len(), 4);
 }
@@ -411,7 +429,9 @@ fn other_tiers_and_severities_never_switch_traffic() {
         !done["detail"].as_str().unwrap().contains("primary pool"),
         "{done}"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    for id in [&high, &medium, &low] {
+        r.wait_settled(id);
+    }
     for id in [&high, &medium, &low] {
         assert!(r.actions(id, "switch_traffic").is_empty(), "{id}");
         assert!(r.actions(id, "restore_traffic").is_empty(), "{id}");
@@ -471,7 +491,7 @@ fn a_switch_cut_off_by_a_crash_is_unknown_and_never_run_again() {
             || detail.contains("ripcord stopped while this action ran"),
         "{detail}"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    r.wait_settled(&id);
     assert_eq!(
         calls_of(dir.path(), "nginx"),
         vec![argv(&["-t"])],
