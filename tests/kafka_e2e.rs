@@ -545,6 +545,9 @@ fn kafka_poison_messages_are_skipped_counted_and_dead_lettered() {
     assert_eq!(dead[0].0, "{\"metric\":");
     let headers: BTreeMap<String, String> = dead[1].1.iter().cloned().collect();
     assert_eq!(headers["ripcord-source-offset"], "3");
+    // Where it came from, so an operator can find it.
+    assert_eq!(headers["ripcord-source-topic"], *topic, "{headers:?}");
+    assert_eq!(headers["ripcord-source-partition"], "0", "{headers:?}");
     assert!(
         headers["ripcord-error"].contains("field `value`"),
         "{headers:?}"

@@ -46,21 +46,31 @@ pub trait History: Send {
     ) -> Result<(), String>;
 }
 
-/// What a shard tells the source it reads from.
+/// What a shard tells the source it reads from. Partitions are named by
+/// the source's own numbers ([`Assignment::slot`]).
 pub trait Upstream: Send {
     /// Input of these partitions up to these positions is journaled.
-    fn journaled(&mut self, positions: Vec<(String, i64)>);
+    fn journaled(&mut self, positions: Vec<(u32, i64)>);
     /// Another process owns these partitions now: stop reading them.
-    fn fenced(&mut self, partitions: Vec<String>);
-    /// A message set aside as poison (dead-lettering, where configured).
+    fn fenced(&mut self, slots: Vec<u32>);
+    /// A message of `from` set aside as poison (dead-lettering, where
+    /// configured).
     fn poison(
         &mut self,
-        partition: &str,
+        from: &SourcePartition,
         offset: i64,
         payload: &[u8],
         key: Option<&[u8]>,
         why: &Rejected,
     );
+}
+
+/// A partition as the source knows it, kept by the shard that owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePartition {
+    pub id: PartitionId,
+    pub topic: String,
+    pub partition: i32,
 }
 
 /// Called once when a driver fails (the journal refuses a warm-up): the
@@ -101,8 +111,8 @@ pub struct Driver {
     http: Option<Receiver<super::input::Part>>,
     history: Option<Box<dyn History>>,
     upstream: Option<Box<dyn Upstream>>,
-    /// The source's partition numbers, to this pipeline's ids.
-    slots: Vec<Option<PartitionId>>,
+    /// The source's partition numbers (slots), to this pipeline's ids.
+    slots: Vec<Option<SourcePartition>>,
     /// Kafka partitions by whether they are at their end (only then does
     /// wall-clock time move their windows).
     caught_up: HashMap<PartitionId, bool>,
@@ -288,10 +298,11 @@ impl Driver {
                                 Rejected::FromTheFuture { .. } => Outcome::FromTheFuture,
                             };
                             self.shared.metrics.event(Source::Kafka, outcome);
-                            let name = self.pipeline.name(id).to_owned();
-                            tracing::warn!(partition = %name, offset, error = %rejected, "poison message skipped");
-                            if let Some(u) = &mut self.upstream {
-                                u.poison(&name, offset, payload, key, &rejected);
+                            tracing::warn!(partition = %self.pipeline.name(id), offset, error = %rejected, "poison message skipped");
+                            if let (Some(u), Some(Some(from))) =
+                                (&mut self.upstream, self.slots.get(slot as usize))
+                            {
+                                u.poison(from, offset, payload, key, &rejected);
                             }
                         }
                     }
@@ -306,7 +317,7 @@ impl Driver {
     }
 
     fn id(&self, slot: u32) -> Option<PartitionId> {
-        self.slots.get(slot as usize).copied().flatten()
+        self.slots.get(slot as usize)?.as_ref().map(|s| s.id)
     }
 
     /// Claims each partition (fencing out whoever held it), warms its
@@ -318,7 +329,11 @@ impl Driver {
             if slot >= self.slots.len() {
                 self.slots.resize(slot + 1, None);
             }
-            self.slots[slot] = Some(id);
+            self.slots[slot] = Some(SourcePartition {
+                id,
+                topic: a.topic.clone(),
+                partition: a.partition,
+            });
             match self.pipeline.claim(id) {
                 Ok(epoch) => tracing::debug!(partition = %a.name, epoch, "partition claimed"),
                 Err(err) => {
@@ -360,7 +375,11 @@ impl Driver {
             self.pipeline.drop_partition(id);
             self.caught_up.remove(&id);
             self.snoozed.remove(&id);
-            for s in self.slots.iter_mut().filter(|s| **s == Some(id)) {
+            for s in self
+                .slots
+                .iter_mut()
+                .filter(|s| s.as_ref().is_some_and(|s| s.id == id))
+            {
                 *s = None;
             }
         }
@@ -487,22 +506,25 @@ impl Driver {
         let Some(upstream) = &mut self.upstream else {
             return;
         };
-        if !committed.fenced.is_empty() {
-            let names = committed
-                .fenced
+        let slots = &self.slots;
+        let slot_of = |id: &PartitionId| {
+            slots
                 .iter()
-                .map(|id| self.pipeline.name(*id).to_owned())
-                .collect();
+                .position(|s| s.as_ref().is_some_and(|s| s.id == *id))
+                .map(|slot| slot as u32)
+        };
+        if !committed.fenced.is_empty() {
+            let fenced = committed.fenced.iter().filter_map(slot_of).collect();
             for id in &committed.fenced {
                 self.caught_up.remove(id);
             }
-            upstream.fenced(names);
+            upstream.fenced(fenced);
         }
         if !committed.positions.is_empty() {
             let positions = committed
                 .positions
                 .iter()
-                .map(|(id, next)| (self.pipeline.name(*id).to_owned(), *next))
+                .filter_map(|(id, next)| Some((slot_of(id)?, *next)))
                 .collect();
             upstream.journaled(positions);
         }

@@ -40,7 +40,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 pub use super::kafka_client::KafkaSourceError;
 use super::kafka_client::{ClientLog, HelperContext, connection_config, timestamp_at};
-use super::kafka_client::{is_marked, partition_name, topic_partition};
+use super::kafka_client::{is_marked, partition_name};
 use super::kafka_config::{GroupProtocol, KafkaConfig};
 use super::kafka_history::KafkaHistory;
 use super::kafka_shards::{self, KafkaUpstream, Router, Said};
@@ -611,19 +611,20 @@ impl KafkaSource {
     /// takes them away for good).
     fn store_journaled(&mut self) {
         while let Ok(said) = self.said.try_recv() {
+            let router = lock(&self.consumer.context().router);
             match said {
                 Said::Journaled(positions) => {
-                    for (name, next) in positions {
-                        if let Some((topic, partition)) = topic_partition(&name) {
+                    for (slot, next) in positions {
+                        if let Some((topic, partition)) = router.place(slot) {
                             // A revoked partition refuses the store: fine,
                             // the journal has the position.
                             let _ = self.consumer.store_offset(topic, partition, next);
                         }
                     }
                 }
-                Said::Fenced(names) => {
+                Said::Fenced(slots) => {
                     let mut tpl = TopicPartitionList::new();
-                    for (topic, partition) in names.iter().filter_map(|n| topic_partition(n)) {
+                    for (topic, partition) in slots.iter().filter_map(|s| router.place(*s)) {
                         tpl.add_partition(topic, partition);
                     }
                     let _ = self.consumer.pause(&tpl);

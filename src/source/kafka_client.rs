@@ -175,12 +175,6 @@ pub fn partition_name(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
-/// [`partition_name`] back into its topic and partition.
-pub fn topic_partition(name: &str) -> Option<(&str, i32)> {
-    let (topic, partition) = name.rsplit_once('/')?;
-    Some((topic, partition.parse().ok()?))
-}
-
 /// The timestamp of the message at `offset`, if it can be read.
 pub(crate) fn timestamp_at(
     reader: &BaseConsumer<HelperContext>,

@@ -10,10 +10,10 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 
-use super::kafka_client::{HelperContext, partition_name, topic_partition};
+use super::kafka_client::{HelperContext, partition_name};
 use crate::journal::JournalError;
 use crate::pipeline::Rejected;
-use crate::pipeline::driver::{Shard, Upstream};
+use crate::pipeline::driver::{Shard, SourcePartition, Upstream};
 use crate::pipeline::input::{Assignment, Input, Records};
 
 /// A batch for one shard is sent at this many bytes of payloads, if it
@@ -30,10 +30,10 @@ const REVOKE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the shards say back to the poll thread.
 pub enum Said {
-    /// Journaled up to these positions: store them as the offsets.
-    Journaled(Vec<(String, i64)>),
-    /// Owned by another process now: stop fetching them.
-    Fenced(Vec<String>),
+    /// Journaled up to these positions (by slot): store them as the offsets.
+    Journaled(Vec<(u32, i64)>),
+    /// Owned by another process now (by slot): stop fetching them.
+    Fenced(Vec<u32>),
 }
 
 /// The poll thread's view of the shards.
@@ -42,6 +42,8 @@ pub struct Router {
     /// Partition slots by topic, then partition number: found without
     /// allocating, once per message.
     slots: Vec<(String, Vec<Option<u32>>)>,
+    /// Each slot's topic and partition number.
+    places: Vec<(String, i32)>,
     /// The shard that owns each slot, while assigned here.
     owner: Vec<Option<usize>>,
     /// The batch being built for each shard.
@@ -57,6 +59,7 @@ impl Router {
         Router {
             shards,
             slots: Vec::new(),
+            places: Vec::new(),
             owner: Vec::new(),
             batches: (0..n).map(|_| Records::default()).collect(),
             max_batch: max_batch.max(1),
@@ -82,8 +85,16 @@ impl Router {
         }
         let s = self.owner.len() as u32;
         self.owner.push(None);
+        self.places.push((topic.to_owned(), partition));
         self.slots[t].1[i] = Some(s);
         s
+    }
+
+    /// The topic and partition number of a slot.
+    pub fn place(&self, slot: u32) -> Option<(&str, i32)> {
+        self.places
+            .get(slot as usize)
+            .map(|(topic, partition)| (topic.as_str(), *partition))
     }
 
     /// The partition's slot if it has one, without allocating.
@@ -253,17 +264,17 @@ impl KafkaUpstream {
 }
 
 impl Upstream for KafkaUpstream {
-    fn journaled(&mut self, positions: Vec<(String, i64)>) {
+    fn journaled(&mut self, positions: Vec<(u32, i64)>) {
         self.say(Said::Journaled(positions));
     }
 
-    fn fenced(&mut self, partitions: Vec<String>) {
-        self.say(Said::Fenced(partitions));
+    fn fenced(&mut self, slots: Vec<u32>) {
+        self.say(Said::Fenced(slots));
     }
 
     fn poison(
         &mut self,
-        partition: &str,
+        from: &SourcePartition,
         offset: i64,
         payload: &[u8],
         key: Option<&[u8]>,
@@ -272,10 +283,7 @@ impl Upstream for KafkaUpstream {
         let Some((producer, topic)) = &self.dead_letters else {
             return;
         };
-        let (source_topic, source_partition) = match topic_partition(partition) {
-            Some((topic, number)) => (topic, number.to_string()),
-            None => (partition, String::new()),
-        };
+        let (source_topic, source_partition) = (&from.topic, from.partition.to_string());
         let error = why.to_string();
         let offset = offset.to_string();
         let headers = OwnedHeaders::new()
