@@ -29,8 +29,9 @@ struct State {
     /// Each pipeline shard's last loop turn: one stuck shard is a stall,
     /// however well the others turn.
     last_turn: Vec<Instant>,
-    /// A warm-up is running: the loop is busy reading history, not stuck.
-    warming_since: Option<Instant>,
+    /// The shards warming a partition: busy reading history, not stuck
+    /// (each its own: one shard done warming does not vouch for another).
+    warming: Vec<bool>,
     journal_error: Option<String>,
     failed: Option<String>,
 }
@@ -51,7 +52,7 @@ impl Health {
                 stopping: false,
                 kafka: kafka.then(KafkaState::default),
                 last_turn: vec![Instant::now()],
-                warming_since: None,
+                warming: Vec::new(),
                 journal_error: None,
                 failed: None,
             }),
@@ -123,15 +124,26 @@ impl Health {
         });
     }
 
-    pub fn warm_started(&self) {
-        self.with(|s| s.warming_since = Some(Instant::now()));
+    /// `shard` starts warming a partition.
+    pub fn warm_started(&self, shard: usize) {
+        self.with(|s| {
+            if s.warming.len() <= shard {
+                s.warming.resize(shard + 1, false);
+            }
+            s.warming[shard] = true;
+        });
     }
 
-    /// The partition is warmed and consuming.
-    pub fn warmed(&self, partition: &str) {
+    /// `shard` warmed the partition and consumes it.
+    pub fn warmed(&self, shard: usize, partition: &str) {
         self.with(|s| {
-            s.warming_since = None;
-            s.last_turn.iter_mut().for_each(|t| *t = Instant::now());
+            if let Some(w) = s.warming.get_mut(shard) {
+                *w = false;
+            }
+            if s.last_turn.len() <= shard {
+                s.last_turn.resize(shard + 1, Instant::now());
+            }
+            s.last_turn[shard] = Instant::now();
             if let Some(k) = &mut s.kafka {
                 k.warming.remove(partition);
             }
@@ -153,10 +165,13 @@ impl Health {
     }
 
     fn stalled(&self, s: &State) -> Option<Duration> {
-        if s.warming_since.is_some() {
-            return None;
-        }
-        let quiet = s.last_turn.iter().map(Instant::elapsed).max()?;
+        let quiet = s
+            .last_turn
+            .iter()
+            .enumerate()
+            .filter(|(shard, _)| !s.warming.get(*shard).copied().unwrap_or(false))
+            .map(|(_, t)| t.elapsed())
+            .max()?;
         (quiet >= self.stall_after).then_some(quiet)
     }
 
@@ -246,9 +261,9 @@ mod tests {
         assert!(h.ready().unwrap_err().contains("assign"));
         h.assigned(["t/0".to_owned(), "t/1".to_owned()]);
         assert!(h.ready().unwrap_err().contains("warming 2 of 2"));
-        h.warmed("t/0");
+        h.warmed(0, "t/0");
         assert!(h.ready().unwrap_err().contains("t/1"));
-        h.warmed("t/1");
+        h.warmed(1, "t/1");
         assert!(h.ready().is_ok());
         h.journal_refuses("disk full");
         assert!(h.ready().unwrap_err().contains("disk full"));
@@ -277,12 +292,32 @@ mod tests {
         );
         h.journal_ok();
         assert!(h.ready().is_err());
-        h.warm_started();
+        h.warm_started(0);
         assert!(h.live().is_ok());
-        h.warmed("x");
+        h.warmed(0, "x");
         assert!(h.live().is_ok());
         h.turned(0);
         assert!(h.ready().is_ok());
+    }
+
+    /// A shard warming a long partition is busy, not stuck, even after
+    /// another shard finished its own warm-up.
+    #[test]
+    fn another_shard_done_warming_does_not_make_a_warming_one_stalled() {
+        let h = Health::new(false, Duration::from_millis(200));
+        h.turned(0);
+        h.turned(1);
+        h.warm_started(0);
+        h.warm_started(1);
+        h.warmed(1, "t/1");
+        std::thread::sleep(Duration::from_millis(250));
+        h.turned(1);
+        assert!(h.live().is_ok(), "{:?}", h.live());
+        h.warmed(0, "t/0");
+        assert!(
+            h.live().is_ok(),
+            "its turn counts from the end of its warm-up"
+        );
     }
 
     /// With several shards, one stuck on its journal is a stall even while

@@ -340,7 +340,7 @@ impl Driver {
                     tracing::error!(partition = %a.name, %err, "cannot claim the partition in the journal; its commits are not fenced")
                 }
             }
-            self.shared.health.warm_started();
+            self.shared.health.warm_started(self.index);
             let mut warming = self.pipeline.start_warm(id);
             if let Some(h) = &mut self.history {
                 if let Err(e) = h.replay(&a, self.pipeline.lookback(), &mut warming) {
@@ -357,7 +357,7 @@ impl Driver {
                 open_incidents = report.restored,
                 "partition warmed"
             );
-            self.shared.health.warmed(&a.name);
+            self.shared.health.warmed(self.index, &a.name);
             self.caught_up.insert(id, false);
         }
         Ok(())
