@@ -23,7 +23,7 @@ use crate::decode::{self, BodyForm, DecodeError, decode_body};
 use crate::engine::{Engine, EngineConfig, Incident};
 use crate::event::{Event, Stage};
 use crate::gate::{GateConfig, Tally, TallyRow};
-use crate::journal::{Batch, Ingest, Journal, JournalError, OpenIncident, UpgradeRow};
+use crate::journal::{Batch, Ingest, JournalError, OpenIncident, UpgradeRow};
 use crate::output::Output;
 use crate::rule::RuleSet;
 use crate::telemetry::{Metrics, Outcome, Source};
@@ -155,7 +155,8 @@ pub struct PartitionId(u32);
 pub struct Pipeline {
     rules: Arc<RuleSet>,
     engine_cfg: EngineConfig,
-    journal: Box<dyn Journal>,
+    /// The one role a pipeline plays in the journal.
+    journal: Box<dyn Ingest + Send>,
     names: Vec<String>,
     engines: HashMap<PartitionId, Engine>,
     clock: Arc<dyn Clock>,
@@ -196,7 +197,7 @@ impl Pipeline {
     pub fn new(
         rules: Arc<RuleSet>,
         engine_cfg: EngineConfig,
-        journal: Box<dyn Journal>,
+        journal: Box<dyn Ingest + Send>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         out: Arc<Output>,
@@ -301,10 +302,6 @@ impl Pipeline {
 
     pub fn rules(&self) -> &Arc<RuleSet> {
         &self.rules
-    }
-
-    pub fn journal(&self) -> &dyn Journal {
-        &*self.journal
     }
 
     /// How much history a partition needs re-read to warm its windows.

@@ -45,7 +45,7 @@ use super::kafka_config::{GroupProtocol, KafkaConfig};
 use super::kafka_history::KafkaHistory;
 use super::kafka_shards::{self, KafkaUpstream, Router, Said};
 use crate::health::Health;
-use crate::journal::Journal;
+use crate::journal::Ingest;
 use crate::pipeline::driver::{Driver, History};
 use crate::pipeline::input::Assignment;
 use crate::telemetry::Metrics;
@@ -64,7 +64,7 @@ struct Context {
     /// runs inside `poll`, on the same thread): never contended.
     router: Mutex<Router>,
     /// Reads each assigned partition's journaled position.
-    positions: Mutex<Box<dyn Journal>>,
+    positions: Mutex<Box<dyn Ingest + Send>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     group_protocol: GroupProtocol,
@@ -395,7 +395,7 @@ pub struct Parts {
     pub health: Arc<Health>,
     pub start: Start,
     /// A connection that reads partitions' journaled positions.
-    pub positions: Box<dyn Journal>,
+    pub positions: Box<dyn Ingest + Send>,
 }
 
 /// The partition's end, read off the messages: the broker's high
