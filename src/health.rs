@@ -32,7 +32,9 @@ struct State {
     /// The shards warming a partition: busy reading history, not stuck
     /// (each its own: one shard done warming does not vouch for another).
     warming: Vec<bool>,
-    journal_error: Option<String>,
+    /// Why each shard's journal refuses its commits, while it does (one
+    /// shard's success must not hide another's refusal).
+    journal_errors: Vec<Option<String>>,
     failed: Option<String>,
 }
 
@@ -44,6 +46,16 @@ struct KafkaState {
     warming: BTreeSet<String>,
 }
 
+impl State {
+    fn journal_error(&self) -> Option<&str> {
+        self.journal_errors
+            .iter()
+            .flatten()
+            .next()
+            .map(String::as_str)
+    }
+}
+
 impl Health {
     pub fn new(kafka: bool, stall_after: Duration) -> Health {
         Health {
@@ -53,7 +65,7 @@ impl Health {
                 kafka: kafka.then(KafkaState::default),
                 last_turn: vec![Instant::now()],
                 warming: Vec::new(),
-                journal_error: None,
+                journal_errors: Vec::new(),
                 failed: None,
             }),
             stall_after,
@@ -150,18 +162,29 @@ impl Health {
         });
     }
 
-    pub fn journal_ok(&self) {
-        self.with(|s| s.journal_error = None);
+    /// `shard`'s journal took its commit.
+    pub fn journal_ok(&self, shard: usize) {
+        self.with(|s| {
+            if let Some(e) = s.journal_errors.get_mut(shard) {
+                *e = None;
+            }
+        });
     }
 
-    pub fn journal_refuses(&self, why: impl Into<String>) {
+    /// `shard`'s journal refuses its commit, for `why`.
+    pub fn journal_refuses(&self, shard: usize, why: impl Into<String>) {
         let why = why.into();
-        self.with(|s| s.journal_error = Some(why));
+        self.with(|s| {
+            if s.journal_errors.len() <= shard {
+                s.journal_errors.resize(shard + 1, None);
+            }
+            s.journal_errors[shard] = Some(why);
+        });
     }
 
-    /// Why the journal refuses writes, while it does.
+    /// Why the journal refuses writes, while it does (for some shard).
     pub fn journal_error(&self) -> Option<String> {
-        self.with(|s| s.journal_error.clone())
+        self.with(|s| State::journal_error(s).map(str::to_owned))
     }
 
     fn stalled(&self, s: &State) -> Option<Duration> {
@@ -184,9 +207,7 @@ impl Health {
             if let Some(quiet) = self.stalled(s) {
                 // A loop held up by its journal says so: a full disk is not
                 // a slow pipeline.
-                let why = s
-                    .journal_error
-                    .as_ref()
+                let why = State::journal_error(s)
                     .map(|e| format!(": the journal refuses writes: {e}"))
                     .unwrap_or_default();
                 return Err(format!(
@@ -208,7 +229,7 @@ impl Health {
             if !s.http_up {
                 return Err("the HTTP intake is not up yet".into());
             }
-            if let Some(e) = &s.journal_error {
+            if let Some(e) = State::journal_error(s) {
                 return Err(format!("the journal refuses writes: {e}"));
             }
             match &s.kafka {
@@ -265,10 +286,10 @@ mod tests {
         assert!(h.ready().unwrap_err().contains("t/1"));
         h.warmed(1, "t/1");
         assert!(h.ready().is_ok());
-        h.journal_refuses("disk full");
+        h.journal_refuses(0, "disk full");
         assert!(h.ready().unwrap_err().contains("disk full"));
         assert_eq!(h.journal_error().as_deref(), Some("disk full"));
-        h.journal_ok();
+        h.journal_ok(0);
         h.revoked(["t/1".to_owned()]);
         assert!(h.ready().unwrap().contains("1 Kafka partition "));
         h.stopping();
@@ -282,7 +303,7 @@ mod tests {
         assert!(h.live().is_ok());
         std::thread::sleep(Duration::from_millis(40));
         assert!(h.live().unwrap_err().contains("no progress"));
-        h.journal_refuses("the journal's disk is full");
+        h.journal_refuses(0, "the journal's disk is full");
         assert!(
             h.live().unwrap_err().ends_with(
                 "no progress for 0 s: the journal refuses writes: the journal's disk is full"
@@ -290,13 +311,25 @@ mod tests {
             "{:?}",
             h.live()
         );
-        h.journal_ok();
+        h.journal_ok(0);
         assert!(h.ready().is_err());
         h.warm_started(0);
         assert!(h.live().is_ok());
         h.warmed(0, "x");
         assert!(h.live().is_ok());
         h.turned(0);
+        assert!(h.ready().is_ok());
+    }
+
+    /// One shard's commit going through does not hide another's refusal.
+    #[test]
+    fn a_refusal_stays_until_that_shard_commits() {
+        let h = Health::new(false, Duration::from_secs(60));
+        h.http_up(true);
+        h.journal_refuses(1, "disk full");
+        h.journal_ok(0);
+        assert!(h.ready().unwrap_err().contains("disk full"));
+        h.journal_ok(1);
         assert!(h.ready().is_ok());
     }
 

@@ -500,7 +500,9 @@ impl Driver {
     /// has moved on, so the batch must not be lost), then tells the source
     /// what is safe to acknowledge.
     fn commit(&mut self) {
-        let Some(committed) = commit_until_done(&mut self.pipeline, &self.shared.health) else {
+        let Some(committed) =
+            commit_until_done(&mut self.pipeline, &self.shared.health, self.index)
+        else {
             return;
         };
         let Some(upstream) = &mut self.upstream else {
@@ -535,16 +537,16 @@ impl Driver {
 /// the journal refuses. At shutdown ([`Health::is_stopping`]) it gives up
 /// once the backoff reaches 5 s: the uncommitted input is read again at
 /// the next start.
-fn commit_until_done(pipeline: &mut Pipeline, health: &Health) -> Option<Committed> {
+fn commit_until_done(pipeline: &mut Pipeline, health: &Health, shard: usize) -> Option<Committed> {
     let mut backoff = Duration::from_millis(50);
     loop {
         match pipeline.commit() {
             Ok(c) => {
-                health.journal_ok();
+                health.journal_ok(shard);
                 return Some(c);
             }
             Err(e) => {
-                health.journal_refuses(e.to_string());
+                health.journal_refuses(shard, e.to_string());
                 tracing::error!(error = %e, retry_in = ?backoff, "journal commit failed; holding the batch and retrying");
                 if health.is_stopping() && backoff >= Duration::from_secs(5) {
                     tracing::error!(
