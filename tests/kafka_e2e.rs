@@ -582,7 +582,15 @@ fn mock_cluster_broker_down_then_up() {
     };
     produce(&m.brokers, "ev-down", &[ev(0, 1.0), ev(500, 0.0)]);
     m.down();
-    std::thread::sleep(Duration::from_secs(5));
+    // Down until ripcord has seen it down (not for a set time).
+    assert!(
+        wait_until(Duration::from_secs(30), || r
+            .stderr
+            .text()
+            .contains("brokers are down")),
+        "ripcord never saw the broker down:\n{}",
+        r.stderr.text()
+    );
     m.up();
     produce(
         &m.brokers,
