@@ -21,22 +21,8 @@ use ripcord::pipeline::spread::{Spread, shard_of};
 use ripcord::pipeline::{Accepted, Pipeline, Sizes, Submission, warm_http};
 use ripcord::telemetry::Metrics;
 use ripcord::time::{Clock, Ts};
-use support::Captured;
+use support::{Captured, DOWN_30S_RULES};
 use tokio::sync::Notify;
-
-/// Down when every `up` sample of 30 s is 0, and at least three of them.
-const RULES: &str = r#"
-tier: any
-rules:
-  - name: down
-    match: {metric: up}
-    group_by: [service, instance]
-    window: 30s
-    aggregate: max
-    min_samples: 3
-    condition: "< 1"
-    clear_for: 0s
-"#;
 
 /// The virtual clock the shards run on.
 #[derive(Default)]
@@ -160,7 +146,7 @@ fn service_on(prefix: &str, shard: usize) -> String {
 fn each_shard_decides_its_services_and_gets_back_only_their_incidents() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
-    std::fs::write(dir.path().join("rules/down.yaml"), RULES).unwrap();
+    std::fs::write(dir.path().join("rules/down.yaml"), DOWN_30S_RULES).unwrap();
     let (a, b) = (service_on("svc-", 0), service_on("svc-", 1));
     let t0 = Ts(jiff::Timestamp::now().as_millisecond() / 1000 * 1000);
     let at = |secs: i64| Ts(t0.0 + secs * 1000);

@@ -26,23 +26,8 @@ use ripcord::settings::KafkaConfig;
 use ripcord::source::kafka::{KafkaSource, Parts, Start};
 use ripcord::telemetry::Metrics;
 use ripcord::time::{Clock, SystemClock};
-use support::Captured;
+use support::{Captured, DOWN_30S_RULES};
 use tokio::sync::Notify;
-
-/// Down when every `up` sample of 30 s is 0, and at least three of them
-/// (long enough that a slow consumer-group join keeps the old samples in).
-const RULES: &str = r#"
-tier: any
-rules:
-  - name: down
-    match: {metric: up}
-    group_by: [service, instance]
-    window: 30s
-    aggregate: max
-    min_samples: 3
-    condition: "< 1"
-    clear_for: 0s
-"#;
 
 /// A source and pipeline on their own thread, as `ripcord run` has them.
 struct Running {
@@ -57,7 +42,7 @@ impl Running {
     fn start(brokers: &str, kafka: KafkaConfig) -> Running {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("rules")).unwrap();
-        std::fs::write(dir.path().join("rules/down.yaml"), RULES).unwrap();
+        std::fs::write(dir.path().join("rules/down.yaml"), DOWN_30S_RULES).unwrap();
         let files = ripcord::rule::load::load_dir(&dir.path().join("rules")).expect("rules load");
         let rules = Arc::new(ripcord::rule::load::rule_set(&files));
         let db = dir.path().join("state.db");

@@ -720,6 +720,22 @@ rules:
     clear_for: 0s
 "#;
 
+/// Rules for the in-process pipeline tests: an instance is down when
+/// every `up` sample of 30 s is 0, and at least three of them (long enough
+/// that a slow consumer-group join keeps the old samples in).
+pub const DOWN_30S_RULES: &str = r#"
+tier: any
+rules:
+  - name: down
+    match: {metric: up}
+    group_by: [service, instance]
+    window: 30s
+    aggregate: max
+    min_samples: 3
+    condition: "< 1"
+    clear_for: 0s
+"#;
+
 /// Reads one HTTP/1.1 request from a stand-in server's connection: its
 /// path and its body (as long as its `Content-Length`). `None` when the
 /// client closes or fails before the whole request arrived.
