@@ -410,10 +410,7 @@ impl Pipeline {
             .events(Source::Http, Outcome::Processed, events.len() as u64);
         self.decisions.extend(out.into_iter().map(|d| (p, d)));
         if s.journal_body {
-            let mut stored = Vec::with_capacity(s.body.len() + 1);
-            stored.push(s.form.tag());
-            stored.extend_from_slice(&s.body);
-            self.inbox.push(stored);
+            self.inbox.push(stored_body(s.form, &s.body));
         }
         let accepted = Accepted {
             events: events.len(),
@@ -663,14 +660,8 @@ impl Pipeline {
         let mut n = 0;
         for (seq, stored) in &bodies {
             self.inbox_cursor = self.inbox_cursor.max(*seq);
-            let Some((tag, body)) = stored.split_first() else {
-                continue;
-            };
-            let Some(form) = BodyForm::from_tag(*tag) else {
-                continue;
-            };
             let mut events = Vec::new();
-            if decode_body(body, form, &mut events).is_err() {
+            if !decode_stored(stored, &mut events) {
                 continue;
             }
             let spread = self.spread;
@@ -754,8 +745,12 @@ pub fn warm_http(pipelines: &mut [Pipeline], journal: &dyn Ingest) -> Result<(),
         })
         .collect();
     for body in journal.inbox_since(since)? {
-        for (_, w) in &mut warming {
-            w.feed(&body);
+        // Decoded once; each shard takes its own services' events.
+        let mut events = Vec::new();
+        if decode_stored(&body, &mut events) {
+            for (_, w) in &mut warming {
+                w.take(&events);
+            }
         }
     }
     for (shard, (p, (id, w))) in pipelines.iter_mut().zip(warming).enumerate() {
@@ -769,6 +764,25 @@ pub fn warm_http(pipelines: &mut [Pipeline], journal: &dyn Ingest) -> Result<(),
         );
     }
     Ok(())
+}
+
+/// An HTTP body as the inbox keeps it: its form's tag, then the body.
+fn stored_body(form: BodyForm, body: &[u8]) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(body.len() + 1);
+    stored.push(form.tag());
+    stored.extend_from_slice(body);
+    stored
+}
+
+/// Decodes a body the inbox kept ([`stored_body`]); `false` if it does
+/// not decode (it is skipped, as it would have been live).
+fn decode_stored<'a>(stored: &'a [u8], events: &mut Vec<Event<'a>>) -> bool {
+    match stored.split_first() {
+        Some((tag, body)) => {
+            BodyForm::from_tag(*tag).is_some_and(|f| decode_body(body, f, events).is_ok())
+        }
+        None => false,
+    }
 }
 
 /// A journaled incident as the engine resumes it.
@@ -822,29 +836,27 @@ pub struct Warming {
 }
 
 impl Warming {
-    /// Feeds one historical input (a Kafka payload, or a journaled HTTP
-    /// body). Undecodable inputs are skipped, as they were when live.
+    /// Feeds one historical Kafka payload. Undecodable ones are skipped,
+    /// as they were when live. (Journaled HTTP bodies are decoded once for
+    /// every shard by [`warm_http`].)
     pub fn feed(&mut self, payload: &[u8]) {
         let mut events = Vec::new();
-        let ok = match self.http {
-            Some(spread) => {
-                let ok = match payload.split_first() {
-                    Some((tag, body)) => BodyForm::from_tag(*tag)
-                        .is_some_and(|f| decode_body(body, f, &mut events).is_ok()),
-                    None => false,
-                };
-                events.retain(|e| spread.owns_event(e));
-                ok
-            }
-            None => decode::decode(payload, &mut events).is_ok(),
-        };
-        if ok {
-            self.events += events.len();
-            for e in &events {
-                self.engine.process(e, &mut self.discard);
-            }
-            self.discard.clear();
+        if decode::decode(payload, &mut events).is_ok() {
+            self.take(&events);
         }
+    }
+
+    /// Feeds decoded events: of an HTTP body, this shard's services' only.
+    fn take(&mut self, events: &[Event<'_>]) {
+        let http = self.http;
+        for e in events
+            .iter()
+            .filter(|e| http.is_none_or(|spread| spread.owns_event(e)))
+        {
+            self.events += 1;
+            self.engine.process(e, &mut self.discard);
+        }
+        self.discard.clear();
     }
 }
 
