@@ -46,6 +46,15 @@ struct KafkaState {
     warming: BTreeSet<String>,
 }
 
+/// `shard`'s entry of a per-shard list, grown with `fill` to reach it
+/// (shards report as they start).
+fn of_shard<T: Clone>(list: &mut Vec<T>, shard: usize, fill: T) -> &mut T {
+    if list.len() <= shard {
+        list.resize(shard + 1, fill);
+    }
+    &mut list[shard]
+}
+
 impl State {
     fn journal_error(&self) -> Option<&str> {
         self.journal_errors
@@ -97,12 +106,7 @@ impl Health {
 
     /// One loop turn of pipeline shard `shard` happened.
     pub fn turned(&self, shard: usize) {
-        self.with(|s| {
-            if s.last_turn.len() <= shard {
-                s.last_turn.resize(shard + 1, Instant::now());
-            }
-            s.last_turn[shard] = Instant::now();
-        });
+        self.with(|s| *of_shard(&mut s.last_turn, shard, Instant::now()) = Instant::now());
     }
 
     /// Partitions handed to this member, not yet warmed.
@@ -138,24 +142,14 @@ impl Health {
 
     /// `shard` starts warming a partition.
     pub fn warm_started(&self, shard: usize) {
-        self.with(|s| {
-            if s.warming.len() <= shard {
-                s.warming.resize(shard + 1, false);
-            }
-            s.warming[shard] = true;
-        });
+        self.with(|s| *of_shard(&mut s.warming, shard, false) = true);
     }
 
     /// `shard` warmed the partition and consumes it.
     pub fn warmed(&self, shard: usize, partition: &str) {
         self.with(|s| {
-            if let Some(w) = s.warming.get_mut(shard) {
-                *w = false;
-            }
-            if s.last_turn.len() <= shard {
-                s.last_turn.resize(shard + 1, Instant::now());
-            }
-            s.last_turn[shard] = Instant::now();
+            *of_shard(&mut s.warming, shard, false) = false;
+            *of_shard(&mut s.last_turn, shard, Instant::now()) = Instant::now();
             if let Some(k) = &mut s.kafka {
                 k.warming.remove(partition);
             }
@@ -174,12 +168,7 @@ impl Health {
     /// `shard`'s journal refuses its commit, for `why`.
     pub fn journal_refuses(&self, shard: usize, why: impl Into<String>) {
         let why = why.into();
-        self.with(|s| {
-            if s.journal_errors.len() <= shard {
-                s.journal_errors.resize(shard + 1, None);
-            }
-            s.journal_errors[shard] = Some(why);
-        });
+        self.with(|s| *of_shard(&mut s.journal_errors, shard, None) = Some(why));
     }
 
     /// Why the journal refuses writes, while it does (for some shard).
