@@ -9,7 +9,7 @@ mod support;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ripcord::engine::EngineConfig;
 use ripcord::health::Health;
@@ -21,7 +21,7 @@ use ripcord::pipeline::spread::{Spread, shard_of};
 use ripcord::pipeline::{Accepted, Pipeline, Sizes, Submission, warm_http};
 use ripcord::telemetry::Metrics;
 use ripcord::time::{Clock, Ts};
-use support::{Captured, DOWN_30S_RULES};
+use support::{Captured, DOWN_30S_RULES, wait_until};
 use tokio::sync::Notify;
 
 /// The virtual clock the shards run on.
@@ -126,12 +126,12 @@ fn down(service: &str, at: Ts) -> String {
 }
 
 /// Waits until `cond` holds (the drivers run on their own threads).
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+#[track_caller]
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(30), cond),
+        "timed out waiting for {what}"
+    );
 }
 
 /// A service name on shard `shard` of 2, starting with `prefix`.
