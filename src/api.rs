@@ -21,12 +21,13 @@ use tokio::sync::Notify;
 use crate::action::config::ActionsConfig;
 use crate::action::links::{LinkSigner, Verb};
 use crate::action::ops::{self, OpError};
-use crate::journal::{SharedJournal, with_journal};
+use crate::journal::{Acts, Shared};
 use crate::journal::{Verdict, Via};
 use crate::time::Clock;
 
 pub struct Api {
-    pub journal: SharedJournal,
+    /// People's verbs and what the API shows; nothing else.
+    pub journal: Shared<dyn Acts>,
     pub cfg: Arc<ActionsConfig>,
     pub clock: Arc<dyn Clock>,
     pub links: Option<LinkSigner>,
@@ -76,14 +77,18 @@ async fn list(State(api): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Respon
             );
         }
     }
-    match with_journal(&api.journal, move |j| j.incidents(q.state.as_deref())).await {
+    match api
+        .journal
+        .with(move |j| j.incidents(q.state.as_deref()))
+        .await
+    {
         Ok(rows) => axum::Json(json!({ "incidents": rows })).into_response(),
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
 async fn show(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    let found = with_journal(&api.journal, move |j| {
+    let found = api.journal.with(move |j| {
         let Some(inc) = j.incident(&id)? else { return Ok(None) };
         Ok(Some(json!({
             "incident": inc,
@@ -140,32 +145,34 @@ pub(crate) async fn perform(
         Verb::ApproveBatch => ops::Scope::Batch,
         _ => ops::Scope::Breaching,
     });
-    let done = with_journal(&api.journal, move |j| {
-        Ok(match verb {
-            Verb::Approve | Verb::ApproveBatch => ops::decide(
-                j,
-                &id,
-                Verdict::Approve,
-                &who.by,
-                &who.note,
-                via,
-                now,
-                &scope,
-            ),
-            Verb::Reject => ops::decide(
-                j,
-                &id,
-                Verdict::Reject,
-                &who.by,
-                &who.note,
-                via,
-                now,
-                &ops::Scope::Breaching,
-            ),
-            Verb::Ack => ops::ack(j, &id, &who.by, now),
+    let done = api
+        .journal
+        .with(move |j| {
+            Ok(match verb {
+                Verb::Approve | Verb::ApproveBatch => ops::decide(
+                    j,
+                    &id,
+                    Verdict::Approve,
+                    &who.by,
+                    &who.note,
+                    via,
+                    now,
+                    &scope,
+                ),
+                Verb::Reject => ops::decide(
+                    j,
+                    &id,
+                    Verdict::Reject,
+                    &who.by,
+                    &who.note,
+                    via,
+                    now,
+                    &ops::Scope::Breaching,
+                ),
+                Verb::Ack => ops::ack(j, &id, &who.by, now),
+            })
         })
-    })
-    .await??;
+        .await??;
     if verb.approves() {
         api.wake.notify_one();
     }

@@ -757,7 +757,7 @@ fn classic_of(om: &str) -> String {
 /// waiting per lane and the oldest approval request still waiting. On its
 /// own connection, so nothing else waits for it.
 pub async fn watch_journal(
-    journal: crate::journal::SharedJournal,
+    journal: crate::journal::Shared<dyn crate::journal::Reads>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn crate::time::Clock>,
     every: std::time::Duration,
@@ -765,10 +765,9 @@ pub async fn watch_journal(
 ) {
     loop {
         let now = clock.now();
-        let read = crate::journal::with_journal(&journal, move |j| {
-            Ok((j.pending_actions()?, j.gauges()?))
-        })
-        .await;
+        let read = journal
+            .with(move |j| Ok((j.pending_actions()?, j.gauges()?)))
+            .await;
         match read {
             Ok((waiting, gauges)) => {
                 for tier in crate::decision::Tier::ALL {

@@ -30,11 +30,12 @@ use ripcord::action::links::LinkSigner;
 use ripcord::action::message::{Kind, Message};
 use ripcord::action::responder::Responder;
 use ripcord::action::scheduler::Scheduler;
-use ripcord::action::{Handler, Outcome, SharedJournal, ops, with_journal};
+use ripcord::action::{Handler, Outcome, ops};
 use ripcord::config::Secret;
 use ripcord::decision::{Action, Decision, Severity, Tier};
 use ripcord::engine::Engine;
-use ripcord::journal::{ActionRow, ActionState, Batch, Journal, SqliteJournal};
+use ripcord::journal::SharedJournal;
+use ripcord::journal::{ActionRow, ActionState, Batch, Journal, Shared, SqliteJournal};
 use ripcord::settings::Config;
 use ripcord::telemetry::Metrics;
 use ripcord::time::{Clock, Dur, TokioClock, Ts};
@@ -393,7 +394,7 @@ async fn a_moment() {
 /// The real action layer around a journal in a temp dir, on the paused
 /// clock, with the stand-in.
 struct Harness {
-    journal: SharedJournal,
+    journal: Shared<dyn Journal>,
     responder: Arc<Responder>,
     scheduler: Scheduler,
     clock: Arc<TokioClock>,
@@ -430,7 +431,7 @@ impl Harness {
             cfg.actions.channels.iter().cloned(),
             reqwest::Client::new(),
             clock.clone(),
-            journal.clone(),
+            (&journal).into(),
             metrics.clone(),
             shutdown,
         );
@@ -442,7 +443,7 @@ impl Harness {
         let wake = Arc::new(tokio::sync::Notify::new());
         let silences = Arc::new(ripcord::silence::Guard::default());
         let responder = Arc::new(Responder {
-            journal: journal.clone(),
+            journal: (&journal).into(),
             deliverer: deliverer.clone(),
             cfg: cfg.actions.clone(),
             clock: clock.clone(),
@@ -453,7 +454,9 @@ impl Harness {
             findings: None,
         });
         let scheduler = Scheduler {
-            journal: journal.clone(),
+            work: (&journal).into(),
+            reads: (&journal).into(),
+            silence_journal: (&journal).into(),
             deliverer,
             cfg: cfg.actions.clone(),
             clock: clock.clone(),
@@ -469,7 +472,7 @@ impl Harness {
             cfg.engine.clone(),
         );
         Harness {
-            journal,
+            journal: (&journal).into(),
             responder,
             scheduler,
             clock,
@@ -494,14 +497,16 @@ impl Harness {
             self.engine.process(e, &mut out);
         }
         let ds = out.clone();
-        let fresh = with_journal(&self.journal, move |j| {
-            j.commit(&Batch {
-                decisions: ds.iter().map(|d| ("http/0", d)).collect(),
-                ..Batch::default()
+        let fresh = self
+            .journal
+            .with(move |j| {
+                j.commit(&Batch {
+                    decisions: ds.iter().map(|d| ("http/0", d)).collect(),
+                    ..Batch::default()
+                })
             })
-        })
-        .await
-        .unwrap();
+            .await
+            .unwrap();
         assert!(fresh.iter().all(|f| *f), "decisions journaled before");
         out
     }
@@ -509,20 +514,19 @@ impl Harness {
     /// Claims every pending action and runs it through the responder, as
     /// the dispatcher does.
     async fn dispatch(&self) -> Vec<(ActionRow, Outcome)> {
-        let claimed = with_journal(&self.journal, |j| {
-            j.claim_actions("inproc-test", &Action::ALL, 100)
-        })
-        .await
-        .unwrap();
+        let claimed = self
+            .journal
+            .with(|j| j.claim_actions("inproc-test", &Action::ALL, 100))
+            .await
+            .unwrap();
         let mut done = Vec::new();
         for a in claimed {
             let out = drive(self.responder.handle_to_end(&a)).await;
             let (key, o) = (a.key.clone(), out.clone());
-            with_journal(&self.journal, move |j| {
-                j.set_action(&key, o.state, &o.detail)
-            })
-            .await
-            .unwrap();
+            self.journal
+                .with(move |j| j.set_action(&key, o.state, &o.detail))
+                .await
+                .unwrap();
             done.push((a, out));
         }
         done
@@ -596,9 +600,11 @@ impl Harness {
 
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn Journal) -> Result<T, ripcord::journal::JournalError> + Send + 'static,
+        f: impl FnOnce(&mut (dyn Journal + 'static)) -> Result<T, ripcord::journal::JournalError>
+        + Send
+        + 'static,
     ) -> T {
-        with_journal(&self.journal, f).await.unwrap()
+        self.journal.with(f).await.unwrap()
     }
 
     async fn finish(mut self) {
@@ -986,18 +992,19 @@ async fn rollbacks_claimed_together_use_the_budget_up_to_its_limit() {
     h.alert(&json!({"version": "4", "alerts": alerts})).await;
     // As the dispatcher: claim what fits its free permits in one go, run
     // each on its own task, record each outcome when it is done.
-    let claimed = with_journal(&h.journal, |j| {
-        j.claim_actions("inproc-test", &Action::ALL, 32)
-    })
-    .await
-    .unwrap();
+    let claimed = h
+        .journal
+        .with(|j| j.claim_actions("inproc-test", &Action::ALL, 32))
+        .await
+        .unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for a in claimed.into_iter().filter(|a| a.action == Action::Rollback) {
         let (responder, journal) = (h.responder.clone(), h.journal.clone());
         tasks.spawn(async move {
             let out = responder.handle_to_end(&a).await;
             let (key, o) = (a.key.clone(), out.clone());
-            with_journal(&journal, move |j| j.set_action(&key, o.state, &o.detail))
+            journal
+                .with(move |j| j.set_action(&key, o.state, &o.detail))
                 .await
                 .unwrap();
             out
@@ -1540,7 +1547,8 @@ async fn a_sample_check_is_picked_once_and_resumes_after_a_crash_without_rerunni
     h.alert(&event).await;
     let handled = h.dispatch().await;
     let sample = || async {
-        with_journal(&h.journal, |j| j.sample_checks("shop", "3"))
+        h.journal
+            .with(|j| j.sample_checks("shop", "3"))
             .await
             .unwrap()
     };

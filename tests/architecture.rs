@@ -517,3 +517,97 @@ fn the_reader_sees_a_circle_through_use_super_children_and_macros() {
         "{found:?}"
     );
 }
+
+/// Names the places in `files` that hold the whole journal: the
+/// `SharedJournal` type or a `dyn Journal` (every role at once).
+fn whole_journal_holders(src: &Path, files: &[PathBuf]) -> Vec<String> {
+    struct Holders<'a> {
+        file: &'a str,
+        found: Vec<String>,
+    }
+    impl<'ast> Visit<'ast> for Holders<'_> {
+        fn visit_path(&mut self, p: &'ast syn::Path) {
+            if p.segments
+                .last()
+                .is_some_and(|s| s.ident == "SharedJournal")
+            {
+                self.found.push(format!("{}: SharedJournal", self.file));
+            }
+            syn::visit::visit_path(self, p);
+        }
+        fn visit_use_name(&mut self, u: &'ast syn::UseName) {
+            if u.ident == "SharedJournal" {
+                self.found.push(format!("{}: use SharedJournal", self.file));
+            }
+        }
+        fn visit_type_trait_object(&mut self, t: &'ast syn::TypeTraitObject) {
+            for b in &t.bounds {
+                if let syn::TypeParamBound::Trait(tb) = b {
+                    if tb
+                        .path
+                        .segments
+                        .last()
+                        .is_some_and(|s| s.ident == "Journal")
+                    {
+                        self.found.push(format!("{}: dyn Journal", self.file));
+                    }
+                }
+            }
+            syn::visit::visit_type_trait_object(self, t);
+        }
+    }
+    let mut found = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(src).unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(f).unwrap();
+        let ast = syn::parse_file(&text).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        let mut h = Holders {
+            file: &rel,
+            found: Vec::new(),
+        };
+        h.visit_file(&ast);
+        found.extend(h.found);
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Only the wiring (`app`, the command line, a drill's own run) and the
+/// journal itself hold the whole journal; every component holds the roles
+/// it uses (`Shared<dyn Reads>`, `Box<dyn Ingest>`, ...), so what a part can
+/// do to the journal is read from its fields.
+#[test]
+fn only_the_wiring_holds_the_whole_journal() {
+    let src = src();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let wiring = ["journal/", "app/", "cli/", "drill/", "main.rs", "lib.rs"];
+    files.retain(|f| {
+        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+        !wiring.iter().any(|w| rel.starts_with(w)) && !is_test_file(f)
+    });
+    let holders = whole_journal_holders(&src, &files);
+    assert!(
+        holders.is_empty(),
+        "these hold the whole journal; give them the roles they use:\n{}",
+        holders.join("\n")
+    );
+}
+
+#[test]
+fn the_journal_check_sees_a_shared_journal_and_a_dyn_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path();
+    std::fs::write(
+        s.join("a.rs"),
+        "use crate::journal::SharedJournal;\nstruct A { j: Box<dyn crate::journal::Journal> }\n",
+    )
+    .unwrap();
+    std::fs::write(s.join("b.rs"), "struct B { j: Shared<dyn Reads> }\n").unwrap();
+    let files = vec![s.join("a.rs"), s.join("b.rs")];
+    assert_eq!(
+        whole_journal_holders(s, &files),
+        vec!["a.rs: dyn Journal", "a.rs: use SharedJournal"]
+    );
+}

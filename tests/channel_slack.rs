@@ -15,11 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
 
-use ripcord::action::SharedJournal;
 use ripcord::action::channel::{SendContext, SendOutcome, channel_from_yaml};
 use ripcord::action::deliver::{Deliverer, Delivery};
 use ripcord::action::message::{Kind, Link, Message};
 use ripcord::decision::{Severity, Tier};
+use ripcord::journal::SharedJournal;
 use ripcord::journal::{Journal, SqliteJournal};
 use ripcord::telemetry::Metrics;
 use ripcord::time::{SystemClock, Ts};
@@ -523,7 +523,7 @@ fn start(
         vec![spec],
         reqwest::Client::new(),
         Arc::new(SystemClock),
-        journal,
+        (&journal).into(),
         Arc::new(Metrics::new()),
         shutdown,
     );

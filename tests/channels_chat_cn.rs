@@ -931,8 +931,8 @@ async fn wecom_config_errors() {
 
 mod worker {
     use super::*;
-    use ripcord::action::SharedJournal;
     use ripcord::action::deliver::{Delivered, Deliverer, Delivery};
+    use ripcord::journal::SharedJournal;
     use ripcord::journal::{Journal, SqliteJournal};
     use ripcord::telemetry::Metrics;
     use ripcord::time::SystemClock;
@@ -954,7 +954,7 @@ mod worker {
             specs,
             reqwest::Client::new(),
             Arc::new(SystemClock),
-            journal,
+            (&journal).into(),
             Arc::new(Metrics::new()),
             rx,
         );

@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use crate::decision::Action;
 pub use crate::decision::Lane;
 use crate::journal::{ActionRow, ActionState, JournalError};
-pub use crate::journal::{SharedJournal, with_journal};
+use crate::journal::{Reads, Role, Shared, Silences, Work};
 use crate::telemetry::Metrics;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -137,14 +137,14 @@ impl Handler for ByLane {
 /// The incident's actions once its rollout pause (if any) has landed, or
 /// [`message::PAUSE_WAIT`] passed: a high-risk page or approval request
 /// must first say whether the rollout is paused.
-pub async fn actions_after_pause(
-    journal: &SharedJournal,
+pub async fn actions_after_pause<R: ?Sized + Role + Reads + 'static>(
+    journal: &Shared<R>,
     incident: &str,
 ) -> Result<Vec<ActionRow>, JournalError> {
     let deadline = tokio::time::Instant::now() + message::PAUSE_WAIT;
     loop {
         let id = incident.to_owned();
-        let actions = with_journal(journal, move |j| j.actions_of(&id)).await?;
+        let actions = journal.with(move |j| j.actions_of(&id)).await?;
         if !message::pause_under_way(&actions) || tokio::time::Instant::now() >= deadline {
             return Ok(actions);
         }
@@ -152,11 +152,19 @@ pub async fn actions_after_pause(
     }
 }
 
+/// The roles the dispatcher uses on one connection: claims and outcomes,
+/// and the silences that hold an action back.
+#[derive(Clone)]
+pub struct LaneJournal {
+    pub work: Shared<dyn Work>,
+    pub silences: Shared<dyn Silences>,
+}
+
 pub struct Dispatcher {
-    pub journal: SharedJournal,
+    pub journal: LaneJournal,
     /// The executor lane's own connection: its claims and outcomes never
     /// queue behind a flood of message bookkeeping on `journal`.
-    pub executor_journal: SharedJournal,
+    pub executor_journal: LaneJournal,
     pub handler: Arc<dyn Handler>,
     pub notify: Arc<Notify>,
     pub owner: String,
@@ -263,10 +271,10 @@ impl Dispatcher {
                 continue;
             }
             let (owner, kinds_c) = (self.owner.clone(), kinds.clone());
-            let claimed = match with_journal(&journal, move |j| {
-                j.claim_actions(&owner, &kinds_c, free)
-            })
-            .await
+            let claimed = match journal
+                .work
+                .with(move |j| j.claim_actions(&owner, &kinds_c, free))
+                .await
             {
                 Ok(c) => c,
                 Err(e) => {
@@ -295,9 +303,9 @@ impl Dispatcher {
     /// Reads the silences in force: one made on any replica a moment ago
     /// counts for the actions about to start. On a journal error the last
     /// ones read stay in force.
-    async fn refresh_silences(&self, journal: &SharedJournal) {
+    async fn refresh_silences(&self, journal: &LaneJournal) {
         let now = self.clock.now();
-        match with_journal(journal, move |j| j.silences(now, false)).await {
+        match journal.silences.with(move |j| j.silences(now, false)).await {
             Ok(s) => self.silences.set(s),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read silences; the last ones read stay in force")
@@ -310,7 +318,7 @@ impl Dispatcher {
     /// and in the silence's audit) and printed, and does not run. The
     /// all-clear (`resolve`) always runs: it also withdraws approval
     /// requests and stops paging; the responder mutes its message.
-    async fn held_back(&self, action: &ActionRow, journal: &SharedJournal) -> bool {
+    async fn held_back(&self, action: &ActionRow, journal: &LaneJournal) -> bool {
         if action.action == Action::Resolve {
             return false;
         }
@@ -331,7 +339,11 @@ impl Dispatcher {
             at: now,
         };
         let key = action.key.clone();
-        match with_journal(journal, move |j| j.hold_action(&key, &record)).await {
+        match journal
+            .silences
+            .with(move |j| j.hold_action(&key, &record))
+            .await
+        {
             Ok(_) => {
                 self.metrics
                     .action_finished(action.action, "held_back", 0.0);
@@ -357,7 +369,7 @@ impl Dispatcher {
         &self,
         action: ActionRow,
         permits: &Arc<Semaphore>,
-        journal: &SharedJournal,
+        journal: &LaneJournal,
         tasks: &mut JoinSet<()>,
     ) {
         if let Some(out) = &self.output {
@@ -369,7 +381,7 @@ impl Dispatcher {
             return;
         };
         let handler = self.handler.clone();
-        let journal = journal.clone();
+        let journal = journal.work.clone();
         let metrics = self.metrics.clone();
         tasks.spawn(async move {
             let started = Instant::now();
@@ -389,7 +401,7 @@ impl Dispatcher {
                 "action finished"
             );
             let key = action.key.clone();
-            if let Err(e) = with_journal(&journal, move |j| j.set_action(&key, outcome.state, &outcome.detail)).await {
+            if let Err(e) = journal.with(move |j| j.set_action(&key, outcome.state, &outcome.detail)).await {
                 tracing::error!(error = %e, key = %action.key, "could not record an action's outcome");
             }
         });
@@ -400,11 +412,14 @@ impl Dispatcher {
     /// re-run; a human must look.
     async fn heartbeat_and_reap(&self) {
         let owner = self.owner.clone();
-        let reaped = with_journal(&self.journal, move |j| {
-            j.heartbeat(&owner)?;
-            j.reap(STALE)
-        })
-        .await;
+        let reaped = self
+            .journal
+            .work
+            .with(move |j| {
+                j.heartbeat(&owner)?;
+                j.reap(STALE)
+            })
+            .await;
         match reaped {
             Ok(actions) => {
                 for a in actions {

@@ -11,7 +11,7 @@ use super::config::ActionsConfig;
 use super::executor::{ExecOutcome, Vars};
 use crate::decision::{Action, BatchInfo, IncidentId, Severity, Tier};
 use crate::journal::{
-    ActionState, ApprovalDecided, ApprovedScope, Journal, JournalError, Verdict, Via,
+    ActionState, Acts, ApprovalDecided, ApprovedScope, JournalError, Verdict, Via,
 };
 use crate::time::Ts;
 
@@ -210,7 +210,7 @@ fn known(j: &dyn crate::journal::Reads, incident: &str) -> Result<(), OpError> {
 /// per instance it covers.
 #[allow(clippy::too_many_arguments)]
 pub fn decide(
-    j: &mut dyn Journal,
+    j: &mut dyn Acts,
     incident: &str,
     verdict: Verdict,
     by: &str,
@@ -298,7 +298,7 @@ pub fn decide(
 /// starts, so a process that died between the approval's commit and this
 /// one loses nothing.
 pub(crate) fn release_with_rollback(
-    j: &mut dyn Journal,
+    j: &mut dyn Acts,
     incident: &str,
     request_key: &str,
     by: &str,
@@ -341,7 +341,7 @@ pub fn acknowledged(lines: &[crate::journal::TimelineEntry]) -> Option<(String, 
 /// Acknowledges the incident: stops its paging. Once only: a second
 /// acknowledgement (a double click, a second person) changes nothing and
 /// says who was first.
-pub fn ack(j: &mut dyn Journal, incident: &str, by: &str, now: Ts) -> Result<Done, OpError> {
+pub fn ack(j: &mut dyn Acts, incident: &str, by: &str, now: Ts) -> Result<Done, OpError> {
     let by = who(by)?;
     known(j, incident)?;
     if let Some((first, at)) = acknowledged(&j.timeline(incident)?) {
@@ -374,7 +374,7 @@ pub fn ack(j: &mut dyn Journal, incident: &str, by: &str, now: Ts) -> Result<Don
 /// Resumes a rollout ripcord paused: runs `resume_rollout` if configured,
 /// then records it.
 pub async fn resume(
-    journal: &super::SharedJournal,
+    journal: &crate::journal::Shared<dyn Acts>,
     cfg: &ActionsConfig,
     service: &str,
     by: &str,
@@ -382,7 +382,7 @@ pub async fn resume(
 ) -> Result<Done, OpError> {
     let by = who(by)?.to_owned();
     let svc = service.to_owned();
-    let rollouts = super::with_journal(journal, move |j| j.rollouts()).await?;
+    let rollouts = journal.with(move |j| j.rollouts()).await?;
     match rollouts.iter().find(|r| r.service == svc) {
         Some(r) if r.paused => {}
         Some(r) => {
@@ -426,11 +426,12 @@ pub async fn resume(
         }
     };
     let (svc, who_) = (service.to_owned(), by.clone());
-    let restores = super::with_journal(journal, move |j| {
-        j.set_rollout(&svc, false, &who_, None, now)?;
-        release_restores(j, &svc, &who_, now)
-    })
-    .await?;
+    let restores = journal
+        .with(move |j| {
+            j.set_rollout(&svc, false, &who_, None, now)?;
+            release_restores(j, &svc, &who_, now)
+        })
+        .await?;
     let mut detail = format!("{service} resumed by {by}: {detail}");
     if !restores.is_empty() {
         detail.push_str(&format!(
@@ -450,7 +451,7 @@ pub async fn resume(
 /// traffic), derived from the switch as `<switch_key>/restore_traffic`, so
 /// a switch is restored once however often the rollout is resumed.
 fn release_restores(
-    j: &mut dyn Journal,
+    j: &mut dyn Acts,
     service: &str,
     by: &str,
     now: Ts,

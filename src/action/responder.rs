@@ -29,15 +29,18 @@ use super::deliver::{Delivered, Deliverer, Queued};
 use super::executor::{ExecOutcome, Vars};
 use super::links::{LinkSigner, Verb};
 use super::message::{Kind, Message};
-use super::{BoxFuture, Handled, Handler, Outcome, SharedJournal, with_journal};
+use super::{BoxFuture, Handled, Handler, Outcome};
 use crate::decision::{Action, Decision, Severity, Tier};
-use crate::journal::{ActionRow, ActionState, ApprovalOpened, JournalError, RollbackLimits};
+use crate::journal::{
+    ActionRow, ActionState, Acts, ApprovalOpened, JournalError, RollbackLimits, Shared,
+};
 use crate::telemetry::Metrics;
 use crate::time::{Clock, Dur};
 
 #[derive(Clone)]
 pub struct Responder {
-    pub journal: SharedJournal,
+    /// Acting on incidents: claims and outcomes, approvals, reads.
+    pub journal: Shared<dyn Acts>,
     pub deliverer: Deliverer,
     pub cfg: Arc<ActionsConfig>,
     pub clock: Arc<dyn Clock>,
@@ -125,10 +128,9 @@ impl Responder {
             // Held for good: the vendor is never contacted twice.
             let lease = format!("vendor/{id}");
             let forever = now.saturating_add(Dur::from_mins(100 * 365 * 24 * 60));
-            match with_journal(&journal, move |j| {
-                j.take_lease(&lease, "vendor", forever, now)
-            })
-            .await
+            match journal
+                .with(move |j| j.take_lease(&lease, "vendor", forever, now))
+                .await
             {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -142,8 +144,9 @@ impl Responder {
             let mut summary_line = d.message.clone();
             if d.is_derived() {
                 let i = id.to_string();
-                if let Ok(Some(first)) =
-                    with_journal(&journal, move |j| Ok(j.timeline(&i)?.into_iter().next())).await
+                if let Ok(Some(first)) = journal
+                    .with(move |j| Ok(j.timeline(&i)?.into_iter().next()))
+                    .await
                 {
                     // Its line reads `<action>: <summary>`.
                     summary_line = Action::ALL
@@ -216,8 +219,9 @@ impl Responder {
             let line = crate::text::one_line(&line).into_owned();
             let line = super::message::truncate_utf8(&line, 400);
             let at = clock.now();
-            if let Err(e) =
-                with_journal(&journal, move |j| j.add_timeline(&id, at, "vendor", &line)).await
+            if let Err(e) = journal
+                .with(move |j| j.add_timeline(&id, at, "vendor", &line))
+                .await
             {
                 tracing::error!(error = %e, "could not record the vendor's answer");
             }
@@ -287,7 +291,9 @@ impl Responder {
         let Some(id) = d.incident.as_ref().map(|i| i.to_string()) else {
             return false;
         };
-        let actions = with_journal(&self.journal, move |j| j.actions_of(&id))
+        let actions = self
+            .journal
+            .with(move |j| j.actions_of(&id))
             .await
             .unwrap_or_default();
         actions.iter().any(|a| {
@@ -304,28 +310,30 @@ impl Responder {
         };
         let now = self.clock.now();
         let (i1, i2) = (id.clone(), id.clone());
-        let withdrawn = with_journal(&self.journal, move |j| {
-            j.withdraw_approval(&i1, "the incident recovered", now)
-        })
-        .await
-        .unwrap_or(false);
+        let withdrawn = self
+            .journal
+            .with(move |j| j.withdraw_approval(&i1, "the incident recovered", now))
+            .await
+            .unwrap_or(false);
         // A rollback that failed, or whose verification failed, pages about
         // the instance, not the metric: the metric's recovery does not end
         // that paging, a human's acknowledgement does. (A journal error
         // reads as "failed": paging on is the safe side.)
-        let rollback_failed = with_journal(&self.journal, move |j| j.actions_of(&i2))
-            .await
-            .map_or(true, |actions| {
-                actions
-                    .iter()
-                    .any(|a| a.action == Action::Rollback && a.state == ActionState::Failed)
-            });
+        let rollback_failed =
+            self.journal
+                .with(move |j| j.actions_of(&i2))
+                .await
+                .map_or(true, |actions| {
+                    actions
+                        .iter()
+                        .any(|a| a.action == Action::Rollback && a.state == ActionState::Failed)
+                });
         if !rollback_failed {
             let i3 = id.clone();
-            let _ = with_journal(&self.journal, move |j| {
-                j.stop_escalation(&i3, "resolved", None, now)
-            })
-            .await;
+            let _ = self
+                .journal
+                .with(move |j| j.stop_escalation(&i3, "resolved", None, now))
+                .await;
         }
         if let Some(hold) = self.silences.hold(Action::Resolve, &d.key, d, now) {
             let mut detail = format!("all-clear not sent: {}", hold.detail);
@@ -369,17 +377,19 @@ impl Responder {
         let now = self.clock.now();
         let first_at = now.saturating_add(first.after);
         let id = incident.to_owned();
-        let result = with_journal(&self.journal, move |j| {
-            if j.hurry_escalation(&id, now)? {
-                return Ok(true);
-            }
-            if start_if_none {
-                j.start_escalation(&id, tier, now, first_at)
-            } else {
-                Ok(false)
-            }
-        })
-        .await;
+        let result = self
+            .journal
+            .with(move |j| {
+                if j.hurry_escalation(&id, now)? {
+                    return Ok(true);
+                }
+                if start_if_none {
+                    j.start_escalation(&id, tier, now, first_at)
+                } else {
+                    Ok(false)
+                }
+            })
+            .await;
         result.unwrap_or_else(|e| {
             tracing::error!(error = %e, "could not escalate");
             false
@@ -402,10 +412,10 @@ impl Responder {
         let now = self.clock.now();
         let first = now.saturating_add(steps[0].after);
         let (i, tier) = (id.clone(), d.tier);
-        match with_journal(&self.journal, move |j| {
-            j.start_escalation(&i, tier, now, first)
-        })
-        .await
+        match self
+            .journal
+            .with(move |j| j.start_escalation(&i, tier, now, first))
+            .await
         {
             Ok(_) => {
                 let chain: Vec<String> = steps
@@ -427,7 +437,9 @@ impl Responder {
     /// (their rollback went out with the approval); `None`: ask again.
     async fn joiners_covered(&self, id: &str, joiners: &[String]) -> Option<Outcome> {
         let lookup = id.to_owned();
-        let approval = with_journal(&self.journal, move |j| j.approval(&lookup))
+        let approval = self
+            .journal
+            .with(move |j| j.approval(&lookup))
             .await
             .ok()
             .flatten()?;
@@ -468,10 +480,10 @@ impl Responder {
         let now = self.clock.now();
         let expires = now.saturating_add(self.cfg.approvals.expire_after);
         let (i, key, tier) = (id.clone(), a.key.clone(), d.tier);
-        let opened = match with_journal(&self.journal, move |j| {
-            j.open_approval(&i, &key, tier, now, expires)
-        })
-        .await
+        let opened = match self
+            .journal
+            .with(move |j| j.open_approval(&i, &key, tier, now, expires))
+            .await
         {
             Ok(o) => o,
             Err(e) => {
@@ -604,10 +616,12 @@ impl Responder {
             return;
         };
         let now = self.clock.now();
-        let released = with_journal(&self.journal, move |j| {
-            super::ops::release_with_rollback(j, &incident, &request, "its approver", now)
-        })
-        .await;
+        let released = self
+            .journal
+            .with(move |j| {
+                super::ops::release_with_rollback(j, &incident, &request, "its approver", now)
+            })
+            .await;
         match released {
             Ok(r) if !r.is_empty() => {
                 tracing::warn!(rollback = %a.key, released = ?r, "recorded what the approval releases beside the rollback (it was missing)");
@@ -655,10 +669,10 @@ impl Responder {
                 overall: budget.overall,
             }
         };
-        let admission = with_journal(&self.journal, move |j| {
-            j.admit_rollback(&key, &owner, svc.as_deref(), since, limits)
-        })
-        .await;
+        let admission = self
+            .journal
+            .with(move |j| j.admit_rollback(&key, &owner, svc.as_deref(), since, limits))
+            .await;
         let admission = match admission {
             Ok(a) => a,
             // Our claim was taken over (we stalled past its lease): the
@@ -705,13 +719,15 @@ impl Responder {
                     None => detail,
                 };
                 let (key, done) = (a.key.clone(), detail.clone());
-                let _ = with_journal(&self.journal, move |j| {
-                    if let Some(due) = due {
-                        j.schedule_verification(&key, due)?;
-                    }
-                    j.set_action(&key, ActionState::Done, &done)
-                })
-                .await;
+                let _ = self
+                    .journal
+                    .with(move |j| {
+                        if let Some(due) = due {
+                            j.schedule_verification(&key, due)?;
+                        }
+                        j.set_action(&key, ActionState::Done, &done)
+                    })
+                    .await;
                 if d.batch.is_some() {
                     // One message for the batch once its rollbacks are over.
                     self.tell_batch_rolled_back(d, executor.is_dry_run()).await;
@@ -751,7 +767,7 @@ impl Responder {
             return;
         };
         let lookup = id.clone();
-        let Ok(actions) = with_journal(&self.journal, move |j| j.actions_of(&lookup)).await else {
+        let Ok(actions) = self.journal.with(move |j| j.actions_of(&lookup)).await else {
             return;
         };
         let rollbacks: Vec<&ActionRow> = actions
@@ -777,11 +793,11 @@ impl Responder {
             d.key.clone(),
             self.clock.now(),
         );
-        let first = with_journal(&self.journal, move |j| {
-            j.take_lease(&lease, &owner, crate::time::MAX_TS, now)
-        })
-        .await
-        .unwrap_or(false);
+        let first = self
+            .journal
+            .with(move |j| j.take_lease(&lease, &owner, crate::time::MAX_TS, now))
+            .await
+            .unwrap_or(false);
         if !first || done.is_empty() {
             return;
         }
@@ -823,10 +839,10 @@ impl Responder {
             let free = Self::MAX_VERIFYING.saturating_sub(running.len());
             if free > 0 {
                 let now = self.clock.now();
-                match with_journal(&self.journal, move |j| {
-                    j.claim_verifications(now, lease, free)
-                })
-                .await
+                match self
+                    .journal
+                    .with(move |j| j.claim_verifications(now, lease, free))
+                    .await
                 {
                     Ok(due) => {
                         for a in due {
@@ -860,7 +876,7 @@ impl Responder {
             return self.verify_sample(a, v).await;
         }
         let key = a.key.clone();
-        let first = match with_journal(&self.journal, move |j| j.verification_stage(&key)).await {
+        let first = match self.journal.with(move |j| j.verification_stage(&key)).await {
             Ok(Some(s)) => s as usize,
             Ok(None) => return, // finished by another process meanwhile
             Err(e) => {
@@ -880,10 +896,10 @@ impl Responder {
                     )
                     .await;
                     let (key, held) = (a.key.clone(), at.saturating_add(lease));
-                    if let Err(e) = with_journal(&self.journal, move |j| {
-                        j.pass_verification_stage(&key, i as u32, held)
-                    })
-                    .await
+                    if let Err(e) = self
+                        .journal
+                        .with(move |j| j.pass_verification_stage(&key, i as u32, held))
+                        .await
                     {
                         // Not recorded: the stage runs again after the lease.
                         tracing::error!(error = %e, key = %a.key, "could not record a passed verification stage");
@@ -909,10 +925,10 @@ impl Responder {
                         format!("verification after rollback FAILED at stage {}", stage.name);
                     self.trouble(d, &what, &detail).await;
                     let (key, why) = (a.key.clone(), format!("rolled back, but {what}: {detail}"));
-                    let _ = with_journal(&self.journal, move |j| {
-                        j.set_action(&key, ActionState::Failed, &why)
-                    })
-                    .await;
+                    let _ = self
+                        .journal
+                        .with(move |j| j.set_action(&key, ActionState::Failed, &why))
+                        .await;
                     self.finish_verification(a).await;
                     return;
                 }
@@ -965,7 +981,7 @@ impl Responder {
         let deadline = self.clock.now().saturating_add(timeout);
         loop {
             let lookup = id.clone();
-            match with_journal(&self.journal, move |j| j.incident(&lookup)).await {
+            match self.journal.with(move |j| j.incident(&lookup)).await {
                 Ok(Some(inc)) if inc.resolved_at.is_some() => {
                     return Ok(format!("{} back under its threshold", inc.rule));
                 }
@@ -988,7 +1004,8 @@ impl Responder {
         let timeline = match &d.incident {
             Some(id) => {
                 let id = id.to_string();
-                with_journal(&self.journal, move |j| j.timeline(&id))
+                self.journal
+                    .with(move |j| j.timeline(&id))
                     .await
                     .unwrap_or_default()
             }
@@ -1016,16 +1033,20 @@ impl Responder {
     async fn on_timeline(&self, d: &Decision, message: String) {
         if let Some(id) = &d.incident {
             let (id, at) = (id.clone(), self.clock.now());
-            let _ = with_journal(&self.journal, move |j| {
-                j.add_timeline(&id, at, "verify", &message)
-            })
-            .await;
+            let _ = self
+                .journal
+                .with(move |j| j.add_timeline(&id, at, "verify", &message))
+                .await;
         }
     }
 
     async fn finish_verification(&self, a: &ActionRow) {
         let key = a.key.clone();
-        if let Err(e) = with_journal(&self.journal, move |j| j.finish_verification(&key)).await {
+        if let Err(e) = self
+            .journal
+            .with(move |j| j.finish_verification(&key))
+            .await
+        {
             tracing::error!(error = %e, key = %a.key, "could not record a finished verification");
         }
     }
@@ -1041,10 +1062,12 @@ impl Responder {
                 if let Some(service) = d.label("service").map(str::to_owned) {
                     let (now, incident) =
                         (self.clock.now(), d.incident.as_ref().map(|i| i.to_string()));
-                    let _ = with_journal(&self.journal, move |j| {
-                        j.set_rollout(&service, true, "ripcord", incident.as_deref(), now)
-                    })
-                    .await;
+                    let _ = self
+                        .journal
+                        .with(move |j| {
+                            j.set_rollout(&service, true, "ripcord", incident.as_deref(), now)
+                        })
+                        .await;
                 }
                 Outcome::done(format!("rollout paused until a human resumes it; {detail}"))
             }

@@ -26,7 +26,6 @@ use std::time::Duration;
 use super::config::{Probe, Verify};
 use super::message::{Kind, Message};
 use super::responder::Responder;
-use super::with_journal;
 use crate::decision::{Decision, Tier};
 use crate::journal::{SampleStart, SampleState};
 use crate::pipeline::Submission;
@@ -93,19 +92,21 @@ impl Responder {
         );
         let names =
             crate::text::compact_names(&picked.iter().map(String::as_str).collect::<Vec<_>>(), 300);
-        let started = with_journal(&self.journal, move |j| {
-            j.start_sample_check(&SampleStart {
-                from_key: &from,
-                service: &service,
-                batch: &batch,
-                done_at,
-                instances: &picked,
-                of,
-                due,
-                now,
+        let started = self
+            .journal
+            .with(move |j| {
+                j.start_sample_check(&SampleStart {
+                    from_key: &from,
+                    service: &service,
+                    batch: &batch,
+                    done_at,
+                    instances: &picked,
+                    of,
+                    due,
+                    now,
+                })
             })
-        })
-        .await;
+            .await;
         match started {
             Ok(true) => {
                 tracing::info!(key = %d.key, instances = %names, "sample check started");
@@ -120,7 +121,7 @@ impl Responder {
     pub(super) async fn verify_sample(&self, a: &crate::journal::ActionRow, v: &Verify) {
         let d = &a.decision;
         let key = a.key.clone();
-        let first = match with_journal(&self.journal, move |j| j.verification_stage(&key)).await {
+        let first = match self.journal.with(move |j| j.verification_stage(&key)).await {
             Ok(Some(s)) => s as usize,
             Ok(None) => return,
             Err(e) => {
@@ -135,7 +136,9 @@ impl Responder {
         let instance = d.label("instance").unwrap_or("?").to_owned();
         // What passed before a restart.
         let (s, b, k) = (service.clone(), batch.clone(), a.key.clone());
-        let mut passed = with_journal(&self.journal, move |j| j.sample_checks(&s, &b))
+        let mut passed = self
+            .journal
+            .with(move |j| j.sample_checks(&s, &b))
             .await
             .ok()
             .and_then(|rows| rows.into_iter().find(|r| r.key == k))
@@ -161,11 +164,13 @@ impl Responder {
                     ));
                     let (key, detail, held) =
                         (a.key.clone(), passed.clone(), at.saturating_add(lease));
-                    if let Err(e) = with_journal(&self.journal, move |j| {
-                        j.sample_result(&key, SampleState::Running, &detail, at)?;
-                        j.pass_verification_stage(&key, i as u32, held)
-                    })
-                    .await
+                    if let Err(e) = self
+                        .journal
+                        .with(move |j| {
+                            j.sample_result(&key, SampleState::Running, &detail, at)?;
+                            j.pass_verification_stage(&key, i as u32, held)
+                        })
+                        .await
                     {
                         tracing::error!(error = %e, key = %a.key, "could not record a passed sample stage");
                         return;
@@ -178,11 +183,13 @@ impl Responder {
                     // runs the stage again, and the same alert fires once.
                     self.open_sample_incident(d, &service, &batch, &instance, &why)
                         .await;
-                    let _ = with_journal(&self.journal, move |j| {
-                        j.sample_result(&key, SampleState::Failed, &row, at)?;
-                        j.finish_verification(&key)
-                    })
-                    .await;
+                    let _ = self
+                        .journal
+                        .with(move |j| {
+                            j.sample_result(&key, SampleState::Failed, &row, at)?;
+                            j.finish_verification(&key)
+                        })
+                        .await;
                     self.tell_sample(
                         d.tier,
                         format!(
@@ -198,11 +205,13 @@ impl Responder {
             }
         }
         let (key, detail, at) = (a.key.clone(), passed, self.clock.now());
-        if let Err(e) = with_journal(&self.journal, move |j| {
-            j.sample_result(&key, SampleState::Passed, &detail, at)?;
-            j.finish_verification(&key)
-        })
-        .await
+        if let Err(e) = self
+            .journal
+            .with(move |j| {
+                j.sample_result(&key, SampleState::Passed, &detail, at)?;
+                j.finish_verification(&key)
+            })
+            .await
         {
             tracing::error!(error = %e, key = %a.key, "could not record a passed sample check");
         }
@@ -212,7 +221,9 @@ impl Responder {
     /// on it.
     async fn instance_calm(&self, service: &str, instance: &str) -> Result<String, String> {
         let s = service.to_owned();
-        let open = with_journal(&self.journal, move |j| j.open_of_service(&s, 1_000))
+        let open = self
+            .journal
+            .with(move |j| j.open_of_service(&s, 1_000))
             .await
             .map_err(|e| format!("cannot read the open incidents: {e}"))?;
         let on_it = open.rows.iter().find(|i| {

@@ -16,13 +16,17 @@ use super::config::ActionsConfig;
 use super::deliver::Deliverer;
 use super::links::{LinkSigner, Verb};
 use super::message::{Kind, Message};
-use super::{SharedJournal, with_journal};
 use crate::decision::{Action, Severity, Tier};
-use crate::journal::{EscalationRow, IncidentRow, JournalError};
+use crate::journal::{EscalationRow, IncidentRow, JournalError, Reads, Shared, Silences, Work};
 use crate::time::{Clock, Dur, Ts};
 
 pub struct Scheduler {
-    pub journal: SharedJournal,
+    /// Claims of paging steps and expiries, their outcomes, leases.
+    pub work: Shared<dyn Work>,
+    /// Incidents, approvals and rollouts, for steps and status digests.
+    pub reads: Shared<dyn Reads>,
+    /// The silences that hold a paging step back.
+    pub silence_journal: Shared<dyn Silences>,
     pub deliverer: Deliverer,
     pub cfg: Arc<ActionsConfig>,
     pub clock: Arc<dyn Clock>,
@@ -145,7 +149,9 @@ impl Scheduler {
 
     async fn claim_steps(&self) -> Result<Vec<EscalationRow>, JournalError> {
         let now = self.clock.now();
-        with_journal(&self.journal, move |j| j.claim_escalations(now, CLAIM)).await
+        self.work
+            .with(move |j| j.claim_escalations(now, CLAIM))
+            .await
     }
 
     async fn escalations(&self) -> Result<(), JournalError> {
@@ -169,11 +175,17 @@ impl Scheduler {
             .map(|s| e.started_at.saturating_add(s.after));
         let mut moved_on = false;
         let now = self.clock.now();
-        let (incident, silences) = with_journal(&self.journal, {
-            let id = id.clone();
-            move |j| Ok((j.incident(&id)?, j.silences(now, false)?))
-        })
-        .await?;
+        let incident = self
+            .reads
+            .with({
+                let id = id.clone();
+                move |j| j.incident(&id)
+            })
+            .await?;
+        let silences = self
+            .silence_journal
+            .with(move |j| j.silences(now, false))
+            .await?;
         self.silences.set(silences);
         let hold = incident.as_ref().and_then(|inc| {
             let labels = crate::silence::labels_of_incident(inc);
@@ -203,7 +215,7 @@ impl Scheduler {
                 );
             }
             let mut message = self.page_message(&e, incident.as_ref(), step, steps.len());
-            let actions = super::actions_after_pause(&self.journal, &id).await?;
+            let actions = super::actions_after_pause(&self.reads, &id).await?;
             if let Some(line) = super::message::rollout_line(&actions) {
                 message.body.insert_str(0, &format!("{line}\n"));
             }
@@ -250,25 +262,25 @@ impl Scheduler {
     /// Puts what became of a paging step on the incident's timeline.
     async fn note_page(&self, id: &str, text: String) -> Result<(), JournalError> {
         let (i, at) = (id.to_owned(), self.clock.now());
-        with_journal(&self.journal, move |j| {
-            j.add_timeline(
-                &crate::decision::IncidentId::from_string(i.as_str()),
-                at,
-                "page",
-                &text,
-            )
-        })
-        .await
+        self.work
+            .with(move |j| {
+                j.add_timeline(
+                    &crate::decision::IncidentId::from_string(i.as_str()),
+                    at,
+                    "page",
+                    &text,
+                )
+            })
+            .await
     }
 
     /// Records `step` done; the next one is due at `next` (never in the past).
     async fn step_done(&self, id: &str, step: u32, next: Option<Ts>) -> Result<(), JournalError> {
         let next = next.map(|t| t.max(self.clock.now()));
         let id = id.to_owned();
-        with_journal(&self.journal, move |j| {
-            j.escalation_step_done(&id, step, next)
-        })
-        .await
+        self.work
+            .with(move |j| j.escalation_step_done(&id, step, next))
+            .await
     }
 
     fn page_message(
@@ -327,10 +339,10 @@ impl Scheduler {
     async fn expiries(&self) -> Result<(), JournalError> {
         let now = self.clock.now();
         let rollback_tiers = self.cfg.rollback_on_timeout();
-        let expired = with_journal(&self.journal, move |j| {
-            j.expire_approvals(now, &rollback_tiers)
-        })
-        .await?;
+        let expired = self
+            .work
+            .with(move |j| j.expire_approvals(now, &rollback_tiers))
+            .await?;
         for x in expired {
             let (title, body) = match x.rollback_keys.first() {
                 Some(_) => {
@@ -380,13 +392,14 @@ impl Scheduler {
             return Ok(());
         }
         let id = incident.to_owned();
-        with_journal(&self.journal, move |j| {
-            if !j.hurry_escalation(&id, now)? {
-                j.start_escalation(&id, tier, now, now)?;
-            }
-            Ok(())
-        })
-        .await
+        self.work
+            .with(move |j| {
+                if !j.hurry_escalation(&id, now)? {
+                    j.start_escalation(&id, tier, now, now)?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Every `status.every` while anything is open: what happened, what
@@ -396,24 +409,26 @@ impl Scheduler {
             return Ok(());
         };
         let now = self.clock.now();
-        let (open, approvals, rollouts, upgrades) = with_journal(&self.journal, |j| {
-            Ok((
-                j.incidents(Some("open"))?,
-                j.approvals(Some("awaiting"))?,
-                j.rollouts()?,
-                j.upgrades(true)?,
-            ))
-        })
-        .await?;
+        let (open, approvals, rollouts, upgrades) = self
+            .reads
+            .with(|j| {
+                Ok((
+                    j.incidents(Some("open"))?,
+                    j.approvals(Some("awaiting"))?,
+                    j.rollouts()?,
+                    j.upgrades(true)?,
+                ))
+            })
+            .await?;
         let paused: Vec<_> = rollouts.into_iter().filter(|r| r.paused).collect();
         if open.is_empty() && upgrades.is_empty() && paused.is_empty() {
             return Ok(());
         }
         let (owner, until) = (self.owner.clone(), now.saturating_add(status.every));
-        if !with_journal(&self.journal, move |j| {
-            j.take_lease("status-digest", &owner, until, now)
-        })
-        .await?
+        if !self
+            .work
+            .with(move |j| j.take_lease("status-digest", &owner, until, now))
+            .await?
         {
             return Ok(());
         }

@@ -21,7 +21,6 @@ use serde_json::{Map, Value, json};
 
 use super::{AlertmanagerApi, RECEIVER, bad_query, err, filters, flag, params};
 use crate::journal::IncidentRow;
-use crate::journal::with_journal;
 use crate::rule::Matcher;
 use crate::silence::{Compiled, SilenceState, labels_of_incident};
 use crate::time::{Dur, Ts};
@@ -83,40 +82,42 @@ async fn gettable(api: &AlertmanagerApi, want: Wanted) -> Result<Vec<Value>, Res
     let now = api.silences.clock.now();
     // The silences in force here, compiled once when they came in.
     let in_force = api.silences.guard.in_force();
-    let found = with_journal(&api.silences.journal, move |j| {
-        let silences: Vec<&Compiled> = in_force
-            .iter()
-            .map(|c| &**c)
-            .filter(|c| c.silence.state(now) == SilenceState::Active)
-            .collect();
-        let mut out = Vec::new();
-        for i in j.incidents(Some("open"))? {
-            let labels = labels_of_incident(&i);
-            if !want.matchers.iter().all(|m| m.matches(&labels)) {
-                continue;
-            }
-            let silenced_by: Vec<String> = silences
+    let found = api
+        .incidents
+        .with(move |j| {
+            let silences: Vec<&Compiled> = in_force
                 .iter()
-                .filter(|s| s.matches(&labels))
-                .map(|s| s.silence.id.clone())
+                .map(|c| &**c)
+                .filter(|c| c.silence.state(now) == SilenceState::Active)
                 .collect();
-            let keep = if silenced_by.is_empty() {
-                want.active
-            } else {
-                want.silenced
-            };
-            if !keep {
-                continue;
+            let mut out = Vec::new();
+            for i in j.incidents(Some("open"))? {
+                let labels = labels_of_incident(&i);
+                if !want.matchers.iter().all(|m| m.matches(&labels)) {
+                    continue;
+                }
+                let silenced_by: Vec<String> = silences
+                    .iter()
+                    .filter(|s| s.matches(&labels))
+                    .map(|s| s.silence.id.clone())
+                    .collect();
+                let keep = if silenced_by.is_empty() {
+                    want.active
+                } else {
+                    want.silenced
+                };
+                if !keep {
+                    continue;
+                }
+                let annotations = j
+                    .evidence(&i.id)?
+                    .map(|e| e.annotations)
+                    .unwrap_or_default();
+                out.push(alert_of(&i, &annotations, silenced_by, now));
             }
-            let annotations = j
-                .evidence(&i.id)?
-                .map(|e| e.annotations)
-                .unwrap_or_default();
-            out.push(alert_of(&i, &annotations, silenced_by, now));
-        }
-        Ok(out)
-    })
-    .await;
+            Ok(out)
+        })
+        .await;
     let mut alerts = found.map_err(|e| err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     alerts.sort_by(|a, b| a["fingerprint"].as_str().cmp(&b["fingerprint"].as_str()));
     Ok(alerts)

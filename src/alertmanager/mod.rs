@@ -40,6 +40,8 @@ use crate::time::Ts;
 pub struct AlertmanagerApi {
     pub intake: Arc<Intake>,
     pub silences: Arc<SilenceApi>,
+    /// The open incidents `/api/v2/alerts` lists.
+    pub incidents: crate::journal::Shared<dyn crate::journal::Reads>,
     /// When this process started (the status' `uptime`).
     pub started: Ts,
 }

@@ -24,7 +24,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{AlertmanagerApi, bad_query, err, filters};
-use crate::journal::with_journal;
 use crate::rule::Matcher;
 use crate::silence::http::{gettable, status_of};
 use crate::silence::{MatcherSpec, PostableSilence, Silence, SilenceError, SilenceState};
@@ -65,7 +64,7 @@ pub(super) async fn list(
     };
     let s = &api.silences;
     let now = s.clock.now();
-    match with_journal(&s.journal, move |j| j.silences(now, true)).await {
+    match s.journal.with(move |j| j.silences(now, true)).await {
         Ok(all) => {
             let mut kept: Vec<Silence> = all
                 .into_iter()
@@ -100,34 +99,36 @@ pub(super) async fn post(State(api): State<Arc<AlertmanagerApi>>, body: Bytes) -
     let replaces = post.id.take().filter(|i| !i.is_empty());
     let s = &api.silences;
     let (guard, now) = (s.guard.clone(), s.clock.now());
-    let done = with_journal(&s.journal, move |j| {
-        let old = match &replaces {
-            Some(id) => match j.silence(id)? {
-                Some(old) => Some(old),
-                None => return Ok(Err(Refused::UnknownId(id.clone()))),
-            },
-            None => None,
-        };
-        // Checked before anything changes: a bad update leaves the old
-        // silence as it was.
-        let checked = match post.check(guard.limits(), now) {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(Refused::Silence(e.into()))),
-        };
-        if let Some(old) = &old {
-            if old.state(now) != SilenceState::Expired {
-                j.expire_silence(&old.id, &checked.silence.created_by, now)?;
-                guard.forget(&old.id);
+    let done = s
+        .journal
+        .with(move |j| {
+            let old = match &replaces {
+                Some(id) => match j.silence(id)? {
+                    Some(old) => Some(old),
+                    None => return Ok(Err(Refused::UnknownId(id.clone()))),
+                },
+                None => None,
+            };
+            // Checked before anything changes: a bad update leaves the old
+            // silence as it was.
+            let checked = match post.check(guard.limits(), now) {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(Refused::Silence(e.into()))),
+            };
+            if let Some(old) = &old {
+                if old.state(now) != SilenceState::Expired {
+                    j.expire_silence(&old.id, &checked.silence.created_by, now)?;
+                    guard.forget(&old.id);
+                }
             }
-        }
-        let new = match crate::silence::record(j, checked, &guard, now) {
-            Ok(new) => new,
-            Err(SilenceError::Journal(e)) => return Err(e),
-            Err(e) => return Ok(Err(Refused::Silence(e))),
-        };
-        Ok(Ok((new, old.map(|o| o.id))))
-    })
-    .await;
+            let new = match crate::silence::record(j, checked, &guard, now) {
+                Ok(new) => new,
+                Err(SilenceError::Journal(e)) => return Err(e),
+                Err(e) => return Ok(Err(Refused::Silence(e))),
+            };
+            Ok(Ok((new, old.map(|o| o.id))))
+        })
+        .await;
     match done {
         Ok(Ok((new, replaced))) => {
             tracing::info!(silence = %new.id, by = %new.created_by, scope = new.scope.as_str(), replaced = ?replaced, "silence created");
@@ -148,7 +149,7 @@ pub(super) async fn show(
     let s = &api.silences;
     let now = s.clock.now();
     let lookup = id.clone();
-    match with_journal(&s.journal, move |j| j.silence(&lookup)).await {
+    match s.journal.with(move |j| j.silence(&lookup)).await {
         Ok(Some(s)) => axum::Json(gettable(&s, now)).into_response(),
         Ok(None) => err(StatusCode::NOT_FOUND, format!("silence {id} not found")),
         Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -164,15 +165,17 @@ pub(super) async fn expire(
     let s = &api.silences;
     let now = s.clock.now();
     let target = id.clone();
-    match with_journal(&s.journal, move |j| {
-        Ok(crate::silence::expire(
-            j,
-            &target,
-            "api (Alertmanager v2)",
-            now,
-        ))
-    })
-    .await
+    match s
+        .journal
+        .with(move |j| {
+            Ok(crate::silence::expire(
+                j,
+                &target,
+                "api (Alertmanager v2)",
+                now,
+            ))
+        })
+        .await
     {
         Ok(Ok(s)) => {
             tracing::info!(silence = %s.id, "silence expired");

@@ -14,7 +14,7 @@ use crate::action::deliver::Deliverer;
 use crate::action::links::LinkSigner;
 use crate::action::responder::Responder;
 use crate::action::scheduler::Scheduler;
-use crate::action::{Dispatcher, Handler};
+use crate::action::{Dispatcher, Handler, LaneJournal};
 use crate::journal::SharedJournal;
 use crate::output::Output;
 use crate::settings::Config;
@@ -31,10 +31,10 @@ const MESSAGE_SLOTS: usize = 64;
 /// What the action layer shares with the rest of the process.
 pub struct Actions {
     /// The dispatcher's, the responder's and the scheduler's connection.
-    pub shared: SharedJournal,
+    shared: SharedJournal,
     /// The executor lane's own connection: a rollback's claim, admission
     /// and outcome never queue behind a flood of message bookkeeping.
-    pub executor_journal: SharedJournal,
+    executor_journal: SharedJournal,
     pub deliverer: Deliverer,
     pub links: Option<LinkSigner>,
     pub silences: Arc<Guard>,
@@ -89,7 +89,7 @@ impl Actions {
             cfg.actions.channels.iter().cloned(),
             http_client,
             p.clock.clone(),
-            shared.clone(),
+            (&shared).into(),
             p.metrics.clone(),
             stopped.clone(),
         );
@@ -115,7 +115,7 @@ impl Actions {
             Some(h) => h,
             None => {
                 let responder = Responder {
-                    journal: shared.clone(),
+                    journal: (&shared).into(),
                     deliverer: deliverer.clone(),
                     cfg: cfg.actions.clone(),
                     clock: p.clock.clone(),
@@ -126,7 +126,7 @@ impl Actions {
                     findings: Some(p.findings),
                 };
                 let executors = Arc::new(Responder {
-                    journal: executor_journal.clone(),
+                    journal: (&executor_journal).into(),
                     ..responder.clone()
                 });
                 let messages = Arc::new(responder);
@@ -140,7 +140,9 @@ impl Actions {
             }
         };
         let scheduler = Scheduler {
-            journal: shared.clone(),
+            work: (&shared).into(),
+            reads: (&shared).into(),
+            silence_journal: (&shared).into(),
             deliverer: deliverer.clone(),
             cfg: cfg.actions.clone(),
             clock: p.clock.clone(),
@@ -168,8 +170,8 @@ impl Actions {
         let lane = LaneThread::start("ripcord-executors")?;
         let (stop, stopped) = watch::channel(false);
         let dispatcher = Dispatcher {
-            journal: self.shared.clone(),
-            executor_journal: self.executor_journal.clone(),
+            journal: lane_journal(&self.shared),
+            executor_journal: lane_journal(&self.executor_journal),
             handler: self.handler.clone(),
             notify: p.notify,
             owner: p.owner.to_owned(),
@@ -206,6 +208,14 @@ impl Dispatching {
     pub async fn stop(self, left: Duration) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(left, self.task).await;
+    }
+}
+
+/// The dispatcher's roles of one connection.
+fn lane_journal(j: &SharedJournal) -> LaneJournal {
+    LaneJournal {
+        work: j.into(),
+        silences: j.into(),
     }
 }
 

@@ -109,14 +109,16 @@ pub fn serve(p: Parts<'_>, listener: TcpListener) -> Result<Serving, AppError> {
     // heartbeat and the rollbacks never wait for the lock they hold.
     let people = p.journals.shared()?;
     let api = Arc::new(Api {
-        journal: people.clone(),
+        journal: (&people).into(),
         cfg: cfg.actions.clone(),
         clock: p.clock.clone(),
         links: p.actions.links.clone(),
         wake: p.notify,
     });
+    let gates_journal = Arc::new(Mutex::new(p.journals.part()?));
     let gates = Arc::new(crate::gate::http::Gates {
-        journal: Arc::new(Mutex::new(p.journals.part()?)),
+        reads: (&gates_journal).into(),
+        verdicts: (&gates_journal).into(),
         cfg: cfg.gates.clone(),
         tiers: cfg.engine.tiers.clone(),
         clock: p.clock.clone(),
@@ -124,13 +126,14 @@ pub fn serve(p: Parts<'_>, listener: TcpListener) -> Result<Serving, AppError> {
         asked: Default::default(),
     });
     let silence_api = Arc::new(crate::silence::http::SilenceApi {
-        journal: people,
+        journal: (&people).into(),
         clock: p.clock.clone(),
         guard: p.actions.silences.clone(),
     });
     let alertmanager_api = Arc::new(crate::alertmanager::AlertmanagerApi {
         intake: p.intake.clone(),
         silences: silence_api.clone(),
+        incidents: (&people).into(),
         started: p.started,
     });
     let app = router(
@@ -145,6 +148,7 @@ pub fn serve(p: Parts<'_>, listener: TcpListener) -> Result<Serving, AppError> {
                 api,
                 gates,
                 silences: p.actions.silences.clone(),
+                silence_journal: (&people).into(),
                 budgets: cfg.budgets,
                 auth: crate::console::auth::Auth::new(
                     cfg.http.token.clone(),

@@ -173,7 +173,13 @@ pub async fn run(
     if let Some(p) = &cfg.prometheus {
         let (charts, task) = crate::report::prometheus::start(
             p.clone(),
-            journals.shared()?,
+            {
+                let j = journals.shared()?;
+                crate::report::prometheus::Keep {
+                    evidence: (&j).into(),
+                    charts: (&j).into(),
+                }
+            },
             clock.clone(),
             metrics.clone(),
             side_stopped,
@@ -246,7 +252,7 @@ pub async fn run(
     // Gauges read from the journal (queue depth per lane, the oldest
     // waiting approval), on a connection of their own.
     side_tasks.push(tokio::spawn(crate::telemetry::watch_journal(
-        journals.shared()?,
+        (&journals.shared()?).into(),
         metrics.clone(),
         clock.clone(),
         Duration::from_secs(5),

@@ -74,7 +74,13 @@ pub fn resume(service: &str, by: &str, at: &JournalArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let journal: ripcord::journal::SharedJournal = Arc::new(std::sync::Mutex::new(j));
     let now = ripcord::time::Clock::now(&ripcord::time::SystemClock);
-    match rt.block_on(ops::resume(&journal, &cfg.actions, service, by, now)) {
+    match rt.block_on(ops::resume(
+        &(&journal).into(),
+        &cfg.actions,
+        service,
+        by,
+        now,
+    )) {
         Ok(done) => {
             println!("{}", done.detail);
             Ok(ExitCode::SUCCESS)

@@ -15,7 +15,7 @@ use axum::routing::get;
 use crate::action::links::Verb;
 use crate::action::ops;
 use crate::api::{Api, Who, perform, status_of};
-use crate::journal::{Via, with_journal};
+use crate::journal::Via;
 use crate::time::Ts;
 
 /// The signed-link pages.
@@ -135,12 +135,12 @@ async fn confirm_page(
     let now = api.clock.now();
     let lookup = id.clone();
     let budgets = crate::report::Budgets::default();
-    let review = with_journal(&api.journal, move |j| {
-        Ok(crate::report::Review::build(j, &lookup, &budgets, now).ok())
-    })
-    .await
-    .ok()
-    .flatten();
+    let review = api
+        .journal
+        .with(move |j| Ok(crate::report::Review::build(j, &lookup, &budgets, now).ok()))
+        .await
+        .ok()
+        .flatten();
     let body = super::pages::confirm(review.as_ref(), &id, verb, Ts(expires), now);
     page(StatusCode::OK, &format!("{verb} {id}"), &body)
 }

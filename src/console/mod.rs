@@ -34,8 +34,7 @@ use serde::Deserialize;
 use crate::action::links::Verb;
 use crate::action::ops;
 use crate::api::{Api, Who, perform, status_of};
-use crate::journal::with_journal;
-use crate::journal::{IncidentRow, Via};
+use crate::journal::{IncidentRow, Shared, Via};
 use crate::report::{Budgets, Review};
 use crate::silence::{self, MatcherSpec, PostableSilence, UntilBatch};
 use crate::time::Dur;
@@ -59,6 +58,8 @@ pub struct Console {
     pub gates: Arc<crate::gate::http::Gates>,
     /// The silences in force (their limits and bytes budget).
     pub silences: Arc<silence::Guard>,
+    /// Where silences made and expired here are kept.
+    pub silence_journal: Shared<dyn crate::journal::Silences>,
     pub budgets: Budgets,
     pub auth: Auth,
     /// The `Host` names pages and links answer to (see [`host`]).
@@ -291,21 +292,23 @@ async fn read_list(
     c: &Console,
     filter: crate::journal::IncidentFilter,
 ) -> Result<Arc<ListData>, crate::journal::JournalError> {
-    with_journal(&c.api.journal, move |j| {
-        let open = j.open_page(&filter, pages::MAX_CARDS)?;
-        let resolved = j.resolved_recently(RECENT_RESOLVED)?;
-        let mut progress = std::collections::HashMap::new();
-        for i in open.rows.iter().chain(&resolved) {
-            let p = pages::Progress::of(&j.actions_of(&i.id)?, j.escalation(&i.id)?.as_ref());
-            progress.insert(i.id.clone(), p);
-        }
-        Ok(Arc::new(ListData {
-            open,
-            resolved,
-            progress,
-        }))
-    })
-    .await
+    c.api
+        .journal
+        .with(move |j| {
+            let open = j.open_page(&filter, pages::MAX_CARDS)?;
+            let resolved = j.resolved_recently(RECENT_RESOLVED)?;
+            let mut progress = std::collections::HashMap::new();
+            for i in open.rows.iter().chain(&resolved) {
+                let p = pages::Progress::of(&j.actions_of(&i.id)?, j.escalation(&i.id)?.as_ref());
+                progress.insert(i.id.clone(), p);
+            }
+            Ok(Arc::new(ListData {
+                open,
+                resolved,
+                progress,
+            }))
+        })
+        .await
 }
 
 async fn index(
@@ -360,27 +363,30 @@ async fn incident(
     let now = c.api.clock.now();
     let budgets = c.budgets;
     let lookup = id.clone();
-    let found = with_journal(&c.api.journal, move |j| {
-        let review = match Review::build(j, &lookup, &budgets, now) {
-            Ok(r) => r,
-            Err(crate::report::ReportError::NoIncident(_)) => return Ok(None),
-            Err(crate::report::ReportError::Journal(e)) => return Err(e),
-        };
-        let paging = j.escalation(&lookup)?;
-        let actions: Vec<(String, String, String)> = j
-            .actions_of(&lookup)?
-            .into_iter()
-            .map(|a| {
-                (
-                    a.action.to_string(),
-                    a.state.as_str().to_owned(),
-                    a.detail.unwrap_or_default(),
-                )
-            })
-            .collect();
-        Ok(Some((review, paging, actions)))
-    })
-    .await;
+    let found = c
+        .api
+        .journal
+        .with(move |j| {
+            let review = match Review::build(j, &lookup, &budgets, now) {
+                Ok(r) => r,
+                Err(crate::report::ReportError::NoIncident(_)) => return Ok(None),
+                Err(crate::report::ReportError::Journal(e)) => return Err(e),
+            };
+            let paging = j.escalation(&lookup)?;
+            let actions: Vec<(String, String, String)> = j
+                .actions_of(&lookup)?
+                .into_iter()
+                .map(|a| {
+                    (
+                        a.action.to_string(),
+                        a.state.as_str().to_owned(),
+                        a.detail.unwrap_or_default(),
+                    )
+                })
+                .collect();
+            Ok(Some((review, paging, actions)))
+        })
+        .await;
     match found {
         Ok(Some((review, paging, actions))) => {
             let title = format!(
@@ -485,23 +491,26 @@ async fn rollouts(State(c): State<Arc<Console>>, seen: Seen) -> Response {
     if seen.viewer.may < May::Read {
         return c.page(&seen, "Rollouts", "/rollouts", false, |_| String::new());
     }
-    let rows = with_journal(&c.api.journal, |j| {
-        let upgrades = j.upgrades(false)?;
-        // Each upgrade's batches (its recent progress) and promotions.
-        let mut history = Vec::with_capacity(upgrades.len());
-        for u in &upgrades {
-            let since = u.updated_at.saturating_sub(ROLLOUT_HISTORY);
-            let mut log = j.progress_log(&u.service, since, u.updated_at)?;
-            let keep = log.len().saturating_sub(ROLLOUT_STEPS_KEPT);
-            log.drain(..keep);
-            let mut promoted = j.promotions(&u.service)?;
-            let keep = promoted.len().saturating_sub(ROLLOUT_STEPS_KEPT);
-            promoted.drain(..keep);
-            history.push((log, promoted));
-        }
-        Ok((upgrades, history, j.rollouts()?))
-    })
-    .await;
+    let rows = c
+        .api
+        .journal
+        .with(|j| {
+            let upgrades = j.upgrades(false)?;
+            // Each upgrade's batches (its recent progress) and promotions.
+            let mut history = Vec::with_capacity(upgrades.len());
+            for u in &upgrades {
+                let since = u.updated_at.saturating_sub(ROLLOUT_HISTORY);
+                let mut log = j.progress_log(&u.service, since, u.updated_at)?;
+                let keep = log.len().saturating_sub(ROLLOUT_STEPS_KEPT);
+                log.drain(..keep);
+                let mut promoted = j.promotions(&u.service)?;
+                let keep = promoted.len().saturating_sub(ROLLOUT_STEPS_KEPT);
+                promoted.drain(..keep);
+                history.push((log, promoted));
+            }
+            Ok((upgrades, history, j.rollouts()?))
+        })
+        .await;
     let (upgrades, history, paused) = match rows {
         Ok(r) => r,
         Err(e) => {
@@ -655,7 +664,7 @@ async fn silences_page(
         return c.page(seen, "Silences", "/silences", false, |_| String::new());
     }
     let now = c.api.clock.now();
-    let all = match with_journal(&c.api.journal, move |j| j.silences(now, true)).await {
+    let all = match c.silence_journal.with(move |j| j.silences(now, true)).await {
         Ok(a) => a,
         Err(e) => {
             return c.say(
@@ -771,7 +780,7 @@ async fn silence_post(
                 return silences_page(&c, &seen, &form, None, &e.0, StatusCode::BAD_REQUEST).await;
             }
         };
-        let open = with_journal(&c.api.journal, |j| j.incidents(Some("open"))).await;
+        let open = c.api.journal.with(|j| j.incidents(Some("open"))).await;
         let hits: Vec<IncidentRow> = match open {
             Ok(o) => o
                 .into_iter()
@@ -790,10 +799,10 @@ async fn silence_post(
         return silences_page(&c, &seen, &form, Some(&hits), &[], StatusCode::OK).await;
     }
     let guard = c.silences.clone();
-    match with_journal(&c.api.journal, move |j| {
-        Ok(silence::create(j, post, &guard, now))
-    })
-    .await
+    match c
+        .silence_journal
+        .with(move |j| Ok(silence::create(j, post, &guard, now)))
+        .await
     {
         Ok(Ok(s)) => {
             tracing::info!(silence = %s.id, by = %s.created_by, "silence created in the console");
@@ -830,10 +839,10 @@ async fn silence_expire(
         Err(r) => return *r,
     };
     let now = c.api.clock.now();
-    match with_journal(&c.api.journal, move |j| {
-        Ok(silence::expire(j, &id, &by, now))
-    })
-    .await
+    match c
+        .silence_journal
+        .with(move |j| Ok(silence::expire(j, &id, &by, now)))
+        .await
     {
         Ok(Ok(_)) => see_other("/silences"),
         Ok(Err(e)) => c.say(

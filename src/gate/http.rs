@@ -31,13 +31,16 @@ use serde_json::json;
 
 use super::{Answer, Decision, Facts, GateConfig, Promotion, Question, evaluate};
 use crate::journal::{JournalError, Reads};
-use crate::journal::{SharedJournal, with_journal};
+use crate::journal::{Shared, Verdicts};
 use crate::rule::TierResolver;
 use crate::time::{Clock, Dur};
 
 pub struct Gates {
-    /// Its own connection: answers never queue behind the dispatcher.
-    pub journal: SharedJournal,
+    /// Its own connection (both roles): answers never queue behind the
+    /// dispatcher.
+    pub reads: Shared<dyn Reads>,
+    /// Promotions made in the console.
+    pub verdicts: Shared<dyn Verdicts>,
     pub cfg: Arc<GateConfig>,
     pub tiers: TierResolver,
     pub clock: Arc<dyn Clock>,
@@ -189,12 +192,13 @@ pub async fn answer(g: &Gates, q: Question) -> Result<Answer, JournalError> {
         .iter()
         .map(|w| format!("{} ({})", w.name, w.describe()))
         .collect();
-    with_journal(&g.journal, move |j| {
-        let mut f = facts(j, &q, &cfg, &tiers, now)?;
-        f.freezes = freezes;
-        Ok(evaluate(&q, &f, &cfg, default_tier, now))
-    })
-    .await
+    g.reads
+        .with(move |j| {
+            let mut f = facts(j, &q, &cfg, &tiers, now)?;
+            f.freezes = freezes;
+            Ok(evaluate(&q, &f, &cfg, default_tier, now))
+        })
+        .await
 }
 
 async fn respond(g: &Gates, q: Question, status: impl Fn(Decision) -> StatusCode) -> Response {
@@ -360,18 +364,20 @@ pub async fn promote_batch(g: &Gates, service: String, b: PromoteBody) -> Result
     // service that reports no progress has none).
     let now = g.clock.now();
     let svc = service.clone();
-    let batch = with_journal(&g.journal, move |j| {
-        Ok(match batch {
-            Some(b) => Some(b),
-            None => j
-                .upgrades(false)?
-                .into_iter()
-                .find(|u| u.service == svc)
-                .and_then(|u| u.batch),
+    let batch = g
+        .reads
+        .with(move |j| {
+            Ok(match batch {
+                Some(b) => Some(b),
+                None => j
+                    .upgrades(false)?
+                    .into_iter()
+                    .find(|u| u.service == svc)
+                    .and_then(|u| u.batch),
+            })
         })
-    })
-    .await
-    .map_err(Refused::Journal)?;
+        .await
+        .map_err(Refused::Journal)?;
     let p = Promotion {
         service: service.clone(),
         batch: batch.clone(),
@@ -381,7 +387,8 @@ pub async fn promote_batch(g: &Gates, service: String, b: PromoteBody) -> Result
         at: now,
     };
     tracing::info!(%service, batch = ?p.batch, revision = ?p.revision, by = %p.by, "batch promoted by a human");
-    with_journal(&g.journal, move |j| j.promote(&p))
+    g.verdicts
+        .with(move |j| j.promote(&p))
         .await
         .map_err(Refused::Journal)?;
     answer(

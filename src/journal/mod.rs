@@ -69,19 +69,71 @@ impl Default for JournalConfig {
 
 /// A journal shared by blocking calls from async code: the lock is only
 /// ever taken inside `spawn_blocking`, never held across an `.await`.
+/// Only the wiring holds it whole; a component holds the [`Shared`] roles
+/// it needs.
 pub type SharedJournal = Arc<Mutex<Box<dyn Journal>>>;
 
-pub async fn with_journal<T: Send + 'static>(
-    journal: &SharedJournal,
-    f: impl FnOnce(&mut dyn Journal) -> Result<T, JournalError> + Send + 'static,
-) -> Result<T, JournalError> {
-    let j = journal.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut guard = j.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut **guard)
-    })
-    .await
-    .unwrap_or_else(|e| Err(JournalError::Corrupt(format!("journal task failed: {e}"))))
+/// One role of a shared journal: a component holding `Shared<dyn Reads>`
+/// can read and do nothing else, whatever connection sits behind it. Every
+/// role of one connection takes the same lock, one call at a time.
+pub struct Shared<R: ?Sized> {
+    journal: SharedJournal,
+    role: std::marker::PhantomData<fn(&mut R)>,
+}
+
+/// A role a [`Shared`] handle can stand for: the journal seen as that
+/// role alone.
+pub trait Role {
+    fn of<'a>(journal: &'a mut (dyn Journal + 'static)) -> &'a mut Self;
+}
+
+macro_rules! roles {
+    ($($role:ident),*) => {$(
+        impl Role for dyn $role {
+            fn of<'a>(journal: &'a mut (dyn Journal + 'static)) -> &'a mut Self {
+                journal
+            }
+        }
+    )*};
+}
+roles!(Work, Verdicts, Reads, Silences, Charts, Acts, Journal);
+
+impl<R: ?Sized + Role> Shared<R> {
+    pub fn new(journal: &SharedJournal) -> Self {
+        Shared {
+            journal: journal.clone(),
+            role: std::marker::PhantomData,
+        }
+    }
+
+    /// Runs `f` on a blocking thread with this role of the journal.
+    pub async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut R) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, JournalError> {
+        let journal = self.journal.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = journal.lock().unwrap_or_else(|e| e.into_inner());
+            f(R::of(&mut **guard))
+        })
+        .await
+        .unwrap_or_else(|e| Err(JournalError::Corrupt(format!("journal task failed: {e}"))))
+    }
+}
+
+impl<R: ?Sized> Clone for Shared<R> {
+    fn clone(&self) -> Self {
+        Shared {
+            journal: self.journal.clone(),
+            role: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R: ?Sized + Role> From<&SharedJournal> for Shared<R> {
+    fn from(journal: &SharedJournal) -> Self {
+        Shared::new(journal)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -903,10 +955,18 @@ pub trait Charts {
     ) -> Result<(), JournalError>;
 }
 
-/// Every role: what the live responder holds.
-pub trait Journal: Ingest + Work + Verdicts + Reads + Silences + Charts + Send {}
+/// Acting on incidents: what the responder and people's verbs (approve,
+/// acknowledge, resume) need, each in one call on one connection (a
+/// verdict reads the incident, records itself and derives the actions it
+/// releases).
+pub trait Acts: Work + Verdicts + Reads {}
 
-impl<T: Ingest + Work + Verdicts + Reads + Silences + Charts + Send> Journal for T {}
+impl<T: Work + Verdicts + Reads> Acts for T {}
+
+/// Every role: only the wiring (`app`) and the command line hold it whole.
+pub trait Journal: Ingest + Acts + Silences + Charts + Send {}
+
+impl<T: Ingest + Acts + Silences + Charts + Send> Journal for T {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -27,7 +27,7 @@ use super::promql::{self, Series};
 use crate::config::yaml::MapReader;
 use crate::config::{Errors, Secret};
 use crate::decision::{Action, ChartSource, Decision, EvidenceSeries};
-use crate::journal::{SharedJournal, with_journal};
+use crate::journal::{Reads, Shared};
 use crate::telemetry::Metrics;
 use crate::time::{Clock, Dur, Ts};
 
@@ -173,7 +173,7 @@ impl Charts {
 /// The fetcher: its task and the pipeline's handle.
 pub fn start(
     cfg: PrometheusConfig,
-    journal: SharedJournal,
+    journal: Keep,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
@@ -203,10 +203,17 @@ pub fn start(
     ))
 }
 
+/// The fetcher's two roles of its connection: the incident's evidence
+/// (where a chart without its query reads it), and the chart kept.
+pub struct Keep {
+    pub evidence: Shared<dyn Reads>,
+    pub charts: Shared<dyn crate::journal::Charts>,
+}
+
 struct Fetcher {
     cfg: PrometheusConfig,
     client: reqwest::Client,
-    journal: SharedJournal,
+    journal: Keep,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
@@ -231,7 +238,7 @@ impl Fetcher {
             Some(s) => s,
             None => {
                 let id = incident.clone();
-                match with_journal(&self.journal, move |j| j.evidence(&id)).await {
+                match self.journal.evidence.with(move |j| j.evidence(&id)).await {
                     Ok(Some(e)) => match e.chart {
                         Some(c) => c,
                         None => return,
@@ -256,7 +263,12 @@ impl Fetcher {
             tracing::info!(%incident, why, "alert chart not drawn");
         }
         let id = incident.clone();
-        if let Err(e) = with_journal(&self.journal, move |j| j.put_chart(&id, &chart)).await {
+        if let Err(e) = self
+            .journal
+            .charts
+            .with(move |j| j.put_chart(&id, &chart))
+            .await
+        {
             tracing::warn!(%incident, error = %e, "alert chart not kept");
         }
     }

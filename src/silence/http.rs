@@ -18,11 +18,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{PostableSilence, Silence, SilenceError, SilenceState};
-use crate::journal::{SharedJournal, with_journal};
+use crate::journal::{Shared, Silences};
 use crate::time::{Clock, Ts};
 
 pub struct SilenceApi {
-    pub journal: SharedJournal,
+    pub journal: Shared<dyn Silences>,
     pub clock: Arc<dyn Clock>,
     /// The silences in force: their limits, and the bytes budget a new
     /// one joins.
@@ -85,10 +85,10 @@ async fn create(State(api): State<Arc<SilenceApi>>, body: Bytes) -> Response {
         }
     };
     let (guard, now) = (api.guard.clone(), api.clock.now());
-    match with_journal(&api.journal, move |j| {
-        Ok(super::create(j, post, &guard, now))
-    })
-    .await
+    match api
+        .journal
+        .with(move |j| Ok(super::create(j, post, &guard, now)))
+        .await
     {
         Ok(Ok(s)) => {
             tracing::info!(silence = %s.id, by = %s.created_by, scope = s.scope.as_str(), "silence created");
@@ -118,7 +118,7 @@ async fn list(State(api): State<Arc<SilenceApi>>, Query(q): Query<ListQuery>) ->
         }
     };
     let now = api.clock.now();
-    match with_journal(&api.journal, move |j| j.silences(now, true)).await {
+    match api.journal.with(move |j| j.silences(now, true)).await {
         Ok(all) => {
             let out: Vec<Value> = all
                 .iter()
@@ -133,14 +133,16 @@ async fn list(State(api): State<Arc<SilenceApi>>, Query(q): Query<ListQuery>) ->
 
 async fn show(State(api): State<Arc<SilenceApi>>, Path(id): Path<String>) -> Response {
     let now = api.clock.now();
-    let found = with_journal(&api.journal, move |j| {
-        let Some(s) = j.silence(&id)? else {
-            return Ok(None);
-        };
-        let held = j.holds_of(&s.id)?;
-        Ok(Some((s, held)))
-    })
-    .await;
+    let found = api
+        .journal
+        .with(move |j| {
+            let Some(s) = j.silence(&id)? else {
+                return Ok(None);
+            };
+            let held = j.holds_of(&s.id)?;
+            Ok(Some((s, held)))
+        })
+        .await;
     match found {
         Ok(Some((s, held))) => {
             let mut v = gettable(&s, now);
@@ -165,7 +167,11 @@ async fn expire(
     // Alertmanager's DELETE carries no body: who expired it is optional.
     let by = q.by.unwrap_or_else(|| "api".to_owned());
     let now = api.clock.now();
-    match with_journal(&api.journal, move |j| Ok(super::expire(j, &id, &by, now))).await {
+    match api
+        .journal
+        .with(move |j| Ok(super::expire(j, &id, &by, now)))
+        .await
+    {
         Ok(Ok(s)) => {
             tracing::info!(silence = %s.id, by = ?s.expired_by, "silence expired");
             StatusCode::OK.into_response()

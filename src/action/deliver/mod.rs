@@ -28,8 +28,8 @@ use digest::{DIGEST_PARTS, Held, MAX_PENDING_BYTES, incidents_of, merge};
 
 use super::channel::{ChannelSpec, SendContext, SendOutcome};
 use super::message::Message;
-use super::{SharedJournal, with_journal};
 use crate::decision::IncidentId;
+use crate::journal::{Shared, Work};
 use crate::telemetry::Metrics;
 use crate::time::Clock;
 
@@ -88,7 +88,7 @@ impl Deliverer {
         specs: impl IntoIterator<Item = S>,
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
-        journal: SharedJournal,
+        timeline: Shared<dyn Work>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> (Deliverer, Vec<JoinHandle<()>>) {
@@ -112,7 +112,7 @@ impl Deliverer {
                     spec,
                     http: http.clone(),
                     clock: clock.clone(),
-                    journal: journal.clone(),
+                    timeline: timeline.clone(),
                     metrics: metrics.clone(),
                     others: me.clone(),
                 };
@@ -215,7 +215,8 @@ struct Worker {
     spec: Arc<ChannelSpec>,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
-    journal: SharedJournal,
+    /// Only the send outcomes' timeline lines.
+    timeline: Shared<dyn Work>,
     metrics: Arc<Metrics>,
     others: Deliverer,
 }
@@ -451,10 +452,10 @@ impl Worker {
                 text.to_owned(),
                 self.clock.now(),
             );
-            if let Err(e) = with_journal(&self.journal, move |j| {
-                j.add_timeline(&id, now, "send", &text)
-            })
-            .await
+            if let Err(e) = self
+                .timeline
+                .with(move |j| j.add_timeline(&id, now, "send", &text))
+                .await
             {
                 tracing::error!(error = %e, "could not write a send outcome to the timeline");
             }
