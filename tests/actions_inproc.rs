@@ -359,8 +359,9 @@ fn channels(base: &str) -> String {
 /// millisecond of real time it stays pending: enough for a rate limit's
 /// short wait between two sends, never the jump to the next far timer
 /// that tokio's own auto-advance would make. The tests measure paging
-/// against the clock times the stand-in recorded, so this drift of a few
-/// milliseconds does not blur them.
+/// against the clock times the stand-in recorded, and [`between`] allows
+/// exactly the drift this test's drives added (a loaded machine makes it
+/// seconds: a fixed allowance failed under load).
 async fn drive<F: std::future::Future>(fut: F) -> F::Output {
     tokio::pin!(fut);
     let started = Instant::now();
@@ -370,6 +371,7 @@ async fn drive<F: std::future::Future>(fut: F) -> F::Output {
             out = &mut fut => return out,
             _ = tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1))) => {
                 tokio::time::advance(Duration::from_millis(1)).await;
+                DRIFT_MS.with(|d| d.set(d.get() + 1));
             }
         }
         assert!(
@@ -623,12 +625,20 @@ fn secs(s: i64) -> Dur {
     Dur::from_secs(s)
 }
 
-/// Asserts `at` lies in `[from, from + within]`.
+thread_local! {
+    /// Milliseconds [`drive`] moved the clock on this test's thread (each
+    /// test runs its own runtime on a thread of its own).
+    static DRIFT_MS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// Asserts `at` lies in `[from, from + within]`, plus the drift [`drive`]
+/// added so far (time the harness moved, not ripcord).
 fn between(what: &str, at: Ts, from: Ts, within: Dur) {
+    let drift = Dur(DRIFT_MS.with(|d| d.get()));
+    let until = from.saturating_add(within).saturating_add(drift);
     assert!(
-        at >= from && at <= from.saturating_add(within),
-        "{what} at {at}, expected from {from} to {}",
-        from.saturating_add(within)
+        at >= from && at <= until,
+        "{what} at {at}, expected from {from} to {until} ({within:?} and the harness' drift {drift:?})"
     );
 }
 
