@@ -6,7 +6,8 @@ use std::collections::VecDeque;
 
 use tokio::sync::oneshot;
 
-use super::{Delivered, Delivery};
+use super::{Delivered, Delivery, Worker};
+use crate::action::channel::SendOutcome;
 use crate::action::message::Message;
 
 /// Bytes of messages a worker holds for its channel; past it, in a storm,
@@ -102,6 +103,27 @@ pub(super) fn merge(batch: Vec<Delivery>) -> Delivery {
         fallback,
         done: Some(tx),
         incidents,
+    }
+}
+
+impl Worker {
+    /// Keeps a message; past [`MAX_PENDING_BYTES`] the oldest are given up
+    /// (counted, and said on their incidents' timelines).
+    pub(super) fn hold(&self, pending: &mut Held, d: Delivery) {
+        pending.push(d);
+        while pending.bytes > MAX_PENDING_BYTES && pending.queue.len() > 1 {
+            let Some(old) = pending.pop_front() else {
+                break;
+            };
+            self.metrics.message(&self.spec.name, "dropped");
+            tracing::warn!(channel = %self.spec.name, title = %old.message.title, "a message was given up: the channel's queue is full");
+            if let Some(tx) = old.done {
+                let _ = tx.send(Delivered {
+                    channel: self.spec.name.clone(),
+                    outcome: SendOutcome::Reject("given up: the channel's queue is full".into()),
+                });
+            }
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! Delivery: one worker per channel, so a slow or dead channel never delays
-//! another. Its stages, one file each: [`rate`] (the channel's rate, no
-//! burst), [`digest`] (what waits is held, bounded in bytes, and merged),
-//! [`retry`] (backoff, honouring Retry-After); the fallback is the last
-//! step of [`Worker::deliver`]. Muting is the dispatcher's and the
-//! responder's (a silence holds an action back before any message is
-//! made), escalation the scheduler's.
+//! another. A message goes through its stages, one file each: [`rate`]
+//! (wait for the channel's rate, no burst), [`digest`] (what arrives
+//! meanwhile is held, bounded in bytes, and merged), [`retry`] (send,
+//! back off, honouring Retry-After), [`fallback`] (answer the sender, or
+//! hand a failed message to the tier's fallback channel). Before
+//! delivery, [`crate::action::mute`] holds back what a silence covers;
+//! after it, [`crate::action::escalation`] pages step by step.
 //!
 //! Each worker keeps the channel within its rate limit (governor). Messages
 //! that arrive while it waits are merged into one digest when it may send
@@ -21,12 +22,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 mod digest;
+mod fallback;
 mod rate;
 mod retry;
 
-use digest::{DIGEST_PARTS, Held, MAX_PENDING_BYTES, incidents_of, merge};
+use digest::{DIGEST_PARTS, Held, incidents_of, merge};
 
-use super::channel::{ChannelSpec, SendContext, SendOutcome};
+use super::channel::{ChannelSpec, SendOutcome};
 use super::message::Message;
 use crate::decision::IncidentId;
 use crate::journal::{Shared, Work};
@@ -246,25 +248,13 @@ impl Worker {
                 return;
             }
             // Wait for the rate limit, gathering what arrives meanwhile.
-            let mut was_limited = false;
-            while let Err(not_until) = limiter.check() {
-                was_limited = true;
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
-                let sleep = tokio::time::sleep(wait);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = &mut sleep => break,
-                        Some(d) = rx.recv() => self.hold(&mut pending, d),
-                        _ = shutdown.wait_for(|s| *s) => break,
-                    }
-                }
-                let stopping = *shutdown.borrow();
-                if stopping {
-                    self.abandon(pending, &mut rx).await;
-                    return;
-                }
-            }
+            let Some(was_limited) = self
+                .wait_for_rate(&limiter, &clock, &mut rx, &mut pending, &mut shutdown)
+                .await
+            else {
+                self.abandon(pending, &mut rx).await;
+                return;
+            };
             while let Ok(d) = rx.try_recv() {
                 self.hold(&mut pending, d);
             }
@@ -274,25 +264,6 @@ impl Worker {
             let batch: Vec<Delivery> = pending.take(if was_limited { DIGEST_PARTS } else { 1 });
             self.deliver(batch, &mut rx, &mut pending, &mut shutdown, &mut draining)
                 .await;
-        }
-    }
-
-    /// Keeps a message; past [`MAX_PENDING_BYTES`] the oldest are given up
-    /// (counted, and said on their incidents' timelines).
-    fn hold(&self, pending: &mut Held, d: Delivery) {
-        pending.push(d);
-        while pending.bytes > MAX_PENDING_BYTES && pending.queue.len() > 1 {
-            let Some(old) = pending.pop_front() else {
-                break;
-            };
-            self.metrics.message(&self.spec.name, "dropped");
-            tracing::warn!(channel = %self.spec.name, title = %old.message.title, "a message was given up: the channel's queue is full");
-            if let Some(tx) = old.done {
-                let _ = tx.send(Delivered {
-                    channel: self.spec.name.clone(),
-                    outcome: SendOutcome::Reject("given up: the channel's queue is full".into()),
-                });
-            }
         }
     }
 
@@ -315,10 +286,9 @@ impl Worker {
         }
     }
 
-    /// Sends a batch (one message, or a digest of several) until it is
-    /// sent, refused, or out of retries; keeps receiving meanwhile. A
-    /// shutdown ends the wait for the next retry (the grace period is for
-    /// sends, not for backoffs of a minute).
+    /// Sends a batch (one message, or a digest of several) through the
+    /// retry stage, says the outcome on the incidents' timelines, then
+    /// answers the sender or hands the message to the fallback.
     async fn deliver(
         &self,
         batch: Vec<Delivery>,
@@ -333,67 +303,10 @@ impl Worker {
             merge(batch)
         };
         let incidents = incidents_of(&d);
-        let mut attempt = 0u32;
-        let mut stopped = false;
-        let outcome = loop {
-            let ctx = SendContext {
-                http: &self.http,
-                now: self.clock.now(),
-            };
-            let send =
-                tokio::time::timeout(self.spec.timeout, self.spec.channel.send(&ctx, &d.message));
-            tokio::pin!(send);
-            let result = loop {
-                tokio::select! {
-                    r = &mut send => break r,
-                    Some(more) = rx.recv() => self.hold(pending, more),
-                }
-            };
-            let outcome = result.unwrap_or_else(|_| SendOutcome::Retry {
-                after: None,
-                reason: format!("no answer within {:?}", self.spec.timeout),
-            });
-            match &outcome {
-                // Stopping: no backoff, no retry. (`attempt` counts the
-                // attempts made, as after a backoff cut short.)
-                SendOutcome::Retry { .. } if *draining.borrow() || *shutdown.borrow() => {
-                    attempt += 1;
-                    stopped = true;
-                }
-                SendOutcome::Retry { after, reason } if attempt < self.spec.retries => {
-                    attempt += 1;
-                    let wait = retry::wait_before(attempt, *after);
-                    self.note(
-                        &incidents,
-                        &format!(
-                            "send via {} failed ({reason}); retry {attempt} in {wait:?}",
-                            self.spec.name
-                        ),
-                    )
-                    .await;
-                    let sleep = tokio::time::sleep(wait);
-                    tokio::pin!(sleep);
-                    loop {
-                        tokio::select! {
-                            _ = &mut sleep => break,
-                            Some(more) = rx.recv() => self.hold(pending, more),
-                            _ = shutdown.wait_for(|s| *s) => {
-                                stopped = true;
-                                break;
-                            }
-                            _ = draining.wait_for(|s| *s) => {
-                                stopped = true;
-                                break;
-                            }
-                        }
-                    }
-                }
-                _ => break outcome,
-            }
-            if stopped {
-                break outcome;
-            }
-        };
+        let tried = self
+            .send_with_retries(&d.message, &incidents, rx, pending, shutdown, draining)
+            .await;
+        let outcome = tried.outcome;
         let label = match &outcome {
             SendOutcome::Sent(_) => "sent",
             SendOutcome::Retry { .. } => "failed",
@@ -405,8 +318,8 @@ impl Worker {
             SendOutcome::Retry { reason, .. } => format!(
                 "not sent via {} after {} attempts: {reason}{}",
                 self.spec.name,
-                if stopped { attempt } else { attempt + 1 },
-                if stopped {
+                tried.attempts,
+                if tried.stopped {
                     " (ripcord is stopping: no retry)"
                 } else {
                     ""
@@ -416,33 +329,7 @@ impl Worker {
         };
         tracing::info!(channel = %self.spec.name, outcome = label, %detail, "message delivery");
         self.note(&incidents, &detail).await;
-        let failed = !matches!(outcome, SendOutcome::Sent(_));
-        match (&d.fallback, failed) {
-            (Some(fb), true) if self.others.has(fb) => {
-                self.note(
-                    &incidents,
-                    &format!("handing the message to fallback channel {fb}"),
-                )
-                .await;
-                let forwarded = Delivery {
-                    message: d.message.clone(),
-                    fallback: None,
-                    done: d.done,
-                    incidents: incidents.clone(),
-                };
-                if let Err(e) = self.others.send(fb, forwarded).await {
-                    tracing::error!(error = %e, "fallback channel unavailable");
-                }
-            }
-            _ => {
-                if let Some(tx) = d.done {
-                    let _ = tx.send(Delivered {
-                        channel: self.spec.name.clone(),
-                        outcome,
-                    });
-                }
-            }
-        }
+        self.answer_or_fall_back(d, outcome, incidents).await;
     }
 
     async fn note(&self, incidents: &[String], text: &str) {

@@ -1,10 +1,48 @@
-//! A channel's rate: `n` per `period`, kept with governor on tokio's
-//! (pausable) clock.
+//! The rate stage: a channel's rate, `n` per `period`, kept with governor
+//! on tokio's (pausable) clock; what arrives while the worker waits is
+//! held for the digest.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::{Quota, RateLimiter};
+use tokio::sync::{mpsc, watch};
+
+use super::digest::Held;
+use super::{Delivery, Worker};
+
+impl Worker {
+    /// Waits until the channel may send, holding what arrives meanwhile.
+    /// `Some(true)` if it had to wait (what is held goes out as a digest),
+    /// `None` if ripcord began to stop.
+    pub(super) async fn wait_for_rate(
+        &self,
+        limiter: &Limiter,
+        clock: &TokioRateClock,
+        rx: &mut mpsc::Receiver<Delivery>,
+        pending: &mut Held,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<bool> {
+        let mut was_limited = false;
+        while let Err(not_until) = limiter.check() {
+            was_limited = true;
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(clock));
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    Some(d) = rx.recv() => self.hold(pending, d),
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+            }
+            if *shutdown.borrow() {
+                return None;
+            }
+        }
+        Some(was_limited)
+    }
+}
 
 /// A clock for governor that follows tokio's (pausable) time.
 #[derive(Clone, Debug)]

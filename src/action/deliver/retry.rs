@@ -1,6 +1,100 @@
-//! How long a worker waits before trying a passing failure again.
+//! The retry stage: send, and try a passing failure (5xx, timeout, 429,
+//! "too fast") again after a backoff, honouring Retry-After, until it is
+//! sent, refused for good, or out of retries. Shutdown and draining end the
+//! backoff (the grace period is for sends, not for backoffs of a minute).
 
 use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::digest::Held;
+use super::{Delivery, Worker};
+use crate::action::channel::{SendContext, SendOutcome};
+use crate::action::message::Message;
+
+/// How the retry stage ended.
+pub(super) struct Tried {
+    pub(super) outcome: SendOutcome,
+    /// Attempts made.
+    pub(super) attempts: u32,
+    /// Cut short by a shutdown or a drain (no retry was waited for).
+    pub(super) stopped: bool,
+}
+
+impl Worker {
+    /// Sends `message` until it is sent, refused, or out of retries; keeps
+    /// receiving (into `pending`) meanwhile.
+    pub(super) async fn send_with_retries(
+        &self,
+        message: &Message,
+        incidents: &[String],
+        rx: &mut mpsc::Receiver<Delivery>,
+        pending: &mut Held,
+        shutdown: &mut watch::Receiver<bool>,
+        draining: &mut watch::Receiver<bool>,
+    ) -> Tried {
+        let mut attempt = 0u32;
+        loop {
+            let ctx = SendContext {
+                http: &self.http,
+                now: self.clock.now(),
+            };
+            let send =
+                tokio::time::timeout(self.spec.timeout, self.spec.channel.send(&ctx, message));
+            tokio::pin!(send);
+            let result = loop {
+                tokio::select! {
+                    r = &mut send => break r,
+                    Some(more) = rx.recv() => self.hold(pending, more),
+                }
+            };
+            let outcome = result.unwrap_or_else(|_| SendOutcome::Retry {
+                after: None,
+                reason: format!("no answer within {:?}", self.spec.timeout),
+            });
+            let stopped = |outcome, attempts| Tried {
+                outcome,
+                attempts,
+                stopped: true,
+            };
+            match &outcome {
+                // Stopping: no backoff, no retry.
+                SendOutcome::Retry { .. } if *draining.borrow() || *shutdown.borrow() => {
+                    return stopped(outcome, attempt + 1);
+                }
+                SendOutcome::Retry { after, reason } if attempt < self.spec.retries => {
+                    attempt += 1;
+                    let wait = wait_before(attempt, *after);
+                    self.note(
+                        incidents,
+                        &format!(
+                            "send via {} failed ({reason}); retry {attempt} in {wait:?}",
+                            self.spec.name
+                        ),
+                    )
+                    .await;
+                    let sleep = tokio::time::sleep(wait);
+                    tokio::pin!(sleep);
+                    loop {
+                        tokio::select! {
+                            _ = &mut sleep => break,
+                            Some(more) = rx.recv() => self.hold(pending, more),
+                            _ = shutdown.wait_for(|s| *s) => return stopped(outcome, attempt),
+                            _ = draining.wait_for(|s| *s) => return stopped(outcome, attempt),
+                        }
+                    }
+                }
+                _ => {
+                    return Tried {
+                        outcome,
+                        attempts: attempt + 1,
+                        stopped: false,
+                    };
+                }
+            }
+        }
+    }
+}
 
 /// Before attempt `attempt + 1`: exponential (2, 4, 8 … s, at most a
 /// minute), or the provider's own `Retry-After` when it gives one, but
