@@ -6,12 +6,11 @@
 //! type lives with the module that uses it); the reading blocks they share
 //! (YAML with spans, errors, secrets) are [`crate::config`], below them all.
 
-mod service;
-
 use std::path::{Path, PathBuf};
 
+pub use crate::server::config::{HttpConfig, HttpLimits};
 pub use crate::source::kafka_config::{GroupProtocol, KafkaConfig};
-pub use service::{HttpConfig, HttpLimits, LogConfig, LogFormat};
+pub use crate::telemetry::log::{LogConfig, LogFormat};
 
 use crate::config::relative_to;
 use crate::config::yaml::{self, MapReader};
@@ -148,13 +147,13 @@ impl Config {
                 crate::source::kafka_config::read_kafka(m, &mut cfg.kafka, &mut errs);
             }
             if let Some(m) = top.map("http", &mut errs) {
-                service::read_http(m, &mut cfg.http, &mut errs);
+                crate::server::config::read_config(m, &mut cfg.http, &mut errs);
             }
             if let Some(m) = top.map("journal", &mut errs) {
                 crate::journal::read_config(m, &mut cfg.journal, &mut errs);
             }
             if let Some(m) = top.map("log", &mut errs) {
-                service::read_log(m, &mut cfg.log, &mut errs);
+                crate::telemetry::log::read_config(m, &mut cfg.log, &mut errs);
             }
             if let Some(m) = top.map("gates", &mut errs) {
                 let mut gates = crate::gate::GateConfig::default();
@@ -183,7 +182,7 @@ impl Config {
                 crate::pipeline::read_config(m, &mut cfg.pipeline, &mut errs);
             }
             if let Some(m) = top.map("shutdown", &mut errs) {
-                service::read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);
+                read_shutdown(m, &mut cfg.shutdown_grace, &mut errs);
             }
             let mut actions = crate::action::config::ActionsConfig::default();
             crate::action::config::read(&mut top, &mut actions, &mut errs);
@@ -228,6 +227,15 @@ impl Config {
         }
         errs.into_result(cfg)
     }
+}
+
+/// `shutdown: {grace}`: the root's own knob (the shutdown is the whole
+/// process's).
+fn read_shutdown(mut m: MapReader<'_>, grace: &mut Dur, errs: &mut Errors) {
+    if let Some(d) = m.dur("grace", Dur::from_secs(1)..=Dur::from_mins(10), errs) {
+        *grace = d;
+    }
+    m.finish(errs);
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 //! - Shutdown: stop accepting, let requests in flight finish (bounded by
 //!   the caller's grace).
 
+pub mod config;
+
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -35,7 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::settings::HttpLimits;
+use config::HttpLimits;
 
 /// File descriptors kept free for everything but HTTP clients: executors
 /// (a rollback script's pipes), the journal, Kafka, channel sends.

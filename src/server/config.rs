@@ -1,8 +1,6 @@
-//! The sections of `ripcord run` that belong to no one module: http (its
-//! listener, limits and links; `http.console` is read by the console), log
-//! and shutdown. The others read themselves: `kafka:` in
-//! `source::kafka_config`, `journal:` in `journal`, the engine's in
-//! `engine::config`.
+//! The `http:` section: where ripcord listens, its token, what a client
+//! may hold of the server, and how people reach it (`http.console` is the
+//! console's own, read by [`crate::console::host::read_config`]).
 
 use std::net::SocketAddr;
 
@@ -10,7 +8,6 @@ use crate::config::error::Errors;
 use crate::config::secret::{Secret, read_secret};
 use crate::config::yaml::MapReader;
 use crate::console::host::ConsoleConfig;
-use crate::time::Dur;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
@@ -87,45 +84,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A tracing filter, e.g. `info` or `ripcord=debug,rdkafka=warn`;
-    /// `None`: by format (see [`LogConfig::filter`]).
-    pub level: Option<String>,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            level: None,
-        }
-    }
-}
-
-impl LogConfig {
-    /// The filter in force: the configured one, else `warn` for text (a
-    /// person at a terminal reads ripcord's own lines: what it listens
-    /// on, when it is ready, what the stand-ins did) and `info` for JSON
-    /// (a log pipeline keeps everything).
-    pub fn filter(&self) -> &str {
-        match (&self.level, self.format) {
-            (Some(l), _) => l,
-            (None, LogFormat::Text) => "warn",
-            (None, LogFormat::Json) => "info",
-        }
-    }
-}
-
-pub(super) fn read_http(mut m: MapReader<'_>, h: &mut HttpConfig, errs: &mut Errors) {
+pub fn read_config(mut m: MapReader<'_>, h: &mut HttpConfig, errs: &mut Errors) {
     if let Some(l) = m.str("listen", errs) {
         match l.parse::<SocketAddr>() {
             Ok(a) => h.listen = a,
@@ -200,44 +159,6 @@ pub(super) fn read_http(mut m: MapReader<'_>, h: &mut HttpConfig, errs: &mut Err
     }
     if let Some(c) = m.map("console", errs) {
         crate::console::host::read_config(c, &mut h.console, errs);
-    }
-    m.finish(errs);
-}
-
-pub(super) fn read_log(mut m: MapReader<'_>, l: &mut LogConfig, errs: &mut Errors) {
-    match m.str("format", errs) {
-        Some("text") => l.format = LogFormat::Text,
-        Some("json") => l.format = LogFormat::Json,
-        Some(other) => {
-            let n = m.node_of("format").unwrap_or(m.node());
-            m.err(
-                errs,
-                n,
-                "format",
-                format!("`{other}`: expected text or json"),
-            );
-        }
-        None => {}
-    }
-    if let Some(level) = m.str("level", errs) {
-        // The same parser `ripcord run` feeds it to, so a typo fails here.
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level) {
-            let n = m.node_of("level").unwrap_or(m.node());
-            m.err(
-                errs,
-                n,
-                "level",
-                format!("`{level}` is not a log filter (e.g. info, ripcord=debug,warn): {e}"),
-            );
-        }
-        l.level = Some(level.to_owned());
-    }
-    m.finish(errs);
-}
-
-pub(super) fn read_shutdown(mut m: MapReader<'_>, grace: &mut Dur, errs: &mut Errors) {
-    if let Some(d) = m.dur("grace", Dur::from_secs(1)..=Dur::from_mins(10), errs) {
-        *grace = d;
     }
     m.finish(errs);
 }
