@@ -9,7 +9,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -67,53 +66,6 @@ struct Cluster {
     rules: Option<&'static str>,
 }
 
-struct Replica {
-    child: Child,
-    port: u16,
-    stdout: Lines,
-    stderr: Lines,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Replica {
-    fn url(&self, p: &str) -> String {
-        format!("http://127.0.0.1:{}{p}", self.port)
-    }
-
-    fn post_alerts(&self, alerts: Vec<Value>) {
-        let body = json!({"version": "4", "status": "firing", "alerts": alerts});
-        let r = reqwest::blocking::Client::new()
-            .post(self.url("/api/v1/alerts"))
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().unwrap());
-    }
-
-    fn kill9(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status();
-    }
-}
-
 impl Cluster {
     fn new(partitions: i32) -> Cluster {
         let kafka = Kafka::get();
@@ -137,7 +89,7 @@ impl Cluster {
         self
     }
 
-    fn start(&self, name: &str, rollback_secs: u64) -> Replica {
+    fn start(&self, name: &str, rollback_secs: u64) -> Responder {
         let port = free_port();
         let cap = format!("http://127.0.0.1:{}", self.capture.port);
         let cfg = self.dir.path().join(format!("{name}.yaml"));
@@ -176,25 +128,12 @@ executors:
             ),
         )
         .unwrap();
-        let mut child = Command::new(ripcord_bin())
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("ROLLBACK_SECS", rollback_secs.to_string())
-            .env("RUST_LOG", "info")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = Lines::of(child.stdout.take().unwrap());
-        let stderr = Lines::of(child.stderr.take().unwrap());
-        let r = Replica {
-            child,
-            port,
-            stdout,
-            stderr,
-        };
+        let r = Responder::start_with_env(
+            self.dir.path(),
+            &format!("127.0.0.1:{port}"),
+            &["--config", cfg.to_str().unwrap()],
+            &[("ROLLBACK_SECS", &rollback_secs.to_string())],
+        );
         let ready = wait_until(Duration::from_secs(60), || {
             reqwest::blocking::get(r.url("/readyz")).is_ok_and(|x| x.status() == 200)
         });
@@ -213,6 +152,18 @@ executors:
     }
 }
 
+/// Waits until no action in the journal can still run (each is done,
+/// failed, unknown, skipped ...): a second run of anything would need one.
+fn settled(c: &Cluster) {
+    let ok = wait_until(Duration::from_secs(60), || {
+        count(
+            &c.db,
+            "SELECT count(*) FROM actions WHERE state IN ('pending', 'running', 'approved')",
+        ) == 0
+    });
+    assert!(ok, "{:?}", query(&c.db, "SELECT key, state FROM actions"));
+}
+
 fn alert(fp: &str, instance: &str, tier: &str, severity: &str) -> Value {
     json!({
         "status": "firing",
@@ -227,7 +178,7 @@ fn alert(fp: &str, instance: &str, tier: &str, severity: &str) -> Value {
 #[test]
 fn an_approval_pending_on_a_dead_replica_is_approved_through_another_and_rolls_back_once() {
     let c = Cluster::new(1);
-    let mut a = c.start("a", 0);
+    let a = c.start("a", 0);
     a.post_alerts(vec![alert("fp-a", "i-a", "medium", "warning")]);
     let ok = wait_until(Duration::from_secs(20), || {
         count(
@@ -237,7 +188,7 @@ fn an_approval_pending_on_a_dead_replica_is_approved_through_another_and_rolls_b
     });
     assert!(ok, "no approval requested:\n{}", a.stderr.text());
     let b = c.start("b", 0);
-    a.kill9();
+    let _ = a.kill9();
     let id = query(&c.db, "SELECT incident_id FROM approvals")[0][0]
         .clone()
         .unwrap();
@@ -266,7 +217,7 @@ fn an_approval_pending_on_a_dead_replica_is_approved_through_another_and_rolls_b
 #[test]
 fn a_paging_chain_of_a_dead_replica_goes_on_from_a_survivor_on_time() {
     let c = Cluster::new(1);
-    let mut a = c.start("a", 0);
+    let a = c.start("a", 0);
     let _b = c.start("b", 0);
     let started = Instant::now();
     a.post_alerts(vec![alert("fp-b", "i-b", "high", "critical")]);
@@ -274,7 +225,7 @@ fn a_paging_chain_of_a_dead_replica_goes_on_from_a_survivor_on_time() {
         !c.capture.times("/chat").is_empty()
     });
     assert!(first, "the first step never went out:\n{}", a.stderr.text());
-    a.kill9();
+    let _ = a.kill9();
     let second = wait_until(Duration::from_secs(30), || {
         !c.capture.times("/sms").is_empty()
     });
@@ -286,7 +237,19 @@ fn a_paging_chain_of_a_dead_replica_goes_on_from_a_survivor_on_time() {
         at >= Duration::from_secs(9) && at <= Duration::from_secs(16),
         "step 2 went out after {at:?}"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Step 2 is the last: once the journal says the chain is exhausted no
+    // replica can claim it again, and any second send would be in by then.
+    let exhausted = wait_until(Duration::from_secs(30), || {
+        count(
+            &c.db,
+            "SELECT count(*) FROM escalations WHERE state = 'exhausted'",
+        ) == 1
+    });
+    assert!(
+        exhausted,
+        "{:?}",
+        query(&c.db, "SELECT step, state FROM escalations")
+    );
     assert_eq!(c.capture.times("/sms").len(), 1, "step 2 sent once");
 }
 
@@ -295,14 +258,14 @@ fn a_paging_chain_of_a_dead_replica_goes_on_from_a_survivor_on_time() {
 #[test]
 fn a_rollback_running_on_a_dead_replica_becomes_unknown_and_never_runs_again() {
     let c = Cluster::new(1);
-    let mut a = c.start("a", 30);
+    let a = c.start("a", 30);
     a.post_alerts(vec![alert("fp-c", "i-c", "low", "critical")]);
     let running = wait_until(Duration::from_secs(20), || {
         calls(c.dir.path()).get("i-c") == Some(&1)
     });
     assert!(running, "the rollback never started:\n{}", a.stderr.text());
     let b = c.start("b", 0);
-    a.kill9();
+    let _ = a.kill9();
     let unknown = wait_until(Duration::from_secs(40), || {
         c.action_states("rollback") == ["unknown"]
     });
@@ -322,14 +285,14 @@ fn a_rollback_running_on_a_dead_replica_becomes_unknown_and_never_runs_again() {
 #[test]
 fn a_verification_due_on_a_dead_replica_runs_once_on_a_survivor() {
     let c = Cluster::new(1);
-    let mut a = c.start("a", 0);
+    let a = c.start("a", 0);
     let _b = c.start("b", 0);
     a.post_alerts(vec![alert("fp-d", "i-d", "low", "critical")]);
     let done = wait_until(Duration::from_secs(20), || {
         c.action_states("rollback") == ["done"]
     });
     assert!(done, "{:?}", c.action_states("rollback"));
-    a.kill9();
+    let _ = a.kill9();
     let checked = wait_until(Duration::from_secs(30), || {
         !c.capture.times("/verify/i-d").is_empty()
     });
@@ -391,12 +354,25 @@ fn a_replica_stopped_past_its_session_commits_and_acts_on_nothing_it_lost() {
         eprintln!("{}", survivor.stderr.text());
     }
     assert!(failover <= Duration::from_secs(6 + 5 + 5), "{failover:?}");
+    let woke_at = stopped.stderr.all().len();
     stopped.signal("-CONT");
-    std::thread::sleep(Duration::from_secs(8));
+    // The woken replica learns it was dropped from the group (its
+    // partition revoked) before the next event: it is then as stale as a
+    // replica gets, and must still not act twice.
+    let rejoined = wait_until(Duration::from_secs(30), || {
+        stopped.stderr.all()[woke_at..]
+            .iter()
+            .any(|l| l.contains("partitions revoked") || l.contains("rebalance error"))
+    });
+    assert!(
+        rejoined,
+        "the woken replica never rejoined:\n{}",
+        stopped.stderr.text()
+    );
     produce(&c.kafka.brokers, &c.topic, &[firing("i-after")]);
     assert!(wait_until(Duration::from_secs(30), || calls(c.dir.path())
         .contains_key("i-after")));
-    std::thread::sleep(Duration::from_secs(3));
+    settled(&c);
     for (instance, n) in calls(c.dir.path()) {
         assert_eq!(n, 1, "{instance} rolled back {n} times");
     }
@@ -462,11 +438,11 @@ fn http_samples_reach_their_partitions_owner_and_decide_once() {
         a.stderr.text(),
         b.stderr.text()
     );
-    std::thread::sleep(Duration::from_secs(3));
+    settled(&c);
     for (instance, n) in calls(c.dir.path()) {
         assert_eq!(n, 1, "{instance} rolled back {n} times");
     }
-    let decided = |r: &Replica| {
+    let decided = |r: &Responder| {
         r.stdout
             .decisions()
             .iter()
@@ -505,8 +481,20 @@ fn the_same_alert_posted_to_every_replica_at_once_rolls_back_once() {
     });
     let all = wait_until(Duration::from_secs(30), || calls(c.dir.path()).len() == 5);
     assert!(all, "{:?}\n{}", calls(c.dir.path()), a.stderr.text());
-    // Both replicas see both copies (each follows the other's HTTP bodies).
-    std::thread::sleep(Duration::from_secs(4));
+    // Both copies are decided (by the partition's owner, where each
+    // replica forwards its HTTP events): each decision is journaled once
+    // and found already there once. Then no action can still run.
+    let seen_all = wait_until(Duration::from_secs(30), || {
+        let (mut fresh, mut again) = (0.0, 0.0);
+        for r in [&a, &b] {
+            let m = r.metrics();
+            fresh += metric_sum(&m, "ripcord_decisions_total");
+            again += metric_sum(&m, "ripcord_duplicate_decisions_total");
+        }
+        fresh > 0.0 && again >= fresh
+    });
+    assert!(seen_all, "a: {}\nb: {}", a.metrics(), b.metrics());
+    settled(&c);
     for (instance, n) in calls(c.dir.path()) {
         assert_eq!(n, 1, "{instance} rolled back {n} times");
     }

@@ -358,7 +358,7 @@ impl Metrics {
         );
         registry.register(
             "duplicate_decisions",
-            "Decisions re-derived after a restart and already in the journal (not acted on again)",
+            "Decisions already in the journal when derived again: after a restart, or a second copy of an alert (not acted on again)",
             m.duplicate_decisions.clone(),
         );
         registry.register(

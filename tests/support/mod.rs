@@ -217,6 +217,19 @@ pub fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
     m.get(series).copied().unwrap_or(0.0)
 }
 
+/// The sum of every series of `name` (all label sets) in a `/metrics` text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    parse_metrics(text)
+        .iter()
+        .filter(|(series, _)| {
+            series
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// Unix milliseconds as RFC 3339.
 pub fn rfc3339(millis: i64) -> String {
     jiff::Timestamp::from_millisecond(millis)
@@ -243,6 +256,16 @@ impl Responder {
     /// [`Responder::start`] on `listen` (a known port, for a config's
     /// `public_url`).
     pub fn start_on(dir: &Path, listen: &str, args: &[&str]) -> Responder {
+        Responder::start_with_env(dir, listen, args, &[])
+    }
+
+    /// [`Responder::start_on`] with `env` set for ripcord (and what it runs).
+    pub fn start_with_env(
+        dir: &Path,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Responder {
         let mut child = Command::new(ripcord_bin())
             .arg("run")
             .args(["--listen", listen])
@@ -252,6 +275,7 @@ impl Responder {
                 "RUST_LOG",
                 std::env::var("RIPCORD_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -326,6 +350,24 @@ impl Responder {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `sig` (`-STOP`, `-CONT`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        signal(self.child.id(), sig);
+    }
+
+    /// Posts an Alertmanager webhook of `alerts` (`status: firing`) and
+    /// asserts it was taken.
+    pub fn post_alerts(&self, alerts: Vec<Value>) {
+        let body = serde_json::json!({"version": "4", "status": "firing", "alerts": alerts});
+        let r = reqwest::blocking::Client::new()
+            .post(self.url("/api/v1/alerts"))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().unwrap());
     }
 
     /// kill -9: no chance to clean up.
