@@ -449,7 +449,7 @@ fn connections_scenario(bin: &str, probes: usize) -> Outcome {
     std::thread::sleep(Duration::from_secs(2));
     let mut o = probe(&run, "conns", probes);
     stop.store(true, Ordering::Relaxed);
-    let opened = flood.join().unwrap_or(0);
+    let opened = flood.thread.join().unwrap_or(0);
     o.notes.push(format!(
         "300 silent connections held, {opened} opened in all"
     ));

@@ -652,8 +652,12 @@ fn silent_connections_never_lock_out_alertmanager() {
         support::silent_flood(r.http, one, 150, stop.clone()),
         support::silent_flood(r.http, many, 150, stop.clone()),
     ];
-    // Let the flood fill every slot before Alertmanager comes.
-    std::thread::sleep(Duration::from_secs(2));
+    // Every flood connection opened (and the 64 slots full) before
+    // Alertmanager comes.
+    let full = wait_until(Duration::from_secs(30), || {
+        floods.iter().all(|f| f.opened() >= 150)
+    });
+    assert!(full, "the flood never opened its connections");
     let am = Alertmanager::start(&r.webhook_url(), None);
     let labels = instance_down("i-silent");
     am.push(&[alert(&labels, now_millis() - 1_000, None)]);
@@ -665,7 +669,7 @@ fn silent_connections_never_lock_out_alertmanager() {
         })
     };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let opened: usize = floods.into_iter().map(|f| f.join().unwrap()).sum();
+    let opened: usize = floods.into_iter().map(|f| f.thread.join().unwrap()).sum();
     assert!(opened >= 300, "the flood opened only {opened} connections");
     assert!(
         decided,

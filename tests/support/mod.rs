@@ -1305,20 +1305,22 @@ pub fn ripcord_with_token(dir: &Path, token: &str, extra: &str) -> Responder {
 
 /// Holds `n` connections to `to` open and silent from `from` (addresses on
 /// loopback: Linux routes all of 127/8 there), opening another as soon as
-/// one is closed, until `stop`. Returns how many were opened in all.
+/// one is closed, until `stop`. [`Flood::opened`] counts the connections
+/// opened so far; the thread returns how many were opened in all.
 pub fn silent_flood(
     to: SocketAddr,
     from: Vec<std::net::IpAddr>,
     n: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<usize> {
+) -> Flood {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    std::thread::spawn(move || {
+    let opened = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = opened.clone();
+    let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let opened = std::sync::Arc::new(AtomicUsize::new(0));
         rt.block_on(async {
             let mut tasks = Vec::new();
             for k in 0..n {
@@ -1350,5 +1352,22 @@ pub fn silent_flood(
             }
         });
         opened.load(Ordering::Relaxed)
-    })
+    });
+    Flood {
+        thread,
+        opened: counted,
+    }
+}
+
+/// A [`silent_flood`] running.
+pub struct Flood {
+    pub thread: std::thread::JoinHandle<usize>,
+    opened: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Flood {
+    /// Connections opened so far.
+    pub fn opened(&self) -> usize {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
