@@ -355,6 +355,50 @@ fn instance_down(instance: &str) -> Value {
 
 /// Waits for Alertmanager to have sent at least `n` webhook notifications
 /// in all and ripcord to have answered at least `n` of them with 200.
+/// What Alertmanager had sent and ripcord answered at one moment.
+struct Sent {
+    notifications: f64,
+    answered: f64,
+}
+
+fn sent(am: &Alertmanager, r: &Ripcord) -> Sent {
+    Sent {
+        notifications: am.notifications(),
+        answered: r.webhooks(200),
+    }
+}
+
+/// Waits until Alertmanager has nothing left to send about `alertname`:
+/// it lists no active alert of that name (a resolved one is not listed),
+/// and ripcord has answered every notification sent since `since`.
+/// Nothing more can come of the alert then: the quiet a fixed sleep only
+/// hoped for. Call it once the resolve was seen (before that, a resolved
+/// alert not yet sent looks quiet too).
+fn wait_quiet(am: &Alertmanager, r: &Ripcord, alertname: &str, since: &Sent) {
+    let active = || -> usize {
+        reqwest::blocking::get(format!(
+            "{}/api/v2/alerts?filter=alertname%3D%22{alertname}%22",
+            am.url
+        ))
+        .unwrap()
+        .json::<Vec<Value>>()
+        .unwrap()
+        .len()
+    };
+    let ok = wait_until(Duration::from_secs(30), || {
+        active() == 0
+            && am.notifications() - since.notifications == r.webhooks(200) - since.answered
+    });
+    assert!(
+        ok,
+        "alertmanager still has {} active, sent {} notifications since, ripcord answered {}:\n{}",
+        active(),
+        am.notifications() - since.notifications,
+        r.webhooks(200) - since.answered,
+        am.log.text()
+    );
+}
+
 fn wait_for_deliveries(am: &Alertmanager, r: &Ripcord, n: f64) {
     let ok = wait_until(Duration::from_secs(60), || {
         am.notifications() >= n && r.webhooks(200) >= n
@@ -418,6 +462,7 @@ fn a_critical_alert_on_a_low_tier_service_rolls_back_once_and_resolves() {
     // The alert ends: Alertmanager sends it resolved, ripcord resolves the
     // same incident.
     let before = am.notifications();
+    let since = sent(&am, &r);
     let ends = now_millis();
     am.push(&[alert(&labels, starts, Some(ends))]);
     assert!(
@@ -433,7 +478,7 @@ fn a_critical_alert_on_a_low_tier_service_rolls_back_once_and_resolves() {
     assert_eq!(resolve["at"], rfc3339(ends));
     assert!(am.notifications() > before);
     // Nothing more comes of it, however long Alertmanager runs.
-    std::thread::sleep(Duration::from_secs(5));
+    wait_quiet(&am, &r, "InstanceDown", &since);
     assert_eq!(r.decisions().len(), 3, "{:#?}", r.decisions());
     assert_eq!(am.failures(), 0.0, "{}", am.log.text());
     assert_eq!(
@@ -605,13 +650,14 @@ fn ripcord_crashes_while_alertmanager_keeps_sending_and_nothing_fires_twice() {
 
     // The alert ends; the restarted ripcord resolves the incident opened
     // before the crash.
+    let since = sent(&am, &r);
     am.push(&[alert(&labels, starts, Some(now_millis()))]);
     assert!(
         wait_until(Duration::from_secs(30), || !r.decisions().is_empty()),
         "no resolve:\n{}",
         am.log.text()
     );
-    std::thread::sleep(Duration::from_secs(3));
+    wait_quiet(&am, &r, "InstanceDown", &since);
     let after = r.decisions();
     assert_eq!(actions(&after, &fp), ["resolve"], "{after:#?}");
     assert_eq!(after[0]["incident"], first[0]["incident"]);
