@@ -137,6 +137,23 @@ fn assert_once(all: &[String], want: &BTreeSet<String>) {
     );
 }
 
+/// Waits until the journal's positions for `topic` sum to `events`: every
+/// event produced was processed and committed (a decision is printed as
+/// its commit lands), so no duplicate can still be on its way.
+fn wait_consumed(db: &Path, topic: &str, events: usize) {
+    let consumed = || -> i64 {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.query_row(
+            "SELECT coalesce(sum(next_offset), 0) FROM positions WHERE partition LIKE ?1",
+            [format!("{topic}/%")],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    };
+    let ok = wait_until(Duration::from_secs(60), || consumed() >= events as i64);
+    assert!(ok, "consumed {} of {events} events", consumed());
+}
+
 fn journal_actions(db: &Path) -> usize {
     let c = rusqlite::Connection::open(db).unwrap();
     c.query_row("SELECT count(*) FROM actions", [], |r| r.get::<_, i64>(0))
@@ -197,8 +214,8 @@ fn kill_and_restart(
     let done = wait_until(Duration::from_secs(60), || {
         first.len() + b.decisions().len() >= want.len()
     });
-    // A little longer, to catch any duplicate still on its way.
-    std::thread::sleep(Duration::from_secs(2));
+    // Until every event is committed: no duplicate can still be on its way.
+    wait_consumed(&dir.path().join("state.db"), topic, events.len());
     let mut all = first.clone();
     all.extend(keys_of(&b.decisions()));
     assert!(
@@ -366,7 +383,7 @@ fn two_consumers_split_the_work_and_rebalance(protocol: Protocol) {
     let done = wait_until(Duration::from_secs(60), || {
         a_keys.len() + b.decisions().len() >= want.len()
     });
-    std::thread::sleep(Duration::from_secs(2));
+    wait_consumed(&group.dir.path().join("state.db"), topic, events.len());
     let mut all = a_keys.clone();
     all.extend(keys_of(&b.decisions()));
     assert!(done, "B did not finish the stream:\n{}", b.stderr.text());
