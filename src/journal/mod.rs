@@ -11,7 +11,11 @@
 //! Callers see roles, small traits with a backend-neutral error:
 //! [`Ingest`] (the pipeline's batch commit, positions and partition
 //! ownership), [`Work`] (action claims, leases, budgets, timers), [`Verdicts`]
-//! (what humans decide) and [`Reads`] (the API and CLI). Two backends
+//! (what humans decide), [`Reads`] (the API, console and CLI), [`Silences`]
+//! and [`Charts`]; [`Acts`] is work, verdicts and reads together. A
+//! component holds only its roles: a pipeline a `Box<dyn Ingest>`, an async
+//! component a [`Shared`] handle per role, which runs the role's
+//! (synchronous) calls on a blocking thread. Two backends
 //! implement them all and pass one conformance suite: [`SqliteJournal`] for
 //! one host (several processes may share its file) and [`PgJournal`] for a
 //! cluster of replicas sharing a PostgreSQL database.
