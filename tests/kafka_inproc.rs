@@ -127,11 +127,29 @@ impl Running {
         }
     }
 
-    fn stop(mut self) {
+    /// Stops the source and waits until stdout has printed every decision
+    /// the journal holds (stdout trails the commits on a thread of its
+    /// own); returns what was printed. Nothing can be printed after it.
+    fn stop(mut self) -> Vec<serde_json::Value> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             t.join().expect("the source thread exits cleanly");
         }
+        let journaled = self.journaled();
+        self.wait_for(
+            "stdout to print what was journaled",
+            Duration::from_secs(30),
+            |r| r.out.decisions().len() as i64 >= journaled,
+        );
+        self.out.decisions()
+    }
+
+    /// Decisions in the journal.
+    fn journaled(&self) -> i64 {
+        rusqlite::Connection::open(self._dir.path().join("state.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM decisions", [], |r| r.get(0))
+            .unwrap()
     }
 }
 
@@ -262,23 +280,28 @@ fn warm_up_fills_the_windows_without_firing() {
     run.wait_for("the warm-up", Duration::from_secs(30), |r| {
         r.metric("ripcord_warmup_seconds_count") >= 1.0
     });
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        run.out.decisions().is_empty(),
+    // What a warm-up that fired would have decided is journaled by now.
+    assert_eq!(
+        run.journaled(),
+        0,
         "warm-up fired: {:?}",
         run.out.decisions()
     );
-    send(&p, "warm", "web", up(0.0, now_ms(), "i-9").as_bytes());
+    let live_at = now_ms();
+    send(&p, "warm", "web", up(0.0, live_at, "i-9").as_bytes());
     run.wait_for("the live breach", Duration::from_secs(30), |r| {
         r.out.decisions().iter().any(|d| d["action"] == "rollback")
     });
-    std::thread::sleep(Duration::from_millis(500));
-    let rollbacks = run
-        .out
-        .decisions()
+    let decisions = run.stop();
+    let rollbacks: Vec<&serde_json::Value> = decisions
         .iter()
         .filter(|d| d["action"] == "rollback")
-        .count();
-    assert_eq!(rollbacks, 1, "{:?}", run.out.decisions());
-    run.stop();
+        .collect();
+    assert_eq!(rollbacks.len(), 1, "{decisions:?}");
+    // Decided by the live sample, not by an old one the warm-up read.
+    let at = ripcord::time::Ts::parse_rfc3339(rollbacks[0]["at"].as_str().unwrap()).unwrap();
+    assert!(
+        at.0 >= live_at,
+        "decided at {at}, before the live sample: {decisions:?}"
+    );
 }

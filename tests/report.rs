@@ -137,8 +137,19 @@ fn the_review_has_the_scripted_timeline_to_the_second_and_its_chart_renders() {
         assert!(ok, "the incident never resolved:\n{}", r.stderr.tail(20));
         id
     };
-    // The rollback's outcome is journaled a moment after its script ran.
-    std::thread::sleep(Duration::from_millis(500));
+    // The rollback's outcome is journaled a moment after its script ran:
+    // wait for it (the review reads it).
+    let rollback_done = wait_until(Duration::from_secs(30), || {
+        let v: Value = reqwest::blocking::get(r.url(&format!("/api/v1/incidents/{id}")))
+            .unwrap()
+            .json()
+            .unwrap();
+        v["actions"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|a| a["action"] == "rollback" && a["state"] == "done")
+        })
+    });
+    assert!(rollback_done, "the rollback's outcome was never journaled");
 
     let (code, review, err) = ripcord(
         dir.path(),
