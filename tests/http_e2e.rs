@@ -683,7 +683,9 @@ fn an_oversize_body_is_413_and_nothing_of_it_is_applied() {
         let reply = post_json(&r.url(endpoint), chunked);
         assert_eq!(reply.code, 413, "{endpoint}, chunked: {reply:?}");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Refused before anything is queued: the journal holds nothing (and
+    // the fresh decisions below show nothing was applied later either).
+    assert_eq!(count(&r.db(), "SELECT count(*) FROM decisions"), 0);
     assert!(r.decisions().is_empty(), "{:?}", r.decisions());
     assert_eq!(count(&r.db(), "SELECT count(*) FROM inbox"), 0);
     // The same alert under the limit: it was never applied, so it decides
@@ -797,7 +799,9 @@ fn malformed_bodies_are_400_naming_the_problem_and_apply_nothing() {
     );
 
     // None of the good events in those bodies was applied.
-    std::thread::sleep(Duration::from_millis(300));
+    // Refused before anything is queued: the journal holds nothing (and
+    // the fresh decisions below show nothing was applied later either).
+    assert_eq!(count(&r.db(), "SELECT count(*) FROM decisions"), 0);
     assert!(r.decisions().is_empty(), "{:?}", r.decisions());
     let m = r.metrics();
     assert_eq!(
@@ -872,7 +876,9 @@ fn a_wrong_content_type_is_415_and_the_alerts_endpoint_takes_only_alertmanager_p
     let reply = post_json(&r.url("/api/v1/alerts"), format!("[{a}]"));
     assert_eq!(reply.code, 400, "{reply:?}");
 
-    std::thread::sleep(Duration::from_millis(300));
+    // Refused before anything is queued: the journal holds nothing (and
+    // the fresh decisions below show nothing was applied later either).
+    assert_eq!(count(&r.db(), "SELECT count(*) FROM decisions"), 0);
     assert!(r.decisions().is_empty(), "{:?}", r.decisions());
     let m = r.metrics();
     assert_eq!(http_count(&m, "/api/v1/alerts", 415), 3.0);
@@ -944,7 +950,9 @@ fn events_from_the_future_are_400_naming_the_time() {
         reply.body
     );
 
-    std::thread::sleep(Duration::from_millis(300));
+    // Refused before anything is queued: the journal holds nothing (and
+    // the fresh decisions below show nothing was applied later either).
+    assert_eq!(count(&r.db(), "SELECT count(*) FROM decisions"), 0);
     assert!(r.decisions().is_empty(), "{:?}", r.decisions());
     let m = r.metrics();
     assert_eq!(
@@ -1033,8 +1041,17 @@ fn concurrent_posts_each_decide_exactly_once() {
         "{} of {want} decisions printed",
         r.decisions().len()
     );
-    // A little longer, to catch anything extra still on its way.
-    std::thread::sleep(Duration::from_millis(500));
+    // Every request was answered after its commit: the journal holds all
+    // that will ever be printed. Once stdout has printed as many, nothing
+    // extra can still be on its way.
+    let journaled = count(&r.db(), "SELECT count(*) FROM decisions");
+    assert!(
+        wait_until(Duration::from_secs(20), || r.decisions().len() as i64
+            >= journaled),
+        "{} of {journaled} journaled decisions printed",
+        r.decisions().len()
+    );
+    assert_eq!(journaled as usize, want);
     let decisions = r.decisions();
     assert_eq!(decisions.len(), want);
     assert_no_key_twice(&decisions);
