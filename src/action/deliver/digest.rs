@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Delivered, Delivery, Worker};
 use crate::action::channel::SendOutcome;
@@ -107,6 +107,24 @@ pub(super) fn merge(batch: Vec<Delivery>) -> Delivery {
 }
 
 impl Worker {
+    /// Awaits `until`, holding every message that arrives meanwhile: a
+    /// worker waiting on a send, a backoff or its rate never stops taking
+    /// messages (its queue stays short, and they join the next digest).
+    pub(super) async fn holding<F: std::future::Future>(
+        &self,
+        until: F,
+        rx: &mut mpsc::Receiver<Delivery>,
+        pending: &mut Held,
+    ) -> F::Output {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                out = &mut until => return out,
+                Some(d) = rx.recv() => self.hold(pending, d),
+            }
+        }
+    }
+
     /// Keeps a message; past [`MAX_PENDING_BYTES`] the oldest are given up
     /// (counted, and said on their incidents' timelines).
     pub(super) fn hold(&self, pending: &mut Held, d: Delivery) {

@@ -27,15 +27,13 @@ impl Worker {
         while let Err(not_until) = limiter.check() {
             was_limited = true;
             let wait = not_until.wait_time_from(governor::clock::Clock::now(clock));
-            let sleep = tokio::time::sleep(wait);
-            tokio::pin!(sleep);
-            loop {
+            let waited = async {
                 tokio::select! {
-                    _ = &mut sleep => break,
-                    Some(d) = rx.recv() => self.hold(pending, d),
-                    _ = shutdown.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|s| *s) => {}
                 }
-            }
+            };
+            self.holding(waited, rx, pending).await;
             if *shutdown.borrow() {
                 return None;
             }

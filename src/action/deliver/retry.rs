@@ -41,13 +41,7 @@ impl Worker {
             };
             let send =
                 tokio::time::timeout(self.spec.timeout, self.spec.channel.send(&ctx, message));
-            tokio::pin!(send);
-            let result = loop {
-                tokio::select! {
-                    r = &mut send => break r,
-                    Some(more) = rx.recv() => self.hold(pending, more),
-                }
-            };
+            let result = self.holding(send, rx, pending).await;
             let outcome = result.unwrap_or_else(|_| SendOutcome::Retry {
                 after: None,
                 reason: format!("no answer within {:?}", self.spec.timeout),
@@ -73,15 +67,15 @@ impl Worker {
                         ),
                     )
                     .await;
-                    let sleep = tokio::time::sleep(wait);
-                    tokio::pin!(sleep);
-                    loop {
+                    let cut_short = async {
                         tokio::select! {
-                            _ = &mut sleep => break,
-                            Some(more) = rx.recv() => self.hold(pending, more),
-                            _ = shutdown.wait_for(|s| *s) => return stopped(outcome, attempt),
-                            _ = draining.wait_for(|s| *s) => return stopped(outcome, attempt),
+                            _ = tokio::time::sleep(wait) => false,
+                            _ = shutdown.wait_for(|s| *s) => true,
+                            _ = draining.wait_for(|s| *s) => true,
                         }
+                    };
+                    if self.holding(cut_short, rx, pending).await {
+                        return stopped(outcome, attempt);
                     }
                 }
                 _ => {
