@@ -103,13 +103,6 @@ macro_rules! roles {
 roles!(Work, Verdicts, Reads, Silences, Charts, Acts, Journal);
 
 impl<R: ?Sized + Role> Shared<R> {
-    pub fn new(journal: &SharedJournal) -> Self {
-        Shared {
-            journal: journal.clone(),
-            role: std::marker::PhantomData,
-        }
-    }
-
     /// Runs `f` on a blocking thread with this role of the journal.
     pub async fn with<T: Send + 'static>(
         &self,
@@ -136,7 +129,10 @@ impl<R: ?Sized> Clone for Shared<R> {
 
 impl<R: ?Sized + Role> From<&SharedJournal> for Shared<R> {
     fn from(journal: &SharedJournal) -> Self {
-        Shared::new(journal)
+        Shared {
+            journal: journal.clone(),
+            role: std::marker::PhantomData,
+        }
     }
 }
 
