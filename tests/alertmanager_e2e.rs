@@ -279,14 +279,20 @@ receivers:
     }
 
     /// Alertmanager's own fingerprint of the alert with `alertname`.
-    fn fingerprint(&self, alertname: &str) -> String {
-        let alerts: Vec<Value> = reqwest::blocking::get(format!(
+    /// The alerts named `alertname` Alertmanager lists (active ones: a
+    /// resolved alert is not listed).
+    fn alerts(&self, alertname: &str) -> Vec<Value> {
+        reqwest::blocking::get(format!(
             "{}/api/v2/alerts?filter=alertname%3D%22{alertname}%22",
             self.url
         ))
         .unwrap()
         .json()
-        .unwrap();
+        .unwrap()
+    }
+
+    fn fingerprint(&self, alertname: &str) -> String {
+        let alerts = self.alerts(alertname);
         assert_eq!(alerts.len(), 1, "{alerts:?}");
         alerts[0]["fingerprint"].as_str().unwrap().to_owned()
     }
@@ -375,16 +381,7 @@ fn sent(am: &Alertmanager, r: &Ripcord) -> Sent {
 /// hoped for. Call it once the resolve was seen (before that, a resolved
 /// alert not yet sent looks quiet too).
 fn wait_quiet(am: &Alertmanager, r: &Ripcord, alertname: &str, since: &Sent) {
-    let active = || -> usize {
-        reqwest::blocking::get(format!(
-            "{}/api/v2/alerts?filter=alertname%3D%22{alertname}%22",
-            am.url
-        ))
-        .unwrap()
-        .json::<Vec<Value>>()
-        .unwrap()
-        .len()
-    };
+    let active = || am.alerts(alertname).len();
     let ok = wait_until(Duration::from_secs(30), || {
         active() == 0
             && am.notifications() - since.notifications == r.webhooks(200) - since.answered
